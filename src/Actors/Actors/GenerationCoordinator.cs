@@ -1,0 +1,368 @@
+namespace FlexGen.Actors.Actors;
+
+using Akka.Actor;
+using Akka.Event;
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Pipeline;
+using FlexGen.Actors.Schedule;
+using FlexGen.Actors.Tracing;
+using FlexGen.Tensors.Policies;
+
+/// <summary>
+/// Owns the policy, the model backend (weights placed in their tiers) and the tier actors (its children:
+/// gpu-compute, cpu-compute, copy, disk-io, each on its own pinned dispatcher). Turns each
+/// <see cref="GenerateRequest"/> into blocks of gpu_batch_size * num_gpu_batches rows and drives each block's
+/// schedule through the tier actors (<see cref="BlockDispatcher"/> decides what may start), one request at
+/// a time. Replies <see cref="GenerationResult"/>, or <see cref="Status.Failure"/> with a
+/// <see cref="GenerationFailedException"/> whose inner exception is the cause.
+/// <para>
+/// Ownership: the backend (weights) belongs to this actor and is disposed in PostStop or when a request
+/// brings another policy; each block's run owns its cache, buffers and offload files and is disposed by
+/// this actor as soon as no tier actor can still touch it (all parts answered) - after success, failure
+/// or cancellation alike, before the reply is sent.
+/// </para>
+/// </summary>
+public sealed class GenerationCoordinator : UntypedActor
+{
+    private readonly Func<Policy, IPipelineBackend> _backendFactory;
+    private readonly Policy _defaultPolicy;
+    private readonly PipelineOptions _options;
+    private readonly Dictionary<TierKind, IActorRef> _tiers = new();
+    private readonly LinkedList<(GenerateRequest Request, IActorRef ReplyTo)> _queue = new();
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private IPipelineBackend? _backend;
+    private RequestExecution? _current;
+
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions options)
+    {
+        _defaultPolicy = defaultPolicy;
+        _backendFactory = backendFactory;
+        _options = options;
+    }
+
+    /// <summary>Props for a coordinator whose backend is built by <paramref name="backendFactory"/> for each policy in use.</summary>
+    public static Props Props(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
+        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options ?? PipelineOptions.Default));
+
+    /// <summary>The tier actors' child names.</summary>
+    public static string ChildName(TierKind tier) => tier.ActorName();
+
+    /// <summary>
+    /// Supervision: a tier actor whose task part throws (<see cref="TierTaskException"/>) fails the running
+    /// request with the part's exception as the cause and is restarted (it holds no state; queued parts of the
+    /// abandoned run are skipped). Any other failure of a tier actor stops it; the coordinator watches its
+    /// tiers, fails the running request on <see cref="Terminated"/> and starts a fresh actor for that tier.
+    /// </summary>
+    protected override SupervisorStrategy SupervisorStrategy() =>
+        new OneForOneStrategy(-1, -1, cause =>
+        {
+            if (cause is TierTaskException partFailed)
+            {
+                OnPartFailed(partFailed);
+                return Directive.Restart;
+            }
+
+            _log.Error(cause, "tier actor failed outside a task part; stopping it");
+            return Directive.Stop;
+        });
+
+    protected override void PreStart()
+    {
+        foreach (var tier in Enum.GetValues<TierKind>())
+        {
+            StartTier(tier);
+        }
+    }
+
+    protected override void PostStop()
+    {
+        // Children (tier actors) have stopped before PostStop: nothing can touch a run any more.
+        if (_current is { } current)
+        {
+            current.Cause ??= new OperationCanceledException("the generation coordinator stopped");
+            FinishFailed(current);
+        }
+
+        foreach (var (request, replyTo) in _queue)
+        {
+            replyTo.Tell(new Status.Failure(new GenerationFailedException(request.RequestId, "the generation coordinator stopped",
+                new OperationCanceledException("the generation coordinator stopped"))));
+        }
+
+        _queue.Clear();
+        _backend?.Dispose();
+        _backend = null;
+    }
+
+    protected override void OnReceive(object message)
+    {
+        switch (message)
+        {
+            case GenerateRequest request:
+                _queue.AddLast((request, Sender));
+                StartNextIfIdle();
+                break;
+            case CancelGeneration cancel:
+                Cancel(cancel.RequestId);
+                break;
+            case TaskCompleted completed when IsCurrent(completed.Run):
+                OnCompleted(completed);
+                break;
+            case TaskSkipped skipped when IsCurrent(skipped.Run):
+                _current!.Dispatcher!.Abandon(skipped.Tier);
+                FinishAbortIfDrained();
+                break;
+            case TaskCompleted or TaskSkipped:
+                break; // a part of a run already disposed: nothing to do
+            case Terminated terminated:
+                OnTierTerminated(terminated.ActorRef);
+                break;
+            default:
+                Unhandled(message);
+                break;
+        }
+    }
+
+    private void StartTier(TierKind tier)
+    {
+        var actor = Context.ActorOf(TierActor.PropsFor(tier), ChildName(tier));
+        Context.Watch(actor);
+        _tiers[tier] = actor;
+    }
+
+    private bool IsCurrent(IPipelineRun run) => _current?.Run is { } current && ReferenceEquals(current, run);
+
+    private void OnTierTerminated(IActorRef actor)
+    {
+        var tier = _tiers.First(t => t.Value.Equals(actor)).Key;
+        if (_current?.Dispatcher is { } dispatcher)
+        {
+            dispatcher.AbandonAll(tier);
+        }
+
+        StartTier(tier);
+        Abort(new InvalidOperationException($"tier actor {tier.ActorName()} stopped"));
+    }
+
+    private void OnPartFailed(TierTaskException failure)
+    {
+        if (!IsCurrent(failure.Run))
+        {
+            return;
+        }
+
+        _current!.Dispatcher!.Abandon(failure.Tier);
+        Abort(failure.InnerException ?? failure);
+    }
+
+    private void Cancel(Guid requestId)
+    {
+        if (_current?.Request.RequestId == requestId)
+        {
+            Abort(new OperationCanceledException($"request {requestId} was cancelled"));
+            return;
+        }
+
+        var queued = _queue.FirstOrDefault(q => q.Request.RequestId == requestId);
+        if (queued.Request is not null)
+        {
+            _queue.Remove(queued);
+            queued.ReplyTo.Tell(new Status.Failure(new GenerationFailedException(requestId, $"request {requestId} was cancelled before it started",
+                new OperationCanceledException($"request {requestId} was cancelled"))));
+        }
+    }
+
+    private void StartNextIfIdle()
+    {
+        while (_current is null && _queue.First is { } next)
+        {
+            _queue.RemoveFirst();
+            var (request, replyTo) = next.Value;
+            try
+            {
+                var policy = request.Policy ?? _defaultPolicy;
+                if (_backend is null || _backend.Policy != policy)
+                {
+                    _backend?.Dispose();
+                    _backend = null;
+                    _backend = _backendFactory(policy);
+                }
+
+                var blocks = RequestBlocks.Split(request, policy, _backend.PadTokenId);
+                _backend.ResetPeaks();
+                _current = new RequestExecution(request, replyTo, blocks, new TraceRecorder());
+                StartBlock(_current);
+            }
+            catch (Exception e)
+            {
+                if (_current is { } failed)
+                {
+                    failed.Cause = e;
+                    FinishFailed(failed);
+                }
+                else
+                {
+                    replyTo.Tell(new Status.Failure(new GenerationFailedException(request.RequestId, $"request {request.RequestId} failed: {e.Message}", e)));
+                }
+            }
+        }
+    }
+
+    private void StartBlock(RequestExecution current)
+    {
+        var block = current.Blocks[current.BlockIndex];
+        current.Run = _backend!.CreateRun(block, current.Trace);
+        current.Dispatcher = new BlockDispatcher(current.Run.Schedule, current.Run.Route, _options.MaxInFlightPerTier, _options.PrefetchSteps);
+        current.BlockStarted = current.Trace.Now;
+        current.PrefillTasksLeft = current.Run.Schedule.Tasks.Count(t => t.Task.Token == 0);
+        Dispatch(current);
+    }
+
+    private void Dispatch(RequestExecution current)
+    {
+        foreach (var (task, tier) in current.Dispatcher!.TakeReady())
+        {
+            _tiers[tier].Tell(new ExecuteTask(current.Run!, task, tier));
+        }
+    }
+
+    private void OnCompleted(TaskCompleted completed)
+    {
+        var current = _current!;
+        var dispatcher = current.Dispatcher!;
+        dispatcher.Complete(completed.Task, completed.Tier);
+        if (current.Cause is not null)
+        {
+            FinishAbortIfDrained();
+            return;
+        }
+
+        if (completed.Task.Token == 0 && dispatcher.IsDone(completed.Task) && --current.PrefillTasksLeft == 0)
+        {
+            current.Prefill += current.Trace.Now - current.BlockStarted;
+            current.PrefillEnded = current.Trace.Now;
+        }
+
+        if (!dispatcher.IsFinished)
+        {
+            Dispatch(current);
+            return;
+        }
+
+        try
+        {
+            FinishBlock(current);
+        }
+        catch (Exception e)
+        {
+            Abort(e);
+        }
+    }
+
+    private void FinishBlock(RequestExecution current)
+    {
+        var run = current.Run!;
+        var now = current.Trace.Now;
+        current.Decode += now - (current.PrefillEnded ?? now);
+        var ids = run.OutputIds();
+        for (int row = 0; row < run.Block.ValidRows; row++)
+        {
+            current.Outputs.Add(ids[row]);
+        }
+
+        current.Run = null;
+        current.Dispatcher = null;
+        current.PrefillEnded = null;
+        run.Dispose();
+        if (++current.BlockIndex < current.Blocks.Count)
+        {
+            StartBlock(current);
+            return;
+        }
+
+        var result = new GenerationResult(current.Request.RequestId, current.Outputs.ToArray(),
+            new PhaseTimings(current.Prefill, current.Decode), new Dictionary<string, long>(_backend!.PeakBytes), current.Trace.ToTrace());
+        _current = null;
+        current.ReplyTo.Tell(result);
+        StartNextIfIdle();
+    }
+
+    private void Abort(Exception cause)
+    {
+        if (_current is not { } current || current.Cause is not null)
+        {
+            return;
+        }
+
+        current.Cause = cause;
+        current.Run?.Cancel();
+        FinishAbortIfDrained();
+    }
+
+    private void FinishAbortIfDrained()
+    {
+        if (_current is not { Cause: not null } current || current.Dispatcher is { InFlight: > 0 })
+        {
+            return;
+        }
+
+        FinishFailed(current);
+        StartNextIfIdle();
+    }
+
+    private void FinishFailed(RequestExecution current)
+    {
+        try
+        {
+            current.Run?.Dispose();
+        }
+        catch (Exception e)
+        {
+            _log.Error(e, "disposing the run of request {0} failed", current.Request.RequestId);
+        }
+
+        current.Run = null;
+        current.Dispatcher = null;
+        _current = null;
+        var cause = current.Cause!;
+        current.ReplyTo.Tell(new Status.Failure(new GenerationFailedException(current.Request.RequestId,
+            $"request {current.Request.RequestId} failed: {cause.Message}", cause)));
+    }
+
+    private sealed class RequestExecution(GenerateRequest request, IActorRef replyTo, IReadOnlyList<BlockRequest> blocks, TraceRecorder trace)
+    {
+        public GenerateRequest Request { get; } = request;
+
+        public IActorRef ReplyTo { get; } = replyTo;
+
+        public IReadOnlyList<BlockRequest> Blocks { get; } = blocks;
+
+        public TraceRecorder Trace { get; } = trace;
+
+        public List<IReadOnlyList<long>> Outputs { get; } = new();
+
+        public int BlockIndex { get; set; }
+
+        public IPipelineRun? Run { get; set; }
+
+        public BlockDispatcher? Dispatcher { get; set; }
+
+        public Exception? Cause { get; set; }
+
+        public TimeSpan BlockStarted { get; set; }
+
+        public TimeSpan? PrefillEnded { get; set; }
+
+        public int PrefillTasksLeft { get; set; }
+
+        public TimeSpan Prefill { get; set; }
+
+        public TimeSpan Decode { get; set; }
+    }
+}
+
+/// <summary>Pipeline tuning (defaults from hocon/flexgen.conf flexgen.pipeline).</summary>
+public sealed record PipelineOptions(int MaxInFlightPerTier = 2, int PrefetchSteps = 1)
+{
+    public static PipelineOptions Default { get; } = new();
+}

@@ -1,0 +1,117 @@
+namespace FlexGen.Actors.Actors;
+
+using Akka.Actor;
+using FlexGen.Actors.Hosting;
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Schedule;
+
+/// <summary>
+/// The common loop of the tier actors: run each <see cref="ExecuteTask"/> part on this actor's own pinned
+/// thread, trace it, answer <see cref="TaskCompleted"/>. Parts of a cancelled run are answered with
+/// <see cref="TaskSkipped"/> without running. A part that throws makes the actor fail with
+/// <see cref="TierTaskException"/>; the coordinator (the parent) decides what happens (see
+/// GenerationCoordinator.SupervisorStrategy). Tier actors hold no tensors between messages: every buffer
+/// belongs to the run (the coordinator disposes it), so a restart loses nothing.
+/// </summary>
+public abstract class TierActor : UntypedActor
+{
+    protected TierActor(TierKind tier)
+    {
+        Tier = tier;
+    }
+
+    public TierKind Tier { get; }
+
+    protected override void PreStart()
+    {
+        Thread.CurrentThread.Name ??= $"flexgen-{Tier.ActorName()}";
+        base.PreStart();
+    }
+
+    protected override void OnReceive(object message)
+    {
+        switch (message)
+        {
+            case ExecuteTask { Tier: var tier } work when tier == Tier:
+                Run(work);
+                break;
+            default:
+                Unhandled(message);
+                break;
+        }
+    }
+
+    private void Run(ExecuteTask work)
+    {
+        if (work.Run.IsCancelled)
+        {
+            Sender.Tell(new TaskSkipped(work.Run, work.Task, Tier));
+            return;
+        }
+
+        var trace = work.Run.Trace;
+        var start = trace.Now;
+        long bytes;
+        try
+        {
+            bytes = work.Run.Execute(work.Task, Tier);
+        }
+        catch (Exception e)
+        {
+            throw new TierTaskException(work.Run, work.Task, Tier, e);
+        }
+
+        trace.Record(Tier, work.Task, start, trace.Now, bytes);
+        Sender.Tell(new TaskCompleted(work.Run, work.Task, Tier));
+    }
+
+    /// <summary>Props of the actor for <paramref name="tier"/> on its own pinned dispatcher.</summary>
+    public static Props PropsFor(TierKind tier)
+    {
+        Props props = tier switch
+        {
+            TierKind.GpuCompute => Props.Create(() => new GpuComputeActor()),
+            TierKind.CpuCompute => Props.Create(() => new CpuComputeActor()),
+            TierKind.Copy => Props.Create(() => new CopyActor()),
+            TierKind.DiskIo => Props.Create(() => new DiskIoActor()),
+            _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, null),
+        };
+        return props.WithDispatcher(FlexGenHocon.DispatcherOf(tier));
+    }
+}
+
+/// <summary>Layer math on the GPU tier (emulated in CPU memory without CUDA); owns the compute stream's thread.</summary>
+public sealed class GpuComputeActor : TierActor
+{
+    public GpuComputeActor()
+        : base(TierKind.GpuCompute)
+    {
+    }
+}
+
+/// <summary>Decode attention over CPU-resident cache rows (cpu_cache_compute).</summary>
+public sealed class CpuComputeActor : TierActor
+{
+    public CpuComputeActor()
+        : base(TierKind.CpuCompute)
+    {
+    }
+}
+
+/// <summary>CPU &lt;-&gt; GPU copies: weights in, cache in/out, hidden in/out; owns the copy stream's thread.</summary>
+public sealed class CopyActor : TierActor
+{
+    public CopyActor()
+        : base(TierKind.Copy)
+    {
+    }
+}
+
+/// <summary>Disk reads and writes (weights, cache and activations homed on disk).</summary>
+public sealed class DiskIoActor : TierActor
+{
+    public DiskIoActor()
+        : base(TierKind.DiskIo)
+    {
+    }
+}

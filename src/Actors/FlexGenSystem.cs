@@ -1,0 +1,78 @@
+namespace FlexGen.Actors;
+
+using Akka.Actor;
+using Akka.Configuration;
+using FlexGen.Actors.Actors;
+using FlexGen.Actors.Hosting;
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Pipeline;
+using FlexGen.Tensors.Policies;
+
+/// <summary>
+/// The embeddable entry point: an actor system with the HOCON of hocon/flexgen.conf and one
+/// <see cref="GenerationCoordinator"/> (which owns the tier actors and the model).
+/// <code>
+/// await using var flexgen = FlexGenSystem.Start(settings);            // loads the model under settings.Policy
+/// GenerationResult r = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, GenLen = 32 }, ct);
+/// r.OutputIds;   // (n, gen_len)        r.Timings;  // prefill / decode
+/// r.PeakBytes;   // per memory tier     r.Trace.WriteChromeJson("run.trace.json"); r.Trace.Summarize();
+/// </code>
+/// Hosts with their own ActorSystem: include <see cref="FlexGenHocon.Config"/> and create
+/// <see cref="GenerationCoordinator.Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> themselves; talk
+/// to it with Ask&lt;GenerationResult&gt;(GenerateRequest) and Tell(CancelGeneration).
+/// </summary>
+public sealed class FlexGenSystem : IAsyncDisposable
+{
+    private readonly bool _ownsSystem;
+
+    private FlexGenSystem(ActorSystem system, IActorRef coordinator, bool ownsSystem)
+    {
+        System = system;
+        Coordinator = coordinator;
+        _ownsSystem = ownsSystem;
+    }
+
+    public ActorSystem System { get; }
+
+    public IActorRef Coordinator { get; }
+
+    /// <summary>Starts a system whose coordinator builds its backend with <paramref name="backendFactory"/>.</summary>
+    public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null, string name = "flexgen", Config? config = null)
+    {
+        var system = ActorSystem.Create(name, (config ?? Config.Empty).WithFallback(FlexGenHocon.Config));
+        var coordinator = system.ActorOf(GenerationCoordinator.Props(defaultPolicy, backendFactory, options), "generation-coordinator");
+        return new FlexGenSystem(system, coordinator, ownsSystem: true);
+    }
+
+    /// <summary>Wraps a coordinator running in a host's actor system (not shut down on dispose).</summary>
+    public static FlexGenSystem Attach(ActorSystem system, IActorRef coordinator) => new(system, coordinator, ownsSystem: false);
+
+    /// <summary>
+    /// Runs <paramref name="request"/>. Completes after the request's buffers and offload files are released.
+    /// Throws <see cref="GenerationFailedException"/> (InnerException = the cause) on failure and
+    /// <see cref="OperationCanceledException"/> when <paramref name="cancellationToken"/> cancelled it.
+    /// </summary>
+    public async Task<GenerationResult> GenerateAsync(GenerateRequest request, CancellationToken cancellationToken = default)
+    {
+        var coordinator = Coordinator;
+        var requestId = request.RequestId;
+        await using var registration = cancellationToken.Register(() => coordinator.Tell(new CancelGeneration(requestId)));
+        try
+        {
+            // No Ask timeout and no token on the Ask itself: the reply comes after cleanup, also when cancelled.
+            return await coordinator.Ask<GenerationResult>(request, Timeout.InfiniteTimeSpan).ConfigureAwait(false);
+        }
+        catch (GenerationFailedException e) when (e.InnerException is OperationCanceledException && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException($"request {requestId} was cancelled", e, cancellationToken);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_ownsSystem)
+        {
+            await System.Terminate().ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,86 @@
+namespace FlexGen.Actors.Messages;
+
+using FlexGen.Actors.Tracing;
+using FlexGen.Tensors.Policies;
+
+// The request/response protocol of GenerationCoordinator (see FlexGenSystem for the public entry point).
+//
+//   coordinator.Ask<GenerationResult>(new GenerateRequest { ... }, timeout, cancellationToken)
+//     -> GenerationResult, or a failed task whose exception is GenerationFailedException (InnerException =
+//        the cause: the tier actor's exception, OperationCanceledException, a validation error).
+//   coordinator.Tell(new CancelGeneration(requestId)) stops a queued or running request; FlexGenSystem.GenerateAsync
+//     sends it when its CancellationToken fires.
+// Requests run one at a time in arrival order; each run frees all its buffers and deletes its offload files
+// before its reply is sent.
+
+/// <summary>Greedy (the default) or sampling with a temperature and a seed.</summary>
+public sealed record SamplingOptions(bool DoSample, double Temperature, long Seed)
+{
+    public static SamplingOptions Greedy { get; } = new(false, 1.0, 0);
+
+    public static SamplingOptions Sample(double temperature, long seed) => new(true, temperature, seed);
+}
+
+/// <summary>
+/// Generate <see cref="GenLen"/> tokens after each prompt. Prompts are token ids of equal length (left-padded);
+/// which positions are real comes from <see cref="AttentionMask"/> (1 = real) or, without it, from
+/// <see cref="PadTokenId"/> (default: the model's pad id). Any number of prompts: they are cut into blocks of
+/// gpu_batch_size * num_gpu_batches and the last block is padded; padding never reaches the output.
+/// </summary>
+public sealed record GenerateRequest
+{
+    /// <summary>(n, prompt_len) token ids. Not modified.</summary>
+    public required IReadOnlyList<IReadOnlyList<long>> PromptIds { get; init; }
+
+    /// <summary>(n, prompt_len), true/1 = real token; null: every id != <see cref="PadTokenId"/>.</summary>
+    public IReadOnlyList<IReadOnlyList<bool>>? AttentionMask { get; init; }
+
+    public int? PadTokenId { get; init; }
+
+    public required int GenLen { get; init; }
+
+    public SamplingOptions Sampling { get; init; } = SamplingOptions.Greedy;
+
+    /// <summary>After a sequence emits this token, its later positions are the pad id.</summary>
+    public int? StopTokenId { get; init; }
+
+    /// <summary>Run only this many of the <see cref="GenLen"/> tokens (FlexGen's cut_gen_len); the rest stay pad.</summary>
+    public int? CutGenLen { get; init; }
+
+    /// <summary>The policy for this request; null: the system's default.</summary>
+    public Policy? Policy { get; init; }
+
+    public Guid RequestId { get; init; } = Guid.NewGuid();
+}
+
+/// <summary>Stop a queued or running request (it then fails with OperationCanceledException as the cause).</summary>
+public sealed record CancelGeneration(Guid RequestId);
+
+/// <summary>Wall time of the prefill (token 0) and decode (tokens 1..) phases, summed over blocks.</summary>
+public sealed record PhaseTimings(TimeSpan Prefill, TimeSpan Decode)
+{
+    public TimeSpan Total => Prefill + Decode;
+}
+
+/// <summary>The answer to a <see cref="GenerateRequest"/>.</summary>
+/// <param name="OutputIds">(n, gen_len) generated ids, one row per prompt.</param>
+/// <param name="PeakBytes">Peak bytes in use per memory tier ("gpu", "cpu", "disk") during the request.</param>
+/// <param name="Trace">Every task every tier ran (Chrome trace JSON via <see cref="ExecutionTrace.WriteChromeJson(string)"/>).</param>
+public sealed record GenerationResult(
+    Guid RequestId,
+    IReadOnlyList<IReadOnlyList<long>> OutputIds,
+    PhaseTimings Timings,
+    IReadOnlyDictionary<string, long> PeakBytes,
+    ExecutionTrace Trace);
+
+/// <summary>The request failed; <see cref="Exception.InnerException"/> is the cause.</summary>
+public sealed class GenerationFailedException : Exception
+{
+    public GenerationFailedException(Guid requestId, string message, Exception cause)
+        : base(message, cause)
+    {
+        RequestId = requestId;
+    }
+
+    public Guid RequestId { get; }
+}

@@ -1,0 +1,166 @@
+namespace FlexGen.Actors.Pipeline;
+
+using FlexGen.Actors.Schedule;
+
+/// <summary>
+/// Decides when each task part of one block may be handed to its tier (pure state, driven by the
+/// coordinator). Each tier gets its parts strictly in block order. A part is released when
+/// <list type="bullet">
+/// <item>overlap off: every earlier task in block order has completed (load -&gt; compute -&gt; store, one at a time);</item>
+/// <item>overlap on: the tasks it depends on (<see cref="BlockSchedule.DependenciesOf"/>) have completed, and the
+/// compute of the step <c>prefetchSteps</c> before the step that issues it has completed (with 1, the loads for step
+/// s+1 and the stores of step s-1 run while step s computes, as in FlexGen; bounded prefetch buffers);</item>
+/// <item>its tier has fewer than <c>maxInFlightPerTier</c> parts outstanding.</item>
+/// </list>
+/// </summary>
+public sealed class BlockDispatcher
+{
+    private readonly BlockSchedule _schedule;
+    private readonly Func<BlockTask, IReadOnlyList<TierKind>> _route;
+    private readonly int _maxInFlight;
+    private readonly int _prefetchSteps;
+    private readonly Dictionary<TierKind, Queue<BlockTask>> _queues = new();
+    private readonly Dictionary<TierKind, int> _inFlight = new();
+    private readonly Dictionary<BlockTask, int> _partsLeft = new();
+    private readonly HashSet<BlockTask> _done = new();
+    private readonly bool[] _computeDone;
+    private int _firstNotDone;
+
+    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<TierKind>> route, int maxInFlightPerTier = 2, int prefetchSteps = 1)
+    {
+        if (maxInFlightPerTier < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxInFlightPerTier), maxInFlightPerTier, "must be >= 1");
+        }
+
+        if (prefetchSteps < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(prefetchSteps), prefetchSteps, "must be >= 1");
+        }
+
+        _schedule = schedule;
+        _route = route;
+        _maxInFlight = maxInFlightPerTier;
+        _prefetchSteps = prefetchSteps;
+        _computeDone = new bool[schedule.StepCount];
+        foreach (var tier in Enum.GetValues<TierKind>())
+        {
+            _queues[tier] = new Queue<BlockTask>();
+            _inFlight[tier] = 0;
+        }
+
+        foreach (var scheduled in schedule.Tasks)
+        {
+            var tiers = route(scheduled.Task);
+            if (tiers.Count == 0 || tiers.Distinct().Count() != tiers.Count)
+            {
+                throw new InvalidOperationException($"route of {scheduled.Task} must name each tier at most once and at least one tier");
+            }
+
+            foreach (var tier in tiers)
+            {
+                _queues[tier].Enqueue(scheduled.Task);
+            }
+
+            _partsLeft[scheduled.Task] = tiers.Count;
+        }
+    }
+
+    public bool IsFinished => _done.Count == _schedule.Tasks.Count;
+
+    /// <summary>Task parts handed out and not yet answered.</summary>
+    public int InFlight => _inFlight.Values.Sum();
+
+    public bool IsDone(BlockTask task) => _done.Contains(task);
+
+    /// <summary>Releases every part that may start now, in per-tier block order.</summary>
+    public IReadOnlyList<(BlockTask Task, TierKind Tier)> TakeReady()
+    {
+        var ready = new List<(BlockTask, TierKind)>();
+        bool progress = true;
+        while (progress)
+        {
+            progress = false;
+            foreach (var (tier, queue) in _queues)
+            {
+                while (queue.Count > 0 && _inFlight[tier] < _maxInFlight && IsReady(queue.Peek()))
+                {
+                    ready.Add((queue.Dequeue(), tier));
+                    _inFlight[tier]++;
+                    progress = true;
+                }
+            }
+        }
+
+        return ready;
+    }
+
+    /// <summary>Records that <paramref name="tier"/> finished its part of <paramref name="task"/>.</summary>
+    public void Complete(BlockTask task, TierKind tier)
+    {
+        Release(tier);
+        if (!_partsLeft.TryGetValue(task, out int left) || left == 0)
+        {
+            throw new InvalidOperationException($"{task} completed on {tier.ActorName()} more often than routed");
+        }
+
+        _partsLeft[task] = --left;
+        if (left > 0)
+        {
+            return;
+        }
+
+        _done.Add(task);
+        if (task.Kind == TaskKind.ComputeLayer)
+        {
+            _computeDone[_schedule.StepOf(task.Token, task.Layer, task.Batch)] = true;
+        }
+
+        while (_firstNotDone < _schedule.Tasks.Count && _done.Contains(_schedule.Tasks[_firstNotDone].Task))
+        {
+            _firstNotDone++;
+        }
+    }
+
+    /// <summary>Records that a handed-out part will not run (skipped or lost with its actor).</summary>
+    public void Abandon(TierKind tier) => Release(tier);
+
+    /// <summary>Forgets every part a tier had outstanding (its actor stopped).</summary>
+    public void AbandonAll(TierKind tier) => _inFlight[tier] = 0;
+
+    private void Release(TierKind tier)
+    {
+        if (_inFlight[tier] == 0)
+        {
+            throw new InvalidOperationException($"{tier.ActorName()} answered more parts than it was given");
+        }
+
+        _inFlight[tier]--;
+    }
+
+    private bool IsReady(BlockTask task)
+    {
+        int position = _schedule.PositionOf(task);
+        if (!_schedule.Shape.Overlap)
+        {
+            return _firstNotDone == position;
+        }
+
+        int step = _schedule.Tasks[position].Step;
+        int gate = Math.Min(step, _computeDone.Length) - _prefetchSteps;
+        if (gate >= 0 && !_computeDone[gate])
+        {
+            return false;
+        }
+
+        foreach (var dependency in _schedule.DependenciesOf(task))
+        {
+            if (!_done.Contains(dependency))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}

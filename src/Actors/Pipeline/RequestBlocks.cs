@@ -1,0 +1,94 @@
+namespace FlexGen.Actors.Pipeline;
+
+using FlexGen.Actors.Messages;
+using FlexGen.Tensors.Policies;
+
+/// <summary>Validates a request and cuts it into blocks of gpu_batch_size * num_gpu_batches rows.</summary>
+public static class RequestBlocks
+{
+    /// <summary>
+    /// The blocks of <paramref name="request"/>. The last block is filled up with copies of the request's last
+    /// row (real tokens, so the padding rows compute ordinary numbers); their output is dropped.
+    /// </summary>
+    public static IReadOnlyList<BlockRequest> Split(GenerateRequest request, Policy policy, int defaultPadTokenId)
+    {
+        var prompts = request.PromptIds ?? throw new ArgumentException("GenerateRequest.PromptIds is required", nameof(request));
+        if (prompts.Count == 0)
+        {
+            throw new ArgumentException("GenerateRequest.PromptIds has no prompts", nameof(request));
+        }
+
+        int promptLen = prompts[0].Count;
+        if (promptLen == 0)
+        {
+            throw new ArgumentException("GenerateRequest.PromptIds[0] is empty", nameof(request));
+        }
+
+        for (int n = 0; n < prompts.Count; n++)
+        {
+            if (prompts[n].Count != promptLen)
+            {
+                throw new ArgumentException($"GenerateRequest.PromptIds[{n}] has {prompts[n].Count} tokens, PromptIds[0] has {promptLen}: prompts must be padded to one length", nameof(request));
+            }
+        }
+
+        if (request.GenLen < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(request), request.GenLen, "GenerateRequest.GenLen must be >= 1");
+        }
+
+        int execute = request.CutGenLen ?? request.GenLen;
+        if (execute < 1 || execute > request.GenLen)
+        {
+            throw new ArgumentOutOfRangeException(nameof(request), request.CutGenLen, $"GenerateRequest.CutGenLen must be in [1, GenLen={request.GenLen}]");
+        }
+
+        if (request.Sampling.DoSample && !(request.Sampling.Temperature > 0))
+        {
+            throw new ArgumentOutOfRangeException(nameof(request), request.Sampling.Temperature, "SamplingOptions.Temperature must be > 0 when sampling");
+        }
+
+        int pad = request.PadTokenId ?? defaultPadTokenId;
+        var mask = new bool[prompts.Count][];
+        for (int n = 0; n < prompts.Count; n++)
+        {
+            if (request.AttentionMask is { } given)
+            {
+                if (given.Count != prompts.Count || given[n].Count != promptLen)
+                {
+                    throw new ArgumentException($"GenerateRequest.AttentionMask must be ({prompts.Count}, {promptLen}) like PromptIds; row {n} is not", nameof(request));
+                }
+
+                mask[n] = given[n].ToArray();
+            }
+            else
+            {
+                mask[n] = prompts[n].Select(id => id != pad).ToArray();
+            }
+
+            if (!mask[n].Any(m => m))
+            {
+                throw new ArgumentException($"GenerateRequest prompt {n} has no real token (all masked or pad id {pad})", nameof(request));
+            }
+        }
+
+        int blockRows = policy.GpuBatchSize * policy.NumGpuBatches;
+        var blocks = new List<BlockRequest>();
+        for (int start = 0, index = 0; start < prompts.Count; start += blockRows, index++)
+        {
+            int valid = Math.Min(blockRows, prompts.Count - start);
+            var ids = new long[blockRows][];
+            var blockMask = new bool[blockRows][];
+            for (int row = 0; row < blockRows; row++)
+            {
+                int source = start + Math.Min(row, valid - 1);
+                ids[row] = prompts[source].ToArray();
+                blockMask[row] = (bool[])mask[source].Clone();
+            }
+
+            blocks.Add(new BlockRequest(request.RequestId, index, ids, blockMask, valid, request.GenLen, execute, request.Sampling, request.StopTokenId));
+        }
+
+        return blocks;
+    }
+}

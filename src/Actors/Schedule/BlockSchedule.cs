@@ -1,0 +1,338 @@
+namespace FlexGen.Actors.Schedule;
+
+/// <summary>The shape of one generation run as far as the block order is concerned.</summary>
+/// <param name="Layers">FlexGen's layer list (see <see cref="LayerKindExtensions.BuildLayers"/>).</param>
+/// <param name="NumGpuBatches">GPU batches per block (k runs over 0..NumGpuBatches-1).</param>
+/// <param name="GenLen">Tokens to generate (FlexGen's task.gen_len; the last token stores no cache).</param>
+/// <param name="ExecuteGenLen">Tokens actually run (cut_gen_len when given, else <see cref="GenLen"/>).</param>
+/// <param name="Overlap">FlexGen's overlapped loops (true) or generation_loop_normal (false).</param>
+public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap)
+{
+    public int NumLayers => Layers.Count;
+
+    public void Validate()
+    {
+        if (Layers.Count < 2 || Layers[0] != LayerKind.InputEmbed || Layers[^1] != LayerKind.OutputEmbed)
+        {
+            throw new ArgumentException("Layers must start with InputEmbed and end with OutputEmbed", nameof(Layers));
+        }
+
+        if (NumGpuBatches < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(NumGpuBatches), NumGpuBatches, "must be >= 1");
+        }
+
+        if (GenLen < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(GenLen), GenLen, "must be >= 1");
+        }
+
+        if (ExecuteGenLen < 1 || ExecuteGenLen > GenLen)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ExecuteGenLen), ExecuteGenLen, $"must be in [1, GenLen={GenLen}]");
+        }
+    }
+}
+
+/// <summary>
+/// FlexGen's block (zig-zag) schedule as a flat task list: exactly the load_weight / load_cache /
+/// load_hidden / compute_layer / store_cache / store_hidden calls that do work, in the order
+/// generation_loop_normal (overlap off), generation_loop_overlap_single_batch (overlap on, one GPU
+/// batch) or generation_loop_overlap_multi_batch (overlap on, several) make them. FlexGen's corner
+/// cases are applied as it applies them: indices wrap across batch, layer and token boundaries;
+/// calls that fall outside the run, loads of the prefill cache, cache stores of the last token, cache
+/// traffic of layers without attention and weight loads for k &gt; 0 (weights are loaded once per
+/// layer and token, shared by all GPU batches) do nothing and are left out.
+/// </summary>
+public sealed class BlockSchedule
+{
+    private readonly List<ScheduledTask> _tasks = new();
+    private readonly Dictionary<BlockTask, int> _position = new();
+
+    private BlockSchedule(ScheduleShape shape)
+    {
+        shape.Validate();
+        Shape = shape;
+    }
+
+    public ScheduleShape Shape { get; }
+
+    /// <summary>All tasks in block order.</summary>
+    public IReadOnlyList<ScheduledTask> Tasks => _tasks;
+
+    /// <summary>Number of compute steps (i, j, k) in the run.</summary>
+    public int StepCount => Shape.ExecuteGenLen * Shape.NumLayers * Shape.NumGpuBatches;
+
+    public static BlockSchedule Create(ScheduleShape shape)
+    {
+        var schedule = new BlockSchedule(shape);
+        if (!shape.Overlap)
+        {
+            schedule.BuildNormal();
+        }
+        else if (shape.NumGpuBatches == 1)
+        {
+            schedule.BuildOverlapSingleBatch();
+        }
+        else
+        {
+            schedule.BuildOverlapMultiBatch();
+        }
+
+        return schedule;
+    }
+
+    /// <summary>True when the schedule contains <paramref name="task"/>.</summary>
+    public bool Contains(BlockTask task) => _position.ContainsKey(task);
+
+    /// <summary>Index of <paramref name="task"/> in block order, or -1.</summary>
+    public int PositionOf(BlockTask task) => _position.TryGetValue(task, out int p) ? p : -1;
+
+    /// <summary>The step index of compute (i, j, k).</summary>
+    public int StepOf(int i, int j, int k) => ((i * Shape.NumLayers) + j) * Shape.NumGpuBatches + k;
+
+    /// <summary>
+    /// The tasks whose data <paramref name="task"/> consumes or whose buffer it overwrites, as far as they are
+    /// in the schedule. All of them come earlier in block order, so a pipeline that starts each tier's tasks
+    /// in block order once their dependencies completed cannot deadlock.
+    /// <list type="bullet">
+    /// <item>ComputeLayer(i, j, k): LoadWeight(i, j), LoadCache(i, j, k), LoadHidden(i, j, k).</item>
+    /// <item>LoadHidden(i, j, k): ComputeLayer and StoreHidden of (i, j-1, k); for j = 0 and i &gt; 0 the token
+    /// written by StoreHidden(i-1, last layer, k).</item>
+    /// <item>StoreHidden / StoreCache (i, j, k): ComputeLayer(i, j, k).</item>
+    /// <item>LoadCache(i, j, k): StoreCache(i-1, j, k).</item>
+    /// <item>LoadWeight: none (weight homes are read-only).</item>
+    /// </list>
+    /// </summary>
+    public IEnumerable<BlockTask> DependenciesOf(BlockTask task)
+    {
+        var (kind, i, j, k) = (task.Kind, task.Token, task.Layer, task.Batch);
+        var candidates = kind switch
+        {
+            TaskKind.ComputeLayer => new[]
+            {
+                new BlockTask(TaskKind.LoadWeight, i, j, 0),
+                new BlockTask(TaskKind.LoadCache, i, j, k),
+                new BlockTask(TaskKind.LoadHidden, i, j, k),
+            },
+            TaskKind.LoadHidden when j > 0 => new[]
+            {
+                new BlockTask(TaskKind.ComputeLayer, i, j - 1, k),
+                new BlockTask(TaskKind.StoreHidden, i, j - 1, k),
+            },
+            TaskKind.LoadHidden when i > 0 => new[] { new BlockTask(TaskKind.StoreHidden, i - 1, Shape.NumLayers - 1, k) },
+            TaskKind.StoreHidden or TaskKind.StoreCache => new[] { new BlockTask(TaskKind.ComputeLayer, i, j, k) },
+            TaskKind.LoadCache => new[] { new BlockTask(TaskKind.StoreCache, i - 1, j, k) },
+            _ => Array.Empty<BlockTask>(),
+        };
+        return candidates.Where(Contains);
+    }
+
+    private void BuildNormal()
+    {
+        int layers = Shape.NumLayers, batches = Shape.NumGpuBatches;
+        for (int i = 0; i < Shape.ExecuteGenLen; i++)
+        {
+            for (int j = 0; j < layers; j++)
+            {
+                int firstStep = StepOf(i, j, 0);
+                for (int k = 0; k < batches; k++)
+                {
+                    LoadWeight(i, j, k, firstStep);
+                }
+
+                for (int k = 0; k < batches; k++)
+                {
+                    int step = StepOf(i, j, k);
+                    LoadCache(i, j, k, step);
+                    LoadHidden(i, j, k, step);
+                    Compute(i, j, k, step);
+                    StoreHidden(i, j, k, step);
+                    StoreCache(i, j, k, step);
+                }
+            }
+        }
+    }
+
+    private void BuildOverlapSingleBatch()
+    {
+        LoadWeight(0, 0, 0, -1);
+        for (int i = 0; i < Shape.ExecuteGenLen; i++)
+        {
+            for (int j = 0; j < Shape.NumLayers; j++)
+            {
+                int step = StepOf(i, j, 0);
+                LoadWeight(i, j + 1, 0, step);
+                LoadCache(i, j + 1, 0, step);
+                LoadHidden(i, j, 0, step);
+                Compute(i, j, 0, step);
+                StoreCache(i, j - 1, 0, step);
+                StoreHidden(i, j, 0, step);
+            }
+        }
+    }
+
+    private void BuildOverlapMultiBatch()
+    {
+        for (int k = 0; k < Shape.NumGpuBatches; k++)
+        {
+            LoadWeight(0, 0, k, -1);
+        }
+
+        LoadHidden(0, 0, 0, -1);
+        for (int i = 0; i < Shape.ExecuteGenLen; i++)
+        {
+            for (int j = 0; j < Shape.NumLayers; j++)
+            {
+                for (int k = 0; k < Shape.NumGpuBatches; k++)
+                {
+                    int step = StepOf(i, j, k);
+                    LoadWeight(i, j + 1, k, step);
+                    LoadCache(i, j, k + 1, step);
+                    StoreHidden(i, j, k - 1, step);
+                    LoadHidden(i, j, k + 1, step);
+                    Compute(i, j, k, step);
+                    StoreCache(i, j, k - 1, step);
+                }
+            }
+        }
+
+        StoreHidden(Shape.ExecuteGenLen - 1, Shape.NumLayers - 1, Shape.NumGpuBatches - 1, StepCount);
+    }
+
+    private void Add(TaskKind kind, int i, int j, int k, int step)
+    {
+        var task = new BlockTask(kind, i, j, k);
+        if (!_position.TryAdd(task, _tasks.Count))
+        {
+            throw new InvalidOperationException($"block schedule would issue {task} twice");
+        }
+
+        _tasks.Add(new ScheduledTask(task, step));
+    }
+
+    // OptLM.load_weight: j wraps to the next token; only k == 0 loads.
+    private void LoadWeight(int i, int j, int k, int step)
+    {
+        if (j == Shape.NumLayers)
+        {
+            j = 0;
+            i++;
+            if (i == Shape.ExecuteGenLen)
+            {
+                return;
+            }
+        }
+
+        if (k == 0)
+        {
+            Add(TaskKind.LoadWeight, i, j, 0, step);
+        }
+    }
+
+    // OptLM.load_cache: nothing at prefill (checked before wrapping, as FlexGen does), k and j wrap.
+    private void LoadCache(int i, int j, int k, int step)
+    {
+        if (i == 0)
+        {
+            return;
+        }
+
+        if (k == Shape.NumGpuBatches)
+        {
+            k = 0;
+            j++;
+        }
+
+        if (j == Shape.NumLayers)
+        {
+            j = 0;
+            i++;
+            if (i == Shape.ExecuteGenLen)
+            {
+                return;
+            }
+        }
+
+        if (Shape.Layers[j].HasCache())
+        {
+            Add(TaskKind.LoadCache, i, j, k, step);
+        }
+    }
+
+    // OptLM.store_cache: k and j wrap backwards; the last token (of gen_len) stores nothing.
+    private void StoreCache(int i, int j, int k, int step)
+    {
+        if (k == -1)
+        {
+            k = Shape.NumGpuBatches - 1;
+            j--;
+        }
+
+        if (j == -1)
+        {
+            j = Shape.NumLayers - 1;
+            i--;
+            if (i == -1)
+            {
+                return;
+            }
+        }
+
+        if (i == Shape.GenLen - 1)
+        {
+            return;
+        }
+
+        if (Shape.Layers[j].HasCache())
+        {
+            Add(TaskKind.StoreCache, i, j, k, step);
+        }
+    }
+
+    // OptLM.load_hidden: k and j wrap forwards.
+    private void LoadHidden(int i, int j, int k, int step)
+    {
+        if (k == Shape.NumGpuBatches)
+        {
+            k = 0;
+            j++;
+        }
+
+        if (j == Shape.NumLayers)
+        {
+            j = 0;
+            i++;
+            if (i == Shape.ExecuteGenLen)
+            {
+                return;
+            }
+        }
+
+        Add(TaskKind.LoadHidden, i, j, k, step);
+    }
+
+    // OptLM.store_hidden: k and j wrap backwards.
+    private void StoreHidden(int i, int j, int k, int step)
+    {
+        if (k == -1)
+        {
+            k = Shape.NumGpuBatches - 1;
+            j--;
+        }
+
+        if (j == -1)
+        {
+            j = Shape.NumLayers - 1;
+            i--;
+            if (i == -1)
+            {
+                return;
+            }
+        }
+
+        Add(TaskKind.StoreHidden, i, j, k, step);
+    }
+
+    private void Compute(int i, int j, int k, int step) => Add(TaskKind.ComputeLayer, i, j, k, step);
+}

@@ -1,0 +1,27 @@
+namespace FlexGen.Actors.Tracing;
+
+using FlexGen.Actors.Schedule;
+
+/// <summary>The timeline of one run: every task part each tier executed, ordered by start.</summary>
+public sealed class ExecutionTrace
+{
+    public ExecutionTrace(IReadOnlyList<TraceEvent> events) => Events = events;
+
+    public static ExecutionTrace Empty { get; } = new(Array.Empty<TraceEvent>());
+
+    public IReadOnlyList<TraceEvent> Events { get; }
+
+    /// <summary>The events of one tier in the order it ran them.</summary>
+    public IReadOnlyList<TraceEvent> EventsOf(TierKind tier) => Events.Where(e => e.Tier == tier).ToArray();
+
+    public TraceSummary Summarize() => TraceSummary.From(this);
+
+    /// <summary>Writes the trace as Chrome trace-event JSON (opens in Perfetto and chrome://tracing).</summary>
+    public void WriteChromeJson(Stream stream) => ChromeTraceWriter.Write(this, stream);
+
+    public void WriteChromeJson(string path)
+    {
+        using var file = File.Create(path);
+        WriteChromeJson(file);
+    }
+}
