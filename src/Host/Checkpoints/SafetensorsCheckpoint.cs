@@ -1,0 +1,116 @@
+namespace FlexGen.Host.Checkpoints;
+
+using System.Text.Json;
+using TorchSharp;
+
+/// <summary>
+/// A Hugging Face checkpoint folder in safetensors form: either one <c>model.safetensors</c> or shards listed by
+/// <c>model.safetensors.index.json</c>. Gives every tensor by name, wherever it lives.
+/// </summary>
+public sealed class SafetensorsCheckpoint : IDisposable
+{
+    public const string SingleFileName = "model.safetensors";
+    public const string IndexFileName = "model.safetensors.index.json";
+
+    private readonly Dictionary<string, SafetensorsFile> _fileByTensor;
+    private readonly List<SafetensorsFile> _files;
+
+    public string Folder { get; }
+
+    public IReadOnlyCollection<string> TensorNames => _fileByTensor.Keys;
+
+    public int ShardCount => _files.Count;
+
+    private SafetensorsCheckpoint(string folder, List<SafetensorsFile> files, Dictionary<string, SafetensorsFile> fileByTensor)
+    {
+        Folder = folder;
+        _files = files;
+        _fileByTensor = fileByTensor;
+    }
+
+    /// <summary>True when the folder holds a safetensors checkpoint (single file or index).</summary>
+    public static bool IsPresent(string folder) =>
+        File.Exists(Path.Combine(folder, IndexFileName)) || File.Exists(Path.Combine(folder, SingleFileName));
+
+    public static SafetensorsCheckpoint Open(string folder)
+    {
+        string indexPath = Path.Combine(folder, IndexFileName);
+        string singlePath = Path.Combine(folder, SingleFileName);
+        var files = new List<SafetensorsFile>();
+        var byTensor = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        try
+        {
+            if (File.Exists(indexPath))
+            {
+                foreach (var (tensor, shard) in ReadWeightMap(indexPath))
+                {
+                    var file = files.FirstOrDefault(f => Path.GetFileName(f.Path) == shard);
+                    if (file is null)
+                    {
+                        string shardPath = Path.Combine(folder, shard);
+                        if (!File.Exists(shardPath))
+                            throw new SafetensorsFormatException(indexPath, $"shard '{shard}' (holding '{tensor}') is missing from {folder}.");
+                        file = SafetensorsFile.Open(shardPath);
+                        files.Add(file);
+                    }
+                    if (!file.Contains(tensor))
+                        throw new SafetensorsFormatException(file.Path, $"the index says it holds '{tensor}', but its header does not.");
+                    byTensor[tensor] = file;
+                }
+            }
+            else if (File.Exists(singlePath))
+            {
+                var file = SafetensorsFile.Open(singlePath);
+                files.Add(file);
+                foreach (var entry in file.Entries) byTensor[entry.Name] = file;
+            }
+            else
+            {
+                throw new FileNotFoundException(
+                    $"No safetensors checkpoint in {folder}: expected {SingleFileName} or {IndexFileName}.");
+            }
+            return new SafetensorsCheckpoint(folder, files, byTensor);
+        }
+        catch
+        {
+            foreach (var f in files) f.Dispose();
+            throw;
+        }
+    }
+
+    public bool Contains(string name) => _fileByTensor.ContainsKey(name);
+
+    public SafetensorsEntry GetEntry(string name) => FileOf(name).GetEntry(name);
+
+    /// <summary>Reads one tensor into a new CPU tensor of its stored dtype. The caller owns it.</summary>
+    public torch.Tensor Read(string name) => FileOf(name).Read(name);
+
+    private SafetensorsFile FileOf(string name) =>
+        _fileByTensor.TryGetValue(name, out var f) ? f : throw new KeyNotFoundException($"{Folder}: no tensor named '{name}' in the checkpoint.");
+
+    private static IEnumerable<KeyValuePair<string, string>> ReadWeightMap(string indexPath)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(File.ReadAllText(indexPath)); }
+        catch (JsonException ex) { throw new SafetensorsFormatException(indexPath, $"not valid JSON ({ex.Message})."); }
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object
+                || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw new SafetensorsFormatException(indexPath, "missing object field 'weight_map'.");
+            var result = new List<KeyValuePair<string, string>>();
+            foreach (var p in map.EnumerateObject())
+            {
+                if (p.Value.ValueKind != JsonValueKind.String)
+                    throw new SafetensorsFormatException(indexPath, $"weight_map entry '{p.Name}' is not a file name.");
+                result.Add(new(p.Name, p.Value.GetString()!));
+            }
+            return result;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
+    }
+}

@@ -1,0 +1,128 @@
+namespace FlexGen.Host.Cli;
+
+using System.CommandLine;
+using System.Globalization;
+using FlexGen.Host.Generation;
+using FlexGen.Host.Hosting;
+
+/// <summary>
+/// <c>flexgen bench</c>: FlexGen's benchmark run (flex_opt.py): one block of gpu_batch_size x num_gpu_batches
+/// synthetic prompts of --prompt-len tokens, a warm-up, then the measured run; prints and logs what FlexGen
+/// logs (model/cache/hidden sizes, peak memory per tier, prefill/decode/total latency and throughput).
+/// </summary>
+public static class BenchCommand
+{
+    public static Command Build()
+    {
+        var flags = new GenerationFlags(defaultGenLen: 32, defaultTrace: null);
+        var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens per sequence.", DefaultValueFactory = _ => 512 };
+        var cutGenLen = new Option<int?>("--cut-gen-len")
+        {
+            Description = "Compute only this many tokens and project the decode latency to --gen-len (FlexGen's projection).",
+        };
+        var logFile = new Option<string>("--log-file")
+        {
+            Description = "Append the results to this file; 'auto' names it after the run as FlexGen does.",
+            DefaultValueFactory = _ => "auto",
+        };
+        var noLog = new Option<bool>("--no-log") { Description = "Do not write a log file." };
+        var warmup = new Option<bool>("--warmup")
+        {
+            Description = "Run a short warm-up generation first, as FlexGen does (true/false).",
+            DefaultValueFactory = _ => true,
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var command = new Command("bench", "FlexGen's throughput benchmark (synthetic prompts; --path _DUMMY_ for dummy weights).");
+        flags.AddTo(command);
+        foreach (var o in new Option[] { promptLen, cutGenLen, logFile, noLog, warmup }) command.Options.Add(o);
+
+        command.SetAction(async (parse, cancellation) =>
+        {
+            var console = FlexGenCli.ConsoleOf(parse);
+            var options = flags.ToOptions(parse);
+            int genLen = flags.GetGenLen(parse);
+            int prompt = parse.GetValue(promptLen);
+            if (prompt < 1) throw new UsageException($"--prompt-len {prompt}: must be >= 1.");
+            int? cut = parse.GetValue(cutGenLen);
+            if (cut is { } c && (c < 1 || c > genLen)) throw new UsageException($"--cut-gen-len {c}: must be in [1, --gen-len = {genLen}].");
+            var model = ModelResolver.Resolve(options.Model, options.Path);
+            if (prompt + genLen > model.Config.MaxSeqLen)
+                throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} exceeds {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
+
+            await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation);
+            var policy = runtime.Policy;
+            int numPrompts = policy.GpuBatchSize * policy.NumGpuBatches;
+            var config = model.Config;
+            long modelBytes = config.ModelBytes();
+            long cacheBytes = config.CacheBytes(numPrompts, prompt + genLen);
+            long hiddenBytes = config.HiddenBytes(numPrompts, prompt + genLen);
+            console.Output.WriteLine(GenerationFlags.Describe(runtime));
+            console.Output.WriteLine(
+                $"model size: {GenerationFlags.Gb(modelBytes)}, cache size: {GenerationFlags.Gb(cacheBytes)}, hidden size (prefill): {GenerationFlags.Gb(hiddenBytes)}");
+
+            if (parse.GetValue(warmup))
+            {
+                console.Error.WriteLine("warmup - generate");
+                var warm = SyntheticPrompts(numPrompts, Math.Min(32, prompt), config.VocabSize, seed: 1);
+                await runtime.Service.GenerateBatchAsync(warm, new GenerationSettings { GenLen = 1 }, cutGenLen: null, cancellation);
+            }
+            console.Error.WriteLine("benchmark - generate");
+            var ids = SyntheticPrompts(numPrompts, prompt, config.VocabSize, seed: 2);
+            var result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings { GenLen = genLen }, cut, cancellation);
+            var stats = result.Statistics;
+
+            // FlexGen's numbers: prefill from token 0; decode projected from the computed tokens when cut.
+            double prefill = stats.Prefill.TotalSeconds;
+            int computed = cut ?? genLen;
+            double decode = cut is null || computed <= 1
+                ? stats.Decode.TotalSeconds
+                : stats.Decode.TotalSeconds / (computed - 1) * (genLen - 1);
+            double total = prefill + decode;
+            double prefillTput = numPrompts * (double)prompt / Math.Max(prefill, 1e-10);
+            double decodeTput = numPrompts * (double)(genLen - 1) / Math.Max(decode, 1e-10);
+            double totalTput = numPrompts * (double)genLen / Math.Max(total, 1e-10);
+            string peaks = string.Join("\t", new[] { "gpu", "cpu", "disk" }
+                .Select(t => $"peak {t} mem: {GenerationFlags.Gb(stats.PeakBytesByTier.GetValueOrDefault(t))}"));
+            string log = string.Create(CultureInfo.InvariantCulture,
+                $"model size: {GenerationFlags.Gb(modelBytes)}\tcache size: {GenerationFlags.Gb(cacheBytes)}\thidden size (p): {GenerationFlags.Gb(hiddenBytes)}\n" +
+                $"{peaks}\tprojected: {GenerationFlags.Bool(cut is not null && cut < genLen)}\n" +
+                $"prefill latency: {prefill:F3} s\tprefill throughput: {prefillTput:F3} token/s\n" +
+                $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
+                $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
+            console.Output.WriteLine(log);
+            if (!parse.GetValue(noLog))
+            {
+                string path = parse.GetValue(logFile) is { } f && f != "auto" ? f : AutoLogName(config.Name, policy, prompt, genLen);
+                File.AppendAllText(path, log + "\n");
+                console.Output.WriteLine($"log: {Path.GetFullPath(path)}");
+            }
+            if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)
+                console.Output.WriteLine(traceLine);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    /// <summary>(n, len) token ids, deterministic, avoiding the special ids 0..3.</summary>
+    public static long[,] SyntheticPrompts(int n, int len, int vocabSize, int seed)
+    {
+        var random = new Random(seed);
+        var ids = new long[n, len];
+        for (int r = 0; r < n; r++)
+            for (int c = 0; c < len; c++)
+                ids[r, c] = random.Next(4, vocabSize);
+        return ids;
+    }
+
+    /// <summary>FlexGen's automatic log name (flex_opt.py get_filename).</summary>
+    public static string AutoLogName(string modelName, Tensors.Policies.Policy policy, int promptLen, int genLen)
+    {
+        string size = modelName.Split('-').Last();
+        string name = $"fo-{size}-gbs{policy.GpuBatchSize}-ngbs{policy.NumGpuBatches}-prompt{promptLen}-gen{genLen}-percent-" +
+                      string.Join('-', policy.Percent.Select(p => p.ToString(CultureInfo.InvariantCulture)));
+        if (policy.CpuCacheCompute) name += "-cpu-cache";
+        if (policy.CompressWeight) name += "-compw";
+        if (policy.CompressCache) name += "-compc";
+        return name + ".log";
+    }
+}

@@ -1,0 +1,11 @@
+namespace FlexGen.Host.Cli;
+
+/// <summary>Where a command writes: results to <see cref="Output"/>, progress and errors to <see cref="Error"/>.</summary>
+public sealed record CliConsole(TextWriter Output, TextWriter Error, bool Verbose)
+{
+    /// <summary>True when progress may redraw one line in place (a real terminal, not redirected or captured).</summary>
+    public bool Interactive =>
+        ReferenceEquals(Error, Console.Error) && !Console.IsErrorRedirected && !Console.IsOutputRedirected;
+
+    public ProgressReporter Progress(string stage, long total, string unit = "") => new(this, stage, total, unit);
+}

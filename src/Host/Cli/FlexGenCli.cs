@@ -1,0 +1,89 @@
+namespace FlexGen.Host.Cli;
+
+using System.CommandLine;
+
+/// <summary>
+/// The <c>flexgen</c> command line: generate, bench, convert (and the tier/pipeline benchmarks). Tests call
+/// <see cref="RunAsync"/> in-process with their own writers.
+/// </summary>
+public static class FlexGenCli
+{
+    /// <summary>Prints stack traces and inner exceptions of failures.</summary>
+    public static readonly Option<bool> VerboseOption = new("--verbose", "-v")
+    {
+        Description = "Print details (stack traces) of failures.",
+        Recursive = true,
+    };
+
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand(
+            "FlexGen.Actors: high-throughput LLM generation with weights, KV cache and activations offloaded " +
+            "over GPU, CPU and disk.");
+        root.Options.Add(VerboseOption);
+        root.Subcommands.Add(GenerateCommand.Build());
+        root.Subcommands.Add(BenchCommand.Build());
+        root.Subcommands.Add(ConvertCommand.Build());
+        foreach (var extra in ExtraCommands.Build()) root.Subcommands.Add(extra);
+        return root;
+    }
+
+    /// <summary>Parses and runs one command line. Returns 0 on success, 2 on a usage error, 1 on a failure.</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellation = default)
+    {
+        var root = BuildRoot();
+        var parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var e in parse.Errors) await error.WriteLineAsync($"error: {e.Message}");
+            await error.WriteLineAsync($"Run 'flexgen {CommandPath(parse)} --help' for usage.");
+            return ExitCodes.Usage;
+        }
+        var invocation = new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false };
+        var console = new CliConsole(output, error, parse.GetValue(VerboseOption));
+        try
+        {
+            return await parse.InvokeAsync(invocation, cancellation);
+        }
+        catch (UsageException ex)
+        {
+            await error.WriteLineAsync($"error: {ex.Message}");
+            await error.WriteLineAsync($"Run 'flexgen {CommandPath(parse)} --help' for usage.");
+            return ExitCodes.Usage;
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            await error.WriteLineAsync("cancelled");
+            return ExitCodes.Failure;
+        }
+        catch (Exception ex)
+        {
+            await error.WriteLineAsync($"failed: {Describe(ex)}");
+            if (console.Verbose) await error.WriteLineAsync(ex.ToString());
+            else await error.WriteLineAsync("(run with --verbose for details)");
+            return ExitCodes.Failure;
+        }
+    }
+
+    /// <summary>The console a command writes to, from its parse result.</summary>
+    public static CliConsole ConsoleOf(ParseResult parse) =>
+        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, parse.GetValue(VerboseOption));
+
+    private static string CommandPath(ParseResult parse)
+    {
+        var names = new List<string>();
+        for (var r = parse.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+            if (r.Parent is not null) names.Insert(0, r.Command.Name);
+        return string.Join(' ', names);
+    }
+
+    /// <summary>One line: what failed and why (the innermost cause when wrapped).</summary>
+    private static string Describe(Exception ex)
+    {
+        if (ex is AggregateException { InnerExceptions.Count: 1 } agg) ex = agg.InnerExceptions[0];
+        string text = ex.Message;
+        if (ex.InnerException is { } inner && !text.Contains(inner.Message, StringComparison.Ordinal))
+            text += $" ({inner.Message})";
+        return text.ReplaceLineEndings(" ");
+    }
+}

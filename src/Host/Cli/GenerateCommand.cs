@@ -1,0 +1,190 @@
+namespace FlexGen.Host.Cli;
+
+using System.CommandLine;
+using System.Diagnostics;
+using FlexGen.Host.Generation;
+using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Npy;
+using TorchSharp;
+
+/// <summary>
+/// <c>flexgen generate</c>: run prompts through the model under a policy. Without arguments: the bundled model
+/// on the built-in prompt set.
+/// </summary>
+public static class GenerateCommand
+{
+    /// <summary>Where the trace goes when --trace is not given.</summary>
+    public const string DefaultTracePath = "flexgen.trace.json";
+
+    /// <summary>The built-in prompt set shipped next to the binary: 8 prompts of the opt-tiny fixture, int64 (8, 12).</summary>
+    public static string BuiltInPromptsPath => Path.Combine(AppContext.BaseDirectory, "prompts", "opt-tiny-prompt_ids.npy");
+
+    public const int DefaultGenLen = 10;
+
+    public static Command Build()
+    {
+        var flags = new GenerationFlags(DefaultGenLen, DefaultTracePath);
+        var inputIds = new Option<string?>("--input-ids")
+        {
+            Description = "int64 .npy of shape (n, prompt_len), left-padded with the model's pad id.",
+        };
+        var outputIds = new Option<string?>("--output-ids") { Description = "Write the generated ids here: int64 .npy (n, gen_len)." };
+        var prompt = new Option<string[]>("--prompt")
+        {
+            Description = "A text prompt (repeatable); needs vocab.json and merges.txt in the model folder.",
+            Arity = ArgumentArity.OneOrMore,
+        };
+        var doSample = new Option<bool>("--do-sample") { Description = "Sample instead of greedy decoding." };
+        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature.", DefaultValueFactory = _ => 1.0 };
+        var seed = new Option<long?>("--seed") { Description = "Sampling seed (default: random)." };
+        var stop = new Option<string?>("--stop")
+        {
+            Description = "Stop token: an id, or text that encodes to one token (needs the tokenizer). Later positions hold the pad id.",
+        };
+
+        var command = new Command("generate", "Generate tokens for prompts; prints the ids (and text), throughput and the trace file.");
+        flags.AddTo(command);
+        foreach (var o in new Option[] { inputIds, outputIds, prompt, doSample, temperature, seed, stop }) command.Options.Add(o);
+
+        command.SetAction(async (parse, cancellation) =>
+        {
+            var console = FlexGenCli.ConsoleOf(parse);
+            var options = flags.ToOptions(parse);
+            int genLen = flags.GetGenLen(parse);
+            double temp = parse.GetValue(temperature);
+            if (!double.IsFinite(temp) || temp <= 0) throw new UsageException($"--temperature {temp}: must be > 0.");
+            string? inputPath = parse.GetValue(inputIds);
+            string[] prompts = parse.GetValue(prompt) ?? [];
+            if (inputPath is not null && prompts.Length > 0) throw new UsageException("--input-ids and --prompt cannot be used together.");
+            string? outputPath = parse.GetValue(outputIds);
+
+            var model = ModelResolver.Resolve(options.Model, options.Path);
+            var tokenizer = FlexGenSetup.LoadTokenizer(model);
+            long[,] ids;
+            if (inputPath is not null) ids = ReadInputIds(inputPath, model);
+            else if (prompts.Length > 0)
+            {
+                if (tokenizer is null)
+                    throw new UsageException($"--prompt needs vocab.json and merges.txt in the model folder ({model.Location.Folder ?? model.Config.Name}); use --input-ids instead.");
+                ids = LeftPad(prompts.Select(p => tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToList(), model.Config.PadTokenId);
+            }
+            else ids = ReadInputIds(BuiltInPromptsPath, model);
+            CheckPrompts(ids, genLen, model);
+
+            var settings = new GenerationSettings
+            {
+                GenLen = genLen,
+                DoSample = parse.GetValue(doSample),
+                Temperature = temp,
+                Seed = parse.GetValue(seed),
+                StopTokenId = ParseStop(parse.GetValue(stop), tokenizer, model),
+            };
+
+            var clock = Stopwatch.StartNew();
+            await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation);
+            console.Output.WriteLine(GenerationFlags.Describe(runtime));
+            int n = ids.GetLength(0);
+            console.Error.WriteLine($"generate: {n} prompts of {ids.GetLength(1)} tokens, {genLen} new tokens each ...");
+            var result = await runtime.Service.GenerateBatchAsync(ids, settings, cutGenLen: null, cancellation);
+            console.Error.WriteLine($"generate: done in {result.Statistics.Total.TotalSeconds:F2} s");
+
+            console.Output.WriteLine($"generated ids ({n}, {genLen}):");
+            for (int r = 0; r < n; r++)
+            {
+                var row = Enumerable.Range(0, genLen).Select(c => result.OutputIds[r, c]);
+                console.Output.WriteLine($"  [{r}] {string.Join(' ', row)}");
+                if (result.Texts is { } texts) console.Output.WriteLine($"      {Quote(texts[r])}");
+            }
+            var stats = result.Statistics;
+            console.Output.WriteLine(
+                $"throughput: prefill {stats.PrefillThroughput:F1} token/s, decode {stats.DecodeThroughput:F1} token/s, " +
+                $"total {stats.TotalThroughput:F1} token/s ({n} x {genLen} tokens in {stats.Total.TotalSeconds:F3} s; " +
+                $"{clock.Elapsed.TotalSeconds:F2} s with start-up)");
+            GenerationFlags.PrintPeaks(console.Output, stats);
+            if (outputPath is not null)
+            {
+                WriteOutputIds(outputPath, result.OutputIds);
+                console.Output.WriteLine($"output ids: {Path.GetFullPath(outputPath)}");
+            }
+            if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)
+                console.Output.WriteLine(traceLine);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    /// <summary>Reads an int64 (n, prompt_len) .npy of prompt ids; anything else is a usage error naming the file.</summary>
+    public static long[,] ReadInputIds(string path, ResolvedModel model)
+    {
+        if (!File.Exists(path)) throw new UsageException($"--input-ids {path}: file not found.");
+        NpyHeader header;
+        try { header = NpyFile.ReadHeader(path); }
+        catch (NpyFormatException ex) { throw new UsageException($"--input-ids {path}: not a readable .npy file ({ex.Message})."); }
+        if (header.DType != torch.ScalarType.Int64 || header.Shape.Count != 2 || header.Shape[0] < 1 || header.Shape[1] < 1)
+            throw new UsageException(
+                $"--input-ids {path}: expected int64 of shape (n, prompt_len), got {header.Descr} of shape ({string.Join(", ", header.Shape)}).");
+        using var tensor = ReadTensor(path);
+        int rows = (int)header.Shape[0], cols = (int)header.Shape[1];
+        var flat = tensor.data<long>().ToArray();
+        var ids = new long[rows, cols];
+        Buffer.BlockCopy(flat, 0, ids, 0, flat.Length * sizeof(long));
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                if (ids[r, c] < 0 || ids[r, c] >= model.Config.VocabSize)
+                    throw new UsageException($"--input-ids {path}: id {ids[r, c]} at ({r}, {c}) is outside the vocabulary [0, {model.Config.VocabSize}).");
+        return ids;
+    }
+
+    private static torch.Tensor ReadTensor(string path)
+    {
+        try { return NpyFile.Read(path); }
+        catch (NpyFormatException ex) { throw new UsageException($"--input-ids {path}: not a readable .npy file ({ex.Message})."); }
+    }
+
+    private static void CheckPrompts(long[,] ids, int genLen, ResolvedModel model)
+    {
+        int promptLen = ids.GetLength(1);
+        if (promptLen + genLen > model.Config.MaxSeqLen)
+            throw new UsageException(
+                $"prompt length {promptLen} + --gen-len {genLen} exceeds {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
+    }
+
+    public static void WriteOutputIds(string path, long[,] outputIds)
+    {
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+        var flat = new long[outputIds.Length];
+        Buffer.BlockCopy(outputIds, 0, flat, 0, flat.Length * sizeof(long));
+        using var tensor = torch.tensor(flat, [outputIds.GetLength(0), outputIds.GetLength(1)]);
+        NpyFile.Write(path, tensor);
+    }
+
+    public static long[,] LeftPad(IReadOnlyList<long[]> prompts, long padId)
+    {
+        int len = prompts.Max(p => p.Length);
+        var ids = new long[prompts.Count, len];
+        for (int r = 0; r < prompts.Count; r++)
+        {
+            int offset = len - prompts[r].Length;
+            for (int c = 0; c < len; c++) ids[r, c] = c < offset ? padId : prompts[r][c - offset];
+        }
+        return ids;
+    }
+
+    private static long? ParseStop(string? stop, Text.OptTokenizer? tokenizer, ResolvedModel model)
+    {
+        if (stop is null) return null;
+        if (long.TryParse(stop, out long id))
+        {
+            if (id < 0 || id >= model.Config.VocabSize)
+                throw new UsageException($"--stop {stop}: token id outside the vocabulary [0, {model.Config.VocabSize}).");
+            return id;
+        }
+        if (tokenizer is null) throw new UsageException($"--stop {stop}: text stop tokens need the model's tokenizer; give a token id.");
+        var encoded = tokenizer.Encode(stop).Skip(1).ToList();
+        if (encoded.Count != 1) throw new UsageException($"--stop {stop}: encodes to {encoded.Count} tokens; it must be exactly one.");
+        return encoded[0];
+    }
+
+    private static string Quote(string text) => "\"" + text.Replace("\n", "\\n", StringComparison.Ordinal) + "\"";
+}

@@ -1,0 +1,105 @@
+namespace FlexGen.Host.Cli;
+
+using System.CommandLine;
+using FlexGen.Host.Generation;
+using FlexGen.Host.Hosting;
+
+/// <summary>Flags shared by generate and bench: model, policy, compute dtype, trace.</summary>
+public sealed class GenerationFlags
+{
+    public Option<string?> Model { get; } = new("--model")
+    {
+        Description = "Model folder (config.json + FlexGen-layout weights) or preset name (e.g. opt-1.3b); default: the bundled opt-tiny.",
+    };
+
+    public Option<string?> WeightsPath { get; } = new("--path")
+    {
+        Description = "For a preset: folder holding <name>-np weights, or _DUMMY_ for dummy weights.",
+    };
+
+    public Option<int> GenLen { get; }
+
+    public Option<string?> ComputeDtype { get; } = new("--compute-dtype")
+    {
+        Description = "float32 | bfloat16 | float16 (default: float16 with CUDA, float32 on the CPU).",
+    };
+
+    public Option<string?> Trace { get; }
+
+    public PolicyFlags Policy { get; } = new();
+
+    public GenerationFlags(int defaultGenLen, string? defaultTrace)
+    {
+        GenLen = new Option<int>("--gen-len")
+        {
+            Description = "New tokens per sequence.",
+            DefaultValueFactory = _ => defaultGenLen,
+        };
+        Trace = new Option<string?>("--trace")
+        {
+            Description = "Write the timeline of every tier (Chrome trace-event JSON, opens in Perfetto) to this file.",
+            DefaultValueFactory = _ => defaultTrace,
+        };
+    }
+
+    public void AddTo(Command command)
+    {
+        command.Options.Add(Model);
+        command.Options.Add(WeightsPath);
+        command.Options.Add(GenLen);
+        Policy.AddTo(command);
+        command.Options.Add(ComputeDtype);
+        command.Options.Add(Trace);
+    }
+
+    /// <summary>Host options from the flags (policy validated: a broken rule is a usage error).</summary>
+    public FlexGenOptions ToOptions(ParseResult parse) => new()
+    {
+        Model = parse.GetValue(Model),
+        Path = parse.GetValue(WeightsPath),
+        OffloadDir = parse.GetValue(Policy.OffloadDir),
+        ComputeDtype = parse.GetValue(ComputeDtype),
+        Policy = PolicyOptions.From(Policy.ToPolicy(parse)),
+    };
+
+    public int GetGenLen(ParseResult parse)
+    {
+        int genLen = parse.GetValue(GenLen);
+        if (genLen < 1) throw new UsageException($"--gen-len {genLen}: must be >= 1.");
+        return genLen;
+    }
+
+    /// <summary>Text lines FlexGen-style: model, policy, compute dtype.</summary>
+    public static string Describe(FlexGenRuntime runtime) =>
+        $"model: {runtime.Model.Config.Name} ({(runtime.Model.Location.DummyWeights ? "dummy weights" : runtime.Model.Location.WeightsFolder)})\n" +
+        $"policy: gpu-batch-size {runtime.Policy.GpuBatchSize} x num-gpu-batches {runtime.Policy.NumGpuBatches}, " +
+        $"percent {string.Join(' ', runtime.Policy.Percent)}, sep-layer {Bool(runtime.Policy.SepLayer)}, overlap {Bool(runtime.Policy.Overlap)}, " +
+        $"cpu-cache-compute {Bool(runtime.Policy.CpuCacheCompute)}, attn-sparsity {runtime.Policy.AttnSparsity}, " +
+        $"compress-weight {Bool(runtime.Policy.CompressWeight)}, compress-cache {Bool(runtime.Policy.CompressCache)}\n" +
+        $"compute: {runtime.ComputeDtype} on {runtime.Device}";
+
+    public static string Bool(bool b) => b ? "true" : "false";
+
+    public static string Gb(long bytes) => $"{bytes / (double)(1L << 30):F3} GB";
+
+    public static void PrintPeaks(TextWriter output, RunStatistics stats)
+    {
+        if (stats.PeakBytesByTier.Count == 0) return;
+        output.WriteLine("peak memory: " + string.Join("\t",
+            stats.PeakBytesByTier.OrderBy(kv => TierOrder(kv.Key)).Select(kv => $"{kv.Key} {Gb(kv.Value)}")));
+    }
+
+    private static int TierOrder(string tier) => tier switch { "gpu" => 0, "cpu" => 1, "disk" => 2, _ => 3 };
+
+    /// <summary>Writes the trace when asked; returns the line saying where it went.</summary>
+    public static string? WriteTrace(IRunTimeline? timeline, string? path)
+    {
+        if (string.IsNullOrEmpty(path)) return null;
+        if (timeline is null) return "trace: none (the engine recorded no timeline)";
+        string full = System.IO.Path.GetFullPath(path);
+        string? dir = System.IO.Path.GetDirectoryName(full);
+        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+        timeline.WriteChromeJson(full);
+        return $"trace: {full} (open in https://ui.perfetto.dev or chrome://tracing)";
+    }
+}

@@ -1,0 +1,103 @@
+namespace FlexGen.Host.Cli;
+
+using System.CommandLine;
+using FlexGen.Tensors.Policies;
+
+/// <summary>FlexGen's policy flags (names and defaults of flex_opt.py), shared by generate and bench.</summary>
+public sealed class PolicyFlags
+{
+    public Option<int> GpuBatchSize { get; } = new("--gpu-batch-size")
+    {
+        Description = "Sequences per GPU batch.",
+        DefaultValueFactory = _ => 4,
+    };
+
+    public Option<int> NumGpuBatches { get; } = new("--num-gpu-batches")
+    {
+        Description = "GPU batches per block (the block is gpu-batch-size x num-gpu-batches sequences).",
+        DefaultValueFactory = _ => 1,
+    };
+
+    public Option<double[]> Percent { get; } = new("--percent")
+    {
+        Description = "Six numbers: weights GPU% CPU%, KV cache GPU% CPU%, activations GPU% CPU% (the rest goes to disk).",
+        AllowMultipleArgumentsPerToken = true,
+        Arity = ArgumentArity.OneOrMore,
+        DefaultValueFactory = _ => [100, 0, 100, 0, 100, 0],
+    };
+
+    public Option<bool> SepLayer { get; } = Bool("--sep-layer", true, "Run attention and MLP as two layers.");
+
+    public Option<bool> PinWeight { get; } = Bool("--pin-weight", true, "Pin CPU-resident weights (with CUDA).");
+
+    public Option<bool> CpuCacheCompute { get; } = Bool("--cpu-cache-compute", false, "Compute decode attention on the CPU over CPU-resident cache.");
+
+    public Option<double> AttnSparsity { get; } = new("--attn-sparsity")
+    {
+        Description = "Fraction of attention kept (top-k over the cache); 1 = dense.",
+        DefaultValueFactory = _ => 1.0,
+    };
+
+    public Option<bool> CompressWeight { get; } = Bool("--compress-weight", false, "4-bit group-quantize weights.");
+
+    public Option<bool> CompressCache { get; } = Bool("--compress-cache", false, "4-bit group-quantize the KV cache.");
+
+    public Option<bool> Overlap { get; } = Bool("--overlap", true, "Overlap transfers with compute.");
+
+    public Option<string?> OffloadDir { get; } = new("--offload-dir")
+    {
+        Description = "Folder for disk-tier tensors (default: a new folder under the system temp folder, deleted at exit).",
+    };
+
+    public void AddTo(Command command)
+    {
+        foreach (var option in new Option[]
+                 {
+                     GpuBatchSize, NumGpuBatches, Percent, SepLayer, PinWeight, CpuCacheCompute, AttnSparsity,
+                     CompressWeight, CompressCache, Overlap, OffloadDir,
+                 })
+            command.Options.Add(option);
+    }
+
+    /// <summary>Builds the policy; a value that breaks a rule is a usage error naming the flag and the rule.</summary>
+    public Policy ToPolicy(ParseResult parse)
+    {
+        double[] percent = parse.GetValue(Percent) ?? [];
+        if (percent.Length != 6)
+            throw new UsageException(
+                $"--percent needs six numbers (weights GPU CPU, cache GPU CPU, activations GPU CPU), got {percent.Length}: {string.Join(' ', percent)}.");
+        try
+        {
+            return Policy.FromPercent(percent, parse.GetValue(GpuBatchSize), parse.GetValue(NumGpuBatches)) with
+            {
+                Overlap = parse.GetValue(Overlap),
+                SepLayer = parse.GetValue(SepLayer),
+                PinWeight = parse.GetValue(PinWeight),
+                CpuCacheCompute = parse.GetValue(CpuCacheCompute),
+                AttnSparsity = parse.GetValue(AttnSparsity),
+                CompressWeight = parse.GetValue(CompressWeight),
+                CompressCache = parse.GetValue(CompressCache),
+            };
+        }
+        catch (PolicyValidationException ex)
+        {
+            throw new UsageException($"{FlagOf(ex.Field)}: {ex.Message}");
+        }
+    }
+
+    private static string FlagOf(string field) => field.Split('.').Last() switch
+    {
+        "GpuBatchSize" => "--gpu-batch-size",
+        "NumGpuBatches" => "--num-gpu-batches",
+        "AttnSparsity" => "--attn-sparsity",
+        var f when f.EndsWith("Percent", StringComparison.Ordinal) => "--percent",
+        var f => f,
+    };
+
+    private static Option<bool> Bool(string name, bool defaultValue, string description) => new(name)
+    {
+        Description = $"{description} (true/false; default {defaultValue.ToString().ToLowerInvariant()}).",
+        DefaultValueFactory = _ => defaultValue,
+        Arity = ArgumentArity.ZeroOrOne,
+    };
+}

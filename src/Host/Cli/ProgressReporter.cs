@@ -1,0 +1,84 @@
+namespace FlexGen.Host.Cli;
+
+using System.Diagnostics;
+
+/// <summary>
+/// Progress of one long stage (weight loading, conversion, generation). On a terminal it redraws one line with a
+/// bar; when output is redirected or captured it writes plain lines, at most one per tenth of the work.
+/// </summary>
+public sealed class ProgressReporter : IProgress<long>, IDisposable
+{
+    private readonly CliConsole _console;
+    private readonly string _stage;
+    private readonly long _total;
+    private readonly string _unit;
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly Lock _lock = new();
+    private long _done;
+    private int _lastTenth = -1;
+    private long _lastDrawTicks;
+    private bool _finished;
+
+    public ProgressReporter(CliConsole console, string stage, long total, string unit)
+    {
+        _console = console;
+        _stage = stage;
+        _total = Math.Max(total, 0);
+        _unit = unit;
+        if (!console.Interactive) console.Error.WriteLine($"{stage}: started ({Describe(0)})");
+    }
+
+    /// <summary>Sets the amount done so far (absolute, not an increment).</summary>
+    public void Report(long done)
+    {
+        lock (_lock)
+        {
+            if (_finished) return;
+            _done = Math.Clamp(done, 0, _total == 0 ? done : _total);
+            if (_console.Interactive)
+            {
+                long now = _clock.ElapsedTicks;
+                if (now - _lastDrawTicks < Stopwatch.Frequency / 10 && _done < _total) return;
+                _lastDrawTicks = now;
+                int width = 30;
+                int filled = _total == 0 ? width : (int)(width * _done / _total);
+                _console.Error.Write($"\r{_stage} [{new string('#', filled)}{new string('.', width - filled)}] {Describe(_done)}   ");
+            }
+            else
+            {
+                int tenth = _total == 0 ? 10 : (int)(10 * _done / _total);
+                if (tenth <= _lastTenth || tenth == 10) return;
+                _lastTenth = tenth;
+                if (tenth > 0) _console.Error.WriteLine($"{_stage}: {Describe(_done)}");
+            }
+        }
+    }
+
+    /// <summary>Marks the stage complete and prints its duration.</summary>
+    public void Complete()
+    {
+        lock (_lock)
+        {
+            if (_finished) return;
+            _finished = true;
+            _done = _total;
+            string line = $"{_stage}: done ({Describe(_done)}) in {_clock.Elapsed.TotalSeconds:F2} s";
+            if (_console.Interactive) _console.Error.WriteLine($"\r{line}{new string(' ', 20)}");
+            else _console.Error.WriteLine(line);
+        }
+    }
+
+    private string Describe(long done) =>
+        _total == 0 ? $"{done}{Suffix}" : $"{done}/{_total}{Suffix}, {100.0 * done / _total:F0}%";
+
+    private string Suffix => _unit.Length == 0 ? "" : " " + _unit;
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (!_finished && _console.Interactive) _console.Error.WriteLine();
+            _finished = true;
+        }
+    }
+}

@@ -1,0 +1,42 @@
+namespace FlexGen.Host.Generation;
+
+/// <summary>One request's result.</summary>
+/// <param name="PromptIds">The prompt as submitted (token ids, BOS included for text prompts).</param>
+/// <param name="OutputIds">The generated token ids (gen_len of them).</param>
+/// <param name="Text">The generated text, when the model has a tokenizer.</param>
+/// <param name="Block">Statistics of the engine run that computed this sequence (shared with its batch mates).</param>
+public sealed record GeneratedSequence(IReadOnlyList<long> PromptIds, IReadOnlyList<long> OutputIds, string? Text, RunStatistics Block);
+
+/// <summary>Result of a whole prompt matrix.</summary>
+/// <param name="OutputIds">(n, gen_len) generated ids.</param>
+/// <param name="Texts">Generated text per row, when the model has a tokenizer.</param>
+public sealed record BatchGeneration(long[,] OutputIds, IReadOnlyList<string>? Texts, RunStatistics Statistics, IRunTimeline? Timeline);
+
+/// <summary>
+/// Generation for a host application: queues concurrent requests, packs them into GPU batches (blocks of
+/// gpu_batch_size x num_gpu_batches), and returns every caller its own output.
+/// </summary>
+public interface IGenerationService
+{
+    /// <summary>Generates after a prompt of token ids (not padded; padding is the service's job).</summary>
+    Task<GeneratedSequence> GenerateAsync(IReadOnlyList<long> promptIds, GenerationSettings? settings = null,
+        CancellationToken cancellation = default);
+
+    /// <summary>Generates after a text prompt (needs vocab.json and merges.txt in the model folder).</summary>
+    Task<GeneratedSequence> GenerateAsync(string prompt, GenerationSettings? settings = null,
+        CancellationToken cancellation = default);
+
+    /// <summary>
+    /// Generates for every row of a (n, prompt_len) prompt matrix left-padded with the pad id, as one run: rows
+    /// go through in order, in blocks of the policy's size (the last block padded), FlexGen's benchmark shape.
+    /// </summary>
+    /// <param name="cutGenLen">Compute only this many tokens (FlexGen's --cut-gen-len); the rest of each row stays pad.</param>
+    Task<BatchGeneration> GenerateBatchAsync(long[,] inputIds, GenerationSettings? settings = null, int? cutGenLen = null,
+        CancellationToken cancellation = default);
+
+    /// <summary>Encodes a text prompt (BOS first); null when the model has no tokenizer.</summary>
+    IReadOnlyList<long>? Encode(string prompt);
+
+    /// <summary>Whether text prompts work (the model folder has a tokenizer).</summary>
+    bool HasTokenizer { get; }
+}

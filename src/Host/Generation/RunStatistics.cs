@@ -1,0 +1,38 @@
+namespace FlexGen.Host.Generation;
+
+/// <summary>Timing and memory of one engine run.</summary>
+/// <param name="Sequences">Sequences generated (rows of the request, padding rows not counted).</param>
+/// <param name="PromptLen">Prompt length (after left-padding).</param>
+/// <param name="GenLen">New tokens per sequence that were computed.</param>
+/// <param name="Prefill">Time to the first generated token.</param>
+/// <param name="Decode">Time of the remaining tokens.</param>
+/// <param name="PeakBytesByTier">Peak bytes held per tier ("gpu", "cpu", "disk"), as the engine accounted them.</param>
+public sealed record RunStatistics(
+    int Sequences,
+    int PromptLen,
+    int GenLen,
+    TimeSpan Prefill,
+    TimeSpan Decode,
+    IReadOnlyDictionary<string, long> PeakBytesByTier)
+{
+    public TimeSpan Total => Prefill + Decode;
+
+    /// <summary>Prompt tokens processed per second during prefill (FlexGen's prefill throughput).</summary>
+    public double PrefillThroughput => Prefill.TotalSeconds > 0 ? Sequences * (double)PromptLen / Prefill.TotalSeconds : 0;
+
+    /// <summary>Generated tokens per second after the first (FlexGen's decode throughput).</summary>
+    public double DecodeThroughput => Decode.TotalSeconds > 0 ? Sequences * (double)(GenLen - 1) / Decode.TotalSeconds : 0;
+
+    /// <summary>Generated tokens per second over the whole run (FlexGen's total throughput).</summary>
+    public double TotalThroughput => Total.TotalSeconds > 0 ? Sequences * (double)GenLen / Total.TotalSeconds : 0;
+}
+
+/// <summary>The timeline of a run: every task of every tier.</summary>
+public interface IRunTimeline
+{
+    /// <summary>Writes Chrome trace-event JSON (opens in Perfetto or chrome://tracing).</summary>
+    void WriteChromeJson(string path);
+
+    /// <summary>A few lines: per-tier busy time, overlap, idle gaps.</summary>
+    string Summary { get; }
+}

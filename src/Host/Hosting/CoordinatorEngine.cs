@@ -1,0 +1,66 @@
+namespace FlexGen.Host.Hosting;
+
+using Akka.Actor;
+using FlexGen.Actors;
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Tracing;
+using FlexGen.Host.Generation;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Policies;
+
+/// <summary>The generation engine over the actor pipeline: one <see cref="GenerateRequest"/> per run, asked of the coordinator.</summary>
+public sealed class CoordinatorEngine(ActorSystem system, IActorRef coordinator, OptConfig model, Policy policy) : IGenerationEngine
+{
+    private readonly FlexGenSystem _flexGen = FlexGenSystem.Attach(system, coordinator);
+
+    public OptConfig Model { get; } = model;
+
+    public Policy Policy { get; } = policy;
+
+    public async Task<EngineRun> RunAsync(long[,] inputIds, GenerationSettings settings, int? cutGenLen, CancellationToken cancellation)
+    {
+        int rows = inputIds.GetLength(0), cols = inputIds.GetLength(1);
+        var prompts = new IReadOnlyList<long>[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            var row = new long[cols];
+            for (int c = 0; c < cols; c++) row[c] = inputIds[r, c];
+            prompts[r] = row;
+        }
+        var request = new GenerateRequest
+        {
+            PromptIds = prompts,
+            PadTokenId = Model.PadTokenId,
+            GenLen = settings.GenLen,
+            Sampling = settings.DoSample
+                ? SamplingOptions.Sample(settings.Temperature, settings.Seed ?? Random.Shared.NextInt64())
+                : SamplingOptions.Greedy,
+            StopTokenId = settings.StopTokenId is { } stop ? checked((int)stop) : null,
+            CutGenLen = cutGenLen,
+        };
+        GenerationResult result;
+        try
+        {
+            result = await _flexGen.GenerateAsync(request, cancellation).ConfigureAwait(false);
+        }
+        catch (GenerationFailedException ex) when (ex.InnerException is { } cause)
+        {
+            // Say what failed (the cause), keep the request context as the outer message.
+            throw new InvalidOperationException($"generation failed: {cause.Message}", ex);
+        }
+
+        var output = new long[rows, settings.GenLen];
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < settings.GenLen; c++)
+                output[r, c] = result.OutputIds[r][c];
+        var statistics = new RunStatistics(rows, cols, cutGenLen ?? settings.GenLen, result.Timings.Prefill, result.Timings.Decode, result.PeakBytes);
+        return new EngineRun(output, statistics, new TraceTimeline(result.Trace));
+    }
+
+    private sealed class TraceTimeline(ExecutionTrace trace) : IRunTimeline
+    {
+        public void WriteChromeJson(string path) => trace.WriteChromeJson(path);
+
+        public string Summary => trace.Summarize().ToString();
+    }
+}

@@ -1,0 +1,76 @@
+namespace FlexGen.Host.Hosting;
+
+using FlexGen.Tensors.Policies;
+
+/// <summary>
+/// Settings of an embedded FlexGen, bound from configuration (section "FlexGen" by default) or set in code.
+/// The policy fields use FlexGen's names and defaults.
+/// </summary>
+public sealed class FlexGenOptions
+{
+    public const string SectionName = "FlexGen";
+
+    /// <summary>A model folder (config.json + FlexGen-layout weights) or a preset name; null: the bundled opt-tiny.</summary>
+    public string? Model { get; set; }
+
+    /// <summary>For a preset: the folder holding "&lt;name&gt;-np" weights, or "_DUMMY_" for dummy weights.</summary>
+    public string? Path { get; set; }
+
+    /// <summary>Folder for disk-tier tensors; null: a fresh folder under the system temp folder, deleted at shutdown.</summary>
+    public string? OffloadDir { get; set; }
+
+    /// <summary>float32 | bfloat16 | float16; null: float16 with CUDA, float32 on the CPU.</summary>
+    public string? ComputeDtype { get; set; }
+
+    /// <summary>How long the service waits for more requests to fill a block after the first (milliseconds).</summary>
+    public int BatchWindowMs { get; set; } = 5;
+
+    public PolicyOptions Policy { get; set; } = new();
+
+    /// <summary>Akka log level for the embedded system (e.g. WARNING); null: Akka's default.</summary>
+    public string? AkkaLogLevel { get; set; }
+}
+
+/// <summary>A bindable form of <see cref="Tensors.Policies.Policy"/> (FlexGen's flags and defaults).</summary>
+public sealed class PolicyOptions
+{
+    public int GpuBatchSize { get; set; } = 4;
+    public int NumGpuBatches { get; set; } = 1;
+
+    /// <summary>w_gpu w_cpu cache_gpu cache_cpu act_gpu act_cpu.</summary>
+    public double[] Percent { get; set; } = [100, 0, 100, 0, 100, 0];
+
+    public bool Overlap { get; set; } = true;
+    public bool SepLayer { get; set; } = true;
+    public bool PinWeight { get; set; } = true;
+    public bool CpuCacheCompute { get; set; }
+    public double AttnSparsity { get; set; } = 1.0;
+    public bool CompressWeight { get; set; }
+    public bool CompressCache { get; set; }
+
+    /// <summary>The validated policy (throws <see cref="PolicyValidationException"/> naming the field and rule).</summary>
+    public Policy ToPolicy() => Tensors.Policies.Policy.FromPercent(Percent, GpuBatchSize, NumGpuBatches) with
+    {
+        Overlap = Overlap,
+        SepLayer = SepLayer,
+        PinWeight = PinWeight,
+        CpuCacheCompute = CpuCacheCompute,
+        AttnSparsity = AttnSparsity,
+        CompressWeight = CompressWeight,
+        CompressCache = CompressCache,
+    };
+
+    public static PolicyOptions From(Policy policy) => new()
+    {
+        GpuBatchSize = policy.GpuBatchSize,
+        NumGpuBatches = policy.NumGpuBatches,
+        Percent = [.. policy.Percent],
+        Overlap = policy.Overlap,
+        SepLayer = policy.SepLayer,
+        PinWeight = policy.PinWeight,
+        CpuCacheCompute = policy.CpuCacheCompute,
+        AttnSparsity = policy.AttnSparsity,
+        CompressWeight = policy.CompressWeight,
+        CompressCache = policy.CompressCache,
+    };
+}

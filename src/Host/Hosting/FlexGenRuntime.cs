@@ -1,0 +1,74 @@
+namespace FlexGen.Host.Hosting;
+
+using Akka.Hosting;
+using FlexGen.Host.Cli;
+using FlexGen.Host.Generation;
+using FlexGen.Tensors.Policies;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+/// <summary>
+/// The CLI's embedded host: a Microsoft.Extensions.Hosting host with Akka.Hosting and FlexGen inside, exactly as
+/// an application embeds it. Disposing stops the host (CoordinatedShutdown: tiers freed, offload files deleted).
+/// </summary>
+public sealed class FlexGenRuntime : IAsyncDisposable
+{
+    private readonly IHost _host;
+
+    private FlexGenRuntime(IHost host, FlexGenSetup setup)
+    {
+        _host = host;
+        Setup = setup;
+        Service = host.Services.GetRequiredService<IGenerationService>();
+    }
+
+    public FlexGenSetup Setup { get; }
+
+    public IGenerationService Service { get; }
+
+    public ResolvedModel Model => Setup.Model;
+
+    public Policy Policy => Setup.Policy;
+
+    public string ComputeDtype => Setup.ComputeDtype.ToString().ToLowerInvariant();
+
+    public string Device => Setup.Device;
+
+    public IServiceProvider Services => _host.Services;
+
+    public static async Task<FlexGenRuntime> StartAsync(FlexGenOptions options, ResolvedModel? model, CliConsole console,
+        CancellationToken cancellation)
+    {
+        options.AkkaLogLevel ??= console.Verbose ? "INFO" : "WARNING";
+        var setup = FlexGenSetup.Create(options, model);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddFlexGenService(setup);
+        builder.Services.AddAkka("flexgen", (akka, _) => akka.AddFlexGen(setup));
+        var host = builder.Build();
+        try
+        {
+            await host.StartAsync(cancellation).ConfigureAwait(false);
+            return new FlexGenRuntime(host, setup);
+        }
+        catch
+        {
+            host.Dispose();
+            setup.DeleteOwnedOffloadDir();
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            if (Services.GetService<GenerationService>() is { } service) await service.DisposeAsync().ConfigureAwait(false);
+            await _host.StopAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _host.Dispose();
+            Setup.DeleteOwnedOffloadDir();
+        }
+    }
+}

@@ -1,0 +1,90 @@
+namespace FlexGen.Host.Hosting;
+
+using FlexGen.Actors.Pipeline;
+using FlexGen.Host.Cli;
+using FlexGen.Host.Text;
+using FlexGen.Tensors;
+using FlexGen.Tensors.Policies;
+using TorchSharp;
+
+/// <summary>
+/// Everything resolved from <see cref="FlexGenOptions"/> before the actor system starts: the model, the
+/// validated policy, the compute dtype, the offload folder and the tokenizer.
+/// </summary>
+public sealed class FlexGenSetup
+{
+    private readonly bool _ownsOffloadDir;
+
+    private FlexGenSetup(FlexGenOptions options, ResolvedModel model, Policy policy, torch.ScalarType computeDtype,
+        string offloadDir, bool ownsOffloadDir, OptTokenizer? tokenizer)
+    {
+        Options = options;
+        Model = model;
+        Policy = policy;
+        ComputeDtype = computeDtype;
+        OffloadDir = offloadDir;
+        _ownsOffloadDir = ownsOffloadDir;
+        Tokenizer = tokenizer;
+    }
+
+    public FlexGenOptions Options { get; }
+
+    public ResolvedModel Model { get; }
+
+    public Policy Policy { get; }
+
+    public torch.ScalarType ComputeDtype { get; }
+
+    /// <summary>"cuda" or "cpu (GPU tier emulated in CPU memory)".</summary>
+    public string Device => TorchRuntime.CudaAvailable ? "cuda" : "cpu (GPU tier emulated in CPU memory)";
+
+    public string OffloadDir { get; }
+
+    public OptTokenizer? Tokenizer { get; }
+
+    /// <exception cref="UsageException">A bad model, policy or dtype (names the option and the rule).</exception>
+    public static FlexGenSetup Create(FlexGenOptions options, ResolvedModel? model = null)
+    {
+        model ??= ModelResolver.Resolve(options.Model, options.Path);
+        Policy policy;
+        try { policy = options.Policy.ToPolicy(); }
+        catch (PolicyValidationException ex) { throw new UsageException($"policy: {ex.Message}"); }
+        var dtype = ParseDtype(options.ComputeDtype);
+        bool owns = string.IsNullOrEmpty(options.OffloadDir);
+        string offload = owns
+            ? Path.Combine(Path.GetTempPath(), $"flexgen-offload-{Environment.ProcessId}-{Guid.NewGuid():N}")
+            : Path.GetFullPath(options.OffloadDir!);
+        if (!owns && File.Exists(offload)) throw new UsageException($"--offload-dir {options.OffloadDir}: a file is in the way.");
+        return new FlexGenSetup(options, model, policy, dtype, offload, owns, LoadTokenizer(model));
+    }
+
+    /// <summary>The model folder's tokenizer, when it has vocab.json and merges.txt.</summary>
+    public static OptTokenizer? LoadTokenizer(ResolvedModel model) =>
+        model.Location.Folder is { } folder && OptTokenizer.IsPresent(folder)
+            ? OptTokenizer.Load(folder, model.Config.BosTokenId, model.Config.PadTokenId, model.Config.EosTokenId)
+            : null;
+
+    public static torch.ScalarType ParseDtype(string? name) => name?.ToLowerInvariant() switch
+    {
+        null or "" or "auto" => TorchRuntime.CudaAvailable ? torch.ScalarType.Float16 : torch.ScalarType.Float32,
+        "float32" or "fp32" => torch.ScalarType.Float32,
+        "bfloat16" or "bf16" => torch.ScalarType.BFloat16,
+        "float16" or "fp16" => TorchRuntime.CudaAvailable
+            ? torch.ScalarType.Float16
+            : throw new UsageException("--compute-dtype float16: float16 matmuls on the CPU run at about 1 GFLOP/s; use float32 or bfloat16 without CUDA."),
+        _ => throw new UsageException($"--compute-dtype {name}: expected float32, bfloat16 or float16."),
+    };
+
+    /// <summary>The model backend the coordinator drives, built for a policy (weights placed in their tiers).</summary>
+    public IPipelineBackend CreateBackend(Policy policy)
+    {
+        Directory.CreateDirectory(OffloadDir);
+        throw new NotSupportedException("The model backend (weights in tiers over the layer math) is not in this build yet.");
+    }
+
+    /// <summary>Deletes the offload folder if FlexGen created it (a user's --offload-dir is left in place).</summary>
+    public void DeleteOwnedOffloadDir()
+    {
+        if (_ownsOffloadDir && Directory.Exists(OffloadDir)) Directory.Delete(OffloadDir, recursive: true);
+    }
+}

@@ -1,0 +1,77 @@
+namespace FlexGen.Host.Tests;
+
+using FlexGen.Tensors.Npy;
+using TorchSharp;
+
+/// <summary>Argument errors: exit code 2 and a message naming the problem, before anything is loaded.</summary>
+public class CliUsageTests
+{
+    [Theory]
+    [InlineData(new[] { "generate", "--percent", "100", "0", "100", "0", "100" }, "--percent needs six numbers")]
+    [InlineData(new[] { "generate", "--percent", "150", "0", "100", "0", "100", "0" }, "WGpuPercent = 150")]
+    [InlineData(new[] { "generate", "--percent", "60", "50", "100", "0", "100", "0" }, "gpu + cpu must be <= 100")]
+    [InlineData(new[] { "generate", "--percent", "100", "0", "x", "0", "100", "0" }, "--percent")]
+    [InlineData(new[] { "bench", "--gpu-batch-size", "0" }, "--gpu-batch-size")]
+    [InlineData(new[] { "generate", "--attn-sparsity", "1.5" }, "--attn-sparsity")]
+    [InlineData(new[] { "generate", "--model", "opt-999b" }, "not a folder and not a known preset")]
+    [InlineData(new[] { "generate", "--model", "opt-350m" }, "opt-350m")]
+    [InlineData(new[] { "generate", "--model", "./no/such/folder" }, "model folder not found")]
+    [InlineData(new[] { "generate", "--compute-dtype", "int8" }, "--compute-dtype")]
+    [InlineData(new[] { "generate", "--gen-len", "0" }, "--gen-len 0")]
+    [InlineData(new[] { "generate", "--prompt", "Hello" }, "--prompt needs vocab.json and merges.txt")]
+    [InlineData(new[] { "generate", "--input-ids", "/no/such/ids.npy" }, "--input-ids /no/such/ids.npy: file not found")]
+    [InlineData(new[] { "bench", "--gen-len", "8", "--cut-gen-len", "9" }, "--cut-gen-len 9")]
+    [InlineData(new[] { "frobnicate" }, "frobnicate")]
+    [InlineData(new string[0], "command")]
+    public async Task Bad_arguments_should_give_exit_code_2_and_name_the_problem(string[] args, string expected)
+    {
+        var result = await CliRunner.RunAsync(args);
+        Assert.True(result.ExitCode == 2, result.ToString());
+        Assert.Contains(expected, result.Error);
+    }
+
+    [Fact]
+    public async Task Malformed_input_ids_should_give_exit_code_2_naming_the_file()
+    {
+        using var folder = new TempFolder();
+        string text = folder.File("ids.npy");
+        File.WriteAllText(text, "not an npy file");
+        var notNpy = await CliRunner.RunAsync("generate", "--input-ids", text);
+        Assert.True(notNpy.ExitCode == 2, notNpy.ToString());
+        Assert.Contains(text, notNpy.Error);
+
+        string floats = folder.File("floats.npy");
+        using (var t = torch.zeros(2, 3)) NpyFile.Write(floats, t);
+        var wrongType = await CliRunner.RunAsync("generate", "--input-ids", floats);
+        Assert.True(wrongType.ExitCode == 2, wrongType.ToString());
+        Assert.Contains("expected int64 of shape (n, prompt_len)", wrongType.Error);
+
+        string rank1 = folder.File("rank1.npy");
+        using (var t = torch.ones(5, dtype: torch.ScalarType.Int64)) NpyFile.Write(rank1, t);
+        var wrongRank = await CliRunner.RunAsync("generate", "--input-ids", rank1);
+        Assert.Equal(2, wrongRank.ExitCode);
+        Assert.Contains("shape (5)", wrongRank.Error);
+
+        string outOfVocab = folder.File("big.npy");
+        using (var t = torch.full(1, 4, 60000L, dtype: torch.ScalarType.Int64)) NpyFile.Write(outOfVocab, t);
+        var badId = await CliRunner.RunAsync("generate", "--input-ids", outOfVocab);
+        Assert.Equal(2, badId.ExitCode);
+        Assert.Contains("id 60000", badId.Error);
+    }
+
+    [Fact]
+    public async Task Help_should_list_the_commands_and_FlexGen_flags_with_exit_code_0()
+    {
+        var root = await CliRunner.RunAsync("--help");
+        Assert.Equal(0, root.ExitCode);
+        foreach (var command in new[] { "generate", "bench", "convert" }) Assert.Contains(command, root.Output);
+
+        var generate = await CliRunner.RunAsync("generate", "--help");
+        Assert.Equal(0, generate.ExitCode);
+        foreach (var flag in new[] { "--model", "--input-ids", "--output-ids", "--prompt", "--gen-len", "--gpu-batch-size",
+                     "--num-gpu-batches", "--percent", "--sep-layer", "--pin-weight", "--cpu-cache-compute", "--attn-sparsity",
+                     "--compress-weight", "--compress-cache", "--overlap", "--offload-dir", "--compute-dtype", "--do-sample",
+                     "--temperature", "--seed", "--stop", "--trace" })
+            Assert.Contains(flag, generate.Output);
+    }
+}
