@@ -47,14 +47,17 @@ public static class InputEmbed
         var ids = tokenIds.to(ScalarType.Int64);
         long h = weights.TokenEmbedding.shape[1];
 
-        // (batch * new_seq, h) rows of the token table, gathered before the dtype conversion (cheaper).
-        var tokens = weights.TokenEmbedding.to(device).index_select(0, ids.reshape(-1));
-        var positions = Positions(attentionMask.to(device)).narrow(1, attentionMask.shape[1] - newSeq, newSeq);
-        var pos = weights.PositionEmbedding.to(device).index_select(0, positions.reshape(-1));
+        // (batch * new_seq, h) rows of each table, gathered where the table lives and before the dtype conversion:
+        // only the rows travel and get converted.
+        var tokens = Rows(weights.TokenEmbedding, ids.reshape(-1));
+        var positions = Positions(attentionMask).narrow(1, attentionMask.shape[1] - newSeq, newSeq);
+        var pos = Rows(weights.PositionEmbedding, positions.reshape(-1));
 
         // (batch, new_seq, h)
         var hidden = LayerMath.ToCompute(tokens, compute, device).add(LayerMath.ToCompute(pos, compute, device))
             .view(batch, newSeq, h);
         return hidden.MoveToOuterDisposeScope();
     }
+
+    private static Tensor Rows(Tensor table, Tensor index) => table.index_select(0, index.to(table.device));
 }

@@ -1,6 +1,5 @@
 namespace FlexGen.Tensors.Layers;
 
-using FlexGen.Tensors.Models;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,6 +26,12 @@ public sealed record GenerationOptions
 
     /// <summary>FlexGen's <c>attn_sparsity</c> for decode attention: 1 is dense.</summary>
     public double AttnSparsity { get; init; } = 1.0;
+
+    /// <summary>
+    /// The dtype the KV cache is kept in; null: the compute dtype (exact). Float16 mimics a pipeline that stores
+    /// the cache as FlexGen does.
+    /// </summary>
+    public ScalarType? CacheDtype { get; init; }
 
     /// <summary>Keep the float32 logits (batch, vocab) of every step in the result.</summary>
     public bool KeepLogits { get; init; }
@@ -98,8 +103,9 @@ public static class ReferenceGenerator
         var valueCache = new Tensor[config.NumHiddenLayers];
         for (var l = 0; l < config.NumHiddenLayers; l++)
         {
-            keyCache[l] = torch.zeros([cacheLen, rows, headDim], compute.Dtype, device); // (s, n*heads, d)
-            valueCache[l] = torch.zeros([cacheLen, rows, headDim], compute.Dtype, device);
+            var cacheDtype = options.CacheDtype ?? compute.Dtype;
+            keyCache[l] = torch.zeros([cacheLen, rows, headDim], cacheDtype, device); // (s, n*heads, d)
+            valueCache[l] = torch.zeros([cacheLen, rows, headDim], cacheDtype, device);
         }
 
         using var generator = options.Sampling.Seed is { } seed && !options.Sampling.IsGreedy ? new Generator(seed, device) : null;

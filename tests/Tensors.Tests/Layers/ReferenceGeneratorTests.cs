@@ -98,6 +98,25 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
     }
 
     [Fact]
+    public void Float32_compute_over_a_float16_cache_should_still_give_the_hugging_face_tokens()
+    {
+        using var scope = NewDisposeScope();
+        var ids = OptTiny.Read("prompt_ids.npy");
+        var mask = OptTiny.Read("prompt_mask.npy");
+        var expected = OptTiny.Read("hf_fp32_tokens.npy");
+        var topIds = OptTiny.Read("hf_fp32_top8_ids.npy");
+        var topLogits = OptTiny.Read("hf_fp32_top8_logits.npy");
+        using var result = ReferenceGenerator.Generate(model.Weights, ids, mask,
+            new GenerationOptions(GenLen, ComputeSettings.Float32) { CacheDtype = ScalarType.Float16, KeepLogits = true });
+        var ours = torch.stack(result.StepLogits, 1).gather(2, topIds.to(ScalarType.Int64));
+        double maxDiff = SmallOpt.MaxAbsDiff(ours, topLogits);
+        int equal = result.OutputIds.data<long>().ToArray().Zip(expected.data<long>().ToArray()).Count(p => p.First == p.Second);
+        output.WriteLine($"float32 compute, float16 cache: {equal}/80 tokens equal; top-8 logits max |diff| = {maxDiff:E3}");
+        Assert.Equal(80, equal);
+        Assert.True(maxDiff < 1e-2, $"top-8 logits max |diff| {maxDiff}");
+    }
+
+    [Fact]
     public void Sampling_should_repeat_with_a_seed_and_differ_across_seeds()
     {
         using var scope = NewDisposeScope();
