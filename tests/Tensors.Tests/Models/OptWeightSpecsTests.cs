@@ -10,10 +10,7 @@ public class OptWeightSpecsTests
     private static readonly string TinyModelDir = Path.Combine(AppContext.BaseDirectory, "models", "opt-tiny");
 
     // opt-tiny (models/opt-tiny/config.json): vocab 50272, hidden 64, 4 heads, 3 layers, ffn 256.
-    private static readonly OptConfig Tiny = new()
-    {
-        Name = "opt-tiny", NumHiddenLayers = 3, NHead = 4, HiddenSize = 64, InputDim = 64, FfnEmbedDim = 256,
-    };
+    private static readonly OptConfig Tiny = OptConfig.FromHuggingFaceConfig(TinyModelDir);
 
     [Fact]
     public void Layers_should_follow_FlexGen_execution_order_with_sep_layer()
