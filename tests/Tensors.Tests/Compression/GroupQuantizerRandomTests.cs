@@ -150,6 +150,23 @@ public class GroupQuantizerRandomTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Compress_should_treat_a_strided_view_like_its_contiguous_copy()
+    {
+        using var scope = NewDisposeScope();
+        var wide = randn(new long[] { 96, 130 }, generator: new Generator(11)).to(ScalarType.Float16);
+        var view = wide.t();                       // (130, 96), not contiguous
+        var copy = view.contiguous();
+        var config = new CompressionConfig(4, 64, 0, false);
+
+        using var fromView = GroupQuantizer.Compress(view, config);
+        using var fromCopy = GroupQuantizer.Compress(copy, config);
+
+        Assert.False(view.is_contiguous());
+        Assert.True(SameTensor(fromCopy.Packed, fromView.Packed));
+        Assert.True(SameTensor(fromCopy.Scale, fromView.Scale));
+    }
+
+    [Fact]
     public void Compress_and_Decompress_should_leave_no_tensor_behind()
     {
         using var input = FlexGen.Tensors.Npy.NpyFile.Read(Fixture("compression", "gd1_input.npy"));
