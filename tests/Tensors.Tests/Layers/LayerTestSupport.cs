@@ -1,6 +1,5 @@
 namespace FlexGen.Tensors.Tests.Layers;
 
-using System.Text.Json;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Npy;
@@ -14,27 +13,7 @@ public static class OptTiny
 
     public static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", "opt-tiny", name);
 
-    /// <summary>The few config.json fields the layer math needs (the policy helper's HF loader will replace this).</summary>
-    public static OptConfig Config()
-    {
-        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(ModelDir, "config.json")));
-        var root = doc.RootElement;
-        int Get(string key) => root.GetProperty(key).GetInt32();
-        return new OptConfig
-        {
-            Name = "opt-tiny",
-            MaxSeqLen = Get("max_position_embeddings"),
-            NumHiddenLayers = Get("num_hidden_layers"),
-            NHead = Get("num_attention_heads"),
-            HiddenSize = Get("hidden_size"),
-            InputDim = Get("word_embed_proj_dim"),
-            FfnEmbedDim = Get("ffn_dim"),
-            PadTokenId = Get("pad_token_id"),
-            VocabSize = Get("vocab_size"),
-            BosTokenId = Get("bos_token_id"),
-            EosTokenId = Get("eos_token_id"),
-        };
-    }
+    public static OptConfig Config() => OptConfig.FromHuggingFaceConfig(ModelDir);
 
     public static OptWeights LoadWeights() => OptWeights.Load(ModelDir, Config());
 
