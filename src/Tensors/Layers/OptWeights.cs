@@ -67,6 +67,9 @@ public sealed class OptWeights : IDisposable
     public static OptWeights Load(string modelDir, OptConfig config) =>
         Load(modelDir, config, NpyFile.Read);
 
+    /// <summary>Loads a model folder that also holds its Hugging Face <c>config.json</c> (as models/opt-tiny).</summary>
+    public static OptWeights Load(string modelDir) => Load(modelDir, OptConfig.FromHuggingFaceConfig(modelDir));
+
     /// <summary>
     /// Random weights with OPT's shapes, stored float16 (FlexGen's dummy weights, seeded): matrices and embeddings
     /// normal(0, <paramref name="std"/>), biases normal(0, std), layer-norm weights 1 + normal(0, std).

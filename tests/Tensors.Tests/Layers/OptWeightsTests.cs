@@ -10,7 +10,8 @@ public sealed class OptWeightsTests
     [Fact]
     public void Load_should_read_every_weight_float16_with_its_spec_shape()
     {
-        using var weights = OptTiny.LoadWeights();
+        using var weights = OptWeights.Load(OptTiny.ModelDir);
+        Assert.Equal("opt-tiny", weights.Config.Name);
         Assert.Equal(3, weights.Attention.Count);
         Assert.Equal(new long[] { 50272, 64 }, weights.InputEmbed.TokenEmbedding.shape);
         Assert.Equal(new long[] { 2050, 64 }, weights.InputEmbed.PositionEmbedding.shape);
