@@ -196,6 +196,7 @@ public static class SelfAttention
     {
         ArgumentNullException.ThrowIfNull(projection);
         ArgumentNullException.ThrowIfNull(compute);
+        LayerMath.CheckRank(attentionMask, 2, nameof(attentionMask), "(batch, past + 1)");
         LayerMath.CheckRank(keyCache, 3, nameof(keyCache), "(seq, rows, head_dim)");
         LayerMath.CheckRank(valueCache, 3, nameof(valueCache), "(seq, rows, head_dim)");
         if (!(attnSparsity >= 0 && attnSparsity <= 1))

@@ -147,6 +147,11 @@ public sealed class LayerMathTests : IDisposable
             past.NewValue.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(), F32)).ToArray();
         var split = SelfAttention.DecodeSegmented(hidden, mask, w, nHead, segments, F32, sparsity);
         Assert.True(SmallOpt.MaxAbsDiff(whole.Hidden, split.Hidden) < 1e-6);
+
+        // An empty segment (a tier that got 0% of the cache) contributes nothing.
+        var empty = new CacheSegment(past.NewKey.narrow(1, 0, 0), past.NewValue.narrow(1, 0, 0), F32);
+        var withEmpty = SelfAttention.DecodeSegmented(hidden, mask, w, nHead, [empty, .. segments], F32, sparsity);
+        Assert.True(SmallOpt.MaxAbsDiff(whole.Hidden, withEmpty.Hidden) < 1e-6);
         Assert.Equal(0, SmallOpt.MaxAbsDiff(whole.NewKey, split.NewKey));
 
         // The same in three calls, as an actor pipeline runs it: projections, each segment where it lives, finish.
