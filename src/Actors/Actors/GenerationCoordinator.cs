@@ -142,6 +142,7 @@ public sealed class GenerationCoordinator : UntypedActor
 
         StartTier(tier);
         Abort(new InvalidOperationException($"tier actor {tier.ActorName()} stopped"));
+        FinishAbortIfDrained();
     }
 
     private void OnPartFailed(TierTaskException failure)

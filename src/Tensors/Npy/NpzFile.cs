@@ -48,7 +48,10 @@ public static class NpzFile
         return ReadEntry(entry, path);
     }
 
-    /// <summary>Writes the arrays as an .npz archive (deflated unless <paramref name="level"/> says otherwise).</summary>
+    /// <summary>
+    /// Writes the arrays as an .npz archive (deflated unless <paramref name="level"/> says otherwise),
+    /// replacing any file at <paramref name="path"/>.
+    /// </summary>
     public static void Write(string path, IEnumerable<KeyValuePair<string, Tensor>> arrays,
         CompressionLevel level = CompressionLevel.Optimal)
     {
@@ -57,7 +60,8 @@ public static class NpzFile
         {
             NpyFile.CheckWritable(tensor, $"{path}!{key}.npy");
         }
-        using var archive = ZipFile.Open(path, ZipArchiveMode.Create);
+        using var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None);
+        using var archive = new ZipArchive(file, ZipArchiveMode.Create);
         foreach (var (key, tensor) in list)
         {
             using var stream = archive.CreateEntry(key + ".npy", level).Open();

@@ -38,6 +38,12 @@ internal static unsafe partial class NativeFile
     [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
     private static partial int SysFtruncate(int fd, long length);
 
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int SysFsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
+    private static partial int SysFadvise(int fd, long offset, long length, int advice);
+
     [LibraryImport("libc", EntryPoint = "strerror")]
     private static partial nint SysStrerror(int errnum);
 
@@ -85,6 +91,25 @@ internal static unsafe partial class NativeFile
     }
 
     public static void Close(int fd) => SysClose(fd);
+
+    /// <summary>Flushes the file's dirty pages to the device, then drops its pages from the page cache.</summary>
+    public static void FlushAndDropCache(string path)
+    {
+        var fd = Open(path, write: true, direct: false);
+        try
+        {
+            if (SysFsync(fd) != 0)
+            {
+                throw Failure(path, "fsync", Marshal.GetLastPInvokeError());
+            }
+
+            SysFadvise(fd, 0, 0, 4 /* POSIX_FADV_DONTNEED */);
+        }
+        finally
+        {
+            SysClose(fd);
+        }
+    }
 
     /// <summary>Reads exactly <paramref name="count"/> bytes at <paramref name="offset"/>, or throws.</summary>
     public static void ReadExactly(int fd, string path, byte* buffer, long count, long offset)

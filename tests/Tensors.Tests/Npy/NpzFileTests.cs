@@ -67,6 +67,8 @@ public class NpzFileTests
                 var path = scratch.File($"arrays-{level}.npz");
                 NpzFile.Write(path, [new("weights", weights), new("counts", counts), new("flags", flags)], level);
 
+                NpzFile.Write(path, [new("weights", weights), new("counts", counts), new("flags", flags)], level); // replaces
+
                 using var arrays = NpzFile.Read(path);
                 Assert.Equal(3, arrays.Count);
                 Assert.True(SameTensor(arrays["weights"], weights));

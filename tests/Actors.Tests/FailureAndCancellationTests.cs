@@ -1,0 +1,181 @@
+namespace FlexGen.Actors.Tests;
+
+using Akka.Actor;
+using FlexGen.Actors.Actors;
+using FlexGen.Actors.Hosting;
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Schedule;
+using FlexGen.Actors.Tests.Support;
+
+public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
+{
+    private readonly RecordingBackend _backend;
+    private readonly IActorRef _coordinator;
+
+    public FailureAndCancellationTests()
+        : base(FlexGenHocon.Config, "failures")
+    {
+        var policy = TestPolicies.Offloaded(2, overlap: true, sep: true, cpuCacheCompute: true);
+        _backend = new RecordingBackend(policy, 2);
+        _coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, _ => _backend), "coordinator");
+    }
+
+    private static GenerateRequest Request(int gen = 3) => new() { PromptIds = TestPolicies.Prompts(8), GenLen = gen };
+
+    private IActorRef Tier(TierKind tier)
+    {
+        IActorRef? found = null;
+        AwaitAssert(() => found = Sys.ActorSelection(_coordinator.Path / GenerationCoordinator.ChildName(tier)).ResolveOne(TimeSpan.FromSeconds(1)).Result,
+            TimeSpan.FromSeconds(5), TimeSpan.FromMilliseconds(50));
+        return found!;
+    }
+
+    private void AssertNextRequestSucceeds()
+    {
+        _backend.OnPart = null;
+        _backend.BreakTrace = false;
+        var result = _coordinator.Ask<GenerationResult>(Request(), TimeSpan.FromSeconds(20)).Result;
+        Assert.Equal(8, result.OutputIds.Count);
+    }
+
+    public static TheoryData<TaskKind, int, int, int, TierKind> FaultPoints() => new()
+    {
+        { TaskKind.ComputeLayer, 1, 1, 1, TierKind.CpuCompute },
+        { TaskKind.ComputeLayer, 0, 2, 0, TierKind.GpuCompute },
+        { TaskKind.LoadWeight, 2, 3, 0, TierKind.Copy },
+        { TaskKind.LoadWeight, 1, 1, 0, TierKind.DiskIo },
+        { TaskKind.LoadCache, 1, 3, 0, TierKind.DiskIo },
+        { TaskKind.StoreHidden, 0, 5, 1, TierKind.Copy },
+    };
+
+    [Theory]
+    [MemberData(nameof(FaultPoints))]
+    public void A_fault_in_a_tier_actor_should_fail_the_request_with_it_as_cause_free_the_run_and_leave_the_system_usable(TaskKind kind, int i, int j, int k, TierKind tier)
+    {
+        var target = new BlockTask(kind, i, j, k);
+        var fault = new IOException($"injected at {target}");
+        _backend.OnPart = (task, t) =>
+        {
+            if (task == target && t == tier)
+            {
+                throw fault;
+            }
+        };
+        var actor = Tier(tier);
+        Watch(actor);
+
+        var error = Assert.Throws<GenerationFailedException>(() => RunSync(Request()));
+        Assert.Same(fault, error.InnerException);
+
+        var run = Assert.Single(_backend.Runs);
+        Assert.True(run.Disposed);
+        Assert.True(run.IsCancelled);
+        // The schedule stopped: nothing after the fault's step ran to the end of the schedule.
+        Assert.DoesNotContain(run.Parts, p => p.Task.Kind == TaskKind.StoreHidden && p.Task.Token == 2 && p.Task.Layer == 5 && p.Task.Batch == 1);
+        ExpectNoMsg(TimeSpan.FromMilliseconds(200)); // restarted, not stopped: no Terminated
+        AssertNextRequestSucceeds();
+    }
+
+    [Fact]
+    public void A_tier_actor_failing_outside_a_task_should_be_stopped_and_replaced()
+    {
+        var disk = Tier(TierKind.DiskIo); // runs the first task, LoadWeight(0,0,0)
+        Watch(disk);
+        _backend.BreakTrace = true;
+
+        var error = Assert.Throws<GenerationFailedException>(() => RunSync(Request()));
+        ExpectTerminated(disk);
+        Assert.NotNull(error.InnerException);
+        Assert.All(_backend.Runs, r => Assert.True(r.Disposed));
+
+        AssertNextRequestSucceeds();
+        Assert.NotEqual(disk, Tier(TierKind.DiskIo));
+    }
+
+    [Theory]
+    [InlineData(TaskKind.LoadWeight, 0, 0, 0)]
+    [InlineData(TaskKind.ComputeLayer, 1, 2, 1)]
+    [InlineData(TaskKind.StoreCache, 1, 3, 0)]
+    public async Task Cancellation_at_any_point_should_fail_the_request_free_the_run_and_leave_the_system_usable(TaskKind kind, int i, int j, int k)
+    {
+        await using var flexgen = FlexGenSystem.Attach(Sys, _coordinator);
+        using var cts = new CancellationTokenSource();
+        var target = new BlockTask(kind, i, j, k);
+        _backend.OnPart = (task, _) =>
+        {
+            if (task == target)
+            {
+                cts.Cancel();
+            }
+        };
+
+        var error = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => flexgen.GenerateAsync(Request(), cts.Token));
+        Assert.Equal(cts.Token, error.CancellationToken);
+        var run = Assert.Single(_backend.Runs);
+        Assert.True(run.Disposed); // released before GenerateAsync returned
+        Assert.DoesNotContain(run.Parts, p => p.Task.Kind == TaskKind.StoreHidden && p.Task.Token == 2 && p.Task.Layer == 5 && p.Task.Batch == 1);
+
+        var result = await flexgen.GenerateAsync(Request(), CancellationToken.None);
+        Assert.Equal(8, result.OutputIds.Count);
+    }
+
+    [Fact]
+    public async Task Cancelling_a_queued_request_should_fail_only_that_request()
+    {
+        await using var flexgen = FlexGenSystem.Attach(Sys, _coordinator);
+        var gate = new ManualResetEventSlim();
+        _backend.OnPart = (_, _) => gate.Wait(TimeSpan.FromSeconds(10));
+        using var cts = new CancellationTokenSource();
+        var first = flexgen.GenerateAsync(Request(gen: 1));
+        var second = flexgen.GenerateAsync(Request(gen: 1), cts.Token);
+        cts.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => second);
+        gate.Set();
+        var result = await first;
+        Assert.Equal(8, result.OutputIds.Count);
+        Assert.Single(_backend.Runs);
+    }
+
+    [Fact]
+    public void Stopping_the_coordinator_should_stop_every_tier_actor_and_dispose_the_backend()
+    {
+        AssertNextRequestSucceeds();
+        var tiers = Enum.GetValues<TierKind>().Select(Tier).ToArray();
+        foreach (var tier in tiers)
+        {
+            Watch(tier);
+        }
+
+        Watch(_coordinator);
+        Sys.Stop(_coordinator);
+        var terminated = ReceiveN(tiers.Length + 1).Cast<Terminated>().Select(t => t.ActorRef).ToHashSet();
+        Assert.Subset(terminated, tiers.Append(_coordinator).ToHashSet());
+        Assert.True(_backend.Disposed);
+    }
+
+    [Fact]
+    public void An_invalid_request_should_fail_with_a_typed_cause_naming_the_field()
+    {
+        var ragged = new GenerateRequest { PromptIds = new[] { new long[] { 5, 6 }, new long[] { 7 } }, GenLen = 2 };
+        var error = Assert.Throws<GenerationFailedException>(() => RunSync(ragged));
+        Assert.IsType<ArgumentException>(error.InnerException);
+        Assert.Contains("PromptIds[1]", error.InnerException!.Message);
+
+        var cut = Request() with { CutGenLen = 4 };
+        error = Assert.Throws<GenerationFailedException>(() => RunSync(cut));
+        Assert.Contains("CutGenLen", error.InnerException!.Message);
+        AssertNextRequestSucceeds();
+    }
+
+    private GenerationResult RunSync(GenerateRequest request)
+    {
+        try
+        {
+            return _coordinator.Ask<GenerationResult>(request, TimeSpan.FromSeconds(20)).GetAwaiter().GetResult();
+        }
+        finally
+        {
+            _backend.OnPart = null;
+        }
+    }
+}

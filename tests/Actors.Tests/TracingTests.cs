@@ -1,0 +1,68 @@
+namespace FlexGen.Actors.Tests;
+
+using System.Text.Json;
+using FlexGen.Actors.Schedule;
+using FlexGen.Actors.Tracing;
+
+public class TracingTests
+{
+    private static TimeSpan Ms(double ms) => TimeSpan.FromMilliseconds(ms);
+
+    private static ExecutionTrace Sample() => new(new[]
+    {
+        new TraceEvent(TierKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 0, 0), Ms(0), Ms(10), 4096),
+        new TraceEvent(TierKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 0, 0, 0), Ms(10), Ms(30), 100),
+        new TraceEvent(TierKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 1, 0), Ms(12), Ms(22), 4096),
+        new TraceEvent(TierKind.Copy, new BlockTask(TaskKind.StoreHidden, 0, 0, 0), Ms(30), Ms(31), 64),
+        new TraceEvent(TierKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 0, 1, 0), Ms(31), Ms(51), 100),
+    });
+
+    [Fact]
+    public void Summary_should_report_busy_time_overlap_gaps_and_efficiency()
+    {
+        var summary = Sample().Summarize();
+        Assert.Equal(Ms(51), summary.Wall);
+        var gpu = summary.Of(TierKind.GpuCompute)!;
+        Assert.Equal(Ms(40), gpu.Busy);
+        Assert.Equal(1, gpu.IdleGaps);
+        Assert.Equal(Ms(1), gpu.LongestGap);
+        Assert.Equal(Ms(11), gpu.Idle);
+        var disk = summary.Of(TierKind.DiskIo)!;
+        Assert.Equal(Ms(20), disk.Busy);
+        Assert.Equal(8192, disk.Bytes);
+        Assert.Equal(Ms(2), disk.LongestGap);
+        // I/O [0,10] [12,22] [30,31] vs compute [10,30] [31,51]: overlap [12,22] = 10 ms.
+        Assert.Equal(Ms(10), summary.IoComputeOverlap);
+        Assert.Equal(51.0 / 40.0, summary.ScheduleEfficiency, 6);
+        Assert.Equal(TierKind.GpuCompute, summary.Busiest.Tier);
+        Assert.Contains("schedule efficiency 1.275", summary.ToString());
+    }
+
+    [Fact]
+    public void Chrome_trace_should_be_trace_event_json_with_one_complete_event_per_task_part()
+    {
+        using var stream = new MemoryStream();
+        Sample().WriteChromeJson(stream);
+        using var doc = JsonDocument.Parse(stream.ToArray());
+        var events = doc.RootElement.GetProperty("traceEvents").EnumerateArray().ToArray();
+        var complete = events.Where(e => e.GetProperty("ph").GetString() == "X").ToArray();
+        Assert.Equal(5, complete.Length);
+        var first = complete[0];
+        Assert.Equal(0.0, first.GetProperty("ts").GetDouble());
+        Assert.Equal(10000.0, first.GetProperty("dur").GetDouble());
+        Assert.Equal("LoadWeight", first.GetProperty("args").GetProperty("kind").GetString());
+        Assert.Equal(4096, first.GetProperty("args").GetProperty("bytes").GetInt64());
+        Assert.Equal("disk-io", first.GetProperty("args").GetProperty("actor").GetString());
+        var threadNames = events.Where(e => e.GetProperty("name").GetString() == "thread_name")
+            .Select(e => e.GetProperty("args").GetProperty("name").GetString()).ToArray();
+        Assert.Equal(new[] { "gpu-compute", "cpu-compute", "copy", "disk-io" }, threadNames);
+    }
+
+    [Fact]
+    public void Empty_trace_should_summarize_to_zero()
+    {
+        var summary = ExecutionTrace.Empty.Summarize();
+        Assert.Equal(TimeSpan.Zero, summary.Wall);
+        Assert.Empty(summary.Tiers);
+    }
+}
