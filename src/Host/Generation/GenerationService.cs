@@ -199,14 +199,17 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         }
     }
 
+    /// <summary>Stops taking requests; queued ones fail with <see cref="ObjectDisposedException"/>. Idempotent.</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         _queue.Writer.TryComplete();
         _stopping.Cancel();
         try { await _worker.ConfigureAwait(false); }
         catch (OperationCanceledException) { }
-        _stopping.Dispose();
     }
+
+    private int _disposed;
 
     private sealed class Pending
     {

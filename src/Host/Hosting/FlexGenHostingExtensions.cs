@@ -48,11 +48,8 @@ public static class FlexGenHostingExtensions
     {
         services.AddSingleton(setup);
         services.AddSingleton(setup.Model);
-        services.AddSingleton<IGenerationEngine>(sp => new CoordinatorEngine(
-            sp.GetRequiredService<ActorSystem>(),
-            sp.GetRequiredService<IRequiredActor<GenerationCoordinator>>().ActorRef,
-            setup.Model.Config,
-            setup.Policy));
+        // Interim: the reference generator until the pipeline's model backend lands (then: CoordinatorEngine).
+        services.AddSingleton<IGenerationEngine>(_ => new ReferenceEngine(setup));
         services.AddSingleton<GenerationService>(sp => new GenerationService(
             sp.GetRequiredService<IGenerationEngine>(), setup.Tokenizer, TimeSpan.FromMilliseconds(setup.Options.BatchWindowMs)));
         services.AddSingleton<IGenerationService>(sp => sp.GetRequiredService<GenerationService>());

@@ -37,8 +37,9 @@ public sealed class PolicyOptions
     public int GpuBatchSize { get; set; } = 4;
     public int NumGpuBatches { get; set; } = 1;
 
-    /// <summary>w_gpu w_cpu cache_gpu cache_cpu act_gpu act_cpu.</summary>
-    public double[] Percent { get; set; } = [100, 0, 100, 0, 100, 0];
+    /// <summary>w_gpu w_cpu cache_gpu cache_cpu act_gpu act_cpu; null: all on the GPU (100 0 100 0 100 0).</summary>
+    /// <remarks>Null by default because the configuration binder appends to an existing array.</remarks>
+    public double[]? Percent { get; set; }
 
     public bool Overlap { get; set; } = true;
     public bool SepLayer { get; set; } = true;
@@ -49,7 +50,7 @@ public sealed class PolicyOptions
     public bool CompressCache { get; set; }
 
     /// <summary>The validated policy (throws <see cref="PolicyValidationException"/> naming the field and rule).</summary>
-    public Policy ToPolicy() => Tensors.Policies.Policy.FromPercent(Percent, GpuBatchSize, NumGpuBatches) with
+    public Policy ToPolicy() => Tensors.Policies.Policy.FromPercent(Percent ?? [.. Tensors.Policies.Policy.AllGpuPercent], GpuBatchSize, NumGpuBatches) with
     {
         Overlap = Overlap,
         SepLayer = SepLayer,

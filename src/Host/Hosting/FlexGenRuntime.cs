@@ -62,7 +62,6 @@ public sealed class FlexGenRuntime : IAsyncDisposable
     {
         try
         {
-            if (Services.GetService<GenerationService>() is { } service) await service.DisposeAsync().ConfigureAwait(false);
             await _host.StopAsync().ConfigureAwait(false);
         }
         finally

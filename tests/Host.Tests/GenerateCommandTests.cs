@@ -1,0 +1,76 @@
+namespace FlexGen.Host.Tests;
+
+using FlexGen.Tensors.Npy;
+
+/// <summary>End-to-end runs of the CLI on the bundled model, in-process.</summary>
+public class GenerateCommandTests
+{
+    [Fact]
+    public async Task Generate_without_arguments_should_run_the_bundled_model_on_the_built_in_prompts()
+    {
+        var result = await CliRunner.RunAsync("generate");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("model: opt-tiny", result.Output);
+        Assert.Contains("generated ids (8, 10):", result.Output);
+        var hf = Fixture.HfTokens;
+        for (int r = 0; r < 8; r++)
+            Assert.Contains($"[{r}] {string.Join(' ', Fixture.Row(hf, r))}", result.Output);
+        Assert.Contains("throughput:", result.Output);
+        Assert.Contains("trace:", result.Output);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Convert_then_generate_should_reproduce_the_Hugging_Face_greedy_tokens(bool lmHead)
+    {
+        using var folder = new TempFolder();
+        string hf = folder.File("hf"), model = folder.File("model"), output = folder.File("out.npy");
+        HfCheckpointBuilder.Build(hf, new(LmHead: lmHead));
+        var convert = await CliRunner.RunAsync("convert", hf, model);
+        Assert.True(convert.ExitCode == 0, convert.ToString());
+
+        var generate = await CliRunner.RunAsync("generate", "--model", model, "--input-ids", TestPaths.Fixture("prompt_ids.npy"),
+            "--output-ids", output, "--compute-dtype", "float32", "--trace", folder.File("run.trace.json"));
+
+        Assert.True(generate.ExitCode == 0, generate.ToString());
+        var header = NpyFile.ReadHeader(output);
+        Assert.Equal(TorchSharp.torch.ScalarType.Int64, header.DType);
+        Assert.Equal(Fixture.HfTokens, Fixture.ReadInt64Matrix(output));
+    }
+
+    [Fact]
+    public async Task Generate_should_encode_text_prompts_and_print_decoded_text_when_the_model_has_a_tokenizer()
+    {
+        using var folder = new TempFolder();
+        string model = folder.File("model");
+        Directory.CreateDirectory(model);
+        foreach (var file in Directory.GetFiles(TestPaths.BundledModel)) File.Copy(file, Path.Combine(model, Path.GetFileName(file)));
+        OptTokenizerTests.WriteTinyVocabulary(model);
+
+        var result = await CliRunner.RunAsync("generate", "--model", model, "--prompt", "Hello world", "--prompt", "Hello",
+            "--gen-len", "3", "--output-ids", folder.File("out.npy"), "--trace", "");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("generated ids (2, 3):", result.Output);
+        Assert.Contains("      \"", result.Output); // a decoded text line under each row
+        Assert.Equal([2L, 3L], NpyFile.ReadHeader(folder.File("out.npy")).Shape);
+    }
+
+    [Fact]
+    public async Task Bench_should_print_FlexGen_benchmark_numbers_and_append_the_log_file()
+    {
+        using var folder = new TempFolder();
+        string log = folder.File("bench.log");
+
+        var result = await CliRunner.RunAsync("bench", "--prompt-len", "16", "--gen-len", "8", "--cut-gen-len", "4",
+            "--gpu-batch-size", "2", "--num-gpu-batches", "2", "--log-file", log);
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        foreach (var text in new[] { "model size:", "cache size:", "hidden size (p):", "peak gpu mem:", "peak cpu mem:",
+                     "projected: true", "prefill latency:", "decode throughput:", "total throughput:" })
+            Assert.Contains(text, result.Output);
+        Assert.Contains("total throughput:", File.ReadAllText(log));
+    }
+}
