@@ -74,3 +74,25 @@ public class GenerateCommandTests
         Assert.Contains("total throughput:", File.ReadAllText(log));
     }
 }
+
+public class BenchDiskCommandTests
+{
+    [Fact]
+    public async Task Bench_disk_should_measure_a_small_file_and_leave_nothing_behind()
+    {
+        using var folder = new TempFolder();
+        var result = await CliRunner.RunAsync("bench-disk", "--offload-dir", folder.Path, "--size-gb", "0.004");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("disk benchmark:", result.Output);
+        Assert.Contains("O_DIRECT", result.Output);
+        Assert.Empty(Directory.GetFileSystemEntries(folder.Path));
+    }
+
+    [Fact]
+    public async Task Bench_disk_should_refuse_a_missing_folder_with_exit_code_2()
+    {
+        var result = await CliRunner.RunAsync("bench-disk", "--offload-dir", "/no/such/dir");
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("/no/such/dir", result.Error);
+    }
+}
