@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests;
 
+using FlexGen.Tensors.Models;
 using FlexGen.Actors.Schedule;
 
 public class BlockScheduleTests
@@ -16,7 +17,7 @@ public class BlockScheduleTests
     } + $"({t.Token},{t.Layer},{t.Batch})";
 
     private static string[] Order(int blocks, bool sep, int batches, int genLen, bool overlap, int? cut = null) =>
-        BlockSchedule.Create(new ScheduleShape(LayerKindExtensions.BuildLayers(blocks, sep), batches, genLen, cut ?? genLen, overlap))
+        BlockSchedule.Create(new ScheduleShape(LayerKinds.BuildLayers(blocks, sep), batches, genLen, cut ?? genLen, overlap))
             .Tasks.Select(t => Abbrev(t.Task)).ToArray();
 
     private static string[] Split(string s) => s.Split(' ', StringSplitOptions.RemoveEmptyEntries);
@@ -82,12 +83,12 @@ public class BlockScheduleTests
     [Fact]
     public void Sep_layer_should_split_each_block_into_attention_and_mlp()
     {
-        var layers = LayerKindExtensions.BuildLayers(2, sepLayer: true);
+        var layers = LayerKinds.BuildLayers(2, sepLayer: true);
         Assert.Equal(
-            new[] { LayerKind.InputEmbed, LayerKind.SelfAttention, LayerKind.Mlp, LayerKind.SelfAttention, LayerKind.Mlp, LayerKind.OutputEmbed },
+            new[] { OptLayerKind.InputEmbed, OptLayerKind.SelfAttention, OptLayerKind.Mlp, OptLayerKind.SelfAttention, OptLayerKind.Mlp, OptLayerKind.OutputEmbed },
             layers);
-        Assert.Equal(1, LayerKindExtensions.BlockIndexOf(layers, 3));
-        Assert.Equal(1, LayerKindExtensions.BlockIndexOf(layers, 4));
+        Assert.Equal(1, LayerKinds.BlockIndexOf(layers, 3));
+        Assert.Equal(1, LayerKinds.BlockIndexOf(layers, 4));
 
         var order = Order(blocks: 2, sep: true, batches: 1, genLen: 2, overlap: false);
         Assert.Contains("LC(1,1,0)", order);
@@ -121,7 +122,7 @@ public class BlockScheduleTests
     [MemberData(nameof(Shapes))]
     public void Every_schedule_should_compute_each_step_once_load_weights_once_per_token_and_depend_only_backwards(int blocks, bool sep, int batches, int gen, bool overlap)
     {
-        var layers = LayerKindExtensions.BuildLayers(blocks, sep);
+        var layers = LayerKinds.BuildLayers(blocks, sep);
         var schedule = BlockSchedule.Create(new ScheduleShape(layers, batches, gen, gen, overlap));
         var tasks = schedule.Tasks.Select(t => t.Task).ToArray();
 
@@ -161,11 +162,11 @@ public class BlockScheduleTests
     [Fact]
     public void Invalid_shapes_should_be_rejected_naming_the_field()
     {
-        var layers = LayerKindExtensions.BuildLayers(1, false);
+        var layers = LayerKinds.BuildLayers(1, false);
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => BlockSchedule.Create(new ScheduleShape(layers, 0, 2, 2, true)));
         Assert.Equal("NumGpuBatches", e.ParamName);
         e = Assert.Throws<ArgumentOutOfRangeException>(() => BlockSchedule.Create(new ScheduleShape(layers, 1, 2, 3, true)));
         Assert.Equal("ExecuteGenLen", e.ParamName);
-        Assert.Throws<ArgumentException>(() => BlockSchedule.Create(new ScheduleShape(new[] { LayerKind.Mlp }, 1, 1, 1, true)));
+        Assert.Throws<ArgumentException>(() => BlockSchedule.Create(new ScheduleShape(new[] { OptLayerKind.Mlp }, 1, 1, 1, true)));
     }
 }

@@ -22,7 +22,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
 
     private static GenerateRequest Request(int gen = 3) => new() { PromptIds = TestPolicies.Prompts(8), GenLen = gen };
 
-    private IActorRef Tier(TierKind tier)
+    private IActorRef Tier(TierActorKind tier)
     {
         IActorRef? found = null;
         AwaitAssert(() => found = Sys.ActorSelection(_coordinator.Path / GenerationCoordinator.ChildName(tier)).ResolveOne(TimeSpan.FromSeconds(1)).Result,
@@ -38,19 +38,19 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(8, result.OutputIds.Count);
     }
 
-    public static TheoryData<TaskKind, int, int, int, TierKind> FaultPoints() => new()
+    public static TheoryData<TaskKind, int, int, int, TierActorKind> FaultPoints() => new()
     {
-        { TaskKind.ComputeLayer, 1, 1, 1, TierKind.CpuCompute },
-        { TaskKind.ComputeLayer, 0, 2, 0, TierKind.GpuCompute },
-        { TaskKind.LoadWeight, 2, 3, 0, TierKind.Copy },
-        { TaskKind.LoadWeight, 1, 1, 0, TierKind.DiskIo },
-        { TaskKind.LoadCache, 1, 3, 0, TierKind.DiskIo },
-        { TaskKind.StoreHidden, 0, 5, 1, TierKind.Copy },
+        { TaskKind.ComputeLayer, 1, 1, 1, TierActorKind.CpuCompute },
+        { TaskKind.ComputeLayer, 0, 2, 0, TierActorKind.GpuCompute },
+        { TaskKind.LoadWeight, 2, 3, 0, TierActorKind.Copy },
+        { TaskKind.LoadWeight, 1, 1, 0, TierActorKind.DiskIo },
+        { TaskKind.LoadCache, 1, 3, 0, TierActorKind.DiskIo },
+        { TaskKind.StoreHidden, 0, 5, 1, TierActorKind.Copy },
     };
 
     [Theory]
     [MemberData(nameof(FaultPoints))]
-    public void A_fault_in_a_tier_actor_should_fail_the_request_with_it_as_cause_free_the_run_and_leave_the_system_usable(TaskKind kind, int i, int j, int k, TierKind tier)
+    public void A_fault_in_a_tier_actor_should_fail_the_request_with_it_as_cause_free_the_run_and_leave_the_system_usable(TaskKind kind, int i, int j, int k, TierActorKind tier)
     {
         var target = new BlockTask(kind, i, j, k);
         var fault = new IOException($"injected at {target}");
@@ -79,7 +79,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     [Fact]
     public void A_tier_actor_failing_outside_a_task_should_be_stopped_and_replaced()
     {
-        var disk = Tier(TierKind.DiskIo); // runs the first task, LoadWeight(0,0,0)
+        var disk = Tier(TierActorKind.DiskIo); // runs the first task, LoadWeight(0,0,0)
         Watch(disk);
         _backend.BreakTrace = true;
 
@@ -89,7 +89,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         Assert.All(_backend.Runs, r => Assert.True(r.Disposed));
 
         AssertNextRequestSucceeds();
-        Assert.NotEqual(disk, Tier(TierKind.DiskIo));
+        Assert.NotEqual(disk, Tier(TierActorKind.DiskIo));
     }
 
     [Theory]
@@ -140,7 +140,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     public void Stopping_the_coordinator_should_stop_every_tier_actor_and_dispose_the_backend()
     {
         AssertNextRequestSucceeds();
-        var tiers = Enum.GetValues<TierKind>().Select(Tier).ToArray();
+        var tiers = Enum.GetValues<TierActorKind>().Select(Tier).ToArray();
         foreach (var tier in tiers)
         {
             Watch(tier);

@@ -27,7 +27,7 @@ public sealed class GenerationCoordinator : UntypedActor
     private readonly Func<Policy, IPipelineBackend> _backendFactory;
     private readonly Policy _defaultPolicy;
     private readonly PipelineOptions _options;
-    private readonly Dictionary<TierKind, IActorRef> _tiers = new();
+    private readonly Dictionary<TierActorKind, IActorRef> _tiers = new();
     private readonly LinkedList<(GenerateRequest Request, IActorRef ReplyTo)> _queue = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IPipelineBackend? _backend;
@@ -45,7 +45,7 @@ public sealed class GenerationCoordinator : UntypedActor
         Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options ?? PipelineOptions.Default));
 
     /// <summary>The tier actors' child names.</summary>
-    public static string ChildName(TierKind tier) => tier.ActorName();
+    public static string ChildName(TierActorKind tier) => tier.ActorName();
 
     /// <summary>
     /// Supervision: a tier actor whose task part throws (<see cref="TierTaskException"/>) fails the running
@@ -68,7 +68,7 @@ public sealed class GenerationCoordinator : UntypedActor
 
     protected override void PreStart()
     {
-        foreach (var tier in Enum.GetValues<TierKind>())
+        foreach (var tier in Enum.GetValues<TierActorKind>())
         {
             StartTier(tier);
         }
@@ -123,7 +123,7 @@ public sealed class GenerationCoordinator : UntypedActor
         }
     }
 
-    private void StartTier(TierKind tier)
+    private void StartTier(TierActorKind tier)
     {
         var actor = Context.ActorOf(TierActor.PropsFor(tier), ChildName(tier));
         Context.Watch(actor);

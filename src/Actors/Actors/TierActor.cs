@@ -15,12 +15,12 @@ using FlexGen.Actors.Schedule;
 /// </summary>
 public abstract class TierActor : UntypedActor
 {
-    protected TierActor(TierKind tier)
+    protected TierActor(TierActorKind tier)
     {
         Tier = tier;
     }
 
-    public TierKind Tier { get; }
+    public TierActorKind Tier { get; }
 
     protected override void PreStart()
     {
@@ -66,14 +66,14 @@ public abstract class TierActor : UntypedActor
     }
 
     /// <summary>Props of the actor for <paramref name="tier"/> on its own pinned dispatcher.</summary>
-    public static Props PropsFor(TierKind tier)
+    public static Props PropsFor(TierActorKind tier)
     {
         Props props = tier switch
         {
-            TierKind.GpuCompute => Props.Create(() => new GpuComputeActor()),
-            TierKind.CpuCompute => Props.Create(() => new CpuComputeActor()),
-            TierKind.Copy => Props.Create(() => new CopyActor()),
-            TierKind.DiskIo => Props.Create(() => new DiskIoActor()),
+            TierActorKind.GpuCompute => Props.Create(() => new GpuComputeActor()),
+            TierActorKind.CpuCompute => Props.Create(() => new CpuComputeActor()),
+            TierActorKind.Copy => Props.Create(() => new CopyActor()),
+            TierActorKind.DiskIo => Props.Create(() => new DiskIoActor()),
             _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, null),
         };
         return props.WithDispatcher(FlexGenHocon.DispatcherOf(tier));
@@ -84,7 +84,7 @@ public abstract class TierActor : UntypedActor
 public sealed class GpuComputeActor : TierActor
 {
     public GpuComputeActor()
-        : base(TierKind.GpuCompute)
+        : base(TierActorKind.GpuCompute)
     {
     }
 }
@@ -93,7 +93,7 @@ public sealed class GpuComputeActor : TierActor
 public sealed class CpuComputeActor : TierActor
 {
     public CpuComputeActor()
-        : base(TierKind.CpuCompute)
+        : base(TierActorKind.CpuCompute)
     {
     }
 }
@@ -102,7 +102,7 @@ public sealed class CpuComputeActor : TierActor
 public sealed class CopyActor : TierActor
 {
     public CopyActor()
-        : base(TierKind.Copy)
+        : base(TierActorKind.Copy)
     {
     }
 }
@@ -111,7 +111,7 @@ public sealed class CopyActor : TierActor
 public sealed class DiskIoActor : TierActor
 {
     public DiskIoActor()
-        : base(TierKind.DiskIo)
+        : base(TierActorKind.DiskIo)
     {
     }
 }

@@ -27,7 +27,7 @@ public static class FlexGenHocon
     }
 
     /// <summary>The dispatcher id of a tier actor (each tier has its own pinned dispatcher).</summary>
-    public static string DispatcherOf(TierKind tier) => $"flexgen.dispatchers.{tier.ActorName()}";
+    public static string DispatcherOf(TierActorKind tier) => $"flexgen.dispatchers.{tier.ActorName()}";
 
     private static Config Load() => ConfigurationFactory.ParseString(Text);
 }

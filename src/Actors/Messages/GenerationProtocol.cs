@@ -1,6 +1,7 @@
 namespace FlexGen.Actors.Messages;
 
 using FlexGen.Actors.Tracing;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Policies;
 
 // The request/response protocol of GenerationCoordinator (see FlexGenSystem for the public entry point).
@@ -12,14 +13,6 @@ using FlexGen.Tensors.Policies;
 //     sends it when its CancellationToken fires.
 // Requests run one at a time in arrival order; each run frees all its buffers and deletes its offload files
 // before its reply is sent.
-
-/// <summary>Greedy (the default) or sampling with a temperature and a seed.</summary>
-public sealed record SamplingOptions(bool DoSample, double Temperature, long Seed)
-{
-    public static SamplingOptions Greedy { get; } = new(false, 1.0, 0);
-
-    public static SamplingOptions Sample(double temperature, long seed) => new(true, temperature, seed);
-}
 
 /// <summary>
 /// Generate <see cref="GenLen"/> tokens after each prompt. Prompts are token ids of equal length (left-padded);

@@ -16,17 +16,17 @@ using FlexGen.Actors.Schedule;
 public sealed class BlockDispatcher
 {
     private readonly BlockSchedule _schedule;
-    private readonly Func<BlockTask, IReadOnlyList<TierKind>> _route;
+    private readonly Func<BlockTask, IReadOnlyList<TierActorKind>> _route;
     private readonly int _maxInFlight;
     private readonly int _prefetchSteps;
-    private readonly Dictionary<TierKind, Queue<BlockTask>> _queues = new();
-    private readonly Dictionary<TierKind, int> _inFlight = new();
+    private readonly Dictionary<TierActorKind, Queue<BlockTask>> _queues = new();
+    private readonly Dictionary<TierActorKind, int> _inFlight = new();
     private readonly Dictionary<BlockTask, int> _partsLeft = new();
     private readonly HashSet<BlockTask> _done = new();
     private readonly bool[] _computeDone;
     private int _firstNotDone;
 
-    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<TierKind>> route, int maxInFlightPerTier = 2, int prefetchSteps = 1)
+    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<TierActorKind>> route, int maxInFlightPerTier = 2, int prefetchSteps = 1)
     {
         if (maxInFlightPerTier < 1)
         {
@@ -43,7 +43,7 @@ public sealed class BlockDispatcher
         _maxInFlight = maxInFlightPerTier;
         _prefetchSteps = prefetchSteps;
         _computeDone = new bool[schedule.StepCount];
-        foreach (var tier in Enum.GetValues<TierKind>())
+        foreach (var tier in Enum.GetValues<TierActorKind>())
         {
             _queues[tier] = new Queue<BlockTask>();
             _inFlight[tier] = 0;
@@ -74,9 +74,9 @@ public sealed class BlockDispatcher
     public bool IsDone(BlockTask task) => _done.Contains(task);
 
     /// <summary>Releases every part that may start now, in per-tier block order.</summary>
-    public IReadOnlyList<(BlockTask Task, TierKind Tier)> TakeReady()
+    public IReadOnlyList<(BlockTask Task, TierActorKind Tier)> TakeReady()
     {
-        var ready = new List<(BlockTask, TierKind)>();
+        var ready = new List<(BlockTask, TierActorKind)>();
         bool progress = true;
         while (progress)
         {
@@ -96,7 +96,7 @@ public sealed class BlockDispatcher
     }
 
     /// <summary>Records that <paramref name="tier"/> finished its part of <paramref name="task"/>.</summary>
-    public void Complete(BlockTask task, TierKind tier)
+    public void Complete(BlockTask task, TierActorKind tier)
     {
         Release(tier);
         if (!_partsLeft.TryGetValue(task, out int left) || left == 0)
@@ -123,12 +123,12 @@ public sealed class BlockDispatcher
     }
 
     /// <summary>Records that a handed-out part will not run (skipped or lost with its actor).</summary>
-    public void Abandon(TierKind tier) => Release(tier);
+    public void Abandon(TierActorKind tier) => Release(tier);
 
     /// <summary>Forgets every part a tier had outstanding (its actor stopped).</summary>
-    public void AbandonAll(TierKind tier) => _inFlight[tier] = 0;
+    public void AbandonAll(TierActorKind tier) => _inFlight[tier] = 0;
 
-    private void Release(TierKind tier)
+    private void Release(TierActorKind tier)
     {
         if (_inFlight[tier] == 0)
         {

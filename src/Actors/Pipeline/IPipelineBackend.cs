@@ -3,6 +3,7 @@ namespace FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
@@ -63,10 +64,10 @@ public interface IPipelineRun : IDisposable
     TraceRecorder Trace { get; }
 
     /// <summary>The tiers that run a part of <paramref name="task"/> (at least one).</summary>
-    IReadOnlyList<TierKind> Route(BlockTask task);
+    IReadOnlyList<TierActorKind> Route(BlockTask task);
 
     /// <summary>Runs <paramref name="tier"/>'s part of <paramref name="task"/>; returns the bytes it moved or read.</summary>
-    long Execute(BlockTask task, TierKind tier);
+    long Execute(BlockTask task, TierActorKind tier);
 
     /// <summary>Set once the run is being abandoned: parts not yet started are skipped.</summary>
     bool IsCancelled { get; }

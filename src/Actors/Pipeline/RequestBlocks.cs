@@ -43,11 +43,6 @@ public static class RequestBlocks
             throw new ArgumentOutOfRangeException(nameof(request), request.CutGenLen, $"GenerateRequest.CutGenLen must be in [1, GenLen={request.GenLen}]");
         }
 
-        if (request.Sampling.DoSample && !(request.Sampling.Temperature > 0))
-        {
-            throw new ArgumentOutOfRangeException(nameof(request), request.Sampling.Temperature, "SamplingOptions.Temperature must be > 0 when sampling");
-        }
-
         int pad = request.PadTokenId ?? defaultPadTokenId;
         var mask = new bool[prompts.Count][];
         for (int n = 0; n < prompts.Count; n++)

@@ -1,19 +1,13 @@
 namespace FlexGen.Actors.Pipeline;
 
 using FlexGen.Actors.Schedule;
-
-/// <summary>Memory tiers a tensor can live on.</summary>
-public enum MemoryHome
-{
-    Gpu,
-    Cpu,
-    Disk,
-}
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Placement;
 
 /// <summary>Which memory tiers hold some of a layer's weights.</summary>
 public sealed record LayerWeightHomes(bool OnGpu, bool OnCpu, bool OnDisk)
 {
-    public static LayerWeightHomes AllOn(MemoryHome home) => new(home == MemoryHome.Gpu, home == MemoryHome.Cpu, home == MemoryHome.Disk);
+    public static LayerWeightHomes AllOn(TierKind home) => new(home == TierKind.Gpu, home == TierKind.Cpu, home == TierKind.Disk);
 }
 
 /// <summary>
@@ -22,12 +16,12 @@ public sealed record LayerWeightHomes(bool OnGpu, bool OnCpu, bool OnDisk)
 /// activations live between layers, and whether decode attention over CPU/disk cache runs on the CPU.
 /// </summary>
 public sealed record RoutingPlan(
-    IReadOnlyList<LayerKind> Layers,
+    IReadOnlyList<OptLayerKind> Layers,
     IReadOnlyList<LayerWeightHomes> Weights,
     int CacheGpuRows,
     int CacheCpuRows,
     int CacheDiskRows,
-    MemoryHome ActivationHome,
+    TierKind ActivationHome,
     bool CpuCacheCompute)
 {
     public int GpuBatchRows => CacheGpuRows + CacheCpuRows + CacheDiskRows;
@@ -42,8 +36,9 @@ public sealed record RoutingPlan(
 /// kind of work and the trace shows every step.
 /// <list type="bullet">
 /// <item>LoadWeight: disk-io for weights on disk, copy for weights on CPU (both when split).</item>
-/// <item>LoadCache / StoreCache: disk-io for rows cached on disk; copy for rows cached on CPU unless the CPU
-/// computes their attention (then they stay where they are).</item>
+/// <item>LoadCache: disk-io for rows cached on disk; copy for rows cached on CPU unless the CPU computes their
+/// attention (then they are read where they are); rows cached on GPU are read in place.</item>
+/// <item>StoreCache: disk-io writes the rows cached on disk, copy those cached on GPU and CPU.</item>
 /// <item>LoadHidden / StoreHidden: disk-io when activations live on disk, else copy; token ids in (j = 0) and
 /// out (last layer) always go through copy.</item>
 /// <item>ComputeLayer: gpu-compute; decode attention with cpu_cache_compute runs the rows whose cache is on
@@ -52,9 +47,9 @@ public sealed record RoutingPlan(
 /// </summary>
 public sealed class TaskRouter
 {
-    private static readonly TierKind[] CopyOnly = { TierKind.Copy };
-    private static readonly TierKind[] DiskOnly = { TierKind.DiskIo };
-    private static readonly TierKind[] GpuOnly = { TierKind.GpuCompute };
+    private static readonly TierActorKind[] CopyOnly = { TierActorKind.Copy };
+    private static readonly TierActorKind[] DiskOnly = { TierActorKind.DiskIo };
+    private static readonly TierActorKind[] GpuOnly = { TierActorKind.GpuCompute };
     private readonly RoutingPlan _plan;
 
     public TaskRouter(RoutingPlan plan)
@@ -69,7 +64,7 @@ public sealed class TaskRouter
 
     public RoutingPlan Plan => _plan;
 
-    public IReadOnlyList<TierKind> Route(BlockTask task)
+    public IReadOnlyList<TierActorKind> Route(BlockTask task)
     {
         var layer = _plan.Layers[task.Layer];
         switch (task.Kind)
@@ -81,8 +76,10 @@ public sealed class TaskRouter
             }
 
             case TaskKind.LoadCache:
-            case TaskKind.StoreCache:
                 return Parts(_plan.CacheDiskRows > 0, _plan.CacheCpuRows > 0 && !_plan.CpuCacheCompute);
+
+            case TaskKind.StoreCache:
+                return Parts(_plan.CacheDiskRows > 0, _plan.CacheGpuRows + _plan.CacheCpuRows > 0);
 
             case TaskKind.LoadHidden when task.Layer == 0:
             case TaskKind.StoreHidden when task.Layer == _plan.Layers.Count - 1:
@@ -90,12 +87,12 @@ public sealed class TaskRouter
 
             case TaskKind.LoadHidden:
             case TaskKind.StoreHidden:
-                return _plan.ActivationHome == MemoryHome.Disk ? DiskOnly : CopyOnly;
+                return _plan.ActivationHome == TierKind.Disk ? DiskOnly : CopyOnly;
 
             case TaskKind.ComputeLayer when layer.HasCache() && task.Token > 0 && _plan.CpuAttention:
                 return _plan.CacheGpuRows > 0
-                    ? new[] { TierKind.GpuCompute, TierKind.CpuCompute }
-                    : new[] { TierKind.CpuCompute };
+                    ? new[] { TierActorKind.GpuCompute, TierActorKind.CpuCompute }
+                    : new[] { TierActorKind.CpuCompute };
 
             case TaskKind.ComputeLayer:
                 return GpuOnly;
@@ -105,9 +102,9 @@ public sealed class TaskRouter
         }
     }
 
-    private static IReadOnlyList<TierKind> Parts(bool disk, bool copy) => (disk, copy) switch
+    private static IReadOnlyList<TierActorKind> Parts(bool disk, bool copy) => (disk, copy) switch
     {
-        (true, true) => new[] { TierKind.DiskIo, TierKind.Copy },
+        (true, true) => new[] { TierActorKind.DiskIo, TierActorKind.Copy },
         (true, false) => DiskOnly,
         _ => CopyOnly,
     };

@@ -1,18 +1,19 @@
 namespace FlexGen.Actors.Schedule;
 
+using FlexGen.Tensors.Models;
 /// <summary>The shape of one generation run as far as the block order is concerned.</summary>
-/// <param name="Layers">FlexGen's layer list (see <see cref="LayerKindExtensions.BuildLayers"/>).</param>
+/// <param name="Layers">FlexGen's layer list (see <see cref="LayerKinds.BuildLayers"/>).</param>
 /// <param name="NumGpuBatches">GPU batches per block (k runs over 0..NumGpuBatches-1).</param>
 /// <param name="GenLen">Tokens to generate (FlexGen's task.gen_len; the last token stores no cache).</param>
 /// <param name="ExecuteGenLen">Tokens actually run (cut_gen_len when given, else <see cref="GenLen"/>).</param>
 /// <param name="Overlap">FlexGen's overlapped loops (true) or generation_loop_normal (false).</param>
-public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap)
+public sealed record ScheduleShape(IReadOnlyList<OptLayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap)
 {
     public int NumLayers => Layers.Count;
 
     public void Validate()
     {
-        if (Layers.Count < 2 || Layers[0] != LayerKind.InputEmbed || Layers[^1] != LayerKind.OutputEmbed)
+        if (Layers.Count < 2 || Layers[0] != OptLayerKind.InputEmbed || Layers[^1] != OptLayerKind.OutputEmbed)
         {
             throw new ArgumentException("Layers must start with InputEmbed and end with OutputEmbed", nameof(Layers));
         }

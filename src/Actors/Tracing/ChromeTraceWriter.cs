@@ -27,7 +27,7 @@ public static class ChromeTraceWriter
         json.WriteEndObject();
         json.WriteEndObject();
 
-        foreach (var tier in Enum.GetValues<TierKind>())
+        foreach (var tier in Enum.GetValues<TierActorKind>())
         {
             json.WriteStartObject();
             json.WriteString("name", "thread_name");

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests.Support;
 
+using FlexGen.Tensors.Placement;
 using System.Collections.Concurrent;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
@@ -29,10 +30,10 @@ public sealed class RecordingBackend : IPipelineBackend
     public int PadTokenId => 1;
 
     /// <summary>Time each part takes (a sleep), per tier.</summary>
-    public Func<BlockTask, TierKind, TimeSpan> PartDuration { get; set; } = (_, _) => TimeSpan.Zero;
+    public Func<BlockTask, TierActorKind, TimeSpan> PartDuration { get; set; } = (_, _) => TimeSpan.Zero;
 
     /// <summary>Called at the start of each part (throw from it to inject a fault).</summary>
-    public Action<BlockTask, TierKind>? OnPart { get; set; }
+    public Action<BlockTask, TierActorKind>? OnPart { get; set; }
 
     /// <summary>Throw from the run's Trace getter (a failure outside any task part).</summary>
     public bool BreakTrace { get; set; }
@@ -62,17 +63,17 @@ public sealed class RecordingBackend : IPipelineBackend
     /// </summary>
     public static RoutingPlan PlanFor(Policy policy, int numBlocks)
     {
-        var layers = LayerKindExtensions.BuildLayers(numBlocks, policy.SepLayer);
+        var layers = LayerKinds.BuildLayers(numBlocks, policy.SepLayer);
         var weights = layers.Select((_, j) => j switch
         {
             1 => new LayerWeightHomes(false, true, true),
-            _ when policy.WGpuPercent >= 100 => LayerWeightHomes.AllOn(MemoryHome.Gpu),
-            _ => LayerWeightHomes.AllOn(j % 2 == 0 ? MemoryHome.Disk : MemoryHome.Cpu),
+            _ when policy.WGpuPercent >= 100 => LayerWeightHomes.AllOn(TierKind.Gpu),
+            _ => LayerWeightHomes.AllOn(j % 2 == 0 ? TierKind.Disk : TierKind.Cpu),
         }).ToArray();
         int rows = policy.GpuBatchSize;
         int gpu = (int)(rows * policy.CacheGpuPercent / 100);
         int cpu = (int)(rows * policy.CacheCpuPercent / 100);
-        var act = policy.ActGpuPercent >= 100 ? MemoryHome.Gpu : policy.ActCpuPercent >= 100 ? MemoryHome.Cpu : MemoryHome.Disk;
+        var act = policy.ActGpuPercent >= 100 ? TierKind.Gpu : policy.ActCpuPercent >= 100 ? TierKind.Cpu : TierKind.Disk;
         return new RoutingPlan(layers, weights, gpu, cpu, rows - gpu - cpu, act, policy.CpuCacheCompute);
     }
 }
@@ -102,15 +103,15 @@ public sealed class RecordingRun : IPipelineRun
     public TaskRouter Router => _router;
 
     /// <summary>(tier, managed thread id) of every part run.</summary>
-    public ConcurrentQueue<(TierKind Tier, BlockTask Task, int Thread)> Parts { get; } = new();
+    public ConcurrentQueue<(TierActorKind Tier, BlockTask Task, int Thread)> Parts { get; } = new();
 
     public bool IsCancelled => _cancelled;
 
     public bool Disposed { get; private set; }
 
-    public IReadOnlyList<TierKind> Route(BlockTask task) => _router.Route(task);
+    public IReadOnlyList<TierActorKind> Route(BlockTask task) => _router.Route(task);
 
-    public long Execute(BlockTask task, TierKind tier)
+    public long Execute(BlockTask task, TierActorKind tier)
     {
         if (Disposed)
         {

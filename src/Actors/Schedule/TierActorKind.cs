@@ -1,7 +1,7 @@
 namespace FlexGen.Actors.Schedule;
 
 /// <summary>The tier actors a task can run on.</summary>
-public enum TierKind
+public enum TierActorKind
 {
     /// <summary>Layer math on the GPU tier (emulated in CPU memory without CUDA).</summary>
     GpuCompute,
@@ -15,17 +15,17 @@ public enum TierKind
 
 public static class TierKindExtensions
 {
-    public static bool IsCompute(this TierKind tier) => tier is TierKind.GpuCompute or TierKind.CpuCompute;
+    public static bool IsCompute(this TierActorKind tier) => tier is TierActorKind.GpuCompute or TierActorKind.CpuCompute;
 
-    public static bool IsIo(this TierKind tier) => tier is TierKind.Copy or TierKind.DiskIo;
+    public static bool IsIo(this TierActorKind tier) => tier is TierActorKind.Copy or TierActorKind.DiskIo;
 
     /// <summary>The actor name used for the tier (also the trace's thread name).</summary>
-    public static string ActorName(this TierKind tier) => tier switch
+    public static string ActorName(this TierActorKind tier) => tier switch
     {
-        TierKind.GpuCompute => "gpu-compute",
-        TierKind.CpuCompute => "cpu-compute",
-        TierKind.Copy => "copy",
-        TierKind.DiskIo => "disk-io",
+        TierActorKind.GpuCompute => "gpu-compute",
+        TierActorKind.CpuCompute => "cpu-compute",
+        TierActorKind.Copy => "copy",
+        TierActorKind.DiskIo => "disk-io",
         _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, null),
     };
 }
