@@ -129,6 +129,7 @@ public static class TierCopy
 
         return (dst, src) switch
         {
+            (CompressedTensor, _) or (_, CompressedTensor) => CompressedCopy.Run(dst, dstRegion, src, srcRegion, async, cancellationToken),
             (MixedTensor mixed, _) => ForEachSegment(mixed, dstRegion, srcRegion, (segment, segmentRegion, otherRegion) =>
                 Dispatch(segment, segmentRegion, src, otherRegion, async, cancellationToken)),
             (_, MixedTensor mixed) => ForEachSegment(mixed, srcRegion, dstRegion, (segment, segmentRegion, otherRegion) =>
