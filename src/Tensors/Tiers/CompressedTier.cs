@@ -12,7 +12,7 @@ using TorchSharp;
 public sealed class CompressedTier : MemoryTier
 {
     public CompressedTier(MemoryTier baseTier, CompressionConfig config)
-        : base($"compressed({baseTier.Name})", TierKind.Compressed, long.MaxValue)
+        : base($"compressed({baseTier.Name})", TierType.Compressed, long.MaxValue)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (baseTier is CompressedTier)
