@@ -26,7 +26,7 @@ public sealed class DiskTier : MemoryTier
 
     /// <exception cref="OffloadDirectoryException">The directory does not exist, is not a directory, or is not writable.</exception>
     public DiskTier(string offloadDirectory, DiskTierOptions? options = null)
-        : base("disk", TierKind.Disk, (options ?? new DiskTierOptions()).CapacityBytes)
+        : base("disk", TierType.Disk, (options ?? new DiskTierOptions()).CapacityBytes)
     {
         Options = options ?? new DiskTierOptions();
         Directory = Path.GetFullPath(offloadDirectory);
