@@ -5,6 +5,7 @@ using FlexGen.Actors;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Tracing;
 using FlexGen.Host.Generation;
+using SamplingOptions = FlexGen.Tensors.Layers.SamplingOptions;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
 
@@ -32,9 +33,7 @@ public sealed class CoordinatorEngine(ActorSystem system, IActorRef coordinator,
             PromptIds = prompts,
             PadTokenId = Model.PadTokenId,
             GenLen = settings.GenLen,
-            Sampling = settings.DoSample
-                ? SamplingOptions.Sample(settings.Temperature, settings.Seed ?? Random.Shared.NextInt64())
-                : SamplingOptions.Greedy,
+            Sampling = new SamplingOptions(settings.DoSample, settings.Temperature, settings.Seed is { } seed ? unchecked((ulong)seed) : null),
             StopTokenId = settings.StopTokenId is { } stop ? checked((int)stop) : null,
             CutGenLen = cutGenLen,
         };

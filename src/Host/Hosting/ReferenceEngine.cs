@@ -53,7 +53,7 @@ public sealed class ReferenceEngine : IGenerationEngine, IDisposable
         var ids = torch.tensor(flat, [rows, cols]);
         var options = new GenerationOptions(computed, new ComputeSettings(_setup.ComputeDtype))
         {
-            Sampling = new SamplingOptions(settings.DoSample, settings.Temperature, settings.Seed is { } s ? (ulong)s : null),
+            Sampling = new SamplingOptions(settings.DoSample, settings.Temperature, settings.Seed is { } s ? unchecked((ulong)s) : null),
             StopTokenId = settings.StopTokenId,
             AttnSparsity = Policy.AttnSparsity,
         };
