@@ -8,7 +8,7 @@ using TorchSharp;
 /// </summary>
 public sealed class DeviceTier : MemoryTier
 {
-    private DeviceTier(string name, TierKind kind, torch.Device device, bool pinMemory, bool emulated, long capacityBytes)
+    private DeviceTier(string name, TierType kind, torch.Device device, bool pinMemory, bool emulated, long capacityBytes)
         : base(name, kind, capacityBytes)
     {
         Device = device;
@@ -29,12 +29,12 @@ public sealed class DeviceTier : MemoryTier
     public static DeviceTier CreateGpu(long capacityBytes = long.MaxValue, bool forceEmulated = false)
     {
         var cuda = !forceEmulated && TorchRuntime.CudaAvailable;
-        return new DeviceTier("gpu", TierKind.Gpu, cuda ? torch.CUDA : torch.CPU, pinMemory: false, emulated: !cuda, capacityBytes);
+        return new DeviceTier("gpu", TierType.Gpu, cuda ? torch.CUDA : torch.CPU, pinMemory: false, emulated: !cuda, capacityBytes);
     }
 
     /// <summary>The CPU tier; <paramref name="pinMemory"/> is honoured only when CUDA is present (pinning needs it).</summary>
     public static DeviceTier CreateCpu(long capacityBytes = long.MaxValue, bool pinMemory = false) =>
-        new("cpu", TierKind.Cpu, torch.CPU, pinMemory && TorchRuntime.CudaAvailable, emulated: false, capacityBytes);
+        new("cpu", TierType.Cpu, torch.CPU, pinMemory && TorchRuntime.CudaAvailable, emulated: false, capacityBytes);
 
     public override DeviceTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null) =>
         Allocate(shape, dtype, name, pin: null);
@@ -47,12 +47,19 @@ public sealed class DeviceTier : MemoryTier
         Accounting.Reserve(bytes, name);
         try
         {
-            var data = torch.empty(shape.ToArray(), dtype, Device);
+            torch.Tensor data;
             if ((pin ?? PinMemory) && TorchRuntime.CudaAvailable && Device.type == DeviceType.CPU)
             {
-                var pinned = data.pin_memory();
-                data.Dispose();
-                data = pinned;
+                using var pageable = torch.empty(shape.ToArray(), dtype, Device);
+                data = pageable.pin_memory();
+            }
+            else if (Device.type == DeviceType.CPU && bytes >= AlignedAllocationBytes)
+            {
+                data = EmptyPageAligned(shape.ToArray(), dtype);
+            }
+            else
+            {
+                data = torch.empty(shape.ToArray(), dtype, Device);
             }
 
             // The tier's tensor outlives any dispose scope the caller has open.
@@ -64,6 +71,22 @@ public sealed class DeviceTier : MemoryTier
             Accounting.Release(bytes);
             throw;
         }
+    }
+
+    /// <summary>Host tensors from this size on start on a 4 KiB boundary, so O_DIRECT transfers go straight into them.</summary>
+    public const long AlignedAllocationBytes = 64 << 10;
+
+    /// <summary>An uninitialised contiguous CPU tensor whose first element sits on a 4 KiB boundary (a view into a slightly larger buffer).</summary>
+    private static unsafe torch.Tensor EmptyPageAligned(long[] shape, torch.ScalarType dtype)
+    {
+        var elementSize = TensorShapes.ElementSize(dtype);
+        var count = TensorShapes.ElementCount(shape);
+        using var raw = torch.empty([count + (NativeFile.Alignment / elementSize)], dtype, torch.CPU);
+        // libtorch aligns host memory to 64 bytes, a multiple of every element size.
+        var misalignment = (long)TensorMemory.Pointer(raw) % NativeFile.Alignment;
+        var offset = misalignment == 0 ? 0 : (NativeFile.Alignment - misalignment) / elementSize;
+        using var window = raw.narrow(0, offset, count);
+        return window.view(shape);
     }
 
     /// <summary>

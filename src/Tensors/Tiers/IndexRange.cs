@@ -88,6 +88,18 @@ internal readonly struct Region
         return new Region(Shape, starts, lengths);
     }
 
+    /// <summary>This box seen inside a buffer that holds exactly the box <paramref name="outer"/> (which contains it).</summary>
+    public Region RelativeTo(Region outer)
+    {
+        var starts = new long[Rank];
+        for (var d = 0; d < Rank; d++)
+        {
+            starts[d] = Starts[d] - outer.Starts[d];
+        }
+
+        return new Region(outer.Lengths, starts, Lengths);
+    }
+
     /// <summary>The same box relative to a tensor of <paramref name="shape"/>.</summary>
     public Region On(long[] shape) => new(shape, Starts, Lengths);
 

@@ -9,7 +9,7 @@ using TorchSharp;
 /// </summary>
 public abstract class MemoryTier : IDisposable
 {
-    protected MemoryTier(string name, TierKind kind, long capacityBytes)
+    protected MemoryTier(string name, TierType kind, long capacityBytes)
     {
         Name = name;
         Kind = kind;
@@ -19,7 +19,7 @@ public abstract class MemoryTier : IDisposable
     /// <summary>"gpu", "cpu", "disk", "mixed", "compressed(cpu)", ...</summary>
     public string Name { get; }
 
-    public TierKind Kind { get; }
+    public TierType Kind { get; }
 
     public TierAccounting Accounting { get; }
 
@@ -27,7 +27,7 @@ public abstract class MemoryTier : IDisposable
     public virtual TierStats Stats => Accounting.Snapshot();
 
     /// <summary>Allocates an uninitialised tensor of <paramref name="shape"/> and <paramref name="dtype"/> on this tier.</summary>
-    /// <exception cref="TierCapacityExceededException">The tier's capacity would be exceeded.</exception>
+    /// <exception cref="TierBudgetExceededException">The tier's capacity would be exceeded.</exception>
     public abstract TieredTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null);
 
     public virtual void Dispose()

@@ -37,7 +37,7 @@ public sealed class TierAccounting
     public long CapacityBytes { get; }
 
     /// <summary>Books <paramref name="bytes"/> for one tensor, or throws when the budget would be exceeded.</summary>
-    /// <exception cref="TierCapacityExceededException">The tier's capacity would be exceeded.</exception>
+    /// <exception cref="TierBudgetExceededException">The tier's capacity would be exceeded.</exception>
     public void Reserve(long bytes, string? tensorName)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
@@ -45,7 +45,7 @@ public sealed class TierAccounting
         {
             if (bytes > CapacityBytes - _current)
             {
-                throw new TierCapacityExceededException(Tier, tensorName, bytes, _current, CapacityBytes);
+                throw new TierBudgetExceededException(Tier, tensorName, bytes, _current, CapacityBytes);
             }
 
             _current += bytes;

@@ -78,6 +78,41 @@ public static class TierCopy
     }
 
     /// <summary>
+    /// A new tensor on <paramref name="home"/> holding a copy of <paramref name="source"/> (e.g. hidden states parked at
+    /// the activation home, compressed when the home is compressed); the caller owns it, the source stays the caller's.
+    /// </summary>
+    public static TieredTensor Store(torch.Tensor source, MemoryTier home, string? name = null)
+    {
+        var stored = home.Allocate(source.shape, source.dtype, name);
+        try
+        {
+            CopyFrom(stored, null, source);
+            return stored;
+        }
+        catch
+        {
+            stored.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Awaitable <see cref="Store"/>; on failure or cancellation the new tensor is freed.</summary>
+    public static async Task<TieredTensor> StoreAsync(torch.Tensor source, MemoryTier home, string? name = null, CancellationToken cancellationToken = default)
+    {
+        var stored = home.Allocate(source.shape, source.dtype, name);
+        try
+        {
+            await CopyFromAsync(stored, null, source, cancellationToken).ConfigureAwait(false);
+            return stored;
+        }
+        catch
+        {
+            stored.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
     /// <c>src[srcRanges]</c> as a new plain torch tensor on <paramref name="device"/> (decompressed when the source is
     /// compressed), owned by the caller and detached from any dispose scope.
     /// </summary>
@@ -129,6 +164,7 @@ public static class TierCopy
 
         return (dst, src) switch
         {
+            (CompressedTensor, _) or (_, CompressedTensor) => CompressedCopy.Run(dst, dstRegion, src, srcRegion, async, cancellationToken),
             (MixedTensor mixed, _) => ForEachSegment(mixed, dstRegion, srcRegion, (segment, segmentRegion, otherRegion) =>
                 Dispatch(segment, segmentRegion, src, otherRegion, async, cancellationToken)),
             (_, MixedTensor mixed) => ForEachSegment(mixed, srcRegion, dstRegion, (segment, segmentRegion, otherRegion) =>

@@ -1,7 +1,7 @@
 namespace FlexGen.Tensors.Tiers;
 
 /// <summary>An allocation would take a tier past its capacity budget.</summary>
-public sealed class TierCapacityExceededException(string tier, string? tensorName, long requestedBytes, long currentBytes, long capacityBytes)
+public sealed class TierBudgetExceededException(string tier, string? tensorName, long requestedBytes, long currentBytes, long capacityBytes)
     : InvalidOperationException(
         $"Tier '{tier}' cannot hold {requestedBytes:N0} more bytes for tensor '{tensorName ?? "(unnamed)"}': " +
         $"{currentBytes:N0} of its {capacityBytes:N0}-byte capacity are in use.")

@@ -33,7 +33,7 @@ public abstract class TieredTensor : IDisposable
     /// <summary>The tier that owns the bytes.</summary>
     public MemoryTier Tier { get; }
 
-    public TierKind Kind => Tier.Kind;
+    public TierType Kind => Tier.Kind;
 
     /// <summary>The logical shape (for compressed tensors: the uncompressed shape).</summary>
     public IReadOnlyList<long> Shape => _shape;

@@ -1,5 +1,7 @@
 namespace FlexGen.Tensors.Tests.Tiers;
 
+using FlexGen.Tensors.Compression;
+using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -26,8 +28,33 @@ public class TierCopyTests
         return data;
     }
 
+    public static readonly string[] AllTiers = [.. PlainTiers, "compressed-cpu", "compressed-disk", "compressed-mixed"];
+
+    /// <summary>4 bits, groups of 4 along dim 2 (extent 5: two groups, the second padded), like the cache's dim 2.</summary>
+    internal static readonly CompressionConfig TestCompression = new(4, 4, 2, false);
+
+    public static TheoryData<string, string> CompressedPairs()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var src in AllTiers)
+        {
+            foreach (var dst in AllTiers)
+            {
+                if (src.StartsWith("compressed") || dst.StartsWith("compressed"))
+                {
+                    data.Add(src, dst);
+                }
+            }
+        }
+
+        return data;
+    }
+
     internal static MemoryTier TierNamed(TierTestBed bed, string name) => name switch
     {
+        "compressed-cpu" => new CompressedTier(bed.Tiers.Cpu, TestCompression),
+        "compressed-disk" => new CompressedTier(bed.Tiers.Disk, TestCompression),
+        "compressed-mixed" => new CompressedTier(TierNamed(bed, "mixed"), TestCompression),
         "gpu" => bed.Tiers.Gpu,
         "cpu" => bed.Tiers.Cpu,
         "disk" => bed.Tiers.Disk,
@@ -56,7 +83,37 @@ public class TierCopyTests
         bed.AssertNothingLeft();
     }
 
-    /// <summary>dst (zeros) [dstRanges] = src [srcRanges]; everything else of dst stays zero.</summary>
+    [Theory]
+    [MemberData(nameof(CompressedPairs))]
+    public async Task Copy_should_match_group_quantization_when_either_side_is_compressed(string srcTier, string dstTier)
+    {
+        using var bed = new TierTestBed();
+        var src = TierNamed(bed, srcTier);
+        var dst = TierNamed(bed, dstTier);
+        var seed = 100;
+        foreach (var dtype in new[] { ScalarType.Float16, ScalarType.Float32 })
+        {
+            foreach (var withRanges in new[] { false, true })
+            {
+                var useAsync = (seed++ & 1) == 1;
+                await CheckCopy(src, dst, dtype, withRanges, useAsync, seed);
+            }
+        }
+
+        bed.AssertNothingLeft();
+    }
+
+    /// <summary>What a compressed tier returns for <paramref name="data"/>: FlexLLMGen's quantization round trip.</summary>
+    private static Tensor Quantized(Tensor data)
+    {
+        using var compressed = GroupQuantizer.Compress(data, TestCompression);
+        return GroupQuantizer.Decompress(compressed, data.dtype);
+    }
+
+    /// <summary>
+    /// dst (zeros) [dstRanges] = src [srcRanges]; everything else of dst stays zero. Bit-identical, where a compressed tier
+    /// is involved to the group quantization of the source (the ranges never cut a group along dim 2).
+    /// </summary>
     internal static async Task CheckCopy(MemoryTier srcTier, MemoryTier dstTier, ScalarType dtype, bool withRanges, bool useAsync, int seed)
     {
         long[] shape = [6, 8, 5];
@@ -79,16 +136,18 @@ public class TierCopyTests
             TierCopy.Copy(destination, dstRanges, source, srcRanges);
         }
 
+        var compressed = srcTier is CompressedTier || dstTier is CompressedTier;
         using var expected = zeros.clone();
+        using var stored = compressed ? Quantized(data) : data.alias();
         if (withRanges)
         {
-            using var from = data[TensorIndex.Slice(1, 4), TensorIndex.Slice(1, 7)];
+            using var from = stored[TensorIndex.Slice(1, 4), TensorIndex.Slice(1, 7)];
             using var to = expected[TensorIndex.Slice(2, 5), TensorIndex.Slice(2, 8)];
             to.copy_(from);
         }
         else
         {
-            expected.copy_(data);
+            expected.copy_(stored);
         }
 
         using var actual = TierCopy.ToTorch(destination, null, CPU);
@@ -96,11 +155,13 @@ public class TierCopyTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task Disk_tier_should_round_trip_block_aligned_and_unaligned_pieces(bool directIo)
+    [InlineData(false, 8 << 20)]
+    [InlineData(true, 8 << 20)]
+    [InlineData(true, 8192)]   // many chunks in parallel, straight into aligned memory or through bounce buffers
+    [InlineData(false, 12288)]
+    public async Task Disk_tier_should_round_trip_block_aligned_and_unaligned_pieces(bool directIo, int chunkBytes)
     {
-        using var bed = new TierTestBed(directIo);
+        using var bed = new TierTestBed(directIo, chunkBytes: chunkBytes);
         await RoundTripPieces(bed);
         bed.AssertNothingLeft();
     }
@@ -147,6 +208,55 @@ public class TierCopyTests
     }
 
     [Fact]
+    public async Task Compressed_tier_should_requantize_only_the_groups_a_box_cuts()
+    {
+        using var bed = new TierTestBed();
+        await PatchCompressed(bed);
+        bed.AssertNothingLeft();
+    }
+
+    private static async Task PatchCompressed(TierTestBed bed)
+    {
+        var tier = new CompressedTier(bed.Tiers.Disk, TestCompression);
+        using var generator = new Generator(5);
+        using var before = rand([3, 4, 10], generator: generator);
+        using var patch = rand([3, 2, 4], generator: generator);
+        using var tensor = tier.Allocate([3, 4, 10], ScalarType.Float32, "patched");
+        Assert.Equal(3 * 4 * 3 * 2 + 3 * 4 * 3 * 2 * 2, ((CompressedTensor)tensor).StoredBytes);
+        await TierCopy.CopyFromAsync(tensor, null, before);
+
+        // Dim 2 range 3:7 cuts groups 0..3 and 4..7: both are decompressed, patched and compressed again.
+        TierCopy.CopyFrom(tensor, [new(0, 3), new(1, 3), new(3, 7)], patch);
+        using var after = TierCopy.ToTorch(tensor, null, CPU);
+        using var expected = before.clone();
+        using (var box = expected[.., 1..3, 3..7])
+        {
+            box.copy_(patch);
+        }
+
+        // Uniform [0, 1) data: one quantum is at most 1/15; two rounds of quantization stay within two.
+        using var difference = after - expected;
+        using var absolute = difference.abs();
+        using var error = absolute.max();
+        Assert.True(error.item<float>() <= 2.0f / 15 + 1e-3f, $"error {error.item<float>()}");
+        using var onceQuantized = Quantized(before);
+        using var untouchedBefore = onceQuantized[.., .., 8..];
+        using var untouchedAfter = after[.., .., 8..];
+        Assert.True(TierTestBed.BitEqual(untouchedBefore, untouchedAfter), "groups the box does not touch must keep their bytes");
+    }
+
+    [Fact]
+    public void Compressed_tier_should_refuse_integer_tensors_and_bad_settings()
+    {
+        using var bed = new TierTestBed();
+        var tier = new CompressedTier(bed.Tiers.Cpu, TestCompression);
+        var integer = Assert.Throws<ArgumentException>(() => tier.Allocate([4, 4, 4], ScalarType.Byte, "ids"));
+        Assert.Contains("'ids'", integer.Message);
+        Assert.Throws<ArgumentException>(() => new CompressedTier(bed.Tiers.CreateMixed(50, 50, 1), new CompressionConfig(4, 64, 0, false)));
+        bed.AssertNothingLeft();
+    }
+
+    [Fact]
     public void Copy_should_reject_mismatched_extents_and_element_types()
     {
         using var bed = new TierTestBed();
@@ -168,9 +278,9 @@ public class TierCopyTests
         var mixed = bed.Tiers.CreateMixed(30, 30, 4);
         using var cache = mixed.Allocate([10, 32, 16], ScalarType.Float16, "cache");
         // floor(32 * 0.3) = 9 -> 8 on gpu, 8 on cpu, the rest (16) on disk.
-        Assert.Equal(8, cache.SegmentLength(TierKind.Gpu));
-        Assert.Equal(8, cache.SegmentLength(TierKind.Cpu));
-        Assert.Equal(16, cache.SegmentLength(TierKind.Disk));
+        Assert.Equal(8, cache.SegmentLength(TierType.Gpu));
+        Assert.Equal(8, cache.SegmentLength(TierType.Cpu));
+        Assert.Equal(16, cache.SegmentLength(TierType.Disk));
         Assert.Equal(10 * 8 * 16 * 2, bed.Tiers.Gpu.Stats.CurrentBytes);
         Assert.Equal(10 * 16 * 16 * 2, bed.Tiers.Disk.Stats.CurrentBytes);
         Assert.Single(bed.OffloadFiles);

@@ -81,7 +81,7 @@ public class TierFailureTests
         using var bed = new TierTestBed(gpuCapacity: 1000, diskCapacity: 100);
         using (var fits = bed.Tiers.Gpu.Allocate([250], ScalarType.Float16, "fits"))
         {
-            var error = Assert.Throws<TierCapacityExceededException>(() => bed.Tiers.Gpu.Allocate([251], ScalarType.Float16, "spills"));
+            var error = Assert.Throws<TierBudgetExceededException>(() => bed.Tiers.Gpu.Allocate([251], ScalarType.Float16, "spills"));
             Assert.Equal("gpu", error.Tier);
             Assert.Equal(502, error.RequestedBytes);
             Assert.Equal(500, error.CurrentBytes);
@@ -91,12 +91,12 @@ public class TierFailureTests
 
         // A mixed allocation whose disk segment does not fit frees the segments it already made.
         var mixed = bed.Tiers.CreateMixed(50, 25, 1);
-        Assert.Throws<TierCapacityExceededException>(() => mixed.Allocate([4, 8, 8], ScalarType.Float16, "cache"));
+        Assert.Throws<TierBudgetExceededException>(() => mixed.Allocate([4, 8, 8], ScalarType.Float16, "cache"));
 
         // So does a copy into a tier that is too small.
         using (var source = bed.Tiers.Cpu.Allocate([200], ScalarType.Byte, "source"))
         {
-            Assert.Throws<TierCapacityExceededException>(() => TierCopy.CopyTo(source, bed.Tiers.Disk));
+            Assert.Throws<TierBudgetExceededException>(() => TierCopy.CopyTo(source, bed.Tiers.Disk));
         }
 
         bed.AssertNothingLeft();

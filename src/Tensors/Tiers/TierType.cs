@@ -1,7 +1,7 @@
 namespace FlexGen.Tensors.Tiers;
 
 /// <summary>Where a tiered tensor's bytes live (FlexGen's <c>DeviceType</c>).</summary>
-public enum TierKind
+public enum TierType
 {
     /// <summary>GPU memory: the CUDA device, or CPU memory standing in for it when there is no CUDA.</summary>
     Gpu,
