@@ -3,6 +3,7 @@ namespace FlexGen.Actors;
 using Akka.Actor;
 using Akka.Configuration;
 using FlexGen.Actors.Actors;
+using FlexGen.Actors.Engine;
 using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
@@ -12,6 +13,7 @@ using FlexGen.Tensors.Policies;
 /// The embeddable entry point: an actor system with the HOCON of hocon/flexgen.conf and one
 /// <see cref="GenerationCoordinator"/> (which owns the tier actors and the model).
 /// <code>
+/// var settings = new FlexGenSettings { ModelPath = "models/opt-tiny", Policy = policy, OffloadDirectory = "/tmp/offload" };
 /// await using var flexgen = FlexGenSystem.Start(settings);            // loads the model under settings.Policy
 /// GenerationResult r = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, GenLen = 32 }, ct);
 /// r.OutputIds;   // (n, gen_len)        r.Timings;  // prefill / decode
@@ -35,6 +37,10 @@ public sealed class FlexGenSystem : IAsyncDisposable
     public ActorSystem System { get; }
 
     public IActorRef Coordinator { get; }
+
+    /// <summary>Starts a system running the model of <paramref name="settings"/> (loaded on the first request).</summary>
+    public static FlexGenSystem Start(FlexGenSettings settings, string name = "flexgen", Config? config = null) =>
+        Start(settings.Policy, policy => TorchPipelineBackend.Create(settings, policy), settings.Pipeline, name, config);
 
     /// <summary>Starts a system whose coordinator builds its backend with <paramref name="backendFactory"/>.</summary>
     public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null, string name = "flexgen", Config? config = null)

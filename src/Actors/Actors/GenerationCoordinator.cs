@@ -44,6 +44,13 @@ public sealed class GenerationCoordinator : UntypedActor
     public static Props Props(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
         Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options ?? PipelineOptions.Default));
 
+    /// <summary>
+    /// Props for a coordinator over the real backend: the model of <paramref name="settings"/> is loaded (weights into
+    /// their tiers) for settings.Policy when the first request arrives, and again when a request brings another policy.
+    /// </summary>
+    public static Props Props(Engine.FlexGenSettings settings) =>
+        Props(settings.Policy, policy => Engine.TorchPipelineBackend.Create(settings, policy), settings.Pipeline);
+
     /// <summary>The tier actors' child names.</summary>
     public static string ChildName(TierActorKind tier) => tier.ActorName();
 

@@ -47,12 +47,19 @@ public sealed class DeviceTier : MemoryTier
         Accounting.Reserve(bytes, name);
         try
         {
-            var data = torch.empty(shape.ToArray(), dtype, Device);
+            torch.Tensor data;
             if ((pin ?? PinMemory) && TorchRuntime.CudaAvailable && Device.type == DeviceType.CPU)
             {
-                var pinned = data.pin_memory();
-                data.Dispose();
-                data = pinned;
+                using var pageable = torch.empty(shape.ToArray(), dtype, Device);
+                data = pageable.pin_memory();
+            }
+            else if (Device.type == DeviceType.CPU && bytes >= AlignedAllocationBytes)
+            {
+                data = EmptyPageAligned(shape.ToArray(), dtype);
+            }
+            else
+            {
+                data = torch.empty(shape.ToArray(), dtype, Device);
             }
 
             // The tier's tensor outlives any dispose scope the caller has open.
@@ -64,6 +71,22 @@ public sealed class DeviceTier : MemoryTier
             Accounting.Release(bytes);
             throw;
         }
+    }
+
+    /// <summary>Host tensors from this size on start on a 4 KiB boundary, so O_DIRECT transfers go straight into them.</summary>
+    public const long AlignedAllocationBytes = 64 << 10;
+
+    /// <summary>An uninitialised contiguous CPU tensor whose first element sits on a 4 KiB boundary (a view into a slightly larger buffer).</summary>
+    private static unsafe torch.Tensor EmptyPageAligned(long[] shape, torch.ScalarType dtype)
+    {
+        var elementSize = TensorShapes.ElementSize(dtype);
+        var count = TensorShapes.ElementCount(shape);
+        using var raw = torch.empty([count + (NativeFile.Alignment / elementSize)], dtype, torch.CPU);
+        // libtorch aligns host memory to 64 bytes, a multiple of every element size.
+        var misalignment = (long)TensorMemory.Pointer(raw) % NativeFile.Alignment;
+        var offset = misalignment == 0 ? 0 : (NativeFile.Alignment - misalignment) / elementSize;
+        using var window = raw.narrow(0, offset, count);
+        return window.view(shape);
     }
 
     /// <summary>

@@ -10,8 +10,11 @@ using TorchSharp;
 /// <param name="CapacityBytes">Budget for the bytes of all live disk tensors.</param>
 public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, long CapacityBytes = long.MaxValue)
 {
-    /// <summary>Size of the aligned buffer one O_DIRECT transfer goes through.</summary>
-    public int DirectBufferBytes { get; init; } = 8 << 20;
+    /// <summary>Bytes per read/write call; a large transfer is cut into chunks of this size (a multiple of 4 KiB).</summary>
+    public int ChunkBytes { get; init; } = 8 << 20;
+
+    /// <summary>Chunks of one large transfer in flight at once (queue depth for the device).</summary>
+    public int ParallelChunks { get; init; } = 4;
 }
 
 /// <summary>
@@ -19,9 +22,10 @@ public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, l
 /// to 4 KiB) under the offload directory. Reads and writes run on a bounded I/O thread pool when awaited, or on the
 /// calling thread when synchronous. Files are deleted when their tensor is disposed and when the tier is disposed.
 /// </summary>
-public sealed class DiskTier : MemoryTier
+public sealed unsafe class DiskTier : MemoryTier
 {
     private readonly ConcurrentDictionary<string, DiskTensor> _live = new();
+    private readonly ConcurrentBag<nint> _buffers = [];
     private int _disposed;
 
     /// <exception cref="OffloadDirectoryException">The directory does not exist, is not a directory, or is not writable.</exception>
@@ -29,6 +33,11 @@ public sealed class DiskTier : MemoryTier
         : base("disk", TierType.Disk, (options ?? new DiskTierOptions()).CapacityBytes)
     {
         Options = options ?? new DiskTierOptions();
+        if (Options.ChunkBytes < NativeFile.Alignment || Options.ChunkBytes % NativeFile.Alignment != 0 || Options.ParallelChunks < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), $"DiskTierOptions.ChunkBytes = {Options.ChunkBytes} must be a positive multiple of {NativeFile.Alignment}, ParallelChunks = {Options.ParallelChunks} at least 1.");
+        }
+
         Directory = Path.GetFullPath(offloadDirectory);
         CheckDirectory(Directory);
         DirectIo = Options.DirectIo && NativeFile.DirectIoSupportedOnPlatform;
@@ -84,12 +93,40 @@ public sealed class DiskTier : MemoryTier
         }
 
         IoPool.Dispose();
+        while (_buffers.TryTake(out var buffer))
+        {
+            NativeMemory.AlignedFree((void*)buffer);
+        }
+
         foreach (var path in _live.Keys)
         {
             TryDelete(path);
         }
 
         base.Dispose();
+    }
+
+    /// <summary>An aligned buffer of at least <paramref name="bytes"/> (pooled when it is chunk-sized).</summary>
+    internal byte* RentBuffer(long bytes)
+    {
+        if (bytes <= Options.ChunkBytes && _buffers.TryTake(out var pooled))
+        {
+            return (byte*)pooled;
+        }
+
+        return (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, Options.ChunkBytes), NativeFile.Alignment);
+    }
+
+    internal void ReturnBuffer(byte* buffer, long bytes)
+    {
+        if (bytes <= Options.ChunkBytes && Volatile.Read(ref _disposed) == 0 && _buffers.Count < 2 * Options.ParallelChunks * Options.IoThreads)
+        {
+            _buffers.Add((nint)buffer);
+        }
+        else
+        {
+            NativeMemory.AlignedFree(buffer);
+        }
     }
 
     internal void Forget(DiskTensor tensor)
@@ -160,7 +197,12 @@ public sealed unsafe class DiskTensor : TieredTensor
     internal long BookedBytes { get; }
 
     /// <summary>Reads the box <paramref name="region"/> into <paramref name="destination"/>, a contiguous buffer of the box's size.</summary>
-    internal void ReadRegion(Region region, byte* destination)
+    internal void ReadRegion(Region region, byte* destination) => Transfer(region, destination, write: false);
+
+    /// <summary>Writes <paramref name="source"/>, a contiguous buffer of the box's size, into the box <paramref name="region"/>.</summary>
+    internal void WriteRegion(Region region, byte* source) => Transfer(region, source, write: true);
+
+    private void Transfer(Region region, byte* memory, bool write)
     {
         ThrowIfDisposed();
         var runs = region.ByteRuns(TensorShapes.ElementSize(Dtype));
@@ -169,157 +211,161 @@ public sealed unsafe class DiskTensor : TieredTensor
             return;
         }
 
-        var tier = Tier;
-        var direct = tier.DirectIo ? NativeFile.Open(Path, write: false, direct: true) : -1;
-        if (tier.DirectIo && direct < 0)
+        using var files = new FilePair(this, write);
+        var chunk = (long)Tier.Options.ChunkBytes;
+        foreach (var (offset, length) in runs)
         {
-            tier.DirectIoFellBack = true;
-        }
-
-        var buffered = direct < 0 ? NativeFile.Open(Path, write: false, direct: false) : -1;
-        byte* bounce = null;
-        try
-        {
-            foreach (var (offset, length) in runs)
+            // Chunks are aligned in the file (all but the run's first and last start and end on 4 KiB boundaries).
+            var first = NativeFile.AlignDown(offset) / chunk * chunk;
+            var count = (int)((offset + length - first + chunk - 1) / chunk);
+            var runMemory = (nint)memory;
+            void Piece(int i)
             {
-                if (direct < 0)
+                var start = Math.Max(offset, first + (i * chunk));
+                var end = Math.Min(offset + length, first + ((i + 1) * chunk));
+                if (end > start)
                 {
-                    NativeFile.ReadExactly(buffered, Path, destination, length, offset);
-                }
-                else if (NativeFile.IsAligned(offset) && NativeFile.IsAligned(length) && NativeFile.IsAligned((long)destination))
-                {
-                    NativeFile.ReadExactly(direct, Path, destination, length, offset);
-                }
-                else
-                {
-                    // Read the aligned superset through an aligned buffer (the file is padded to whole blocks).
-                    var bufferBytes = tier.Options.DirectBufferBytes;
-                    if (bounce is null)
+                    var at = (byte*)runMemory + (start - offset);
+                    if (write)
                     {
-                        bounce = (byte*)NativeMemory.AlignedAlloc((nuint)bufferBytes, NativeFile.Alignment);
+                        WritePiece(files, start, end - start, at);
                     }
-
-                    var position = NativeFile.AlignDown(offset);
-                    var end = offset + length;
-                    while (position < end)
+                    else
                     {
-                        var chunk = Math.Min(bufferBytes, NativeFile.AlignUp(end) - position);
-                        NativeFile.ReadExactly(direct, Path, bounce, chunk, position);
-                        var from = Math.Max(offset, position);
-                        var to = Math.Min(end, position + chunk);
-                        Buffer.MemoryCopy(bounce + (from - position), destination + (from - offset), to - from, to - from);
-                        position += chunk;
+                        ReadPiece(files, start, end - start, at);
                     }
                 }
-
-                destination += length;
             }
+
+            if (count > 1 && Tier.Options.ParallelChunks > 1)
+            {
+                Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Tier.Options.ParallelChunks }, Piece);
+            }
+            else
+            {
+                for (var i = 0; i < count; i++)
+                {
+                    Piece(i);
+                }
+            }
+
+            memory += length;
         }
-        finally
+    }
+
+    private void ReadPiece(FilePair files, long offset, long length, byte* destination)
+    {
+        var direct = files.Direct;
+        if (direct < 0)
         {
-            if (bounce is not null)
+            NativeFile.ReadExactly(files.Buffered, Path, destination, length, offset);
+        }
+        else if (NativeFile.IsAligned(offset) && NativeFile.IsAligned(length) && NativeFile.IsAligned((long)destination))
+        {
+            NativeFile.ReadExactly(direct, Path, destination, length, offset);
+        }
+        else
+        {
+            // The aligned superset through an aligned buffer (the file is padded to whole blocks).
+            var start = NativeFile.AlignDown(offset);
+            var span = NativeFile.AlignUp(offset + length) - start;
+            var bounce = Tier.RentBuffer(span);
+            try
             {
-                NativeMemory.AlignedFree(bounce);
+                NativeFile.ReadExactly(direct, Path, bounce, span, start);
+                Buffer.MemoryCopy(bounce + (offset - start), destination, length, length);
             }
-
-            if (direct >= 0)
+            finally
             {
-                NativeFile.Close(direct);
-            }
-
-            if (buffered >= 0)
-            {
-                NativeFile.Close(buffered);
+                Tier.ReturnBuffer(bounce, span);
             }
         }
     }
 
-    /// <summary>Writes <paramref name="source"/>, a contiguous buffer of the box's size, into the box <paramref name="region"/>.</summary>
-    internal void WriteRegion(Region region, byte* source)
+    private void WritePiece(FilePair files, long offset, long length, byte* source)
     {
-        ThrowIfDisposed();
-        var runs = region.ByteRuns(TensorShapes.ElementSize(Dtype));
-        if (runs.Count == 0)
+        // O_DIRECT needs whole blocks: a piece that ends at the tensor's end may pad its last block (the file is padded).
+        var direct = NativeFile.IsAligned(offset) && (NativeFile.IsAligned(length) || offset + length == Bytes) ? files.Direct : -1;
+        if (direct < 0)
         {
-            return;
+            NativeFile.WriteExactly(files.Buffered, Path, source, length, offset);
+        }
+        else if (NativeFile.IsAligned(length) && NativeFile.IsAligned((long)source))
+        {
+            NativeFile.WriteExactly(direct, Path, source, length, offset);
+        }
+        else
+        {
+            var padded = NativeFile.AlignUp(length);
+            var bounce = Tier.RentBuffer(padded);
+            try
+            {
+                Buffer.MemoryCopy(source, bounce, length, length);
+                new Span<byte>(bounce + length, (int)(padded - length)).Clear();
+                NativeFile.WriteExactly(direct, Path, bounce, padded, offset);
+            }
+            finally
+            {
+                Tier.ReturnBuffer(bounce, padded);
+            }
+        }
+    }
+
+    /// <summary>The file opened buffered and (when the tier uses it and the file system allows) with O_DIRECT, lazily.</summary>
+    private sealed class FilePair(DiskTensor tensor, bool write) : IDisposable
+    {
+        private readonly object _gate = new();
+        private int _buffered = -1;
+        private int _direct = -2; // -2: not tried; -1: unavailable
+
+        public int Buffered
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    if (_buffered < 0)
+                    {
+                        _buffered = NativeFile.Open(tensor.Path, write, direct: false);
+                    }
+
+                    return _buffered;
+                }
+            }
         }
 
-        var tier = Tier;
-        var direct = -1;
-        var buffered = -1;
-        byte* bounce = null;
-        try
+        /// <summary>The O_DIRECT descriptor, or -1 when the tier does not use O_DIRECT or the file system refuses it.</summary>
+        public int Direct
         {
-            foreach (var (offset, length) in runs)
+            get
             {
-                // O_DIRECT needs whole blocks: a run that ends at the tensor's end may pad its last block (the file is padded).
-                var directable = tier.DirectIo && !tier.DirectIoFellBack && NativeFile.IsAligned(offset)
-                    && (NativeFile.IsAligned(length) || offset + length == Bytes);
-                if (directable && direct < 0)
+                lock (_gate)
                 {
-                    direct = NativeFile.Open(Path, write: true, direct: true);
-                    if (direct < 0)
+                    if (_direct == -2)
                     {
-                        tier.DirectIoFellBack = true;
-                        directable = false;
-                    }
-                }
-
-                if (!directable)
-                {
-                    if (buffered < 0)
-                    {
-                        buffered = NativeFile.Open(Path, write: true, direct: false);
-                    }
-
-                    NativeFile.WriteExactly(buffered, Path, source, length, offset);
-                }
-                else if (NativeFile.IsAligned(length) && NativeFile.IsAligned((long)source))
-                {
-                    NativeFile.WriteExactly(direct, Path, source, length, offset);
-                }
-                else
-                {
-                    var bufferBytes = tier.Options.DirectBufferBytes;
-                    if (bounce is null)
-                    {
-                        bounce = (byte*)NativeMemory.AlignedAlloc((nuint)bufferBytes, NativeFile.Alignment);
-                    }
-
-                    long done = 0;
-                    while (done < length)
-                    {
-                        var chunk = Math.Min(bufferBytes, length - done);
-                        Buffer.MemoryCopy(source + done, bounce, chunk, chunk);
-                        var padded = NativeFile.AlignUp(chunk);
-                        if (padded != chunk)
+                        var tier = tensor.Tier;
+                        _direct = tier.DirectIo && !tier.DirectIoFellBack ? NativeFile.Open(tensor.Path, write, direct: true) : -1;
+                        if (tier.DirectIo && _direct < 0)
                         {
-                            new Span<byte>(bounce + chunk, (int)(padded - chunk)).Clear();
+                            tier.DirectIoFellBack = true;
                         }
-
-                        NativeFile.WriteExactly(direct, Path, bounce, padded, offset + done);
-                        done += chunk;
                     }
-                }
 
-                source += length;
+                    return _direct;
+                }
             }
         }
-        finally
+
+        public void Dispose()
         {
-            if (bounce is not null)
+            if (_buffered >= 0)
             {
-                NativeMemory.AlignedFree(bounce);
+                NativeFile.Close(_buffered);
             }
 
-            if (direct >= 0)
+            if (_direct >= 0)
             {
-                NativeFile.Close(direct);
-            }
-
-            if (buffered >= 0)
-            {
-                NativeFile.Close(buffered);
+                NativeFile.Close(_direct);
             }
         }
     }

@@ -155,11 +155,13 @@ public class TierCopyTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task Disk_tier_should_round_trip_block_aligned_and_unaligned_pieces(bool directIo)
+    [InlineData(false, 8 << 20)]
+    [InlineData(true, 8 << 20)]
+    [InlineData(true, 8192)]   // many chunks in parallel, straight into aligned memory or through bounce buffers
+    [InlineData(false, 12288)]
+    public async Task Disk_tier_should_round_trip_block_aligned_and_unaligned_pieces(bool directIo, int chunkBytes)
     {
-        using var bed = new TierTestBed(directIo);
+        using var bed = new TierTestBed(directIo, chunkBytes: chunkBytes);
         await RoundTripPieces(bed);
         bed.AssertNothingLeft();
     }

@@ -1,0 +1,58 @@
+namespace FlexGen.Actors.Engine;
+
+using FlexGen.Actors.Actors;
+using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Policies;
+using TorchSharp;
+
+/// <summary>
+/// What a FlexGen system runs: the model (a FlexGen weight folder, or dummy weights of a given shape), the default
+/// policy, where offloaded tensors go and how the layer math computes. Immutable.
+/// </summary>
+public sealed record FlexGenSettings
+{
+    /// <summary>FlexGen's layout: one float16 .npy per parameter, named without extension, plus config.json when
+    /// <see cref="Model"/> is null. Ignored with <see cref="DummyWeights"/>.</summary>
+    public string? ModelPath { get; init; }
+
+    /// <summary>The model's shape; null: read ModelPath/config.json.</summary>
+    public OptConfig? Model { get; init; }
+
+    /// <summary>Random weights of the model's shape (FlexGen's _DUMMY_ benchmark mode), seeded.</summary>
+    public bool DummyWeights { get; init; }
+
+    public ulong DummySeed { get; init; } = 1;
+
+    public required Policy Policy { get; init; }
+
+    /// <summary>Each backend makes its own subfolder here and deletes it when disposed.</summary>
+    public string OffloadDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "flexgen-offload");
+
+    /// <summary>Disk tier transfers bypass the page cache (O_DIRECT) when the file system allows it.</summary>
+    public bool DirectIo { get; init; } = true;
+
+    /// <summary>Threads of the disk tier's I/O pool.</summary>
+    public int DiskIoThreads { get; init; } = 4;
+
+    /// <summary>GPU compute: float32 on CPU (exact), bfloat16 (fast), float16 on CUDA.</summary>
+    public ComputeSettings Compute { get; init; } = ComputeSettings.Float32;
+
+    /// <summary>CPU attention (cpu_cache_compute): float32 or bfloat16.</summary>
+    public ComputeSettings CpuCompute { get; init; } = ComputeSettings.Float32;
+
+    /// <summary>Dtype the KV cache is stored in (FlexGen: float16).</summary>
+    public torch.ScalarType CacheDtype { get; init; } = torch.ScalarType.Float16;
+
+    public long GpuCapacityBytes { get; init; } = long.MaxValue;
+
+    public long CpuCapacityBytes { get; init; } = long.MaxValue;
+
+    public PipelineOptions Pipeline { get; init; } = PipelineOptions.Default;
+
+    /// <summary>The model config: <see cref="Model"/>, else ModelPath/config.json.</summary>
+    public OptConfig ResolveModel() =>
+        Model ?? (ModelPath is { } path
+            ? OptConfig.FromHuggingFaceConfig(path)
+            : throw new ArgumentException("FlexGenSettings needs Model or ModelPath", nameof(ModelPath)));
+}

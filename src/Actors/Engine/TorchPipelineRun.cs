@@ -1,0 +1,677 @@
+namespace FlexGen.Actors.Engine;
+
+using System.Collections.Concurrent;
+using FlexGen.Actors.Pipeline;
+using FlexGen.Actors.Schedule;
+using FlexGen.Actors.Tracing;
+using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Placement;
+using FlexGen.Tensors.Policies;
+using FlexGen.Tensors.Tiers;
+using TorchSharp;
+using static TorchSharp.torch;
+using PlacementTier = FlexGen.Tensors.Placement.TierKind;
+using TierActorKind = FlexGen.Actors.Schedule.TierActorKind;
+
+/// <summary>
+/// One block of a request on the real backend. Owns the block's KV cache homes (on their tiers, files included)
+/// and every buffer between tasks; the coordinator's ordering guarantees that a buffer is written by one task
+/// part before any part that reads it starts, so the slots need no locks (only concurrent dictionaries, because
+/// parts of different tasks run on different threads at once).
+/// <para>
+/// Buffers and who frees them: loaded weights (i, j) - freed by the last GPU batch's compute (k = K-1) of (i, j);
+/// loaded cache (i, j, k) and input hidden (i, j, k) - freed by compute (i, j, k); new cache entries - freed by
+/// store-cache; compute output - moved to the activation home (or the output ids) by store-hidden, freed by the
+/// next load-hidden; weights homed on the GPU tier are read in place (the backend owns them). Everything still
+/// held when the run is disposed (cancellation, failure) is freed then.
+/// </para>
+/// </summary>
+internal sealed class TorchPipelineRun : IPipelineRun
+{
+    private readonly TorchPipelineBackend _backend;
+    private readonly OptConfig _config;
+    private readonly Policy _policy;
+    private readonly IReadOnlyList<OptLayerSpec> _layers;
+    private readonly PlacementPlan _plan;
+    private readonly TaskRouter _router;
+    private readonly int _nHead;
+    private readonly int _batchRows;
+    private readonly long[][] _outputIds;
+    private readonly bool[] _stopped;
+    private readonly Generator? _generator;
+    private readonly Dictionary<(int J, int K), CacheHome> _cache = new();
+    private readonly ConcurrentDictionary<(int I, int J), TieredTensor?[]> _weights = new();
+    private readonly ConcurrentDictionary<(int I, int J, int K), ConcurrentDictionary<int, (TieredTensor Key, TieredTensor Value)>> _cacheLoaded = new();
+    private readonly ConcurrentDictionary<(int I, int J, int K), (DeviceTensor Key, DeviceTensor Value)> _cacheNew = new();
+    private readonly ConcurrentDictionary<(int I, int J, int K), TieredTensor> _hiddenIn = new();
+    private readonly ConcurrentDictionary<(int I, int J, int K), TieredTensor> _hiddenOut = new();
+    private readonly ConcurrentDictionary<(int I, int J, int K), TieredTensor> _parked = new();
+    private readonly ConcurrentDictionary<(int I, int J, int K), Lazy<SplitOutput>> _splitOutputs = new();
+    private readonly ConcurrentDictionary<BlockTask, int> _partsLeft = new();
+    private volatile bool _cancelled;
+    private bool _disposed;
+
+    public TorchPipelineRun(TorchPipelineBackend backend, BlockRequest block, TraceRecorder trace)
+    {
+        _backend = backend;
+        _config = backend.Config;
+        _policy = backend.Policy;
+        _layers = backend.Layers;
+        Block = block;
+        Trace = trace;
+        _nHead = _config.NHead;
+        _batchRows = _policy.GpuBatchSize;
+        _plan = PlacementPlan.Create(_config, _policy, block.PromptLen, block.GenLen);
+
+        var cache = _plan.Cache;
+        var routing = new RoutingPlan(
+            _layers.Select(l => l.Kind).ToArray(),
+            backend.WeightPlan.Layers.Select(l => new LayerWeightHomes(
+                l.Weights.Any(w => w.Home == PlacementTier.Gpu),
+                l.Weights.Any(w => w.Home == PlacementTier.Cpu),
+                l.Weights.Any(w => w.Home == PlacementTier.Disk))).ToArray(),
+            (int)(cache.GpuLength / _nHead),
+            (int)(cache.CpuLength / _nHead),
+            (int)(cache.DiskLength / _nHead),
+            _plan.Activations.Home,
+            _policy.CpuCacheCompute);
+        _router = new TaskRouter(routing);
+        Schedule = BlockSchedule.Create(new ScheduleShape(routing.Layers, _policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, _policy.Overlap));
+
+        _outputIds = Enumerable.Range(0, block.Rows).Select(_ => Enumerable.Repeat((long)_config.PadTokenId, block.GenLen).ToArray()).ToArray();
+        _stopped = new bool[block.Rows];
+        if (!block.Sampling.IsGreedy)
+        {
+            _generator = new Generator((block.Sampling.Seed ?? (ulong)Random.Shared.NextInt64()) + (ulong)block.BlockIndex, backend.Tiers.Gpu.Device);
+        }
+
+        try
+        {
+            AllocateCache();
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public BlockRequest Block { get; }
+
+    public BlockSchedule Schedule { get; }
+
+    public TraceRecorder Trace { get; }
+
+    public bool IsCancelled => _cancelled;
+
+    private bool CpuAttention => _router.Plan.CpuAttention;
+
+    private ComputeSettings GpuCompute => _backend.Settings.Compute;
+
+    private ComputeSettings CpuComputeSettings => _backend.Settings.CpuCompute;
+
+    private DeviceTier Gpu => _backend.Tiers.Gpu;
+
+    public IReadOnlyList<TierActorKind> Route(BlockTask task) => _router.Route(task);
+
+    public void Cancel() => _cancelled = true;
+
+    public long[][] OutputIds() => _outputIds.Select(r => (long[])r.Clone()).ToArray();
+
+    public long Execute(BlockTask task, TierActorKind tier)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var scope = NewDisposeScope();
+        long bytes = task.Kind switch
+        {
+            TaskKind.LoadWeight => LoadWeight(task, tier),
+            TaskKind.LoadCache => LoadCache(task, tier),
+            TaskKind.LoadHidden => LoadHidden(task),
+            TaskKind.ComputeLayer => Compute(task, tier),
+            TaskKind.StoreCache => StoreCache(task, tier),
+            TaskKind.StoreHidden => StoreHidden(task),
+            _ => throw new ArgumentOutOfRangeException(nameof(task), task, null),
+        };
+
+        if (LastPart(task))
+        {
+            FinishTask(task);
+        }
+
+        return bytes;
+    }
+
+    // ---- weights ----------------------------------------------------------------------------------------------
+
+    private long LoadWeight(BlockTask task, TierActorKind tier)
+    {
+        var homes = _backend.WeightHomes(task.Layer);
+        var slot = _weights.GetOrAdd((task.Token, task.Layer), _ => new TieredTensor?[homes.Count]);
+        long bytes = 0;
+        for (int w = 0; w < homes.Count; w++)
+        {
+            var owner = homes[w].Kind switch
+            {
+                FlexGen.Tensors.Tiers.TierKind.Disk => TierActorKind.DiskIo,
+                FlexGen.Tensors.Tiers.TierKind.Cpu => TierActorKind.Copy,
+                _ => (TierActorKind?)null, // read in place
+            };
+            if (owner == tier)
+            {
+                slot[w] = TierCopy.CopyTo(homes[w], Gpu, name: $"{homes[w].Name}@i{task.Token}");
+                bytes += homes[w].Bytes;
+            }
+        }
+
+        return bytes;
+    }
+
+    /// <summary>The weights of layer j for token i as torch tensors (GPU-homed ones in place, others as loaded).</summary>
+    private Tensor[] WeightsOf(int i, int j, out long bytes)
+    {
+        var homes = _backend.WeightHomes(j);
+        _weights.TryGetValue((i, j), out var loaded);
+        var result = new Tensor[homes.Count];
+        bytes = 0;
+        for (int w = 0; w < homes.Count; w++)
+        {
+            var source = loaded?[w] ?? homes[w];
+            result[w] = source is DeviceTensor device
+                ? device.Data
+                : throw new InvalidOperationException($"weight {homes[w].Name} of layer {j} was not loaded for token {i}");
+            bytes += homes[w].Bytes;
+        }
+
+        return result;
+    }
+
+    // ---- cache ------------------------------------------------------------------------------------------------
+
+    private void AllocateCache()
+    {
+        var placement = _plan.Cache;
+        var shape = placement.Shape.ToArray();
+        var dtype = _backend.Settings.CacheDtype;
+        for (int j = 0; j < _layers.Count; j++)
+        {
+            if (!_layers[j].HasKvCache)
+            {
+                continue;
+            }
+
+            for (int k = 0; k < _policy.NumGpuBatches; k++)
+            {
+                TieredTensor Make(string what)
+                {
+                    string name = $"cache.b{Block.BlockIndex}.j{j}.k{k}.{what}";
+                    if (placement.Home is { } home)
+                    {
+                        return _backend.TierOf(home).Allocate(shape, dtype, name);
+                    }
+
+                    var mixed = _backend.Tiers.CreateMixed(_policy.CacheGpuPercent, _policy.CacheCpuPercent, _nHead);
+                    return mixed.Allocate(shape, dtype, [placement.GpuLength, placement.CpuLength, placement.DiskLength], name);
+                }
+
+                var key = Make("key");
+                TieredTensor value;
+                try
+                {
+                    value = Make("value");
+                }
+                catch
+                {
+                    key.Dispose();
+                    throw;
+                }
+
+                _cache[(j, k)] = new CacheHome(key, value);
+            }
+        }
+    }
+
+    private static PlacementTier HomeOf(TieredTensor tensor) => tensor.Kind switch
+    {
+        FlexGen.Tensors.Tiers.TierKind.Gpu => PlacementTier.Gpu,
+        FlexGen.Tensors.Tiers.TierKind.Cpu => PlacementTier.Cpu,
+        FlexGen.Tensors.Tiers.TierKind.Disk => PlacementTier.Disk,
+        _ => throw new InvalidOperationException($"cache segment {tensor.Name} is on {tensor.Tier.Name}, not a physical tier"),
+    };
+
+    // Who loads a segment (null: read in place by whoever computes it).
+    private TierActorKind? LoadOwner(CacheSegmentHome segment) => segment.Home switch
+    {
+        PlacementTier.Disk => TierActorKind.DiskIo,
+        PlacementTier.Cpu when !CpuAttention => TierActorKind.Copy,
+        _ => null,
+    };
+
+    private static TierActorKind StoreOwner(CacheSegmentHome segment) =>
+        segment.Home == PlacementTier.Disk ? TierActorKind.DiskIo : TierActorKind.Copy;
+
+    // Which compute actor attends over a segment during decode.
+    private TierActorKind ComputeOwner(CacheSegmentHome segment) =>
+        CpuAttention && segment.Home != PlacementTier.Gpu ? TierActorKind.CpuCompute : TierActorKind.GpuCompute;
+
+    private long LoadCache(BlockTask task, TierActorKind tier)
+    {
+        var home = _cache[(task.Layer, task.Batch)];
+        long past = Block.PromptLen + task.Token - 1;
+        var loaded = _cacheLoaded.GetOrAdd((task.Token, task.Layer, task.Batch), _ => new());
+        long bytes = 0;
+        for (int s = 0; s < home.Segments.Count; s++)
+        {
+            var segment = home.Segments[s];
+            if (LoadOwner(segment) != tier)
+            {
+                continue;
+            }
+
+            MemoryTier destination = ComputeOwner(segment) == TierActorKind.CpuCompute ? _backend.Tiers.Cpu : Gpu;
+            IndexRange[] ranges = [new(0, past), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
+            var key = TierCopy.CopyTo(segment.Key, destination, ranges);
+            try
+            {
+                var value = TierCopy.CopyTo(segment.Value, destination, ranges);
+                loaded[s] = (key, value);
+                bytes += key.Bytes + value.Bytes;
+            }
+            catch
+            {
+                key.Dispose();
+                throw;
+            }
+        }
+
+        return bytes;
+    }
+
+    private long StoreCache(BlockTask task, TierActorKind tier)
+    {
+        var home = _cache[(task.Layer, task.Batch)];
+        var (newKey, newValue) = _cacheNew[(task.Token, task.Layer, task.Batch)];
+        long start = task.Token == 0 ? 0 : Block.PromptLen + task.Token - 1;
+        long length = newKey.Shape[0];
+        var dtype = _backend.Settings.CacheDtype;
+        long bytes = 0;
+        foreach (var segment in home.Segments)
+        {
+            if (StoreOwner(segment) != tier)
+            {
+                continue;
+            }
+
+            IndexRange[] ranges = [new(start, start + length), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
+            var key = newKey.Data.narrow(1, segment.Start, segment.Length).to(dtype).contiguous(); // (s, rows, d)
+            var value = newValue.Data.narrow(1, segment.Start, segment.Length).to(dtype).contiguous();
+            TierCopy.CopyFrom(segment.Key, ranges, key);
+            TierCopy.CopyFrom(segment.Value, ranges, value);
+            bytes += 2 * key.NumberOfElements * key.ElementSize;
+        }
+
+        return bytes;
+    }
+
+    // ---- hidden states ----------------------------------------------------------------------------------------
+
+    private long LoadHidden(BlockTask task)
+    {
+        var (i, j, k) = (task.Token, task.Layer, task.Batch);
+        if (j == 0)
+        {
+            var rows = Enumerable.Range(k * _batchRows, _batchRows);
+            var ids = i == 0
+                ? rows.Select(r => Block.PromptIds[r]).ToArray()
+                : rows.Select(r => new[] { _outputIds[r][i - 1] }).ToArray();
+            using var tensor = torch.tensor(ids.SelectMany(r => r).ToArray(), [_batchRows, ids[0].Length], ScalarType.Int64);
+            var onGpu = Gpu.CopyOf(tensor, $"ids.i{i}.k{k}");
+            _hiddenIn[(i, j, k)] = onGpu;
+            return onGpu.Bytes;
+        }
+
+        if (!_parked.TryRemove((i, j - 1, k), out var parked))
+        {
+            throw new InvalidOperationException($"hidden state of ({i},{j - 1},{k}) was not stored before LoadHidden({i},{j},{k})");
+        }
+
+        if (parked.Kind == FlexGen.Tensors.Tiers.TierKind.Gpu)
+        {
+            _hiddenIn[(i, j, k)] = parked;
+            return 0;
+        }
+
+        try
+        {
+            _hiddenIn[(i, j, k)] = TierCopy.CopyTo(parked, Gpu);
+            return parked.Bytes;
+        }
+        finally
+        {
+            parked.Dispose();
+        }
+    }
+
+    private long StoreHidden(BlockTask task)
+    {
+        var (i, j, k) = (task.Token, task.Layer, task.Batch);
+        if (!_hiddenOut.TryRemove((i, j, k), out var output))
+        {
+            throw new InvalidOperationException($"compute ({i},{j},{k}) left no output for StoreHidden");
+        }
+
+        if (j == _layers.Count - 1)
+        {
+            using (output)
+            {
+                var ids = ((DeviceTensor)output).Data.to(CPU).data<long>().ToArray(); // (b, 1)
+                for (int r = 0; r < _batchRows; r++)
+                {
+                    int row = k * _batchRows + r;
+                    long id = _stopped[row] ? _config.PadTokenId : ids[r];
+                    if (Block.StopTokenId is { } stop && id == stop)
+                    {
+                        _stopped[row] = true;
+                    }
+
+                    _outputIds[row][i] = id;
+                }
+
+                return output.Bytes;
+            }
+        }
+
+        var home = _plan.Activations.Home;
+        if (home == PlacementTier.Gpu)
+        {
+            _parked[(i, j, k)] = output;
+            return 0;
+        }
+
+        try
+        {
+            _parked[(i, j, k)] = TierCopy.CopyTo(output, _backend.TierOf(home));
+            return output.Bytes;
+        }
+        finally
+        {
+            output.Dispose();
+        }
+    }
+
+    // ---- compute ----------------------------------------------------------------------------------------------
+
+    /// <summary>(batch, prompt_len + i) bool: the prompt mask of batch k, then i generated (real) positions.</summary>
+    private Tensor Mask(int i, int k, Device device)
+    {
+        var rows = Enumerable.Range(k * _batchRows, _batchRows).Select(r => Block.AttentionMask[r]).ToArray();
+        long width = Block.PromptLen + i;
+        var flat = new bool[_batchRows * width];
+        for (int r = 0; r < _batchRows; r++)
+        {
+            Array.Copy(rows[r], 0, flat, r * width, Block.PromptLen);
+            Array.Fill(flat, true, (int)(r * width + Block.PromptLen), i);
+        }
+
+        return torch.tensor(flat, [_batchRows, width], device: device);
+    }
+
+    private long Compute(BlockTask task, TierActorKind tier)
+    {
+        var (i, j, k) = (task.Token, task.Layer, task.Batch);
+        var kind = _layers[j].Kind;
+        var weights = WeightsOf(i, j, out long bytes);
+        if (kind.HasCache() && i > 0 && CpuAttention)
+        {
+            return bytes + ComputeDecodeRows(task, tier, weights);
+        }
+
+        var hidden = ((DeviceTensor)_hiddenIn[(i, j, k)]).Data;
+        var device = Gpu.Device;
+        var compute = GpuCompute;
+        Tensor output;
+        switch (kind)
+        {
+            case OptLayerKind.InputEmbed:
+                output = InputEmbed.Forward(hidden, Mask(i, k, device), InputEmbedWeights.FromOrdered(weights), compute);
+                break;
+            case OptLayerKind.Mlp:
+                output = Mlp.Forward(hidden, MlpWeights.FromOrdered(weights), compute);
+                break;
+            case OptLayerKind.OutputEmbed:
+                output = OutputEmbed.Forward(hidden, OutputEmbedWeights.FromOrdered(weights), compute, Block.Sampling, _generator);
+                break;
+            case OptLayerKind.SelfAttention or OptLayerKind.TransformerLayer:
+            {
+                var attention = SelfAttentionWeights.FromOrdered(weights.Take(SelfAttentionWeights.Count).ToArray());
+                var mask = Mask(i, k, device);
+                AttentionOutput result;
+                if (i == 0)
+                {
+                    result = SelfAttention.Prefill(hidden, mask, attention, _nHead, compute);
+                }
+                else
+                {
+                    var segments = CacheSegments(task, TierActorKind.GpuCompute, compute, out long cacheBytes);
+                    bytes += cacheBytes;
+                    result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
+                }
+
+                output = result.Hidden;
+                if (kind == OptLayerKind.TransformerLayer)
+                {
+                    output = Mlp.Forward(output, MlpWeights.FromOrdered(weights.Skip(SelfAttentionWeights.Count).ToArray()), compute);
+                }
+
+                _cacheNew[(i, j, k)] = (Gpu.Adopt(result.NewKey), Gpu.Adopt(result.NewValue));
+                break;
+            }
+
+            default:
+                throw new InvalidOperationException($"unknown layer kind {kind}");
+        }
+
+        _hiddenOut[(i, j, k)] = Gpu.Adopt(output, $"hidden.i{i}.j{j}.k{k}");
+        return bytes;
+    }
+
+    /// <summary>
+    /// Decode attention (and the MLP of a joint layer) for the rows of batch k whose cache this compute actor
+    /// attends over (cpu_cache_compute): GPU-cached rows on gpu-compute, CPU/disk-cached rows on cpu-compute.
+    /// Rows are independent, so each part computes its rows completely and writes them into the shared outputs.
+    /// </summary>
+    private long ComputeDecodeRows(BlockTask task, TierActorKind tier, Tensor[] weights)
+    {
+        var (i, j, k) = (task.Token, task.Layer, task.Batch);
+        var home = _cache[(j, k)];
+        var mine = home.Segments.Where(s => ComputeOwner(s) == tier).ToArray();
+        if (mine.Length == 0)
+        {
+            return 0;
+        }
+
+        long rowStart = mine[0].Start, rowEnd = mine[^1].Start + mine[^1].Length; // in batch * n_head rows
+        int firstRow = (int)(rowStart / _nHead), rowCount = (int)((rowEnd - rowStart) / _nHead);
+        bool onCpu = tier == TierActorKind.CpuCompute;
+        var device = onCpu ? CPU : Gpu.Device;
+        var compute = onCpu ? CpuComputeSettings : GpuCompute;
+
+        var hidden = ((DeviceTensor)_hiddenIn[(i, j, k)]).Data.narrow(0, firstRow, rowCount).to(device); // (rows, 1, h)
+        var mask = Mask(i, k, device).narrow(0, firstRow, rowCount);
+        var attention = SelfAttentionWeights.FromOrdered(weights.Take(SelfAttentionWeights.Count).ToArray());
+        var segments = CacheSegments(task, tier, compute, out long bytes);
+        var result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
+        var output = result.Hidden;
+        if (_layers[j].Kind == OptLayerKind.TransformerLayer)
+        {
+            output = Mlp.Forward(output, MlpWeights.FromOrdered(weights.Skip(SelfAttentionWeights.Count).ToArray()), compute);
+        }
+
+        var shared = _splitOutputs.GetOrAdd((i, j, k), _ => new Lazy<SplitOutput>(() => new SplitOutput(
+            Gpu.Allocate([_batchRows, 1, _config.InputDim], GpuCompute.Dtype, $"hidden.i{i}.j{j}.k{k}"),
+            Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newkey.i{i}.j{j}.k{k}"),
+            Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newvalue.i{i}.j{j}.k{k}")))).Value;
+        shared.Hidden.Data.narrow(0, firstRow, rowCount).copy_(output);
+        shared.Key.Data.narrow(1, rowStart, rowEnd - rowStart).copy_(result.NewKey);
+        shared.Value.Data.narrow(1, rowStart, rowEnd - rowStart).copy_(result.NewValue);
+        return bytes;
+    }
+
+    /// <summary>The cache segments a compute actor attends over at (i, j, k): loaded copies, or homes read in place.</summary>
+    private List<CacheSegment> CacheSegments(BlockTask task, TierActorKind tier, ComputeSettings compute, out long bytes)
+    {
+        var home = _cache[(task.Layer, task.Batch)];
+        _cacheLoaded.TryGetValue((task.Token, task.Layer, task.Batch), out var loaded);
+        var segments = new List<CacheSegment>();
+        bytes = 0;
+        for (int s = 0; s < home.Segments.Count; s++)
+        {
+            var segment = home.Segments[s];
+            if (CpuAttention && ComputeOwner(segment) != tier)
+            {
+                continue;
+            }
+
+            var (key, value) = loaded is not null && loaded.TryGetValue(s, out var copy) ? copy : (segment.Key, segment.Value);
+            if (key is not DeviceTensor keyData || value is not DeviceTensor valueData)
+            {
+                throw new InvalidOperationException($"cache segment {segment.Key.Name} on {segment.Home} was not loaded for {task}");
+            }
+
+            segments.Add(new CacheSegment(keyData.Data, valueData.Data, compute));
+            bytes += key.Bytes + value.Bytes;
+        }
+
+        return segments;
+    }
+
+    // ---- bookkeeping ------------------------------------------------------------------------------------------
+
+    private bool LastPart(BlockTask task)
+    {
+        int parts = Route(task).Count;
+        if (parts == 1)
+        {
+            return true;
+        }
+
+        return _partsLeft.AddOrUpdate(task, parts - 1, (_, left) => left - 1) == 0;
+    }
+
+    private void FinishTask(BlockTask task)
+    {
+        var (i, j, k) = (task.Token, task.Layer, task.Batch);
+        switch (task.Kind)
+        {
+            case TaskKind.ComputeLayer:
+                if (_splitOutputs.TryRemove((i, j, k), out var split))
+                {
+                    var output = split.Value;
+                    _hiddenOut[(i, j, k)] = output.Hidden;
+                    _cacheNew[(i, j, k)] = (output.Key, output.Value);
+                }
+
+                if (_hiddenIn.TryRemove((i, j, k), out var input))
+                {
+                    input.Dispose();
+                }
+
+                if (_cacheLoaded.TryRemove((i, j, k), out var loaded))
+                {
+                    DisposeAll(loaded.Values.SelectMany(p => new[] { p.Key, p.Value }));
+                }
+
+                if (k == _policy.NumGpuBatches - 1 && _weights.TryRemove((i, j), out var weights))
+                {
+                    DisposeAll(weights);
+                }
+
+                if (!_layers[j].HasKvCache || i == Block.GenLen - 1)
+                {
+                    // Nothing will store these entries (no cache, or the last token): FlexGen pops them too.
+                    if (_cacheNew.TryRemove((i, j, k), out var unused))
+                    {
+                        unused.Key.Dispose();
+                        unused.Value.Dispose();
+                    }
+                }
+
+                break;
+            case TaskKind.StoreCache:
+                if (_cacheNew.TryRemove((i, j, k), out var stored))
+                {
+                    stored.Key.Dispose();
+                    stored.Value.Dispose();
+                }
+
+                break;
+        }
+
+        _partsLeft.TryRemove(task, out _);
+    }
+
+    private static void DisposeAll(IEnumerable<TieredTensor?> tensors)
+    {
+        foreach (var t in tensors)
+        {
+            t?.Dispose();
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _cancelled = true;
+        DisposeAll(_weights.Values.SelectMany(w => w));
+        DisposeAll(_cacheLoaded.Values.SelectMany(l => l.Values.SelectMany(p => new[] { p.Key, p.Value })));
+        DisposeAll(_cacheNew.Values.SelectMany(p => new TieredTensor[] { p.Key, p.Value }));
+        DisposeAll(_hiddenIn.Values);
+        DisposeAll(_hiddenOut.Values);
+        DisposeAll(_parked.Values);
+        DisposeAll(_splitOutputs.Values.Where(l => l.IsValueCreated).SelectMany(l => new TieredTensor[] { l.Value.Hidden, l.Value.Key, l.Value.Value }));
+        DisposeAll(_cache.Values.SelectMany(c => new[] { c.Key, c.Value }));
+        _weights.Clear();
+        _cacheLoaded.Clear();
+        _cacheNew.Clear();
+        _hiddenIn.Clear();
+        _hiddenOut.Clear();
+        _parked.Clear();
+        _splitOutputs.Clear();
+        _cache.Clear();
+        _generator?.Dispose();
+    }
+
+    private sealed record SplitOutput(DeviceTensor Hidden, DeviceTensor Key, DeviceTensor Value);
+
+    /// <summary>One segment of a cache home along dim 1: rows [Start, Start + Length) of batch * n_head.</summary>
+    private sealed record CacheSegmentHome(PlacementTier Home, long Start, long Length, TieredTensor Key, TieredTensor Value);
+
+    /// <summary>The k and v homes of one attention layer and GPU batch, and their segments.</summary>
+    private sealed class CacheHome
+    {
+        public CacheHome(TieredTensor key, TieredTensor value)
+        {
+            Key = key;
+            Value = value;
+            if (key is MixedTensor mixedKey && value is MixedTensor mixedValue)
+            {
+                Segments = mixedKey.Segments.Select((s, n) => new CacheSegmentHome(HomeOf(s), mixedKey.SegmentStarts[n], s.Shape[1], s, mixedValue.Segments[n])).ToArray();
+            }
+            else
+            {
+                Segments = [new CacheSegmentHome(HomeOf(key), 0, key.Shape[1], key, value)];
+            }
+        }
+
+        public TieredTensor Key { get; }
+
+        public TieredTensor Value { get; }
+
+        public IReadOnlyList<CacheSegmentHome> Segments { get; }
+    }
+}
