@@ -4,7 +4,6 @@ using FlexGen.Actors.Actors;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
-using TorchSharp;
 
 /// <summary>
 /// What a FlexGen system runs: the model (a FlexGen weight folder, or dummy weights of a given shape), the default
@@ -22,7 +21,7 @@ public sealed record FlexGenSettings
     /// <summary>Random weights of the model's shape (FlexGen's _DUMMY_ benchmark mode), seeded.</summary>
     public bool DummyWeights { get; init; }
 
-    public ulong DummySeed { get; init; } = 1;
+    public int DummySeed { get; init; } = 1;
 
     public required Policy Policy { get; init; }
 
@@ -40,9 +39,6 @@ public sealed record FlexGenSettings
 
     /// <summary>CPU attention (cpu_cache_compute): float32 or bfloat16.</summary>
     public ComputeSettings CpuCompute { get; init; } = ComputeSettings.Float32;
-
-    /// <summary>Dtype the KV cache is stored in (FlexGen: float16).</summary>
-    public torch.ScalarType CacheDtype { get; init; } = torch.ScalarType.Float16;
 
     public long GpuCapacityBytes { get; init; } = long.MaxValue;
 

@@ -4,7 +4,6 @@ using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Tracing;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
-using FlexGen.Tensors.Npy;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
@@ -18,7 +17,7 @@ using PlacementTier = FlexGen.Tensors.Placement.TierKind;
 /// </summary>
 public sealed class TorchPipelineBackend : IPipelineBackend
 {
-    private readonly List<TieredTensor[]> _weightHomes = new();
+    private ModelWeights? _weights;
     private bool _disposed;
 
     private TorchPipelineBackend(FlexGenSettings settings, Policy policy)
@@ -40,6 +39,16 @@ public sealed class TorchPipelineBackend : IPipelineBackend
             Disk = new DiskTierOptions(settings.DirectIo, settings.DiskIoThreads),
             PinCpuMemory = policy.PinWeight,
         });
+        if (policy.CompressWeight)
+        {
+            GpuCompressedWeights = new CompressedTier(Tiers.Gpu, policy.CompWeightConfig);
+        }
+
+        if (policy.CompressCache)
+        {
+            GpuCompressedCache = new CompressedTier(Tiers.Gpu, policy.CompCacheConfig);
+            CpuCompressedCache = new CompressedTier(Tiers.Cpu, policy.CompCacheConfig);
+        }
     }
 
     public FlexGenSettings Settings { get; }
@@ -60,8 +69,16 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     /// <summary>This backend's folder under <see cref="FlexGenSettings.OffloadDirectory"/> (deleted on dispose).</summary>
     public string OffloadFolder { get; }
 
-    /// <summary>The weight homes of layer j, in FlexGen's order.</summary>
-    public IReadOnlyList<TieredTensor> WeightHomes(int j) => _weightHomes[j];
+    /// <summary>Where compressed weights are loaded to (compress_weight): they are decompressed by the compute that uses them.</summary>
+    public CompressedTier? GpuCompressedWeights { get; }
+
+    /// <summary>Where compressed cache is loaded to for GPU / CPU attention (compress_cache).</summary>
+    public CompressedTier? GpuCompressedCache { get; }
+
+    public CompressedTier? CpuCompressedCache { get; }
+
+    /// <summary>The weight homes of layer j, in FlexGen's order (owned by the backend).</summary>
+    public IReadOnlyList<TieredTensor> WeightHomes(int j) => _weights!.Layer(j);
 
     public IReadOnlyDictionary<string, long> PeakBytes => Tiers.Stats.ToDictionary(s => s.Tier, s => s.PeakBytes);
 
@@ -93,13 +110,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     }
 
     /// <summary>The physical tier of a placement home.</summary>
-    public MemoryTier TierOf(PlacementTier home) => home switch
-    {
-        PlacementTier.Gpu => Tiers.Gpu,
-        PlacementTier.Cpu => Tiers.Cpu,
-        PlacementTier.Disk => Tiers.Disk,
-        _ => throw new ArgumentOutOfRangeException(nameof(home), home, null),
-    };
+    public MemoryTier TierOf(PlacementTier home) => Tiers.For(home);
 
     public void Dispose()
     {
@@ -109,15 +120,11 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         }
 
         _disposed = true;
-        foreach (var layer in _weightHomes)
-        {
-            foreach (var weight in layer)
-            {
-                weight?.Dispose();
-            }
-        }
-
-        _weightHomes.Clear();
+        _weights?.Dispose();
+        _weights = null;
+        GpuCompressedWeights?.Dispose();
+        GpuCompressedCache?.Dispose();
+        CpuCompressedCache?.Dispose();
         Tiers.Dispose();
         try
         {
@@ -130,48 +137,9 @@ public sealed class TorchPipelineBackend : IPipelineBackend
 
     private void LoadWeights()
     {
-        using var dummy = Settings.DummyWeights ? new torch.Generator(Settings.DummySeed) : null;
-        foreach (var layer in WeightPlan.Layers)
-        {
-            var homes = new TieredTensor[layer.Weights.Count];
-            _weightHomes.Add(homes);
-            for (int w = 0; w < layer.Weights.Count; w++)
-            {
-                var placement = layer.Weights[w];
-                var spec = placement.Spec;
-                using var scope = torch.NewDisposeScope();
-                var source = dummy is null
-                    ? ReadWeight(spec)
-                    : DummyWeight(spec, dummy);
-                var tier = TierOf(placement.Home);
-                homes[w] = tier is DeviceTier device
-                    ? device.Allocate(spec.Shape.ToArray(), spec.Dtype, spec.FileName, pin: placement.Pinned)
-                    : tier.Allocate(spec.Shape.ToArray(), spec.Dtype, spec.FileName);
-                TierCopy.CopyFrom(homes[w], null, source);
-            }
-        }
+        var source = Settings.DummyWeights
+            ? WeightLoadOptions.Dummy(random: true, seed: (int)Settings.DummySeed)
+            : WeightLoadOptions.FromDirectory(Settings.ModelPath ?? throw new ArgumentException("FlexGenSettings.ModelPath is required without DummyWeights", nameof(Settings)));
+        _weights = ModelWeights.Load(WeightPlan, Tiers, source);
     }
-
-    private torch.Tensor ReadWeight(WeightSpec spec)
-    {
-        var folder = Settings.ModelPath ?? throw new ArgumentException("FlexGenSettings.ModelPath is required without DummyWeights", nameof(Settings));
-        var path = Path.Combine(folder, spec.FileName);
-        if (!File.Exists(path))
-        {
-            throw new FileNotFoundException($"weight file '{spec.FileName}' of {Config.Name} not found in {folder}", path);
-        }
-
-        var tensor = NpyFile.Read(path);
-        if (!tensor.shape.SequenceEqual(spec.Shape))
-        {
-            throw new InvalidDataException($"weight file {path} has shape ({string.Join(", ", tensor.shape)}), {Config.Name} needs ({string.Join(", ", spec.Shape)})");
-        }
-
-        return tensor.dtype == spec.Dtype ? tensor : tensor.to(spec.Dtype);
-    }
-
-    // FlexGen's dummy weights are ones; small random values keep the activations meaningful (layer norm of a
-    // constant is degenerate) at the same cost.
-    private static torch.Tensor DummyWeight(WeightSpec spec, torch.Generator generator) =>
-        torch.randn(spec.Shape.ToArray(), torch.ScalarType.Float32, generator: generator).mul_(0.02).to(spec.Dtype);
 }

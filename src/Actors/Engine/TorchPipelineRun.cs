@@ -41,6 +41,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     private readonly bool[] _stopped;
     private readonly Generator? _generator;
     private readonly Dictionary<(int J, int K), CacheHome> _cache = new();
+    private KvCache? _kvCache;
     private readonly ConcurrentDictionary<(int I, int J), TieredTensor?[]> _weights = new();
     private readonly ConcurrentDictionary<(int I, int J, int K), ConcurrentDictionary<int, (TieredTensor Key, TieredTensor Value)>> _cacheLoaded = new();
     private readonly ConcurrentDictionary<(int I, int J, int K), (DeviceTensor Key, DeviceTensor Value)> _cacheNew = new();
@@ -151,24 +152,31 @@ internal sealed class TorchPipelineRun : IPipelineRun
         long bytes = 0;
         for (int w = 0; w < homes.Count; w++)
         {
-            var owner = homes[w].Kind switch
+            var owner = HomeOf(homes[w]) switch
             {
-                FlexGen.Tensors.Tiers.TierKind.Disk => TierActorKind.DiskIo,
-                FlexGen.Tensors.Tiers.TierKind.Cpu => TierActorKind.Copy,
+                PlacementTier.Disk => TierActorKind.DiskIo,
+                PlacementTier.Cpu => TierActorKind.Copy,
                 _ => (TierActorKind?)null, // read in place
             };
             if (owner == tier)
             {
-                slot[w] = TierCopy.CopyTo(homes[w], Gpu, name: $"{homes[w].Name}@i{task.Token}");
-                bytes += homes[w].Bytes;
+                // Compressed weights travel compressed and are decompressed by the compute that uses them.
+                MemoryTier destination = homes[w] is CompressedTensor ? _backend.GpuCompressedWeights! : Gpu;
+                slot[w] = TierCopy.CopyTo(homes[w], destination, name: $"{homes[w].Name}@i{task.Token}");
+                bytes += StoredBytes(homes[w]);
             }
         }
 
         return bytes;
     }
 
-    /// <summary>The weights of layer j for token i as torch tensors (GPU-homed ones in place, others as loaded).</summary>
-    private Tensor[] WeightsOf(int i, int j, out long bytes)
+    private static long StoredBytes(TieredTensor tensor) => tensor is CompressedTensor c ? c.StoredBytes : tensor.Bytes;
+
+    /// <summary>
+    /// The weights of layer j for token i as torch tensors on <paramref name="device"/>: GPU-homed ones in place, others
+    /// as loaded; compressed ones decompressed here (the copies go to <paramref name="temporaries"/>).
+    /// </summary>
+    private Tensor[] WeightsOf(int i, int j, Device device, List<Tensor> temporaries, out long bytes)
     {
         var homes = _backend.WeightHomes(j);
         _weights.TryGetValue((i, j), out var loaded);
@@ -177,66 +185,52 @@ internal sealed class TorchPipelineRun : IPipelineRun
         for (int w = 0; w < homes.Count; w++)
         {
             var source = loaded?[w] ?? homes[w];
-            result[w] = source is DeviceTensor device
-                ? device.Data
-                : throw new InvalidOperationException($"weight {homes[w].Name} of layer {j} was not loaded for token {i}");
-            bytes += homes[w].Bytes;
+            result[w] = Plain(source, null, device, temporaries)
+                ?? throw new InvalidOperationException($"weight {homes[w].Name} of layer {j} was not loaded for token {i}");
+            bytes += StoredBytes(homes[w]);
         }
 
         return result;
+    }
+
+    /// <summary>A plain tensor of <paramref name="source"/>[ranges]: in place for device tensors, decompressed for compressed ones, null for disk.</summary>
+    private static Tensor? Plain(TieredTensor source, IndexRange[]? ranges, Device device, List<Tensor> temporaries)
+    {
+        switch (source)
+        {
+            case DeviceTensor plain:
+                return ranges is null ? plain.Data : plain.Data.narrow(0, ranges[0].Start, ranges[0].Length);
+            case CompressedTensor { Tier.Base: DeviceTier } compressed:
+                var decompressed = TierCopy.ToTorch(compressed, ranges, device);
+                temporaries.Add(decompressed);
+                return decompressed;
+            default:
+                return null;
+        }
     }
 
     // ---- cache ------------------------------------------------------------------------------------------------
 
     private void AllocateCache()
     {
-        var placement = _plan.Cache;
-        var shape = placement.Shape.ToArray();
-        var dtype = _backend.Settings.CacheDtype;
+        _kvCache = KvCache.Allocate(_plan, _backend.Tiers);
         for (int j = 0; j < _layers.Count; j++)
         {
-            if (!_layers[j].HasKvCache)
+            for (int k = 0; _layers[j].HasKvCache && k < _policy.NumGpuBatches; k++)
             {
-                continue;
-            }
-
-            for (int k = 0; k < _policy.NumGpuBatches; k++)
-            {
-                TieredTensor Make(string what)
-                {
-                    string name = $"cache.b{Block.BlockIndex}.j{j}.k{k}.{what}";
-                    if (placement.Home is { } home)
-                    {
-                        return _backend.TierOf(home).Allocate(shape, dtype, name);
-                    }
-
-                    var mixed = _backend.Tiers.CreateMixed(_policy.CacheGpuPercent, _policy.CacheCpuPercent, _nHead);
-                    return mixed.Allocate(shape, dtype, [placement.GpuLength, placement.CpuLength, placement.DiskLength], name);
-                }
-
-                var key = Make("key");
-                TieredTensor value;
-                try
-                {
-                    value = Make("value");
-                }
-                catch
-                {
-                    key.Dispose();
-                    throw;
-                }
-
+                var (key, value) = _kvCache.Home(j, k);
                 _cache[(j, k)] = new CacheHome(key, value);
             }
         }
     }
 
-    private static PlacementTier HomeOf(TieredTensor tensor) => tensor.Kind switch
+    /// <summary>The physical tier a (possibly compressed) tensor's bytes live on.</summary>
+    private static PlacementTier HomeOf(TieredTensor tensor) => (tensor.Tier is CompressedTier compressed ? compressed.Base.Kind : tensor.Kind) switch
     {
-        FlexGen.Tensors.Tiers.TierKind.Gpu => PlacementTier.Gpu,
-        FlexGen.Tensors.Tiers.TierKind.Cpu => PlacementTier.Cpu,
-        FlexGen.Tensors.Tiers.TierKind.Disk => PlacementTier.Disk,
-        _ => throw new InvalidOperationException($"cache segment {tensor.Name} is on {tensor.Tier.Name}, not a physical tier"),
+        TierType.Gpu => PlacementTier.Gpu,
+        TierType.Cpu => PlacementTier.Cpu,
+        TierType.Disk => PlacementTier.Disk,
+        _ => throw new InvalidOperationException($"tensor {tensor.Name} is on {tensor.Tier.Name}, not on a physical tier"),
     };
 
     // Who loads a segment (null: read in place by whoever computes it).
@@ -268,14 +262,17 @@ internal sealed class TorchPipelineRun : IPipelineRun
                 continue;
             }
 
-            MemoryTier destination = ComputeOwner(segment) == TierActorKind.CpuCompute ? _backend.Tiers.Cpu : Gpu;
+            bool toCpu = ComputeOwner(segment) == TierActorKind.CpuCompute;
+            MemoryTier destination = segment.Key is CompressedTensor
+                ? (toCpu ? _backend.CpuCompressedCache! : _backend.GpuCompressedCache!) // decompressed by the compute
+                : (toCpu ? _backend.Tiers.Cpu : Gpu);
             IndexRange[] ranges = [new(0, past), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
             var key = TierCopy.CopyTo(segment.Key, destination, ranges);
             try
             {
                 var value = TierCopy.CopyTo(segment.Value, destination, ranges);
                 loaded[s] = (key, value);
-                bytes += key.Bytes + value.Bytes;
+                bytes += StoredBytes(key) + StoredBytes(value);
             }
             catch
             {
@@ -291,9 +288,10 @@ internal sealed class TorchPipelineRun : IPipelineRun
     {
         var home = _cache[(task.Layer, task.Batch)];
         var (newKey, newValue) = _cacheNew[(task.Token, task.Layer, task.Batch)];
+        var segmentDtype = home.Key.Dtype;
         long start = task.Token == 0 ? 0 : Block.PromptLen + task.Token - 1;
         long length = newKey.Shape[0];
-        var dtype = _backend.Settings.CacheDtype;
+        var dtype = segmentDtype;
         long bytes = 0;
         foreach (var segment in home.Segments)
         {
@@ -335,7 +333,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
             throw new InvalidOperationException($"hidden state of ({i},{j - 1},{k}) was not stored before LoadHidden({i},{j},{k})");
         }
 
-        if (parked.Kind == FlexGen.Tensors.Tiers.TierKind.Gpu)
+        if (parked.Kind == TierType.Gpu)
         {
             _hiddenIn[(i, j, k)] = parked;
             return 0;
@@ -420,10 +418,28 @@ internal sealed class TorchPipelineRun : IPipelineRun
     {
         var (i, j, k) = (task.Token, task.Layer, task.Batch);
         var kind = _layers[j].Kind;
-        var weights = WeightsOf(i, j, out long bytes);
+        var temporaries = new List<Tensor>();
+        try
+        {
+            return ComputeLayer(task, tier, kind, temporaries);
+        }
+        finally
+        {
+            foreach (var t in temporaries)
+            {
+                t.Dispose();
+            }
+        }
+    }
+
+    private long ComputeLayer(BlockTask task, TierActorKind tier, OptLayerKind kind, List<Tensor> temporaries)
+    {
+        var (i, j, k) = (task.Token, task.Layer, task.Batch);
+        var weightDevice = tier == TierActorKind.CpuCompute ? CPU : Gpu.Device;
+        var weights = WeightsOf(i, j, weightDevice, temporaries, out long bytes);
         if (kind.HasCache() && i > 0 && CpuAttention)
         {
-            return bytes + ComputeDecodeRows(task, tier, weights);
+            return bytes + ComputeDecodeRows(task, tier, weights, temporaries);
         }
 
         var hidden = ((DeviceTensor)_hiddenIn[(i, j, k)]).Data;
@@ -452,7 +468,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
                 }
                 else
                 {
-                    var segments = CacheSegments(task, TierActorKind.GpuCompute, compute, out long cacheBytes);
+                    var segments = CacheSegments(task, TierActorKind.GpuCompute, compute, temporaries, out long cacheBytes);
                     bytes += cacheBytes;
                     result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
                 }
@@ -480,7 +496,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     /// attends over (cpu_cache_compute): GPU-cached rows on gpu-compute, CPU/disk-cached rows on cpu-compute.
     /// Rows are independent, so each part computes its rows completely and writes them into the shared outputs.
     /// </summary>
-    private long ComputeDecodeRows(BlockTask task, TierActorKind tier, Tensor[] weights)
+    private long ComputeDecodeRows(BlockTask task, TierActorKind tier, Tensor[] weights, List<Tensor> temporaries)
     {
         var (i, j, k) = (task.Token, task.Layer, task.Batch);
         var home = _cache[(j, k)];
@@ -499,7 +515,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         var hidden = ((DeviceTensor)_hiddenIn[(i, j, k)]).Data.narrow(0, firstRow, rowCount).to(device); // (rows, 1, h)
         var mask = Mask(i, k, device).narrow(0, firstRow, rowCount);
         var attention = SelfAttentionWeights.FromOrdered(weights.Take(SelfAttentionWeights.Count).ToArray());
-        var segments = CacheSegments(task, tier, compute, out long bytes);
+        var segments = CacheSegments(task, tier, compute, temporaries, out long bytes);
         var result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
         var output = result.Hidden;
         if (_layers[j].Kind == OptLayerKind.TransformerLayer)
@@ -518,7 +534,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     }
 
     /// <summary>The cache segments a compute actor attends over at (i, j, k): loaded copies, or homes read in place.</summary>
-    private List<CacheSegment> CacheSegments(BlockTask task, TierActorKind tier, ComputeSettings compute, out long bytes)
+    private List<CacheSegment> CacheSegments(BlockTask task, TierActorKind tier, ComputeSettings compute, List<Tensor> temporaries, out long bytes)
     {
         var home = _cache[(task.Layer, task.Batch)];
         _cacheLoaded.TryGetValue((task.Token, task.Layer, task.Batch), out var loaded);
@@ -532,14 +548,20 @@ internal sealed class TorchPipelineRun : IPipelineRun
                 continue;
             }
 
-            var (key, value) = loaded is not null && loaded.TryGetValue(s, out var copy) ? copy : (segment.Key, segment.Value);
-            if (key is not DeviceTensor keyData || value is not DeviceTensor valueData)
+            long past = Block.PromptLen + task.Token - 1;
+            bool isLoaded = loaded is not null && loaded.TryGetValue(s, out var copy);
+            var (key, value) = isLoaded ? loaded![s] : (segment.Key, segment.Value);
+            IndexRange[] ranges = [new(0, past), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
+            var device = tier == TierActorKind.CpuCompute ? CPU : Gpu.Device;
+            var keyData = Plain(key, isLoaded ? null : ranges, device, temporaries);
+            var valueData = Plain(value, isLoaded ? null : ranges, device, temporaries);
+            if (keyData is null || valueData is null)
             {
                 throw new InvalidOperationException($"cache segment {segment.Key.Name} on {segment.Home} was not loaded for {task}");
             }
 
-            segments.Add(new CacheSegment(keyData.Data, valueData.Data, compute));
-            bytes += key.Bytes + value.Bytes;
+            segments.Add(new CacheSegment(keyData, valueData, compute));
+            bytes += StoredBytes(key) + StoredBytes(value);
         }
 
         return segments;
@@ -634,7 +656,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         DisposeAll(_hiddenOut.Values);
         DisposeAll(_parked.Values);
         DisposeAll(_splitOutputs.Values.Where(l => l.IsValueCreated).SelectMany(l => new TieredTensor[] { l.Value.Hidden, l.Value.Key, l.Value.Value }));
-        DisposeAll(_cache.Values.SelectMany(c => new[] { c.Key, c.Value }));
+        _kvCache?.Dispose();
         _weights.Clear();
         _cacheLoaded.Clear();
         _cacheNew.Clear();

@@ -13,6 +13,11 @@ public class PolicyTokenTests
 
     [Theory]
     [InlineData("all_gpu")]
+    [InlineData("all_gpu_no_overlap_joint_layer")]
+    [InlineData("weights_disk_cache_cpu_cpu_compute")]
+    [InlineData("weights_split_3way_cache_cpu")]
+    [InlineData("cache_mixed_gpu_cpu_cpu_compute")]
+    [InlineData("act_on_cpu")]
     public async Task Uncompressed_dense_policy_should_give_the_hugging_face_tokens(string name)
     {
         var policy = Fixtures.Policies()[name];
