@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests;
 
+using FlexGen.Host.Cli;
 using FlexGen.Tensors.Npy;
 
 /// <summary>End-to-end runs of the CLI on the bundled model, in-process.</summary>
@@ -17,7 +18,12 @@ public class GenerateCommandTests
         for (int r = 0; r < 8; r++)
             Assert.Contains($"[{r}] {string.Join(' ', Fixture.Row(hf, r))}", result.Output);
         Assert.Contains("throughput:", result.Output);
-        Assert.Contains("trace:", result.Output);
+        Assert.Contains("peak memory: gpu", result.Output);
+        string trace = Path.GetFullPath(GenerateCommand.DefaultTracePath);
+        Assert.Contains($"trace: {trace}", result.Output);
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(trace));
+        Assert.True(json.RootElement.ValueKind is System.Text.Json.JsonValueKind.Object or System.Text.Json.JsonValueKind.Array);
+        Assert.Contains("\"ph\"", File.ReadAllText(trace));
     }
 
     [Theory]
@@ -38,6 +44,7 @@ public class GenerateCommandTests
         var header = NpyFile.ReadHeader(output);
         Assert.Equal(TorchSharp.torch.ScalarType.Int64, header.DType);
         Assert.Equal(Fixture.HfTokens, Fixture.ReadInt64Matrix(output));
+        Assert.True(File.Exists(folder.File("run.trace.json")));
     }
 
     [Fact]

@@ -48,8 +48,11 @@ public static class FlexGenHostingExtensions
     {
         services.AddSingleton(setup);
         services.AddSingleton(setup.Model);
-        // Interim: the reference generator until the pipeline's model backend lands (then: CoordinatorEngine).
-        services.AddSingleton<IGenerationEngine>(_ => new ReferenceEngine(setup));
+        services.AddSingleton<IGenerationEngine>(sp => new CoordinatorEngine(
+            sp.GetRequiredService<ActorSystem>(),
+            sp.GetRequiredService<IRequiredActor<GenerationCoordinator>>().ActorRef,
+            setup.Model.Config,
+            setup.Policy));
         services.AddSingleton<GenerationService>(sp => new GenerationService(
             sp.GetRequiredService<IGenerationEngine>(), setup.Tokenizer, TimeSpan.FromMilliseconds(setup.Options.BatchWindowMs)));
         services.AddSingleton<IGenerationService>(sp => sp.GetRequiredService<GenerationService>());
@@ -70,7 +73,7 @@ public static class FlexGenHostingExtensions
         builder.WithActors((system, registry) =>
         {
             var factory = backendFactory ?? setup.CreateBackend;
-            var coordinator = system.ActorOf(GenerationCoordinator.Props(setup.Policy, factory), "generation-coordinator");
+            var coordinator = system.ActorOf(GenerationCoordinator.Props(setup.Policy, factory, setup.Settings.Pipeline), "generation-coordinator");
             registry.Register<GenerationCoordinator>(coordinator);
             CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseActorSystemTerminate, "flexgen-delete-offload-dir", () =>
             {

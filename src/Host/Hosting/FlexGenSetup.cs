@@ -1,9 +1,11 @@
 namespace FlexGen.Host.Hosting;
 
+using FlexGen.Actors.Engine;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Host.Cli;
 using FlexGen.Host.Text;
 using FlexGen.Tensors;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Policies;
 using TorchSharp;
 
@@ -75,11 +77,30 @@ public sealed class FlexGenSetup
         _ => throw new UsageException($"--compute-dtype {name}: expected float32, bfloat16 or float16."),
     };
 
+    /// <summary>What the pipeline runs: model, weights (or dummy ones), default policy, offload folder, compute dtype.</summary>
+    public FlexGenSettings Settings => new()
+    {
+        ModelPath = Model.Location.WeightsFolder,
+        Model = Model.Config,
+        DummyWeights = Model.Location.DummyWeights,
+        Policy = Policy,
+        OffloadDirectory = OffloadDir,
+        Compute = new ComputeSettings(ComputeDtype),
+        // CPU attention never runs float16 (1 GFLOP/s on the CPU): bfloat16 when the GPU computes in 16 bits.
+        CpuCompute = ComputeDtype == torch.ScalarType.Float32 ? ComputeSettings.Float32 : ComputeSettings.BFloat16,
+    };
+
+    /// <summary>Raised after the model's weights are placed in their tiers (how long it took).</summary>
+    public event Action<Policy, TimeSpan>? WeightsLoaded;
+
     /// <summary>The model backend the coordinator drives, built for a policy (weights placed in their tiers).</summary>
     public IPipelineBackend CreateBackend(Policy policy)
     {
         Directory.CreateDirectory(OffloadDir);
-        throw new NotSupportedException("The model backend (weights in tiers over the layer math) is not in this build yet.");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var backend = TorchPipelineBackend.Create(Settings, policy);
+        WeightsLoaded?.Invoke(policy, clock.Elapsed);
+        return backend;
     }
 
     /// <summary>Deletes the offload folder if FlexGen created it (a user's --offload-dir is left in place).</summary>
