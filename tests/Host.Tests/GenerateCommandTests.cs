@@ -103,3 +103,68 @@ public class BenchDiskCommandTests
         Assert.Contains("/no/such/dir", result.Error);
     }
 }
+
+public class GenerateOptionsTests
+{
+    private static async Task<long[,]> RunAsync(TempFolder folder, params string[] extra)
+    {
+        string output = folder.File($"out-{Guid.NewGuid():N}.npy");
+        var result = await CliRunner.RunAsync(["generate", "--output-ids", output, "--trace", "", .. extra]);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        return Fixture.ReadInt64Matrix(output);
+    }
+
+    [Fact]
+    public async Task Stop_should_end_a_sequence_after_its_stop_token_with_pads()
+    {
+        using var folder = new TempFolder();
+        long stop = Fixture.HfTokens[1, 0]; // sequence 1 emits it first
+        var tokens = await RunAsync(folder, "--stop", stop.ToString());
+        Assert.Equal(stop, tokens[1, 0]);
+        Assert.All(Enumerable.Range(1, 9), c => Assert.Equal(1L, tokens[1, c]));
+        Assert.Equal(Fixture.Row(Fixture.HfTokens, 0), Fixture.Row(tokens, 0)); // others unaffected
+    }
+
+    [Fact]
+    public async Task Sampling_with_a_seed_should_repeat_and_differ_from_greedy()
+    {
+        using var folder = new TempFolder();
+        var first = await RunAsync(folder, "--do-sample", "--temperature", "2.0", "--seed", "7");
+        var second = await RunAsync(folder, "--do-sample", "--temperature", "2.0", "--seed", "7");
+        Assert.Equal(first, second);
+        Assert.NotEqual(Fixture.HfTokens, first);
+    }
+
+    [Fact]
+    public async Task Generate_should_report_weight_loading_and_generation_on_stderr()
+    {
+        var result = await CliRunner.RunAsync("generate", "--trace", "", "--gen-len", "2");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("load weights: opt-tiny", result.Error);
+        Assert.Contains("load weights: done in", result.Error);
+        Assert.Contains("generate: done in", result.Error);
+    }
+}
+
+public class BenchPresetTests
+{
+    [Fact]
+    public async Task Bench_should_run_a_preset_with_dummy_weights()
+    {
+        var result = await CliRunner.RunAsync("bench", "--model", "facebook/opt-125m", "--path", "_DUMMY_", "--prompt-len", "8",
+            "--gen-len", "3", "--gpu-batch-size", "1", "--no-log", "--warmup", "false");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("model: opt-125m (dummy weights)", result.Output);
+        Assert.Contains("model size: 0.230 GB", result.Output);
+        Assert.Contains("load dummy weights: done", result.Error);
+    }
+
+    [Fact]
+    public async Task A_preset_without_weights_under_path_should_be_a_usage_error()
+    {
+        using var folder = new TempFolder();
+        var result = await CliRunner.RunAsync("bench", "--model", "opt-125m", "--path", folder.Path);
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("opt-125m-np", result.Error);
+    }
+}

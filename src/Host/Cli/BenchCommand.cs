@@ -57,8 +57,6 @@ public static class BenchCommand
             long cacheBytes = config.CacheBytes(numPrompts, prompt + genLen);
             long hiddenBytes = config.HiddenBytes(numPrompts, prompt + genLen);
             console.Output.WriteLine(GenerationFlags.Describe(runtime));
-            console.Output.WriteLine(
-                $"model size: {GenerationFlags.Gb(modelBytes)}, cache size: {GenerationFlags.Gb(cacheBytes)}, hidden size (prefill): {GenerationFlags.Gb(hiddenBytes)}");
 
             if (parse.GetValue(warmup))
             {

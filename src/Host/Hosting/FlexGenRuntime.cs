@@ -41,6 +41,10 @@ public sealed class FlexGenRuntime : IAsyncDisposable
     {
         options.AkkaLogLevel ??= console.Verbose ? "INFO" : "WARNING";
         var setup = FlexGenSetup.Create(options, model);
+        string what = setup.Model.Location.DummyWeights ? "dummy weights" : "weights";
+        setup.WeightsLoading += _ => console.Error.WriteLine(
+            $"load {what}: {setup.Model.Config.Name}, {GenerationFlags.Gb(setup.Model.Config.ModelBytes())} into their tiers ...");
+        setup.WeightsLoaded += (_, elapsed) => console.Error.WriteLine($"load {what}: done in {elapsed.TotalSeconds:F2} s");
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Services.AddFlexGenService(setup);
         builder.Services.AddAkka("flexgen", (akka, _) => akka.AddFlexGen(setup));

@@ -90,6 +90,9 @@ public sealed class FlexGenSetup
         CpuCompute = ComputeDtype == torch.ScalarType.Float32 ? ComputeSettings.Float32 : ComputeSettings.BFloat16,
     };
 
+    /// <summary>Raised when the coordinator starts placing the model's weights in their tiers for a policy.</summary>
+    public event Action<Policy>? WeightsLoading;
+
     /// <summary>Raised after the model's weights are placed in their tiers (how long it took).</summary>
     public event Action<Policy, TimeSpan>? WeightsLoaded;
 
@@ -97,6 +100,7 @@ public sealed class FlexGenSetup
     public IPipelineBackend CreateBackend(Policy policy)
     {
         Directory.CreateDirectory(OffloadDir);
+        WeightsLoading?.Invoke(policy);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var backend = TorchPipelineBackend.Create(Settings, policy);
         WeightsLoaded?.Invoke(policy, clock.Elapsed);
