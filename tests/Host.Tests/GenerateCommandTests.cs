@@ -19,6 +19,8 @@ public class GenerateCommandTests
             Assert.Contains($"[{r}] {string.Join(' ', Fixture.Row(hf, r))}", result.Output);
         Assert.Contains("throughput:", result.Output);
         Assert.Contains("peak memory: gpu", result.Output);
+        Assert.Contains("timeline: wall", result.Output);
+        Assert.Contains("gpu-compute", result.Output);
         string trace = Path.GetFullPath(GenerateCommand.DefaultTracePath);
         Assert.Contains($"trace: {trace}", result.Output);
         using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(trace));
@@ -166,5 +168,29 @@ public class BenchPresetTests
         var result = await CliRunner.RunAsync("bench", "--model", "opt-125m", "--path", folder.Path);
         Assert.Equal(2, result.ExitCode);
         Assert.Contains("opt-125m-np", result.Error);
+    }
+}
+
+public class FailureReportingTests
+{
+    [Fact]
+    public async Task A_failure_should_give_exit_code_1_and_one_line_naming_it_with_details_under_verbose()
+    {
+        using var folder = new TempFolder();
+        string model = folder.File("model");
+        Directory.CreateDirectory(model);
+        foreach (var file in Directory.GetFiles(TestPaths.BundledModel)) File.Copy(file, Path.Combine(model, Path.GetFileName(file)));
+        File.WriteAllText(Path.Combine(model, "decoder.layers.1.fc1.weight"), "truncated");
+
+        var plain = await CliRunner.RunAsync("generate", "--model", model, "--trace", "", "--gen-len", "2");
+        Assert.True(plain.ExitCode == 1, plain.ToString());
+        var failed = plain.Error.Split('\n').Where(l => l.StartsWith("failed: ", StringComparison.Ordinal)).ToList();
+        Assert.Single(failed);
+        Assert.Contains("decoder.layers.1.fc1.weight", failed[0]);
+        Assert.DoesNotContain("   at ", plain.Error);
+
+        var verbose = await CliRunner.RunAsync("generate", "--model", model, "--trace", "", "--gen-len", "2", "--verbose");
+        Assert.Equal(1, verbose.ExitCode);
+        Assert.Contains("   at ", verbose.Error);
     }
 }

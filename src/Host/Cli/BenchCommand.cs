@@ -94,6 +94,7 @@ public static class BenchCommand
                 File.AppendAllText(path, log + "\n");
                 console.Output.WriteLine($"log: {Path.GetFullPath(path)}");
             }
+            GenerationFlags.PrintTimeline(console.Output, result.Timeline);
             if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)
                 console.Output.WriteLine(traceLine);
             return ExitCodes.Success;

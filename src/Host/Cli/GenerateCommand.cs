@@ -106,6 +106,7 @@ public static class GenerateCommand
                 WriteOutputIds(outputPath, result.OutputIds);
                 console.Output.WriteLine($"output ids: {Path.GetFullPath(outputPath)}");
             }
+            GenerationFlags.PrintTimeline(console.Output, result.Timeline);
             if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)
                 console.Output.WriteLine(traceLine);
             return ExitCodes.Success;

@@ -91,6 +91,13 @@ public sealed class GenerationFlags
 
     private static int TierOrder(string tier) => tier switch { "gpu" => 0, "cpu" => 1, "disk" => 2, _ => 3 };
 
+    /// <summary>Per-tier busy time, overlap and idle gaps of the run.</summary>
+    public static void PrintTimeline(TextWriter output, IRunTimeline? timeline)
+    {
+        if (timeline is null) return;
+        output.WriteLine("timeline: " + timeline.Summary.TrimEnd());
+    }
+
     /// <summary>Writes the trace when asked; returns the line saying where it went.</summary>
     public static string? WriteTrace(IRunTimeline? timeline, string? path)
     {

@@ -45,7 +45,7 @@ public sealed class CoordinatorEngine(ActorSystem system, IActorRef coordinator,
         catch (GenerationFailedException ex) when (ex.InnerException is { } cause)
         {
             // Say what failed (the cause), keep the request context as the outer message.
-            throw new InvalidOperationException($"generation failed: {cause.Message}", ex);
+            throw new InvalidOperationException($"generation failed: {cause.Message}", cause);
         }
 
         var output = new long[rows, settings.GenLen];
