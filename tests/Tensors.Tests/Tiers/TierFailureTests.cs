@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tests.Tiers;
 
+using FlexGen.Tensors;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -100,6 +101,20 @@ public class TierFailureTests
         }
 
         bed.AssertNothingLeft();
+    }
+
+    [Fact]
+    public void Tier_options_should_take_the_plan_capacities()
+    {
+        var options = MemoryTierOptions.For(new FlexGen.Tensors.Placement.TierCapacities(GpuBytes: 1000, DiskBytes: 50), "/tmp", pinCpuMemory: true);
+        Assert.Equal(1000, options.GpuCapacityBytes);
+        Assert.Equal(long.MaxValue, options.CpuCapacityBytes);
+        Assert.Equal(50, options.Disk.CapacityBytes);
+        Assert.True(options.PinCpuMemory);
+        using var tiers = new MemoryTiers(options with { ForceEmulatedGpu = true });
+        Assert.Equal(1000, tiers.Gpu.Stats.CapacityBytes);
+        Assert.Equal(50, tiers.Disk.Stats.CapacityBytes);
+        Assert.False(tiers.Cpu.PinMemory && !TorchRuntime.CudaAvailable, "pinning needs CUDA");
     }
 
     [Fact]
