@@ -17,7 +17,7 @@ public sealed class TierTestBed : IDisposable
 {
     private readonly long _liveTensorsAtStart = SettledLiveTensors();
 
-    public TierTestBed(bool directIo = false, long gpuCapacity = long.MaxValue, long diskCapacity = long.MaxValue, string? offloadDirectory = null, int chunkBytes = 8 << 20)
+    public TierTestBed(bool directIo = false, long gpuCapacity = long.MaxValue, long diskCapacity = long.MaxValue, string? offloadDirectory = null, int chunkBytes = 8 << 20, bool preallocate = true)
     {
         OffloadDirectory = offloadDirectory ?? Directory.CreateTempSubdirectory("flexgen-tiers-").FullName;
         Tiers = new MemoryTiers(new MemoryTierOptions
@@ -25,7 +25,7 @@ public sealed class TierTestBed : IDisposable
             OffloadDirectory = OffloadDirectory,
             GpuCapacityBytes = gpuCapacity,
             ForceEmulatedGpu = true,
-            Disk = new DiskTierOptions(DirectIo: directIo, IoThreads: 2, CapacityBytes: diskCapacity) { ChunkBytes = chunkBytes, ParallelChunks = 3 },
+            Disk = new DiskTierOptions(DirectIo: directIo, IoThreads: 2, CapacityBytes: diskCapacity) { ChunkBytes = chunkBytes, ParallelChunks = 3, Preallocate = preallocate },
         });
     }
 
