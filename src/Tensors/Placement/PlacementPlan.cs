@@ -1,6 +1,5 @@
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
-using TorchSharp;
 
 namespace FlexGen.Tensors.Placement;
 
@@ -234,29 +233,9 @@ public sealed record PlacementPlan
             config.HiddenBytes((long)policy.GpuBatchSize * policy.NumGpuBatches, promptLen));
     }
 
-    /// <summary>
-    /// Bytes of FlexGen's compressed layout of a float16 tensor: packed uint8 data with the group dimension rounded
-    /// up to whole groups and halved, plus float16 (scale, min) pairs per group.
-    /// </summary>
+    /// <summary>Bytes of FlexGen's compressed layout of a float16 tensor (see <see cref="CompressedLayout"/>).</summary>
     public static long CompressedBytes(IReadOnlyList<long> shape, CompressionConfig config, string what = "tensor",
-        string configField = "CompressionConfig")
-    {
-        ArgumentNullException.ThrowIfNull(shape);
-        ArgumentNullException.ThrowIfNull(config);
-        if (config.GroupDim >= shape.Count)
-            throw new PlacementException(
-                $"{configField}.GroupDim = {config.GroupDim} does not exist in {what} of shape " +
-                $"({string.Join(", ", shape)}), rank {shape.Count}.");
-        long groupSize = config.GroupSize;
-        long numGroups = (shape[config.GroupDim] + groupSize - 1) / groupSize;
-        long others = 1;
-        for (var d = 0; d < shape.Count; d++)
-            if (d != config.GroupDim)
-                others *= shape[d];
-        long dataBytes = others * numGroups * (groupSize / 2); // uint8, two 4-bit values a byte
-        long scaleBytes = others * numGroups * 2 * WeightSpec.DtypeSize(torch.ScalarType.Float16);
-        return dataBytes + scaleBytes;
-    }
+        string configField = "CompressionConfig") => CompressedLayout.Of(shape, config, what, configField).Bytes;
 
     private static void CheckGeometry(OptConfig config, int promptLen, int genLen)
     {

@@ -1,5 +1,3 @@
-using System.Text;
-using System.Text.RegularExpressions;
 using FlexGen.Tensors.Models;
 using TorchSharp;
 
@@ -111,7 +109,7 @@ public class OptWeightSpecsTests
         {
             var path = Path.Combine(TinyModelDir, spec.FileName);
             Assert.True(File.Exists(path), $"missing {path}");
-            var (descr, shape) = ReadNpyHeader(path);
+            var (descr, shape) = NpyHeaderText.Read(path);
             Assert.Equal("<f2", descr);
             Assert.Equal(spec.Shape, shape);
         }
@@ -149,18 +147,5 @@ public class OptWeightSpecsTests
     {
         var ex = Assert.Throws<ArgumentException>(() => new WeightSpec("x.weight", [4, 0], torch.ScalarType.Float16));
         Assert.Contains("x.weight", ex.Message);
-    }
-
-    // Test-side reading of the .npy header text only (the library's reader belongs to FlexGen.Tensors.Npy).
-    private static (string Descr, long[] Shape) ReadNpyHeader(string path)
-    {
-        var head = new byte[256];
-        using (var f = File.OpenRead(path)) f.ReadExactly(head, 0, (int)Math.Min(head.Length, f.Length));
-        var text = Encoding.ASCII.GetString(head);
-        var descr = Regex.Match(text, @"'descr':\s*'([^']+)'").Groups[1].Value;
-        var dims = Regex.Match(text, @"'shape':\s*\(([^)]*)\)").Groups[1].Value;
-        var shape = dims.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(long.Parse).ToArray();
-        return (descr, shape);
     }
 }

@@ -1,6 +1,7 @@
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
+using FlexGen.Tensors.Tests.Models;
 
 namespace FlexGen.Tensors.Tests.Placement;
 
@@ -235,5 +236,28 @@ public class PlacementPlanRefusalTests
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() =>
             PlacementPlan.Create(Opt67b, Policy.FromPercent(Policy.AllGpuPercent, 1, 1), promptLen, genLen));
         Assert.Equal(parameter, ex.ParamName);
+    }
+}
+
+public class CompressedLayoutTests
+{
+    [Theory]
+    [InlineData("gd0", 0)]
+    [InlineData("gd1", 1)]
+    [InlineData("gd2", 2)]
+    public void Layout_should_match_the_shapes_of_FlexLLMGen_compression_fixtures(string name, int groupDim)
+    {
+        // tests/Fixtures/compression: 4 bits, groups of 64, asymmetric; inputs (200, 96), (8, 130, 16), (37, 24, 100)
+        var dir = Path.Combine(AppContext.BaseDirectory, "Fixtures", "compression");
+        var (_, input) = NpyHeaderText.Read(Path.Combine(dir, $"{name}_input.npy"));
+        var (packedDtype, packed) = NpyHeaderText.Read(Path.Combine(dir, $"{name}_packed.npy"));
+        var (scaleDtype, scale) = NpyHeaderText.Read(Path.Combine(dir, $"{name}_scale.npy"));
+
+        var layout = CompressedLayout.Of(input, new CompressionConfig(4, 64, groupDim, false));
+
+        Assert.Equal(("|u1", "<f2"), (packedDtype, scaleDtype));
+        Assert.Equal(packed, layout.DataShape);
+        Assert.Equal(scale, layout.ScaleShape);
+        Assert.Equal(packed.Aggregate(1L, (a, d) => a * d) + 2 * scale.Aggregate(1L, (a, d) => a * d), layout.Bytes);
     }
 }
