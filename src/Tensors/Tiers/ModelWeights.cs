@@ -118,7 +118,7 @@ public sealed class ModelWeights : IDisposable
         var owned = new bool[homes.Length];
         try
         {
-            var copies = new List<Task>();
+            var starts = new List<Func<Task>>();
             for (var w = 0; w < homes.Length; w++)
             {
                 if (homes[w] is DeviceTensor resident && resident.Tier == target)
@@ -127,13 +127,15 @@ public sealed class ModelWeights : IDisposable
                     continue;
                 }
 
-                var copy = target.Allocate(homes[w].ShapeArray, homes[w].Dtype, homes[w].Name);
+                var home = homes[w];
+                var copy = target.Allocate(home.ShapeArray, home.Dtype, home.Name);
                 loaded[w] = copy;
                 owned[w] = true;
-                copies.Add(async ? TierCopy.CopyAsync(copy, homes[w], cancellationToken) : SyncCopy(copy, homes[w]));
+                starts.Add(async ? () => TierCopy.CopyAsync(copy, home, cancellationToken) : () => SyncCopy(copy, home));
             }
 
-            await Task.WhenAll(copies).ConfigureAwait(false);
+            // Started only once every buffer exists, and all waited for before a failure frees them.
+            await StartedTasks.WhenAll(starts).ConfigureAwait(false);
             return new LoadedWeights(layer, loaded!, owned);
         }
         catch
