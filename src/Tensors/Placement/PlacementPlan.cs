@@ -1,0 +1,265 @@
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Policies;
+
+namespace FlexGen.Tensors.Placement;
+
+/// <summary>
+/// Where one weight tensor lives (FlexGen's <c>init_weight_list</c>).
+/// </summary>
+/// <param name="Spec">The tensor.</param>
+/// <param name="Home">Its home tier.</param>
+/// <param name="MidPercent">Where the midpoint of its cumulative size falls on the 0..100 line of its group.</param>
+/// <param name="Compressed">Stored 4-bit compressed (compress_weight and rank &gt;= 2).</param>
+/// <param name="Pinned">Pinned host memory (CPU home and: rank &lt; 2, or pin_weight).</param>
+/// <param name="Bytes">Bytes at home: the float16 tensor, or packed data + scales when compressed.</param>
+public sealed record WeightPlacement(WeightSpec Spec, TierKind Home, double MidPercent, bool Compressed, bool Pinned, long Bytes);
+
+/// <summary>The weights of one layer of the execution order, in FlexGen's order.</summary>
+public sealed record LayerPlacement(OptLayerSpec Layer, IReadOnlyList<WeightPlacement> Weights)
+{
+    public TierBytes Bytes => Weights.Aggregate(TierBytes.Zero, (sum, w) => sum + TierBytes.On(w.Home, w.Bytes));
+}
+
+/// <summary>
+/// Where the KV cache lives. One k and one v tensor per attention layer and GPU batch, each of
+/// <see cref="Shape"/> = (prompt_len + gen_len - 1, gpu_batch_size * n_head, head_dim), float16 or compressed.
+/// A whole-tier cache has <see cref="Home"/> set; a mixed one (<see cref="Home"/> null) is split along dim 1 into
+/// GPU, CPU and disk segments of <see cref="GpuLength"/>, <see cref="CpuLength"/>, <see cref="DiskLength"/> rows.
+/// </summary>
+public sealed record CachePlacement(
+    IReadOnlyList<long> Shape,
+    TierKind? Home,
+    long GpuLength,
+    long CpuLength,
+    long DiskLength,
+    CompressionConfig? Compression,
+    int AttentionLayers,
+    int NumGpuBatches,
+    TierBytes BytesPerTensor)
+{
+    public bool IsMixed => Home is null;
+
+    public bool Compressed => Compression is not null;
+
+    /// <summary>Number of cache tensors: k and v per attention layer and GPU batch.</summary>
+    public long TensorCount => 2L * AttentionLayers * NumGpuBatches;
+
+    public TierBytes TotalBytes => BytesPerTensor * TensorCount;
+
+    /// <summary>The dim-1 segment length on a tier (the whole dim 1 for a whole-tier home).</summary>
+    public long SegmentLength(TierKind tier) => tier switch
+    {
+        TierKind.Gpu => GpuLength,
+        TierKind.Cpu => CpuLength,
+        TierKind.Disk => DiskLength,
+        _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, null),
+    };
+}
+
+/// <summary>
+/// Where hidden states between layers are parked (FlexGen's <c>act_home</c>). <see cref="Bytes"/> is the most held
+/// at once: one (gpu_batch_size, prompt_len, h) float16 tensor per GPU batch, during prefill.
+/// </summary>
+public sealed record ActivationPlacement(TierKind Home, long Bytes);
+
+/// <summary>
+/// The placement of every weight, KV cache and activation for a policy, a model and a batch geometry, computed
+/// before anything is allocated (FlexGen's rules, flexllmgen/flex_opt.py and pytorch_backend.py), with the bytes
+/// each tier will hold. <see cref="Create"/> refuses what cannot run and what exceeds a tier's capacity.
+/// </summary>
+public sealed record PlacementPlan
+{
+    private PlacementPlan(OptConfig config, Policy policy, int promptLen, int genLen,
+        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations)
+    {
+        Config = config;
+        Policy = policy;
+        PromptLen = promptLen;
+        GenLen = genLen;
+        Layers = layers;
+        Cache = cache;
+        Activations = activations;
+        WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
+    }
+
+    public OptConfig Config { get; }
+
+    public Policy Policy { get; }
+
+    public int PromptLen { get; }
+
+    public int GenLen { get; }
+
+    /// <summary>One entry per layer of the execution order (index j).</summary>
+    public IReadOnlyList<LayerPlacement> Layers { get; }
+
+    public CachePlacement Cache { get; }
+
+    public ActivationPlacement Activations { get; }
+
+    public TierBytes WeightBytes { get; }
+
+    public TierBytes CacheBytes => Cache.TotalBytes;
+
+    public TierBytes HiddenBytes => TierBytes.On(Activations.Home, Activations.Bytes);
+
+    public TierBytes TotalBytes => WeightBytes + CacheBytes + HiddenBytes;
+
+    /// <summary>Home of weight <paramref name="weightIndex"/> of layer <paramref name="layerIndex"/> (j).</summary>
+    public WeightPlacement Weight(int layerIndex, int weightIndex) => Layers[layerIndex].Weights[weightIndex];
+
+    /// <summary>
+    /// Computes the plan. <paramref name="promptLen"/> and <paramref name="genLen"/> are the batch geometry
+    /// (the cache holds prompt_len + gen_len - 1 positions).
+    /// </summary>
+    /// <exception cref="PlacementException">a rule FlexGen also refuses (split activations, compressed mixed
+    /// cache, ...), or a geometry the model cannot hold.</exception>
+    /// <exception cref="TierCapacityExceededException">a tier would hold more than its capacity.</exception>
+    public static PlacementPlan Create(OptConfig config, Policy policy, int promptLen, int genLen,
+        TierCapacities? capacities = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(policy);
+        CheckGeometry(config, promptLen, genLen);
+
+        var layers = OptWeightSpecs.Layers(config, policy.SepLayer)
+            .Select(layer => new LayerPlacement(layer,
+                layer.WeightGroups.SelectMany(group => PlaceWeightGroup(group, policy)).ToArray()))
+            .ToArray();
+        var cache = PlaceCache(config, policy, promptLen, genLen);
+        var activations = PlaceActivations(config, policy, promptLen);
+
+        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations);
+        plan.CheckCapacities(capacities ?? TierCapacities.Unlimited);
+        return plan;
+    }
+
+    // FlexGen's init_weight_list: the tensors of one group lie end to end on a 0..100 line; each goes to the tier
+    // whose band (disk | cpu | gpu, in that order) holds the midpoint of its span.
+    private static IEnumerable<WeightPlacement> PlaceWeightGroup(IReadOnlyList<WeightSpec> group, Policy policy)
+    {
+        double diskEnd = policy.WDiskPercent;
+        double cpuEnd = diskEnd + policy.WCpuPercent;
+        long total = group.Sum(w => w.ElementCount);
+        long cumulative = 0;
+        foreach (var spec in group)
+        {
+            long size = spec.ElementCount;
+            cumulative += size;
+            double midPercent = (cumulative - size / 2.0) / total * 100;
+            // get_choice: the first band whose cumulative end lies above the midpoint, else the last (gpu).
+            var home = midPercent < diskEnd ? TierKind.Disk
+                : midPercent < cpuEnd ? TierKind.Cpu
+                : TierKind.Gpu;
+            // 1-D tensors (biases, layer norms) are never compressed and always pinned on the CPU.
+            bool matrix = spec.Rank >= 2;
+            bool compressed = matrix && policy.CompressWeight;
+            bool pinned = home == TierKind.Cpu && (!matrix || policy.PinWeight);
+            long bytes = compressed
+                ? CompressedBytes(spec.Shape, policy.CompWeightConfig, $"weight {spec.FileName}",
+                    "Policy.CompWeightConfig")
+                : spec.Bytes;
+            yield return new WeightPlacement(spec, home, midPercent, compressed, pinned, bytes);
+        }
+    }
+
+    // SelfAttention.init_cache_one_gpu_batch and TorchMixedDevice.init_cache_one_gpu_batch.
+    private static CachePlacement PlaceCache(OptConfig config, Policy policy, int promptLen, int genLen)
+    {
+        long nHead = config.NHead;
+        long[] shape = [promptLen + genLen - 1L, policy.GpuBatchSize * nHead, config.InputDim / nHead];
+        long dim1 = shape[1];
+        long rowBytes = shape[0] * shape[2] * config.DtypeBytes; // bytes of one dim-1 row of one k or v tensor
+        int attentionLayers = config.NumHiddenLayers;
+
+        TierKind? home = policy.CacheGpuPercent == 100 ? TierKind.Gpu
+            : policy.CacheCpuPercent == 100 ? TierKind.Cpu
+            : policy.CacheDiskPercent == 100 ? TierKind.Disk
+            : null;
+
+        if (home is { } tier)
+        {
+            CompressionConfig? compression = policy.CompressCache ? policy.CompCacheConfig : null;
+            long bytes = compression is null
+                ? dim1 * rowBytes
+                : CompressedBytes(shape, compression, "the KV cache", "Policy.CompCacheConfig");
+            return new CachePlacement(shape, tier,
+                tier == TierKind.Gpu ? dim1 : 0, tier == TierKind.Cpu ? dim1 : 0, tier == TierKind.Disk ? dim1 : 0,
+                compression, attentionLayers, policy.NumGpuBatches, TierBytes.On(tier, bytes));
+        }
+
+        if (policy.CompressCache)
+            throw new PlacementException(
+                $"A compressed KV cache must live on one tier, but the cache percentages split it (gpu " +
+                $"{policy.CacheGpuPercent}%, cpu {policy.CacheCpuPercent}%, disk {policy.CacheDiskPercent}%); " +
+                "FlexGen refuses this too. Put the whole cache on one tier or turn compress_cache off.");
+
+        // Segments along dim 1 (gpu_batch_size * n_head), each rounded down to a multiple of n_head; the last one
+        // (cpu when there is no disk share, else disk) takes the rest.
+        long gpuLength = (long)(dim1 * policy.CacheGpuPercent / 100) / nHead * nHead;
+        long cpuLength, diskLength;
+        if (policy.CacheDiskPercent == 0)
+        {
+            cpuLength = dim1 - gpuLength;
+            diskLength = 0;
+        }
+        else
+        {
+            cpuLength = (long)(dim1 * policy.CacheCpuPercent / 100) / nHead * nHead;
+            diskLength = dim1 - gpuLength - cpuLength;
+        }
+
+        if (policy.CpuCacheCompute && policy.AttnSparsity < 1 && gpuLength > 0)
+            throw new PlacementException(
+                $"Sparse attention (Policy.AttnSparsity = {policy.AttnSparsity}) with cpu_cache_compute and a cache " +
+                $"split with a GPU segment ({gpuLength} of {dim1} rows) is not supported: FlexGen computes that case " +
+                "in two parts and asserts dense attention.");
+
+        return new CachePlacement(shape, null, gpuLength, cpuLength, diskLength, null, attentionLayers,
+            policy.NumGpuBatches, new TierBytes(gpuLength * rowBytes, cpuLength * rowBytes, diskLength * rowBytes));
+    }
+
+    // OptLM.__init__: one act home, refused when split.
+    private static ActivationPlacement PlaceActivations(OptConfig config, Policy policy, int promptLen)
+    {
+        TierKind home = policy.ActGpuPercent == 100 ? TierKind.Gpu
+            : policy.ActCpuPercent == 100 ? TierKind.Cpu
+            : policy.ActDiskPercent == 100 ? TierKind.Disk
+            : throw new PlacementException(
+                $"Activations must live on one tier: one of Policy.ActGpuPercent ({policy.ActGpuPercent}), " +
+                $"Policy.ActCpuPercent ({policy.ActCpuPercent}) or the disk share ({policy.ActDiskPercent}) must be " +
+                "100; splitting activations is not supported (FlexGen refuses it too).");
+        return new ActivationPlacement(home,
+            config.HiddenBytes((long)policy.GpuBatchSize * policy.NumGpuBatches, promptLen));
+    }
+
+    /// <summary>Bytes of FlexGen's compressed layout of a float16 tensor (see <see cref="CompressedLayout"/>).</summary>
+    public static long CompressedBytes(IReadOnlyList<long> shape, CompressionConfig config, string what = "tensor",
+        string configField = "CompressionConfig") => CompressedLayout.Of(shape, config, what, configField).Bytes;
+
+    private static void CheckGeometry(OptConfig config, int promptLen, int genLen)
+    {
+        if (promptLen < 1)
+            throw new ArgumentOutOfRangeException(nameof(promptLen), promptLen, "prompt_len must be >= 1.");
+        if (genLen < 1)
+            throw new ArgumentOutOfRangeException(nameof(genLen), genLen, "gen_len must be >= 1.");
+        if (config.NHead < 1 || config.InputDim % config.NHead != 0)
+            throw new PlacementException(
+                $"Model {config.Name}: input_dim {config.InputDim} is not a multiple of n_head {config.NHead}.");
+        if (promptLen + genLen - 1L > config.MaxSeqLen)
+            throw new PlacementException(
+                $"prompt_len {promptLen} + gen_len {genLen} - 1 = {promptLen + genLen - 1L} positions exceed " +
+                $"{config.Name}'s max_seq_len {config.MaxSeqLen}.");
+    }
+
+    private void CheckCapacities(TierCapacities capacities)
+    {
+        foreach (var tier in (TierKind[])[TierKind.Gpu, TierKind.Cpu, TierKind.Disk])
+        {
+            if (capacities[tier] is not { } capacity || TotalBytes[tier] <= capacity)
+                continue;
+            throw new TierCapacityExceededException(tier, TotalBytes[tier], capacity,
+                $"weights {WeightBytes[tier]:N0}, KV cache {CacheBytes[tier]:N0}, hidden {HiddenBytes[tier]:N0}");
+        }
+    }
+}
