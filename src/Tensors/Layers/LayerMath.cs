@@ -1,0 +1,56 @@
+namespace FlexGen.Tensors.Layers;
+
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>Shared pieces of the layer math.</summary>
+internal static class LayerMath
+{
+    /// <summary>OPT's layer-norm epsilon.</summary>
+    public const double LayerNormEps = 1e-5;
+
+    /// <summary>
+    /// <paramref name="tensor"/> in the compute dtype on <paramref name="device"/> (the same storage when it already
+    /// is: then the returned wrapper is a new handle to it, disposed with the caller's scope without freeing it).
+    /// </summary>
+    public static Tensor ToCompute(Tensor tensor, ComputeSettings compute, Device device) =>
+        tensor.to(compute.Dtype, device);
+
+    public static Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, ComputeSettings compute)
+    {
+        long h = x.shape[^1];
+        return nn.functional.layer_norm(x, [h], ToCompute(weight, compute, x.device),
+            ToCompute(bias, compute, x.device), LayerNormEps);
+    }
+
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor bias, ComputeSettings compute) =>
+        nn.functional.linear(x, ToCompute(weight, compute, x.device), ToCompute(bias, compute, x.device));
+
+    public static void CheckRank(Tensor tensor, int rank, string name, string shape)
+    {
+        ArgumentNullException.ThrowIfNull(tensor, name);
+        if (tensor.dim() != rank)
+        {
+            throw new ArgumentException(
+                $"{name} must have shape {shape}, got ({string.Join(", ", tensor.shape)}).", name);
+        }
+    }
+
+    public static void CheckHidden(Tensor hidden, string name = "hidden")
+    {
+        CheckRank(hidden, 3, name, "(batch, seq, hidden)");
+    }
+
+    /// <summary>The attention mask as bool on <paramref name="device"/>, checked to be (batch, seqTotal).</summary>
+    public static Tensor MaskAsBool(Tensor mask, long batch, Device device)
+    {
+        CheckRank(mask, 2, "attentionMask", "(batch, total_seq)");
+        if (mask.shape[0] != batch)
+        {
+            throw new ArgumentException(
+                $"attentionMask has {mask.shape[0]} rows but the hidden states have batch {batch}.", nameof(mask));
+        }
+
+        return mask.dtype == ScalarType.Bool ? mask.to(device) : mask.ne(0).to(device);
+    }
+}
