@@ -1,0 +1,159 @@
+namespace FlexGen.Tensors.Tiers;
+
+using TorchSharp;
+
+/// <summary>
+/// A memory tier backed by torch tensors on one device: the GPU tier (the CUDA device, or CPU memory standing in
+/// for it with its own budget when there is no CUDA) or the CPU tier (pinned when CUDA is present and asked for).
+/// </summary>
+public sealed class DeviceTier : MemoryTier
+{
+    private DeviceTier(string name, TierType kind, torch.Device device, bool pinMemory, bool emulated, long capacityBytes)
+        : base(name, kind, capacityBytes)
+    {
+        Device = device;
+        PinMemory = pinMemory;
+        IsEmulated = emulated;
+    }
+
+    /// <summary>The torch device that holds this tier's tensors.</summary>
+    public torch.Device Device { get; }
+
+    /// <summary>True when host tensors of this tier are page-locked (only with CUDA).</summary>
+    public bool PinMemory { get; }
+
+    /// <summary>True for a GPU tier emulated in CPU memory (no CUDA device).</summary>
+    public bool IsEmulated { get; }
+
+    /// <summary>The GPU tier: CUDA device 0 when libtorch sees one, otherwise CPU memory with its own accounting.</summary>
+    public static DeviceTier CreateGpu(long capacityBytes = long.MaxValue, bool forceEmulated = false)
+    {
+        var cuda = !forceEmulated && TorchRuntime.CudaAvailable;
+        return new DeviceTier("gpu", TierType.Gpu, cuda ? torch.CUDA : torch.CPU, pinMemory: false, emulated: !cuda, capacityBytes);
+    }
+
+    /// <summary>The CPU tier; <paramref name="pinMemory"/> is honoured only when CUDA is present (pinning needs it).</summary>
+    public static DeviceTier CreateCpu(long capacityBytes = long.MaxValue, bool pinMemory = false) =>
+        new("cpu", TierType.Cpu, torch.CPU, pinMemory && TorchRuntime.CudaAvailable, emulated: false, capacityBytes);
+
+    public override DeviceTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null) =>
+        Allocate(shape, dtype, name, pin: null);
+
+    /// <summary>Allocates; <paramref name="pin"/> overrides the tier's pinning for this tensor (FlexGen pins 1-D weights always).</summary>
+    public DeviceTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name, bool? pin)
+    {
+        name ??= DefaultName(Name);
+        var bytes = TensorShapes.ElementCount(shape) * TensorShapes.ElementSize(dtype);
+        Accounting.Reserve(bytes, name);
+        try
+        {
+            torch.Tensor data;
+            if ((pin ?? PinMemory) && TorchRuntime.CudaAvailable && Device.type == DeviceType.CPU)
+            {
+                using var pageable = torch.empty(shape.ToArray(), dtype, Device);
+                data = pageable.pin_memory();
+            }
+            else if (Device.type == DeviceType.CPU && bytes >= AlignedAllocationBytes)
+            {
+                data = EmptyPageAligned(shape.ToArray(), dtype);
+            }
+            else
+            {
+                data = torch.empty(shape.ToArray(), dtype, Device);
+            }
+
+            // The tier's tensor outlives any dispose scope the caller has open.
+            data.DetachFromDisposeScope();
+            return new DeviceTensor(this, data, name, bytes);
+        }
+        catch
+        {
+            Accounting.Release(bytes);
+            throw;
+        }
+    }
+
+    /// <summary>Host tensors from this size on start on a 4 KiB boundary, so O_DIRECT transfers go straight into them.</summary>
+    public const long AlignedAllocationBytes = 64 << 10;
+
+    /// <summary>An uninitialised contiguous CPU tensor whose first element sits on a 4 KiB boundary (a view into a slightly larger buffer).</summary>
+    private static unsafe torch.Tensor EmptyPageAligned(long[] shape, torch.ScalarType dtype)
+    {
+        var elementSize = TensorShapes.ElementSize(dtype);
+        var count = TensorShapes.ElementCount(shape);
+        using var raw = torch.empty([count + (NativeFile.Alignment / elementSize)], dtype, torch.CPU);
+        // libtorch aligns host memory to 64 bytes, a multiple of every element size.
+        var misalignment = (long)TensorMemory.Pointer(raw) % NativeFile.Alignment;
+        var offset = misalignment == 0 ? 0 : (NativeFile.Alignment - misalignment) / elementSize;
+        using var window = raw.narrow(0, offset, count);
+        return window.view(shape);
+    }
+
+    /// <summary>
+    /// Takes ownership of <paramref name="tensor"/> (e.g. a compute result) as a tensor of this tier; it is moved to this
+    /// tier's device first when it lives elsewhere (the original is then disposed).
+    /// </summary>
+    public DeviceTensor Adopt(torch.Tensor tensor, string? name = null)
+    {
+        name ??= DefaultName(Name);
+        var bytes = tensor.NumberOfElements * TensorShapes.ElementSize(tensor.dtype);
+        Accounting.Reserve(bytes, name);
+        try
+        {
+            var data = tensor;
+            if (tensor.device.type != Device.type || !tensor.is_contiguous())
+            {
+                data = tensor.to(Device).contiguous();
+                tensor.Dispose();
+            }
+
+            data.DetachFromDisposeScope();
+            return new DeviceTensor(this, data, name, bytes);
+        }
+        catch
+        {
+            Accounting.Release(bytes);
+            throw;
+        }
+    }
+
+    /// <summary>Allocates a tensor of this tier holding a copy of <paramref name="source"/> (which stays the caller's).</summary>
+    public DeviceTensor CopyOf(torch.Tensor source, string? name = null)
+    {
+        var result = Allocate(source.shape, source.dtype, name);
+        result.Data.copy_(source);
+        return result;
+    }
+}
+
+/// <summary>A tensor of a GPU or CPU tier: an owned, contiguous torch tensor.</summary>
+public sealed class DeviceTensor : TieredTensor
+{
+    private readonly long _bookedBytes;
+    private readonly torch.Tensor _data;
+
+    internal DeviceTensor(DeviceTier tier, torch.Tensor data, string name, long bookedBytes)
+        : base(tier, data.shape, data.dtype, name)
+    {
+        _data = data;
+        _bookedBytes = bookedBytes;
+    }
+
+    public new DeviceTier Tier => (DeviceTier)base.Tier;
+
+    /// <summary>The torch tensor; owned by this object (do not dispose it; views of it are the caller's).</summary>
+    public torch.Tensor Data
+    {
+        get
+        {
+            ThrowIfDisposed();
+            return _data;
+        }
+    }
+
+    protected override void ReleaseResources()
+    {
+        _data.Dispose();
+        base.Tier.Accounting.Release(_bookedBytes);
+    }
+}

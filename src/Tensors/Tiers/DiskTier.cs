@@ -1,0 +1,380 @@
+namespace FlexGen.Tensors.Tiers;
+
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using TorchSharp;
+
+/// <summary>Settings of the disk tier.</summary>
+/// <param name="DirectIo">Bypass the page cache with O_DIRECT (aligned bounce buffers; unaligned pieces go buffered).</param>
+/// <param name="IoThreads">Threads of the bounded I/O pool that runs awaitable reads and writes.</param>
+/// <param name="CapacityBytes">Budget for the bytes of all live disk tensors.</param>
+public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, long CapacityBytes = long.MaxValue)
+{
+    /// <summary>Bytes per read/write call; a large transfer is cut into chunks of this size (a multiple of 4 KiB).</summary>
+    public int ChunkBytes { get; init; } = 8 << 20;
+
+    /// <summary>Chunks of one large transfer in flight at once (queue depth for the device).</summary>
+    public int ParallelChunks { get; init; } = 4;
+
+    /// <summary>
+    /// Reserve each file's blocks when the tensor is allocated (fallocate): a full disk is reported by
+    /// <see cref="DiskTier.Allocate"/> instead of by a write later on, and writes skip block allocation.
+    /// </summary>
+    public bool Preallocate { get; init; } = true;
+}
+
+/// <summary>
+/// The disk tier (FlexGen's <c>TorchDisk</c>): one raw file per tensor (C-order bytes, no header, length rounded up
+/// to 4 KiB) under the offload directory. Reads and writes run on a bounded I/O thread pool when awaited, or on the
+/// calling thread when synchronous. Files are deleted when their tensor is disposed and when the tier is disposed.
+/// </summary>
+public sealed unsafe class DiskTier : MemoryTier
+{
+    private readonly ConcurrentDictionary<string, DiskTensor> _live = new();
+    private readonly ConcurrentBag<nint> _buffers = [];
+    private int _disposed;
+
+    /// <exception cref="OffloadDirectoryException">The directory does not exist, is not a directory, or is not writable.</exception>
+    public DiskTier(string offloadDirectory, DiskTierOptions? options = null)
+        : base("disk", TierType.Disk, (options ?? new DiskTierOptions()).CapacityBytes)
+    {
+        Options = options ?? new DiskTierOptions();
+        if (Options.ChunkBytes < NativeFile.Alignment || Options.ChunkBytes % NativeFile.Alignment != 0 || Options.ParallelChunks < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), $"DiskTierOptions.ChunkBytes = {Options.ChunkBytes} must be a positive multiple of {NativeFile.Alignment}, ParallelChunks = {Options.ParallelChunks} at least 1.");
+        }
+
+        Directory = Path.GetFullPath(offloadDirectory);
+        CheckDirectory(Directory);
+        DirectIo = Options.DirectIo && NativeFile.DirectIoSupportedOnPlatform;
+        IoPool = new IoThreadPool(Options.IoThreads, "disk-io");
+    }
+
+    public string Directory { get; }
+
+    public DiskTierOptions Options { get; }
+
+    /// <summary>True when transfers use O_DIRECT (asked for, and on Linux).</summary>
+    public bool DirectIo { get; }
+
+    /// <summary>
+    /// True once a file system refused O_DIRECT (e.g. an old tmpfs) and transfers fell back to buffered I/O.
+    /// </summary>
+    public bool DirectIoFellBack { get; internal set; }
+
+    /// <summary>The bounded pool awaitable transfers run on.</summary>
+    public IoThreadPool IoPool { get; }
+
+    /// <summary>Files of live tensors.</summary>
+    public IReadOnlyCollection<string> LiveFiles => _live.Keys.ToArray();
+
+    public override DiskTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        name ??= DefaultName(Name);
+        var bytes = TensorShapes.ElementCount(shape) * TensorShapes.ElementSize(dtype);
+        Accounting.Reserve(bytes, name);
+        var path = Path.Combine(Directory, $"{FileSafe(name)}.{Guid.NewGuid():N}.bin");
+        try
+        {
+            NativeFile.Create(path, NativeFile.AlignUp(bytes), Options.Preallocate);
+            var tensor = new DiskTensor(this, shape, dtype, name, path, bytes);
+            _live[path] = tensor;
+            return tensor;
+        }
+        catch
+        {
+            Accounting.Release(bytes);
+            TryDelete(path);
+            throw;
+        }
+    }
+
+    /// <summary>Deletes every file still on this tier and stops the I/O pool.</summary>
+    public override void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        IoPool.Dispose();
+        while (_buffers.TryTake(out var buffer))
+        {
+            NativeMemory.AlignedFree((void*)buffer);
+        }
+
+        foreach (var path in _live.Keys)
+        {
+            TryDelete(path);
+        }
+
+        base.Dispose();
+    }
+
+    /// <summary>An aligned buffer of at least <paramref name="bytes"/> (pooled when it is chunk-sized).</summary>
+    internal byte* RentBuffer(long bytes)
+    {
+        if (bytes <= Options.ChunkBytes && _buffers.TryTake(out var pooled))
+        {
+            return (byte*)pooled;
+        }
+
+        return (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, Options.ChunkBytes), NativeFile.Alignment);
+    }
+
+    internal void ReturnBuffer(byte* buffer, long bytes)
+    {
+        if (bytes <= Options.ChunkBytes && Volatile.Read(ref _disposed) == 0 && _buffers.Count < 2 * Options.ParallelChunks * Options.IoThreads)
+        {
+            _buffers.Add((nint)buffer);
+        }
+        else
+        {
+            NativeMemory.AlignedFree(buffer);
+        }
+    }
+
+    internal void Forget(DiskTensor tensor)
+    {
+        _live.TryRemove(tensor.Path, out _);
+        TryDelete(tensor.Path);
+        Accounting.Release(tensor.BookedBytes);
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (IOException)
+        {
+            // Best effort: the directory may already be gone.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private static string FileSafe(string name)
+    {
+        var chars = name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_' ? c : '_').ToArray();
+        return new string(chars, 0, Math.Min(chars.Length, 120));
+    }
+
+    private static void CheckDirectory(string directory)
+    {
+        if (!System.IO.Directory.Exists(directory))
+        {
+            throw new OffloadDirectoryException(directory, File.Exists(directory) ? "is not a directory (it is a file)" : "does not exist");
+        }
+
+        var probe = Path.Combine(directory, $".flexgen-probe-{Guid.NewGuid():N}");
+        try
+        {
+            using (File.Create(probe, 1, FileOptions.DeleteOnClose))
+            {
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            TryDelete(probe);
+            throw new OffloadDirectoryException(directory, $"is not writable ({e.Message})", e);
+        }
+    }
+}
+
+/// <summary>A tensor of the disk tier: a raw file, read and written by byte ranges.</summary>
+public sealed unsafe class DiskTensor : TieredTensor
+{
+    internal DiskTensor(DiskTier tier, ReadOnlySpan<long> shape, torch.ScalarType dtype, string name, string path, long bookedBytes)
+        : base(tier, shape, dtype, name)
+    {
+        Path = path;
+        BookedBytes = bookedBytes;
+    }
+
+    public new DiskTier Tier => (DiskTier)base.Tier;
+
+    /// <summary>The file that holds the bytes (deleted on dispose).</summary>
+    public string Path { get; }
+
+    internal long BookedBytes { get; }
+
+    /// <summary>Reads the box <paramref name="region"/> into <paramref name="destination"/>, a contiguous buffer of the box's size.</summary>
+    internal void ReadRegion(Region region, byte* destination) => Transfer(region, destination, write: false);
+
+    /// <summary>Writes <paramref name="source"/>, a contiguous buffer of the box's size, into the box <paramref name="region"/>.</summary>
+    internal void WriteRegion(Region region, byte* source) => Transfer(region, source, write: true);
+
+    private void Transfer(Region region, byte* memory, bool write)
+    {
+        ThrowIfDisposed();
+        var runs = region.ByteRuns(TensorShapes.ElementSize(Dtype));
+        if (runs.Count == 0)
+        {
+            return;
+        }
+
+        using var files = new FilePair(this, write);
+        var chunk = (long)Tier.Options.ChunkBytes;
+        foreach (var (offset, length) in runs)
+        {
+            // Chunks are aligned in the file (all but the run's first and last start and end on 4 KiB boundaries).
+            var first = NativeFile.AlignDown(offset) / chunk * chunk;
+            var count = (int)((offset + length - first + chunk - 1) / chunk);
+            var runMemory = (nint)memory;
+            void Piece(int i)
+            {
+                var start = Math.Max(offset, first + (i * chunk));
+                var end = Math.Min(offset + length, first + ((i + 1) * chunk));
+                if (end > start)
+                {
+                    var at = (byte*)runMemory + (start - offset);
+                    if (write)
+                    {
+                        WritePiece(files, start, end - start, at);
+                    }
+                    else
+                    {
+                        ReadPiece(files, start, end - start, at);
+                    }
+                }
+            }
+
+            if (count > 1 && Tier.Options.ParallelChunks > 1)
+            {
+                Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Tier.Options.ParallelChunks }, Piece);
+            }
+            else
+            {
+                for (var i = 0; i < count; i++)
+                {
+                    Piece(i);
+                }
+            }
+
+            memory += length;
+        }
+    }
+
+    private void ReadPiece(FilePair files, long offset, long length, byte* destination)
+    {
+        var direct = files.Direct;
+        if (direct < 0)
+        {
+            NativeFile.ReadExactly(files.Buffered, Path, destination, length, offset);
+        }
+        else if (NativeFile.IsAligned(offset) && NativeFile.IsAligned(length) && NativeFile.IsAligned((long)destination))
+        {
+            NativeFile.ReadExactly(direct, Path, destination, length, offset);
+        }
+        else
+        {
+            // The aligned superset through an aligned buffer (the file is padded to whole blocks).
+            var start = NativeFile.AlignDown(offset);
+            var span = NativeFile.AlignUp(offset + length) - start;
+            var bounce = Tier.RentBuffer(span);
+            try
+            {
+                NativeFile.ReadExactly(direct, Path, bounce, span, start);
+                Buffer.MemoryCopy(bounce + (offset - start), destination, length, length);
+            }
+            finally
+            {
+                Tier.ReturnBuffer(bounce, span);
+            }
+        }
+    }
+
+    private void WritePiece(FilePair files, long offset, long length, byte* source)
+    {
+        // O_DIRECT needs whole blocks: a piece that ends at the tensor's end may pad its last block (the file is padded).
+        var direct = NativeFile.IsAligned(offset) && (NativeFile.IsAligned(length) || offset + length == Bytes) ? files.Direct : -1;
+        if (direct < 0)
+        {
+            NativeFile.WriteExactly(files.Buffered, Path, source, length, offset);
+        }
+        else if (NativeFile.IsAligned(length) && NativeFile.IsAligned((long)source))
+        {
+            NativeFile.WriteExactly(direct, Path, source, length, offset);
+        }
+        else
+        {
+            var padded = NativeFile.AlignUp(length);
+            var bounce = Tier.RentBuffer(padded);
+            try
+            {
+                Buffer.MemoryCopy(source, bounce, length, length);
+                new Span<byte>(bounce + length, (int)(padded - length)).Clear();
+                NativeFile.WriteExactly(direct, Path, bounce, padded, offset);
+            }
+            finally
+            {
+                Tier.ReturnBuffer(bounce, padded);
+            }
+        }
+    }
+
+    /// <summary>The file opened buffered and (when the tier uses it and the file system allows) with O_DIRECT, lazily.</summary>
+    private sealed class FilePair(DiskTensor tensor, bool write) : IDisposable
+    {
+        private readonly object _gate = new();
+        private int _buffered = -1;
+        private int _direct = -2; // -2: not tried; -1: unavailable
+
+        public int Buffered
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    if (_buffered < 0)
+                    {
+                        _buffered = NativeFile.Open(tensor.Path, write, direct: false);
+                    }
+
+                    return _buffered;
+                }
+            }
+        }
+
+        /// <summary>The O_DIRECT descriptor, or -1 when the tier does not use O_DIRECT or the file system refuses it.</summary>
+        public int Direct
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    if (_direct == -2)
+                    {
+                        var tier = tensor.Tier;
+                        _direct = tier.DirectIo && !tier.DirectIoFellBack ? NativeFile.Open(tensor.Path, write, direct: true) : -1;
+                        if (tier.DirectIo && _direct < 0)
+                        {
+                            tier.DirectIoFellBack = true;
+                        }
+                    }
+
+                    return _direct;
+                }
+            }
+        }
+
+        public void Dispose()
+        {
+            if (_buffered >= 0)
+            {
+                NativeFile.Close(_buffered);
+            }
+
+            if (_direct >= 0)
+            {
+                NativeFile.Close(_direct);
+            }
+        }
+    }
+
+    protected override void ReleaseResources() => Tier.Forget(this);
+}

@@ -1,0 +1,337 @@
+namespace FlexGen.Tensors.Tiers;
+
+using FlexGen.Tensors.Npy;
+using FlexGen.Tensors.Placement;
+using TorchSharp;
+
+/// <summary>Where weights come from.</summary>
+public enum WeightSource
+{
+    /// <summary>A model folder in FlexGen's layout: one .npy per parameter, named as in the weight specs.</summary>
+    Files,
+
+    /// <summary>FlexGen's _DUMMY_ path: no files, every weight all ones (as FlexGen).</summary>
+    DummyOnes,
+
+    /// <summary>No files: seeded small random values (normal, std 0.02), deterministic per weight and seed.</summary>
+    DummyRandom,
+}
+
+/// <summary>How to load the weights of a placement plan.</summary>
+/// <param name="Source">Files or dummy weights.</param>
+/// <param name="ModelDirectory">The model folder (required for <see cref="WeightSource.Files"/>).</param>
+/// <param name="Seed">Seed of <see cref="WeightSource.DummyRandom"/>.</param>
+public sealed record WeightLoadOptions(WeightSource Source, string? ModelDirectory = null, int Seed = 0)
+{
+    public static WeightLoadOptions FromDirectory(string modelDirectory) => new(WeightSource.Files, modelDirectory);
+
+    public static WeightLoadOptions Dummy(bool random = false, int seed = 0) => new(random ? WeightSource.DummyRandom : WeightSource.DummyOnes, null, seed);
+}
+
+/// <summary>
+/// Every weight of a model, each in the home tier its <see cref="PlacementPlan"/> gives (compressed on the way where
+/// the plan says so), owned here and freed on dispose. <see cref="LoadLayer"/> brings one layer's weights to a compute
+/// tier as plain tensors (FlexGen's <c>load_weight</c>).
+/// </summary>
+public sealed class ModelWeights : IDisposable
+{
+    private readonly TieredTensor[][] _layers;
+
+    private ModelWeights(PlacementPlan plan, TieredTensor[][] layers)
+    {
+        Plan = plan;
+        _layers = layers;
+    }
+
+    public PlacementPlan Plan { get; }
+
+    /// <summary>Number of layers (j) in execution order.</summary>
+    public int LayerCount => _layers.Length;
+
+    /// <summary>The home tensors of layer <paramref name="layer"/>, in the weight specs' order (owned here).</summary>
+    public IReadOnlyList<TieredTensor> Layer(int layer) => _layers[layer];
+
+    /// <summary>
+    /// Loads every weight of <paramref name="plan"/> into its home among <paramref name="tiers"/>. Weight files are all
+    /// checked (present, .npy, shape and dtype as the config says, long enough) before anything is allocated; on any
+    /// failure everything allocated so far is freed.
+    /// </summary>
+    /// <exception cref="WeightLoadException">A weight file is missing, corrupt, truncated or disagrees with the config.</exception>
+    /// <exception cref="TierBudgetExceededException">A tier's budget would be exceeded.</exception>
+    public static ModelWeights Load(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(tiers);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Source == WeightSource.Files)
+        {
+            CheckFiles(plan, options.ModelDirectory ?? throw new ArgumentException("WeightLoadOptions.ModelDirectory is required to load weights from files.", nameof(options)));
+        }
+
+        var compressedTiers = new Dictionary<MemoryTier, CompressedTier>();
+        var layers = new TieredTensor[plan.Layers.Count][];
+        try
+        {
+            for (var j = 0; j < plan.Layers.Count; j++)
+            {
+                var placements = plan.Layers[j].Weights;
+                layers[j] = new TieredTensor[placements.Count];
+                for (var w = 0; w < placements.Count; w++)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j, w);
+                }
+            }
+
+            return new ModelWeights(plan, layers);
+        }
+        catch
+        {
+            foreach (var tensor in layers.Where(l => l is not null).SelectMany(l => l).Where(t => t is not null))
+            {
+                tensor.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Loads on a background thread; see <see cref="Load"/>.</summary>
+    public static Task<ModelWeights> LoadAsync(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Load(plan, tiers, options, cancellationToken), cancellationToken);
+
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s weights as plain tensors on <paramref name="target"/> (decompressed when stored
+    /// compressed). Weights whose home already is <paramref name="target"/>, uncompressed, are lent, not copied.
+    /// </summary>
+    public LoadedWeights LoadLayer(int layer, DeviceTier target) =>
+        LoadLayerAsync(layer, target, async: false, CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <summary>Awaitable <see cref="LoadLayer"/>: disk reads run on the disk tier's I/O pool.</summary>
+    public Task<LoadedWeights> LoadLayerAsync(int layer, DeviceTier target, CancellationToken cancellationToken = default) =>
+        LoadLayerAsync(layer, target, async: true, cancellationToken);
+
+    private async Task<LoadedWeights> LoadLayerAsync(int layer, DeviceTier target, bool async, CancellationToken cancellationToken)
+    {
+        var homes = _layers[layer];
+        var loaded = new DeviceTensor?[homes.Length];
+        var owned = new bool[homes.Length];
+        try
+        {
+            var starts = new List<Func<Task>>();
+            for (var w = 0; w < homes.Length; w++)
+            {
+                if (homes[w] is DeviceTensor resident && resident.Tier == target)
+                {
+                    loaded[w] = resident;
+                    continue;
+                }
+
+                var home = homes[w];
+                var copy = target.Allocate(home.ShapeArray, home.Dtype, home.Name);
+                loaded[w] = copy;
+                owned[w] = true;
+                starts.Add(async ? () => TierCopy.CopyAsync(copy, home, cancellationToken) : () => SyncCopy(copy, home));
+            }
+
+            // Started only once every buffer exists, and all waited for before a failure frees them.
+            await StartedTasks.WhenAll(starts).ConfigureAwait(false);
+            return new LoadedWeights(layer, loaded!, owned);
+        }
+        catch
+        {
+            for (var w = 0; w < homes.Length; w++)
+            {
+                if (owned[w])
+                {
+                    loaded[w]?.Dispose();
+                }
+            }
+
+            throw;
+        }
+    }
+
+    private static Task SyncCopy(TieredTensor dst, TieredTensor src)
+    {
+        TierCopy.Copy(dst, src);
+        return Task.CompletedTask;
+    }
+
+    public void Dispose()
+    {
+        foreach (var tensor in _layers.SelectMany(l => l))
+        {
+            tensor.Dispose();
+        }
+    }
+
+    private static TieredTensor LoadOne(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options, WeightPlacement placement,
+        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer, int index)
+    {
+        var spec = placement.Spec;
+        var shape = spec.Shape.ToArray();
+        var home = tiers.For(placement.Home);
+        var name = $"j{layer}.{spec.FileName}";
+
+        // Read (or make) the float16 values where they can go straight in: the home itself when it is CPU memory.
+        if (!placement.Compressed && home is DeviceTier { Device.type: DeviceType.CPU } memory)
+        {
+            var tensor = memory.Allocate(shape, spec.Dtype, name, pin: placement.Pinned);
+            try
+            {
+                Fill(tensor.Data, options, placement, layer, index);
+                return tensor;
+            }
+            catch
+            {
+                tensor.Dispose();
+                throw;
+            }
+        }
+
+        using var staging = torch.empty(shape, spec.Dtype, torch.CPU).DetachFromDisposeScope();
+        Fill(staging, options, placement, layer, index);
+        MemoryTier destination = home;
+        if (placement.Compressed)
+        {
+            if (!compressedTiers.TryGetValue(home, out var compressed))
+            {
+                compressed = new CompressedTier(home, plan.Policy.CompWeightConfig);
+                compressedTiers[home] = compressed;
+            }
+
+            destination = compressed;
+        }
+
+        var stored = destination.Allocate(shape, spec.Dtype, name);
+        try
+        {
+            TierCopy.CopyFrom(stored, null, staging);
+            return stored;
+        }
+        catch
+        {
+            stored.Dispose();
+            throw;
+        }
+    }
+
+    private static void Fill(torch.Tensor destination, WeightLoadOptions options, WeightPlacement placement, int layer, int index)
+    {
+        switch (options.Source)
+        {
+            case WeightSource.Files:
+                var path = Path.Combine(options.ModelDirectory!, placement.Spec.FileName);
+                try
+                {
+                    NpyFile.ReadInto(path, destination);
+                }
+                catch (Exception e) when (e is NpyFormatException or IOException && e is not WeightLoadException)
+                {
+                    throw new WeightLoadException(path, $"cannot be read: {e.Message}", e);
+                }
+
+                break;
+            case WeightSource.DummyOnes:
+                destination.fill_(1);
+                break;
+            case WeightSource.DummyRandom:
+                using (var generator = new torch.Generator((ulong)(options.Seed * 1_000_003L + layer * 1009L + index)))
+                using (var values = torch.randn(destination.shape, torch.ScalarType.Float32, generator: generator))
+                using (var scaled = values.mul_(0.02))
+                {
+                    destination.copy_(scaled);
+                }
+
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(options), options.Source, "Unknown weight source.");
+        }
+    }
+
+    /// <summary>Every weight file present, a readable .npy, and of the shape and dtype the config gives.</summary>
+    private static void CheckFiles(PlacementPlan plan, string directory)
+    {
+        if (!Directory.Exists(directory))
+        {
+            throw new WeightLoadException(directory, "the model folder does not exist");
+        }
+
+        foreach (var placement in plan.Layers.SelectMany(l => l.Weights))
+        {
+            var spec = placement.Spec;
+            var path = Path.Combine(directory, spec.FileName);
+            if (!File.Exists(path))
+            {
+                throw new WeightLoadException(path, $"the weight file is missing (model {plan.Config.Name} needs it)");
+            }
+
+            NpyHeader header;
+            try
+            {
+                header = NpyFile.ReadHeader(path);
+            }
+            catch (Exception e) when (e is NpyFormatException or IOException)
+            {
+                throw new WeightLoadException(path, $"is not a valid .npy file: {e.Message}", e);
+            }
+
+            if (!header.Shape.SequenceEqual(spec.Shape))
+            {
+                throw new WeightLoadException(path, $"shape ({string.Join(", ", header.Shape)}) disagrees with the config of {plan.Config.Name}, which needs ({string.Join(", ", spec.Shape)})");
+            }
+
+            if (header.DType != spec.Dtype)
+            {
+                throw new WeightLoadException(path, $"dtype {header.DType} ('{header.Descr}') disagrees with the config of {plan.Config.Name}, which stores {spec.Dtype}");
+            }
+
+            var available = new FileInfo(path).Length - header.DataOffset;
+            if (available < header.DataLength)
+            {
+                throw new WeightLoadException(path, $"is truncated: {available:N0} data bytes, {header.DataLength:N0} needed");
+            }
+        }
+    }
+}
+
+/// <summary>
+/// One layer's weights on a compute tier, as plain tensors in the weight specs' order. Copies made for it are freed on
+/// dispose; weights lent from their home (already on the compute tier) are not.
+/// </summary>
+public sealed class LoadedWeights : IDisposable
+{
+    private readonly DeviceTensor[] _tensors;
+    private readonly bool[] _owned;
+
+    internal LoadedWeights(int layer, DeviceTensor[] tensors, bool[] owned)
+    {
+        Layer = layer;
+        _tensors = tensors;
+        _owned = owned;
+    }
+
+    public int Layer { get; }
+
+    public int Count => _tensors.Length;
+
+    /// <summary>Weight <paramref name="index"/> as a torch tensor (valid until this object is disposed).</summary>
+    public torch.Tensor this[int index] => _tensors[index].Data;
+
+    public IReadOnlyList<DeviceTensor> Tensors => _tensors;
+
+    /// <summary>Bytes copied to the compute tier for this layer (lent weights excluded).</summary>
+    public long CopiedBytes => _tensors.Where((t, i) => _owned[i]).Sum(t => t.Bytes);
+
+    public void Dispose()
+    {
+        for (var i = 0; i < _tensors.Length; i++)
+        {
+            if (_owned[i])
+            {
+                _tensors[i].Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,337 @@
+namespace FlexGen.Tensors.Tiers;
+
+using TorchSharp;
+
+/// <summary>
+/// The one way data moves between tiers (FlexGen's <c>general_copy</c>): <c>dst[dstRanges] = src[srcRanges]</c> for any
+/// two tiered tensors, plain, mixed or compressed, synchronously on the calling thread or awaitably (disk transfers
+/// then run on the disk tier's I/O pool). Usable from any thread; the caller keeps both tensors alive until it returns.
+/// </summary>
+public static class TierCopy
+{
+    /// <summary><c>dst[dstRanges] = src[srcRanges]</c>, done when it returns. Null ranges mean the whole tensor.</summary>
+    public static void Copy(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges) =>
+        Run(dst, dstRanges, src, srcRanges, async: false, CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <summary><c>dst = src</c> (same shape).</summary>
+    public static void Copy(TieredTensor dst, TieredTensor src) => Copy(dst, null, src, null);
+
+    /// <summary>
+    /// <c>dst[dstRanges] = src[srcRanges]</c>; disk reads and writes run on the I/O pool and the task completes when all
+    /// bytes are in place. GPU/CPU parts run on the calling thread (on its current CUDA stream) before this returns.
+    /// </summary>
+    public static Task CopyAsync(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges, CancellationToken cancellationToken = default) =>
+        Run(dst, dstRanges, src, srcRanges, async: true, cancellationToken);
+
+    public static Task CopyAsync(TieredTensor dst, TieredTensor src, CancellationToken cancellationToken = default) =>
+        CopyAsync(dst, null, src, null, cancellationToken);
+
+    /// <summary>A new tensor on <paramref name="tier"/> holding <c>src[srcRanges]</c>; the caller owns it.</summary>
+    public static TieredTensor CopyTo(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null)
+    {
+        var region = Region.Resolve(src, srcRanges, "source");
+        var dst = tier.Allocate(region.Lengths, src.Dtype, name ?? src.Name);
+        try
+        {
+            Copy(dst, null, src, srcRanges);
+            return dst;
+        }
+        catch
+        {
+            dst.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Awaitable <see cref="CopyTo"/>; on failure or cancellation the new tensor is freed.</summary>
+    public static async Task<TieredTensor> CopyToAsync(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null, CancellationToken cancellationToken = default)
+    {
+        var region = Region.Resolve(src, srcRanges, "source");
+        var dst = tier.Allocate(region.Lengths, src.Dtype, name ?? src.Name);
+        try
+        {
+            await CopyAsync(dst, null, src, srcRanges, cancellationToken).ConfigureAwait(false);
+            return dst;
+        }
+        catch
+        {
+            dst.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// <c>dst[dstRanges] = source</c> from a plain torch tensor (e.g. a compute result, which stays the caller's), on
+    /// any device; compresses when <paramref name="dst"/> is compressed.
+    /// </summary>
+    public static void CopyFrom(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source)
+    {
+        using var wrapper = BorrowedTensor.Wrap(source);
+        Copy(dst, dstRanges, wrapper, null);
+    }
+
+    /// <inheritdoc cref="CopyFrom"/>
+    public static async Task CopyFromAsync(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source, CancellationToken cancellationToken = default)
+    {
+        using var wrapper = BorrowedTensor.Wrap(source);
+        await CopyAsync(dst, dstRanges, wrapper, null, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A new tensor on <paramref name="home"/> holding a copy of <paramref name="source"/> (e.g. hidden states parked at
+    /// the activation home, compressed when the home is compressed); the caller owns it, the source stays the caller's.
+    /// </summary>
+    public static TieredTensor Store(torch.Tensor source, MemoryTier home, string? name = null)
+    {
+        var stored = home.Allocate(source.shape, source.dtype, name);
+        try
+        {
+            CopyFrom(stored, null, source);
+            return stored;
+        }
+        catch
+        {
+            stored.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Awaitable <see cref="Store"/>; on failure or cancellation the new tensor is freed.</summary>
+    public static async Task<TieredTensor> StoreAsync(torch.Tensor source, MemoryTier home, string? name = null, CancellationToken cancellationToken = default)
+    {
+        var stored = home.Allocate(source.shape, source.dtype, name);
+        try
+        {
+            await CopyFromAsync(stored, null, source, cancellationToken).ConfigureAwait(false);
+            return stored;
+        }
+        catch
+        {
+            stored.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// <c>src[srcRanges]</c> as a new plain torch tensor on <paramref name="device"/> (decompressed when the source is
+    /// compressed), owned by the caller and detached from any dispose scope.
+    /// </summary>
+    public static torch.Tensor ToTorch(TieredTensor src, IReadOnlyList<IndexRange>? srcRanges, torch.Device device)
+    {
+        var region = Region.Resolve(src, srcRanges, "source");
+        var result = torch.empty(region.Lengths, src.Dtype, device).DetachFromDisposeScope();
+        try
+        {
+            using var wrapper = BorrowedTensor.Wrap(result);
+            Copy(wrapper, null, src, srcRanges);
+            return result;
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
+    }
+
+    private static Task Run(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges, bool async, CancellationToken cancellationToken)
+    {
+        dst.ThrowIfDisposed();
+        src.ThrowIfDisposed();
+        var dstRegion = Region.Resolve(dst, dstRanges, "destination");
+        var srcRegion = Region.Resolve(src, srcRanges, "source");
+        if (!dstRegion.Lengths.AsSpan().SequenceEqual(srcRegion.Lengths))
+        {
+            throw new ArgumentException(
+                $"Copy of '{src.Name}'[{string.Join(", ", srcRegion.ToRanges())}] (extents {TensorShapes.Format(srcRegion.Lengths)}) into " +
+                $"'{dst.Name}'[{string.Join(", ", dstRegion.ToRanges())}] (extents {TensorShapes.Format(dstRegion.Lengths)}): the extents differ.");
+        }
+
+        if (dst.Dtype != src.Dtype)
+        {
+            throw new ArgumentException($"Copy of '{src.Name}' ({src.Dtype}) into '{dst.Name}' ({dst.Dtype}): element types differ; tiers copy bytes, they do not convert.");
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        return Dispatch(dst, dstRegion, src, srcRegion, async, cancellationToken);
+    }
+
+    internal static Task Dispatch(TieredTensor dst, Region dstRegion, TieredTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    {
+        if (dstRegion.ElementCount == 0)
+        {
+            return Task.CompletedTask;
+        }
+
+        return (dst, src) switch
+        {
+            (CompressedTensor, _) or (_, CompressedTensor) => CompressedCopy.Run(dst, dstRegion, src, srcRegion, async, cancellationToken),
+            (MixedTensor mixed, _) => ForEachSegment(mixed, dstRegion, srcRegion, (segment, segmentRegion, otherRegion) =>
+                Dispatch(segment, segmentRegion, src, otherRegion, async, cancellationToken)),
+            (_, MixedTensor mixed) => ForEachSegment(mixed, srcRegion, dstRegion, (segment, segmentRegion, otherRegion) =>
+                Dispatch(dst, otherRegion, segment, segmentRegion, async, cancellationToken)),
+            (DeviceTensor d, DeviceTensor s) => DeviceToDevice(d.Data, dstRegion, s.Data, srcRegion),
+            (BorrowedTensor d, DeviceTensor s) => DeviceToDevice(d.Data, dstRegion, s.Data, srcRegion),
+            (DeviceTensor d, BorrowedTensor s) => DeviceToDevice(d.Data, dstRegion, s.Data, srcRegion),
+            (BorrowedTensor d, BorrowedTensor s) => DeviceToDevice(d.Data, dstRegion, s.Data, srcRegion),
+            (DiskTensor d, DiskTensor s) => DiskToDisk(d, dstRegion, s, srcRegion, async, cancellationToken),
+            (DiskTensor d, _) => MemoryToDisk(d, dstRegion, PlainData(src), srcRegion, async, cancellationToken),
+            (_, DiskTensor s) => DiskToMemory(PlainData(dst), dstRegion, s, srcRegion, async, cancellationToken),
+            _ => throw new NotSupportedException($"No copy from {src.GetType().Name} to {dst.GetType().Name}."),
+        };
+    }
+
+    internal static torch.Tensor PlainData(TieredTensor tensor) => tensor switch
+    {
+        DeviceTensor device => device.Data,
+        BorrowedTensor borrowed => borrowed.Data,
+        _ => throw new NotSupportedException($"'{tensor.Name}' on {tensor.Tier.Name} is not held in memory."),
+    };
+
+    /// <summary>Splits a copy that touches a mixed tensor into one copy per segment it overlaps.</summary>
+    private static Task ForEachSegment(MixedTensor mixed, Region mixedRegion, Region otherRegion, Func<TieredTensor, Region, Region, Task> copy)
+    {
+        const int dim = MixedTier.SplitDim;
+        var start = mixedRegion.Starts[dim];
+        var stop = start + mixedRegion.Lengths[dim];
+        var starts = new List<Func<Task>>();
+        for (var i = 0; i < mixed.Segments.Count; i++)
+        {
+            var segment = mixed.Segments[i];
+            var segmentStart = mixed.SegmentStarts[i];
+            var segmentStop = segmentStart + segment.Shape[dim];
+            var lo = Math.Max(start, segmentStart);
+            var hi = Math.Min(stop, segmentStop);
+            if (lo >= hi)
+            {
+                continue;
+            }
+
+            var segmentRegion = mixedRegion.With(dim, lo - segmentStart, hi - lo).On(segment.ShapeArray);
+            var other = otherRegion.With(dim, otherRegion.Starts[dim] + (lo - start), hi - lo);
+            starts.Add(() => copy(segment, segmentRegion, other));
+        }
+
+        return StartedTasks.WhenAll(starts);
+    }
+
+    private static Task DeviceToDevice(torch.Tensor dst, Region dstRegion, torch.Tensor src, Region srcRegion)
+    {
+        if (dstRegion.IsWhole && srcRegion.IsWhole)
+        {
+            dst.copy_(src);
+            return Task.CompletedTask;
+        }
+
+        using var dstView = dst.index(dstRegion.ToIndices());
+        using var srcView = src.index(srcRegion.ToIndices());
+        dstView.copy_(srcView);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The source box as a contiguous CPU tensor: the source itself when it already is one, else a staged copy.</summary>
+    private static (torch.Tensor Staged, bool Owned) StageOnCpu(torch.Tensor src, Region srcRegion)
+    {
+        if (srcRegion.IsWhole && src.device_type == DeviceType.CPU && src.is_contiguous())
+        {
+            return (src, false);
+        }
+
+        using var view = srcRegion.IsWhole ? src.alias() : src.index(srcRegion.ToIndices());
+        var staged = torch.empty(srcRegion.Lengths, src.dtype, torch.CPU).DetachFromDisposeScope();
+        staged.copy_(view);
+        return (staged, true);
+    }
+
+    private static Task MemoryToDisk(DiskTensor dst, Region dstRegion, torch.Tensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    {
+        var (staged, owned) = StageOnCpu(src, srcRegion);
+        unsafe void Write()
+        {
+            try
+            {
+                dst.WriteRegion(dstRegion, TensorMemory.Pointer(staged));
+            }
+            finally
+            {
+                if (owned)
+                {
+                    staged.Dispose();
+                }
+            }
+        }
+
+        try
+        {
+            return RunIo(dst.Tier, Write, async, cancellationToken, () =>
+            {
+                if (owned)
+                {
+                    staged.Dispose();
+                }
+            });
+        }
+        catch (ObjectDisposedException)
+        {
+            // The I/O pool is gone: the write never ran.
+            if (owned)
+            {
+                staged.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    private static Task DiskToMemory(torch.Tensor dst, Region dstRegion, DiskTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    {
+        // Straight into the destination when its box is one contiguous CPU run; otherwise via a staging tensor.
+        var runs = dstRegion.ByteRuns(TensorShapes.ElementSize(src.Dtype));
+        var direct = dst.device_type == DeviceType.CPU && dst.is_contiguous() && runs.Count == 1;
+        unsafe void Read()
+        {
+            if (direct)
+            {
+                src.ReadRegion(srcRegion, TensorMemory.Pointer(dst) + runs[0].Offset);
+                return;
+            }
+
+            using var staged = torch.empty(srcRegion.Lengths, src.Dtype, torch.CPU).DetachFromDisposeScope();
+            src.ReadRegion(srcRegion, TensorMemory.Pointer(staged));
+            using var dstView = dst.index(dstRegion.ToIndices());
+            dstView.copy_(staged);
+        }
+
+        return RunIo(src.Tier, Read, async, cancellationToken, null);
+    }
+
+    private static Task DiskToDisk(DiskTensor dst, Region dstRegion, DiskTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    {
+        unsafe void Transfer()
+        {
+            using var staged = torch.empty(srcRegion.Lengths, src.Dtype, torch.CPU).DetachFromDisposeScope();
+            var pointer = TensorMemory.Pointer(staged);
+            src.ReadRegion(srcRegion, pointer);
+            dst.WriteRegion(dstRegion, pointer);
+        }
+
+        return RunIo(src.Tier, Transfer, async, cancellationToken, null);
+    }
+
+    private static Task RunIo(DiskTier tier, Action io, bool async, CancellationToken cancellationToken, Action? onCancelled)
+    {
+        if (!async)
+        {
+            io();
+            return Task.CompletedTask;
+        }
+
+        var task = tier.IoPool.RunAsync(io, cancellationToken);
+        if (onCancelled is not null)
+        {
+            // A transfer cancelled before it ran never frees its staging buffer itself.
+            task.ContinueWith(_ => onCancelled(), CancellationToken.None, TaskContinuationOptions.OnlyOnCanceled, TaskScheduler.Default);
+        }
+
+        return task;
+    }
+}

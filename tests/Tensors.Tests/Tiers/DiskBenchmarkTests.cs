@@ -1,0 +1,43 @@
+namespace FlexGen.Tensors.Tests.Tiers;
+
+using FlexGen.Tensors.Tiers;
+
+[Collection(TierCollection.Name)]
+public class DiskBenchmarkTests
+{
+    [Fact]
+    public async Task Disk_benchmark_should_measure_tier_and_dd_on_a_small_file_and_clean_up()
+    {
+        var directory = Directory.CreateTempSubdirectory("flexgen-bench-").FullName;
+        try
+        {
+            var output = new StringWriter();
+            var results = await DiskBenchmark.RunAsync(directory, 16 << 20, output);
+            var text = output.ToString();
+            Assert.Contains("tier buffered", text);
+            Assert.Contains("tier O_DIRECT", text);
+            Assert.Contains("dd O_DIRECT", text);
+            Assert.All(results, r => Assert.True(r.GigabytesPerSecond > 0, $"{r.Method} {r.Direction}: {r.Note}"));
+            Assert.DoesNotContain(results, r => r.Note.Contains("failed") || r.Note.Contains("FELL BACK"));
+            Assert.Empty(Directory.GetFileSystemEntries(directory));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    /// <summary>The 1 GiB run (seconds to minutes): set FLEXGEN_BENCH_DISK=&lt;directory&gt; to run it.</summary>
+    [SkippableFact]
+    [Trait("Category", "Benchmark")]
+    public async Task Disk_benchmark_should_run_on_one_gibibyte_when_asked()
+    {
+        var directory = Environment.GetEnvironmentVariable("FLEXGEN_BENCH_DISK");
+        Skip.If(string.IsNullOrEmpty(directory), "Benchmark: set FLEXGEN_BENCH_DISK to a directory to run it.");
+        Directory.CreateDirectory(directory);
+        var output = new StringWriter();
+        await DiskBenchmark.RunAsync(directory, 1L << 30, output);
+        Console.WriteLine(output.ToString());
+        File.WriteAllText(Path.Combine(Path.GetTempPath(), "flexgen-bench-disk.txt"), output.ToString());
+    }
+}

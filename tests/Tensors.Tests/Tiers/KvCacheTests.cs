@@ -1,0 +1,99 @@
+namespace FlexGen.Tensors.Tests.Tiers;
+
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Placement;
+using FlexGen.Tensors.Policies;
+using FlexGen.Tensors.Tiers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+[Collection(TierCollection.Name)]
+public class KvCacheTests
+{
+    private static readonly OptConfig Tiny = OptConfig.FromHuggingFaceConfig(Path.Combine(AppContext.BaseDirectory, "models", "opt-tiny", "config.json"));
+
+    public static TheoryData<double, double, bool> CacheHomes() => new()
+    {
+        { 100, 0, false },  // gpu
+        { 0, 100, false },  // cpu
+        { 0, 0, false },    // disk
+        { 25, 50, false },  // mixed: dim 1 = 4 * 4 heads -> 4 gpu, 8 cpu, 4 disk
+        { 0, 100, true },   // compressed on cpu
+        { 0, 0, true },     // compressed on disk
+    };
+
+    [Theory]
+    [MemberData(nameof(CacheHomes))]
+    public async Task Cache_should_store_prefill_and_decode_rows_and_load_them_back(double gpu, double cpu, bool compress)
+    {
+        using var bed = new TierTestBed();
+        await StoreAndLoad(bed, gpu, cpu, compress);
+        bed.AssertNothingLeft();
+    }
+
+    private static async Task StoreAndLoad(TierTestBed bed, double gpu, double cpu, bool compress)
+    {
+        var policy = Policy.FromPercent([100, 0, gpu, cpu, 100, 0], gpuBatchSize: 4, numGpuBatches: 2) with { CompressCache = compress };
+        var plan = PlacementPlan.Create(Tiny, policy, promptLen: 12, genLen: 10);
+        using var cache = KvCache.Allocate(plan, bed.Tiers);
+        Assert.Equal([21L, 16, 16], cache.Shape);
+        var j = plan.Layers.First(l => l.Layer.HasKvCache).Layer.Index;
+
+        // Prefill rows 0..11, then decode rows 12 and 13, for GPU batch 1.
+        using var prefillKey = TierTestBed.RandomTensor([12, 16, 16], ScalarType.Float16, 1);
+        using var prefillValue = TierTestBed.RandomTensor([12, 16, 16], ScalarType.Float16, 2);
+        await cache.StoreAsync(j, 1, 0, prefillKey, prefillValue);
+        using var stepKey = TierTestBed.RandomTensor([2, 16, 16], ScalarType.Float16, 3);
+        using var stepValue = TierTestBed.RandomTensor([2, 16, 16], ScalarType.Float16, 4);
+        using (var key12 = stepKey[0..1])
+        using (var value12 = stepValue[0..1])
+        {
+            cache.Store(j, 1, 12, key12, value12);
+        }
+
+        using (var key13 = stepKey[1..2])
+        using (var value13 = stepValue[1..2])
+        {
+            await cache.StoreAsync(j, 1, 13, key13, value13);
+        }
+
+        using var expectedKey = cat([prefillKey, stepKey], 0);
+        using var expectedValue = cat([prefillValue, stepValue], 0);
+        using var loaded = await cache.LoadAsync(j, 1, 14, bed.Tiers.Gpu);
+        using var loadedSync = cache.Load(j, 1, 14, bed.Tiers.Cpu);
+        Assert.Equal([14L, 16, 16], loaded.Key.shape);
+        if (compress)
+        {
+            // Groups of 64 along dim 2 (16 values: one padded group): within one quantum of each group's range.
+            using var actual32 = loaded.Key.to_type(ScalarType.Float32);
+            using var expected32 = expectedKey.to_type(ScalarType.Float32);
+            using var difference = actual32 - expected32;
+            using var absolute = difference.abs();
+            using var error = absolute.max();
+            Assert.True(error.item<float>() < 0.6f, $"key error {error.item<float>()}");
+            Assert.True(TierTestBed.BitEqual(loaded.Value, loadedSync.Value));
+        }
+        else
+        {
+            Assert.True(TierTestBed.BitEqual(expectedKey, loaded.Key));
+            Assert.True(TierTestBed.BitEqual(expectedValue, loaded.Value));
+            Assert.True(TierTestBed.BitEqual(expectedValue, loadedSync.Value));
+        }
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => cache.Home(j, 2));
+    }
+
+    [Fact]
+    public void Stored_hidden_states_should_come_back_from_the_activation_home()
+    {
+        using var bed = new TierTestBed();
+        using (var hidden = TierTestBed.RandomTensor([4, 12, 64], ScalarType.Float16, 9))
+        using (var parked = TierCopy.Store(hidden, bed.Tiers.Disk, "hidden.j3.k1"))
+        using (var back = TierCopy.CopyTo(parked, bed.Tiers.Gpu))
+        {
+            Assert.True(TierTestBed.BitEqual(hidden, ((DeviceTensor)back).Data));
+        }
+
+        bed.AssertNothingLeft();
+    }
+}

@@ -1,0 +1,210 @@
+namespace FlexGen.Tensors.Tests.Tiers;
+
+using FlexGen.Tensors.Compression;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Npy;
+using FlexGen.Tensors.Placement;
+using FlexGen.Tensors.Policies;
+using FlexGen.Tensors.Tiers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+
+[Collection(TierCollection.Name)]
+public class ModelWeightsTests
+{
+    private static readonly string ModelDirectory = Path.Combine(AppContext.BaseDirectory, "models", "opt-tiny");
+
+    private static OptConfig TinyConfig => OptConfig.FromHuggingFaceConfig(Path.Combine(ModelDirectory, "config.json"));
+
+    /// <summary>w_gpu, w_cpu (the rest on disk), with or without 4-bit weights; cache and activations on the GPU.</summary>
+    private static PlacementPlan Plan(double wGpu, double wCpu, bool compress = false, bool sepLayer = true)
+    {
+        var policy = Policy.FromPercent([wGpu, wCpu, 100, 0, 100, 0], gpuBatchSize: 4, numGpuBatches: 2) with
+        {
+            CompressWeight = compress,
+            SepLayer = sepLayer,
+        };
+        return PlacementPlan.Create(TinyConfig, policy, promptLen: 12, genLen: 10);
+    }
+
+    [Theory]
+    [InlineData(100, 0, false)]
+    [InlineData(20, 30, false)]
+    [InlineData(0, 0, false)]
+    [InlineData(30, 30, true)]
+    public async Task Weights_should_load_into_their_planned_homes_with_the_file_values(double wGpu, double wCpu, bool compress)
+    {
+        using var bed = new TierTestBed();
+        await LoadAndCheck(bed, Plan(wGpu, wCpu, compress));
+        bed.AssertNothingLeft();
+    }
+
+    private static async Task LoadAndCheck(TierTestBed bed, PlacementPlan plan)
+    {
+        using var weights = await ModelWeights.LoadAsync(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory));
+        var homes = new HashSet<TierType>();
+        for (var j = 0; j < weights.LayerCount; j++)
+        {
+            using var loaded = j % 2 == 0 ? weights.LoadLayer(j, bed.Tiers.Gpu) : await weights.LoadLayerAsync(j, bed.Tiers.Gpu);
+            for (var w = 0; w < loaded.Count; w++)
+            {
+                var placement = plan.Weight(j, w);
+                var home = weights.Layer(j)[w];
+                homes.Add(home.Kind);
+                Assert.Equal(placement.Compressed ? TierType.Compressed : ToTierKind(placement.Home), home.Kind);
+                if (home is CompressedTensor compressed)
+                {
+                    Assert.Equal(ToTierKind(placement.Home), compressed.Packed.Kind);
+                    Assert.Equal(placement.Bytes, compressed.StoredBytes);
+                }
+
+                using var expectedFile = NpyFile.Read(Path.Combine(ModelDirectory, placement.Spec.FileName));
+                using var expected = placement.Compressed ? RoundTrip(expectedFile, plan.Policy.CompWeightConfig) : expectedFile.alias();
+                Assert.True(TierTestBed.BitEqual(expected, loaded[w]), $"{placement.Spec.FileName} on {home.Tier.Name}");
+            }
+        }
+
+        Assert.NotEmpty(homes);
+        Assert.Equal(plan.WeightBytes.Disk, bed.Tiers.Disk.Stats.CurrentBytes);
+        Assert.Equal(plan.WeightBytes.Cpu, bed.Tiers.Cpu.Stats.CurrentBytes);
+        Assert.Equal(plan.WeightBytes.Gpu, bed.Tiers.Gpu.Stats.CurrentBytes);
+    }
+
+    private static TierType ToTierKind(FlexGen.Tensors.Placement.TierKind home) => home switch
+    {
+        FlexGen.Tensors.Placement.TierKind.Gpu => TierType.Gpu,
+        FlexGen.Tensors.Placement.TierKind.Cpu => TierType.Cpu,
+        _ => TierType.Disk,
+    };
+
+    private static Tensor RoundTrip(Tensor tensor, CompressionConfig config)
+    {
+        using var quantized = GroupQuantizer.Compress(tensor, config);
+        return GroupQuantizer.Decompress(quantized, tensor.dtype);
+    }
+
+    [Fact]
+    public void Dummy_weights_should_be_ones_or_seeded_random_without_files()
+    {
+        using var bed = new TierTestBed();
+        CheckDummy(bed);
+        bed.AssertNothingLeft();
+    }
+
+    private static void CheckDummy(TierTestBed bed)
+    {
+        var plan = Plan(50, 25);
+        using (var ones = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy()))
+        using (var layer = ones.LoadLayer(1, bed.Tiers.Cpu))
+        {
+            using var isOne = layer[0].eq(1);
+            using var all = isOne.all();
+            Assert.True(all.item<bool>());
+        }
+
+        using var first = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 3));
+        using var second = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 3));
+        using var other = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 4));
+        using var a = first.LoadLayer(2, bed.Tiers.Cpu);
+        using var b = second.LoadLayer(2, bed.Tiers.Cpu);
+        using var c = other.LoadLayer(2, bed.Tiers.Cpu);
+        Assert.True(TierTestBed.BitEqual(a[0], b[0]));
+        Assert.False(TierTestBed.BitEqual(a[0], c[0]));
+        using var a32 = a[0].to_type(ScalarType.Float32);
+        using var std = a32.std();
+        Assert.InRange(std.item<float>(), 0.015f, 0.025f);
+    }
+
+    /// <summary>A copy of the model folder in which one file can be broken.</summary>
+    private static string CopyModel()
+    {
+        var copy = Directory.CreateTempSubdirectory("flexgen-model-").FullName;
+        foreach (var file in Directory.GetFiles(ModelDirectory))
+        {
+            File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+        }
+
+        return copy;
+    }
+
+    public static TheoryData<string> Breakages() => new() { "missing", "shape", "dtype", "corrupt", "truncated" };
+
+    [Theory]
+    [MemberData(nameof(Breakages))]
+    public void Weight_loading_should_name_the_broken_file_and_leave_nothing_behind(string breakage)
+    {
+        var model = CopyModel();
+        try
+        {
+            const string victim = "decoder.layers.1.fc1.weight"; // (256, 64) float16
+            var path = Path.Combine(model, victim);
+            switch (breakage)
+            {
+                case "missing":
+                    File.Delete(path);
+                    break;
+                case "shape":
+                    using (var wrong = zeros([64, 256], ScalarType.Float16))
+                    {
+                        NpyFile.Write(path, wrong);
+                    }
+
+                    break;
+                case "dtype":
+                    using (var wrong = zeros([256, 64], ScalarType.Float32))
+                    {
+                        NpyFile.Write(path, wrong);
+                    }
+
+                    break;
+                case "corrupt":
+                    File.WriteAllBytes(path, "this is not a numpy file at all, just text"u8.ToArray());
+                    break;
+                case "truncated":
+                    var bytes = File.ReadAllBytes(path);
+                    File.WriteAllBytes(path, bytes[..(bytes.Length - 1000)]);
+                    break;
+            }
+
+            using var bed = new TierTestBed();
+            var error = Assert.Throws<WeightLoadException>(() => ModelWeights.Load(Plan(30, 30), bed.Tiers, WeightLoadOptions.FromDirectory(model)));
+            Assert.Equal(path, error.Path);
+            Assert.Contains(victim, error.Message);
+            Assert.Contains(breakage switch
+            {
+                "missing" => "missing",
+                "shape" => "shape (64, 256) disagrees",
+                "dtype" => "dtype Float32",
+                "corrupt" => "not a valid .npy",
+                _ => "truncated",
+            }, error.Message);
+            bed.AssertNothingLeft();
+        }
+        finally
+        {
+            Directory.Delete(model, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Weight_loading_should_free_everything_when_a_tier_budget_runs_out_midway()
+    {
+        using var bed = new TierTestBed(gpuCapacity: 2_000_000);
+        // All on the GPU: the 6.4 MB embedding alone exceeds the 2 MB budget after position embeddings were loaded.
+        var error = Assert.Throws<TierBudgetExceededException>(() => ModelWeights.Load(Plan(100, 0), bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory)));
+        Assert.Equal("gpu", error.Tier);
+        bed.AssertNothingLeft();
+    }
+
+    [SkippableFact]
+    public void Weight_loading_should_free_everything_when_the_disk_fills_midway()
+    {
+        using var mount = TmpfsMount.TryMount("size=1m", out var whyNot);
+        Skip.If(mount is null, whyNot);
+        using var bed = new TierTestBed(offloadDirectory: mount.Path, preallocate: false);
+        var error = Assert.Throws<DiskTierIOException>(() => ModelWeights.Load(Plan(0, 0), bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory)));
+        Assert.True(error.IsOutOfSpace, error.Message);
+        bed.AssertNothingLeft();
+    }
+}
