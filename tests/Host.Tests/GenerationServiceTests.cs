@@ -89,6 +89,38 @@ public class GenerationServiceTests
     }
 
     [Fact]
+    public async Task Cancelling_a_running_request_should_stop_it_and_leave_the_service_working()
+    {
+        using var folder = new TempFolder();
+        var settings = Settings(folder.File("offload"));
+        settings["FlexGen:Policy:Percent:2"] = "0";   // cache on disk: the run has offload files to clean up
+        settings["FlexGen:Policy:Percent:3"] = "0";
+        using var host = BuildHost(settings);
+        await host.StartAsync();
+        try
+        {
+            var service = host.Services.GetRequiredService<IGenerationService>();
+            using var cancel = new CancellationTokenSource();
+            var running = service.GenerateAsync(Fixture.UnpaddedPrompt(0), new GenerationSettings { GenLen = 1000 }, cancel.Token);
+            await Task.Delay(500);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            cancel.Cancel();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => running);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"cancellation took {clock.Elapsed}");
+
+            var after = await service.GenerateAsync(Fixture.UnpaddedPrompt(2), new GenerationSettings { GenLen = 10 });
+            Assert.Equal(Fixture.Row(Fixture.HfTokens, 2), after.OutputIds);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+        Assert.Empty(Directory.Exists(folder.File("offload"))
+            ? Directory.GetFiles(folder.File("offload"), "*", SearchOption.AllDirectories)
+            : []);
+    }
+
+    [Fact]
     public async Task Bad_prompts_should_be_refused_naming_the_token_and_the_limit()
     {
         using var folder = new TempFolder();
