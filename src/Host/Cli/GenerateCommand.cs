@@ -42,9 +42,15 @@ public static class GenerateCommand
             Description = "Stop token: an id, or text that encodes to one token (needs the tokenizer). Later positions hold the pad id.",
         };
 
+        var warmup = new Option<bool>("--warmup")
+        {
+            Description = "Run one short token first so the measured throughput excludes start-up costs (true/false).",
+            DefaultValueFactory = _ => true,
+            Arity = ArgumentArity.ZeroOrOne,
+        };
         var command = new Command("generate", "Generate tokens for prompts; prints the ids (and text), throughput and the trace file.");
         flags.AddTo(command);
-        foreach (var o in new Option[] { inputIds, outputIds, prompt, doSample, temperature, seed, stop }) command.Options.Add(o);
+        foreach (var o in new Option[] { inputIds, outputIds, prompt, doSample, temperature, seed, stop, warmup }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellation) =>
         {
@@ -84,6 +90,13 @@ public static class GenerateCommand
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation);
             console.Output.WriteLine(GenerationFlags.Describe(runtime));
             int n = ids.GetLength(0);
+            if (parse.GetValue(warmup))
+            {
+                console.Error.WriteLine("warmup: 1 token");
+                var first = new long[Math.Min(n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches), ids.GetLength(1)];
+                Array.Copy(ids, first, first.Length);
+                await runtime.Service.GenerateBatchAsync(first, new GenerationSettings { GenLen = 1 }, cutGenLen: null, cancellation);
+            }
             console.Error.WriteLine($"generate: {n} prompts of {ids.GetLength(1)} tokens, {genLen} new tokens each ...");
             var result = await runtime.Service.GenerateBatchAsync(ids, settings, cutGenLen: null, cancellation);
             console.Error.WriteLine($"generate: done in {result.Statistics.Total.TotalSeconds:F2} s");
