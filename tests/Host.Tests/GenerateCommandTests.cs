@@ -194,3 +194,19 @@ public class FailureReportingTests
         Assert.Contains("   at ", verbose.Error);
     }
 }
+
+public class ComputeDtypeTests
+{
+    [Fact]
+    public async Task Bfloat16_compute_should_run_and_float16_should_be_refused_without_CUDA()
+    {
+        var bf16 = await CliRunner.RunAsync("generate", "--compute-dtype", "bfloat16", "--gen-len", "3", "--trace", "");
+        Assert.True(bf16.ExitCode == 0, bf16.ToString());
+        Assert.Contains("compute: bfloat16", bf16.Output);
+
+        if (FlexGen.Tensors.TorchRuntime.CudaAvailable) return; // float16 is the CUDA default there
+        var fp16 = await CliRunner.RunAsync("generate", "--compute-dtype", "float16");
+        Assert.Equal(2, fp16.ExitCode);
+        Assert.Contains("--compute-dtype float16", fp16.Error);
+    }
+}

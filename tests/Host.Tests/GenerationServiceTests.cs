@@ -25,6 +25,7 @@ public class GenerationServiceTests
         ["FlexGen:ComputeDtype"] = "float32",
         ["FlexGen:OffloadDir"] = offloadDir,
         ["FlexGen:BatchWindowMs"] = "50",
+        ["FlexGen:Hocon"] = "flexgen.pipeline.prefetch-steps = 3",
         ["FlexGen:Policy:GpuBatchSize"] = "4",
         ["FlexGen:Policy:NumGpuBatches"] = "2",
         ["FlexGen:Policy:Percent:0"] = "0",
@@ -48,6 +49,8 @@ public class GenerationServiceTests
             Assert.Equal(2, setup.Policy.NumGpuBatches);
             var coordinator = await host.Services.GetRequiredService<IRequiredActor<GenerationCoordinator>>().GetAsync();
             Assert.NotNull(coordinator);
+            var pipeline = FlexGenHostingExtensions.PipelineOptionsOf(host.Services.GetRequiredService<Akka.Actor.ActorSystem>());
+            Assert.Equal(3, pipeline.PrefetchSteps); // FlexGen:Hocon in front of hocon/flexgen.conf
 
             var service = host.Services.GetRequiredService<IGenerationService>();
             var settings = new GenerationSettings { GenLen = 10 };

@@ -3,6 +3,7 @@ namespace FlexGen.Host.Hosting;
 using Akka.Actor;
 using Akka.Hosting;
 using FlexGen.Actors.Actors;
+using FlexGen.Actors.Engine;
 using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Host.Generation;
@@ -68,12 +69,13 @@ public static class FlexGenHostingExtensions
         Func<Policy, IPipelineBackend>? backendFactory = null)
     {
         builder.AddHocon(FlexGenHocon.Config, HoconAddMode.Append);
+        if (!string.IsNullOrWhiteSpace(setup.Options.Hocon)) builder.AddHocon(setup.Options.Hocon, HoconAddMode.Prepend);
         if (setup.Options.AkkaLogLevel is { } level)
             builder.AddHocon($"akka.loglevel = {level}\nakka.stdout-loglevel = {level}", HoconAddMode.Prepend);
         builder.WithActors((system, registry) =>
         {
             var factory = backendFactory ?? setup.CreateBackend;
-            var coordinator = system.ActorOf(GenerationCoordinator.Props(setup.Policy, factory, setup.Settings.Pipeline), "generation-coordinator");
+            var coordinator = system.ActorOf(GenerationCoordinator.Props(setup.Policy, factory, PipelineOptionsOf(system)), "generation-coordinator");
             registry.Register<GenerationCoordinator>(coordinator);
             CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseActorSystemTerminate, "flexgen-delete-offload-dir", () =>
             {
@@ -82,5 +84,15 @@ public static class FlexGenHostingExtensions
             });
         });
         return builder;
+    }
+
+    /// <summary>The pipeline's knobs from the flexgen.pipeline section of the system's HOCON.</summary>
+    public static PipelineOptions PipelineOptionsOf(ActorSystem system)
+    {
+        var config = system.Settings.Config;
+        var defaults = PipelineOptions.Default;
+        return new PipelineOptions(
+            config.GetInt("flexgen.pipeline.max-in-flight-per-tier", defaults.MaxInFlightPerTier),
+            config.GetInt("flexgen.pipeline.prefetch-steps", defaults.PrefetchSteps));
     }
 }

@@ -27,6 +27,11 @@ public sealed class FlexGenOptions
 
     public PolicyOptions Policy { get; set; } = new();
 
+    /// <summary>
+    /// HOCON put in front of hocon/flexgen.conf, e.g. "flexgen.pipeline.prefetch-steps = 2" or dispatcher settings.
+    /// </summary>
+    public string? Hocon { get; set; }
+
     /// <summary>Akka log level for the embedded system (e.g. WARNING); null: Akka's default.</summary>
     public string? AkkaLogLevel { get; set; }
 }
