@@ -176,8 +176,8 @@ public class PipelineOverlapTimingTests : Akka.TestKit.Xunit2.TestKit
     [Fact]
     public void Overlap_should_hide_io_behind_compute_and_overlap_off_should_not()
     {
-        var io = TimeSpan.FromMilliseconds(8);
-        var compute = TimeSpan.FromMilliseconds(8);
+        var io = TimeSpan.FromMilliseconds(15);
+        var compute = TimeSpan.FromMilliseconds(15);
         void Timed(RecordingBackend b) => b.PartDuration = (task, tier) => tier.IsCompute() ? compute : task.Kind == TaskKind.LoadWeight ? io : TimeSpan.Zero;
 
         GenerationResult Run(bool overlap)
@@ -196,6 +196,6 @@ public class PipelineOverlapTimingTests : Akka.TestKit.Xunit2.TestKit
 
         Assert.Equal(TimeSpan.Zero, offSummary.IoComputeOverlap);
         Assert.True(onSummary.IoComputeOverlap > TimeSpan.FromMilliseconds(20), onSummary.ToString());
-        Assert.True(onSummary.Wall < offSummary.Wall * 0.85, $"on:\n{onSummary}\noff:\n{offSummary}");
+        Assert.True(onSummary.Wall < offSummary.Wall * 0.9, $"on:\n{onSummary}\noff:\n{offSummary}");
     }
 }

@@ -34,3 +34,40 @@ public static class Fixtures
         return dir;
     }
 }
+
+public static class LossyComparison
+{
+    /// <summary>
+    /// Agreement of <paramref name="actual"/> with FlexLLMGen's tokens of <paramref name="policy"/>: per sequence, steps up to
+    /// and including the first whose FlexLLMGen top-2 gap (flexllmgen_top16 vals[...,0] - vals[...,1]) is under
+    /// <paramref name="tolerance"/>. Returns (matching, compared).
+    /// </summary>
+    public static (int Matching, int Compared) Agreement(string policy, IReadOnlyList<IReadOnlyList<long>> actual, double tolerance = 0.05, int firstRow = 0, int rows = -1)
+    {
+        var expected = Fixtures.Int64Rows($"flexllmgen_{policy}_tokens.npy");
+        using var npz = FlexGen.Tensors.Npy.NpzFile.Read(Path.Combine(Fixtures.OptTiny, "flexllmgen_top16", $"flexllmgen_{policy}_top16.npz"));
+        using var vals = npz["vals"].to(TorchSharp.torch.ScalarType.Float32);
+        long n = vals.shape[0], steps = vals.shape[1], width = vals.shape[2];
+        var flat = vals.data<float>().ToArray();
+        int matching = 0, compared = 0;
+        for (int r = firstRow; r < (rows < 0 ? n : firstRow + rows); r++)
+        {
+            for (int t = 0; t < steps; t++)
+            {
+                compared++;
+                if (actual[r][t] == expected[r][t])
+                {
+                    matching++;
+                }
+
+                long at = (r * steps + t) * width;
+                if (flat[at] - flat[at + 1] < tolerance)
+                {
+                    break;
+                }
+            }
+        }
+
+        return (matching, compared);
+    }
+}

@@ -1,0 +1,144 @@
+namespace FlexGen.Actors.Tests.Numerics;
+
+using FlexGen.Actors.Engine;
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Tests.Support;
+using FlexGen.Tensors.Policies;
+
+public sealed class RandomModelFixture : IDisposable
+{
+    public RandomModel Model { get; } = new(layers: 4);
+
+    public void Dispose() => Model.Dispose();
+}
+
+/// <summary>A 4-layer random model under each placement kind, through the actor pipeline, against the reference generator.</summary>
+public class PlacementKindTests : IClassFixture<RandomModelFixture>
+{
+    private readonly RandomModel _model;
+
+    public PlacementKindTests(RandomModelFixture fixture) => _model = fixture.Model;
+
+    private static Policy Policy(double[] percent, bool cpuCacheCompute = false, bool overlap = true, bool sep = true) => new()
+    {
+        GpuBatchSize = 4,
+        NumGpuBatches = 2,
+        WGpuPercent = percent[0],
+        WCpuPercent = percent[1],
+        CacheGpuPercent = percent[2],
+        CacheCpuPercent = percent[3],
+        ActGpuPercent = percent[4],
+        ActCpuPercent = percent[5],
+        Overlap = overlap,
+        SepLayer = sep,
+        CpuCacheCompute = cpuCacheCompute,
+    };
+
+    public static TheoryData<string, double[], bool> Placements() => new()
+    {
+        { "all on GPU", [100, 0, 100, 0, 100, 0], false },
+        { "weights on disk", [0, 0, 100, 0, 100, 0], false },
+        { "weights split over three tiers", [30, 30, 100, 0, 100, 0], false },
+        { "cache on disk", [100, 0, 0, 0, 100, 0], false },
+        { "cache on disk, CPU attention", [100, 0, 0, 0, 100, 0], true },
+        { "cache mixed over three tiers", [100, 0, 30, 30, 100, 0], false },
+        { "cache mixed over three tiers, CPU attention", [100, 0, 30, 30, 100, 0], true },
+        { "activations on CPU", [100, 0, 100, 0, 0, 100], false },
+        { "activations on disk", [100, 0, 100, 0, 0, 0], false },
+    };
+
+    [Theory]
+    [MemberData(nameof(Placements))]
+    public async Task Each_placement_should_match_the_reference_generator(string what, double[] percent, bool cpuCacheCompute)
+    {
+        // 7 prompts in blocks of 8: the last GPU batch is padded; some prompts are left-padded.
+        var (ids, mask) = _model.Prompts(7, 6);
+        var expected = _model.Reference(ids, mask, genLen: 5);
+        Assert.True(expected.SelectMany(r => r).Distinct().Count() > 7, "the random model should not emit a constant");
+        var offload = Fixtures.NewOffloadDir();
+        try
+        {
+            foreach (var (overlap, sep) in new[] { (true, true), (false, false) })
+            {
+                var settings = new FlexGenSettings
+                {
+                    ModelPath = _model.Folder,
+                    Model = _model.Config,
+                    Policy = Policy(percent, cpuCacheCompute, overlap, sep),
+                    OffloadDirectory = offload,
+                };
+                await using var flexgen = FlexGenSystem.Start(settings, "placement");
+                var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = 5 });
+                Assert.True(expected.SequenceEqual(result.OutputIds.Select(r => r.ToArray()), new RowComparer()), $"{what} (overlap {overlap}, sep {sep})");
+            }
+
+            Assert.Empty(Directory.EnumerateFileSystemEntries(offload)); // every backend deleted its offload folder
+        }
+        finally
+        {
+            Directory.Delete(offload, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Stop_token_and_cut_gen_len_should_behave_as_flexgen()
+    {
+        var (ids, mask) = _model.Prompts(8, 6);
+        var full = _model.Reference(ids, mask, genLen: 6);
+        long stop = full[0][2]; // a token row 0 emits at step 2
+        var stopped = _model.Reference(ids, mask, genLen: 6, stop: stop);
+        var offload = Fixtures.NewOffloadDir();
+        try
+        {
+            var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([0, 50, 50, 50, 0, 100]), OffloadDirectory = offload };
+            await using var flexgen = FlexGenSystem.Start(settings, "stop");
+            var withStop = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = 6, StopTokenId = (int)stop });
+            var stoppedRows = withStop.OutputIds.Select(r => r.ToArray()).ToArray();
+            Assert.Equal(stopped, stoppedRows);
+            Assert.Equal(_model.Config.PadTokenId, stoppedRows[0][3]); // after the stop token: pads
+
+            var cut = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = 6, CutGenLen = 3 });
+            for (int r = 0; r < 8; r++)
+            {
+                Assert.Equal(full[r].Take(3), cut.OutputIds[r].Take(3));
+                Assert.All(cut.OutputIds[r].Skip(3), id => Assert.Equal(_model.Config.PadTokenId, id));
+            }
+        }
+        finally
+        {
+            Directory.Delete(offload, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Sampling_with_a_seed_should_repeat_and_differ_from_greedy()
+    {
+        var (ids, mask) = _model.Prompts(8, 6);
+        var offload = Fixtures.NewOffloadDir();
+        try
+        {
+            var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([100, 0, 100, 0, 100, 0]), OffloadDirectory = offload };
+            await using var flexgen = FlexGenSystem.Start(settings, "sampling");
+            GenerateRequest Sampled(ulong seed) => new()
+            {
+                PromptIds = ids, AttentionMask = mask, GenLen = 6, Sampling = new FlexGen.Tensors.Layers.SamplingOptions(true, 1.5, seed),
+            };
+            var a = await flexgen.GenerateAsync(Sampled(11));
+            var b = await flexgen.GenerateAsync(Sampled(11));
+            var greedy = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = 6 });
+            Assert.Equal(a.OutputIds.SelectMany(r => r), b.OutputIds.SelectMany(r => r));
+            Assert.NotEqual(greedy.OutputIds.SelectMany(r => r), a.OutputIds.SelectMany(r => r));
+        }
+        finally
+        {
+            Directory.Delete(offload, recursive: true);
+        }
+    }
+
+    private sealed class RowComparer : IEqualityComparer<long[]>
+    {
+        public bool Equals(long[]? x, long[]? y) => x!.SequenceEqual(y!);
+
+        public int GetHashCode(long[] obj) => obj.Length;
+    }
+}
