@@ -21,6 +21,7 @@ public class CliUsageTests
     [InlineData(new[] { "generate", "--prompt", "Hello" }, "--prompt needs vocab.json and merges.txt")]
     [InlineData(new[] { "generate", "--input-ids", "/no/such/ids.npy" }, "--input-ids /no/such/ids.npy: file not found")]
     [InlineData(new[] { "bench", "--gen-len", "8", "--cut-gen-len", "9" }, "--cut-gen-len 9")]
+    [InlineData(new[] { "generate", "--overlap", "maybe" }, "--overlap maybe: expected a boolean")]
     [InlineData(new[] { "frobnicate" }, "frobnicate")]
     [InlineData(new string[0], "command")]
     public async Task Bad_arguments_should_give_exit_code_2_and_name_the_problem(string[] args, string expected)
@@ -57,6 +58,21 @@ public class CliUsageTests
         var badId = await CliRunner.RunAsync("generate", "--input-ids", outOfVocab);
         Assert.Equal(2, badId.ExitCode);
         Assert.Contains("id 60000", badId.Error);
+    }
+
+    [Theory]
+    [InlineData("--sep-layer", "0", false)]
+    [InlineData("--sep-layer", "False", false)]
+    [InlineData("--overlap", "no", false)]
+    [InlineData("--cpu-cache-compute", null, true)]
+    [InlineData("--cpu-cache-compute", "yes", true)]
+    public void Boolean_flags_should_read_values_as_FlexGen_str2bool_does(string flag, string? value, bool expected)
+    {
+        var root = FlexGen.Host.Cli.FlexGenCli.BuildRoot();
+        var parse = root.Parse(value is null ? ["generate", flag, "--gen-len", "3"] : ["generate", flag, value, "--gen-len", "3"]);
+        Assert.Empty(parse.Errors);
+        Assert.Equal(expected ? "true" : "false", parse.GetValue<string>(flag));
+        Assert.Equal(3, parse.GetValue<int>("--gen-len"));
     }
 
     [Fact]

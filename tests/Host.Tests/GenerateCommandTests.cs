@@ -13,6 +13,7 @@ public class GenerateCommandTests
 
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("model: opt-tiny", result.Output);
+        Assert.Contains("percent 100 0 100 0 100 0, sep-layer true, overlap true, cpu-cache-compute false", result.Output); // FlexGen's defaults
         Assert.Contains("generated ids (8, 10):", result.Output);
         var hf = Fixture.HfTokens;
         for (int r = 0; r < 8; r++)

@@ -26,12 +26,7 @@ public static class BenchCommand
             DefaultValueFactory = _ => "auto",
         };
         var noLog = new Option<bool>("--no-log") { Description = "Do not write a log file." };
-        var warmup = new Option<bool>("--warmup")
-        {
-            Description = "Run a short warm-up generation first, as FlexGen does (true/false).",
-            DefaultValueFactory = _ => true,
-            Arity = ArgumentArity.ZeroOrOne,
-        };
+        var warmup = PolicyFlags.Bool("--warmup", true, "Run one short generation first so the measured throughput excludes start-up costs");
         var command = new Command("bench", "FlexGen's throughput benchmark (synthetic prompts; --path _DUMMY_ for dummy weights).");
         flags.AddTo(command);
         foreach (var o in new Option[] { promptLen, cutGenLen, logFile, noLog, warmup }) command.Options.Add(o);
@@ -58,7 +53,7 @@ public static class BenchCommand
             long hiddenBytes = config.HiddenBytes(numPrompts, prompt + genLen);
             console.Output.WriteLine(GenerationFlags.Describe(runtime));
 
-            if (parse.GetValue(warmup))
+            if (PolicyFlags.GetBool(parse, warmup))
             {
                 console.Error.WriteLine("warmup - generate");
                 var warm = SyntheticPrompts(numPrompts, Math.Min(32, prompt), config.VocabSize, seed: 1);

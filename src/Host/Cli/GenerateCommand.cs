@@ -42,12 +42,7 @@ public static class GenerateCommand
             Description = "Stop token: an id, or text that encodes to one token (needs the tokenizer). Later positions hold the pad id.",
         };
 
-        var warmup = new Option<bool>("--warmup")
-        {
-            Description = "Run one short token first so the measured throughput excludes start-up costs (true/false).",
-            DefaultValueFactory = _ => true,
-            Arity = ArgumentArity.ZeroOrOne,
-        };
+        var warmup = PolicyFlags.Bool("--warmup", true, "Run one short generation first so the measured throughput excludes start-up costs");
         var command = new Command("generate", "Generate tokens for prompts; prints the ids (and text), throughput and the trace file.");
         flags.AddTo(command);
         foreach (var o in new Option[] { inputIds, outputIds, prompt, doSample, temperature, seed, stop, warmup }) command.Options.Add(o);
@@ -90,7 +85,7 @@ public static class GenerateCommand
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation);
             console.Output.WriteLine(GenerationFlags.Describe(runtime));
             int n = ids.GetLength(0);
-            if (parse.GetValue(warmup))
+            if (PolicyFlags.GetBool(parse, warmup))
             {
                 console.Error.WriteLine("warmup: 1 token");
                 var first = new long[Math.Min(n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches), ids.GetLength(1)];

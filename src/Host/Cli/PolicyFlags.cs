@@ -26,11 +26,11 @@ public sealed class PolicyFlags
         DefaultValueFactory = _ => [100, 0, 100, 0, 100, 0],
     };
 
-    public Option<bool> SepLayer { get; } = Bool("--sep-layer", true, "Run attention and MLP as two layers.");
+    public Option<string> SepLayer { get; } = Bool("--sep-layer", true, "Run attention and MLP as two layers.");
 
-    public Option<bool> PinWeight { get; } = Bool("--pin-weight", true, "Pin CPU-resident weights (with CUDA).");
+    public Option<string> PinWeight { get; } = Bool("--pin-weight", true, "Pin CPU-resident weights (with CUDA).");
 
-    public Option<bool> CpuCacheCompute { get; } = Bool("--cpu-cache-compute", false, "Compute decode attention on the CPU over CPU-resident cache.");
+    public Option<string> CpuCacheCompute { get; } = Bool("--cpu-cache-compute", false, "Compute decode attention on the CPU over CPU-resident cache.");
 
     public Option<double> AttnSparsity { get; } = new("--attn-sparsity")
     {
@@ -38,11 +38,11 @@ public sealed class PolicyFlags
         DefaultValueFactory = _ => 1.0,
     };
 
-    public Option<bool> CompressWeight { get; } = Bool("--compress-weight", false, "4-bit group-quantize weights.");
+    public Option<string> CompressWeight { get; } = Bool("--compress-weight", false, "4-bit group-quantize weights.");
 
-    public Option<bool> CompressCache { get; } = Bool("--compress-cache", false, "4-bit group-quantize the KV cache.");
+    public Option<string> CompressCache { get; } = Bool("--compress-cache", false, "4-bit group-quantize the KV cache.");
 
-    public Option<bool> Overlap { get; } = Bool("--overlap", true, "Overlap transfers with compute.");
+    public Option<string> Overlap { get; } = Bool("--overlap", true, "Overlap transfers with compute.");
 
     public Option<string?> OffloadDir { get; } = new("--offload-dir")
     {
@@ -70,13 +70,13 @@ public sealed class PolicyFlags
         {
             return Policy.FromPercent(percent, parse.GetValue(GpuBatchSize), parse.GetValue(NumGpuBatches)) with
             {
-                Overlap = parse.GetValue(Overlap),
-                SepLayer = parse.GetValue(SepLayer),
-                PinWeight = parse.GetValue(PinWeight),
-                CpuCacheCompute = parse.GetValue(CpuCacheCompute),
+                Overlap = GetBool(parse, Overlap),
+                SepLayer = GetBool(parse, SepLayer),
+                PinWeight = GetBool(parse, PinWeight),
+                CpuCacheCompute = GetBool(parse, CpuCacheCompute),
                 AttnSparsity = parse.GetValue(AttnSparsity),
-                CompressWeight = parse.GetValue(CompressWeight),
-                CompressCache = parse.GetValue(CompressCache),
+                CompressWeight = GetBool(parse, CompressWeight),
+                CompressCache = GetBool(parse, CompressCache),
             };
         }
         catch (PolicyValidationException ex)
@@ -94,10 +94,34 @@ public sealed class PolicyFlags
         var f => f,
     };
 
-    private static Option<bool> Bool(string name, bool defaultValue, string description) => new(name)
+    /// <summary>
+    /// A FlexGen boolean flag: bare means true; a value is read as FlexGen's str2bool reads it (true/false, yes/no,
+    /// t/f, y/n, 1/0). A string option underneath, because System.CommandLine's bool options only take true/false.
+    /// </summary>
+    public static Option<string> Bool(string name, bool defaultValue, string description) => new(name)
     {
         Description = $"{description} (true/false; default {defaultValue.ToString().ToLowerInvariant()}).",
-        DefaultValueFactory = _ => defaultValue,
+        HelpName = "true|false",
+        // Given without a value (the option present, no token): true; absent: the default.
+        DefaultValueFactory = r => r.Parent is System.CommandLine.Parsing.OptionResult { Implicit: false } || defaultValue ? "true" : "false",
         Arity = ArgumentArity.ZeroOrOne,
+        CustomParser = result =>
+        {
+            if (result.Tokens.Count == 0) return "true";
+            string text = result.Tokens[0].Value;
+            if (ParseBool(text) is { } value) return value ? "true" : "false";
+            result.AddError($"{name} {text}: expected a boolean (true/false, yes/no, 1/0).");
+            return defaultValue ? "true" : "false";
+        },
+    };
+
+    /// <summary>The value of a flag made by <see cref="Bool"/>.</summary>
+    public static bool GetBool(ParseResult parse, Option<string> flag) => ParseBool(parse.GetValue(flag) ?? "") ?? false;
+
+    private static bool? ParseBool(string text) => text.ToLowerInvariant() switch
+    {
+        "true" or "t" or "yes" or "y" or "1" => true,
+        "false" or "f" or "no" or "n" or "0" => false,
+        _ => null,
     };
 }
