@@ -69,6 +69,38 @@ public class GenerationServiceTests
         }
     }
 
+    /// <summary>A hosted service that takes the generation service in its constructor, as applications do.</summary>
+    private sealed class ConsumerService(IGenerationService generation, TaskCompletionSource<GeneratedSequence> done) : BackgroundService
+    {
+        protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+        {
+            try { done.TrySetResult(await generation.GenerateAsync(Fixture.UnpaddedPrompt(3), new GenerationSettings { GenLen = 10 }, stoppingToken)); }
+            catch (Exception ex) { done.TrySetException(ex); }
+        }
+    }
+
+    [Fact]
+    public async Task A_hosted_service_constructed_before_the_actor_system_starts_should_get_its_tokens()
+    {
+        using var folder = new TempFolder();
+        var done = new TaskCompletionSource<GeneratedSequence>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(Settings(folder.File("offload")));
+        builder.Services.AddHostedService(sp => new ConsumerService(sp.GetRequiredService<IGenerationService>(), done)); // before AddFlexGen
+        builder.Services.AddFlexGen(builder.Configuration, o => o.AkkaLogLevel = "WARNING");
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            var answer = await done.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.Equal(Fixture.Row(Fixture.HfTokens, 3), answer.OutputIds);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
     [Fact]
     public async Task A_request_cancelled_while_queued_should_end_cancelled_without_running()
     {

@@ -1,18 +1,25 @@
 namespace FlexGen.Host.Hosting;
 
 using Akka.Actor;
+using Akka.Hosting;
 using FlexGen.Actors;
+using FlexGen.Actors.Actors;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Tracing;
 using FlexGen.Host.Generation;
 using SamplingOptions = FlexGen.Tensors.Layers.SamplingOptions;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
+using Microsoft.Extensions.DependencyInjection;
 
-/// <summary>The generation engine over the actor pipeline: one <see cref="GenerateRequest"/> per run, asked of the coordinator.</summary>
-public sealed class CoordinatorEngine(ActorSystem system, IActorRef coordinator, OptConfig model, Policy policy) : IGenerationEngine
+/// <summary>
+/// The generation engine over the actor pipeline: one <see cref="GenerateRequest"/> per run, asked of the
+/// coordinator. The coordinator is looked up at the first run, so the engine (and the service over it) can be
+/// injected into hosted services constructed before Akka.Hosting has started the actor system.
+/// </summary>
+public sealed class CoordinatorEngine(IServiceProvider services, OptConfig model, Policy policy) : IGenerationEngine
 {
-    private readonly FlexGenSystem _flexGen = FlexGenSystem.Attach(system, coordinator);
+    private FlexGenSystem? _flexGen;
 
     public OptConfig Model { get; } = model;
 
@@ -38,9 +45,10 @@ public sealed class CoordinatorEngine(ActorSystem system, IActorRef coordinator,
             CutGenLen = cutGenLen,
         };
         GenerationResult result;
+        var flexGen = _flexGen ??= await AttachAsync(cancellation).ConfigureAwait(false);
         try
         {
-            result = await _flexGen.GenerateAsync(request, cancellation).ConfigureAwait(false);
+            result = await flexGen.GenerateAsync(request, cancellation).ConfigureAwait(false);
         }
         catch (GenerationFailedException ex) when (ex.InnerException is { } cause)
         {
@@ -54,6 +62,12 @@ public sealed class CoordinatorEngine(ActorSystem system, IActorRef coordinator,
                 output[r, c] = result.OutputIds[r][c];
         var statistics = new RunStatistics(rows, cols, cutGenLen ?? settings.GenLen, result.Timings.Prefill, result.Timings.Decode, result.PeakBytes);
         return new EngineRun(output, statistics, new TraceTimeline(result.Trace));
+    }
+
+    private async Task<FlexGenSystem> AttachAsync(CancellationToken cancellation)
+    {
+        var coordinator = await services.GetRequiredService<IRequiredActor<GenerationCoordinator>>().GetAsync(cancellation).ConfigureAwait(false);
+        return FlexGenSystem.Attach(services.GetRequiredService<ActorSystem>(), coordinator);
     }
 
     private sealed class TraceTimeline(ExecutionTrace trace) : IRunTimeline

@@ -49,11 +49,7 @@ public static class FlexGenHostingExtensions
     {
         services.AddSingleton(setup);
         services.AddSingleton(setup.Model);
-        services.AddSingleton<IGenerationEngine>(sp => new CoordinatorEngine(
-            sp.GetRequiredService<ActorSystem>(),
-            sp.GetRequiredService<IRequiredActor<GenerationCoordinator>>().ActorRef,
-            setup.Model.Config,
-            setup.Policy));
+        services.AddSingleton<IGenerationEngine>(sp => new CoordinatorEngine(sp, setup.Model.Config, setup.Policy));
         services.AddSingleton<GenerationService>(sp => new GenerationService(
             sp.GetRequiredService<IGenerationEngine>(), setup.Tokenizer, TimeSpan.FromMilliseconds(setup.Options.BatchWindowMs)));
         services.AddSingleton<IGenerationService>(sp => sp.GetRequiredService<GenerationService>());
