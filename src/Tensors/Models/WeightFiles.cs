@@ -41,30 +41,33 @@ public static class WeightFiles
     public static void ReadInto(string directory, WeightSpec spec, torch.Tensor destination)
     {
         var path = PathOf(directory, spec);
-        try
+        Reading(path, () =>
         {
             NpyFile.ReadInto(path, destination);
+            return destination;
+        });
+    }
+
+    /// <summary>
+    /// Reads <paramref name="spec"/>'s file into a new CPU tensor of the file's shape and dtype (the spec's, once
+    /// <see cref="Check"/> passed).
+    /// </summary>
+    /// <exception cref="WeightLoadException">The file cannot be read (names it).</exception>
+    public static torch.Tensor Read(string directory, WeightSpec spec)
+    {
+        var path = PathOf(directory, spec);
+        return Reading(path, () => NpyFile.Read(path));
+    }
+
+    private static T Reading<T>(string path, Func<T> read)
+    {
+        try
+        {
+            return read();
         }
         catch (Exception e) when (e is NpyFormatException or IOException && e is not WeightLoadException)
         {
             throw new WeightLoadException(path, $"cannot be read: {e.Message}", e);
-        }
-    }
-
-    /// <summary>Reads <paramref name="spec"/>'s file into a new CPU tensor of the spec's shape and dtype.</summary>
-    /// <exception cref="WeightLoadException">The file cannot be read (names it).</exception>
-    public static torch.Tensor Read(string directory, WeightSpec spec)
-    {
-        var tensor = torch.empty(spec.Shape.ToArray(), spec.Dtype, torch.CPU);
-        try
-        {
-            ReadInto(directory, spec, tensor);
-            return tensor;
-        }
-        catch
-        {
-            tensor.Dispose();
-            throw;
         }
     }
 

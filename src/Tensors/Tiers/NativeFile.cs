@@ -128,41 +128,20 @@ internal static unsafe partial class NativeFile
     }
 
     /// <summary>Reads exactly <paramref name="count"/> bytes at <paramref name="offset"/>, or throws.</summary>
-    public static void ReadExactly(int fd, string path, byte* buffer, long count, long offset)
-    {
-        while (count > 0)
-        {
-            var chunk = (nuint)Math.Min(count, 1L << 30);
-            var n = SysPread(fd, buffer, chunk, offset);
-            if (n < 0)
-            {
-                var errno = Marshal.GetLastPInvokeError();
-                if (errno == Eintr)
-                {
-                    continue;
-                }
-
-                throw Failure(path, "read", errno);
-            }
-
-            if (n == 0)
-            {
-                throw new DiskTierIOException(path, "read", 0, $"the file ends {count:N0} bytes before offset {offset + count:N0} (truncated)");
-            }
-
-            buffer += n;
-            offset += n;
-            count -= n;
-        }
-    }
+    public static void ReadExactly(int fd, string path, byte* buffer, long count, long offset) =>
+        TransferExactly(fd, path, buffer, count, offset, write: false);
 
     /// <summary>Writes exactly <paramref name="count"/> bytes at <paramref name="offset"/>, or throws (ENOSPC: disk full).</summary>
-    public static void WriteExactly(int fd, string path, byte* buffer, long count, long offset)
+    public static void WriteExactly(int fd, string path, byte* buffer, long count, long offset) =>
+        TransferExactly(fd, path, buffer, count, offset, write: true);
+
+    /// <summary>pread/pwrite in chunks of at most 1 GiB until all is moved, retrying on EINTR.</summary>
+    private static void TransferExactly(int fd, string path, byte* buffer, long count, long offset, bool write)
     {
         while (count > 0)
         {
             var chunk = (nuint)Math.Min(count, 1L << 30);
-            var n = SysPwrite(fd, buffer, chunk, offset);
+            var n = write ? SysPwrite(fd, buffer, chunk, offset) : SysPread(fd, buffer, chunk, offset);
             if (n < 0)
             {
                 var errno = Marshal.GetLastPInvokeError();
@@ -171,12 +150,14 @@ internal static unsafe partial class NativeFile
                     continue;
                 }
 
-                throw Failure(path, "write", errno);
+                throw Failure(path, write ? "write" : "read", errno);
             }
 
             if (n == 0)
             {
-                throw new DiskTierIOException(path, "write", 28, "no bytes written (disk full)");
+                throw write
+                    ? new DiskTierIOException(path, "write", 28, "no bytes written (disk full)")
+                    : new DiskTierIOException(path, "read", 0, $"the file ends {count:N0} bytes before offset {offset + count:N0} (truncated)");
             }
 
             buffer += n;
