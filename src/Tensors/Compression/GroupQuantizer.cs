@@ -18,7 +18,6 @@ using static TorchSharp.torch;
 /// </remarks>
 public static class GroupQuantizer
 {
-    const int SupportedBits = 4;
 
     /// <summary>Compresses <paramref name="input"/> (any floating dtype, values in float16 range) on its own device.</summary>
     public static QuantizedTensor Compress(Tensor input, CompressionConfig config)
@@ -109,7 +108,7 @@ public static class GroupQuantizer
     public static long[] ScaleShape(IReadOnlyList<long> shape, CompressionConfig config) =>
         Splice(shape, config.GroupDim, NumGroups(shape[config.GroupDim], config.GroupSize), 2);
 
-    /// <summary>Rejects settings FlexLLMGen's packed format does not define, naming the field.</summary>
+    /// <summary>Rejects a disabled config or a group dim the tensor does not have, naming the field.</summary>
     internal static void Validate(CompressionConfig config, int rank)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -117,24 +116,8 @@ public static class GroupQuantizer
         {
             throw new ArgumentException("CompressionConfig.Enabled is false: compression is switched off for this tensor", nameof(config));
         }
-        if (config.NumBits != SupportedBits)
-        {
-            throw new NotSupportedException(
-                $"CompressionConfig.NumBits = {config.NumBits} is not supported: FlexLLMGen's packed format is 4 bits (two values a byte)");
-        }
-        if (config.Symmetric)
-        {
-            throw new NotSupportedException(
-                "CompressionConfig.Symmetric = true is not supported: FlexLLMGen defines no packed format for symmetric " +
-                "quantization (its TorchCompressedDevice asserts not symmetric); use asymmetric min/max groups");
-        }
-        if (config.GroupSize < 2 || config.GroupSize % 2 != 0)
-        {
-            throw new ArgumentException(
-                $"CompressionConfig.GroupSize = {config.GroupSize} must be a positive even number (two values are packed a byte)",
-                nameof(config));
-        }
-        if (config.GroupDim < 0 || config.GroupDim >= rank)
+        // Bits, symmetry and group size are validated by CompressionConfig itself; what is left depends on the tensor.
+        if (config.GroupDim >= rank)
         {
             throw new ArgumentOutOfRangeException(nameof(config),
                 $"CompressionConfig.GroupDim = {config.GroupDim} is not a dimension of a rank-{rank} tensor (0..{rank - 1})");

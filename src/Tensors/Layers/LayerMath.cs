@@ -41,6 +41,20 @@ internal static class LayerMath
         CheckRank(hidden, 3, name, "(batch, seq, hidden)");
     }
 
+    /// <summary>
+    /// What every layer forward checks first: hidden is (batch, seq, h), weights and compute are given, and compute
+    /// runs on hidden's device, which is returned.
+    /// </summary>
+    public static Device CheckLayerInputs(Tensor hidden, object weights, ComputeSettings compute)
+    {
+        CheckHidden(hidden);
+        ArgumentNullException.ThrowIfNull(weights);
+        ArgumentNullException.ThrowIfNull(compute);
+        var device = hidden.device;
+        compute.EnsureSupportedOn(device);
+        return device;
+    }
+
     /// <summary>The attention mask as bool on <paramref name="device"/>, checked to be (batch, seqTotal).</summary>
     public static Tensor MaskAsBool(Tensor mask, long batch, Device device)
     {

@@ -9,10 +9,7 @@ public static class Mlp
     /// <summary>(batch, seq, h) -> (batch, seq, h) in the compute dtype, on the device of <paramref name="hidden"/>.</summary>
     public static Tensor Forward(Tensor hidden, MlpWeights weights, ComputeSettings compute)
     {
-        LayerMath.CheckHidden(hidden);
-        ArgumentNullException.ThrowIfNull(weights);
-        ArgumentNullException.ThrowIfNull(compute);
-        compute.EnsureSupportedOn(hidden.device);
+        LayerMath.CheckLayerInputs(hidden, weights, compute);
 
         using var scope = NewDisposeScope();
         var x = LayerMath.ToCompute(hidden, compute, hidden.device);

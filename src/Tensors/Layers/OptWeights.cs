@@ -1,7 +1,6 @@
 namespace FlexGen.Tensors.Layers;
 
 using FlexGen.Tensors.Models;
-using FlexGen.Tensors.Npy;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,7 +31,7 @@ public sealed class OptWeights : IDisposable
                 throw new ArgumentException($"Weight '{spec.FileName}' of {config.Name} is missing.", nameof(byFileName));
             }
 
-            CheckShape(spec, tensor, spec.FileName);
+            CheckShape(spec, tensor);
         }
 
         InputEmbed = InputEmbedWeights.FromOrdered(Pick(OptWeightSpecs.InputEmbed(config)));
@@ -62,73 +61,45 @@ public sealed class OptWeights : IDisposable
 
     /// <summary>
     /// Loads every weight of <paramref name="config"/> from <paramref name="modelDir"/> (FlexGen's layout: one .npy
-    /// file per parameter, named without extension) into CPU tensors of the stored dtype, checking shapes.
+    /// file per parameter, named without extension) into CPU tensors of the stored dtype. Every file is checked first
+    /// (see <see cref="WeightFiles.Check"/>).
     /// </summary>
-    public static OptWeights Load(string modelDir, OptConfig config) =>
-        Load(modelDir, config, NpyFile.Read);
+    /// <exception cref="WeightLoadException">The folder or a weight file is missing, corrupt, truncated or disagrees with the config.</exception>
+    public static OptWeights Load(string modelDir, OptConfig config)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(modelDir);
+        ArgumentNullException.ThrowIfNull(config);
+        WeightFiles.Check(modelDir, config.Name, AllSpecs(config));
+        return Create(config, spec => WeightFiles.Read(modelDir, spec));
+    }
 
     /// <summary>Loads a model folder that also holds its Hugging Face <c>config.json</c> (as models/opt-tiny).</summary>
     public static OptWeights Load(string modelDir) => Load(modelDir, OptConfig.FromHuggingFaceConfig(modelDir));
 
     /// <summary>
-    /// Random weights with OPT's shapes, stored float16 (FlexGen's dummy weights, seeded): matrices and embeddings
-    /// normal(0, <paramref name="std"/>), biases normal(0, std), layer-norm weights 1 + normal(0, std).
+    /// Random weights with OPT's shapes, stored float16 (FlexGen's dummy weights, seeded; see
+    /// <see cref="DummyWeights.FillRandom"/>): the same values as the memory tiers' dummy random weights for the seed.
     /// </summary>
-    public static OptWeights Random(OptConfig config, ulong seed, double std = 0.02)
+    public static OptWeights Random(OptConfig config, ulong seed, double std = DummyWeights.DefaultStd)
     {
         ArgumentNullException.ThrowIfNull(config);
-        using var generator = new Generator(seed, CPU);
-        var tensors = new Dictionary<string, Tensor>();
-        try
+        return Create(config, spec =>
         {
-            foreach (var spec in AllSpecs(config))
-            {
-                using var scope = NewDisposeScope();
-                var values = torch.randn(spec.Shape.ToArray(), ScalarType.Float32, generator: generator).mul_(std);
-                if (spec.FileName.EndsWith("layer_norm.weight", StringComparison.Ordinal))
-                {
-                    values.add_(1.0);
-                }
-
-                tensors[spec.FileName] = values.to(spec.Dtype).DetachFromDisposeScope();
-            }
-
-            return new OptWeights(config, tensors);
-        }
-        catch
-        {
-            foreach (var t in tensors.Values)
-            {
-                t.Dispose();
-            }
-
-            throw;
-        }
+            var tensor = torch.empty(spec.Shape.ToArray(), spec.Dtype, CPU);
+            DummyWeights.FillRandom(tensor, spec.FileName, seed, std);
+            return tensor;
+        });
     }
 
-    internal static OptWeights Load(string modelDir, OptConfig config, Func<string, Tensor> readTensor)
+    /// <summary>One tensor per weight of <paramref name="config"/> from <paramref name="make"/>; all freed on failure.</summary>
+    private static OptWeights Create(OptConfig config, Func<WeightSpec, Tensor> make)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(modelDir);
-        ArgumentNullException.ThrowIfNull(config);
-        if (!Directory.Exists(modelDir))
-        {
-            throw new DirectoryNotFoundException($"Model folder '{modelDir}' does not exist.");
-        }
-
         var tensors = new Dictionary<string, Tensor>();
         try
         {
             foreach (var spec in AllSpecs(config))
             {
-                var path = Path.Combine(modelDir, spec.FileName);
-                if (!File.Exists(path))
-                {
-                    throw new FileNotFoundException($"Weight file '{path}' of {config.Name} does not exist.", path);
-                }
-
-                var tensor = readTensor(path);
-                tensors[spec.FileName] = tensor;
-                CheckShape(spec, tensor, path);
+                tensors[spec.FileName] = make(spec);
             }
 
             return new OptWeights(config, tensors);
@@ -162,17 +133,17 @@ public sealed class OptWeights : IDisposable
     private static IEnumerable<WeightSpec> AllSpecs(OptConfig config) =>
         OptWeightSpecs.Layers(config, sepLayer: true).SelectMany(l => l.Weights).DistinctBy(s => s.FileName);
 
-    private static void CheckShape(WeightSpec spec, Tensor tensor, string where)
+    private static void CheckShape(WeightSpec spec, Tensor tensor)
     {
         if (!tensor.shape.SequenceEqual(spec.Shape))
         {
             throw new InvalidDataException(
-                $"Weight '{where}' has shape ({string.Join(", ", tensor.shape)}); {spec.FileName} must be ({string.Join(", ", spec.Shape)}).");
+                $"Weight '{spec.FileName}' has shape ({string.Join(", ", tensor.shape)}); it must be ({string.Join(", ", spec.Shape)}).");
         }
 
         if (tensor.dtype != spec.Dtype)
         {
-            throw new InvalidDataException($"Weight '{where}' is {tensor.dtype}; {spec.FileName} is stored as {spec.Dtype}.");
+            throw new InvalidDataException($"Weight '{spec.FileName}' is {tensor.dtype}; it is stored as {spec.Dtype}.");
         }
     }
 

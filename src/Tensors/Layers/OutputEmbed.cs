@@ -43,11 +43,7 @@ public static class OutputEmbed
     /// </summary>
     public static Tensor Logits(Tensor hidden, OutputEmbedWeights weights, ComputeSettings compute)
     {
-        LayerMath.CheckHidden(hidden);
-        ArgumentNullException.ThrowIfNull(weights);
-        ArgumentNullException.ThrowIfNull(compute);
-        var device = hidden.device;
-        compute.EnsureSupportedOn(device);
+        var device = LayerMath.CheckLayerInputs(hidden, weights, compute);
 
         using var scope = NewDisposeScope();
         var last = LayerMath.ToCompute(hidden.select(1, hidden.shape[1] - 1), compute, device); // (b, h)

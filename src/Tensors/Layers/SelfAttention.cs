@@ -57,11 +57,7 @@ public static class SelfAttention
     public static AttentionOutput Prefill(
         Tensor hidden, Tensor attentionMask, SelfAttentionWeights weights, int nHead, ComputeSettings compute)
     {
-        LayerMath.CheckHidden(hidden);
-        ArgumentNullException.ThrowIfNull(weights);
-        ArgumentNullException.ThrowIfNull(compute);
-        var device = hidden.device;
-        compute.EnsureSupportedOn(device);
+        var device = LayerMath.CheckLayerInputs(hidden, weights, compute);
         long b = hidden.shape[0], s = hidden.shape[1], h = hidden.shape[2];
         long headDim = HeadDim(h, nHead);
 
@@ -155,11 +151,7 @@ public static class SelfAttention
     public static DecodeProjection ProjectDecode(
         Tensor hidden, SelfAttentionWeights weights, int nHead, ComputeSettings compute)
     {
-        LayerMath.CheckHidden(hidden);
-        ArgumentNullException.ThrowIfNull(weights);
-        ArgumentNullException.ThrowIfNull(compute);
-        var device = hidden.device;
-        compute.EnsureSupportedOn(device);
+        var device = LayerMath.CheckLayerInputs(hidden, weights, compute);
         long b = hidden.shape[0], s = hidden.shape[1], h = hidden.shape[2];
         if (s != 1)
         {
@@ -270,11 +262,7 @@ public static class SelfAttention
         IReadOnlyList<Tensor> segmentValues, Tensor hidden, SelfAttentionWeights weights, ComputeSettings compute)
     {
         ArgumentNullException.ThrowIfNull(segmentValues);
-        LayerMath.CheckHidden(hidden);
-        ArgumentNullException.ThrowIfNull(weights);
-        ArgumentNullException.ThrowIfNull(compute);
-        var device = hidden.device;
-        compute.EnsureSupportedOn(device);
+        var device = LayerMath.CheckLayerInputs(hidden, weights, compute);
         long b = hidden.shape[0], h = hidden.shape[2];
         if (segmentValues.Count == 0)
         {

@@ -54,3 +54,10 @@ public sealed class ModelConfigException : FormatException
 
     public string? Key { get; }
 }
+
+/// <summary>A weight file is missing, disagrees with the model config, or is corrupt.</summary>
+public sealed class WeightLoadException(string path, string problem, Exception? inner = null)
+    : IOException($"Weight '{path}': {problem}.", inner)
+{
+    public string Path { get; } = path;
+}

@@ -46,6 +46,24 @@ public sealed record CachePlacement(
 
     public TierBytes TotalBytes => BytesPerTensor * TensorCount;
 
+    /// <summary>
+    /// FlexGen's split of a mixed cache's dim 1 (<c>TorchMixedDevice.init_cache_one_gpu_batch</c>): the GPU and CPU
+    /// segments are their percentage of <paramref name="extent"/> rounded down to a multiple of
+    /// <paramref name="granularity"/> (n_head); the last one (CPU when the disk share is 0, else disk) takes the rest.
+    /// </summary>
+    public static (long Gpu, long Cpu, long Disk) SplitSegments(long extent, double gpuPercent, double cpuPercent, long granularity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(granularity, 1);
+        long gpu = (long)(extent * gpuPercent / 100) / granularity * granularity;
+        if (Math.Abs(100 - gpuPercent - cpuPercent) < Policy.PercentTolerance)
+        {
+            return (gpu, extent - gpu, 0);
+        }
+
+        long cpu = (long)(extent * cpuPercent / 100) / granularity * granularity;
+        return (gpu, cpu, extent - gpu - cpu);
+    }
+
     /// <summary>The dim-1 segment length on a tier (the whole dim 1 for a whole-tier home).</summary>
     public long SegmentLength(TierKind tier) => tier switch
     {
@@ -194,20 +212,7 @@ public sealed record PlacementPlan
                 $"{policy.CacheGpuPercent}%, cpu {policy.CacheCpuPercent}%, disk {policy.CacheDiskPercent}%); " +
                 "FlexGen refuses this too. Put the whole cache on one tier or turn compress_cache off.");
 
-        // Segments along dim 1 (gpu_batch_size * n_head), each rounded down to a multiple of n_head; the last one
-        // (cpu when there is no disk share, else disk) takes the rest.
-        long gpuLength = (long)(dim1 * policy.CacheGpuPercent / 100) / nHead * nHead;
-        long cpuLength, diskLength;
-        if (policy.CacheDiskPercent == 0)
-        {
-            cpuLength = dim1 - gpuLength;
-            diskLength = 0;
-        }
-        else
-        {
-            cpuLength = (long)(dim1 * policy.CacheCpuPercent / 100) / nHead * nHead;
-            diskLength = dim1 - gpuLength - cpuLength;
-        }
+        var (gpuLength, cpuLength, diskLength) = CachePlacement.SplitSegments(dim1, policy.CacheGpuPercent, policy.CacheCpuPercent, nHead);
 
         if (policy.CpuCacheCompute && policy.AttnSparsity < 1 && gpuLength > 0)
             throw new PlacementException(

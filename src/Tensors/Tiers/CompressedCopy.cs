@@ -54,10 +54,9 @@ internal static class CompressedCopy
             var (packedSource, packedTarget) = PackedBoxes(covering, src, packedShape);
             var scaleSource = ScaleBox(covering, src.Scales.ShapeArray, config);
             var scaleTarget = Region.Resolve(scaleShape, null, "scales");
-            var reads = Task.WhenAll(
-                TierCopy.Dispatch(packedWrapper, packedTarget, src.Packed, packedSource, async, cancellationToken),
-                TierCopy.Dispatch(scaleWrapper, scaleTarget, src.Scales, scaleSource, async, cancellationToken));
-            await reads.ConfigureAwait(false);
+            await StartedTasks.WhenAll(
+                () => TierCopy.Dispatch(packedWrapper, packedTarget, src.Packed, packedSource, async, cancellationToken),
+                () => TierCopy.Dispatch(scaleWrapper, scaleTarget, src.Scales, scaleSource, async, cancellationToken)).ConfigureAwait(false);
         }
 
         using var decompressed = GroupQuantizer.Decompress(quantized, src.Dtype);
@@ -110,9 +109,9 @@ internal static class CompressedCopy
             var packedSourceShape = quantized.Packed.shape;
             var (packedTarget, packedSource) = PackedBoxes(target, dst, packedSourceShape);
             var scaleTarget = ScaleBox(target, dst.Scales.ShapeArray, config);
-            await Task.WhenAll(
-                TierCopy.Dispatch(dst.Packed, packedTarget, packedWrapper, packedSource, async, cancellationToken),
-                TierCopy.Dispatch(dst.Scales, scaleTarget, scaleWrapper, Region.Resolve(quantized.Scale.shape, null, "scales"), async, cancellationToken)).ConfigureAwait(false);
+            await StartedTasks.WhenAll(
+                () => TierCopy.Dispatch(dst.Packed, packedTarget, packedWrapper, packedSource, async, cancellationToken),
+                () => TierCopy.Dispatch(dst.Scales, scaleTarget, scaleWrapper, Region.Resolve(quantized.Scale.shape, null, "scales"), async, cancellationToken)).ConfigureAwait(false);
         }
     }
 
@@ -124,9 +123,9 @@ internal static class CompressedCopy
         var (srcPacked, _) = PackedBoxes(srcRegion, src, src.Packed.ShapeArray);
         var dstScale = ScaleBox(dstRegion, dst.Scales.ShapeArray, config);
         var srcScale = ScaleBox(srcRegion, src.Scales.ShapeArray, config);
-        return Task.WhenAll(
-            TierCopy.Dispatch(dst.Packed, dstPacked, src.Packed, srcPacked, async, cancellationToken),
-            TierCopy.Dispatch(dst.Scales, dstScale, src.Scales, srcScale, async, cancellationToken));
+        return StartedTasks.WhenAll(
+            () => TierCopy.Dispatch(dst.Packed, dstPacked, src.Packed, srcPacked, async, cancellationToken),
+            () => TierCopy.Dispatch(dst.Scales, dstScale, src.Scales, srcScale, async, cancellationToken));
     }
 
     /// <summary><c>src[srcRegion]</c> as a new contiguous plain tensor on <paramref name="device"/>.</summary>

@@ -15,6 +15,12 @@ public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, l
 
     /// <summary>Chunks of one large transfer in flight at once (queue depth for the device).</summary>
     public int ParallelChunks { get; init; } = 4;
+
+    /// <summary>
+    /// Reserve each file's blocks when the tensor is allocated (fallocate): a full disk is reported by
+    /// <see cref="DiskTier.Allocate"/> instead of by a write later on, and writes skip block allocation.
+    /// </summary>
+    public bool Preallocate { get; init; } = true;
 }
 
 /// <summary>
@@ -71,7 +77,7 @@ public sealed unsafe class DiskTier : MemoryTier
         var path = Path.Combine(Directory, $"{FileSafe(name)}.{Guid.NewGuid():N}.bin");
         try
         {
-            NativeFile.Create(path, NativeFile.AlignUp(bytes));
+            NativeFile.Create(path, NativeFile.AlignUp(bytes), Options.Preallocate);
             var tensor = new DiskTensor(this, shape, dtype, name, path, bytes);
             _live[path] = tensor;
             return tensor;

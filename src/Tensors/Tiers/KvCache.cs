@@ -93,17 +93,29 @@ public sealed class KvCache : IDisposable
     {
         var (key, value) = Home(layer, batch);
         IndexRange[] rows = [new(0, length)];
-        var loadedKey = await Load(key, rows, target, cancellationToken).ConfigureAwait(false);
+        var loadKey = Load(key, rows, target, cancellationToken);
+        var loadValue = Load(value, rows, target, cancellationToken);
         try
         {
-            var loadedValue = await Load(value, rows, target, cancellationToken).ConfigureAwait(false);
-            return new LoadedCache(layer, batch, loadedKey, loadedValue);
+            await Task.WhenAll(loadKey, loadValue).ConfigureAwait(false);
         }
         catch
         {
-            loadedKey.Dispose();
+            // Both have finished (WhenAll waits for all); free whichever succeeded.
+            if (loadKey.IsCompletedSuccessfully)
+            {
+                loadKey.Result.Dispose();
+            }
+
+            if (loadValue.IsCompletedSuccessfully)
+            {
+                loadValue.Result.Dispose();
+            }
+
             throw;
         }
+
+        return new LoadedCache(layer, batch, loadKey.Result, loadValue.Result);
     }
 
     /// <summary>Synchronous <see cref="LoadAsync"/> (all I/O on the calling thread).</summary>

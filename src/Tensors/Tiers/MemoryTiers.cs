@@ -1,8 +1,23 @@
 namespace FlexGen.Tensors.Tiers;
 
+using FlexGen.Tensors.Placement;
+
 /// <summary>Budgets and switches of the tiers of one engine.</summary>
 public sealed record MemoryTierOptions
 {
+    /// <summary>
+    /// Options whose budgets are the plan's <paramref name="capacities"/> (null: unbounded) and whose CPU memory is pinned
+    /// as the policy's <c>pin_weight</c> asks.
+    /// </summary>
+    public static MemoryTierOptions For(TierCapacities capacities, string? offloadDirectory, bool pinCpuMemory = false, DiskTierOptions? disk = null) => new()
+    {
+        GpuCapacityBytes = capacities.GpuBytes ?? long.MaxValue,
+        CpuCapacityBytes = capacities.CpuBytes ?? long.MaxValue,
+        OffloadDirectory = offloadDirectory,
+        PinCpuMemory = pinCpuMemory,
+        Disk = (disk ?? new DiskTierOptions()) with { CapacityBytes = capacities.DiskBytes ?? long.MaxValue },
+    };
+
     /// <summary>Capacity of the GPU tier (the emulated one, without CUDA, has exactly this budget).</summary>
     public long GpuCapacityBytes { get; init; } = long.MaxValue;
 

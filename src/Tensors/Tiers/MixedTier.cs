@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tiers;
 
+using FlexGen.Tensors.Placement;
 using TorchSharp;
 
 /// <summary>
@@ -41,16 +42,9 @@ public sealed class MixedTier : MemoryTier
 
     public int Granularity { get; }
 
-    /// <summary>
-    /// FlexGen's split of <paramref name="extent"/>: gpu = floor(extent * gpu% / 100) rounded down to the granularity,
-    /// cpu likewise, disk = the rest.
-    /// </summary>
-    public static (long Gpu, long Cpu, long Disk) SplitLengths(long extent, double gpuPercent, double cpuPercent, int granularity)
-    {
-        var gpu = (long)(extent * gpuPercent / 100) / granularity * granularity;
-        var cpu = (long)(extent * cpuPercent / 100) / granularity * granularity;
-        return (gpu, cpu, extent - gpu - cpu);
-    }
+    /// <summary>FlexGen's split of <paramref name="extent"/>, as the placement plan's (<see cref="CachePlacement.SplitSegments"/>).</summary>
+    public static (long Gpu, long Cpu, long Disk) SplitLengths(long extent, double gpuPercent, double cpuPercent, int granularity) =>
+        CachePlacement.SplitSegments(extent, gpuPercent, cpuPercent, granularity);
 
     public override MixedTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null)
     {

@@ -1,6 +1,6 @@
 namespace FlexGen.Tensors.Tiers;
 
-using FlexGen.Tensors.Npy;
+using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using TorchSharp;
 
@@ -13,7 +13,10 @@ public enum WeightSource
     /// <summary>FlexGen's _DUMMY_ path: no files, every weight all ones (as FlexGen).</summary>
     DummyOnes,
 
-    /// <summary>No files: seeded small random values (normal, std 0.02), deterministic per weight and seed.</summary>
+    /// <summary>
+    /// No files: seeded small random values (normal, std 0.02; layer-norm weights 1 + that), deterministic per weight
+    /// file name and seed: the same values as <c>OptWeights.Random</c> with the same seed (see <see cref="DummyWeights"/>).
+    /// </summary>
     DummyRandom,
 }
 
@@ -65,7 +68,10 @@ public sealed class ModelWeights : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         if (options.Source == WeightSource.Files)
         {
-            CheckFiles(plan, options.ModelDirectory ?? throw new ArgumentException("WeightLoadOptions.ModelDirectory is required to load weights from files.", nameof(options)));
+            WeightFiles.Check(
+                options.ModelDirectory ?? throw new ArgumentException("WeightLoadOptions.ModelDirectory is required to load weights from files.", nameof(options)),
+                plan.Config.Name,
+                plan.Layers.SelectMany(l => l.Weights).Select(w => w.Spec));
         }
 
         var compressedTiers = new Dictionary<MemoryTier, CompressedTier>();
@@ -79,7 +85,7 @@ public sealed class ModelWeights : IDisposable
                 for (var w = 0; w < placements.Count; w++)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j, w);
+                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j);
                 }
             }
 
@@ -118,7 +124,7 @@ public sealed class ModelWeights : IDisposable
         var owned = new bool[homes.Length];
         try
         {
-            var copies = new List<Task>();
+            var starts = new List<Func<Task>>();
             for (var w = 0; w < homes.Length; w++)
             {
                 if (homes[w] is DeviceTensor resident && resident.Tier == target)
@@ -127,13 +133,15 @@ public sealed class ModelWeights : IDisposable
                     continue;
                 }
 
-                var copy = target.Allocate(homes[w].ShapeArray, homes[w].Dtype, homes[w].Name);
+                var home = homes[w];
+                var copy = target.Allocate(home.ShapeArray, home.Dtype, home.Name);
                 loaded[w] = copy;
                 owned[w] = true;
-                copies.Add(async ? TierCopy.CopyAsync(copy, homes[w], cancellationToken) : SyncCopy(copy, homes[w]));
+                starts.Add(async ? () => TierCopy.CopyAsync(copy, home, cancellationToken) : () => SyncCopy(copy, home));
             }
 
-            await Task.WhenAll(copies).ConfigureAwait(false);
+            // Started only once every buffer exists, and all waited for before a failure frees them.
+            await StartedTasks.WhenAll(starts).ConfigureAwait(false);
             return new LoadedWeights(layer, loaded!, owned);
         }
         catch
@@ -165,7 +173,7 @@ public sealed class ModelWeights : IDisposable
     }
 
     private static TieredTensor LoadOne(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options, WeightPlacement placement,
-        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer, int index)
+        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer)
     {
         var spec = placement.Spec;
         var shape = spec.Shape.ToArray();
@@ -178,7 +186,7 @@ public sealed class ModelWeights : IDisposable
             var tensor = memory.Allocate(shape, spec.Dtype, name, pin: placement.Pinned);
             try
             {
-                Fill(tensor.Data, options, placement, layer, index);
+                Fill(tensor.Data, options, placement);
                 return tensor;
             }
             catch
@@ -189,7 +197,7 @@ public sealed class ModelWeights : IDisposable
         }
 
         using var staging = torch.empty(shape, spec.Dtype, torch.CPU).DetachFromDisposeScope();
-        Fill(staging, options, placement, layer, index);
+        Fill(staging, options, placement);
         MemoryTier destination = home;
         if (placement.Compressed)
         {
@@ -215,81 +223,21 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
-    private static void Fill(torch.Tensor destination, WeightLoadOptions options, WeightPlacement placement, int layer, int index)
+    private static void Fill(torch.Tensor destination, WeightLoadOptions options, WeightPlacement placement)
     {
         switch (options.Source)
         {
             case WeightSource.Files:
-                var path = Path.Combine(options.ModelDirectory!, placement.Spec.FileName);
-                try
-                {
-                    NpyFile.ReadInto(path, destination);
-                }
-                catch (Exception e) when (e is NpyFormatException or IOException && e is not WeightLoadException)
-                {
-                    throw new WeightLoadException(path, $"cannot be read: {e.Message}", e);
-                }
-
+                WeightFiles.ReadInto(options.ModelDirectory!, placement.Spec, destination);
                 break;
             case WeightSource.DummyOnes:
-                destination.fill_(1);
+                DummyWeights.FillOnes(destination);
                 break;
             case WeightSource.DummyRandom:
-                using (var generator = new torch.Generator((ulong)(options.Seed * 1_000_003L + layer * 1009L + index)))
-                using (var values = torch.randn(destination.shape, torch.ScalarType.Float32, generator: generator))
-                using (var scaled = values.mul_(0.02))
-                {
-                    destination.copy_(scaled);
-                }
-
+                DummyWeights.FillRandom(destination, placement.Spec.FileName, unchecked((ulong)options.Seed));
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(options), options.Source, "Unknown weight source.");
-        }
-    }
-
-    /// <summary>Every weight file present, a readable .npy, and of the shape and dtype the config gives.</summary>
-    private static void CheckFiles(PlacementPlan plan, string directory)
-    {
-        if (!Directory.Exists(directory))
-        {
-            throw new WeightLoadException(directory, "the model folder does not exist");
-        }
-
-        foreach (var placement in plan.Layers.SelectMany(l => l.Weights))
-        {
-            var spec = placement.Spec;
-            var path = Path.Combine(directory, spec.FileName);
-            if (!File.Exists(path))
-            {
-                throw new WeightLoadException(path, $"the weight file is missing (model {plan.Config.Name} needs it)");
-            }
-
-            NpyHeader header;
-            try
-            {
-                header = NpyFile.ReadHeader(path);
-            }
-            catch (Exception e) when (e is NpyFormatException or IOException)
-            {
-                throw new WeightLoadException(path, $"is not a valid .npy file: {e.Message}", e);
-            }
-
-            if (!header.Shape.SequenceEqual(spec.Shape))
-            {
-                throw new WeightLoadException(path, $"shape ({string.Join(", ", header.Shape)}) disagrees with the config of {plan.Config.Name}, which needs ({string.Join(", ", spec.Shape)})");
-            }
-
-            if (header.DType != spec.Dtype)
-            {
-                throw new WeightLoadException(path, $"dtype {header.DType} ('{header.Descr}') disagrees with the config of {plan.Config.Name}, which stores {spec.Dtype}");
-            }
-
-            var available = new FileInfo(path).Length - header.DataOffset;
-            if (available < header.DataLength)
-            {
-                throw new WeightLoadException(path, $"is truncated: {available:N0} data bytes, {header.DataLength:N0} needed");
-            }
         }
     }
 }

@@ -38,6 +38,9 @@ internal static unsafe partial class NativeFile
     [LibraryImport("libc", EntryPoint = "ftruncate", SetLastError = true)]
     private static partial int SysFtruncate(int fd, long length);
 
+    [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
+    private static partial int SysFallocate(int fd, int mode, long offset, long length);
+
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int SysFsync(int fd);
 
@@ -49,12 +52,25 @@ internal static unsafe partial class NativeFile
 
     public static string Describe(int errno) => Marshal.PtrToStringUTF8(SysStrerror(errno)) ?? $"errno {errno}";
 
-    /// <summary>Creates (or truncates) <paramref name="path"/> and sets its length.</summary>
-    public static void Create(string path, long length)
+    /// <summary>
+    /// Creates (or truncates) <paramref name="path"/> and sets its length; with <paramref name="reserve"/>, reserves the
+    /// blocks now (fallocate), so a full disk shows at allocation, not in the middle of a run, and writes skip block
+    /// allocation. File systems without fallocate get a sparse file.
+    /// </summary>
+    public static void Create(string path, long length, bool reserve)
     {
         var fd = Open(path, OWrOnly | OCreat | OTrunc, direct: false, "create");
         try
         {
+            if (reserve && length > 0 && SysFallocate(fd, 0, 0, length) != 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno != 95 /* EOPNOTSUPP */)
+                {
+                    throw Failure(path, "allocation", errno);
+                }
+            }
+
             if (SysFtruncate(fd, length) != 0)
             {
                 throw Failure(path, "resize", Marshal.GetLastPInvokeError());
@@ -112,41 +128,20 @@ internal static unsafe partial class NativeFile
     }
 
     /// <summary>Reads exactly <paramref name="count"/> bytes at <paramref name="offset"/>, or throws.</summary>
-    public static void ReadExactly(int fd, string path, byte* buffer, long count, long offset)
-    {
-        while (count > 0)
-        {
-            var chunk = (nuint)Math.Min(count, 1L << 30);
-            var n = SysPread(fd, buffer, chunk, offset);
-            if (n < 0)
-            {
-                var errno = Marshal.GetLastPInvokeError();
-                if (errno == Eintr)
-                {
-                    continue;
-                }
-
-                throw Failure(path, "read", errno);
-            }
-
-            if (n == 0)
-            {
-                throw new DiskTierIOException(path, "read", 0, $"the file ends {count:N0} bytes before offset {offset + count:N0} (truncated)");
-            }
-
-            buffer += n;
-            offset += n;
-            count -= n;
-        }
-    }
+    public static void ReadExactly(int fd, string path, byte* buffer, long count, long offset) =>
+        TransferExactly(fd, path, buffer, count, offset, write: false);
 
     /// <summary>Writes exactly <paramref name="count"/> bytes at <paramref name="offset"/>, or throws (ENOSPC: disk full).</summary>
-    public static void WriteExactly(int fd, string path, byte* buffer, long count, long offset)
+    public static void WriteExactly(int fd, string path, byte* buffer, long count, long offset) =>
+        TransferExactly(fd, path, buffer, count, offset, write: true);
+
+    /// <summary>pread/pwrite in chunks of at most 1 GiB until all is moved, retrying on EINTR.</summary>
+    private static void TransferExactly(int fd, string path, byte* buffer, long count, long offset, bool write)
     {
         while (count > 0)
         {
             var chunk = (nuint)Math.Min(count, 1L << 30);
-            var n = SysPwrite(fd, buffer, chunk, offset);
+            var n = write ? SysPwrite(fd, buffer, chunk, offset) : SysPread(fd, buffer, chunk, offset);
             if (n < 0)
             {
                 var errno = Marshal.GetLastPInvokeError();
@@ -155,12 +150,14 @@ internal static unsafe partial class NativeFile
                     continue;
                 }
 
-                throw Failure(path, "write", errno);
+                throw Failure(path, write ? "write" : "read", errno);
             }
 
             if (n == 0)
             {
-                throw new DiskTierIOException(path, "write", 28, "no bytes written (disk full)");
+                throw write
+                    ? new DiskTierIOException(path, "write", 28, "no bytes written (disk full)")
+                    : new DiskTierIOException(path, "read", 0, $"the file ends {count:N0} bytes before offset {offset + count:N0} (truncated)");
             }
 
             buffer += n;

@@ -193,7 +193,7 @@ public static class TierCopy
         const int dim = MixedTier.SplitDim;
         var start = mixedRegion.Starts[dim];
         var stop = start + mixedRegion.Lengths[dim];
-        var tasks = new List<Task>();
+        var starts = new List<Func<Task>>();
         for (var i = 0; i < mixed.Segments.Count; i++)
         {
             var segment = mixed.Segments[i];
@@ -208,10 +208,10 @@ public static class TierCopy
 
             var segmentRegion = mixedRegion.With(dim, lo - segmentStart, hi - lo).On(segment.ShapeArray);
             var other = otherRegion.With(dim, otherRegion.Starts[dim] + (lo - start), hi - lo);
-            tasks.Add(copy(segment, segmentRegion, other));
+            starts.Add(() => copy(segment, segmentRegion, other));
         }
 
-        return Task.WhenAll(tasks);
+        return StartedTasks.WhenAll(starts);
     }
 
     private static Task DeviceToDevice(torch.Tensor dst, Region dstRegion, torch.Tensor src, Region srcRegion)
@@ -260,13 +260,26 @@ public static class TierCopy
             }
         }
 
-        return RunIo(dst.Tier, Write, async, cancellationToken, () =>
+        try
         {
+            return RunIo(dst.Tier, Write, async, cancellationToken, () =>
+            {
+                if (owned)
+                {
+                    staged.Dispose();
+                }
+            });
+        }
+        catch (ObjectDisposedException)
+        {
+            // The I/O pool is gone: the write never ran.
             if (owned)
             {
                 staged.Dispose();
             }
-        });
+
+            throw;
+        }
     }
 
     private static Task DiskToMemory(torch.Tensor dst, Region dstRegion, DiskTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)

@@ -30,10 +30,3 @@ public sealed class DiskTierIOException(string path, string operation, int errno
     /// <summary>True when the device or the file-size limit ran out of space (ENOSPC, EFBIG, EDQUOT).</summary>
     public bool IsOutOfSpace => Errno is 28 or 27 or 122;
 }
-
-/// <summary>A weight file is missing, disagrees with the model config, or is corrupt.</summary>
-public sealed class WeightLoadException(string path, string problem, Exception? inner = null)
-    : IOException($"Weight '{path}': {problem}.", inner)
-{
-    public string Path { get; } = path;
-}

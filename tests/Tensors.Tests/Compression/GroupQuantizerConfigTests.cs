@@ -7,39 +7,9 @@ using static TorchSharp.torch;
 
 public class GroupQuantizerConfigTests
 {
-    [Fact]
-    public void Compress_should_reject_symmetric_quantization_naming_the_field()
-    {
-        using var input = ones(8, 8, dtype: ScalarType.Float16);
-        var error = Assert.Throws<NotSupportedException>(() => GroupQuantizer.Compress(input, new CompressionConfig(4, 4, 0, Symmetric: true)));
-        Assert.Contains("CompressionConfig.Symmetric", error.Message);
-    }
-
-    [Theory]
-    [InlineData(8)]
-    [InlineData(2)]
-    [InlineData(3)]
-    public void Compress_should_reject_bit_widths_other_than_4(int bits)
-    {
-        using var input = ones(8, 8, dtype: ScalarType.Float16);
-        var error = Assert.Throws<NotSupportedException>(() => GroupQuantizer.Compress(input, new CompressionConfig(bits, 4, 0, false)));
-        Assert.Contains($"CompressionConfig.NumBits = {bits}", error.Message);
-    }
-
-    [Theory]
-    [InlineData(3)]
-    [InlineData(0)]
-    [InlineData(-2)]
-    public void Compress_should_reject_a_group_size_that_cannot_be_packed(int groupSize)
-    {
-        using var input = ones(8, 8, dtype: ScalarType.Float16);
-        var error = Assert.Throws<ArgumentException>(() => GroupQuantizer.Compress(input, new CompressionConfig(4, groupSize, 0, false)));
-        Assert.Contains($"CompressionConfig.GroupSize = {groupSize}", error.Message);
-    }
-
     [Theory]
     [InlineData(2)]
-    [InlineData(-1)]
+    [InlineData(5)]
     public void Compress_should_reject_a_group_dim_outside_the_tensor(int groupDim)
     {
         using var input = ones(8, 8, dtype: ScalarType.Float16);

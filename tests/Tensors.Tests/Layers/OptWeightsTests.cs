@@ -1,6 +1,7 @@
 namespace FlexGen.Tensors.Tests.Layers;
 
 using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Npy;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -31,9 +32,12 @@ public sealed class OptWeightsTests
                 File.Copy(file, Path.Combine(dir.FullName, Path.GetFileName(file)));
             }
 
-            File.Delete(Path.Combine(dir.FullName, "decoder.layers.1.fc2.bias"));
-            var e = Assert.Throws<FileNotFoundException>(() => OptWeights.Load(dir.FullName, OptTiny.Config()));
+            var path = Path.Combine(dir.FullName, "decoder.layers.1.fc2.bias");
+            File.Delete(path);
+            var e = Assert.Throws<WeightLoadException>(() => OptWeights.Load(dir.FullName, OptTiny.Config()));
+            Assert.Equal(path, e.Path);
             Assert.Contains("decoder.layers.1.fc2.bias", e.Message);
+            Assert.Contains("missing", e.Message);
         }
         finally
         {
@@ -57,10 +61,10 @@ public sealed class OptWeightsTests
                 NpyFile.Write(Path.Combine(dir.FullName, "decoder.layers.0.self_attn.q_proj.bias"), wrong);
             }
 
-            var e = Assert.Throws<InvalidDataException>(() => OptWeights.Load(dir.FullName, OptTiny.Config()));
+            var e = Assert.Throws<WeightLoadException>(() => OptWeights.Load(dir.FullName, OptTiny.Config()));
             Assert.Contains("decoder.layers.0.self_attn.q_proj.bias", e.Message);
-            Assert.Contains("(65)", e.Message);
-            Assert.Contains("must be (64)", e.Message);
+            Assert.Contains("shape (65) disagrees", e.Message);
+            Assert.Contains("needs (64)", e.Message);
         }
         finally
         {
@@ -77,5 +81,28 @@ public sealed class OptWeightsTests
         Assert.Equal(0, SmallOpt.MaxAbsDiff(a.Mlp[1].Fc2Weight, b.Mlp[1].Fc2Weight));
         Assert.True(SmallOpt.MaxAbsDiff(a.Mlp[1].Fc2Weight, c.Mlp[1].Fc2Weight) > 0);
         Assert.Equal(ScalarType.Float16, a.OutputEmbed.LayerNormWeight.dtype);
+    }
+
+    [Fact]
+    public void Random_weights_should_keep_layer_norm_weights_near_one_and_the_rest_near_zero()
+    {
+        using var weights = OptWeights.Random(SmallOpt.Config, 5);
+        using var norm = weights.Attention[0].LayerNormWeight.to_type(ScalarType.Float32);
+        using var normMean = norm.mean();
+        Assert.InRange(normMean.item<float>(), 0.99f, 1.01f);
+        using var fc1 = weights.Mlp[0].Fc1Weight.to_type(ScalarType.Float32);
+        using var fc1Std = fc1.std();
+        using var fc1Mean = fc1.mean();
+        Assert.InRange(fc1Std.item<float>(), 0.015f, 0.025f);
+        Assert.InRange(fc1Mean.item<float>(), -0.005f, 0.005f);
+    }
+
+    [Fact]
+    public void Load_should_name_a_missing_model_folder()
+    {
+        var missing = Path.Combine(Path.GetTempPath(), "flexgen-no-such-model-" + Guid.NewGuid().ToString("N"));
+        var e = Assert.Throws<WeightLoadException>(() => OptWeights.Load(missing, OptTiny.Config()));
+        Assert.Equal(missing, e.Path);
+        Assert.Contains("model folder does not exist", e.Message);
     }
 }

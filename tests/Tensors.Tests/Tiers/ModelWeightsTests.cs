@@ -202,7 +202,7 @@ public class ModelWeightsTests
     {
         using var mount = TmpfsMount.TryMount("size=1m", out var whyNot);
         Skip.If(mount is null, whyNot);
-        using var bed = new TierTestBed(offloadDirectory: mount.Path);
+        using var bed = new TierTestBed(offloadDirectory: mount.Path, preallocate: false);
         var error = Assert.Throws<DiskTierIOException>(() => ModelWeights.Load(Plan(0, 0), bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory)));
         Assert.True(error.IsOutOfSpace, error.Message);
         bed.AssertNothingLeft();

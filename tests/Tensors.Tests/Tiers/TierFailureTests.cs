@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tests.Tiers;
 
+using FlexGen.Tensors;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -46,16 +47,18 @@ public class TierFailureTests
     }
 
     [SkippableTheory]
-    [InlineData(false, false)]
-    [InlineData(true, false)]
-    [InlineData(false, true)]
-    public async Task Disk_tier_should_report_a_full_disk_and_leave_nothing_behind(bool directIo, bool useAsync)
+    [InlineData(false, false, false)]
+    [InlineData(true, false, false)]
+    [InlineData(false, true, false)]
+    [InlineData(false, false, true)]
+    [InlineData(true, true, true)]
+    public async Task Disk_tier_should_report_a_full_disk_and_leave_nothing_behind(bool directIo, bool useAsync, bool preallocate)
     {
         using var mount = TmpfsMount.TryMount("size=1m", out var whyNot);
         Skip.If(mount is null, whyNot);
-        using var bed = new TierTestBed(directIo, offloadDirectory: mount.Path);
+        using var bed = new TierTestBed(directIo, offloadDirectory: mount.Path, preallocate: preallocate);
 
-        // 2 MiB into a 1 MiB file system: the file is created sparse, the write runs out of space.
+        // 2 MiB into a 1 MiB file system: preallocated, the allocation fails; sparse, the write runs out of space.
         var error = await Assert.ThrowsAsync<DiskTierIOException>(async () =>
         {
             using var data = torch.ones([1024, 1024], ScalarType.Float16);
@@ -72,6 +75,7 @@ public class TierFailureTests
         Assert.True(error.IsOutOfSpace, error.Message);
         Assert.Contains("disk full", error.Message);
         Assert.Contains("too-big", error.Message);
+        Assert.Contains(preallocate ? "allocation" : "write", error.Message);
         bed.AssertNothingLeft();
     }
 
@@ -100,6 +104,20 @@ public class TierFailureTests
         }
 
         bed.AssertNothingLeft();
+    }
+
+    [Fact]
+    public void Tier_options_should_take_the_plan_capacities()
+    {
+        var options = MemoryTierOptions.For(new FlexGen.Tensors.Placement.TierCapacities(GpuBytes: 1000, DiskBytes: 50), "/tmp", pinCpuMemory: true);
+        Assert.Equal(1000, options.GpuCapacityBytes);
+        Assert.Equal(long.MaxValue, options.CpuCapacityBytes);
+        Assert.Equal(50, options.Disk.CapacityBytes);
+        Assert.True(options.PinCpuMemory);
+        using var tiers = new MemoryTiers(options with { ForceEmulatedGpu = true });
+        Assert.Equal(1000, tiers.Gpu.Stats.CapacityBytes);
+        Assert.Equal(50, tiers.Disk.Stats.CapacityBytes);
+        Assert.False(tiers.Cpu.PinMemory && !TorchRuntime.CudaAvailable, "pinning needs CUDA");
     }
 
     [Fact]
