@@ -75,6 +75,7 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
         _backend.Fault = null;
         var again = await _flexgen.GenerateAsync(Request());
         Assert.Equal(good.OutputIds.SelectMany(r => r), again.OutputIds.SelectMany(r => r));
+        Assert.Equal(idle, Usage()); // a successful request leaves nothing behind either
     }
 
     [Theory]

@@ -66,3 +66,18 @@ public class TracingTests
         Assert.Empty(summary.Tiers);
     }
 }
+
+public class HoconTests
+{
+    [Fact]
+    public void Embedded_hocon_should_define_a_pinned_dispatcher_per_tier_actor_and_the_pipeline_defaults()
+    {
+        var config = FlexGen.Actors.Hosting.FlexGenHocon.Config;
+        foreach (var tier in Enum.GetValues<TierActorKind>())
+        {
+            Assert.Equal("PinnedDispatcher", config.GetString(FlexGen.Actors.Hosting.FlexGenHocon.DispatcherOf(tier) + ".type"));
+        }
+
+        Assert.Equal(new FlexGen.Actors.Actors.PipelineOptions(2, 1), FlexGen.Actors.Actors.PipelineOptions.FromConfig(config));
+    }
+}

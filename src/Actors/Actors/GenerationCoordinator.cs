@@ -33,16 +33,19 @@ public sealed class GenerationCoordinator : UntypedActor
     private IPipelineBackend? _backend;
     private RequestExecution? _current;
 
-    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions options)
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options)
     {
         _defaultPolicy = defaultPolicy;
         _backendFactory = backendFactory;
-        _options = options;
+        _options = options ?? PipelineOptions.FromConfig(Context.System.Settings.Config);
     }
 
-    /// <summary>Props for a coordinator whose backend is built by <paramref name="backendFactory"/> for each policy in use.</summary>
+    /// <summary>
+    /// Props for a coordinator whose backend is built by <paramref name="backendFactory"/> for each policy in use;
+    /// <paramref name="options"/> null: flexgen.pipeline from the actor system's config (hocon/flexgen.conf).
+    /// </summary>
     public static Props Props(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
-        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options ?? PipelineOptions.Default));
+        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options));
 
     /// <summary>
     /// Props for a coordinator over the real backend: the model of <paramref name="settings"/> is loaded (weights into
@@ -369,8 +372,15 @@ public sealed class GenerationCoordinator : UntypedActor
     }
 }
 
-/// <summary>Pipeline tuning (defaults from hocon/flexgen.conf flexgen.pipeline).</summary>
+/// <summary>Pipeline tuning (defaults: hocon/flexgen.conf, flexgen.pipeline).</summary>
+/// <param name="MaxInFlightPerTier">Task parts handed to one tier actor and not yet answered.</param>
+/// <param name="PrefetchSteps">How many compute steps the loads may run ahead (1 = FlexGen's overlap).</param>
 public sealed record PipelineOptions(int MaxInFlightPerTier = 2, int PrefetchSteps = 1)
 {
     public static PipelineOptions Default { get; } = new();
+
+    /// <summary>flexgen.pipeline.max-in-flight-per-tier and prefetch-steps from <paramref name="config"/>, else the defaults.</summary>
+    public static PipelineOptions FromConfig(Akka.Configuration.Config config) => new(
+        config.GetInt("flexgen.pipeline.max-in-flight-per-tier", Default.MaxInFlightPerTier),
+        config.GetInt("flexgen.pipeline.prefetch-steps", Default.PrefetchSteps));
 }

@@ -4,6 +4,7 @@ using Akka.Actor;
 using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Schedule;
+using FlexGen.Tensors.Tiers;
 
 /// <summary>
 /// The common loop of the tier actors: run each <see cref="ExecuteTask"/> part on this actor's own pinned
@@ -22,10 +23,28 @@ public abstract class TierActor : UntypedActor
 
     public TierActorKind Tier { get; }
 
+    private StreamScope? _stream;
+
+    /// <summary>
+    /// Names the pinned thread and, with CUDA, makes a dedicated stream current on it (the copy and disk actors'
+    /// transfers then overlap the compute actor's kernels). Without CUDA there is no stream and nothing to do.
+    /// </summary>
     protected override void PreStart()
     {
         Thread.CurrentThread.Name ??= $"flexgen-{Tier.ActorName()}";
+        if (Tier != TierActorKind.CpuCompute && CudaStreams.IsAvailable)
+        {
+            _stream = CudaStreams.UseDedicatedStream();
+        }
+
         base.PreStart();
+    }
+
+    protected override void PostStop()
+    {
+        _stream?.Dispose();
+        _stream = null;
+        base.PostStop();
     }
 
     protected override void OnReceive(object message)
@@ -61,6 +80,9 @@ public abstract class TierActor : UntypedActor
             throw new TierTaskException(work.Run, work.Task, Tier, e);
         }
 
+        // The part's kernels or copies were queued on this actor's stream: they must have finished before another
+        // actor (another stream) uses the data. A stream sync, never a device-wide one.
+        _stream?.Stream?.Synchronize();
         trace.Record(Tier, work.Task, start, trace.Now, bytes);
         Sender.Tell(new TaskCompleted(work.Run, work.Task, Tier));
     }

@@ -44,7 +44,8 @@ public sealed record FlexGenSettings
 
     public long CpuCapacityBytes { get; init; } = long.MaxValue;
 
-    public PipelineOptions Pipeline { get; init; } = PipelineOptions.Default;
+    /// <summary>Pipeline tuning; null: flexgen.pipeline of the actor system's HOCON.</summary>
+    public PipelineOptions? Pipeline { get; init; }
 
     /// <summary>The model config: <see cref="Model"/>, else ModelPath/config.json.</summary>
     public OptConfig ResolveModel() =>

@@ -1,0 +1,175 @@
+namespace FlexGen.Actors.Benchmark;
+
+using System.Globalization;
+using FlexGen.Actors.Engine;
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Schedule;
+using FlexGen.Actors.Tracing;
+using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Policies;
+
+/// <summary>
+/// The overlap benchmark's knobs. Defaults: a dummy-weights OPT-like model (hidden 1024, 8 blocks) whose weights all
+/// live on disk and are read with O_DIRECT each decode step, with a batch sized so that one layer's disk read takes
+/// about as long as its compute on a 2-core CPU (float32): the case where overlapping I/O with compute pays most.
+/// </summary>
+public sealed record PipelineBenchmarkOptions
+{
+    public int HiddenSize { get; init; } = 1024;
+
+    public int Heads { get; init; } = 16;
+
+    public int Blocks { get; init; } = 8;
+
+    public int VocabSize { get; init; } = 4096;
+
+    public int GpuBatchSize { get; init; } = 12;
+
+    public int NumGpuBatches { get; init; } = 2;
+
+    public int PromptLen { get; init; } = 4;
+
+    public int GenLen { get; init; } = 12;
+
+    /// <summary>Weights on disk in percent (the rest on the GPU tier).</summary>
+    public double WeightsOnDiskPercent { get; init; } = 100;
+
+    public bool DirectIo { get; init; } = true;
+
+    public string OffloadDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "flexgen-bench");
+
+    public ComputeSettings Compute { get; init; } = ComputeSettings.Float32;
+
+    /// <summary>libtorch intra-op threads for the run (null: leave as is). On 2 cores, 1 leaves a core to the disk reads.</summary>
+    public int? ComputeThreads { get; init; } = 1;
+
+    /// <summary>How far loads may run ahead of compute (see PipelineOptions.PrefetchSteps).</summary>
+    public int PrefetchSteps { get; init; } = 2;
+
+    /// <summary>When set, the overlap-on trace is written here as Chrome trace JSON (and the off trace beside it).</summary>
+    public string? TracePath { get; init; }
+
+    public OptConfig Model => new()
+    {
+        Name = $"opt-bench-h{HiddenSize}-l{Blocks}",
+        MaxSeqLen = Math.Max(64, PromptLen + GenLen),
+        NumHiddenLayers = Blocks,
+        NHead = Heads,
+        HiddenSize = HiddenSize,
+        InputDim = HiddenSize,
+        FfnEmbedDim = 4 * HiddenSize,
+        VocabSize = VocabSize,
+    };
+
+    public Policy Policy(bool overlap) => new()
+    {
+        GpuBatchSize = GpuBatchSize,
+        NumGpuBatches = NumGpuBatches,
+        WGpuPercent = 100 - WeightsOnDiskPercent,
+        WCpuPercent = 0,
+        CacheGpuPercent = 100,
+        CacheCpuPercent = 0,
+        ActGpuPercent = 100,
+        ActCpuPercent = 0,
+        Overlap = overlap,
+        SepLayer = true,
+    };
+}
+
+/// <summary>One run of the benchmark.</summary>
+public sealed record PipelineBenchmarkRun(bool Overlap, int Tokens, PhaseTimings Timings, TraceSummary Summary)
+{
+    public double TokensPerSecond => Tokens / Timings.Total.TotalSeconds;
+}
+
+/// <summary>Both runs and how they compare.</summary>
+public sealed record PipelineBenchmarkResult(PipelineBenchmarkRun Off, PipelineBenchmarkRun On)
+{
+    public double Speedup => On.TokensPerSecond / Off.TokensPerSecond;
+
+    /// <summary>The targets: overlap on at least 1.5x faster, with schedule efficiency at most 1.15.</summary>
+    public bool MeetsTargets => Speedup >= 1.5 && On.Summary.ScheduleEfficiency <= 1.15;
+}
+
+/// <summary>
+/// Runs the same generation with overlap off and on through the actor pipeline and prints tokens/s, per-tier busy
+/// time and schedule efficiency of both (a command, not a test: the host wires it to a CLI subcommand).
+/// </summary>
+public static class PipelineBenchmark
+{
+    public static async Task<PipelineBenchmarkResult> RunAsync(PipelineBenchmarkOptions options, TextWriter output, CancellationToken cancellationToken = default)
+    {
+        var c = CultureInfo.InvariantCulture;
+        var model = options.Model;
+        long layerBytes = 12L * model.HiddenSize * model.HiddenSize * 2;
+        output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of float16 weights per block, {4:F0}% on disk ({5})",
+            model.Name, model.NumHiddenLayers, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
+        output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), prefetch {6} step(s)",
+            options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
+            options.ComputeThreads ?? TorchSharp.torch.get_num_threads(), options.PrefetchSteps));
+
+        int threads = TorchSharp.torch.get_num_threads();
+        if (options.ComputeThreads is { } computeThreads)
+        {
+            TorchSharp.torch.set_num_threads(computeThreads);
+        }
+
+        PipelineBenchmarkRun off, on;
+        try
+        {
+            off = await RunOnceAsync(options, overlap: false, output, cancellationToken).ConfigureAwait(false);
+            on = await RunOnceAsync(options, overlap: true, output, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            TorchSharp.torch.set_num_threads(threads);
+        }
+
+        var result = new PipelineBenchmarkResult(off, on);
+        output.WriteLine(string.Format(c, "speedup overlap on / off: {0:F2}x (target >= 1.5), schedule efficiency with overlap {1:F3} (target <= 1.15): {2}",
+            result.Speedup, on.Summary.ScheduleEfficiency, result.MeetsTargets ? "targets met" : "targets NOT met"));
+        return result;
+    }
+
+    private static async Task<PipelineBenchmarkRun> RunOnceAsync(PipelineBenchmarkOptions options, bool overlap, TextWriter output, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(options.OffloadDirectory);
+        var settings = new FlexGenSettings
+        {
+            Model = options.Model,
+            DummyWeights = true,
+            Policy = options.Policy(overlap),
+            OffloadDirectory = options.OffloadDirectory,
+            DirectIo = options.DirectIo,
+            Compute = options.Compute,
+            CpuCompute = options.Compute,
+            Pipeline = new Actors.PipelineOptions(PrefetchSteps: options.PrefetchSteps),
+        };
+        await using var flexgen = FlexGenSystem.Start(settings, overlap ? "bench-overlap" : "bench-serial");
+        int rows = options.GpuBatchSize * options.NumGpuBatches;
+        var random = new Random(5);
+        var prompts = Enumerable.Range(0, rows)
+            .Select(_ => Enumerable.Range(0, options.PromptLen).Select(_ => (long)random.Next(3, options.VocabSize)).ToArray())
+            .ToArray();
+
+        // Warm-up (loads the weights, touches every code path once), then the measured request.
+        await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, GenLen = 2 }, cancellationToken).ConfigureAwait(false);
+        var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, GenLen = options.GenLen }, cancellationToken).ConfigureAwait(false);
+
+        var run = new PipelineBenchmarkRun(overlap, rows * options.GenLen, result.Timings, result.Trace.Summarize());
+        var c = CultureInfo.InvariantCulture;
+        output.WriteLine();
+        output.WriteLine(string.Format(c, "overlap {0}: {1:F1} tokens/s (prefill {2:F0} ms, decode {3:F0} ms)",
+            overlap ? "on" : "off", run.TokensPerSecond, result.Timings.Prefill.TotalMilliseconds, result.Timings.Decode.TotalMilliseconds));
+        run.Summary.WriteTo(output);
+        if (options.TracePath is { } path)
+        {
+            var file = overlap ? path : Path.ChangeExtension(path, null) + ".overlap-off.json";
+            result.Trace.WriteChromeJson(file);
+            output.WriteLine($"trace: {file}");
+        }
+
+        return run;
+    }
+}
