@@ -211,3 +211,26 @@ public class ComputeDtypeTests
         Assert.Contains("--compute-dtype float16", fp16.Error);
     }
 }
+
+public class BenchPipelineCommandTests
+{
+    [Fact]
+    public async Task Bench_pipeline_should_compare_overlap_off_and_on_on_a_small_model()
+    {
+        using var folder = new TempFolder();
+        var result = await CliRunner.RunAsync("bench-pipeline", "--hidden-size", "64", "--heads", "4", "--blocks", "2",
+            "--gpu-batch-size", "2", "--num-gpu-batches", "2", "--gen-len", "3", "--offload-dir", folder.Path,
+            "--trace", folder.File("pipeline.trace.json"));
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("speedup overlap on / off:", result.Output);
+        Assert.True(File.Exists(folder.File("pipeline.trace.json")));
+    }
+
+    [Fact]
+    public async Task Bench_pipeline_should_refuse_a_hidden_size_that_is_not_a_multiple_of_the_heads()
+    {
+        var result = await CliRunner.RunAsync("bench-pipeline", "--hidden-size", "65", "--heads", "4");
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--hidden-size 65", result.Error);
+    }
+}

@@ -1,12 +1,15 @@
 namespace FlexGen.Host.Cli;
 
 using System.CommandLine;
+using FlexGen.Actors.Benchmark;
+using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Tiers;
 
-/// <summary>Benchmarks of single parts: the disk tier (bench-disk) and, when provided, the pipeline.</summary>
+/// <summary>Benchmarks of single parts: the disk tier (bench-disk) and the pipeline's overlap (bench-pipeline).</summary>
 public static class ExtraCommands
 {
-    public static IEnumerable<Command> Build() => [BenchDisk()];
+    public static IEnumerable<Command> Build() => [BenchDisk(), BenchPipeline()];
 
     private static Command BenchDisk()
     {
@@ -30,6 +33,79 @@ public static class ExtraCommands
             if (!Directory.Exists(folder)) throw new UsageException($"--offload-dir {folder}: folder not found.");
             long bytes = Math.Max(1L << 20, (long)(gib * (1L << 30)));
             await DiskBenchmark.RunAsync(folder, bytes, console.Output, cancellation);
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static Command BenchPipeline()
+    {
+        var defaults = new PipelineBenchmarkOptions();
+        var hidden = new Option<int>("--hidden-size") { Description = "Hidden size of the dummy model.", DefaultValueFactory = _ => defaults.HiddenSize };
+        var heads = new Option<int>("--heads") { Description = "Attention heads.", DefaultValueFactory = _ => defaults.Heads };
+        var blocks = new Option<int>("--blocks") { Description = "Transformer blocks.", DefaultValueFactory = _ => defaults.Blocks };
+        var gbs = new Option<int>("--gpu-batch-size") { Description = "Sequences per GPU batch.", DefaultValueFactory = _ => defaults.GpuBatchSize };
+        var ngb = new Option<int>("--num-gpu-batches") { Description = "GPU batches per block.", DefaultValueFactory = _ => defaults.NumGpuBatches };
+        var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens.", DefaultValueFactory = _ => defaults.PromptLen };
+        var genLen = new Option<int>("--gen-len") { Description = "New tokens.", DefaultValueFactory = _ => defaults.GenLen };
+        var disk = new Option<double>("--weights-disk-percent")
+        {
+            Description = "Weights on disk in percent (the rest on the GPU tier).",
+            DefaultValueFactory = _ => defaults.WeightsOnDiskPercent,
+        };
+        var direct = PolicyFlags.Bool("--direct-io", defaults.DirectIo, "Read and write the disk tier with O_DIRECT");
+        var dir = new Option<string?>("--offload-dir") { Description = "Folder for the disk tier (default: a temp folder, deleted after)." };
+        var dtype = new Option<string?>("--compute-dtype") { Description = "float32 | bfloat16 (| float16 with CUDA)." };
+        var threads = new Option<int?>("--compute-threads")
+        {
+            Description = "libtorch intra-op threads during the run (default 1: leaves a core to the disk reads).",
+            DefaultValueFactory = _ => defaults.ComputeThreads,
+        };
+        var prefetch = new Option<int>("--prefetch-steps") { Description = "How far loads may run ahead of compute.", DefaultValueFactory = _ => defaults.PrefetchSteps };
+        var trace = new Option<string?>("--trace") { Description = "Write the overlap-on trace here (Chrome trace JSON; the off trace beside it)." };
+        var command = new Command("bench-pipeline",
+            "The same generation with overlap off and on through the actor pipeline: tokens/s, per-tier busy time, schedule efficiency.")
+        {
+            hidden, heads, blocks, gbs, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, prefetch, trace,
+        };
+        command.SetAction(async (parse, cancellation) =>
+        {
+            var console = FlexGenCli.ConsoleOf(parse);
+            foreach (var (option, min) in new[] { (hidden, 1), (heads, 1), (blocks, 1), (gbs, 1), (ngb, 1), (promptLen, 1), (genLen, 1), (prefetch, 0) })
+                if (parse.GetValue(option) < min) throw new UsageException($"{option.Name} {parse.GetValue(option)}: must be >= {min}.");
+            if (parse.GetValue(hidden) % parse.GetValue(heads) != 0)
+                throw new UsageException($"--hidden-size {parse.GetValue(hidden)} is not a multiple of --heads {parse.GetValue(heads)}.");
+            double diskPercent = parse.GetValue(disk);
+            if (!(diskPercent >= 0 && diskPercent <= 100)) throw new UsageException($"--weights-disk-percent {diskPercent}: must be within [0, 100].");
+            if (parse.GetValue(threads) is < 1) throw new UsageException($"--compute-threads {parse.GetValue(threads)}: must be >= 1.");
+            string? userDir = parse.GetValue(dir);
+            if (userDir is not null && !Directory.Exists(userDir)) throw new UsageException($"--offload-dir {userDir}: folder not found.");
+            string folder = userDir ?? Path.Combine(Path.GetTempPath(), $"flexgen-bench-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            var options = new PipelineBenchmarkOptions
+            {
+                HiddenSize = parse.GetValue(hidden),
+                Heads = parse.GetValue(heads),
+                Blocks = parse.GetValue(blocks),
+                GpuBatchSize = parse.GetValue(gbs),
+                NumGpuBatches = parse.GetValue(ngb),
+                PromptLen = parse.GetValue(promptLen),
+                GenLen = parse.GetValue(genLen),
+                WeightsOnDiskPercent = diskPercent,
+                DirectIo = PolicyFlags.GetBool(parse, direct),
+                OffloadDirectory = folder,
+                Compute = new ComputeSettings(FlexGenSetup.ParseDtype(parse.GetValue(dtype))),
+                ComputeThreads = parse.GetValue(threads),
+                PrefetchSteps = parse.GetValue(prefetch),
+                TracePath = parse.GetValue(trace),
+            };
+            try
+            {
+                await PipelineBenchmark.RunAsync(options, console.Output, cancellation);
+            }
+            finally
+            {
+                if (userDir is null && Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+            }
             return ExitCodes.Success;
         });
         return command;

@@ -71,7 +71,8 @@ public static class FlexGenHostingExtensions
         builder.WithActors((system, registry) =>
         {
             var factory = backendFactory ?? setup.CreateBackend;
-            var coordinator = system.ActorOf(GenerationCoordinator.Props(setup.Policy, factory, PipelineOptionsOf(system)), "generation-coordinator");
+            // Pipeline knobs (flexgen.pipeline) come from the system's HOCON: FlexGen:Hocon in front of hocon/flexgen.conf.
+            var coordinator = system.ActorOf(GenerationCoordinator.Props(setup.Policy, factory), "generation-coordinator");
             registry.Register<GenerationCoordinator>(coordinator);
             CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseActorSystemTerminate, "flexgen-delete-offload-dir", () =>
             {
@@ -80,15 +81,5 @@ public static class FlexGenHostingExtensions
             });
         });
         return builder;
-    }
-
-    /// <summary>The pipeline's knobs from the flexgen.pipeline section of the system's HOCON.</summary>
-    public static PipelineOptions PipelineOptionsOf(ActorSystem system)
-    {
-        var config = system.Settings.Config;
-        var defaults = PipelineOptions.Default;
-        return new PipelineOptions(
-            config.GetInt("flexgen.pipeline.max-in-flight-per-tier", defaults.MaxInFlightPerTier),
-            config.GetInt("flexgen.pipeline.prefetch-steps", defaults.PrefetchSteps));
     }
 }
