@@ -25,6 +25,7 @@ using FlexGen.Tensors.Policies;
 public sealed class GenerationCoordinator : UntypedActor
 {
     private readonly Func<Policy, IPipelineBackend> _backendFactory;
+    private readonly Func<TierActorKind, Props> _tierProps;
     private readonly Policy _defaultPolicy;
     private readonly PipelineOptions _options;
     private readonly Dictionary<TierActorKind, IActorRef> _tiers = new();
@@ -33,10 +34,11 @@ public sealed class GenerationCoordinator : UntypedActor
     private IPipelineBackend? _backend;
     private RequestExecution? _current;
 
-    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options)
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props>? tierProps = null)
     {
         _defaultPolicy = defaultPolicy;
         _backendFactory = backendFactory;
+        _tierProps = tierProps ?? TierActor.PropsFor;
         _options = options ?? PipelineOptions.FromConfig(Context.System.Settings.Config);
     }
 
@@ -45,7 +47,15 @@ public sealed class GenerationCoordinator : UntypedActor
     /// <paramref name="options"/> null: flexgen.pipeline from the actor system's config (hocon/flexgen.conf).
     /// </summary>
     public static Props Props(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
-        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options));
+        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null));
+
+    /// <summary>
+    /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> with other tier actors (tests put
+    /// probes there): <paramref name="tierProps"/> gives the props of each tier's child. They receive
+    /// <see cref="ExecuteTask"/> and must answer <see cref="TaskCompleted"/> (or <see cref="TaskSkipped"/>).
+    /// </summary>
+    public static Props PropsWithTiers(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props> tierProps) =>
+        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, tierProps));
 
     /// <summary>
     /// Props for a coordinator over the real backend: the model of <paramref name="settings"/> is loaded (weights into
@@ -135,7 +145,7 @@ public sealed class GenerationCoordinator : UntypedActor
 
     private void StartTier(TierActorKind tier)
     {
-        var actor = Context.ActorOf(TierActor.PropsFor(tier), ChildName(tier));
+        var actor = Context.ActorOf(_tierProps(tier), ChildName(tier));
         Context.Watch(actor);
         _tiers[tier] = actor;
     }
