@@ -43,7 +43,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     private readonly Dictionary<(int J, int K), CacheHome> _cache = new();
     private KvCache? _kvCache;
     private readonly ConcurrentDictionary<(int I, int J), TieredTensor?[]> _weights = new();
-    private readonly ConcurrentDictionary<(int I, int J, int K), ConcurrentDictionary<int, (TieredTensor Key, TieredTensor Value)>> _cacheLoaded = new();
+    private readonly ConcurrentDictionary<(int I, int J, int K), ConcurrentDictionary<int, (TieredTensor Key, TieredTensor? Value)>> _cacheLoaded = new();
     private readonly ConcurrentDictionary<(int I, int J, int K), (DeviceTensor Key, DeviceTensor Value)> _cacheNew = new();
     private readonly ConcurrentDictionary<(int I, int J, int K), TieredTensor> _hiddenIn = new();
     private readonly ConcurrentDictionary<(int I, int J, int K), TieredTensor> _hiddenOut = new();
@@ -270,9 +270,10 @@ internal sealed class TorchPipelineRun : IPipelineRun
             var key = TierCopy.CopyTo(segment.Key, destination, ranges);
             try
             {
-                var value = TierCopy.CopyTo(segment.Value, destination, ranges);
+                // Sparse attention fetches only the value rows it picks, when it computes (FlexGen's _sparse_attention_value).
+                var value = FetchesValueRows(segment) ? null : TierCopy.CopyTo(segment.Value, destination, ranges);
                 loaded[s] = (key, value);
-                bytes += StoredBytes(key) + StoredBytes(value);
+                bytes += StoredBytes(key) + (value is null ? 0 : StoredBytes(value));
             }
             catch
             {
@@ -283,6 +284,13 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
         return bytes;
     }
+
+    /// <summary>
+    /// True when decode attention over <paramref name="segment"/> reads only the value rows at its top-k positions
+    /// (attn_sparsity &lt; 1). A compressed value cache is loaded whole instead: its rows sit in quantization groups
+    /// that a row gather would have to decompress one by one.
+    /// </summary>
+    private bool FetchesValueRows(CacheSegmentHome segment) => _policy.AttnSparsity < 1 && segment.Value is not CompressedTensor;
 
     private long StoreCache(BlockTask task, TierActorKind tier)
     {
@@ -468,9 +476,10 @@ internal sealed class TorchPipelineRun : IPipelineRun
                 }
                 else
                 {
-                    var segments = CacheSegments(task, TierActorKind.GpuCompute, compute, temporaries, out long cacheBytes);
-                    bytes += cacheBytes;
+                    var fetched = new ValueRowBytes();
+                    var segments = CacheSegments(task, TierActorKind.GpuCompute, compute, temporaries, fetched, out long cacheBytes);
                     result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
+                    bytes += cacheBytes + fetched.Bytes;
                 }
 
                 output = result.Hidden;
@@ -515,8 +524,10 @@ internal sealed class TorchPipelineRun : IPipelineRun
         var hidden = ((DeviceTensor)_hiddenIn[(i, j, k)]).Data.narrow(0, firstRow, rowCount).to(device); // (rows, 1, h)
         var mask = Mask(i, k, device).narrow(0, firstRow, rowCount);
         var attention = SelfAttentionWeights.FromOrdered(weights.Take(SelfAttentionWeights.Count).ToArray());
-        var segments = CacheSegments(task, tier, compute, temporaries, out long bytes);
+        var fetched = new ValueRowBytes();
+        var segments = CacheSegments(task, tier, compute, temporaries, fetched, out long bytes);
         var result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
+        bytes += fetched.Bytes;
         var output = result.Hidden;
         if (_layers[j].Kind == OptLayerKind.TransformerLayer)
         {
@@ -533,8 +544,12 @@ internal sealed class TorchPipelineRun : IPipelineRun
         return bytes;
     }
 
-    /// <summary>The cache segments a compute actor attends over at (i, j, k): loaded copies, or homes read in place.</summary>
-    private List<CacheSegment> CacheSegments(BlockTask task, TierActorKind tier, ComputeSettings compute, List<Tensor> temporaries, out long bytes)
+    /// <summary>
+    /// The cache segments a compute actor attends over at (i, j, k): loaded copies, or homes read in place. With sparse
+    /// attention the value rows are fetched from the value home by position while attending (counted in
+    /// <paramref name="fetched"/>); <paramref name="bytes"/> counts the rest of what is read.
+    /// </summary>
+    private List<CacheSegment> CacheSegments(BlockTask task, TierActorKind tier, ComputeSettings compute, List<Tensor> temporaries, ValueRowBytes fetched, out long bytes)
     {
         var home = _cache[(task.Layer, task.Batch)];
         _cacheLoaded.TryGetValue((task.Token, task.Layer, task.Batch), out var loaded);
@@ -553,18 +568,39 @@ internal sealed class TorchPipelineRun : IPipelineRun
             var (key, value) = isLoaded ? loaded![s] : (segment.Key, segment.Value);
             IndexRange[] ranges = [new(0, past), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
             var device = tier == TierActorKind.CpuCompute ? CPU : Gpu.Device;
-            var keyData = Plain(key, isLoaded ? null : ranges, device, temporaries);
-            var valueData = Plain(value, isLoaded ? null : ranges, device, temporaries);
-            if (keyData is null || valueData is null)
+            var keyData = Plain(key, isLoaded ? null : ranges, device, temporaries)
+                ?? throw new InvalidOperationException($"cache segment {segment.Key.Name} on {segment.Home} was not loaded for {task}");
+            bytes += ReadBytes(key, keyData);
+            if (FetchesValueRows(segment))
             {
-                throw new InvalidOperationException($"cache segment {segment.Key.Name} on {segment.Home} was not loaded for {task}");
+                var valueHome = segment.Value;
+                segments.Add(new CacheSegment(keyData, positions => fetched.Count(TierCopy.GatherPositions(valueHome, positions, device)), compute));
+                continue;
             }
 
+            var valueData = (value is null ? null : Plain(value, isLoaded ? null : ranges, device, temporaries))
+                ?? throw new InvalidOperationException($"cache segment {segment.Value.Name} on {segment.Home} was not loaded for {task}");
             segments.Add(new CacheSegment(keyData, valueData, compute));
-            bytes += StoredBytes(key) + StoredBytes(value);
+            bytes += ReadBytes(value!, valueData);
         }
 
         return segments;
+    }
+
+    /// <summary>Bytes read of a cache tensor: as stored when compressed, else the positions attended over.</summary>
+    private static long ReadBytes(TieredTensor source, Tensor data) =>
+        source is CompressedTensor compressed ? compressed.StoredBytes : data.NumberOfElements * data.ElementSize;
+
+    /// <summary>Bytes of the value rows sparse attention fetched during one compute (parts run on one thread each).</summary>
+    private sealed class ValueRowBytes
+    {
+        public long Bytes { get; private set; }
+
+        public Tensor Count(Tensor rows)
+        {
+            Bytes += rows.NumberOfElements * rows.ElementSize;
+            return rows;
+        }
     }
 
     // ---- bookkeeping ------------------------------------------------------------------------------------------

@@ -34,13 +34,33 @@ public sealed record DecodeProjection(Tensor Query, Tensor NewKey, Tensor NewVal
 }
 
 /// <summary>
+/// Value rows of a cache segment at chosen positions, for sparse decode attention (FlexGen's
+/// <c>_sparse_attention_value</c> copies only these rows from the value cache's home).
+/// <paramref name="positions"/> (k, segment_len) int64 on the compute device: position p of segment row r. Returns
+/// (k, segment_len, head_dim) with row (j, r) = value[positions[j, r], r, :], any dtype, any device; the attention
+/// disposes it.
+/// </summary>
+public delegate Tensor ValueRowFetcher(Tensor positions);
+
+/// <summary>
 /// One segment of a KV cache split along dim 1 (batch * n_head), FlexGen's mixed-device cache, with how the
 /// segment is computed: where <see cref="Key"/> lives and in <see cref="Compute"/>'s dtype.
 /// </summary>
 /// <param name="Key">(>= past_len, segment_len, head_dim): positions [0, past_len) are read.</param>
-/// <param name="Value">same shape as Key.</param>
+/// <param name="Value">same shape as Key; null when <see cref="ValueRows"/> fetches the rows sparse attention picks.</param>
 /// <param name="Compute">the dtype this segment computes in (float32/bfloat16 on CPU, float16 on CUDA).</param>
-public sealed record CacheSegment(Tensor Key, Tensor Value, ComputeSettings Compute);
+public sealed record CacheSegment(Tensor Key, Tensor? Value, ComputeSettings Compute)
+{
+    /// <summary>A segment whose value rows are fetched by position (sparse attention only).</summary>
+    public CacheSegment(Tensor key, ValueRowFetcher valueRows, ComputeSettings compute)
+        : this(key, (Tensor?)null, compute)
+    {
+        ValueRows = valueRows ?? throw new ArgumentNullException(nameof(valueRows));
+    }
+
+    /// <summary>Fetches value rows by position instead of reading <see cref="Value"/>; null when Value is given.</summary>
+    public ValueRowFetcher? ValueRows { get; }
+}
 
 /// <summary>
 /// OPT self-attention (FlexGen's <c>mha</c> / <c>mha_gen</c>): pre-layer-norm, q/k/v projections (q scaled by
@@ -128,8 +148,9 @@ public static class SelfAttention
         foreach (var segment in segments)
         {
             ArgumentNullException.ThrowIfNull(segment);
-            values.Add(AttendSegment(projection, attentionMask, segment.Key, segment.Value, start, nHead,
-                segment.Compute, attnSparsity));
+            values.Add(segment.Value is { } value
+                ? AttendSegment(projection, attentionMask, segment.Key, value, start, nHead, segment.Compute, attnSparsity)
+                : AttendSegment(projection, attentionMask, segment.Key, segment.ValueRows!, start, nHead, segment.Compute, attnSparsity));
             start += segment.Key.shape[1];
         }
 
@@ -186,11 +207,47 @@ public static class SelfAttention
         DecodeProjection projection, Tensor attentionMask, Tensor keyCache, Tensor valueCache, long rowStart,
         int nHead, ComputeSettings compute, double attnSparsity = 1.0)
     {
+        LayerMath.CheckRank(keyCache, 3, nameof(keyCache), "(seq, rows, head_dim)");
+        LayerMath.CheckRank(valueCache, 3, nameof(valueCache), "(seq, rows, head_dim)");
+        if (!keyCache.shape.SequenceEqual(valueCache.shape))
+        {
+            throw new ArgumentException(
+                $"valueCache shape ({string.Join(", ", valueCache.shape)}) differs from keyCache ({string.Join(", ", keyCache.shape)}).",
+                nameof(valueCache));
+        }
+
+        return Attend(projection, attentionMask, keyCache, valueCache, null, rowStart, nHead, compute, attnSparsity);
+    }
+
+    /// <summary>
+    /// <see cref="AttendSegment(DecodeProjection, Tensor, Tensor, Tensor, long, int, ComputeSettings, double)"/> with the
+    /// value rows fetched by position: sparse attention (<paramref name="attnSparsity"/> &lt; 1) asks
+    /// <paramref name="valueRows"/> only for the top-k positions of each row, so only those value rows are read from
+    /// wherever the cache lives. Gives the same numbers as reading the whole value cache.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="attnSparsity"/> is 1: dense attention needs the whole value cache.</exception>
+    public static Tensor AttendSegment(
+        DecodeProjection projection, Tensor attentionMask, Tensor keyCache, ValueRowFetcher valueRows, long rowStart,
+        int nHead, ComputeSettings compute, double attnSparsity)
+    {
+        ArgumentNullException.ThrowIfNull(valueRows);
+        if (attnSparsity >= 1.0)
+        {
+            throw new ArgumentException("Fetching value rows by position needs attnSparsity < 1; dense attention reads the whole value cache.", nameof(attnSparsity));
+        }
+
+        return Attend(projection, attentionMask, keyCache, null, valueRows, rowStart, nHead, compute, attnSparsity);
+    }
+
+    // The attention of one segment; the value rows come from valueCache, or from valueRows (sparse only).
+    private static Tensor Attend(
+        DecodeProjection projection, Tensor attentionMask, Tensor keyCache, Tensor? valueCache, ValueRowFetcher? valueRows,
+        long rowStart, int nHead, ComputeSettings compute, double attnSparsity)
+    {
         ArgumentNullException.ThrowIfNull(projection);
         ArgumentNullException.ThrowIfNull(compute);
         LayerMath.CheckRank(attentionMask, 2, nameof(attentionMask), "(batch, past + 1)");
         LayerMath.CheckRank(keyCache, 3, nameof(keyCache), "(seq, rows, head_dim)");
-        LayerMath.CheckRank(valueCache, 3, nameof(valueCache), "(seq, rows, head_dim)");
         if (!(attnSparsity >= 0 && attnSparsity <= 1))
         {
             throw new ArgumentOutOfRangeException(nameof(attnSparsity), attnSparsity, "attnSparsity must be in [0, 1].");
@@ -200,13 +257,6 @@ public static class SelfAttention
         compute.EnsureSupportedOn(device);
         long rows = projection.Query.shape[0], headDim = projection.Query.shape[2];
         long segRows = keyCache.shape[1];
-        if (!keyCache.shape.SequenceEqual(valueCache.shape))
-        {
-            throw new ArgumentException(
-                $"valueCache shape ({string.Join(", ", valueCache.shape)}) differs from keyCache ({string.Join(", ", keyCache.shape)}).",
-                nameof(valueCache));
-        }
-
         if (rowStart < 0 || rowStart % nHead != 0 || segRows % nHead != 0 || rowStart + segRows > rows)
         {
             throw new ArgumentException(
@@ -235,7 +285,6 @@ public static class SelfAttention
         var newKey = LayerMath.ToCompute(projection.NewKey.narrow(1, rowStart, segRows), compute, device).permute(1, 2, 0); // (r, d, 1)
         var newValue = LayerMath.ToCompute(projection.NewValue.narrow(1, rowStart, segRows), compute, device).permute(1, 0, 2); // (r, 1, d)
         var keys = LayerMath.ToCompute(keyCache.narrow(0, 0, past), compute, device).permute(1, 2, 0); // (r, d, t)
-        var values = LayerMath.ToCompute(valueCache.narrow(0, 0, past), compute, device).permute(1, 0, 2); // (r, t, d)
 
         // (r, 1, t + 1): cached positions, then the new token last.
         var scores = torch.cat([torch.bmm(query, keys), torch.bmm(query, newKey)], 2);
@@ -246,9 +295,18 @@ public static class SelfAttention
         var pastProbs = probs.narrow(2, 0, past); // (r, 1, t)
         var newProb = probs.narrow(2, past, 1); // (r, 1, 1)
 
-        var attended = attnSparsity >= 1.0
-            ? torch.bmm(pastProbs, values)
-            : SparsePastValue(pastProbs, values, (int)(attnSparsity * past)); // FlexGen: int(sparsity * (src_s - 1))
+        int topK = (int)(attnSparsity * past); // FlexGen: int(sparsity * (src_s - 1))
+        Tensor attended;
+        if (valueRows is not null)
+        {
+            attended = SparseFetchedValue(pastProbs, valueRows, topK, compute, device);
+        }
+        else
+        {
+            var values = LayerMath.ToCompute(valueCache!.narrow(0, 0, past), compute, device).permute(1, 0, 2); // (r, t, d)
+            attended = attnSparsity >= 1.0 ? torch.bmm(pastProbs, values) : SparsePastValue(pastProbs, values, topK);
+        }
+
         var result = attended.add_(newProb.mul(newValue)); // (r, 1, d)
         return result.MoveToOuterDisposeScope();
     }
@@ -296,6 +354,28 @@ public static class SelfAttention
         long rows = values.shape[0], headDim = values.shape[2];
         var (topProbs, topIndex) = pastProbs.topk(topK, dim: 2, largest: true, sorted: false); // (r, 1, k)
         var picked = values.gather(1, topIndex.view(rows, topK, 1).expand(rows, topK, headDim)); // (r, k, d)
+        return torch.bmm(topProbs, picked).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <see cref="SparsePastValue"/> with the picked rows fetched by position: the same top-k of
+    /// <paramref name="pastProbs"/> (r, 1, t), then (k, r) positions to <paramref name="valueRows"/>. Returns (r, 1, d).
+    /// </summary>
+    private static Tensor SparseFetchedValue(Tensor pastProbs, ValueRowFetcher valueRows, int topK, ComputeSettings compute, Device device)
+    {
+        using var scope = NewDisposeScope();
+        long rows = pastProbs.shape[0];
+        var (topProbs, topIndex) = pastProbs.topk(topK, dim: 2, largest: true, sorted: false); // (r, 1, k)
+        var positions = topIndex.view(rows, topK).t().contiguous(); // (k, r): FlexGen's topk_indices layout
+        using var fetched = valueRows(positions); // (k, r, d)
+        if (fetched.dim() != 3 || fetched.shape[0] != topK || fetched.shape[1] != rows)
+        {
+            throw new InvalidOperationException(
+                $"The value row fetcher returned ({string.Join(", ", fetched.shape)}) for ({topK}, {rows}) positions; expected ({topK}, {rows}, head_dim).");
+        }
+
+        // Contiguous (r, k, d) as the gather of SparsePastValue makes it, so bmm sees the same operands.
+        var picked = LayerMath.ToCompute(fetched, compute, device).permute(1, 0, 2).contiguous();
         return torch.bmm(topProbs, picked).MoveToOuterDisposeScope();
     }
 

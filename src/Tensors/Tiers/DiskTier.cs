@@ -208,6 +208,31 @@ public sealed unsafe class DiskTensor : TieredTensor
     /// <summary>Writes <paramref name="source"/>, a contiguous buffer of the box's size, into the box <paramref name="region"/>.</summary>
     internal void WriteRegion(Region region, byte* source) => Transfer(region, source, write: true);
 
+    /// <summary>
+    /// Reads the byte runs (file offset, length) one after another into <paramref name="destination"/> (their total size):
+    /// positional reads of scattered rows, e.g. the value rows sparse attention picks.
+    /// </summary>
+    internal void ReadRuns(IReadOnlyList<(long Offset, long Length)> runs, byte* destination)
+    {
+        ThrowIfDisposed();
+        if (runs.Count == 0)
+        {
+            return;
+        }
+
+        using var files = new FilePair(this, write: false);
+        foreach (var (offset, length) in runs)
+        {
+            if (offset < 0 || length < 0 || offset + length > Bytes)
+            {
+                throw new ArgumentOutOfRangeException(nameof(runs), $"byte run [{offset}, {offset + length}) lies outside '{Name}' ({Bytes} bytes)");
+            }
+
+            ReadPiece(files, offset, length, destination);
+            destination += length;
+        }
+    }
+
     private void Transfer(Region region, byte* memory, bool write)
     {
         ThrowIfDisposed();

@@ -133,6 +133,135 @@ public static class TierCopy
         }
     }
 
+    /// <summary>
+    /// Rows of a (seq, rows, d) cache tensor at chosen positions, one per (position choice, row): the result (k, rows, d)
+    /// holds <c>src[positions[j, r], r, :]</c>, a new plain tensor on <paramref name="device"/> owned by the caller (FlexGen's
+    /// <c>general_copy(v_buf, ..., v_home, topk_indices)</c> in sparse attention). Only those rows are read: an index gather
+    /// in memory, positional reads of d contiguous elements each on disk, per segment for mixed tensors.
+    /// <paramref name="positions"/> is (k, rows) int64 on any device, each in [0, seq).
+    /// </summary>
+    /// <exception cref="NotSupportedException"><paramref name="src"/> is compressed: its rows are stored in quantization
+    /// groups, so a caller loads (and decompresses) the whole range instead.</exception>
+    public static torch.Tensor GatherPositions(TieredTensor src, torch.Tensor positions, torch.Device device)
+    {
+        ArgumentNullException.ThrowIfNull(src);
+        ArgumentNullException.ThrowIfNull(positions);
+        src.ThrowIfDisposed();
+        if (src.Rank != 3 || positions.dim() != 2 || positions.shape[1] != src.Shape[1])
+        {
+            throw new ArgumentException(
+                $"GatherPositions takes a (seq, rows, d) tensor and (k, rows) positions; got '{src.Name}' {TensorShapes.Format(src.ShapeArray)} and positions {TensorShapes.Format(positions.shape)}.",
+                nameof(positions));
+        }
+
+        if (positions.dtype != torch.ScalarType.Int64)
+        {
+            throw new ArgumentException($"GatherPositions positions must be int64, got {positions.dtype}.", nameof(positions));
+        }
+
+        long seq = src.Shape[0], rows = src.Shape[1], width = src.Shape[2], picks = positions.shape[0];
+        if (positions.numel() > 0)
+        {
+            using var min = positions.min();
+            using var max = positions.max();
+            long lowest = min.item<long>(), highest = max.item<long>();
+            if (lowest < 0 || highest >= seq)
+            {
+                throw new ArgumentOutOfRangeException(nameof(positions), $"positions [{lowest}, {highest}] lie outside the {seq} positions of '{src.Name}'.");
+            }
+        }
+
+        switch (src)
+        {
+            case DeviceTensor or BorrowedTensor:
+            {
+                using var scope = torch.NewDisposeScope();
+                var data = PlainData(src);
+                // Row (p, r) is element p * rows + r of the (seq * rows, d) view.
+                var flat = positions.to(data.device).mul(rows).add(torch.arange(rows, device: data.device).view(1, rows)).view(-1);
+                var gathered = data.reshape(seq * rows, width).index_select(0, flat).view(picks, rows, width).to(device);
+                return gathered.contiguous().DetachFromDisposeScope();
+            }
+
+            case DiskTensor disk:
+                return GatherFromDisk(disk, positions, device);
+            case MixedTensor mixed:
+            {
+                using var scope = torch.NewDisposeScope();
+                var parts = new List<torch.Tensor>(mixed.Segments.Count);
+                for (var i = 0; i < mixed.Segments.Count; i++)
+                {
+                    var segment = mixed.Segments[i];
+                    var segmentRows = segment.Shape[MixedTier.SplitDim];
+                    if (segmentRows == 0)
+                    {
+                        continue;
+                    }
+
+                    var part = GatherPositions(segment, positions.narrow(1, mixed.SegmentStarts[i], segmentRows).contiguous(), device);
+                    parts.Add(part);
+                }
+
+                return torch.cat(parts, 1).DetachFromDisposeScope();
+            }
+
+            case CompressedTensor:
+                throw new NotSupportedException(
+                    $"'{src.Name}' is compressed: its rows are stored in quantization groups, so gathering rows by position is not supported; load the range whole.");
+            default:
+                throw new NotSupportedException($"No row gather from {src.GetType().Name}.");
+        }
+    }
+
+    private static unsafe torch.Tensor GatherFromDisk(DiskTensor src, torch.Tensor positions, torch.Device device)
+    {
+        long rows = src.Shape[1], width = src.Shape[2], picks = positions.shape[0];
+        long rowBytes = width * TensorShapes.ElementSize(src.Dtype);
+        long[] chosen;
+        using (torch.NewDisposeScope())
+        {
+            chosen = positions.to(torch.CPU).contiguous().data<long>().ToArray();
+        }
+
+        // In result order (j, r); neighbouring rows of one position are adjacent in the file too, so they merge.
+        var runs = new List<(long Offset, long Length)>();
+        for (long j = 0; j < picks; j++)
+        {
+            for (long r = 0; r < rows; r++)
+            {
+                long offset = (chosen[j * rows + r] * rows + r) * rowBytes;
+                if (runs.Count > 0 && runs[^1].Offset + runs[^1].Length == offset)
+                {
+                    runs[^1] = (runs[^1].Offset, runs[^1].Length + rowBytes);
+                }
+                else
+                {
+                    runs.Add((offset, rowBytes));
+                }
+            }
+        }
+
+        var staged = torch.empty([picks, rows, width], src.Dtype, torch.CPU).DetachFromDisposeScope();
+        try
+        {
+            src.ReadRuns(runs, (byte*)TensorMemory.Pointer(staged));
+            if (device.type == DeviceType.CPU)
+            {
+                return staged;
+            }
+
+            using (staged)
+            {
+                return staged.to(device).DetachFromDisposeScope();
+            }
+        }
+        catch
+        {
+            staged.Dispose();
+            throw;
+        }
+    }
+
     private static Task Run(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges, bool async, CancellationToken cancellationToken)
     {
         dst.ThrowIfDisposed();

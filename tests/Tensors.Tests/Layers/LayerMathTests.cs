@@ -157,9 +157,35 @@ public sealed class LayerMathTests : IDisposable
         // The same in three calls, as an actor pipeline runs it: projections, each segment where it lives, finish.
         var projection = SelfAttention.ProjectDecode(hidden, w, nHead, F32);
         var values = segments.Select((s, i) =>
-            SelfAttention.AttendSegment(projection, mask, s.Key, s.Value, bounds[i], nHead, s.Compute, sparsity)).ToArray();
+            SelfAttention.AttendSegment(projection, mask, s.Key, s.Value!, bounds[i], nHead, s.Compute, sparsity)).ToArray();
         var finished = SelfAttention.FinishDecode(values, hidden, w, F32);
         Assert.True(SmallOpt.MaxAbsDiff(whole.Hidden, finished) < 1e-6);
+    }
+
+    [Fact]
+    public void Sparse_decode_with_fetched_value_rows_should_equal_reading_the_whole_value_cache()
+    {
+        using var scope = NewDisposeScope();
+        var (past, hidden, mask) = PastAndNext(seq: 11, pads: [0, 3]);
+        var w = _model.Weights.Attention[0];
+        int nHead = SmallOpt.Config.NHead;
+        var values = past.NewValue.to(ScalarType.Float16); // (t = 10, rows, d), as a cache stores it
+        long rows = values.shape[1], headDim = values.shape[2];
+        var asked = new List<long[]>();
+        Tensor Fetch(Tensor positions)
+        {
+            asked.Add(positions.shape);
+            var rowIndex = torch.arange(rows, ScalarType.Int64).view(1, rows).expand(positions.shape[0], rows);
+            return values.index([TensorIndex.Tensor(positions.to(CPU)), TensorIndex.Tensor(rowIndex)]);
+        }
+
+        var whole = SelfAttention.DecodeSegmented(hidden, mask, w, nHead, [new CacheSegment(past.NewKey, values, F32)], F32, 0.5);
+        var fetched = SelfAttention.DecodeSegmented(hidden, mask, w, nHead, [new CacheSegment(past.NewKey, Fetch, F32)], F32, 0.5);
+        Assert.Equal(0, SmallOpt.MaxAbsDiff(whole.Hidden, fetched.Hidden));
+        Assert.Equal([5L, rows], Assert.Single(asked)); // top-k = int(0.5 * 10) positions per row, nothing else
+        Assert.Throws<ArgumentException>(() =>
+            SelfAttention.AttendSegment(SelfAttention.ProjectDecode(hidden, w, nHead, F32), mask, past.NewKey, Fetch, 0, nHead, F32, 1.0));
+        Assert.Equal(headDim, fetched.NewValue.shape[2]);
     }
 
     [Fact]
