@@ -264,6 +264,13 @@ public sealed class GenerationCoordinator : UntypedActor
             current.PrefillEnded = current.Trace.Now;
         }
 
+        if (!current.StopApplied && current.Run!.StoppedAfterToken is { } stoppedAfter)
+        {
+            // Every sequence of the block emitted the stop token: its later positions stay pads (FlexGen breaks here too).
+            current.StopApplied = true;
+            dispatcher.DropAfterToken(stoppedAfter);
+        }
+
         if (!dispatcher.IsFinished)
         {
             Dispatch(current);
@@ -294,6 +301,7 @@ public sealed class GenerationCoordinator : UntypedActor
         current.Run = null;
         current.Dispatcher = null;
         current.PrefillEnded = null;
+        current.StopApplied = false;
         run.Dispose();
         if (++current.BlockIndex < current.Blocks.Count)
         {
@@ -375,6 +383,9 @@ public sealed class GenerationCoordinator : UntypedActor
         public TimeSpan? PrefillEnded { get; set; }
 
         public int PrefillTasksLeft { get; set; }
+
+        /// <summary>The current block's tokens after its stop were left out.</summary>
+        public bool StopApplied { get; set; }
 
         public TimeSpan Prefill { get; set; }
 

@@ -39,6 +39,8 @@ internal sealed class TorchPipelineRun : IPipelineRun
     private readonly int _batchRows;
     private readonly long[][] _outputIds;
     private readonly bool[] _stopped;
+    private int _validRowsRunning;
+    private volatile int _stoppedAfterToken = -1;
     private readonly Generator? _generator;
     private readonly Dictionary<(int J, int K), CacheHome> _cache = new();
     private KvCache? _kvCache;
@@ -82,6 +84,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
         _outputIds = Enumerable.Range(0, block.Rows).Select(_ => Enumerable.Repeat((long)_config.PadTokenId, block.GenLen).ToArray()).ToArray();
         _stopped = new bool[block.Rows];
+        _validRowsRunning = block.ValidRows;
         if (!block.Sampling.IsGreedy)
         {
             _generator = new Generator((block.Sampling.Seed ?? (ulong)Random.Shared.NextInt64()) + (ulong)block.BlockIndex, backend.Tiers.Gpu.Device);
@@ -117,6 +120,8 @@ internal sealed class TorchPipelineRun : IPipelineRun
     public IReadOnlyList<TierActorKind> Route(BlockTask task) => _router.Route(task);
 
     public void Cancel() => _cancelled = true;
+
+    public int? StoppedAfterToken => _stoppedAfterToken < 0 ? null : _stoppedAfterToken;
 
     public long[][] OutputIds() => _outputIds.Select(r => (long[])r.Clone()).ToArray();
 
@@ -375,9 +380,13 @@ internal sealed class TorchPipelineRun : IPipelineRun
                 {
                     int row = k * _batchRows + r;
                     long id = _stopped[row] ? _config.PadTokenId : ids[r];
-                    if (Block.StopTokenId is { } stop && id == stop)
+                    if (Block.StopTokenId is { } stop && id == stop && !_stopped[row])
                     {
                         _stopped[row] = true;
+                        if (row < Block.ValidRows && Interlocked.Decrement(ref _validRowsRunning) == 0)
+                        {
+                            _stoppedAfterToken = i; // the padding rows' output is dropped: they need not stop
+                        }
                     }
 
                     _outputIds[row][i] = id;

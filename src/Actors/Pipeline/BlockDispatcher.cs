@@ -122,6 +122,42 @@ public sealed class BlockDispatcher
         }
     }
 
+    /// <summary>
+    /// Leaves out every part of tokens after <paramref name="token"/> not yet handed out (every sequence of the block
+    /// has stopped: FlexGen breaks out of its token loop there). Parts already handed out still complete. Nothing at or
+    /// before <paramref name="token"/> depends on a later token, so the rest of the block runs as before. Returns the
+    /// number of parts left out.
+    /// </summary>
+    public int DropAfterToken(int token)
+    {
+        int dropped = 0;
+        foreach (var queue in _queues.Values)
+        {
+            var kept = queue.Where(t => t.Token <= token).ToArray();
+            foreach (var task in queue.Where(t => t.Token > token))
+            {
+                dropped++;
+                if (--_partsLeft[task] == 0)
+                {
+                    _done.Add(task);
+                }
+            }
+
+            queue.Clear();
+            foreach (var task in kept)
+            {
+                queue.Enqueue(task);
+            }
+        }
+
+        while (_firstNotDone < _schedule.Tasks.Count && _done.Contains(_schedule.Tasks[_firstNotDone].Task))
+        {
+            _firstNotDone++;
+        }
+
+        return dropped;
+    }
+
     /// <summary>Records that a handed-out part will not run (skipped or lost with its actor).</summary>
     public void Abandon(TierActorKind tier) => Release(tier);
 

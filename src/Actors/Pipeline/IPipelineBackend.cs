@@ -74,6 +74,12 @@ public interface IPipelineRun : IDisposable
 
     void Cancel();
 
+    /// <summary>
+    /// The token after which every valid row of the block has emitted the stop token, so later tokens would only be
+    /// pads and need not run; null while some row runs on (or without a stop token).
+    /// </summary>
+    int? StoppedAfterToken => null;
+
     /// <summary>(rows, gen_len) generated ids; valid after the last task completed.</summary>
     long[][] OutputIds();
 }

@@ -113,6 +113,44 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
     }
 
     [Fact]
+    public async Task Block_should_stop_early_once_every_sequence_emitted_the_stop_token()
+    {
+        const int genLen = 8;
+        var (allIds, allMask) = _model.Prompts(8, 6);
+        var full = _model.Reference(allIds, allMask, genLen);
+        long stop = full[0][1]; // a token row 0 emits at step 1
+        // The prompts that emit it before the last two steps: all of them stop early (the block's padding copies the last).
+        var rows = Enumerable.Range(0, 8).Where(r => Array.IndexOf(full[r], stop) is >= 0 and < genLen - 2).ToArray();
+        var ids = rows.Select(r => allIds[r]).ToArray();
+        var mask = rows.Select(r => allMask[r]).ToArray();
+        var (expected, gaps) = _model.ReferenceWithGaps(ids, mask, genLen, stop);
+        int stoppedAfter = expected.Max(row => Array.IndexOf(row, stop));
+        Assert.InRange(stoppedAfter, 0, genLen - 3);
+
+        var offload = Fixtures.NewOffloadDir();
+        try
+        {
+            var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([0, 50, 50, 50, 0, 100]), OffloadDirectory = offload };
+            await using var flexgen = FlexGenSystem.Start(settings, "early-stop");
+            var withStop = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = genLen, StopTokenId = (int)stop });
+            var without = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = genLen });
+
+            RandomModel.AssertSameUpToNearTies(expected, gaps, withStop.OutputIds, $"stop token {stop} (rows {string.Join(",", rows)})");
+            var computed = withStop.Trace.Events.Where(e => e.Task.Kind == FlexGen.Actors.Schedule.TaskKind.ComputeLayer).Select(e => e.Task.Token).ToArray();
+            var computedWithout = without.Trace.Events.Where(e => e.Task.Kind == FlexGen.Actors.Schedule.TaskKind.ComputeLayer).Select(e => e.Task.Token).ToArray();
+            Assert.Equal(genLen - 1, computedWithout.Max());
+            // Nothing of the tokens after the stop runs but what was already handed out when the last batch stopped:
+            // at most the first GPU batch's next token (it waits on no other batch).
+            Assert.True(computed.Max() <= stoppedAfter + 1, $"computes ran up to token {computed.Max()}, all rows stopped after {stoppedAfter}");
+            Assert.True(computed.Length < computedWithout.Length);
+        }
+        finally
+        {
+            Directory.Delete(offload, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Sampling_with_a_seed_should_repeat_and_differ_from_greedy()
     {
         var (ids, mask) = _model.Prompts(8, 6);
