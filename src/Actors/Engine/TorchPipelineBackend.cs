@@ -80,6 +80,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     /// <summary>The weight homes of layer j, in FlexGen's order (owned by the backend).</summary>
     public IReadOnlyList<TieredTensor> WeightHomes(int j) => _weights!.Layer(j);
 
+    /// <summary>Peak bytes per physical tier ("gpu", "cpu", "disk") since <see cref="ResetPeaks"/> (weights included).</summary>
     public IReadOnlyDictionary<string, long> PeakBytes => Tiers.Stats.ToDictionary(s => s.Tier, s => s.PeakBytes);
 
     /// <summary>Loads the model's weights into their homes under <paramref name="policy"/>.</summary>
@@ -104,10 +105,11 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         return new TorchPipelineRun(this, block, trace);
     }
 
-    public void ResetPeaks()
-    {
-        // Tier accounting keeps its peak since the backend was created (weights included).
-    }
+    /// <summary>
+    /// Starts a request's peak window: each tier's peak becomes what it holds now, the resident weights (part of every
+    /// request's footprint); the previous request's cache and buffers are already freed.
+    /// </summary>
+    public void ResetPeaks() => Tiers.ResetPeaks();
 
     /// <summary>The physical tier of a placement home.</summary>
     public MemoryTier TierOf(PlacementTier home) => Tiers.For(home);

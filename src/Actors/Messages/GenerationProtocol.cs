@@ -57,7 +57,8 @@ public sealed record PhaseTimings(TimeSpan Prefill, TimeSpan Decode)
 
 /// <summary>The answer to a <see cref="GenerateRequest"/>.</summary>
 /// <param name="OutputIds">(n, gen_len) generated ids, one row per prompt.</param>
-/// <param name="PeakBytes">Peak bytes in use per memory tier ("gpu", "cpu", "disk") during the request.</param>
+/// <param name="PeakBytes">Peak bytes in use per memory tier ("gpu", "cpu", "disk") during this request: the resident
+/// weights plus the request's cache and buffers at their highest (measured from the request's start).</param>
 /// <param name="Trace">Every task every tier ran (Chrome trace JSON via <see cref="ExecutionTrace.WriteChromeJson(string)"/>).</param>
 public sealed record GenerationResult(
     Guid RequestId,

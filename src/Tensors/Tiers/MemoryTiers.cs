@@ -80,6 +80,14 @@ public sealed class MemoryTiers : IDisposable
     public IReadOnlyList<TierStats> Stats =>
         _disk is null ? [Gpu.Stats, Cpu.Stats] : [Gpu.Stats, Cpu.Stats, _disk.Stats];
 
+    /// <summary>Resets the peak of the GPU, CPU and disk tiers to what each holds now (<see cref="TierAccounting.ResetPeak"/>).</summary>
+    public void ResetPeaks()
+    {
+        Gpu.Accounting.ResetPeak();
+        Cpu.Accounting.ResetPeak();
+        _disk?.Accounting.ResetPeak();
+    }
+
     /// <summary>One line per tier, plus whether the GPU is emulated, O_DIRECT and CUDA streams, for logs.</summary>
     public string Describe()
     {

@@ -3,7 +3,7 @@ namespace FlexGen.Tensors.Tiers;
 /// <summary>A point-in-time view of one tier's accounting, for logs, benchmarks and tests.</summary>
 /// <param name="Tier">The tier's name ("gpu", "cpu", "disk", ...).</param>
 /// <param name="CurrentBytes">Bytes held by live tensors now.</param>
-/// <param name="PeakBytes">Most bytes held at once since the tier was created.</param>
+/// <param name="PeakBytes">Most bytes held at once since the tier was created or its peak was last reset.</param>
 /// <param name="LiveTensors">Tensors allocated and not yet freed.</param>
 /// <param name="TotalAllocations">Tensors allocated since the tier was created.</param>
 /// <param name="CapacityBytes">The budget (<see cref="long.MaxValue"/> when unbounded).</param>
@@ -62,6 +62,18 @@ public sealed class TierAccounting
         {
             _current -= bytes;
             _live--;
+        }
+    }
+
+    /// <summary>
+    /// Starts a new peak window: the peak becomes the bytes held now (tensors still alive, e.g. resident weights, stay
+    /// in it), so later peaks measure one piece of work, such as a request.
+    /// </summary>
+    public void ResetPeak()
+    {
+        lock (_gate)
+        {
+            _peak = _current;
         }
     }
 
