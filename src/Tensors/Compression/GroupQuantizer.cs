@@ -10,17 +10,25 @@ using static TorchSharp.torch;
 /// whole groups) are mapped to 0..15 with <c>scale = 15 / (max - min)</c>.
 /// </summary>
 /// <remarks>
-/// FlexLLMGen computes in float16 on CUDA. Here every step runs in float32 and is rounded to float16 where
-/// FlexLLMGen's float16 arithmetic rounds: float32 has more than twice float16's precision, so rounding a
-/// float32 sum, difference, product or quotient of float16 values gives the correctly rounded float16
-/// result, identical to CUDA's. Note PyTorch evaluates <c>15 / t</c> as <c>t.reciprocal() * 15</c>
-/// (two roundings); the fixtures confirm it. Inputs are rounded to float16 first, as FlexLLMGen's tensors are.
+/// FlexLLMGen compresses in the dtype of the tensor it is given, so <see cref="QuantizationArithmetic"/> picks
+/// which of its two cases to reproduce. <see cref="QuantizationArithmetic.Float16"/> (the KV cache, compressed on
+/// the GPU in float16): every step runs in float32 and is rounded to float16 where FlexLLMGen's float16 arithmetic
+/// rounds: float32 has more than twice float16's precision, so rounding a float32 sum, difference, product or
+/// quotient of float16 values gives the correctly rounded float16 result, identical to CUDA's. Inputs are rounded
+/// to float16 first, as FlexLLMGen's tensors are. <see cref="QuantizationArithmetic.Float32"/> (weights, compressed
+/// on the CPU in float32 at load): the same steps in plain float32. Either way PyTorch evaluates <c>15 / t</c> as
+/// <c>t.reciprocal() * 15</c> (two roundings; the fixtures confirm it), and the stored scales are float16: FlexLLMGen
+/// copies its float32 (scale, min) into a float16 scale tensor, while the levels were computed with the float32 scale.
 /// </remarks>
 public static class GroupQuantizer
 {
 
-    /// <summary>Compresses <paramref name="input"/> (any floating dtype, values in float16 range) on its own device.</summary>
-    public static QuantizedTensor Compress(Tensor input, CompressionConfig config)
+    /// <summary>
+    /// Compresses <paramref name="input"/> (any floating dtype, values in float16 range) on its own device, in the
+    /// <paramref name="arithmetic"/> FlexLLMGen uses where it compresses such a tensor (float16 for the cache, the default;
+    /// float32 for weights at load).
+    /// </summary>
+    public static QuantizedTensor Compress(Tensor input, CompressionConfig config, QuantizationArithmetic arithmetic = QuantizationArithmetic.Float16)
     {
         Validate(config, (int)input.dim());
         if (!input.is_floating_point())
@@ -31,10 +39,16 @@ public static class GroupQuantizer
         int groupDim = config.GroupDim, groupSize = config.GroupSize;
         var numGroups = NumGroups(shape[groupDim], groupSize);
         var levels = (1 << config.NumBits) - 1; // B = 15
+        Func<Tensor, Tensor> round = arithmetic switch
+        {
+            QuantizationArithmetic.Float16 => RoundToHalf,
+            QuantizationArithmetic.Float32 => t => t,
+            _ => throw new ArgumentOutOfRangeException(nameof(arithmetic), arithmetic, "unknown quantization arithmetic"),
+        };
 
         using var scope = NewDisposeScope();
         // Pad the group dim with zeros up to whole groups; zeros take part in min/max, as in FlexLLMGen.
-        var x = RoundToHalf(input.to(ScalarType.Float32));
+        var x = round(input.to(ScalarType.Float32));
         var padLength = numGroups * groupSize - shape[groupDim];
         if (padLength > 0)
         {
@@ -46,9 +60,9 @@ public static class GroupQuantizer
 
         var mn = data.amin([groupDim + 1], keepdim: true);                  // (.., num_groups, 1, ..)
         var mx = data.amax([groupDim + 1], keepdim: true);
-        var range = RoundToHalf(mx - mn);
-        var scale = RoundToHalf(RoundToHalf(range.reciprocal()) * levels);
-        var scaled = RoundToHalf(RoundToHalf(data - mn) * scale);
+        var range = round(mx - mn);
+        var scale = round(round(range.reciprocal()) * levels);
+        var scaled = round(round(data - mn) * scale);
         // A constant group has scale inf and 0 * inf = NaN; it quantizes to 0 and decompresses to its min.
         var quantized = scaled.nan_to_num(0).clamp(0, levels).round().to(ScalarType.Byte);
 
@@ -56,6 +70,7 @@ public static class GroupQuantizer
         var even = quantized.slice(groupDim + 1, 0, groupSize, 2);
         var odd = quantized.slice(groupDim + 1, 1, groupSize, 2);
         var packed = even.bitwise_left_shift(4).bitwise_or(odd).reshape(PackedShape(shape, config));
+        // Float32: rounded to float16 only here, as FlexLLMGen's copy into its float16 scale tensor does.
         var scaleAndMin = cat([scale, mn], groupDim + 1).to(ScalarType.Float16); // (.., num_groups, 2, ..)
 
         return new QuantizedTensor(packed.MoveToOuterDisposeScope(), scaleAndMin.MoveToOuterDisposeScope(), shape, config);

@@ -100,7 +100,7 @@ internal static class CompressedCopy
         }
 
         using (plain)
-        using (var quantized = GroupQuantizer.Compress(plain, config))
+        using (var quantized = GroupQuantizer.Compress(plain, config, dst.Tier.Arithmetic))
         {
             quantized.Packed.DetachFromDisposeScope();
             quantized.Scale.DetachFromDisposeScope();

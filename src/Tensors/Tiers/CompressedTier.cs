@@ -11,7 +11,11 @@ using TorchSharp;
 /// </summary>
 public sealed class CompressedTier : MemoryTier
 {
-    public CompressedTier(MemoryTier baseTier, CompressionConfig config)
+    /// <param name="arithmetic">
+    /// How tensors written here are quantized: FlexLLMGen compresses weights at load on the CPU in float32
+    /// (<see cref="QuantizationArithmetic.Float32"/>, for weight tiers) and the KV cache on the GPU in float16 (the default).
+    /// </param>
+    public CompressedTier(MemoryTier baseTier, CompressionConfig config, QuantizationArithmetic arithmetic = QuantizationArithmetic.Float16)
         : base($"compressed({baseTier.Name})", TierType.Compressed, long.MaxValue)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -30,13 +34,22 @@ public sealed class CompressedTier : MemoryTier
             throw new ArgumentException($"Compressed tier over a mixed tier: GroupDim {config.GroupDim} must be past the split dimension {MixedTier.SplitDim} (the scales insert a dimension after the group dimension).", nameof(config));
         }
 
+        if (!Enum.IsDefined(arithmetic))
+        {
+            throw new ArgumentOutOfRangeException(nameof(arithmetic), arithmetic, "Compressed tier: unknown quantization arithmetic.");
+        }
+
         Base = baseTier;
         Config = config;
+        Arithmetic = arithmetic;
     }
 
     public MemoryTier Base { get; }
 
     public CompressionConfig Config { get; }
+
+    /// <summary>The arithmetic of the quantization when a plain tensor is copied in (bytes copied between compressed tensors stay as they are).</summary>
+    public QuantizationArithmetic Arithmetic { get; }
 
     public override CompressedTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null)
     {

@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tiers;
 
+using FlexGen.Tensors.Compression;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using TorchSharp;
@@ -203,7 +204,8 @@ public sealed class ModelWeights : IDisposable
         {
             if (!compressedTiers.TryGetValue(home, out var compressed))
             {
-                compressed = new CompressedTier(home, plan.Policy.CompWeightConfig);
+                // FlexLLMGen quantizes weights as it loads them, on the CPU in float32 (not in the GPU's float16 as the cache).
+                compressed = new CompressedTier(home, plan.Policy.CompWeightConfig, QuantizationArithmetic.Float32);
                 compressedTiers[home] = compressed;
             }
 

@@ -57,6 +57,7 @@ public class ModelWeightsTests
                 {
                     Assert.Equal(ToTierKind(placement.Home), compressed.Packed.Kind);
                     Assert.Equal(placement.Bytes, compressed.StoredBytes);
+                    Assert.Equal(QuantizationArithmetic.Float32, compressed.Tier.Arithmetic); // as FlexLLMGen quantizes weights at load
                 }
 
                 using var expectedFile = NpyFile.Read(Path.Combine(ModelDirectory, placement.Spec.FileName));
@@ -78,9 +79,10 @@ public class ModelWeightsTests
         _ => TierType.Disk,
     };
 
+    /// <summary>FlexLLMGen's weight round trip: quantized at load on the CPU in float32, decompressed to float16.</summary>
     private static Tensor RoundTrip(Tensor tensor, CompressionConfig config)
     {
-        using var quantized = GroupQuantizer.Compress(tensor, config);
+        using var quantized = GroupQuantizer.Compress(tensor, config, QuantizationArithmetic.Float32);
         return GroupQuantizer.Decompress(quantized, tensor.dtype);
     }
 

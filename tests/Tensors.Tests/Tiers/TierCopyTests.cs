@@ -245,6 +245,34 @@ public class TierCopyTests
         Assert.True(TierTestBed.BitEqual(untouchedBefore, untouchedAfter), "groups the box does not touch must keep their bytes");
     }
 
+    [Theory]
+    [InlineData(QuantizationArithmetic.Float16)]
+    [InlineData(QuantizationArithmetic.Float32)]
+    public void Compressed_tier_should_quantize_in_its_arithmetic(QuantizationArithmetic arithmetic)
+    {
+        using var bed = new TierTestBed();
+        var tier = arithmetic == QuantizationArithmetic.Float16
+            ? new CompressedTier(bed.Tiers.Cpu, TestCompression) // the default: the cache's float16
+            : new CompressedTier(bed.Tiers.Cpu, TestCompression, arithmetic);
+        Assert.Equal(arithmetic, tier.Arithmetic);
+        using (var scope = NewDisposeScope())
+        using (var generator = new Generator(11))
+        using (var stored = (CompressedTensor)tier.Allocate([8, 16, 64], ScalarType.Float16, "weights"))
+        {
+            var data = randn([8, 16, 64], generator: generator).to(ScalarType.Float16);
+            TierCopy.CopyFrom(stored, null, data);
+            using var packed = TierCopy.ToTorch(stored.Packed, null, CPU);
+            using var scales = TierCopy.ToTorch(stored.Scales, null, CPU);
+            using var expected = GroupQuantizer.Compress(data, TestCompression, arithmetic);
+            using var other = GroupQuantizer.Compress(data, TestCompression,
+                arithmetic == QuantizationArithmetic.Float16 ? QuantizationArithmetic.Float32 : QuantizationArithmetic.Float16);
+            Assert.True(TierTestBed.BitEqual(expected.Packed, packed) && TierTestBed.BitEqual(expected.Scale, scales), $"{arithmetic} tier bytes");
+            Assert.False(TierTestBed.BitEqual(other.Packed, packed), "the two arithmetics should give different levels on this data");
+        }
+
+        bed.AssertNothingLeft();
+    }
+
     [Fact]
     public void Compressed_tier_should_refuse_integer_tensors_and_bad_settings()
     {
