@@ -236,6 +236,17 @@ public sealed class GenerationCoordinator : UntypedActor
         current.Dispatcher = new BlockDispatcher(current.Run.Schedule, current.Run.Route, _options.MaxInFlightPerTier, _options.PrefetchSteps);
         current.BlockStarted = current.Trace.Now;
         current.PrefillTasksLeft = current.Run.Schedule.Tasks.Count(t => t.Task.Token == 0);
+        current.TokensRun = block.ExecuteGenLen;
+        current.TasksLeftPerToken = new int[block.ExecuteGenLen];
+        foreach (var scheduled in current.Run.Schedule.Tasks)
+        {
+            if (scheduled.Task.Token < block.ExecuteGenLen)
+            {
+                current.TasksLeftPerToken[scheduled.Task.Token]++;
+            }
+        }
+
+        current.TokensReported = 0;
         Dispatch(current);
     }
 
@@ -262,6 +273,12 @@ public sealed class GenerationCoordinator : UntypedActor
         {
             current.Prefill += current.Trace.Now - current.BlockStarted;
             current.PrefillEnded = current.Trace.Now;
+        }
+
+        if (dispatcher.IsDone(completed.Task) && completed.Task.Token < current.TokensRun)
+        {
+            current.TasksLeftPerToken[completed.Task.Token]--;
+            ReportTokensDone(current);
         }
 
         if (!current.StopApplied && current.Run!.StoppedAfterToken is { } stoppedAfter)
@@ -292,6 +309,13 @@ public sealed class GenerationCoordinator : UntypedActor
         var run = current.Run!;
         var now = current.Trace.Now;
         current.Decode += now - (current.PrefillEnded ?? now);
+        if (current.TokensReported < current.TokensRun)
+        {
+            // A stop token ended the block early: its remaining tokens are pads, and the block is complete.
+            current.TokensReported = current.TokensRun;
+            ReportProgress(current);
+        }
+
         var ids = run.OutputIds();
         for (int row = 0; row < run.Block.ValidRows; row++)
         {
@@ -314,6 +338,34 @@ public sealed class GenerationCoordinator : UntypedActor
         _current = null;
         current.ReplyTo.Tell(result);
         StartNextIfIdle();
+    }
+
+    /// <summary>Reports each token, in order, whose tasks are all done (tasks of later tokens may finish first).</summary>
+    private void ReportTokensDone(RequestExecution current)
+    {
+        while (current.TokensReported < current.TokensRun && current.TasksLeftPerToken[current.TokensReported] == 0)
+        {
+            current.TokensReported++;
+            ReportProgress(current);
+        }
+    }
+
+    private void ReportProgress(RequestExecution current)
+    {
+        if (current.Request.Progress is not { } progress)
+        {
+            return;
+        }
+
+        try
+        {
+            progress.Report(new GenerationProgress(current.Request.RequestId, current.BlockIndex, current.Blocks.Count,
+                current.TokensReported, current.TokensRun, current.Trace.Now));
+        }
+        catch (Exception e)
+        {
+            _log.Warning("the progress observer of request {0} threw: {1}", current.Request.RequestId, e.Message);
+        }
     }
 
     private void Abort(Exception cause)
@@ -383,6 +435,15 @@ public sealed class GenerationCoordinator : UntypedActor
         public TimeSpan? PrefillEnded { get; set; }
 
         public int PrefillTasksLeft { get; set; }
+
+        /// <summary>The current block's tokens to run (cut_gen_len or gen_len).</summary>
+        public int TokensRun { get; set; }
+
+        /// <summary>Per token of the current block: its tasks not yet done.</summary>
+        public int[] TasksLeftPerToken { get; set; } = [];
+
+        /// <summary>The current block's tokens reported done (a prefix: tokens are reported in order).</summary>
+        public int TokensReported { get; set; }
 
         /// <summary>The current block's tokens after its stop were left out.</summary>
         public bool StopApplied { get; set; }

@@ -44,6 +44,28 @@ public sealed record GenerateRequest
     public Policy? Policy { get; init; }
 
     public Guid RequestId { get; init; } = Guid.NewGuid();
+
+    /// <summary>
+    /// Told of each token every block completes, in order (see <see cref="GenerationProgress"/>). Called on the
+    /// coordinator's thread: keep it quick (write a line, post a message); an exception it throws is logged and ignored.
+    /// </summary>
+    public IProgress<GenerationProgress>? Progress { get; init; }
+}
+
+/// <summary>
+/// A request's progress: block <see cref="Block"/> (0-based) of <see cref="Blocks"/> has completed
+/// <see cref="Token"/> of its <see cref="Tokens"/> tokens (every task of those tokens done). Reported once per token
+/// per block, in order; each block's last report has Token == Tokens (also when a stop token ended it early).
+/// </summary>
+/// <param name="Tokens">Tokens each block runs: cut_gen_len when given, else gen_len.</param>
+/// <param name="Elapsed">Time since the request started.</param>
+public sealed record GenerationProgress(Guid RequestId, int Block, int Blocks, int Token, int Tokens, TimeSpan Elapsed)
+{
+    /// <summary>Block-tokens done over the whole request.</summary>
+    public int Done => Block * Tokens + Token;
+
+    /// <summary>Block-tokens of the whole request (<see cref="Blocks"/> x <see cref="Tokens"/>).</summary>
+    public int Total => Blocks * Tokens;
 }
 
 /// <summary>Stop a queued or running request (it then fails with OperationCanceledException as the cause).</summary>
