@@ -145,7 +145,7 @@ public class GenerateOptionsTests
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("load weights: opt-tiny", result.Error);
         Assert.Contains("load weights: done in", result.Error);
-        Assert.Contains("generate: done in", result.Error);
+        Assert.Contains("generate: done (4/4 tokens of 2 blocks, 100%) in", result.Error); // 8 prompts in blocks of 4
     }
 }
 

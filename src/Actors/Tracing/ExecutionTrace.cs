@@ -16,6 +16,9 @@ public sealed class ExecutionTrace
 
     public TraceSummary Summarize() => TraceSummary.From(this);
 
+    /// <summary>Time per task kind and phase (FlexGen's debug_mode "breakdown").</summary>
+    public TaskBreakdown Breakdown() => TaskBreakdown.From(this);
+
     /// <summary>Writes the trace as Chrome trace-event JSON (opens in Perfetto and chrome://tracing).</summary>
     public void WriteChromeJson(Stream stream) => ChromeTraceWriter.Write(this, stream);
 

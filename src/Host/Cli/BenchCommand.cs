@@ -2,6 +2,7 @@ namespace FlexGen.Host.Cli;
 
 using System.CommandLine;
 using System.Globalization;
+using FlexGen.Actors.Schedule;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
 
@@ -9,6 +10,8 @@ using FlexGen.Host.Hosting;
 /// <c>flexgen bench</c>: FlexGen's benchmark run (flex_opt.py): one block of gpu_batch_size x num_gpu_batches
 /// synthetic prompts of --prompt-len tokens, a warm-up, then the measured run; prints and logs what FlexGen
 /// logs (model/cache/hidden sizes, peak memory per tier, prefill/decode/total latency and throughput).
+/// --debug-mode as FlexGen's: fewer_batch computes the prefill and a few decoding tokens and projects the decode
+/// latency; breakdown does that without overlap and prints the time per task kind and phase.
 /// </summary>
 public static class BenchCommand
 {
@@ -27,9 +30,10 @@ public static class BenchCommand
         };
         var noLog = new Option<bool>("--no-log") { Description = "Do not write a log file." };
         var warmup = PolicyFlags.Bool("--warmup", true, "Run one short generation first so the measured throughput excludes start-up costs");
+        var debugMode = DebugModes.CreateOption();
         var command = new Command("bench", "FlexGen's throughput benchmark (synthetic prompts; --path _DUMMY_ for dummy weights).");
         flags.AddTo(command);
-        foreach (var o in new Option[] { promptLen, cutGenLen, logFile, noLog, warmup }) command.Options.Add(o);
+        foreach (var o in new Option[] { promptLen, cutGenLen, logFile, noLog, warmup, debugMode }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellation) =>
         {
@@ -40,6 +44,8 @@ public static class BenchCommand
             if (prompt < 1) throw new UsageException($"--prompt-len {prompt}: must be >= 1.");
             int? cut = parse.GetValue(cutGenLen);
             if (cut is { } c && (c < 1 || c > genLen)) throw new UsageException($"--cut-gen-len {c}: must be in [1, --gen-len = {genLen}].");
+            var debug = DebugModes.Parse(parse.GetValue(debugMode));
+            if (debug == DebugMode.Breakdown) options.Policy.Overlap = false; // FlexGen's generation_loop_debug_normal
             var model = ModelResolver.Resolve(options.Model, options.Path);
             if (prompt + genLen > model.Config.MaxSeqLen)
                 throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} exceeds {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
@@ -51,17 +57,28 @@ public static class BenchCommand
             long modelBytes = config.ModelBytes();
             long cacheBytes = config.CacheBytes(numPrompts, prompt + genLen);
             long hiddenBytes = config.HiddenBytes(numPrompts, prompt + genLen);
+            int numLayers = LayerKinds.BuildLayers(config.NumHiddenLayers, policy.SepLayer).Count;
+            if (debug != DebugMode.None)
+            {
+                int debugCut = DebugModes.TokensToRun(cut ?? genLen, numLayers);
+                if (debugCut < (cut ?? genLen)) cut = debugCut;
+            }
             console.Output.WriteLine(GenerationFlags.Describe(runtime));
 
             if (PolicyFlags.GetBool(parse, warmup))
             {
                 console.Error.WriteLine("warmup - generate");
                 var warm = SyntheticPrompts(numPrompts, Math.Min(32, prompt), config.VocabSize, seed: 1);
-                await runtime.Service.GenerateBatchAsync(warm, new GenerationSettings { GenLen = 1 }, cutGenLen: null, cancellation);
+                await runtime.Service.GenerateBatchAsync(warm, new GenerationSettings { GenLen = 1 }, cutGenLen: null, progress: null, cancellation);
             }
             console.Error.WriteLine("benchmark - generate");
             var ids = SyntheticPrompts(numPrompts, prompt, config.VocabSize, seed: 2);
-            var result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings { GenLen = genLen }, cut, cancellation);
+            BatchGeneration result;
+            using (var progress = new GenerationProgressDisplay(console, "generate", numPrompts, numPrompts, cut ?? genLen))
+            {
+                result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings { GenLen = genLen }, cut, progress, cancellation);
+                progress.Complete();
+            }
             var stats = result.Statistics;
 
             // FlexGen's numbers: prefill from token 0; decode projected from the computed tokens when cut.
@@ -83,6 +100,15 @@ public static class BenchCommand
                 $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
                 $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
             console.Output.WriteLine(log);
+            if (debug == DebugMode.Breakdown && result.Timeline is { } timeline)
+            {
+                // FlexGen's breakdown header (flex_opt.py generation_loop_debug_normal), then the time per task kind.
+                console.Output.WriteLine($"#layers: {numLayers}");
+                console.Output.WriteLine($"#batches prefill:  {numLayers * policy.NumGpuBatches}");
+                console.Output.WriteLine($"#batches decoding: {(genLen - 1) * numLayers * policy.NumGpuBatches}");
+                console.Output.WriteLine($"breakdown ({cut ?? genLen} of {genLen} tokens run):");
+                console.Output.Write(timeline.Breakdown);
+            }
             if (!parse.GetValue(noLog))
             {
                 string path = parse.GetValue(logFile) is { } f && f != "auto" ? f : AutoLogName(config.Name, policy, prompt, genLen);

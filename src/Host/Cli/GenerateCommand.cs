@@ -90,11 +90,15 @@ public static class GenerateCommand
                 console.Error.WriteLine("warmup: 1 token");
                 var first = new long[Math.Min(n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches), ids.GetLength(1)];
                 Array.Copy(ids, first, first.Length);
-                await runtime.Service.GenerateBatchAsync(first, new GenerationSettings { GenLen = 1 }, cutGenLen: null, cancellation);
+                await runtime.Service.GenerateBatchAsync(first, new GenerationSettings { GenLen = 1 }, cutGenLen: null, progress: null, cancellation);
             }
             console.Error.WriteLine($"generate: {n} prompts of {ids.GetLength(1)} tokens, {genLen} new tokens each ...");
-            var result = await runtime.Service.GenerateBatchAsync(ids, settings, cutGenLen: null, cancellation);
-            console.Error.WriteLine($"generate: done in {result.Statistics.Total.TotalSeconds:F2} s");
+            BatchGeneration result;
+            using (var progress = new GenerationProgressDisplay(console, "generate", n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches, genLen))
+            {
+                result = await runtime.Service.GenerateBatchAsync(ids, settings, cutGenLen: null, progress, cancellation);
+                progress.Complete();
+            }
 
             console.Output.WriteLine($"generated ids ({n}, {genLen}):");
             for (int r = 0; r < n; r++)

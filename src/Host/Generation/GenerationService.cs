@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Generation;
 
 using System.Threading.Channels;
+using FlexGen.Actors.Messages;
 using FlexGen.Host.Text;
 
 /// <summary>
@@ -50,7 +51,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
     public IReadOnlyList<long>? Encode(string prompt) => _tokenizer?.Encode(prompt).Select(i => (long)i).ToArray();
 
     public async Task<BatchGeneration> GenerateBatchAsync(long[,] inputIds, GenerationSettings? settings = null, int? cutGenLen = null,
-        CancellationToken cancellation = default)
+        IProgress<GenerationProgress>? progress = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
         settings ??= new GenerationSettings();
@@ -65,7 +66,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
             for (int c = 0; c < cols; c++) row[c] = inputIds[r, c];
             Check(row, settings, $"prompt row {r}");
         }
-        var run = await _engine.RunAsync(inputIds, settings, cutGenLen, cancellation).ConfigureAwait(false);
+        var run = await _engine.RunAsync(inputIds, settings, cutGenLen, progress, cancellation).ConfigureAwait(false);
         IReadOnlyList<string>? texts = null;
         if (_tokenizer is not null)
             texts = Enumerable.Range(0, rows)
@@ -180,7 +181,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         })).ToList();
         try
         {
-            var run = await _engine.RunAsync(input, settings, null, allCancelled.Token).ConfigureAwait(false);
+            var run = await _engine.RunAsync(input, settings, null, null, allCancelled.Token).ConfigureAwait(false);
             for (int r = 0; r < block.Count; r++)
             {
                 var output = new long[settings.GenLen];

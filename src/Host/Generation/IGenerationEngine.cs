@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Generation;
 
+using FlexGen.Actors.Messages;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
 
@@ -22,5 +23,7 @@ public interface IGenerationEngine
     int BlockSize => Policy.GpuBatchSize * Policy.NumGpuBatches;
 
     /// <param name="cutGenLen">Compute only this many of <see cref="GenerationSettings.GenLen"/> tokens (FlexGen's --cut-gen-len).</param>
-    Task<EngineRun> RunAsync(long[,] inputIds, GenerationSettings settings, int? cutGenLen, CancellationToken cancellation);
+    /// <param name="progress">Told of each token each block completes, in order; null: not reported.</param>
+    Task<EngineRun> RunAsync(long[,] inputIds, GenerationSettings settings, int? cutGenLen, IProgress<GenerationProgress>? progress,
+        CancellationToken cancellation);
 }

@@ -1,5 +1,7 @@
 namespace FlexGen.Host.Generation;
 
+using FlexGen.Actors.Messages;
+
 /// <summary>One request's result.</summary>
 /// <param name="PromptIds">The prompt as submitted (token ids, BOS included for text prompts).</param>
 /// <param name="OutputIds">The generated token ids (gen_len of them).</param>
@@ -31,8 +33,9 @@ public interface IGenerationService
     /// go through in order, in blocks of the policy's size (the last block padded), FlexGen's benchmark shape.
     /// </summary>
     /// <param name="cutGenLen">Compute only this many tokens (FlexGen's --cut-gen-len); the rest of each row stays pad.</param>
+    /// <param name="progress">Told of each token each block completes, in order (on the engine's thread: keep it quick).</param>
     Task<BatchGeneration> GenerateBatchAsync(long[,] inputIds, GenerationSettings? settings = null, int? cutGenLen = null,
-        CancellationToken cancellation = default);
+        IProgress<GenerationProgress>? progress = null, CancellationToken cancellation = default);
 
     /// <summary>Encodes a text prompt (BOS first); null when the model has no tokenizer.</summary>
     IReadOnlyList<long>? Encode(string prompt);

@@ -35,4 +35,7 @@ public interface IRunTimeline
 
     /// <summary>A few lines: per-tier busy time, overlap, idle gaps.</summary>
     string Summary { get; }
+
+    /// <summary>One line per task kind and phase: parts run, total and mean time (FlexGen's debug_mode breakdown).</summary>
+    string Breakdown { get; }
 }

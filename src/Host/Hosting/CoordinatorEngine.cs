@@ -25,7 +25,8 @@ public sealed class CoordinatorEngine(IServiceProvider services, OptConfig model
 
     public Policy Policy { get; } = policy;
 
-    public async Task<EngineRun> RunAsync(long[,] inputIds, GenerationSettings settings, int? cutGenLen, CancellationToken cancellation)
+    public async Task<EngineRun> RunAsync(long[,] inputIds, GenerationSettings settings, int? cutGenLen, IProgress<GenerationProgress>? progress,
+        CancellationToken cancellation)
     {
         int rows = inputIds.GetLength(0), cols = inputIds.GetLength(1);
         var prompts = new IReadOnlyList<long>[rows];
@@ -43,6 +44,7 @@ public sealed class CoordinatorEngine(IServiceProvider services, OptConfig model
             Sampling = new SamplingOptions(settings.DoSample, settings.Temperature, settings.Seed is { } seed ? unchecked((ulong)seed) : null),
             StopTokenId = settings.StopTokenId is { } stop ? checked((int)stop) : null,
             CutGenLen = cutGenLen,
+            Progress = progress,
         };
         GenerationResult result;
         var flexGen = _flexGen ??= await AttachAsync(cancellation).ConfigureAwait(false);
@@ -75,5 +77,7 @@ public sealed class CoordinatorEngine(IServiceProvider services, OptConfig model
         public void WriteChromeJson(string path) => trace.WriteChromeJson(path);
 
         public string Summary => trace.Summarize().ToString();
+
+        public string Breakdown => trace.Breakdown().ToString();
     }
 }
