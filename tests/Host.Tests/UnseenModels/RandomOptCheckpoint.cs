@@ -27,7 +27,10 @@ public static class RandomOptCheckpoint
     {
         Directory.CreateDirectory(folder);
         WriteConfig(Path.Combine(folder, "config.json"), shape, layout.Dtype);
-        var weights = MakeWeights(shape, seed, layout.Float16Exact);
+        // Round to what both the checkpoint and FlexGen's float16 files hold exactly (bfloat16 values fit float16).
+        torch.ScalarType? rounding = !layout.Float16Exact ? null
+            : layout.Dtype == torch.ScalarType.BFloat16 ? torch.ScalarType.BFloat16 : torch.ScalarType.Float16;
+        var weights = MakeWeights(shape, seed, rounding);
         var stored = new List<KeyValuePair<string, torch.Tensor>>();
         try
         {
@@ -64,7 +67,7 @@ public static class RandomOptCheckpoint
         }
     }
 
-    private static Dictionary<string, torch.Tensor> MakeWeights(OptShape shape, ulong seed, bool float16Exact)
+    private static Dictionary<string, torch.Tensor> MakeWeights(OptShape shape, ulong seed, torch.ScalarType? rounding)
     {
         using var generator = new torch.Generator(seed);
         var weights = new Dictionary<string, torch.Tensor>(StringComparer.Ordinal);
@@ -74,7 +77,12 @@ public static class RandomOptCheckpoint
         {
             using var raw = torch.randn(dims, torch.ScalarType.Float32, generator: generator);
             using var scaled = raw.mul(std).add(mean);
-            weights[name] = float16Exact ? scaled.to_type(torch.ScalarType.Float16).to_type(torch.ScalarType.Float32) : scaled.clone();
+            if (rounding is { } dtype)
+            {
+                using var rounded = scaled.to_type(dtype);
+                weights[name] = rounded.to_type(torch.ScalarType.Float32);
+            }
+            else weights[name] = scaled.clone();
         }
         Add("decoder.embed_tokens.weight", [shape.Vocab, h], 0.5);
         Add("decoder.embed_positions.weight", [shape.MaxPositions + 2, h], 0.5);
@@ -127,7 +135,7 @@ public static class RandomOptCheckpoint
             ["num_hidden_layers"] = shape.Layers,
             ["pad_token_id"] = 1,
             ["prefix"] = "</s>",
-            ["torch_dtype"] = dtype == torch.ScalarType.Float32 ? "float32" : "float16",
+            ["torch_dtype"] = dtype switch { torch.ScalarType.Float32 => "float32", torch.ScalarType.BFloat16 => "bfloat16", _ => "float16" },
             ["transformers_version"] = "4.46.0",
             ["use_cache"] = true,
             ["vocab_size"] = shape.Vocab,

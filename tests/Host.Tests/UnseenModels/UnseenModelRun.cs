@@ -1,7 +1,9 @@
 namespace FlexGen.Host.Tests.UnseenModels;
 
 using System.Globalization;
+using FlexGen.Tensors.Compression;
 using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Npy;
 using FlexGen.Tensors.Policies;
 using TorchSharp;
@@ -67,6 +69,34 @@ public sealed class ConvertedModel : IDisposable
         using var weights = OptWeights.Load(Folder);
         using var prompt = torch.tensor(Flatten(ids), [ids.GetLength(0), ids.GetLength(1)]);
         using var result = ReferenceGenerator.Generate(weights, prompt, null, new GenerationOptions(genLen, ComputeSettings.Float32));
+        return ToMatrix(result.OutputIds);
+    }
+
+    /// <summary>
+    /// The reference generator (float32) as a lossy policy computes: weights of two or more dimensions 4-bit
+    /// group-quantized and back (FlexGen's compress_weight), decode attention top-k sparse, the cache in
+    /// <paramref name="cacheDtype"/>.
+    /// </summary>
+    public long[,] LossyReference(long[,] ids, int genLen, bool compressWeight, double attnSparsity, torch.ScalarType? cacheDtype)
+    {
+        var config = OptConfig.FromHuggingFaceConfig(Folder);
+        var byName = new Dictionary<string, torch.Tensor>();
+        foreach (var spec in OptWeightSpecs.Layers(config, sepLayer: true).SelectMany(l => l.Weights))
+        {
+            if (byName.ContainsKey(spec.FileName)) continue;
+            var tensor = NpyFile.Read(Path.Combine(Folder, spec.FileName));
+            if (compressWeight && tensor.dim() >= 2)
+            {
+                using var stored = tensor;
+                using var quantized = GroupQuantizer.Compress(stored, CompressionConfig.DefaultWeight);
+                tensor = GroupQuantizer.Decompress(quantized);
+            }
+            byName[spec.FileName] = tensor;
+        }
+        using var weights = new OptWeights(config, byName);
+        using var prompt = torch.tensor(Flatten(ids), [ids.GetLength(0), ids.GetLength(1)]);
+        using var result = ReferenceGenerator.Generate(weights, prompt, null,
+            new GenerationOptions(genLen, ComputeSettings.Float32) { AttnSparsity = attnSparsity, CacheDtype = cacheDtype });
         return ToMatrix(result.OutputIds);
     }
 
