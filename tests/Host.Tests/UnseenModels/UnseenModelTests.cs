@@ -117,6 +117,28 @@ public class UnseenModelTests(UnseenModelFixture models, ITestOutputHelper log) 
     }
 
     [Fact]
+    public void The_Hugging_Face_oracle_should_give_the_recorded_Hugging_Face_tokens_of_opt_tiny()
+    {
+        var config = FlexGen.Tensors.Models.OptConfig.FromHuggingFaceConfig(TestPaths.BundledModel);
+        var shape = new OptShape("opt-tiny", config.HiddenSize, config.NHead, config.NumHiddenLayers, config.FfnEmbedDim, config.VocabSize, config.MaxSeqLen);
+        var weights = new Dictionary<string, TorchSharp.torch.Tensor>();
+        try
+        {
+            foreach (var file in Directory.GetFiles(TestPaths.BundledModel).Where(f => Path.GetFileName(f) != "config.json"))
+            {
+                string name = Path.GetFileName(file).Replace("decoder.layer_norm.", "decoder.final_layer_norm.", StringComparison.Ordinal);
+                using var half = FlexGen.Tensors.Npy.NpyFile.Read(file);
+                weights[name] = half.to_type(TorchSharp.torch.ScalarType.Float32);
+            }
+            Assert.Equal(Fixture.HfTokens, HfOptOracle.Greedy(weights, shape, Fixture.PromptIds, Fixture.HfTokens.GetLength(1)));
+        }
+        finally
+        {
+            foreach (var t in weights.Values) t.Dispose();
+        }
+    }
+
+    [Fact]
     public async Task A_bfloat16_checkpoint_should_convert_and_give_the_Hugging_Face_tokens()
     {
         var shape = new OptShape("opt-bf16", 32, 4, 1, 48, 200, 32);
