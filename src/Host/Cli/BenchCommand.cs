@@ -41,8 +41,8 @@ public static class BenchCommand
             int? cut = parse.GetValue(cutGenLen);
             if (cut is { } c && (c < 1 || c > genLen)) throw new UsageException($"--cut-gen-len {c}: must be in [1, --gen-len = {genLen}].");
             var model = ModelResolver.Resolve(options.Model, options.Path);
-            if (prompt + genLen > model.Config.MaxSeqLen)
-                throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} exceeds {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
+            if (!model.Config.Fits(prompt, genLen))
+                throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
 
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation);
             var policy = runtime.Policy;

@@ -155,9 +155,9 @@ public static class GenerateCommand
     private static void CheckPrompts(long[,] ids, int genLen, ResolvedModel model)
     {
         int promptLen = ids.GetLength(1);
-        if (promptLen + genLen > model.Config.MaxSeqLen)
+        if (!model.Config.Fits(promptLen, genLen))
             throw new UsageException(
-                $"prompt length {promptLen} + --gen-len {genLen} exceeds {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
+                $"prompt length {promptLen} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
     }
 
     public static void WriteOutputIds(string path, long[,] outputIds)

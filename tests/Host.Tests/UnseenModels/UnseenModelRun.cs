@@ -88,7 +88,8 @@ public sealed class ConvertedModel : IDisposable
             if (compressWeight && tensor.dim() >= 2)
             {
                 using var stored = tensor;
-                using var quantized = GroupQuantizer.Compress(stored, CompressionConfig.DefaultWeight);
+                // Weights are quantized in float32 at load, as the product (and FlexLLMGen) does.
+                using var quantized = GroupQuantizer.Compress(stored, CompressionConfig.DefaultWeight, QuantizationArithmetic.Float32);
                 tensor = GroupQuantizer.Decompress(quantized);
             }
             byName[spec.FileName] = tensor;
