@@ -45,7 +45,7 @@ public class CliUsageTests
         using (var t = torch.zeros(2, 3)) NpyFile.Write(floats, t);
         var wrongType = await CliRunner.RunAsync("generate", "--input-ids", floats);
         Assert.True(wrongType.ExitCode == 2, wrongType.ToString());
-        Assert.Contains("expected int64 of shape (n, prompt_len)", wrongType.Error);
+        Assert.Contains("expected int64 (or int32) of shape (n, prompt_len)", wrongType.Error);
 
         string rank1 = folder.File("rank1.npy");
         using (var t = torch.ones(5, dtype: torch.ScalarType.Int64)) NpyFile.Write(rank1, t);

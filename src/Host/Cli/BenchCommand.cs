@@ -47,8 +47,8 @@ public static class BenchCommand
             var debug = DebugModes.Parse(parse.GetValue(debugMode));
             if (debug == DebugMode.Breakdown) options.Policy.Overlap = false; // FlexGen's generation_loop_debug_normal
             var model = ModelResolver.Resolve(options.Model, options.Path);
-            if (prompt + genLen > model.Config.MaxSeqLen)
-                throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} exceeds {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
+            if (!model.Config.Fits(prompt, genLen))
+                throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
 
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation);
             var policy = runtime.Policy;

@@ -26,7 +26,7 @@ public static class GenerateCommand
         var flags = new GenerationFlags(DefaultGenLen, DefaultTracePath);
         var inputIds = new Option<string?>("--input-ids")
         {
-            Description = "int64 .npy of shape (n, prompt_len), left-padded with the model's pad id.",
+            Description = "int64 (or int32) .npy of shape (n, prompt_len), left-padded with the model's pad id.",
         };
         var outputIds = new Option<string?>("--output-ids") { Description = "Write the generated ids here: int64 .npy (n, gen_len)." };
         var prompt = new Option<string[]>("--prompt")
@@ -133,10 +133,12 @@ public static class GenerateCommand
         NpyHeader header;
         try { header = NpyFile.ReadHeader(path); }
         catch (NpyFormatException ex) { throw new UsageException($"--input-ids {path}: not a readable .npy file ({ex.Message})."); }
-        if (header.DType != torch.ScalarType.Int64 || header.Shape.Count != 2 || header.Shape[0] < 1 || header.Shape[1] < 1)
+        // int32 is accepted too: numpy writes int32 where its default integer is 32-bit, and FlexLLMGen's token files are int32.
+        if (header.DType is not (torch.ScalarType.Int64 or torch.ScalarType.Int32) || header.Shape.Count != 2 || header.Shape[0] < 1 || header.Shape[1] < 1)
             throw new UsageException(
-                $"--input-ids {path}: expected int64 of shape (n, prompt_len), got {header.Descr} of shape ({string.Join(", ", header.Shape)}).");
-        using var tensor = ReadTensor(path);
+                $"--input-ids {path}: expected int64 (or int32) of shape (n, prompt_len), got {header.Descr} of shape ({string.Join(", ", header.Shape)}).");
+        using var stored = ReadTensor(path);
+        using var tensor = stored.to_type(torch.ScalarType.Int64);
         int rows = (int)header.Shape[0], cols = (int)header.Shape[1];
         var flat = tensor.data<long>().ToArray();
         var ids = new long[rows, cols];
@@ -157,9 +159,9 @@ public static class GenerateCommand
     private static void CheckPrompts(long[,] ids, int genLen, ResolvedModel model)
     {
         int promptLen = ids.GetLength(1);
-        if (promptLen + genLen > model.Config.MaxSeqLen)
+        if (!model.Config.Fits(promptLen, genLen))
             throw new UsageException(
-                $"prompt length {promptLen} + --gen-len {genLen} exceeds {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
+                $"prompt length {promptLen} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
     }
 
     public static void WriteOutputIds(string path, long[,] outputIds)

@@ -91,9 +91,9 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         for (int i = 0; i < ids.Count; i++)
             if (ids[i] < 0 || ids[i] >= model.VocabSize)
                 throw new ArgumentException($"The {what} has token id {ids[i]} at position {i}, outside [0, {model.VocabSize}) of {model.Name}.", nameof(ids));
-        if (ids.Count + settings.GenLen > model.MaxSeqLen)
+        if (!model.Fits(ids.Count, settings.GenLen))
             throw new ArgumentException(
-                $"The {what} has {ids.Count} tokens; with gen_len {settings.GenLen} that exceeds {model.Name}'s max_seq_len {model.MaxSeqLen}.", nameof(ids));
+                $"The {what} has {ids.Count} tokens; with gen_len {settings.GenLen} that reads {ids.Count + settings.GenLen - 1} positions, more than {model.Name}'s max_seq_len {model.MaxSeqLen}.", nameof(ids));
     }
 
     private async Task RunWorkerAsync()

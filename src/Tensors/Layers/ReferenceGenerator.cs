@@ -79,10 +79,10 @@ public static class ReferenceGenerator
         compute.EnsureSupportedOn(device);
         long n = promptIds.shape[0], promptLen = promptIds.shape[1];
         int genLen = options.GenLen;
-        if (promptLen + genLen > config.MaxSeqLen)
+        if (!config.Fits(promptLen, genLen))
         {
             throw new ArgumentException(
-                $"prompt_len {promptLen} + gen_len {genLen} exceeds {config.Name}'s max_seq_len {config.MaxSeqLen}.", nameof(promptIds));
+                $"prompt_len {promptLen} + gen_len {genLen} - 1 positions exceed {config.Name}'s max_seq_len {config.MaxSeqLen}.", nameof(promptIds));
         }
 
         if (attentionMask is not null && !attentionMask.shape.SequenceEqual(promptIds.shape))

@@ -31,6 +31,13 @@ public sealed record OptConfig
     public int HeadDim => HiddenSize / NHead;
 
     /// <summary>
+    /// Whether a prompt of <paramref name="promptLen"/> tokens leaves room for <paramref name="genLen"/> new ones. The
+    /// model reads prompt_len + gen_len - 1 positions (the last new token is never fed back) and has MaxSeqLen of
+    /// them: the (MaxSeqLen + 2)-row position table is indexed from 2. Hugging Face's OPT has the same limit.
+    /// </summary>
+    public bool Fits(long promptLen, long genLen) => promptLen + genLen - 1 <= MaxSeqLen;
+
+    /// <summary>
     /// FlexGen's <c>model_bytes()</c>, verbatim: with h = input_dim,
     /// 2 * (layers * (h(3h+1) + h(h+1) [attention] + h(4h+1) + 4h(h+1) [mlp] + 4h [layer norms]) + vocab (h+1)).
     /// It assumes ffn = 4h, undercounts the q/k/v biases and leaves out the position table; the exact stored

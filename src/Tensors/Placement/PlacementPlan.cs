@@ -251,7 +251,7 @@ public sealed record PlacementPlan
         if (config.NHead < 1 || config.InputDim % config.NHead != 0)
             throw new PlacementException(
                 $"Model {config.Name}: input_dim {config.InputDim} is not a multiple of n_head {config.NHead}.");
-        if (promptLen + genLen - 1L > config.MaxSeqLen)
+        if (!config.Fits(promptLen, genLen))
             throw new PlacementException(
                 $"prompt_len {promptLen} + gen_len {genLen} - 1 = {promptLen + genLen - 1L} positions exceed " +
                 $"{config.Name}'s max_seq_len {config.MaxSeqLen}.");

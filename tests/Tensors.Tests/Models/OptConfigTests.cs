@@ -29,6 +29,17 @@ public class OptConfigTests
         Assert.Equal(hidden / heads, c.HeadDim);
     }
 
+    [Theory]
+    [InlineData(2040, 9, true)]   // 2040 + 9 - 1 = 2048 positions: exactly max_seq_len
+    [InlineData(2040, 10, false)] // 2049 positions
+    [InlineData(1, 2048, true)]
+    [InlineData(2048, 1, true)]
+    [InlineData(2048, 2, false)]
+    public void Fits_should_allow_prompt_plus_gen_minus_one_positions_up_to_max_seq_len(int promptLen, int genLen, bool fits)
+    {
+        Assert.Equal(fits, OptConfig.FromPreset("opt-6.7b").Fits(promptLen, genLen));
+    }
+
     [Fact]
     public void Preset_names_should_list_the_nine_runnable_presets()
     {
