@@ -2,6 +2,7 @@ namespace FlexGen.Host.Tests.UnseenModels;
 
 using System.Text;
 using FlexGen.Tensors.Policies;
+using TorchSharp;
 using Xunit.Abstractions;
 
 /// <summary>
@@ -63,7 +64,7 @@ public class UnseenModelTests(UnseenModelFixture models, ITestOutputHelper log) 
             log.WriteLine($"{policyName}: agreement with HF {ConvertedModel.Agreement(tokens, hf):P1}");
             Assert.All(ConvertedModel.Flatten(tokens), id => Assert.InRange(id, 0, UnseenModelFixture.Odd.Vocab - 1));
             // Quantized weights and sparse attention have an exact reference; a quantized cache has none (only agreement).
-            var lossy = models.OddModel.LossyReference(ids, genLen, policy.CompressWeight, policy.AttnSparsity, cacheDtype: null);
+            var lossy = models.OddModel.LossyReference(ids, genLen, policy.CompressWeight, policy.AttnSparsity, cacheDtype: torch.ScalarType.Float16);
             if (!policy.CompressCache) Assert.Equal(lossy, tokens);
             else log.WriteLine($"{policyName}: agreement with the reference without cache quantization {ConvertedModel.Agreement(tokens, lossy):P1}");
         }
@@ -256,7 +257,7 @@ public class UnseenModelSweepTests(ITestOutputHelper log)
                             {
                                 log.WriteLine($"lossy {what}: agreement {agreement:P1}");
                                 if (policy.CompressCache) continue;
-                                var lossy = model.LossyReference(ids, genLen, policy.CompressWeight, policy.AttnSparsity, cacheDtype: null);
+                                var lossy = model.LossyReference(ids, genLen, policy.CompressWeight, policy.AttnSparsity, cacheDtype: torch.ScalarType.Float16);
                                 if (ConvertedModel.Agreement(tokens, lossy) < 1)
                                     failures.AppendLine($"LOSSY MISMATCH {what}: agreement with the lossy reference {ConvertedModel.Agreement(tokens, lossy):P1}");
                             }
