@@ -188,21 +188,26 @@ public static class TierCopy
             case MixedTensor mixed:
             {
                 using var scope = torch.NewDisposeScope();
+                // Each part comes back detached from this scope: freed here once concatenated.
                 var parts = new List<torch.Tensor>(mixed.Segments.Count);
-                for (var i = 0; i < mixed.Segments.Count; i++)
+                try
                 {
-                    var segment = mixed.Segments[i];
-                    var segmentRows = segment.Shape[MixedTier.SplitDim];
-                    if (segmentRows == 0)
+                    for (var i = 0; i < mixed.Segments.Count; i++)
                     {
-                        continue;
+                        var segment = mixed.Segments[i];
+                        var segmentRows = segment.Shape[MixedTier.SplitDim];
+                        parts.Add(GatherPositions(segment, positions.narrow(1, mixed.SegmentStarts[i], segmentRows).contiguous(), device));
                     }
 
-                    var part = GatherPositions(segment, positions.narrow(1, mixed.SegmentStarts[i], segmentRows).contiguous(), device);
-                    parts.Add(part);
+                    return torch.cat(parts, 1).DetachFromDisposeScope();
                 }
-
-                return torch.cat(parts, 1).DetachFromDisposeScope();
+                finally
+                {
+                    foreach (var part in parts)
+                    {
+                        part.Dispose();
+                    }
+                }
             }
 
             case CompressedTensor:
