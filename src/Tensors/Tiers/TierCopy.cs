@@ -303,10 +303,7 @@ public static class TierCopy
                 Dispatch(segment, segmentRegion, src, otherRegion, async, cancellationToken)),
             (_, MixedTensor mixed) => ForEachSegment(mixed, srcRegion, dstRegion, (segment, segmentRegion, otherRegion) =>
                 Dispatch(dst, otherRegion, segment, segmentRegion, async, cancellationToken)),
-            (DeviceTensor d, DeviceTensor s) => DeviceToDevice(d.Data, dstRegion, s.Data, srcRegion),
-            (BorrowedTensor d, DeviceTensor s) => DeviceToDevice(d.Data, dstRegion, s.Data, srcRegion),
-            (DeviceTensor d, BorrowedTensor s) => DeviceToDevice(d.Data, dstRegion, s.Data, srcRegion),
-            (BorrowedTensor d, BorrowedTensor s) => DeviceToDevice(d.Data, dstRegion, s.Data, srcRegion),
+            (DeviceTensor or BorrowedTensor, DeviceTensor or BorrowedTensor) => DeviceToDevice(PlainData(dst), dstRegion, PlainData(src), srcRegion),
             (DiskTensor d, DiskTensor s) => DiskToDisk(d, dstRegion, s, srcRegion, async, cancellationToken),
             (DiskTensor d, _) => MemoryToDisk(d, dstRegion, PlainData(src), srcRegion, async, cancellationToken),
             (_, DiskTensor s) => DiskToMemory(PlainData(dst), dstRegion, s, srcRegion, async, cancellationToken),
