@@ -373,44 +373,10 @@ public static class TierCopy
         return (staged, true);
     }
 
-    private static Task MemoryToDisk(DiskTensor dst, Region dstRegion, torch.Tensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    private static unsafe Task MemoryToDisk(DiskTensor dst, Region dstRegion, torch.Tensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
     {
         var (staged, owned) = StageOnCpu(src, srcRegion);
-        unsafe void Write()
-        {
-            try
-            {
-                dst.WriteRegion(dstRegion, TensorMemory.Pointer(staged));
-            }
-            finally
-            {
-                if (owned)
-                {
-                    staged.Dispose();
-                }
-            }
-        }
-
-        try
-        {
-            return RunIo(dst.Tier, Write, async, cancellationToken, () =>
-            {
-                if (owned)
-                {
-                    staged.Dispose();
-                }
-            });
-        }
-        catch (ObjectDisposedException)
-        {
-            // The I/O pool is gone: the write never ran.
-            if (owned)
-            {
-                staged.Dispose();
-            }
-
-            throw;
-        }
+        return RunIo(dst.Tier, () => dst.WriteRegion(dstRegion, TensorMemory.Pointer(staged)), async, cancellationToken, owned ? staged : null);
     }
 
     private static Task DiskToMemory(torch.Tensor dst, Region dstRegion, DiskTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
@@ -432,7 +398,7 @@ public static class TierCopy
             dstView.copy_(staged);
         }
 
-        return RunIo(src.Tier, Read, async, cancellationToken, null);
+        return RunIo(src.Tier, Read, async, cancellationToken);
     }
 
     private static Task DiskToDisk(DiskTensor dst, Region dstRegion, DiskTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
@@ -445,22 +411,48 @@ public static class TierCopy
             dst.WriteRegion(dstRegion, pointer);
         }
 
-        return RunIo(src.Tier, Transfer, async, cancellationToken, null);
+        return RunIo(src.Tier, Transfer, async, cancellationToken);
     }
 
-    private static Task RunIo(DiskTier tier, Action io, bool async, CancellationToken cancellationToken, Action? onCancelled)
+    /// <summary>
+    /// Runs <paramref name="io"/> now or on the tier's I/O pool; <paramref name="staging"/> (a buffer the transfer owns) is
+    /// freed exactly once: after the transfer ran, or when it never runs (cancelled first, or the pool is shut down).
+    /// </summary>
+    private static Task RunIo(DiskTier tier, Action io, bool async, CancellationToken cancellationToken, torch.Tensor? staging = null)
     {
+        void Transfer()
+        {
+            try
+            {
+                io();
+            }
+            finally
+            {
+                staging?.Dispose();
+            }
+        }
+
         if (!async)
         {
-            io();
+            Transfer();
             return Task.CompletedTask;
         }
 
-        var task = tier.IoPool.RunAsync(io, cancellationToken);
-        if (onCancelled is not null)
+        Task task;
+        try
+        {
+            task = tier.IoPool.RunAsync(Transfer, cancellationToken);
+        }
+        catch
+        {
+            staging?.Dispose(); // the I/O pool is gone: the transfer never runs
+            throw;
+        }
+
+        if (staging is not null)
         {
             // A transfer cancelled before it ran never frees its staging buffer itself.
-            task.ContinueWith(_ => onCancelled(), CancellationToken.None, TaskContinuationOptions.OnlyOnCanceled, TaskScheduler.Default);
+            task.ContinueWith(_ => staging.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnCanceled, TaskScheduler.Default);
         }
 
         return task;
