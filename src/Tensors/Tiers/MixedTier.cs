@@ -48,11 +48,7 @@ public sealed class MixedTier : MemoryTier
 
     public override MixedTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null)
     {
-        if (shape.Length <= SplitDim)
-        {
-            throw new ArgumentException($"The mixed tier splits along dimension {SplitDim}; shape {TensorShapes.Format(shape.ToArray())} has none.");
-        }
-
+        CheckSplittable(shape);
         var (gpu, cpu, disk) = SplitLengths(shape[SplitDim], GpuPercent, CpuPercent, Granularity);
         return Allocate(shape, dtype, [gpu, cpu, disk], name);
     }
@@ -60,6 +56,7 @@ public sealed class MixedTier : MemoryTier
     /// <summary>Allocates with explicit GPU, CPU and disk lengths along dimension 1 (summing to its extent).</summary>
     public MixedTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, IReadOnlyList<long> segmentLengths, string? name = null)
     {
+        CheckSplittable(shape);
         name ??= DefaultName(Name);
         if (segmentLengths.Count != 3 || segmentLengths.Any(l => l < 0) || segmentLengths.Sum() != shape[SplitDim])
         {
@@ -99,6 +96,14 @@ public sealed class MixedTier : MemoryTier
 
         Accounting.Reserve(0, name);
         return new MixedTensor(this, shape, dtype, name, segments, starts);
+    }
+
+    private static void CheckSplittable(ReadOnlySpan<long> shape)
+    {
+        if (shape.Length <= SplitDim)
+        {
+            throw new ArgumentException($"The mixed tier splits along dimension {SplitDim}; shape {TensorShapes.Format(shape.ToArray())} has none.", nameof(shape));
+        }
     }
 }
 

@@ -121,6 +121,19 @@ public class TierFailureTests
     }
 
     [Fact]
+    public void Mixed_tier_should_reject_a_shape_without_the_split_dimension_whichever_allocate_is_called()
+    {
+        using var bed = new TierTestBed();
+        var mixed = bed.Tiers.CreateMixed(25, 50, 2);
+        var byPercent = Assert.Throws<ArgumentException>(() => mixed.Allocate([8], ScalarType.Float16, "flat"));
+        var bySegments = Assert.Throws<ArgumentException>(() => mixed.Allocate([8], ScalarType.Float16, [2, 4, 2], "flat"));
+        Assert.Equal("shape", byPercent.ParamName);
+        Assert.Equal("shape", bySegments.ParamName);
+        Assert.Contains("[8]", bySegments.Message);
+        bed.AssertNothingLeft();
+    }
+
+    [Fact]
     public void Disk_tier_should_delete_its_files_when_disposed()
     {
         var directory = Directory.CreateTempSubdirectory("flexgen-tiers-").FullName;
