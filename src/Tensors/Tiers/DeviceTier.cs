@@ -103,7 +103,11 @@ public sealed class DeviceTier : MemoryTier
             var data = tensor;
             if (tensor.device.type != Device.type || !tensor.is_contiguous())
             {
-                data = tensor.to(Device).contiguous();
+                using (var moved = tensor.to(Device))
+                {
+                    data = moved.contiguous();
+                }
+
                 tensor.Dispose();
             }
 
@@ -121,8 +125,16 @@ public sealed class DeviceTier : MemoryTier
     public DeviceTensor CopyOf(torch.Tensor source, string? name = null)
     {
         var result = Allocate(source.shape, source.dtype, name);
-        result.Data.copy_(source);
-        return result;
+        try
+        {
+            result.Data.copy_(source);
+            return result;
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
     }
 }
 
