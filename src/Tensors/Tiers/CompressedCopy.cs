@@ -40,7 +40,6 @@ internal static class CompressedCopy
     public static async Task<torch.Tensor> Decompress(CompressedTensor src, Region srcRegion, torch.Device device, bool async, CancellationToken cancellationToken)
     {
         var config = src.Config;
-        var gd = config.GroupDim;
         var covering = CoveringGroups(srcRegion, config);
         var lengths = covering.Lengths;
         var packedShape = GroupQuantizer.PackedShape(lengths, config);
@@ -61,13 +60,8 @@ internal static class CompressedCopy
 
         using var decompressed = GroupQuantizer.Decompress(quantized, src.Dtype);
         using var box = decompressed.index(srcRegion.RelativeTo(covering).ToIndices());
-        var result = box.contiguous();
-        if (ReferenceEquals(result, box) || result.Handle == box.Handle)
-        {
-            result = box.clone();
-        }
-
-        return result.DetachFromDisposeScope();
+        // A new handle either way (a copy, or a contiguous view that keeps the storage alive after decompressed goes).
+        return box.contiguous().DetachFromDisposeScope();
     }
 
     /// <summary><c>dst[dstRegion] = compress(src[srcRegion])</c>; cut groups at the box's edges are decompressed, patched and re-compressed.</summary>
