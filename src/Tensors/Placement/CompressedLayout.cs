@@ -1,3 +1,4 @@
+using FlexGen.Tensors.Compression;
 using FlexGen.Tensors.Policies;
 
 namespace FlexGen.Tensors.Placement;
@@ -29,10 +30,7 @@ public sealed record CompressedLayout(IReadOnlyList<long> DataShape, IReadOnlyLi
             throw new PlacementException(
                 $"{configField}.GroupDim = {dim} does not exist in {what} of shape ({string.Join(", ", shape)}), " +
                 $"rank {shape.Count}.");
-        long groupSize = config.GroupSize;
-        long numGroups = (shape[dim] + groupSize - 1) / groupSize;
-        long[] data = [.. shape.Take(dim), numGroups * (groupSize / 2), .. shape.Skip(dim + 1)];
-        long[] scale = [.. shape.Take(dim), numGroups, 2, .. shape.Skip(dim + 1)];
-        return new CompressedLayout(data, scale);
+        // The shapes GroupQuantizer (the format's one implementation) produces.
+        return new CompressedLayout(GroupQuantizer.PackedShape(shape, config), GroupQuantizer.ScaleShape(shape, config));
     }
 }
