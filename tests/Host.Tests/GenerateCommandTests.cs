@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests;
 
+using System.Text.RegularExpressions;
 using FlexGen.Host.Cli;
 using FlexGen.Tensors.Npy;
 
@@ -144,6 +145,12 @@ public class GenerateOptionsTests
         var result = await CliRunner.RunAsync("generate", "--trace", "", "--gen-len", "2");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("load weights: opt-tiny", result.Error);
+        // Redirected: plain lines, at most one per tenth of the bytes, each naming the layer just loaded (8 with sep-layer).
+        var layers = result.Error.Split('\n')
+            .Select(line => Regex.Match(line.TrimEnd(), @"^load weights: layer (\d)/8, ([\d.]+)/12\.8 MB, \d+%$"))
+            .Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value)).ToList();
+        Assert.NotEmpty(layers);
+        Assert.Equal(layers.Order().Distinct(), layers);
         Assert.Contains("load weights: done in", result.Error);
         Assert.Contains("generate: done (4/4 tokens of 2 blocks, 100%) in", result.Error); // 8 prompts in blocks of 4
     }
