@@ -203,6 +203,24 @@ public class FailureReportingTests
     }
 }
 
+public class OutputFileFailureTests
+{
+    [Fact]
+    public async Task An_unwritable_output_file_should_fail_with_one_line_naming_the_flag_and_file()
+    {
+        using var folder = new TempFolder();
+        string blocker = folder.File("blocker");
+        File.WriteAllText(blocker, "a file where a folder should be");
+        string target = Path.Combine(blocker, "ids.npy");
+
+        var result = await CliRunner.RunAsync("generate", "--gen-len", "1", "--warmup", "false", "--trace", "", "--output-ids", target);
+        Assert.True(result.ExitCode == 1, result.ToString());
+        var failed = Assert.Single(result.Error.Split('\n'), l => l.StartsWith("failed: ", StringComparison.Ordinal));
+        Assert.StartsWith($"failed: --output-ids {target}: cannot write", failed);
+        Assert.EndsWith("(--verbose for details)", failed.TrimEnd());
+    }
+}
+
 public class ComputeDtypeTests
 {
     [Fact]

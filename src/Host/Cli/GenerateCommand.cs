@@ -115,8 +115,8 @@ public static class GenerateCommand
             GenerationFlags.PrintPeaks(console.Output, stats);
             if (outputPath is not null)
             {
-                WriteOutputIds(outputPath, result.OutputIds);
-                console.Output.WriteLine($"output ids: {Path.GetFullPath(outputPath)}");
+                string written = GenerationFlags.WriteFile("--output-ids", outputPath, full => WriteOutputIds(full, result.OutputIds));
+                console.Output.WriteLine($"output ids: {written}");
             }
             GenerationFlags.PrintTimeline(console.Output, result.Timeline);
             if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)
@@ -164,10 +164,8 @@ public static class GenerateCommand
                 $"prompt length {promptLen} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
     }
 
-    public static void WriteOutputIds(string path, long[,] outputIds)
+    private static void WriteOutputIds(string path, long[,] outputIds)
     {
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
         var flat = new long[outputIds.Length];
         Buffer.BlockCopy(outputIds, 0, flat, 0, flat.Length * sizeof(long));
         using var tensor = torch.tensor(flat, [outputIds.GetLength(0), outputIds.GetLength(1)]);
