@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests;
 
+using System.Text.RegularExpressions;
 using FlexGen.Host.Cli;
 using FlexGen.Tensors.Npy;
 
@@ -144,6 +145,12 @@ public class GenerateOptionsTests
         var result = await CliRunner.RunAsync("generate", "--trace", "", "--gen-len", "2");
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("load weights: opt-tiny", result.Error);
+        // Redirected: plain lines, at most one per tenth of the bytes, each naming the layer just loaded (8 with sep-layer).
+        var layers = result.Error.Split('\n')
+            .Select(line => Regex.Match(line.TrimEnd(), @"^load weights: layer (\d)/8, ([\d.]+)/12\.8 MB, \d+%$"))
+            .Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value)).ToList();
+        Assert.NotEmpty(layers);
+        Assert.Equal(layers.Order().Distinct(), layers);
         Assert.Contains("load weights: done in", result.Error);
         Assert.Contains("generate: done (4/4 tokens of 2 blocks, 100%) in", result.Error); // 8 prompts in blocks of 4
     }
@@ -193,6 +200,24 @@ public class FailureReportingTests
         var verbose = await CliRunner.RunAsync("generate", "--model", model, "--trace", "", "--gen-len", "2", "--verbose");
         Assert.Equal(1, verbose.ExitCode);
         Assert.Contains("   at ", verbose.Error);
+    }
+}
+
+public class OutputFileFailureTests
+{
+    [Fact]
+    public async Task An_unwritable_output_file_should_fail_with_one_line_naming_the_flag_and_file()
+    {
+        using var folder = new TempFolder();
+        string blocker = folder.File("blocker");
+        File.WriteAllText(blocker, "a file where a folder should be");
+        string target = Path.Combine(blocker, "ids.npy");
+
+        var result = await CliRunner.RunAsync("generate", "--gen-len", "1", "--warmup", "false", "--trace", "", "--output-ids", target);
+        Assert.True(result.ExitCode == 1, result.ToString());
+        var failed = Assert.Single(result.Error.Split('\n'), l => l.StartsWith("failed: ", StringComparison.Ordinal));
+        Assert.StartsWith($"failed: --output-ids {target}: cannot write", failed);
+        Assert.EndsWith("(--verbose for details)", failed.TrimEnd());
     }
 }
 

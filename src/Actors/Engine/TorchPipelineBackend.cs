@@ -83,13 +83,16 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     /// <summary>Peak bytes per physical tier ("gpu", "cpu", "disk") since <see cref="ResetPeaks"/> (weights included).</summary>
     public IReadOnlyDictionary<string, long> PeakBytes => Tiers.Stats.ToDictionary(s => s.Tier, s => s.PeakBytes);
 
-    /// <summary>Loads the model's weights into their homes under <paramref name="policy"/>.</summary>
-    public static TorchPipelineBackend Create(FlexGenSettings settings, Policy policy)
+    /// <summary>
+    /// Loads the model's weights into their homes under <paramref name="policy"/>; <paramref name="weightProgress"/>
+    /// hears of each layer loaded.
+    /// </summary>
+    public static TorchPipelineBackend Create(FlexGenSettings settings, Policy policy, IProgress<WeightLoadProgress>? weightProgress = null)
     {
         var backend = new TorchPipelineBackend(settings, policy);
         try
         {
-            backend.LoadWeights();
+            backend.LoadWeights(weightProgress);
             return backend;
         }
         catch
@@ -137,11 +140,11 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         }
     }
 
-    private void LoadWeights()
+    private void LoadWeights(IProgress<WeightLoadProgress>? progress)
     {
         var source = Settings.DummyWeights
             ? WeightLoadOptions.Dummy(random: true, seed: (int)Settings.DummySeed)
             : WeightLoadOptions.FromDirectory(Settings.ModelPath ?? throw new ArgumentException("FlexGenSettings.ModelPath is required without DummyWeights", nameof(Settings)));
-        _weights = ModelWeights.Load(WeightPlan, Tiers, source);
+        _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress);
     }
 }

@@ -112,8 +112,8 @@ public static class BenchCommand
             if (!parse.GetValue(noLog))
             {
                 string path = parse.GetValue(logFile) is { } f && f != "auto" ? f : AutoLogName(config.Name, policy, prompt, genLen);
-                File.AppendAllText(path, log + "\n");
-                console.Output.WriteLine($"log: {Path.GetFullPath(path)}");
+                string written = GenerationFlags.WriteFile("--log-file", path, full => File.AppendAllText(full, log + "\n"));
+                console.Output.WriteLine($"log: {written}");
             }
             GenerationFlags.PrintTimeline(console.Output, result.Timeline);
             if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)

@@ -7,5 +7,6 @@ public sealed record CliConsole(TextWriter Output, TextWriter Error, bool Verbos
     public bool Interactive =>
         ReferenceEquals(Error, Console.Error) && !Console.IsErrorRedirected && !Console.IsOutputRedirected;
 
-    public ProgressReporter Progress(string stage, long total, string unit = "") => new(this, stage, total, unit);
+    public ProgressReporter Progress(string stage, long total, string unit = "", Func<long, string>? format = null, bool announce = true) =>
+        new(this, stage, total, unit, format, announce);
 }

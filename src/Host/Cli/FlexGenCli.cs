@@ -58,9 +58,9 @@ public static class FlexGenCli
         }
         catch (Exception ex)
         {
-            await error.WriteLineAsync($"failed: {Describe(ex)}");
-            if (console.Verbose) await error.WriteLineAsync(ex.ToString());
-            else await error.WriteLineAsync("(run with --verbose for details)");
+            // One line; --verbose adds the stack trace and inner exceptions below it.
+            if (console.Verbose) await error.WriteLineAsync($"failed: {Describe(ex)}\n{ex}");
+            else await error.WriteLineAsync($"failed: {Describe(ex)} (--verbose for details)");
             return ExitCodes.Failure;
         }
     }

@@ -67,7 +67,7 @@ public static class GenerateCommand
             {
                 if (tokenizer is null)
                     throw new UsageException($"--prompt needs vocab.json and merges.txt in the model folder ({model.Location.Folder ?? model.Config.Name}); use --input-ids instead.");
-                ids = LeftPad(prompts.Select(p => tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToList(), model.Config.PadTokenId);
+                ids = PromptMatrix.LeftPad(prompts.Select(p => tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToList(), model.Config.PadTokenId);
             }
             else ids = ReadInputIds(BuiltInPromptsPath, model);
             CheckPrompts(ids, genLen, model);
@@ -115,8 +115,8 @@ public static class GenerateCommand
             GenerationFlags.PrintPeaks(console.Output, stats);
             if (outputPath is not null)
             {
-                WriteOutputIds(outputPath, result.OutputIds);
-                console.Output.WriteLine($"output ids: {Path.GetFullPath(outputPath)}");
+                string written = GenerationFlags.WriteFile("--output-ids", outputPath, full => WriteOutputIds(full, result.OutputIds));
+                console.Output.WriteLine($"output ids: {written}");
             }
             GenerationFlags.PrintTimeline(console.Output, result.Timeline);
             if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)
@@ -164,26 +164,12 @@ public static class GenerateCommand
                 $"prompt length {promptLen} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
     }
 
-    public static void WriteOutputIds(string path, long[,] outputIds)
+    private static void WriteOutputIds(string path, long[,] outputIds)
     {
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
         var flat = new long[outputIds.Length];
         Buffer.BlockCopy(outputIds, 0, flat, 0, flat.Length * sizeof(long));
         using var tensor = torch.tensor(flat, [outputIds.GetLength(0), outputIds.GetLength(1)]);
         NpyFile.Write(path, tensor);
-    }
-
-    public static long[,] LeftPad(IReadOnlyList<long[]> prompts, long padId)
-    {
-        int len = prompts.Max(p => p.Length);
-        var ids = new long[prompts.Count, len];
-        for (int r = 0; r < prompts.Count; r++)
-        {
-            int offset = len - prompts[r].Length;
-            for (int c = 0; c < len; c++) ids[r, c] = c < offset ? padId : prompts[r][c - offset];
-        }
-        return ids;
     }
 
     private static long? ParseStop(string? stop, Text.OptTokenizer? tokenizer, ResolvedModel model)

@@ -103,10 +103,27 @@ public sealed class GenerationFlags
     {
         if (string.IsNullOrEmpty(path)) return null;
         if (timeline is null) return "trace: none (the engine recorded no timeline)";
-        string full = System.IO.Path.GetFullPath(path);
-        string? dir = System.IO.Path.GetDirectoryName(full);
-        if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
-        timeline.WriteChromeJson(full);
+        string full = WriteFile("--trace", path, timeline.WriteChromeJson);
         return $"trace: {full} (open in https://ui.perfetto.dev or chrome://tracing)";
+    }
+
+    /// <summary>
+    /// Writes a result file named by <paramref name="flag"/> (its folder created); an I/O failure names the flag and file.
+    /// Returns the full path.
+    /// </summary>
+    public static string WriteFile(string flag, string path, Action<string> write)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        try
+        {
+            string? dir = System.IO.Path.GetDirectoryName(full);
+            if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
+            write(full);
+            return full;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"{flag} {path}: cannot write ({ex.Message})", ex);
+        }
     }
 }

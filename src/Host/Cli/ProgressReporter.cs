@@ -12,29 +12,38 @@ public sealed class ProgressReporter : IProgress<long>, IDisposable
     private readonly string _stage;
     private readonly long _total;
     private readonly string _unit;
+    private readonly Func<long, string> _format;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly Lock _lock = new();
     private long _done;
+    private string? _detail;
     private int _lastTenth = -1;
     private long _lastDrawTicks;
     private bool _finished;
 
-    public ProgressReporter(CliConsole console, string stage, long total, string unit)
+    /// <param name="format">Writes an amount (done or total) in <paramref name="unit"/>; default: the number itself.</param>
+    /// <param name="announce">Whether plain output starts with a "started" line (off where the caller says it).</param>
+    public ProgressReporter(CliConsole console, string stage, long total, string unit, Func<long, string>? format = null, bool announce = true)
     {
         _console = console;
         _stage = stage;
         _total = Math.Max(total, 0);
         _unit = unit;
-        if (!console.Interactive) console.Error.WriteLine($"{stage}: started ({Describe(0)})");
+        _format = format ?? (amount => amount.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (announce && !console.Interactive) console.Error.WriteLine($"{stage}: started ({Describe(0)})");
     }
 
     /// <summary>Sets the amount done so far (absolute, not an increment).</summary>
-    public void Report(long done)
+    public void Report(long done) => Report(done, null);
+
+    /// <summary>Sets the amount done so far and a note on where the work is (e.g. "layer 3/8"), shown before it.</summary>
+    public void Report(long done, string? detail)
     {
         lock (_lock)
         {
             if (_finished) return;
             _done = Math.Clamp(done, 0, _total == 0 ? done : _total);
+            _detail = detail;
             if (_console.Interactive)
             {
                 long now = _clock.ElapsedTicks;
@@ -69,7 +78,8 @@ public sealed class ProgressReporter : IProgress<long>, IDisposable
     }
 
     private string Describe(long done) =>
-        _total == 0 ? $"{done}{Suffix}" : $"{done}/{_total}{Suffix}, {100.0 * done / _total:F0}%";
+        (_detail is null ? "" : _detail + ", ") +
+        (_total == 0 ? $"{_format(done)}{Suffix}" : $"{_format(done)}/{_format(_total)}{Suffix}, {100.0 * done / _total:F0}%");
 
     private string Suffix => _unit.Length == 0 ? "" : " " + _unit;
 

@@ -17,6 +17,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _worker;
+    private int _disposed;
 
     public GenerationService(IGenerationEngine engine, OptTokenizer? tokenizer = null, TimeSpan? batchWindow = null)
     {
@@ -161,16 +162,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
     private async Task RunBlockAsync(List<Pending> block)
     {
         var settings = block[0].Settings;
-        int promptLen = block.Max(p => p.PromptIds.Length);
-        long pad = _engine.Model.PadTokenId;
-        var input = new long[block.Count, promptLen];
-        for (int r = 0; r < block.Count; r++)
-        {
-            var ids = block[r].PromptIds;
-            int offset = promptLen - ids.Length;
-            for (int c = 0; c < offset; c++) input[r, c] = pad;
-            for (int c = 0; c < ids.Length; c++) input[r, offset + c] = ids[c];
-        }
+        var input = PromptMatrix.LeftPad(block.Select(p => p.PromptIds).ToList(), _engine.Model.PadTokenId);
 
         // The run is cancelled when every member has been cancelled, or the service stops.
         using var allCancelled = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
@@ -209,8 +201,6 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         try { await _worker.ConfigureAwait(false); }
         catch (OperationCanceledException) { }
     }
-
-    private int _disposed;
 
     private sealed class Pending
     {

@@ -58,8 +58,8 @@ public static class FlexGenHostingExtensions
 
     /// <summary>
     /// Adds FlexGen's HOCON (dispatchers: one pinned thread per tier actor) and starts the coordinator, which owns
-    /// the tier actors and the model. Registered as <c>IRequiredActor&lt;GenerationCoordinator&gt;</c>. On
-    /// CoordinatedShutdown the offload folder FlexGen created is deleted.
+    /// the tier actors and the model. Registered as <c>IRequiredActor&lt;GenerationCoordinator&gt;</c>. When
+    /// CoordinatedShutdown has terminated the system, the offload folder FlexGen created is deleted.
     /// </summary>
     public static AkkaConfigurationBuilder AddFlexGen(this AkkaConfigurationBuilder builder, FlexGenSetup setup,
         Func<Policy, IPipelineBackend>? backendFactory = null)
@@ -74,11 +74,9 @@ public static class FlexGenHostingExtensions
             // Pipeline knobs (flexgen.pipeline) come from the system's HOCON: FlexGen:Hocon in front of hocon/flexgen.conf.
             var coordinator = system.ActorOf(GenerationCoordinator.Props(setup.Policy, factory), "generation-coordinator");
             registry.Register<GenerationCoordinator>(coordinator);
-            CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseActorSystemTerminate, "flexgen-delete-offload-dir", () =>
-            {
-                setup.DeleteOwnedOffloadDir();
-                return Task.FromResult(Akka.Done.Instance);
-            });
+            // After the system has terminated (CoordinatedShutdown's last phase): every actor has stopped and the backend has
+            // freed its tiers and files. A task in that phase would run beside the actors' stopping.
+            system.RegisterOnTermination(setup.DeleteOwnedOffloadDir);
         });
         return builder;
     }

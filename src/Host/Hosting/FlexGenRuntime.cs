@@ -41,10 +41,12 @@ public sealed class FlexGenRuntime : IAsyncDisposable
     {
         options.AkkaLogLevel ??= console.Verbose ? "INFO" : "WARNING";
         var setup = FlexGenSetup.Create(options, model);
-        string what = setup.Model.Location.DummyWeights ? "dummy weights" : "weights";
-        setup.WeightsLoading += _ => console.Error.WriteLine(
-            $"load {what}: {setup.Model.Config.Name}, {GenerationFlags.Gb(setup.Model.Config.ModelBytes())} into their tiers ...");
-        setup.WeightsLoaded += (_, elapsed) => console.Error.WriteLine($"load {what}: done in {elapsed.TotalSeconds:F2} s");
+        string stage = setup.Model.Location.DummyWeights ? "load dummy weights" : "load weights";
+        WeightLoadProgressDisplay? loading = null;
+        setup.WeightsLoading += _ => loading = new WeightLoadProgressDisplay(
+            console, stage, $"{setup.Model.Config.Name} into their tiers");
+        setup.WeightsLoadProgress += progress => loading?.Report(progress);
+        setup.WeightsLoaded += (_, elapsed) => loading?.Complete(elapsed);
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Services.AddFlexGenService(setup);
         builder.Services.AddAkka("flexgen", (akka, _) => akka.AddFlexGen(setup));

@@ -7,6 +7,7 @@ using FlexGen.Host.Text;
 using FlexGen.Tensors;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Policies;
+using FlexGen.Tensors.Tiers;
 using TorchSharp;
 
 /// <summary>
@@ -93,6 +94,9 @@ public sealed class FlexGenSetup
     /// <summary>Raised when the coordinator starts placing the model's weights in their tiers for a policy.</summary>
     public event Action<Policy>? WeightsLoading;
 
+    /// <summary>Raised after each layer's weights are placed in their tiers, in layer order, on the loading thread.</summary>
+    public event Action<WeightLoadProgress>? WeightsLoadProgress;
+
     /// <summary>Raised after the model's weights are placed in their tiers (how long it took).</summary>
     public event Action<Policy, TimeSpan>? WeightsLoaded;
 
@@ -102,9 +106,14 @@ public sealed class FlexGenSetup
         Directory.CreateDirectory(OffloadDir);
         WeightsLoading?.Invoke(policy);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var backend = TorchPipelineBackend.Create(Settings, policy);
+        var backend = TorchPipelineBackend.Create(Settings, policy, new LoadProgress(this));
         WeightsLoaded?.Invoke(policy, clock.Elapsed);
         return backend;
+    }
+
+    private sealed class LoadProgress(FlexGenSetup setup) : IProgress<WeightLoadProgress>
+    {
+        public void Report(WeightLoadProgress value) => setup.WeightsLoadProgress?.Invoke(value);
     }
 
     /// <summary>Deletes the offload folder if FlexGen created it (a user's --offload-dir is left in place).</summary>

@@ -32,6 +32,13 @@ public sealed record WeightLoadOptions(WeightSource Source, string? ModelDirecto
     public static WeightLoadOptions Dummy(bool random = false, int seed = 0) => new(random ? WeightSource.DummyRandom : WeightSource.DummyOnes, null, seed);
 }
 
+/// <summary>Progress of <see cref="ModelWeights.Load"/>, reported once per layer after that layer is in its tiers.</summary>
+/// <param name="Layer">The layer just loaded (j, in execution order, from 0).</param>
+/// <param name="LayerCount">Layers of the model (N).</param>
+/// <param name="BytesLoaded">Uncompressed bytes of the weights of layers 0..j.</param>
+/// <param name="TotalBytes">Uncompressed bytes of every weight of the model.</param>
+public sealed record WeightLoadProgress(int Layer, int LayerCount, long BytesLoaded, long TotalBytes);
+
 /// <summary>
 /// Every weight of a model, each in the home tier its <see cref="PlacementPlan"/> gives (compressed on the way where
 /// the plan says so), owned here and freed on dispose. <see cref="LoadLayer"/> brings one layer's weights to a compute
@@ -58,11 +65,13 @@ public sealed class ModelWeights : IDisposable
     /// <summary>
     /// Loads every weight of <paramref name="plan"/> into its home among <paramref name="tiers"/>. Weight files are all
     /// checked (present, .npy, shape and dtype as the config says, long enough) before anything is allocated; on any
-    /// failure everything allocated so far is freed.
+    /// failure everything allocated so far is freed. <paramref name="progress"/> hears of each layer, in order, on the
+    /// loading thread.
     /// </summary>
     /// <exception cref="WeightLoadException">A weight file is missing, corrupt, truncated or disagrees with the config.</exception>
     /// <exception cref="TierBudgetExceededException">A tier's budget would be exceeded.</exception>
-    public static ModelWeights Load(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options, CancellationToken cancellationToken = default)
+    public static ModelWeights Load(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options,
+        IProgress<WeightLoadProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(tiers);
@@ -77,6 +86,8 @@ public sealed class ModelWeights : IDisposable
 
         var compressedTiers = new Dictionary<MemoryTier, CompressedTier>();
         var layers = new TieredTensor[plan.Layers.Count][];
+        long totalBytes = plan.Layers.Sum(l => l.Weights.Sum(w => w.Spec.Bytes));
+        long loadedBytes = 0;
         try
         {
             for (var j = 0; j < plan.Layers.Count; j++)
@@ -87,7 +98,10 @@ public sealed class ModelWeights : IDisposable
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j);
+                    loadedBytes += placements[w].Spec.Bytes;
                 }
+
+                progress?.Report(new WeightLoadProgress(j, layers.Length, loadedBytes, totalBytes));
             }
 
             return new ModelWeights(plan, layers);
@@ -104,8 +118,9 @@ public sealed class ModelWeights : IDisposable
     }
 
     /// <summary>Loads on a background thread; see <see cref="Load"/>.</summary>
-    public static Task<ModelWeights> LoadAsync(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options, CancellationToken cancellationToken = default) =>
-        Task.Run(() => Load(plan, tiers, options, cancellationToken), cancellationToken);
+    public static Task<ModelWeights> LoadAsync(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options,
+        IProgress<WeightLoadProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Load(plan, tiers, options, progress, cancellationToken), cancellationToken);
 
     /// <summary>
     /// Layer <paramref name="layer"/>'s weights as plain tensors on <paramref name="target"/> (decompressed when stored

@@ -94,6 +94,36 @@ public class ModelWeightsTests
         bed.AssertNothingLeft();
     }
 
+    [Fact]
+    public async Task Loading_should_report_every_layer_in_order_and_end_at_the_total_bytes()
+    {
+        using var bed = new TierTestBed();
+        var plan = Plan(20, 30, compress: true);
+        var reports = new List<WeightLoadProgress>();
+        using (var weights = await ModelWeights.LoadAsync(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory), new ListProgress(reports)))
+        {
+            Assert.Equal(weights.LayerCount, reports.Count);
+        }
+
+        long total = plan.Layers.Sum(l => l.Weights.Sum(w => w.Spec.Bytes));
+        long expected = 0;
+        for (var j = 0; j < reports.Count; j++)
+        {
+            expected += plan.Layers[j].Weights.Sum(w => w.Spec.Bytes);
+            Assert.Equal(new WeightLoadProgress(j, plan.Layers.Count, expected, total), reports[j]);
+        }
+
+        Assert.Equal(total, reports[^1].BytesLoaded);
+        Assert.Equal(OptWeightSpecs.Layers(TinyConfig, sepLayer: true).Sum(l => l.WeightBytes), total);
+        bed.AssertNothingLeft();
+    }
+
+    /// <summary>Collects reports synchronously, in order (<see cref="Progress{T}"/> would post them to the thread pool).</summary>
+    private sealed class ListProgress(List<WeightLoadProgress> reports) : IProgress<WeightLoadProgress>
+    {
+        public void Report(WeightLoadProgress value) => reports.Add(value);
+    }
+
     private static void CheckDummy(TierTestBed bed)
     {
         var plan = Plan(50, 25);
