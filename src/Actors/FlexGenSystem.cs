@@ -60,13 +60,18 @@ public sealed class FlexGenSystem : IAsyncDisposable
     /// </summary>
     public async Task<GenerationResult> GenerateAsync(GenerateRequest request, CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var coordinator = Coordinator;
         var requestId = request.RequestId;
+
+        // No Ask timeout and no token on the Ask itself: the reply comes after cleanup, also when cancelled. Ask sends
+        // the request before it returns; registering only then puts any CancelGeneration behind the request in the
+        // coordinator's mailbox (sent earlier, it would find nothing to cancel and the request would run to the end).
+        var reply = coordinator.Ask<GenerationResult>(request, Timeout.InfiniteTimeSpan);
         await using var registration = cancellationToken.Register(() => coordinator.Tell(new CancelGeneration(requestId)));
         try
         {
-            // No Ask timeout and no token on the Ask itself: the reply comes after cleanup, also when cancelled.
-            return await coordinator.Ask<GenerationResult>(request, Timeout.InfiniteTimeSpan).ConfigureAwait(false);
+            return await reply.ConfigureAwait(false);
         }
         catch (GenerationFailedException e) when (e.InnerException is OperationCanceledException && cancellationToken.IsCancellationRequested)
         {

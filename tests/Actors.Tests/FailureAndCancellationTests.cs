@@ -120,6 +120,19 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public async Task A_request_whose_token_is_already_cancelled_should_fail_without_running()
+    {
+        await using var flexgen = FlexGenSystem.Attach(Sys, _coordinator);
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+
+        var error = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => flexgen.GenerateAsync(Request(), cts.Token));
+        Assert.Equal(cts.Token, error.CancellationToken);
+        Assert.All(_backend.Runs, r => Assert.True(r.Disposed));
+        AssertNextRequestSucceeds();
+    }
+
+    [Fact]
     public async Task Cancelling_a_queued_request_should_fail_only_that_request()
     {
         await using var flexgen = FlexGenSystem.Attach(Sys, _coordinator);
