@@ -497,7 +497,8 @@ internal sealed class TorchPipelineRun : IPipelineRun
                     output = Mlp.Forward(output, MlpWeights.FromOrdered(weights.Skip(SelfAttentionWeights.Count).ToArray()), compute);
                 }
 
-                _cacheNew[(i, j, k)] = (Gpu.Adopt(result.NewKey), Gpu.Adopt(result.NewValue));
+                var newEntries = AllOrNone(() => Gpu.Adopt(result.NewKey), () => Gpu.Adopt(result.NewValue));
+                _cacheNew[(i, j, k)] = (newEntries[0], newEntries[1]);
                 break;
             }
 
@@ -543,10 +544,14 @@ internal sealed class TorchPipelineRun : IPipelineRun
             output = Mlp.Forward(output, MlpWeights.FromOrdered(weights.Skip(SelfAttentionWeights.Count).ToArray()), compute);
         }
 
-        var shared = _splitOutputs.GetOrAdd((i, j, k), _ => new Lazy<SplitOutput>(() => new SplitOutput(
-            Gpu.Allocate([_batchRows, 1, _config.InputDim], GpuCompute.Dtype, $"hidden.i{i}.j{j}.k{k}"),
-            Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newkey.i{i}.j{j}.k{k}"),
-            Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newvalue.i{i}.j{j}.k{k}")))).Value;
+        var shared = _splitOutputs.GetOrAdd((i, j, k), _ => new Lazy<SplitOutput>(() =>
+        {
+            var made = AllOrNone(
+                () => Gpu.Allocate([_batchRows, 1, _config.InputDim], GpuCompute.Dtype, $"hidden.i{i}.j{j}.k{k}"),
+                () => Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newkey.i{i}.j{j}.k{k}"),
+                () => Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newvalue.i{i}.j{j}.k{k}"));
+            return new SplitOutput(made[0], made[1], made[2]);
+        })).Value;
         shared.Hidden.Data.narrow(0, firstRow, rowCount).copy_(output);
         shared.Key.Data.narrow(1, rowStart, rowEnd - rowStart).copy_(result.NewKey);
         shared.Value.Data.narrow(1, rowStart, rowEnd - rowStart).copy_(result.NewValue);
@@ -675,6 +680,29 @@ internal sealed class TorchPipelineRun : IPipelineRun
         }
 
         _partsLeft.TryRemove(task, out _);
+    }
+
+    /// <summary>
+    /// Makes several tier tensors that are stored together: when one cannot be made (e.g. the GPU tier is full), the
+    /// ones already made are disposed, so their bytes do not stay booked on the tier with nothing left to free them.
+    /// </summary>
+    private static DeviceTensor[] AllOrNone(params Func<DeviceTensor>[] makers)
+    {
+        var made = new List<DeviceTensor>(makers.Length);
+        try
+        {
+            foreach (var make in makers)
+            {
+                made.Add(make());
+            }
+
+            return made.ToArray();
+        }
+        catch
+        {
+            DisposeAll(made);
+            throw;
+        }
     }
 
     private static void DisposeAll(IEnumerable<TieredTensor?> tensors)
