@@ -301,10 +301,9 @@ internal sealed class TorchPipelineRun : IPipelineRun
     {
         var home = _cache[(task.Layer, task.Batch)];
         var (newKey, newValue) = _cacheNew[(task.Token, task.Layer, task.Batch)];
-        var segmentDtype = home.Key.Dtype;
+        var dtype = home.Key.Dtype;
         long start = task.Token == 0 ? 0 : Block.PromptLen + task.Token - 1;
         long length = newKey.Shape[0];
-        var dtype = segmentDtype;
         long bytes = 0;
         foreach (var segment in home.Segments)
         {
@@ -433,12 +432,10 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
     private long Compute(BlockTask task, TierActorKind tier)
     {
-        var (i, j, k) = (task.Token, task.Layer, task.Batch);
-        var kind = _layers[j].Kind;
         var temporaries = new List<Tensor>();
         try
         {
-            return ComputeLayer(task, tier, kind, temporaries);
+            return ComputeLayer(task, tier, _layers[task.Layer].Kind, temporaries);
         }
         finally
         {
@@ -578,8 +575,9 @@ internal sealed class TorchPipelineRun : IPipelineRun
             }
 
             long past = Block.PromptLen + task.Token - 1;
-            bool isLoaded = loaded is not null && loaded.TryGetValue(s, out var copy);
-            var (key, value) = isLoaded ? loaded![s] : (segment.Key, segment.Value);
+            (TieredTensor Key, TieredTensor? Value) copy = default;
+            bool isLoaded = loaded?.TryGetValue(s, out copy) == true;
+            var (key, value) = isLoaded ? copy : (segment.Key, segment.Value);
             IndexRange[] ranges = [new(0, past), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
             var device = tier == TierActorKind.CpuCompute ? CPU : Gpu.Device;
             var keyData = Plain(key, isLoaded ? null : ranges, device, temporaries)
