@@ -55,7 +55,8 @@ public sealed class FlexGenSystem : IAsyncDisposable
 
     /// <summary>
     /// Runs <paramref name="request"/>. Completes after the request's buffers and offload files are released.
-    /// Throws <see cref="GenerationFailedException"/> (InnerException = the cause) on failure and
+    /// Throws <see cref="GenerationFailedException"/> (InnerException = the cause) on failure (also when the actor system
+    /// has terminated) and
     /// <see cref="OperationCanceledException"/> when <paramref name="cancellationToken"/> cancelled it.
     /// </summary>
     public async Task<GenerationResult> GenerateAsync(GenerateRequest request, CancellationToken cancellationToken = default)
@@ -71,6 +72,13 @@ public sealed class FlexGenSystem : IAsyncDisposable
         await using var registration = cancellationToken.Register(() => coordinator.Tell(new CancelGeneration(requestId)));
         try
         {
+            // A terminated system never answers (the request went to dead letters): fail instead of waiting for ever.
+            if (await Task.WhenAny(reply, System.WhenTerminated).ConfigureAwait(false) != reply && !reply.IsCompleted)
+            {
+                throw new GenerationFailedException(requestId, $"request {requestId} failed: the actor system {System.Name} has terminated",
+                    new InvalidOperationException($"the actor system {System.Name} has terminated"));
+            }
+
             return await reply.ConfigureAwait(false);
         }
         catch (GenerationFailedException e) when (e.InnerException is OperationCanceledException && cancellationToken.IsCancellationRequested)

@@ -133,6 +133,18 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public async Task A_request_to_a_terminated_system_should_fail_instead_of_waiting_for_ever()
+    {
+        var policy = TestPolicies.Offloaded(2, overlap: true, sep: true, cpuCacheCompute: true);
+        var flexgen = FlexGenSystem.Start(policy, _ => new RecordingBackend(policy, 2), name: "terminated");
+        await flexgen.DisposeAsync();
+
+        var error = await Assert.ThrowsAsync<GenerationFailedException>(() => flexgen.GenerateAsync(Request()).WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.IsType<InvalidOperationException>(error.InnerException);
+        Assert.Contains("terminated", error.Message);
+    }
+
+    [Fact]
     public async Task Cancelling_a_queued_request_should_fail_only_that_request()
     {
         await using var flexgen = FlexGenSystem.Attach(Sys, _coordinator);
