@@ -77,6 +77,30 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_part_failing_after_the_request_was_cancelled_should_still_end_the_request_and_free_the_run()
+    {
+        var request = Request();
+        var target = new BlockTask(TaskKind.ComputeLayer, 1, 2, 1);
+        _backend.OnPart = (task, _) =>
+        {
+            if (task == target)
+            {
+                // The cancellation is handled while this part runs; then the part fails (the last one in flight).
+                _coordinator.Tell(new CancelGeneration(request.RequestId));
+                Thread.Sleep(300);
+                throw new IOException($"injected at {target}");
+            }
+        };
+
+        var error = Assert.Throws<GenerationFailedException>(() =>
+            _coordinator.Ask<GenerationResult>(request, TimeSpan.FromSeconds(10)).GetAwaiter().GetResult());
+        Assert.IsAssignableFrom<OperationCanceledException>(error.InnerException);
+        var run = Assert.Single(_backend.Runs);
+        Assert.True(run.Disposed);
+        AssertNextRequestSucceeds();
+    }
+
+    [Fact]
     public void A_tier_actor_failing_outside_a_task_should_be_stopped_and_replaced()
     {
         var disk = Tier(TierActorKind.DiskIo); // runs the first task, LoadWeight(0,0,0)

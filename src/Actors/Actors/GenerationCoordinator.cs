@@ -176,6 +176,10 @@ public sealed class GenerationCoordinator : UntypedActor
 
         _current!.Dispatcher!.Abandon(failure.Tier);
         Abort(failure.InnerException ?? failure);
+
+        // Abort does nothing when the request was already aborting (cancelled, or another part failed): this part may
+        // have been the last one in flight, and no other answer will come to finish the request.
+        FinishAbortIfDrained();
     }
 
     private void Cancel(Guid requestId)
