@@ -216,6 +216,29 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         AssertNextRequestSucceeds();
     }
 
+    [Fact]
+    public async Task An_invalid_request_bringing_another_policy_should_be_rejected_before_a_model_is_loaded_for_it()
+    {
+        var policy = TestPolicies.Offloaded(2, overlap: true, sep: true, cpuCacheCompute: true);
+        int built = 0;
+        var coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, p => { built++; return new RecordingBackend(p, 2); }), "counting");
+        await coordinator.Ask<GenerationResult>(Request(), TimeSpan.FromSeconds(20));
+        Assert.Equal(1, built);
+
+        var ragged = new GenerateRequest
+        {
+            PromptIds = new[] { new long[] { 5, 6 }, new long[] { 7 } }, GenLen = 2,
+            Policy = TestPolicies.Offloaded(1, overlap: false, sep: false, cpuCacheCompute: false),
+        };
+        var error = await Assert.ThrowsAsync<GenerationFailedException>(() => coordinator.Ask<GenerationResult>(ragged, TimeSpan.FromSeconds(20)));
+        Assert.Contains("PromptIds[1]", error.InnerException!.Message);
+        Assert.Equal(1, built); // none loaded for the rejected request, and the loaded one was kept
+
+        var result = await coordinator.Ask<GenerationResult>(Request(), TimeSpan.FromSeconds(20));
+        Assert.Equal(8, result.OutputIds.Count);
+        Assert.Equal(1, built);
+    }
+
     private GenerationResult RunSync(GenerateRequest request)
     {
         try

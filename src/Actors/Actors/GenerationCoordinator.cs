@@ -207,6 +207,7 @@ public sealed class GenerationCoordinator : UntypedActor
             var (request, replyTo) = next.Value;
             try
             {
+                RequestBlocks.Validate(request); // before a model is (re)loaded for it
                 var policy = request.Policy ?? _defaultPolicy;
                 if (_backend is null || _backend.Policy != policy)
                 {
