@@ -55,18 +55,31 @@ public sealed class FlexGenSystem : IAsyncDisposable
 
     /// <summary>
     /// Runs <paramref name="request"/>. Completes after the request's buffers and offload files are released.
-    /// Throws <see cref="GenerationFailedException"/> (InnerException = the cause) on failure and
+    /// Throws <see cref="GenerationFailedException"/> (InnerException = the cause) on failure (also when the actor system
+    /// has terminated) and
     /// <see cref="OperationCanceledException"/> when <paramref name="cancellationToken"/> cancelled it.
     /// </summary>
     public async Task<GenerationResult> GenerateAsync(GenerateRequest request, CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var coordinator = Coordinator;
         var requestId = request.RequestId;
+
+        // No Ask timeout and no token on the Ask itself: the reply comes after cleanup, also when cancelled. Ask sends
+        // the request before it returns; registering only then puts any CancelGeneration behind the request in the
+        // coordinator's mailbox (sent earlier, it would find nothing to cancel and the request would run to the end).
+        var reply = coordinator.Ask<GenerationResult>(request, Timeout.InfiniteTimeSpan);
         await using var registration = cancellationToken.Register(() => coordinator.Tell(new CancelGeneration(requestId)));
         try
         {
-            // No Ask timeout and no token on the Ask itself: the reply comes after cleanup, also when cancelled.
-            return await coordinator.Ask<GenerationResult>(request, Timeout.InfiniteTimeSpan).ConfigureAwait(false);
+            // A terminated system never answers (the request went to dead letters): fail instead of waiting for ever.
+            if (await Task.WhenAny(reply, System.WhenTerminated).ConfigureAwait(false) != reply && !reply.IsCompleted)
+            {
+                throw new GenerationFailedException(requestId, $"request {requestId} failed: the actor system {System.Name} has terminated",
+                    new InvalidOperationException($"the actor system {System.Name} has terminated"));
+            }
+
+            return await reply.ConfigureAwait(false);
         }
         catch (GenerationFailedException e) when (e.InnerException is OperationCanceledException && cancellationToken.IsCancellationRequested)
         {

@@ -77,6 +77,30 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     }
 
     [Fact]
+    public void A_part_failing_after_the_request_was_cancelled_should_still_end_the_request_and_free_the_run()
+    {
+        var request = Request();
+        var target = new BlockTask(TaskKind.ComputeLayer, 1, 2, 1);
+        _backend.OnPart = (task, _) =>
+        {
+            if (task == target)
+            {
+                // The cancellation is handled while this part runs; then the part fails (the last one in flight).
+                _coordinator.Tell(new CancelGeneration(request.RequestId));
+                Thread.Sleep(300);
+                throw new IOException($"injected at {target}");
+            }
+        };
+
+        var error = Assert.Throws<GenerationFailedException>(() =>
+            _coordinator.Ask<GenerationResult>(request, TimeSpan.FromSeconds(10)).GetAwaiter().GetResult());
+        Assert.IsAssignableFrom<OperationCanceledException>(error.InnerException);
+        var run = Assert.Single(_backend.Runs);
+        Assert.True(run.Disposed);
+        AssertNextRequestSucceeds();
+    }
+
+    [Fact]
     public void A_tier_actor_failing_outside_a_task_should_be_stopped_and_replaced()
     {
         var disk = Tier(TierActorKind.DiskIo); // runs the first task, LoadWeight(0,0,0)
@@ -117,6 +141,31 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
 
         var result = await flexgen.GenerateAsync(Request(), CancellationToken.None);
         Assert.Equal(8, result.OutputIds.Count);
+    }
+
+    [Fact]
+    public async Task A_request_whose_token_is_already_cancelled_should_fail_without_running()
+    {
+        await using var flexgen = FlexGenSystem.Attach(Sys, _coordinator);
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+
+        var error = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => flexgen.GenerateAsync(Request(), cts.Token));
+        Assert.Equal(cts.Token, error.CancellationToken);
+        Assert.All(_backend.Runs, r => Assert.True(r.Disposed));
+        AssertNextRequestSucceeds();
+    }
+
+    [Fact]
+    public async Task A_request_to_a_terminated_system_should_fail_instead_of_waiting_for_ever()
+    {
+        var policy = TestPolicies.Offloaded(2, overlap: true, sep: true, cpuCacheCompute: true);
+        var flexgen = FlexGenSystem.Start(policy, _ => new RecordingBackend(policy, 2), name: "terminated");
+        await flexgen.DisposeAsync();
+
+        var error = await Assert.ThrowsAsync<GenerationFailedException>(() => flexgen.GenerateAsync(Request()).WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.IsType<InvalidOperationException>(error.InnerException);
+        Assert.Contains("terminated", error.Message);
     }
 
     [Fact]
@@ -165,6 +214,29 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         error = Assert.Throws<GenerationFailedException>(() => RunSync(cut));
         Assert.Contains("CutGenLen", error.InnerException!.Message);
         AssertNextRequestSucceeds();
+    }
+
+    [Fact]
+    public async Task An_invalid_request_bringing_another_policy_should_be_rejected_before_a_model_is_loaded_for_it()
+    {
+        var policy = TestPolicies.Offloaded(2, overlap: true, sep: true, cpuCacheCompute: true);
+        int built = 0;
+        var coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, p => { built++; return new RecordingBackend(p, 2); }), "counting");
+        await coordinator.Ask<GenerationResult>(Request(), TimeSpan.FromSeconds(20));
+        Assert.Equal(1, built);
+
+        var ragged = new GenerateRequest
+        {
+            PromptIds = new[] { new long[] { 5, 6 }, new long[] { 7 } }, GenLen = 2,
+            Policy = TestPolicies.Offloaded(1, overlap: false, sep: false, cpuCacheCompute: false),
+        };
+        var error = await Assert.ThrowsAsync<GenerationFailedException>(() => coordinator.Ask<GenerationResult>(ragged, TimeSpan.FromSeconds(20)));
+        Assert.Contains("PromptIds[1]", error.InnerException!.Message);
+        Assert.Equal(1, built); // none loaded for the rejected request, and the loaded one was kept
+
+        var result = await coordinator.Ask<GenerationResult>(Request(), TimeSpan.FromSeconds(20));
+        Assert.Equal(8, result.OutputIds.Count);
+        Assert.Equal(1, built);
     }
 
     private GenerationResult RunSync(GenerateRequest request)

@@ -80,4 +80,14 @@ public class HoconTests
 
         Assert.Equal(new FlexGen.Actors.Actors.PipelineOptions(2, 1), FlexGen.Actors.Actors.PipelineOptions.FromConfig(config));
     }
+
+    [Fact]
+    public void Coordinator_props_should_use_the_coordinators_own_pinned_dispatcher()
+    {
+        var config = FlexGen.Actors.Hosting.FlexGenHocon.Config;
+        Assert.Equal("PinnedDispatcher", config.GetString(FlexGen.Actors.Hosting.FlexGenHocon.CoordinatorDispatcher + ".type"));
+        var policy = FlexGen.Actors.Tests.Support.TestPolicies.Offloaded(1, overlap: true, sep: false, cpuCacheCompute: false);
+        Assert.Equal(FlexGen.Actors.Hosting.FlexGenHocon.CoordinatorDispatcher,
+            FlexGen.Actors.Actors.GenerationCoordinator.Props(policy, _ => throw new InvalidOperationException("not built")).Dispatcher);
+    }
 }

@@ -2,6 +2,7 @@ namespace FlexGen.Actors.Actors;
 
 using Akka.Actor;
 using Akka.Event;
+using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
@@ -13,7 +14,8 @@ using FlexGen.Tensors.Policies;
 /// gpu-compute, cpu-compute, copy, disk-io, each on its own pinned dispatcher). Turns each
 /// <see cref="GenerateRequest"/> into blocks of gpu_batch_size * num_gpu_batches rows and drives each block's
 /// schedule through the tier actors (<see cref="BlockDispatcher"/> decides what may start), one request at
-/// a time. Replies <see cref="GenerationResult"/>, or <see cref="Status.Failure"/> with a
+/// a time. Runs on its own pinned dispatcher (<see cref="FlexGenHocon.CoordinatorDispatcher"/>): loading the weights
+/// and preparing or freeing a run block its thread. Replies <see cref="GenerationResult"/>, or <see cref="Status.Failure"/> with a
 /// <see cref="GenerationFailedException"/> whose inner exception is the cause.
 /// <para>
 /// Ownership: the backend (weights) belongs to this actor and is disposed in PostStop or when a request
@@ -47,7 +49,7 @@ public sealed class GenerationCoordinator : UntypedActor
     /// <paramref name="options"/> null: flexgen.pipeline from the actor system's config (hocon/flexgen.conf).
     /// </summary>
     public static Props Props(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
-        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null));
+        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
 
     /// <summary>
     /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> with other tier actors (tests put
@@ -55,7 +57,7 @@ public sealed class GenerationCoordinator : UntypedActor
     /// <see cref="ExecuteTask"/> and must answer <see cref="TaskCompleted"/> (or <see cref="TaskSkipped"/>).
     /// </summary>
     public static Props PropsWithTiers(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props> tierProps) =>
-        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, tierProps));
+        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, tierProps)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
 
     /// <summary>
     /// Props for a coordinator over the real backend: the model of <paramref name="settings"/> is loaded (weights into
@@ -174,6 +176,10 @@ public sealed class GenerationCoordinator : UntypedActor
 
         _current!.Dispatcher!.Abandon(failure.Tier);
         Abort(failure.InnerException ?? failure);
+
+        // Abort does nothing when the request was already aborting (cancelled, or another part failed): this part may
+        // have been the last one in flight, and no other answer will come to finish the request.
+        FinishAbortIfDrained();
     }
 
     private void Cancel(Guid requestId)
@@ -201,6 +207,7 @@ public sealed class GenerationCoordinator : UntypedActor
             var (request, replyTo) = next.Value;
             try
             {
+                RequestBlocks.Validate(request); // before a model is (re)loaded for it
                 var policy = request.Policy ?? _defaultPolicy;
                 if (_backend is null || _backend.Policy != policy)
                 {

@@ -301,10 +301,9 @@ internal sealed class TorchPipelineRun : IPipelineRun
     {
         var home = _cache[(task.Layer, task.Batch)];
         var (newKey, newValue) = _cacheNew[(task.Token, task.Layer, task.Batch)];
-        var segmentDtype = home.Key.Dtype;
+        var dtype = home.Key.Dtype;
         long start = task.Token == 0 ? 0 : Block.PromptLen + task.Token - 1;
         long length = newKey.Shape[0];
-        var dtype = segmentDtype;
         long bytes = 0;
         foreach (var segment in home.Segments)
         {
@@ -433,12 +432,10 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
     private long Compute(BlockTask task, TierActorKind tier)
     {
-        var (i, j, k) = (task.Token, task.Layer, task.Batch);
-        var kind = _layers[j].Kind;
         var temporaries = new List<Tensor>();
         try
         {
-            return ComputeLayer(task, tier, kind, temporaries);
+            return ComputeLayer(task, tier, _layers[task.Layer].Kind, temporaries);
         }
         finally
         {
@@ -497,7 +494,8 @@ internal sealed class TorchPipelineRun : IPipelineRun
                     output = Mlp.Forward(output, MlpWeights.FromOrdered(weights.Skip(SelfAttentionWeights.Count).ToArray()), compute);
                 }
 
-                _cacheNew[(i, j, k)] = (Gpu.Adopt(result.NewKey), Gpu.Adopt(result.NewValue));
+                var newEntries = AllOrNone(() => Gpu.Adopt(result.NewKey), () => Gpu.Adopt(result.NewValue));
+                _cacheNew[(i, j, k)] = (newEntries[0], newEntries[1]);
                 break;
             }
 
@@ -543,10 +541,14 @@ internal sealed class TorchPipelineRun : IPipelineRun
             output = Mlp.Forward(output, MlpWeights.FromOrdered(weights.Skip(SelfAttentionWeights.Count).ToArray()), compute);
         }
 
-        var shared = _splitOutputs.GetOrAdd((i, j, k), _ => new Lazy<SplitOutput>(() => new SplitOutput(
-            Gpu.Allocate([_batchRows, 1, _config.InputDim], GpuCompute.Dtype, $"hidden.i{i}.j{j}.k{k}"),
-            Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newkey.i{i}.j{j}.k{k}"),
-            Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newvalue.i{i}.j{j}.k{k}")))).Value;
+        var shared = _splitOutputs.GetOrAdd((i, j, k), _ => new Lazy<SplitOutput>(() =>
+        {
+            var made = AllOrNone(
+                () => Gpu.Allocate([_batchRows, 1, _config.InputDim], GpuCompute.Dtype, $"hidden.i{i}.j{j}.k{k}"),
+                () => Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newkey.i{i}.j{j}.k{k}"),
+                () => Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newvalue.i{i}.j{j}.k{k}"));
+            return new SplitOutput(made[0], made[1], made[2]);
+        })).Value;
         shared.Hidden.Data.narrow(0, firstRow, rowCount).copy_(output);
         shared.Key.Data.narrow(1, rowStart, rowEnd - rowStart).copy_(result.NewKey);
         shared.Value.Data.narrow(1, rowStart, rowEnd - rowStart).copy_(result.NewValue);
@@ -573,8 +575,9 @@ internal sealed class TorchPipelineRun : IPipelineRun
             }
 
             long past = Block.PromptLen + task.Token - 1;
-            bool isLoaded = loaded is not null && loaded.TryGetValue(s, out var copy);
-            var (key, value) = isLoaded ? loaded![s] : (segment.Key, segment.Value);
+            (TieredTensor Key, TieredTensor? Value) copy = default;
+            bool isLoaded = loaded?.TryGetValue(s, out copy) == true;
+            var (key, value) = isLoaded ? copy : (segment.Key, segment.Value);
             IndexRange[] ranges = [new(0, past), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
             var device = tier == TierActorKind.CpuCompute ? CPU : Gpu.Device;
             var keyData = Plain(key, isLoaded ? null : ranges, device, temporaries)
@@ -675,6 +678,29 @@ internal sealed class TorchPipelineRun : IPipelineRun
         }
 
         _partsLeft.TryRemove(task, out _);
+    }
+
+    /// <summary>
+    /// Makes several tier tensors that are stored together: when one cannot be made (e.g. the GPU tier is full), the
+    /// ones already made are disposed, so their bytes do not stay booked on the tier with nothing left to free them.
+    /// </summary>
+    private static DeviceTensor[] AllOrNone(params Func<DeviceTensor>[] makers)
+    {
+        var made = new List<DeviceTensor>(makers.Length);
+        try
+        {
+            foreach (var make in makers)
+            {
+                made.Add(make());
+            }
+
+            return made.ToArray();
+        }
+        catch
+        {
+            DisposeAll(made);
+            throw;
+        }
     }
 
     private static void DisposeAll(IEnumerable<TieredTensor?> tensors)

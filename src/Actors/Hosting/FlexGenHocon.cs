@@ -26,6 +26,9 @@ public static class FlexGenHocon
         }
     }
 
+    /// <summary>The generation coordinator's pinned dispatcher (it blocks while loading weights and preparing runs).</summary>
+    public const string CoordinatorDispatcher = "flexgen.dispatchers.generation-coordinator";
+
     /// <summary>The dispatcher id of a tier actor (each tier has its own pinned dispatcher).</summary>
     public static string DispatcherOf(TierActorKind tier) => $"flexgen.dispatchers.{tier.ActorName()}";
 

@@ -22,6 +22,7 @@ public sealed class BlockDispatcher
     private readonly Dictionary<TierActorKind, Queue<BlockTask>> _queues = new();
     private readonly Dictionary<TierActorKind, int> _inFlight = new();
     private readonly Dictionary<BlockTask, int> _partsLeft = new();
+    private readonly BlockTask[][] _dependencies; // by position in block order
     private readonly HashSet<BlockTask> _done = new();
     private readonly bool[] _computeDone;
     private int _firstNotDone;
@@ -43,6 +44,7 @@ public sealed class BlockDispatcher
         _maxInFlight = maxInFlightPerTier;
         _prefetchSteps = prefetchSteps;
         _computeDone = new bool[schedule.StepCount];
+        _dependencies = schedule.Tasks.Select(t => schedule.DependenciesOf(t.Task).ToArray()).ToArray();
         foreach (var tier in Enum.GetValues<TierActorKind>())
         {
             _queues[tier] = new Queue<BlockTask>();
@@ -189,7 +191,7 @@ public sealed class BlockDispatcher
             return false;
         }
 
-        foreach (var dependency in _schedule.DependenciesOf(task))
+        foreach (var dependency in _dependencies[position])
         {
             if (!_done.Contains(dependency))
             {

@@ -12,6 +12,46 @@ public static class RequestBlocks
     /// </summary>
     public static IReadOnlyList<BlockRequest> Split(GenerateRequest request, Policy policy, int defaultPadTokenId)
     {
+        Validate(request);
+        var prompts = request.PromptIds;
+        int execute = request.CutGenLen ?? request.GenLen;
+        int pad = request.PadTokenId ?? defaultPadTokenId;
+        var mask = new bool[prompts.Count][];
+        for (int n = 0; n < prompts.Count; n++)
+        {
+            mask[n] = request.AttentionMask is { } given ? given[n].ToArray() : prompts[n].Select(id => id != pad).ToArray();
+            if (!mask[n].Any(m => m))
+            {
+                throw new ArgumentException($"GenerateRequest prompt {n} has no real token (all masked or pad id {pad})", nameof(request));
+            }
+        }
+
+        int blockRows = policy.GpuBatchSize * policy.NumGpuBatches;
+        var blocks = new List<BlockRequest>();
+        for (int start = 0, index = 0; start < prompts.Count; start += blockRows, index++)
+        {
+            int valid = Math.Min(blockRows, prompts.Count - start);
+            var ids = new long[blockRows][];
+            var blockMask = new bool[blockRows][];
+            for (int row = 0; row < blockRows; row++)
+            {
+                int source = start + Math.Min(row, valid - 1);
+                ids[row] = prompts[source].ToArray();
+                blockMask[row] = (bool[])mask[source].Clone();
+            }
+
+            blocks.Add(new BlockRequest(request.RequestId, index, ids, blockMask, valid, request.GenLen, execute, request.Sampling, request.StopTokenId));
+        }
+
+        return blocks;
+    }
+
+    /// <summary>
+    /// The rules a request must meet that need no model (shapes, lengths, mask): the coordinator checks them before it
+    /// loads a model for the request's policy. Throws ArgumentException naming the field.
+    /// </summary>
+    public static void Validate(GenerateRequest request)
+    {
         var prompts = request.PromptIds ?? throw new ArgumentException("GenerateRequest.PromptIds is required", nameof(request));
         if (prompts.Count == 0)
         {
@@ -43,47 +83,15 @@ public static class RequestBlocks
             throw new ArgumentOutOfRangeException(nameof(request), request.CutGenLen, $"GenerateRequest.CutGenLen must be in [1, GenLen={request.GenLen}]");
         }
 
-        int pad = request.PadTokenId ?? defaultPadTokenId;
-        var mask = new bool[prompts.Count][];
-        for (int n = 0; n < prompts.Count; n++)
+        if (request.AttentionMask is { } given)
         {
-            if (request.AttentionMask is { } given)
+            for (int n = 0; n < prompts.Count; n++)
             {
                 if (given.Count != prompts.Count || given[n].Count != promptLen)
                 {
                     throw new ArgumentException($"GenerateRequest.AttentionMask must be ({prompts.Count}, {promptLen}) like PromptIds; row {n} is not", nameof(request));
                 }
-
-                mask[n] = given[n].ToArray();
-            }
-            else
-            {
-                mask[n] = prompts[n].Select(id => id != pad).ToArray();
-            }
-
-            if (!mask[n].Any(m => m))
-            {
-                throw new ArgumentException($"GenerateRequest prompt {n} has no real token (all masked or pad id {pad})", nameof(request));
             }
         }
-
-        int blockRows = policy.GpuBatchSize * policy.NumGpuBatches;
-        var blocks = new List<BlockRequest>();
-        for (int start = 0, index = 0; start < prompts.Count; start += blockRows, index++)
-        {
-            int valid = Math.Min(blockRows, prompts.Count - start);
-            var ids = new long[blockRows][];
-            var blockMask = new bool[blockRows][];
-            for (int row = 0; row < blockRows; row++)
-            {
-                int source = start + Math.Min(row, valid - 1);
-                ids[row] = prompts[source].ToArray();
-                blockMask[row] = (bool[])mask[source].Clone();
-            }
-
-            blocks.Add(new BlockRequest(request.RequestId, index, ids, blockMask, valid, request.GenLen, execute, request.Sampling, request.StopTokenId));
-        }
-
-        return blocks;
     }
 }

@@ -215,17 +215,7 @@ public sealed class BlockSchedule
     // OptLM.load_weight: j wraps to the next token; only k == 0 loads.
     private void LoadWeight(int i, int j, int k, int step)
     {
-        if (j == Shape.NumLayers)
-        {
-            j = 0;
-            i++;
-            if (i == Shape.ExecuteGenLen)
-            {
-                return;
-            }
-        }
-
-        if (k == 0)
+        if (WrapForward(ref i, ref j, ref k) && k == 0)
         {
             Add(TaskKind.LoadWeight, i, j, 0, step);
         }
@@ -234,28 +224,7 @@ public sealed class BlockSchedule
     // OptLM.load_cache: nothing at prefill (checked before wrapping, as FlexGen does), k and j wrap.
     private void LoadCache(int i, int j, int k, int step)
     {
-        if (i == 0)
-        {
-            return;
-        }
-
-        if (k == Shape.NumGpuBatches)
-        {
-            k = 0;
-            j++;
-        }
-
-        if (j == Shape.NumLayers)
-        {
-            j = 0;
-            i++;
-            if (i == Shape.ExecuteGenLen)
-            {
-                return;
-            }
-        }
-
-        if (Shape.Layers[j].HasCache())
+        if (i > 0 && WrapForward(ref i, ref j, ref k) && Shape.Layers[j].HasCache())
         {
             Add(TaskKind.LoadCache, i, j, k, step);
         }
@@ -264,28 +233,7 @@ public sealed class BlockSchedule
     // OptLM.store_cache: k and j wrap backwards; the last token (of gen_len) stores nothing.
     private void StoreCache(int i, int j, int k, int step)
     {
-        if (k == -1)
-        {
-            k = Shape.NumGpuBatches - 1;
-            j--;
-        }
-
-        if (j == -1)
-        {
-            j = Shape.NumLayers - 1;
-            i--;
-            if (i == -1)
-            {
-                return;
-            }
-        }
-
-        if (i == Shape.GenLen - 1)
-        {
-            return;
-        }
-
-        if (Shape.Layers[j].HasCache())
+        if (WrapBackward(ref i, ref j, ref k) && i != Shape.GenLen - 1 && Shape.Layers[j].HasCache())
         {
             Add(TaskKind.StoreCache, i, j, k, step);
         }
@@ -293,6 +241,27 @@ public sealed class BlockSchedule
 
     // OptLM.load_hidden: k and j wrap forwards.
     private void LoadHidden(int i, int j, int k, int step)
+    {
+        if (WrapForward(ref i, ref j, ref k))
+        {
+            Add(TaskKind.LoadHidden, i, j, k, step);
+        }
+    }
+
+    // OptLM.store_hidden: k and j wrap backwards.
+    private void StoreHidden(int i, int j, int k, int step)
+    {
+        if (WrapBackward(ref i, ref j, ref k))
+        {
+            Add(TaskKind.StoreHidden, i, j, k, step);
+        }
+    }
+
+    /// <summary>
+    /// FlexGen's forward index wrap: k past the last GPU batch moves to the next layer, j past the last layer to the
+    /// next token. False when that lands after the last token run.
+    /// </summary>
+    private bool WrapForward(ref int i, ref int j, ref int k)
     {
         if (k == Shape.NumGpuBatches)
         {
@@ -304,17 +273,13 @@ public sealed class BlockSchedule
         {
             j = 0;
             i++;
-            if (i == Shape.ExecuteGenLen)
-            {
-                return;
-            }
         }
 
-        Add(TaskKind.LoadHidden, i, j, k, step);
+        return i < Shape.ExecuteGenLen;
     }
 
-    // OptLM.store_hidden: k and j wrap backwards.
-    private void StoreHidden(int i, int j, int k, int step)
+    /// <summary>FlexGen's backward index wrap (k = -1: last batch of the previous layer, and so on). False before token 0.</summary>
+    private bool WrapBackward(ref int i, ref int j, ref int k)
     {
         if (k == -1)
         {
@@ -326,13 +291,9 @@ public sealed class BlockSchedule
         {
             j = Shape.NumLayers - 1;
             i--;
-            if (i == -1)
-            {
-                return;
-            }
         }
 
-        Add(TaskKind.StoreHidden, i, j, k, step);
+        return i >= 0;
     }
 
     private void Compute(int i, int j, int k, int step) => Add(TaskKind.ComputeLayer, i, j, k, step);
