@@ -89,51 +89,12 @@ public sealed class KvCache : IDisposable
     /// Positions [0, <paramref name="length"/>) of the cache of (j, k) as plain float16 tensors on <paramref name="target"/>
     /// (decompressed when stored compressed). A home that already is <paramref name="target"/> is lent as a view.
     /// </summary>
-    public async Task<LoadedCache> LoadAsync(int layer, int batch, long length, DeviceTier target, CancellationToken cancellationToken = default)
-    {
-        var (key, value) = Home(layer, batch);
-        IndexRange[] rows = [new(0, length)];
-        var loadKey = Load(key, rows, target, cancellationToken);
-        var loadValue = Load(value, rows, target, cancellationToken);
-        try
-        {
-            await Task.WhenAll(loadKey, loadValue).ConfigureAwait(false);
-        }
-        catch
-        {
-            // Both have finished (WhenAll waits for all); free whichever succeeded.
-            if (loadKey.IsCompletedSuccessfully)
-            {
-                loadKey.Result.Dispose();
-            }
-
-            if (loadValue.IsCompletedSuccessfully)
-            {
-                loadValue.Result.Dispose();
-            }
-
-            throw;
-        }
-
-        return new LoadedCache(layer, batch, loadKey.Result, loadValue.Result);
-    }
+    public Task<LoadedCache> LoadAsync(int layer, int batch, long length, DeviceTier target, CancellationToken cancellationToken = default) =>
+        LoadCore(layer, batch, length, target, async: true, cancellationToken);
 
     /// <summary>Synchronous <see cref="LoadAsync"/> (all I/O on the calling thread).</summary>
-    public LoadedCache Load(int layer, int batch, long length, DeviceTier target)
-    {
-        var (key, value) = Home(layer, batch);
-        IndexRange[] rows = [new(0, length)];
-        var loadedKey = LoadSync(key, rows, target);
-        try
-        {
-            return new LoadedCache(layer, batch, loadedKey, LoadSync(value, rows, target));
-        }
-        catch
-        {
-            loadedKey.Dispose();
-            throw;
-        }
-    }
+    public LoadedCache Load(int layer, int batch, long length, DeviceTier target) =>
+        LoadCore(layer, batch, length, target, async: false, CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>
     /// Writes new entries (rows, gpu_batch_size * n_head, head_dim), on any device, at positions
@@ -169,25 +130,53 @@ public sealed class KvCache : IDisposable
         _homes.Clear();
     }
 
-    private static async Task<LoadedTensor> Load(TieredTensor home, IndexRange[] rows, DeviceTier target, CancellationToken cancellationToken)
+    /// <summary>
+    /// The one implementation of <see cref="Load"/> and <see cref="LoadAsync"/>: asynchronously key and value load
+    /// together; synchronously (complete on return) the key first, and a key that fails stops before the value.
+    /// </summary>
+    private async Task<LoadedCache> LoadCore(int layer, int batch, long length, DeviceTier target, bool async, CancellationToken cancellationToken)
     {
-        if (home is DeviceTensor resident && resident.Tier == target)
+        var (key, value) = Home(layer, batch);
+        IndexRange[] rows = [new(0, length)];
+        var loadKey = LoadOne(key, rows, target, async, cancellationToken);
+        if (!async)
         {
-            return LoadedTensor.Lend(resident, rows[0].Length);
+            await loadKey.ConfigureAwait(false); // already complete: rethrows a failed key load before the value starts
         }
 
-        var copy = await TierCopy.CopyToAsync(home, target, rows, cancellationToken: cancellationToken).ConfigureAwait(false);
-        return LoadedTensor.Own((DeviceTensor)copy);
+        var loadValue = LoadOne(value, rows, target, async, cancellationToken);
+        try
+        {
+            await Task.WhenAll(loadKey, loadValue).ConfigureAwait(false);
+        }
+        catch
+        {
+            // Both have finished (WhenAll waits for all); free whichever succeeded.
+            if (loadKey.IsCompletedSuccessfully)
+            {
+                loadKey.Result.Dispose();
+            }
+
+            if (loadValue.IsCompletedSuccessfully)
+            {
+                loadValue.Result.Dispose();
+            }
+
+            throw;
+        }
+
+        return new LoadedCache(layer, batch, loadKey.Result, loadValue.Result);
     }
 
-    private static LoadedTensor LoadSync(TieredTensor home, IndexRange[] rows, DeviceTier target)
+    private static async Task<LoadedTensor> LoadOne(TieredTensor home, IndexRange[] rows, DeviceTier target, bool async, CancellationToken cancellationToken)
     {
         if (home is DeviceTensor resident && resident.Tier == target)
         {
             return LoadedTensor.Lend(resident, rows[0].Length);
         }
 
-        return LoadedTensor.Own((DeviceTensor)TierCopy.CopyTo(home, target, rows));
+        var copy = await TierCopy.CopyToCore(home, target, rows, name: null, async, cancellationToken).ConfigureAwait(false);
+        return LoadedTensor.Own((DeviceTensor)copy);
     }
 }
 

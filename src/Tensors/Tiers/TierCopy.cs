@@ -27,82 +27,69 @@ public static class TierCopy
         CopyAsync(dst, null, src, null, cancellationToken);
 
     /// <summary>A new tensor on <paramref name="tier"/> holding <c>src[srcRanges]</c>; the caller owns it.</summary>
-    public static TieredTensor CopyTo(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null)
-    {
-        var region = Region.Resolve(src, srcRanges, "source");
-        var dst = tier.Allocate(region.Lengths, src.Dtype, name ?? src.Name);
-        try
-        {
-            Copy(dst, null, src, srcRanges);
-            return dst;
-        }
-        catch
-        {
-            dst.Dispose();
-            throw;
-        }
-    }
+    public static TieredTensor CopyTo(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null) =>
+        CopyToCore(src, tier, srcRanges, name, async: false, CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>Awaitable <see cref="CopyTo"/>; on failure or cancellation the new tensor is freed.</summary>
-    public static async Task<TieredTensor> CopyToAsync(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null, CancellationToken cancellationToken = default)
-    {
-        var region = Region.Resolve(src, srcRanges, "source");
-        var dst = tier.Allocate(region.Lengths, src.Dtype, name ?? src.Name);
-        try
-        {
-            await CopyAsync(dst, null, src, srcRanges, cancellationToken).ConfigureAwait(false);
-            return dst;
-        }
-        catch
-        {
-            dst.Dispose();
-            throw;
-        }
-    }
+    public static Task<TieredTensor> CopyToAsync(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null, CancellationToken cancellationToken = default) =>
+        CopyToCore(src, tier, srcRanges, name, async: true, cancellationToken);
 
     /// <summary>
     /// <c>dst[dstRanges] = source</c> from a plain torch tensor (e.g. a compute result, which stays the caller's), on
     /// any device; compresses when <paramref name="dst"/> is compressed.
     /// </summary>
-    public static void CopyFrom(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source)
-    {
-        using var wrapper = BorrowedTensor.Wrap(source);
-        Copy(dst, dstRanges, wrapper, null);
-    }
+    public static void CopyFrom(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source) =>
+        CopyFromCore(dst, dstRanges, source, async: false, CancellationToken.None).GetAwaiter().GetResult();
 
     /// <inheritdoc cref="CopyFrom"/>
-    public static async Task CopyFromAsync(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source, CancellationToken cancellationToken = default)
-    {
-        using var wrapper = BorrowedTensor.Wrap(source);
-        await CopyAsync(dst, dstRanges, wrapper, null, cancellationToken).ConfigureAwait(false);
-    }
+    public static Task CopyFromAsync(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source, CancellationToken cancellationToken = default) =>
+        CopyFromCore(dst, dstRanges, source, async: true, cancellationToken);
 
     /// <summary>
     /// A new tensor on <paramref name="home"/> holding a copy of <paramref name="source"/> (e.g. hidden states parked at
     /// the activation home, compressed when the home is compressed); the caller owns it, the source stays the caller's.
     /// </summary>
-    public static TieredTensor Store(torch.Tensor source, MemoryTier home, string? name = null)
+    public static TieredTensor Store(torch.Tensor source, MemoryTier home, string? name = null) =>
+        StoreCore(source, home, name, async: false, CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <summary>Awaitable <see cref="Store"/>; on failure or cancellation the new tensor is freed.</summary>
+    public static Task<TieredTensor> StoreAsync(torch.Tensor source, MemoryTier home, string? name = null, CancellationToken cancellationToken = default) =>
+        StoreCore(source, home, name, async: true, cancellationToken);
+
+    /// <summary>
+    /// The one implementation of <see cref="CopyTo"/> and <see cref="CopyToAsync"/>: with <paramref name="async"/> false
+    /// every step runs on the calling thread and the task is complete on return.
+    /// </summary>
+    internal static async Task<TieredTensor> CopyToCore(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges, string? name, bool async, CancellationToken cancellationToken)
     {
-        var stored = home.Allocate(source.shape, source.dtype, name);
+        var region = Region.Resolve(src, srcRanges, "source");
+        var dst = tier.Allocate(region.Lengths, src.Dtype, name ?? src.Name);
         try
         {
-            CopyFrom(stored, null, source);
-            return stored;
+            await Run(dst, null, src, srcRanges, async, cancellationToken).ConfigureAwait(false);
+            return dst;
         }
         catch
         {
-            stored.Dispose();
+            dst.Dispose();
             throw;
         }
     }
 
-    /// <summary>Awaitable <see cref="Store"/>; on failure or cancellation the new tensor is freed.</summary>
-    public static async Task<TieredTensor> StoreAsync(torch.Tensor source, MemoryTier home, string? name = null, CancellationToken cancellationToken = default)
+    /// <summary>The one implementation of <see cref="CopyFrom"/> and <see cref="CopyFromAsync"/>.</summary>
+    internal static async Task CopyFromCore(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source, bool async, CancellationToken cancellationToken)
+    {
+        using var wrapper = BorrowedTensor.Wrap(source);
+        await Run(dst, dstRanges, wrapper, null, async, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The one implementation of <see cref="Store"/> and <see cref="StoreAsync"/>.</summary>
+    private static async Task<TieredTensor> StoreCore(torch.Tensor source, MemoryTier home, string? name, bool async, CancellationToken cancellationToken)
     {
         var stored = home.Allocate(source.shape, source.dtype, name);
         try
         {
-            await CopyFromAsync(stored, null, source, cancellationToken).ConfigureAwait(false);
+            await CopyFromCore(stored, null, source, async, cancellationToken).ConfigureAwait(false);
             return stored;
         }
         catch
