@@ -93,7 +93,12 @@ public static partial class DiskBenchmark
         return results;
     }
 
-    private static async Task<Measurement> RunDd(string direction, string arguments, long bytes, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs dd once and measures it. On cancellation or any failure while dd runs, dd (with anything it started) is
+    /// killed and reaped before this throws, so no dd outlives the benchmark. <paramref name="started"/> sees the
+    /// process right after it starts (tests).
+    /// </summary>
+    internal static async Task<Measurement> RunDd(string direction, string arguments, long bytes, CancellationToken cancellationToken, Action<Process>? started = null)
     {
         var start = new ProcessStartInfo("dd", arguments) { RedirectStandardError = true, RedirectStandardOutput = true };
         var clock = Stopwatch.StartNew();
@@ -109,8 +114,19 @@ public static partial class DiskBenchmark
 
         using (process)
         {
-            var stderr = await process.StandardError.ReadToEndAsync(cancellationToken);
-            await process.WaitForExitAsync(cancellationToken);
+            string stderr;
+            try
+            {
+                started?.Invoke(process);
+                stderr = await process.StandardError.ReadToEndAsync(cancellationToken);
+                await process.WaitForExitAsync(cancellationToken);
+            }
+            catch
+            {
+                Stop(process);
+                throw;
+            }
+
             var elapsed = clock.Elapsed;
             var summary = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault() ?? "";
             if (process.ExitCode != 0)
@@ -126,6 +142,24 @@ public static partial class DiskBenchmark
             }
 
             return new Measurement("dd O_DIRECT", direction, bytes, elapsed, $"dd {arguments.Split(' ').Last()}: {summary.Trim()}");
+        }
+    }
+
+    /// <summary>Kills <paramref name="process"/> and its descendants and waits (bounded) until it has exited.</summary>
+    private static void Stop(Process process)
+    {
+        try
+        {
+            process.Kill(entireProcessTree: true);
+            process.WaitForExit(TimeSpan.FromSeconds(10));
+        }
+        catch (InvalidOperationException)
+        {
+            // It exited on its own meanwhile: nothing left to stop.
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            // Best effort: the failure that got us here is the one to report.
         }
     }
 

@@ -27,6 +27,33 @@ public class DiskBenchmarkTests
         }
     }
 
+    [Fact]
+    public async Task Disk_benchmark_dd_should_be_killed_when_the_run_is_cancelled()
+    {
+        using var cancellation = new CancellationTokenSource();
+        System.Diagnostics.Process? dd = null;
+        int ddId = 0;
+
+        // dd that would copy for minutes; cancelled as soon as it runs.
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => DiskBenchmark.RunDd(
+            "read",
+            "if=/dev/zero of=/dev/null bs=1M count=100000000",
+            1,
+            cancellation.Token,
+            process =>
+            {
+                ddId = process.Id;
+                dd = System.Diagnostics.Process.GetProcessById(process.Id); // a handle of our own, alive after RunDd disposes its
+                cancellation.Cancel();
+            }));
+
+        Assert.NotNull(dd);
+        using (dd)
+        {
+            Assert.True(dd.HasExited, $"dd (pid {ddId}) still runs after the cancelled benchmark");
+        }
+    }
+
     /// <summary>The 1 GiB run (seconds to minutes): set FLEXGEN_BENCH_DISK=&lt;directory&gt; to run it.</summary>
     [SkippableFact]
     [Trait("Category", "Benchmark")]
