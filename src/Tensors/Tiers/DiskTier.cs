@@ -31,7 +31,8 @@ public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, l
 public sealed unsafe class DiskTier : MemoryTier
 {
     private readonly ConcurrentDictionary<string, DiskTensor> _live = new();
-    private readonly ConcurrentBag<nint> _buffers = [];
+    private readonly object _bufferGate = new();
+    private readonly Stack<nint> _buffers = new(); // pooled aligned buffers, under _bufferGate
     private int _disposed;
 
     /// <exception cref="OffloadDirectoryException">The directory does not exist, is not a directory, or is not writable.</exception>
@@ -99,9 +100,14 @@ public sealed unsafe class DiskTier : MemoryTier
         }
 
         IoPool.Dispose();
-        while (_buffers.TryTake(out var buffer))
+        lock (_bufferGate)
         {
-            NativeMemory.AlignedFree((void*)buffer);
+            // A transfer still running on another thread (a synchronous one) returns its buffer later: it sees the tier
+            // disposed under this lock and frees the buffer instead of pooling it.
+            while (_buffers.TryPop(out var buffer))
+            {
+                NativeMemory.AlignedFree((void*)buffer);
+            }
         }
 
         foreach (var path in _live.Keys)
@@ -115,23 +121,51 @@ public sealed unsafe class DiskTier : MemoryTier
     /// <summary>An aligned buffer of at least <paramref name="bytes"/> (pooled when it is chunk-sized).</summary>
     internal byte* RentBuffer(long bytes)
     {
-        if (bytes <= Options.ChunkBytes && _buffers.TryTake(out var pooled))
+        if (bytes <= Options.ChunkBytes)
         {
-            return (byte*)pooled;
+            lock (_bufferGate)
+            {
+                if (_buffers.TryPop(out var pooled))
+                {
+                    return (byte*)pooled;
+                }
+            }
         }
 
         return (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, Options.ChunkBytes), NativeFile.Alignment);
     }
 
+    /// <summary>
+    /// Gives a rented buffer back: pooled while the tier lives, freed once it is disposed. The disposed check and the
+    /// pooling happen under the lock <see cref="Dispose"/> empties the pool under, so a buffer returned while the tier
+    /// is being disposed is either emptied by it or freed here, never left in the pool.
+    /// </summary>
     internal void ReturnBuffer(byte* buffer, long bytes)
     {
-        if (bytes <= Options.ChunkBytes && Volatile.Read(ref _disposed) == 0 && _buffers.Count < 2 * Options.ParallelChunks * Options.IoThreads)
+        if (bytes <= Options.ChunkBytes)
         {
-            _buffers.Add((nint)buffer);
+            lock (_bufferGate)
+            {
+                if (Volatile.Read(ref _disposed) == 0 && _buffers.Count < 2 * Options.ParallelChunks * Options.IoThreads)
+                {
+                    _buffers.Push((nint)buffer);
+                    return;
+                }
+            }
         }
-        else
+
+        NativeMemory.AlignedFree(buffer);
+    }
+
+    /// <summary>Buffers now in the pool (none may stay once the tier is disposed).</summary>
+    internal int PooledBufferCount
+    {
+        get
         {
-            NativeMemory.AlignedFree(buffer);
+            lock (_bufferGate)
+            {
+                return _buffers.Count;
+            }
         }
     }
 
