@@ -143,21 +143,29 @@ public static class SelfAttention
         using var scope = NewDisposeScope();
         var projection = ProjectDecode(hidden, weights, nHead, compute);
         long rows = projection.Query.shape[0];
+        long covered = 0;
+        for (var i = 0; i < segments.Count; i++)
+        {
+            ArgumentNullException.ThrowIfNull(segments[i], $"segments[{i}]");
+            LayerMath.CheckRank(segments[i].Key, 3, $"segments[{i}].Key", "(seq, rows, head_dim)");
+            covered += segments[i].Key.shape[1];
+        }
+
+        // Before any segment is attended: a wrong split is reported without first computing the others.
+        if (covered != rows)
+        {
+            throw new ArgumentException(
+                $"Cache segments cover {covered} of the batch * n_head = {rows} rows along dim 1.", nameof(segments));
+        }
+
         long start = 0;
         var values = new List<Tensor>(segments.Count);
         foreach (var segment in segments)
         {
-            ArgumentNullException.ThrowIfNull(segment);
             values.Add(segment.Value is { } value
                 ? AttendSegment(projection, attentionMask, segment.Key, value, start, nHead, segment.Compute, attnSparsity)
                 : AttendSegment(projection, attentionMask, segment.Key, segment.ValueRows!, start, nHead, segment.Compute, attnSparsity));
             start += segment.Key.shape[1];
-        }
-
-        if (start != rows)
-        {
-            throw new ArgumentException(
-                $"Cache segments cover {start} of the batch * n_head = {rows} rows along dim 1.", nameof(segments));
         }
 
         var output = FinishDecode(values, hidden, weights, compute);
@@ -207,7 +215,7 @@ public static class SelfAttention
         DecodeProjection projection, Tensor attentionMask, Tensor keyCache, Tensor valueCache, long rowStart,
         int nHead, ComputeSettings compute, double attnSparsity = 1.0)
     {
-        LayerMath.CheckRank(keyCache, 3, nameof(keyCache), "(seq, rows, head_dim)");
+        // keyCache's rank is checked by Attend, which both overloads share; the value cache must match it.
         LayerMath.CheckRank(valueCache, 3, nameof(valueCache), "(seq, rows, head_dim)");
         if (!keyCache.shape.SequenceEqual(valueCache.shape))
         {

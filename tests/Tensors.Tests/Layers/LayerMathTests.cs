@@ -225,6 +225,19 @@ public sealed class LayerMathTests : IDisposable
         CacheSegment[] partial = [new(past.NewKey.narrow(1, 0, nHead), past.NewValue.narrow(1, 0, nHead), F32)];
         var e2 = Assert.Throws<ArgumentException>(() => SelfAttention.DecodeSegmented(hidden, mask, w, nHead, partial, F32));
         Assert.Contains("cover 4 of the batch * n_head = 8 rows", e2.Message);
+
+        // The split is checked before any segment is attended: the first segment's values are never fetched.
+        var fetches = 0;
+        Tensor Fetch(Tensor positions)
+        {
+            fetches++;
+            throw new InvalidOperationException("attended a segment of a refused split");
+        }
+
+        CacheSegment[] partialFetched = [new(past.NewKey.narrow(1, 0, nHead), Fetch, F32)];
+        var e3 = Assert.Throws<ArgumentException>(() => SelfAttention.DecodeSegmented(hidden, mask, w, nHead, partialFetched, F32, 0.5));
+        Assert.Contains("cover 4 of the batch * n_head = 8 rows", e3.Message);
+        Assert.Equal(0, fetches);
     }
 
     [Fact]
