@@ -133,7 +133,8 @@ public static class FlexGenCli
     {
         if (ex is AggregateException { InnerExceptions.Count: 1 } agg) ex = agg.InnerExceptions[0];
         string text = ex.Message;
-        if (ex.InnerException is { } inner && !text.Contains(inner.Message, StringComparison.Ordinal))
+        // An OutputFileException already says why in its own words.
+        if (ex is not OutputFileException && ex.InnerException is { } inner && !text.Contains(inner.Message, StringComparison.Ordinal))
             text += $" ({inner.Message})";
         return text.ReplaceLineEndings(" ");
     }
