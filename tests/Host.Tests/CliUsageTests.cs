@@ -31,6 +31,28 @@ public class CliUsageTests
         Assert.Contains(expected, result.Error);
     }
 
+    [Theory]
+    [InlineData(new[] { "convert" }, "missing arguments <hf-folder> <output-folder> (usage: flexgen convert <hf-folder> <output-folder>)")]
+    [InlineData(new[] { "convert", "some/folder" }, "missing argument <output-folder> (usage: flexgen convert <hf-folder> <output-folder>)")]
+    [InlineData(new[] { "convert", "a", "b", "c" }, "'convert' does not take 'c'")]
+    [InlineData(new[] { "generate", "--no-such-flag" }, "'generate' does not take '--no-such-flag'")]
+    [InlineData(new[] { "bench", "--nope", "3" }, "'bench' does not take '--nope', '3'")]
+    [InlineData(new[] { "bench-disk", "--nope" }, "'bench-disk' does not take '--nope'")]
+    [InlineData(new[] { "bench-pipeline", "--nope" }, "'bench-pipeline' does not take '--nope'")]
+    [InlineData(new[] { "frobnicate", "x" }, "unknown command 'frobnicate' (commands: generate, bench, convert, bench-disk, bench-pipeline)")]
+    [InlineData(new string[0], "no command given (commands: generate, bench, convert, bench-disk, bench-pipeline)")]
+    public async Task Parse_errors_should_be_one_line_naming_what_is_missing_or_unknown(string[] args, string expected)
+    {
+        var result = await CliRunner.RunAsync(args);
+
+        Assert.True(result.ExitCode == 2, result.ToString());
+        var lines = result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.TrimEnd('\r')).ToList();
+        Assert.Equal($"error: {expected}", Assert.Single(lines, l => l.StartsWith("error: ", StringComparison.Ordinal)));
+        Assert.Equal(2, lines.Count); // the error and where to find the usage
+        Assert.StartsWith("Run 'flexgen", lines[1]);
+        Assert.Equal("", result.Output);
+    }
+
     [Fact]
     public async Task Malformed_input_ids_should_give_exit_code_2_naming_the_file()
     {

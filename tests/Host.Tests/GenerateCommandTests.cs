@@ -216,8 +216,36 @@ public class OutputFileFailureTests
         var result = await CliRunner.RunAsync("generate", "--gen-len", "1", "--warmup", "false", "--trace", "", "--output-ids", target);
         Assert.True(result.ExitCode == 1, result.ToString());
         var failed = Assert.Single(result.Error.Split('\n'), l => l.StartsWith("failed: ", StringComparison.Ordinal));
-        Assert.StartsWith($"failed: --output-ids {target}: cannot write", failed);
-        Assert.EndsWith("(--verbose for details)", failed.TrimEnd());
+        Assert.Equal($"failed: --output-ids {target}: cannot write: {blocker} is a file, not a folder (--verbose for details)", failed.TrimEnd());
+    }
+
+    [Fact]
+    public void Writing_a_result_file_should_say_plainly_what_failed_and_why()
+    {
+        using var folder = new TempFolder();
+        string blocker = folder.File("blocker");
+        File.WriteAllText(blocker, "a file where a folder should be");
+
+        var deep = Assert.Throws<OutputFileException>(() => GenerationFlags.WriteFile("--trace", Path.Combine(blocker, "a", "t.json"), _ => { }));
+        Assert.Equal($"--trace {Path.Combine(blocker, "a", "t.json")}: cannot write: {blocker} is a file, not a folder", deep.Message);
+
+        var isFolder = Assert.Throws<OutputFileException>(() => GenerationFlags.WriteFile("--output-ids", folder.Path, _ => { }));
+        Assert.Equal($"--output-ids {folder.Path}: cannot write: {folder.Path} is a folder", isFolder.Message);
+
+        string target = folder.File("ids.npy");
+        var denied = Assert.Throws<OutputFileException>(() => GenerationFlags.WriteFile("--output-ids", target,
+            full => throw new UnauthorizedAccessException($"Access to the path '{full}' is denied.")));
+        Assert.Equal($"--output-ids {target}: cannot write: permission denied", denied.Message);
+        Assert.IsType<UnauthorizedAccessException>(denied.InnerException); // kept for --verbose
+
+        var full = Assert.Throws<OutputFileException>(() => GenerationFlags.WriteFile("--log-file", target,
+            _ => throw new IOException("No space left on device")));
+        Assert.Equal($"--log-file {target}: cannot write: No space left on device", full.Message);
+
+        // The folder is created when it is missing.
+        string nested = Path.Combine(folder.Path, "x", "y", "ids.npy");
+        Assert.Equal(nested, GenerationFlags.WriteFile("--output-ids", nested, f => File.WriteAllText(f, "ok")));
+        Assert.Equal("ok", File.ReadAllText(nested));
     }
 }
 

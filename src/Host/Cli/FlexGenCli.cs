@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Cli;
 
 using System.CommandLine;
+using System.CommandLine.Parsing;
 
 /// <summary>
 /// The <c>flexgen</c> command line: generate, bench, convert (and the tier/pipeline benchmarks). Tests call
@@ -35,8 +36,8 @@ public static class FlexGenCli
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
         {
-            foreach (var e in parse.Errors) await error.WriteLineAsync($"error: {e.Message}");
-            await error.WriteLineAsync($"Run 'flexgen {CommandPath(parse)} --help' for usage.");
+            foreach (var line in DescribeParseErrors(parse)) await error.WriteLineAsync($"error: {line}");
+            await error.WriteLineAsync(UsageHint(parse));
             return ExitCodes.Usage;
         }
         var invocation = new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false };
@@ -48,7 +49,7 @@ public static class FlexGenCli
         catch (UsageException ex)
         {
             await error.WriteLineAsync($"error: {ex.Message}");
-            await error.WriteLineAsync($"Run 'flexgen {CommandPath(parse)} --help' for usage.");
+            await error.WriteLineAsync(UsageHint(parse));
             return ExitCodes.Usage;
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
@@ -69,10 +70,60 @@ public static class FlexGenCli
     public static CliConsole ConsoleOf(ParseResult parse) =>
         new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, parse.GetValue(VerboseOption));
 
+    /// <summary>
+    /// One line per problem: System.CommandLine reports a missing argument once per argument without naming it, and
+    /// each unknown token separately; these become one line each that names them.
+    /// </summary>
+    public static IReadOnlyList<string> DescribeParseErrors(ParseResult parse)
+    {
+        var lines = new List<string>();
+        var command = parse.CommandResult.Command;
+        string path = CommandPath(parse);
+        var missing = parse.Errors
+            .Select(e => e.SymbolResult)
+            .OfType<ArgumentResult>()
+            .Where(r => r.Tokens.Count < r.Argument.Arity.MinimumNumberOfValues)
+            .Select(r => r.Argument)
+            .Distinct()
+            .ToList();
+        if (missing.Count > 0)
+        {
+            string usage = string.Join(' ', command.Arguments.Select(a => $"<{a.Name}>"));
+            lines.Add($"missing argument{(missing.Count > 1 ? "s" : "")} {string.Join(' ', missing.Select(a => $"<{a.Name}>"))} " +
+                      $"(usage: flexgen {path} {usage})");
+        }
+        var unmatched = parse.UnmatchedTokens;
+        bool atRoot = parse.CommandResult.Parent is null;
+        string commands = string.Join(", ", command.Subcommands.Where(c => !c.Hidden).Select(c => c.Name));
+        if (unmatched.Count > 0)
+        {
+            lines.Add(atRoot
+                ? $"unknown command '{unmatched[0]}' (commands: {commands})"
+                : $"'{path}' does not take {string.Join(", ", unmatched.Select(t => $"'{t}'"))}");
+        }
+        foreach (var e in parse.Errors)
+        {
+            if (e.SymbolResult is ArgumentResult r && missing.Contains(r.Argument)) continue;
+            // Unknown tokens are reported on the command, one error each, quoting the token.
+            if (e.SymbolResult is CommandResult && unmatched.Any(t => e.Message.Contains($"'{t}'", StringComparison.Ordinal))) continue;
+            // At the root the remaining error is "Required command was not provided".
+            if (atRoot && e.SymbolResult is CommandResult { Parent: null })
+            {
+                if (unmatched.Count == 0) lines.Add($"no command given (commands: {commands})");
+                continue;
+            }
+            if (!lines.Contains(e.Message)) lines.Add(e.Message);
+        }
+        return lines;
+    }
+
+    private static string UsageHint(ParseResult parse) =>
+        $"Run '{string.Join(' ', ["flexgen", CommandPath(parse)]).TrimEnd()} --help' for usage.";
+
     private static string CommandPath(ParseResult parse)
     {
         var names = new List<string>();
-        for (var r = parse.CommandResult; r is not null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
+        for (var r = parse.CommandResult; r is not null; r = r.Parent as CommandResult)
             if (r.Parent is not null) names.Insert(0, r.Command.Name);
         return string.Join(' ', names);
     }
@@ -82,7 +133,8 @@ public static class FlexGenCli
     {
         if (ex is AggregateException { InnerExceptions.Count: 1 } agg) ex = agg.InnerExceptions[0];
         string text = ex.Message;
-        if (ex.InnerException is { } inner && !text.Contains(inner.Message, StringComparison.Ordinal))
+        // An OutputFileException already says why in its own words.
+        if (ex is not OutputFileException && ex.InnerException is { } inner && !text.Contains(inner.Message, StringComparison.Ordinal))
             text += $" ({inner.Message})";
         return text.ReplaceLineEndings(" ");
     }

@@ -108,22 +108,53 @@ public sealed class GenerationFlags
     }
 
     /// <summary>
-    /// Writes a result file named by <paramref name="flag"/> (its folder created); an I/O failure names the flag and file.
-    /// Returns the full path.
+    /// Writes a result file named by <paramref name="flag"/> (its folder created). Returns the full path. A failure is an
+    /// <see cref="OutputFileException"/> saying which flag and file, what failed and why, e.g.
+    /// "--output-ids out/ids.npy: cannot write: out is a file, not a folder".
     /// </summary>
     public static string WriteFile(string flag, string path, Action<string> write)
     {
         string full = System.IO.Path.GetFullPath(path);
+        string Failure(string why) => $"{flag} {path}: cannot write: {why}";
+        if (Directory.Exists(full)) throw new OutputFileException(Failure($"{full} is a folder"), null);
+        string? dir = System.IO.Path.GetDirectoryName(full);
+        if (!string.IsNullOrEmpty(dir) && !Directory.Exists(dir))
+        {
+            // The nearest existing ancestor: a file there is the plain reason the folder cannot be made.
+            for (string? up = dir; !string.IsNullOrEmpty(up); up = System.IO.Path.GetDirectoryName(up))
+            {
+                if (Directory.Exists(up)) break;
+                if (File.Exists(up)) throw new OutputFileException(Failure($"{up} is a file, not a folder"), null);
+            }
+            try
+            {
+                Directory.CreateDirectory(dir);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new OutputFileException(Failure($"folder {dir} does not exist and cannot be created ({Reason(ex)})"), ex);
+            }
+        }
         try
         {
-            string? dir = System.IO.Path.GetDirectoryName(full);
-            if (!string.IsNullOrEmpty(dir)) Directory.CreateDirectory(dir);
             write(full);
             return full;
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            throw new IOException($"{flag} {path}: cannot write ({ex.Message})", ex);
+            throw new OutputFileException(Failure(Reason(ex)), ex);
         }
     }
+
+    /// <summary>Why an I/O call failed, without repeating the path (.NET's messages quote it).</summary>
+    private static string Reason(Exception ex) => ex switch
+    {
+        UnauthorizedAccessException => "permission denied",
+        FileNotFoundException or DirectoryNotFoundException => "no such file or directory",
+        PathTooLongException => "path too long",
+        _ => ex.Message.TrimEnd('.'),
+    };
 }
+
+/// <summary>A result file (--output-ids, --trace, --log-file) could not be written; the message says what and why.</summary>
+public sealed class OutputFileException(string message, Exception? inner) : IOException(message, inner);

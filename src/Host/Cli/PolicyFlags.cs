@@ -100,7 +100,8 @@ public sealed class PolicyFlags
     /// </summary>
     public static Option<string> Bool(string name, bool defaultValue, string description) => new(name)
     {
-        Description = $"{description} (true/false; default {defaultValue.ToString().ToLowerInvariant()}).",
+        // The help shows <true|false> and [default: ...] itself.
+        Description = $"{description.TrimEnd('.')} (also yes/no, 1/0; bare: true).",
         HelpName = "true|false",
         // Given without a value (the option present, no token): true; absent: the default.
         DefaultValueFactory = r => r.Parent is System.CommandLine.Parsing.OptionResult { Implicit: false } || defaultValue ? "true" : "false",

@@ -20,6 +20,7 @@ public sealed class ProgressReporter : IProgress<long>, IDisposable
     private int _lastTenth = -1;
     private long _lastDrawTicks;
     private bool _finished;
+    private bool _lineOpen; // a bar is drawn on the terminal's current line
 
     /// <param name="format">Writes an amount (done or total) in <paramref name="unit"/>; default: the number itself.</param>
     /// <param name="announce">Whether plain output starts with a "started" line (off where the caller says it).</param>
@@ -47,11 +48,13 @@ public sealed class ProgressReporter : IProgress<long>, IDisposable
             if (_console.Interactive)
             {
                 long now = _clock.ElapsedTicks;
-                if (now - _lastDrawTicks < Stopwatch.Frequency / 10 && _done < _total) return;
+                // The first report draws at once, then at most ten redraws a second (and the last one).
+                if (_lineOpen && now - _lastDrawTicks < Stopwatch.Frequency / 10 && _done < _total) return;
                 _lastDrawTicks = now;
                 int width = 30;
                 int filled = _total == 0 ? width : (int)(width * _done / _total);
                 _console.Error.Write($"\r{_stage} [{new string('#', filled)}{new string('.', width - filled)}] {Describe(_done)}   ");
+                _lineOpen = true;
             }
             else
             {
@@ -74,6 +77,7 @@ public sealed class ProgressReporter : IProgress<long>, IDisposable
             string line = $"{_stage}: done ({Describe(_done)}) in {_clock.Elapsed.TotalSeconds:F2} s";
             if (_console.Interactive) _console.Error.WriteLine($"\r{line}{new string(' ', 20)}");
             else _console.Error.WriteLine(line);
+            _lineOpen = false;
         }
     }
 
@@ -83,11 +87,16 @@ public sealed class ProgressReporter : IProgress<long>, IDisposable
 
     private string Suffix => _unit.Length == 0 ? "" : " " + _unit;
 
+    /// <summary>
+    /// Stops the display; an unfinished stage (failed or cancelled) ends the bar's line so that what is written next
+    /// (the <c>failed:</c> line) starts on its own line.
+    /// </summary>
     public void Dispose()
     {
         lock (_lock)
         {
-            if (!_finished && _console.Interactive) _console.Error.WriteLine();
+            if (_lineOpen) _console.Error.WriteLine();
+            _lineOpen = false;
             _finished = true;
         }
     }

@@ -36,6 +36,7 @@ public sealed class WeightLoadProgressDisplay : IProgress<WeightLoadProgress>, I
         _console.Error.WriteLine($"{_stage}: done in {elapsed.TotalSeconds:F2} s");
     }
 
+    /// <summary>Ends the bar's line (loading failed or was cancelled when it was not completed).</summary>
     public void Dispose() => _reporter?.Dispose();
 
     private static bool InGb(long total) => total >= 1L << 30;

@@ -47,6 +47,8 @@ public sealed class FlexGenRuntime : IAsyncDisposable
             console, stage, $"{setup.Model.Config.Name} into their tiers");
         setup.WeightsLoadProgress += progress => loading?.Report(progress);
         setup.WeightsLoaded += (_, elapsed) => loading?.Complete(elapsed);
+        // The bar's line ends before the failure is reported below it.
+        setup.WeightsLoadFailed += (_, _) => loading?.Dispose();
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Services.AddFlexGenService(setup);
         builder.Services.AddAkka("flexgen", (akka, _) => akka.AddFlexGen(setup));
@@ -58,6 +60,7 @@ public sealed class FlexGenRuntime : IAsyncDisposable
         }
         catch
         {
+            loading?.Dispose();
             host.Dispose();
             setup.DeleteOwnedOffloadDir();
             throw;

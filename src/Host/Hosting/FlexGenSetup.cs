@@ -100,13 +100,25 @@ public sealed class FlexGenSetup
     /// <summary>Raised after the model's weights are placed in their tiers (how long it took).</summary>
     public event Action<Policy, TimeSpan>? WeightsLoaded;
 
+    /// <summary>Raised when placing the weights failed (before the exception goes on to the coordinator).</summary>
+    public event Action<Policy, Exception>? WeightsLoadFailed;
+
     /// <summary>The model backend the coordinator drives, built for a policy (weights placed in their tiers).</summary>
     public IPipelineBackend CreateBackend(Policy policy)
     {
         Directory.CreateDirectory(OffloadDir);
         WeightsLoading?.Invoke(policy);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var backend = TorchPipelineBackend.Create(Settings, policy, new LoadProgress(this));
+        IPipelineBackend backend;
+        try
+        {
+            backend = TorchPipelineBackend.Create(Settings, policy, new LoadProgress(this));
+        }
+        catch (Exception ex)
+        {
+            WeightsLoadFailed?.Invoke(policy, ex);
+            throw;
+        }
         WeightsLoaded?.Invoke(policy, clock.Elapsed);
         return backend;
     }
