@@ -26,7 +26,7 @@ using FlexGen.Tensors.Policies;
 /// </summary>
 public sealed class GenerationCoordinator : UntypedActor
 {
-    private readonly Func<Policy, IPipelineBackend> _backendFactory;
+    private readonly Func<Policy, CancellationToken, IPipelineBackend> _backendFactory;
     private readonly Func<TierActorKind, Props> _tierProps;
     private readonly Policy _defaultPolicy;
     private readonly PipelineOptions _options;
@@ -35,8 +35,19 @@ public sealed class GenerationCoordinator : UntypedActor
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IPipelineBackend? _backend;
     private RequestExecution? _current;
+    private ModelLoad? _loading;
 
     public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props>? tierProps = null)
+        : this(defaultPolicy, (policy, _) => backendFactory(policy), options, tierProps)
+    {
+    }
+
+    /// <summary>
+    /// A coordinator whose <paramref name="backendFactory"/> loads a model off the actor's thread and gives up (throws
+    /// <see cref="OperationCanceledException"/>, having freed what it loaded) when its token is signalled: a
+    /// <see cref="CancelGeneration"/> of the request that needs the model signals it.
+    /// </summary>
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props>? tierProps = null)
     {
         _defaultPolicy = defaultPolicy;
         _backendFactory = backendFactory;
@@ -52,6 +63,13 @@ public sealed class GenerationCoordinator : UntypedActor
         Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
 
     /// <summary>
+    /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> with a factory that stops loading
+    /// when its token is signalled (a request cancelled while its model loads).
+    /// </summary>
+    public static Props Props(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
+        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
+
+    /// <summary>
     /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> with other tier actors (tests put
     /// probes there): <paramref name="tierProps"/> gives the props of each tier's child. They receive
     /// <see cref="ExecuteTask"/> and must answer <see cref="TaskCompleted"/> (or <see cref="TaskSkipped"/>).
@@ -64,7 +82,7 @@ public sealed class GenerationCoordinator : UntypedActor
     /// their tiers) for settings.Policy when the first request arrives, and again when a request brings another policy.
     /// </summary>
     public static Props Props(Engine.FlexGenSettings settings) =>
-        Props(settings.Policy, policy => Engine.TorchPipelineBackend.Create(settings, policy), settings.Pipeline);
+        Props(settings.Policy, (policy, cancellationToken) => Engine.TorchPipelineBackend.Create(settings, policy, cancellationToken: cancellationToken), settings.Pipeline);
 
     /// <summary>The tier actors' child names.</summary>
     public static string ChildName(TierActorKind tier) => tier.ActorName();
@@ -112,6 +130,16 @@ public sealed class GenerationCoordinator : UntypedActor
         }
 
         _queue.Clear();
+        if (_loading is { } loading)
+        {
+            // The load cannot be waited for here: stop it, and free the model should it still finish.
+            _loading = null;
+            loading.Cancellation.Cancel();
+            loading.Loaded.ContinueWith(t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            loading.ReplyTo.Tell(new Status.Failure(new GenerationFailedException(loading.Request.RequestId, "the generation coordinator stopped",
+                new OperationCanceledException("the generation coordinator stopped"))));
+        }
+
         _backend?.Dispose();
         _backend = null;
     }
@@ -127,12 +155,23 @@ public sealed class GenerationCoordinator : UntypedActor
             case CancelGeneration cancel:
                 Cancel(cancel.RequestId);
                 break;
+            case ModelLoaded loaded when ReferenceEquals(loaded.Load, _loading):
+                OnModelLoaded(loaded.Load, loaded.Backend, null);
+                break;
+            case ModelLoadFailed failed when ReferenceEquals(failed.Load, _loading):
+                OnModelLoaded(failed.Load, null, failed.Cause);
+                break;
             case TaskCompleted completed when IsCurrent(completed.Run):
                 OnCompleted(completed);
                 break;
             case TaskSkipped skipped when IsCurrent(skipped.Run):
                 _current!.Dispatcher!.Abandon(skipped.Tier);
                 FinishAbortIfDrained();
+                break;
+            case ModelLoaded stale:
+                stale.Backend.Dispose(); // cannot happen while the load is tracked; frees the model all the same
+                break;
+            case ModelLoadFailed:
                 break;
             case TaskCompleted or TaskSkipped:
                 break; // a part of a run already disposed: nothing to do
@@ -184,6 +223,14 @@ public sealed class GenerationCoordinator : UntypedActor
 
     private void Cancel(Guid requestId)
     {
+        if (_loading is { } loading && loading.Request.RequestId == requestId)
+        {
+            // Answered once the load has given up and freed what it loaded (OnModelLoaded).
+            loading.Cancelled = true;
+            loading.Cancellation.Cancel();
+            return;
+        }
+
         if (_current?.Request.RequestId == requestId)
         {
             Abort(new OperationCanceledException($"request {requestId} was cancelled"));
@@ -201,7 +248,7 @@ public sealed class GenerationCoordinator : UntypedActor
 
     private void StartNextIfIdle()
     {
-        while (_current is null && _queue.First is { } next)
+        while (_current is null && _loading is null && _queue.First is { } next)
         {
             _queue.RemoveFirst();
             var (request, replyTo) = next.Value;
@@ -213,26 +260,95 @@ public sealed class GenerationCoordinator : UntypedActor
                 {
                     _backend?.Dispose();
                     _backend = null;
-                    _backend = _backendFactory(policy);
+                    StartLoad(request, replyTo, policy);
+                    return;
                 }
 
-                var blocks = RequestBlocks.Split(request, policy, _backend.PadTokenId);
-                _backend.ResetPeaks();
-                _current = new RequestExecution(request, replyTo, blocks, new TraceRecorder());
-                StartBlock(_current);
+                Begin(request, replyTo);
             }
             catch (Exception e)
             {
-                if (_current is { } failed)
-                {
-                    failed.Cause = e;
-                    FinishFailed(failed);
-                }
-                else
-                {
-                    replyTo.Tell(new Status.Failure(new GenerationFailedException(request.RequestId, $"request {request.RequestId} failed: {e.Message}", e)));
-                }
+                FailStart(request, replyTo, e);
             }
+        }
+    }
+
+    /// <summary>
+    /// Loads the model for <paramref name="policy"/> off this actor (its thread stays free for a
+    /// <see cref="CancelGeneration"/>); the outcome comes back as <see cref="ModelLoaded"/> or <see cref="ModelLoadFailed"/>.
+    /// </summary>
+    private void StartLoad(GenerateRequest request, IActorRef replyTo, Policy policy)
+    {
+        var cancellation = new CancellationTokenSource();
+        var factory = _backendFactory;
+        var loaded = Task.Run(() => factory(policy, cancellation.Token), CancellationToken.None);
+        var load = new ModelLoad(request, replyTo, cancellation, loaded);
+        _loading = load;
+        loaded.PipeTo(Self, success: backend => new ModelLoaded(load, backend), failure: e => new ModelLoadFailed(load, e));
+    }
+
+    private void OnModelLoaded(ModelLoad load, IPipelineBackend? backend, Exception? cause)
+    {
+        _loading = null;
+        load.Cancellation.Dispose();
+        if (load.Cancelled)
+        {
+            // Cancelled while loading: a model that loaded all the same is freed too (the next request reloads it).
+            Dispose(backend);
+            var cancelled = new OperationCanceledException($"request {load.Request.RequestId} was cancelled while its model loaded");
+            load.ReplyTo.Tell(new Status.Failure(new GenerationFailedException(load.Request.RequestId, $"request {load.Request.RequestId} failed: {cancelled.Message}", cancelled)));
+        }
+        else if (backend is null)
+        {
+            var error = cause is AggregateException { InnerExceptions.Count: 1 } single ? single.InnerException! : cause!;
+            FailStart(load.Request, load.ReplyTo, error);
+        }
+        else
+        {
+            _backend = backend;
+            try
+            {
+                Begin(load.Request, load.ReplyTo);
+            }
+            catch (Exception e)
+            {
+                FailStart(load.Request, load.ReplyTo, e);
+            }
+        }
+
+        StartNextIfIdle();
+    }
+
+    private void Dispose(IPipelineBackend? backend)
+    {
+        try
+        {
+            backend?.Dispose();
+        }
+        catch (Exception e)
+        {
+            _log.Error(e, "disposing a model loaded for a cancelled request failed");
+        }
+    }
+
+    private void Begin(GenerateRequest request, IActorRef replyTo)
+    {
+        var blocks = RequestBlocks.Split(request, _backend!.Policy, _backend.PadTokenId);
+        _backend.ResetPeaks();
+        _current = new RequestExecution(request, replyTo, blocks, new TraceRecorder());
+        StartBlock(_current);
+    }
+
+    private void FailStart(GenerateRequest request, IActorRef replyTo, Exception e)
+    {
+        if (_current is { } failed)
+        {
+            failed.Cause = e;
+            FinishFailed(failed);
+        }
+        else
+        {
+            replyTo.Tell(new Status.Failure(new GenerationFailedException(request.RequestId, $"request {request.RequestId} failed: {e.Message}", e)));
         }
     }
 
@@ -416,6 +532,25 @@ public sealed class GenerationCoordinator : UntypedActor
         current.ReplyTo.Tell(new Status.Failure(new GenerationFailedException(current.Request.RequestId,
             $"request {current.Request.RequestId} failed: {cause.Message}", cause)));
     }
+
+    /// <summary>A model being loaded for <paramref name="Request"/> (the only request started until it is loaded).</summary>
+    private sealed class ModelLoad(GenerateRequest request, IActorRef replyTo, CancellationTokenSource cancellation, Task<IPipelineBackend> loaded)
+    {
+        public GenerateRequest Request { get; } = request;
+
+        public IActorRef ReplyTo { get; } = replyTo;
+
+        public CancellationTokenSource Cancellation { get; } = cancellation;
+
+        public Task<IPipelineBackend> Loaded { get; } = loaded;
+
+        /// <summary>The request was cancelled while its model loaded.</summary>
+        public bool Cancelled { get; set; }
+    }
+
+    private sealed record ModelLoaded(ModelLoad Load, IPipelineBackend Backend);
+
+    private sealed record ModelLoadFailed(ModelLoad Load, Exception Cause);
 
     private sealed class RequestExecution(GenerateRequest request, IActorRef replyTo, IReadOnlyList<BlockRequest> blocks, TraceRecorder trace)
     {
