@@ -114,6 +114,40 @@ public sealed class GenerationCoordinator : UntypedActor
         }
     }
 
+    /// <summary>
+    /// Akka's default stops the children and calls PostStop at once, while a tier actor may still run a part of the
+    /// current run: PostStop would dispose the run and the backend under it. Here the running request is cancelled,
+    /// the tier actors are stopped and waited for (each finishes at most the part it runs; they are on their own
+    /// threads, so blocking this one is safe) and only then PostStop frees everything. Should a tier not stop within
+    /// <see cref="RestartStopTimeout"/>, the run and the backend are left undisposed (leaked) rather than freed under it.
+    /// </summary>
+    protected override void PreRestart(Exception reason, object message)
+    {
+        _current?.Run?.Cancel();
+        var stopped = new List<Task>();
+        foreach (var child in Context.GetChildren())
+        {
+            Context.Unwatch(child);
+            stopped.Add(child.WatchAsync());
+            Context.Stop(child);
+        }
+
+        if (!Task.WaitAll(stopped.ToArray(), RestartStopTimeout))
+        {
+            _log.Error(reason, "tier actors did not stop within {0} of the coordinator's restart: its run and model are not freed", RestartStopTimeout);
+            if (_current is { } current)
+            {
+                current.Run = null;
+            }
+
+            _backend = null;
+        }
+
+        PostStop();
+    }
+
+    private static readonly TimeSpan RestartStopTimeout = TimeSpan.FromSeconds(60);
+
     protected override void PostStop()
     {
         // Children (tier actors) have stopped before PostStop: nothing can touch a run any more.
