@@ -14,8 +14,8 @@ using FlexGen.Tensors.Policies;
 /// gpu-compute, cpu-compute, copy, disk-io, each on its own pinned dispatcher). Turns each
 /// <see cref="GenerateRequest"/> into blocks of gpu_batch_size * num_gpu_batches rows and drives each block's
 /// schedule through the tier actors (<see cref="BlockDispatcher"/> decides what may start), one request at
-/// a time. Runs on its own pinned dispatcher (<see cref="FlexGenHocon.CoordinatorDispatcher"/>): loading the weights
-/// and preparing or freeing a run block its thread. Replies <see cref="GenerationResult"/>, or <see cref="Status.Failure"/> with a
+/// a time. Runs on its own pinned dispatcher (<see cref="FlexGenHocon.CoordinatorDispatcher"/>): preparing or freeing a
+/// run and freeing a model block its thread; a model is loaded off it (a <see cref="CancelGeneration"/> can stop the load). Replies <see cref="GenerationResult"/>, or <see cref="Status.Failure"/> with a
 /// <see cref="GenerationFailedException"/> whose inner exception is the cause.
 /// <para>
 /// Ownership: the backend (weights) belongs to this actor and is disposed in PostStop or when a request
