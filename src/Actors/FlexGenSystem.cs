@@ -40,12 +40,34 @@ public sealed class FlexGenSystem : IAsyncDisposable
 
     /// <summary>Starts a system running the model of <paramref name="settings"/> (loaded on the first request).</summary>
     public static FlexGenSystem Start(FlexGenSettings settings, string name = "flexgen", Config? config = null) =>
-        Start(settings.Policy, policy => TorchPipelineBackend.Create(settings, policy), settings.Pipeline, name, config);
+        Start(settings.Policy, (policy, cancellationToken) => TorchPipelineBackend.Create(settings, policy, cancellationToken: cancellationToken), settings.Pipeline, name, config);
 
-    /// <summary>Starts a system whose coordinator builds its backend with <paramref name="backendFactory"/>.</summary>
-    public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null, string name = "flexgen", Config? config = null)
+    /// <summary>
+    /// Starts a system whose coordinator builds its backend with <paramref name="backendFactory"/>; <paramref name="options"/>
+    /// null: flexgen.pipeline of the config. Throws <see cref="PipelineOptionsException"/> when those settings are out of range.
+    /// </summary>
+    public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null, string name = "flexgen", Config? config = null) =>
+        Start(defaultPolicy, (policy, _) => backendFactory(policy), options, name, config);
+
+    /// <summary>
+    /// As <see cref="Start(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?, string, Config?)"/> with a factory that
+    /// stops loading (throws <see cref="OperationCanceledException"/>, having freed what it loaded) when its token is
+    /// signalled: cancelling a request while its model loads signals it.
+    /// </summary>
+    public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options = null, string name = "flexgen", Config? config = null)
     {
         var system = ActorSystem.Create(name, (config ?? Config.Empty).WithFallback(FlexGenHocon.Config));
+        try
+        {
+            // Read here rather than in the coordinator, so bad flexgen.pipeline settings fail Start itself.
+            options ??= PipelineOptions.FromConfig(system.Settings.Config);
+        }
+        catch
+        {
+            system.Terminate().Wait();
+            throw;
+        }
+
         var coordinator = system.ActorOf(GenerationCoordinator.Props(defaultPolicy, backendFactory, options), "generation-coordinator");
         return new FlexGenSystem(system, coordinator, ownsSystem: true);
     }

@@ -14,8 +14,8 @@ using FlexGen.Tensors.Policies;
 /// gpu-compute, cpu-compute, copy, disk-io, each on its own pinned dispatcher). Turns each
 /// <see cref="GenerateRequest"/> into blocks of gpu_batch_size * num_gpu_batches rows and drives each block's
 /// schedule through the tier actors (<see cref="BlockDispatcher"/> decides what may start), one request at
-/// a time. Runs on its own pinned dispatcher (<see cref="FlexGenHocon.CoordinatorDispatcher"/>): loading the weights
-/// and preparing or freeing a run block its thread. Replies <see cref="GenerationResult"/>, or <see cref="Status.Failure"/> with a
+/// a time. Runs on its own pinned dispatcher (<see cref="FlexGenHocon.CoordinatorDispatcher"/>): preparing or freeing a
+/// run and freeing a model block its thread; a model is loaded off it (a <see cref="CancelGeneration"/> can stop the load). Replies <see cref="GenerationResult"/>, or <see cref="Status.Failure"/> with a
 /// <see cref="GenerationFailedException"/> whose inner exception is the cause.
 /// <para>
 /// Ownership: the backend (weights) belongs to this actor and is disposed in PostStop or when a request
@@ -26,7 +26,7 @@ using FlexGen.Tensors.Policies;
 /// </summary>
 public sealed class GenerationCoordinator : UntypedActor
 {
-    private readonly Func<Policy, IPipelineBackend> _backendFactory;
+    private readonly Func<Policy, CancellationToken, IPipelineBackend> _backendFactory;
     private readonly Func<TierActorKind, Props> _tierProps;
     private readonly Policy _defaultPolicy;
     private readonly PipelineOptions _options;
@@ -35,8 +35,19 @@ public sealed class GenerationCoordinator : UntypedActor
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IPipelineBackend? _backend;
     private RequestExecution? _current;
+    private ModelLoad? _loading;
 
     public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props>? tierProps = null)
+        : this(defaultPolicy, (policy, _) => backendFactory(policy), options, tierProps)
+    {
+    }
+
+    /// <summary>
+    /// A coordinator whose <paramref name="backendFactory"/> loads a model off the actor's thread and gives up (throws
+    /// <see cref="OperationCanceledException"/>, having freed what it loaded) when its token is signalled: a
+    /// <see cref="CancelGeneration"/> of the request that needs the model signals it.
+    /// </summary>
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props>? tierProps = null)
     {
         _defaultPolicy = defaultPolicy;
         _backendFactory = backendFactory;
@@ -52,6 +63,13 @@ public sealed class GenerationCoordinator : UntypedActor
         Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
 
     /// <summary>
+    /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> with a factory that stops loading
+    /// when its token is signalled (a request cancelled while its model loads).
+    /// </summary>
+    public static Props Props(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
+        Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
+
+    /// <summary>
     /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> with other tier actors (tests put
     /// probes there): <paramref name="tierProps"/> gives the props of each tier's child. They receive
     /// <see cref="ExecuteTask"/> and must answer <see cref="TaskCompleted"/> (or <see cref="TaskSkipped"/>).
@@ -64,7 +82,7 @@ public sealed class GenerationCoordinator : UntypedActor
     /// their tiers) for settings.Policy when the first request arrives, and again when a request brings another policy.
     /// </summary>
     public static Props Props(Engine.FlexGenSettings settings) =>
-        Props(settings.Policy, policy => Engine.TorchPipelineBackend.Create(settings, policy), settings.Pipeline);
+        Props(settings.Policy, (policy, cancellationToken) => Engine.TorchPipelineBackend.Create(settings, policy, cancellationToken: cancellationToken), settings.Pipeline);
 
     /// <summary>The tier actors' child names.</summary>
     public static string ChildName(TierActorKind tier) => tier.ActorName();
@@ -96,6 +114,40 @@ public sealed class GenerationCoordinator : UntypedActor
         }
     }
 
+    /// <summary>
+    /// Akka's default stops the children and calls PostStop at once, while a tier actor may still run a part of the
+    /// current run: PostStop would dispose the run and the backend under it. Here the running request is cancelled,
+    /// the tier actors are stopped and waited for (each finishes at most the part it runs; they are on their own
+    /// threads, so blocking this one is safe) and only then PostStop frees everything. Should a tier not stop within
+    /// <see cref="RestartStopTimeout"/>, the run and the backend are left undisposed (leaked) rather than freed under it.
+    /// </summary>
+    protected override void PreRestart(Exception reason, object message)
+    {
+        _current?.Run?.Cancel();
+        var stopped = new List<Task>();
+        foreach (var child in Context.GetChildren())
+        {
+            Context.Unwatch(child);
+            stopped.Add(child.WatchAsync());
+            Context.Stop(child);
+        }
+
+        if (!Task.WaitAll(stopped.ToArray(), RestartStopTimeout))
+        {
+            _log.Error(reason, "tier actors did not stop within {0} of the coordinator's restart: its run and model are not freed", RestartStopTimeout);
+            if (_current is { } current)
+            {
+                current.Run = null;
+            }
+
+            _backend = null;
+        }
+
+        PostStop();
+    }
+
+    private static readonly TimeSpan RestartStopTimeout = TimeSpan.FromSeconds(60);
+
     protected override void PostStop()
     {
         // Children (tier actors) have stopped before PostStop: nothing can touch a run any more.
@@ -112,6 +164,16 @@ public sealed class GenerationCoordinator : UntypedActor
         }
 
         _queue.Clear();
+        if (_loading is { } loading)
+        {
+            // The load cannot be waited for here: stop it, and free the model should it still finish.
+            _loading = null;
+            loading.Cancellation.Cancel();
+            loading.Loaded.ContinueWith(t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+            loading.ReplyTo.Tell(new Status.Failure(new GenerationFailedException(loading.Request.RequestId, "the generation coordinator stopped",
+                new OperationCanceledException("the generation coordinator stopped"))));
+        }
+
         _backend?.Dispose();
         _backend = null;
     }
@@ -127,12 +189,23 @@ public sealed class GenerationCoordinator : UntypedActor
             case CancelGeneration cancel:
                 Cancel(cancel.RequestId);
                 break;
+            case ModelLoaded loaded when ReferenceEquals(loaded.Load, _loading):
+                OnModelLoaded(loaded.Load, loaded.Backend, null);
+                break;
+            case ModelLoadFailed failed when ReferenceEquals(failed.Load, _loading):
+                OnModelLoaded(failed.Load, null, failed.Cause);
+                break;
             case TaskCompleted completed when IsCurrent(completed.Run):
                 OnCompleted(completed);
                 break;
             case TaskSkipped skipped when IsCurrent(skipped.Run):
                 _current!.Dispatcher!.Abandon(skipped.Tier);
                 FinishAbortIfDrained();
+                break;
+            case ModelLoaded stale:
+                stale.Backend.Dispose(); // cannot happen while the load is tracked; frees the model all the same
+                break;
+            case ModelLoadFailed:
                 break;
             case TaskCompleted or TaskSkipped:
                 break; // a part of a run already disposed: nothing to do
@@ -184,6 +257,14 @@ public sealed class GenerationCoordinator : UntypedActor
 
     private void Cancel(Guid requestId)
     {
+        if (_loading is { } loading && loading.Request.RequestId == requestId)
+        {
+            // Answered once the load has given up and freed what it loaded (OnModelLoaded).
+            loading.Cancelled = true;
+            loading.Cancellation.Cancel();
+            return;
+        }
+
         if (_current?.Request.RequestId == requestId)
         {
             Abort(new OperationCanceledException($"request {requestId} was cancelled"));
@@ -201,7 +282,7 @@ public sealed class GenerationCoordinator : UntypedActor
 
     private void StartNextIfIdle()
     {
-        while (_current is null && _queue.First is { } next)
+        while (_current is null && _loading is null && _queue.First is { } next)
         {
             _queue.RemoveFirst();
             var (request, replyTo) = next.Value;
@@ -213,26 +294,95 @@ public sealed class GenerationCoordinator : UntypedActor
                 {
                     _backend?.Dispose();
                     _backend = null;
-                    _backend = _backendFactory(policy);
+                    StartLoad(request, replyTo, policy);
+                    return;
                 }
 
-                var blocks = RequestBlocks.Split(request, policy, _backend.PadTokenId);
-                _backend.ResetPeaks();
-                _current = new RequestExecution(request, replyTo, blocks, new TraceRecorder());
-                StartBlock(_current);
+                Begin(request, replyTo);
             }
             catch (Exception e)
             {
-                if (_current is { } failed)
-                {
-                    failed.Cause = e;
-                    FinishFailed(failed);
-                }
-                else
-                {
-                    replyTo.Tell(new Status.Failure(new GenerationFailedException(request.RequestId, $"request {request.RequestId} failed: {e.Message}", e)));
-                }
+                FailStart(request, replyTo, e);
             }
+        }
+    }
+
+    /// <summary>
+    /// Loads the model for <paramref name="policy"/> off this actor (its thread stays free for a
+    /// <see cref="CancelGeneration"/>); the outcome comes back as <see cref="ModelLoaded"/> or <see cref="ModelLoadFailed"/>.
+    /// </summary>
+    private void StartLoad(GenerateRequest request, IActorRef replyTo, Policy policy)
+    {
+        var cancellation = new CancellationTokenSource();
+        var factory = _backendFactory;
+        var loaded = Task.Run(() => factory(policy, cancellation.Token), CancellationToken.None);
+        var load = new ModelLoad(request, replyTo, cancellation, loaded);
+        _loading = load;
+        loaded.PipeTo(Self, success: backend => new ModelLoaded(load, backend), failure: e => new ModelLoadFailed(load, e));
+    }
+
+    private void OnModelLoaded(ModelLoad load, IPipelineBackend? backend, Exception? cause)
+    {
+        _loading = null;
+        load.Cancellation.Dispose();
+        if (load.Cancelled)
+        {
+            // Cancelled while loading: a model that loaded all the same is freed too (the next request reloads it).
+            Dispose(backend);
+            var cancelled = new OperationCanceledException($"request {load.Request.RequestId} was cancelled while its model loaded");
+            load.ReplyTo.Tell(new Status.Failure(new GenerationFailedException(load.Request.RequestId, $"request {load.Request.RequestId} failed: {cancelled.Message}", cancelled)));
+        }
+        else if (backend is null)
+        {
+            var error = cause is AggregateException { InnerExceptions.Count: 1 } single ? single.InnerException! : cause!;
+            FailStart(load.Request, load.ReplyTo, error);
+        }
+        else
+        {
+            _backend = backend;
+            try
+            {
+                Begin(load.Request, load.ReplyTo);
+            }
+            catch (Exception e)
+            {
+                FailStart(load.Request, load.ReplyTo, e);
+            }
+        }
+
+        StartNextIfIdle();
+    }
+
+    private void Dispose(IPipelineBackend? backend)
+    {
+        try
+        {
+            backend?.Dispose();
+        }
+        catch (Exception e)
+        {
+            _log.Error(e, "disposing a model loaded for a cancelled request failed");
+        }
+    }
+
+    private void Begin(GenerateRequest request, IActorRef replyTo)
+    {
+        var blocks = RequestBlocks.Split(request, _backend!.Policy, _backend.PadTokenId);
+        _backend.ResetPeaks();
+        _current = new RequestExecution(request, replyTo, blocks, new TraceRecorder());
+        StartBlock(_current);
+    }
+
+    private void FailStart(GenerateRequest request, IActorRef replyTo, Exception e)
+    {
+        if (_current is { } failed)
+        {
+            failed.Cause = e;
+            FinishFailed(failed);
+        }
+        else
+        {
+            replyTo.Tell(new Status.Failure(new GenerationFailedException(request.RequestId, $"request {request.RequestId} failed: {e.Message}", e)));
         }
     }
 
@@ -417,6 +567,25 @@ public sealed class GenerationCoordinator : UntypedActor
             $"request {current.Request.RequestId} failed: {cause.Message}", cause)));
     }
 
+    /// <summary>A model being loaded for <paramref name="Request"/> (the only request started until it is loaded).</summary>
+    private sealed class ModelLoad(GenerateRequest request, IActorRef replyTo, CancellationTokenSource cancellation, Task<IPipelineBackend> loaded)
+    {
+        public GenerateRequest Request { get; } = request;
+
+        public IActorRef ReplyTo { get; } = replyTo;
+
+        public CancellationTokenSource Cancellation { get; } = cancellation;
+
+        public Task<IPipelineBackend> Loaded { get; } = loaded;
+
+        /// <summary>The request was cancelled while its model loaded.</summary>
+        public bool Cancelled { get; set; }
+    }
+
+    private sealed record ModelLoaded(ModelLoad Load, IPipelineBackend Backend);
+
+    private sealed record ModelLoadFailed(ModelLoad Load, Exception Cause);
+
     private sealed class RequestExecution(GenerateRequest request, IActorRef replyTo, IReadOnlyList<BlockRequest> blocks, TraceRecorder trace)
     {
         public GenerateRequest Request { get; } = request;
@@ -461,15 +630,59 @@ public sealed class GenerationCoordinator : UntypedActor
     }
 }
 
-/// <summary>Pipeline tuning (defaults: hocon/flexgen.conf, flexgen.pipeline).</summary>
+/// <summary>
+/// Pipeline tuning (defaults: hocon/flexgen.conf, flexgen.pipeline). Both values must be at least 1; a record
+/// with another value cannot be made (<see cref="PipelineOptionsException"/>), so bad settings fail where they are read.
+/// </summary>
 /// <param name="MaxInFlightPerTier">Task parts handed to one tier actor and not yet answered.</param>
 /// <param name="PrefetchSteps">How many compute steps the loads may run ahead (1 = FlexGen's overlap).</param>
 public sealed record PipelineOptions(int MaxInFlightPerTier = 2, int PrefetchSteps = 1)
 {
+    /// <summary>The HOCON key of <see cref="MaxInFlightPerTier"/>.</summary>
+    public const string MaxInFlightPerTierKey = "flexgen.pipeline.max-in-flight-per-tier";
+
+    /// <summary>The HOCON key of <see cref="PrefetchSteps"/>.</summary>
+    public const string PrefetchStepsKey = "flexgen.pipeline.prefetch-steps";
+
+    private readonly int _maxInFlightPerTier = AtLeastOne(MaxInFlightPerTierKey, MaxInFlightPerTier);
+    private readonly int _prefetchSteps = AtLeastOne(PrefetchStepsKey, PrefetchSteps);
+
     public static PipelineOptions Default { get; } = new();
+
+    public int MaxInFlightPerTier
+    {
+        get => _maxInFlightPerTier;
+        init => _maxInFlightPerTier = AtLeastOne(MaxInFlightPerTierKey, value);
+    }
+
+    public int PrefetchSteps
+    {
+        get => _prefetchSteps;
+        init => _prefetchSteps = AtLeastOne(PrefetchStepsKey, value);
+    }
 
     /// <summary>flexgen.pipeline.max-in-flight-per-tier and prefetch-steps from <paramref name="config"/>, else the defaults.</summary>
     public static PipelineOptions FromConfig(Akka.Configuration.Config config) => new(
-        config.GetInt("flexgen.pipeline.max-in-flight-per-tier", Default.MaxInFlightPerTier),
-        config.GetInt("flexgen.pipeline.prefetch-steps", Default.PrefetchSteps));
+        config.GetInt(MaxInFlightPerTierKey, Default.MaxInFlightPerTier),
+        config.GetInt(PrefetchStepsKey, Default.PrefetchSteps));
+
+    private static int AtLeastOne(string key, int value) =>
+        value >= 1 ? value : throw new PipelineOptionsException(key, value, "must be at least 1");
+}
+
+/// <summary>A pipeline setting (<see cref="PipelineOptions"/>) out of its range.</summary>
+public sealed class PipelineOptionsException : ArgumentOutOfRangeException
+{
+    public PipelineOptionsException(string key, int value, string rule)
+        : base(key, value, $"{key} = {value}: {rule}")
+    {
+        Key = key;
+        Rule = rule;
+    }
+
+    /// <summary>The HOCON key of the setting.</summary>
+    public string Key { get; }
+
+    /// <summary>The rule the value breaks.</summary>
+    public string Rule { get; }
 }

@@ -85,14 +85,17 @@ public sealed class TorchPipelineBackend : IPipelineBackend
 
     /// <summary>
     /// Loads the model's weights into their homes under <paramref name="policy"/>; <paramref name="weightProgress"/>
-    /// hears of each layer loaded.
+    /// hears of each layer loaded. When <paramref name="cancellationToken"/> is signalled during the load, throws
+    /// <see cref="OperationCanceledException"/> having freed the weights loaded so far and deleted the offload folder.
     /// </summary>
-    public static TorchPipelineBackend Create(FlexGenSettings settings, Policy policy, IProgress<WeightLoadProgress>? weightProgress = null)
+    public static TorchPipelineBackend Create(FlexGenSettings settings, Policy policy, IProgress<WeightLoadProgress>? weightProgress = null,
+        CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var backend = new TorchPipelineBackend(settings, policy);
         try
         {
-            backend.LoadWeights(weightProgress);
+            backend.LoadWeights(weightProgress, cancellationToken);
             return backend;
         }
         catch
@@ -140,11 +143,11 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         }
     }
 
-    private void LoadWeights(IProgress<WeightLoadProgress>? progress)
+    private void LoadWeights(IProgress<WeightLoadProgress>? progress, CancellationToken cancellationToken)
     {
         var source = Settings.DummyWeights
             ? WeightLoadOptions.Dummy(random: true, seed: (int)Settings.DummySeed)
             : WeightLoadOptions.FromDirectory(Settings.ModelPath ?? throw new ArgumentException("FlexGenSettings.ModelPath is required without DummyWeights", nameof(Settings)));
-        _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress);
+        _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress, cancellationToken);
     }
 }

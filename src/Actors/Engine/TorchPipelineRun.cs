@@ -157,13 +157,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         long bytes = 0;
         for (int w = 0; w < homes.Count; w++)
         {
-            var owner = HomeOf(homes[w]) switch
-            {
-                PlacementTier.Disk => TierActorKind.DiskIo,
-                PlacementTier.Cpu => TierActorKind.Copy,
-                _ => (TierActorKind?)null, // read in place
-            };
-            if (owner == tier)
+            if (TaskRouter.WeightLoader(HomeOf(homes[w])) == tier)
             {
                 // Compressed weights travel compressed and are decompressed by the compute that uses them.
                 MemoryTier destination = homes[w] is CompressedTensor ? _backend.GpuCompressedWeights! : Gpu;
@@ -238,21 +232,6 @@ internal sealed class TorchPipelineRun : IPipelineRun
         _ => throw new InvalidOperationException($"tensor {tensor.Name} is on {tensor.Tier.Name}, not on a physical tier"),
     };
 
-    // Who loads a segment (null: read in place by whoever computes it).
-    private TierActorKind? LoadOwner(CacheSegmentHome segment) => segment.Home switch
-    {
-        PlacementTier.Disk => TierActorKind.DiskIo,
-        PlacementTier.Cpu when !CpuAttention => TierActorKind.Copy,
-        _ => null,
-    };
-
-    private static TierActorKind StoreOwner(CacheSegmentHome segment) =>
-        segment.Home == PlacementTier.Disk ? TierActorKind.DiskIo : TierActorKind.Copy;
-
-    // Which compute actor attends over a segment during decode.
-    private TierActorKind ComputeOwner(CacheSegmentHome segment) =>
-        CpuAttention && segment.Home != PlacementTier.Gpu ? TierActorKind.CpuCompute : TierActorKind.GpuCompute;
-
     private long LoadCache(BlockTask task, TierActorKind tier)
     {
         var home = _cache[(task.Layer, task.Batch)];
@@ -262,12 +241,12 @@ internal sealed class TorchPipelineRun : IPipelineRun
         for (int s = 0; s < home.Segments.Count; s++)
         {
             var segment = home.Segments[s];
-            if (LoadOwner(segment) != tier)
+            if (_router.CacheLoader(segment.Home) != tier)
             {
                 continue;
             }
 
-            bool toCpu = ComputeOwner(segment) == TierActorKind.CpuCompute;
+            bool toCpu = _router.CacheAttender(segment.Home) == TierActorKind.CpuCompute;
             MemoryTier destination = segment.Key is CompressedTensor
                 ? (toCpu ? _backend.CpuCompressedCache! : _backend.GpuCompressedCache!) // decompressed by the compute
                 : (toCpu ? _backend.Tiers.Cpu : Gpu);
@@ -307,7 +286,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         long bytes = 0;
         foreach (var segment in home.Segments)
         {
-            if (StoreOwner(segment) != tier)
+            if (TaskRouter.CacheStorer(segment.Home) != tier)
             {
                 continue;
             }
@@ -516,7 +495,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     {
         var (i, j, k) = (task.Token, task.Layer, task.Batch);
         var home = _cache[(j, k)];
-        var mine = home.Segments.Where(s => ComputeOwner(s) == tier).ToArray();
+        var mine = home.Segments.Where(s => _router.CacheAttender(s.Home) == tier).ToArray();
         if (mine.Length == 0)
         {
             return 0;
@@ -569,7 +548,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         for (int s = 0; s < home.Segments.Count; s++)
         {
             var segment = home.Segments[s];
-            if (CpuAttention && ComputeOwner(segment) != tier)
+            if (CpuAttention && _router.CacheAttender(segment.Home) != tier)
             {
                 continue;
             }

@@ -50,6 +50,7 @@ public sealed class TaskRouter
     private static readonly TierActorKind[] CopyOnly = { TierActorKind.Copy };
     private static readonly TierActorKind[] DiskOnly = { TierActorKind.DiskIo };
     private static readonly TierActorKind[] GpuOnly = { TierActorKind.GpuCompute };
+    private static readonly TierActorKind[] PartOrder = { TierActorKind.DiskIo, TierActorKind.Copy, TierActorKind.GpuCompute, TierActorKind.CpuCompute };
     private readonly RoutingPlan _plan;
 
     public TaskRouter(RoutingPlan plan)
@@ -72,14 +73,14 @@ public sealed class TaskRouter
             case TaskKind.LoadWeight:
             {
                 var homes = _plan.Weights[task.Layer];
-                return Parts(homes.OnDisk, homes.OnCpu);
+                return Parts(HomesOf(homes.OnGpu, homes.OnCpu, homes.OnDisk).Select(WeightLoader));
             }
 
             case TaskKind.LoadCache:
-                return Parts(_plan.CacheDiskRows > 0, _plan.CacheCpuRows > 0 && !_plan.CpuCacheCompute);
+                return Parts(CacheHomes().Select(CacheLoader));
 
             case TaskKind.StoreCache:
-                return Parts(_plan.CacheDiskRows > 0, _plan.CacheGpuRows + _plan.CacheCpuRows > 0);
+                return Parts(CacheHomes().Select(h => (TierActorKind?)CacheStorer(h)));
 
             case TaskKind.LoadHidden when task.Layer == 0:
             case TaskKind.StoreHidden when task.Layer == _plan.Layers.Count - 1:
@@ -90,9 +91,7 @@ public sealed class TaskRouter
                 return _plan.ActivationHome == TierKind.Disk ? DiskOnly : CopyOnly;
 
             case TaskKind.ComputeLayer when layer.HasCache() && task.Token > 0 && _plan.CpuAttention:
-                return _plan.CacheGpuRows > 0
-                    ? new[] { TierActorKind.GpuCompute, TierActorKind.CpuCompute }
-                    : new[] { TierActorKind.CpuCompute };
+                return Ordered(CacheHomes().Select(CacheAttender));
 
             case TaskKind.ComputeLayer:
                 return GpuOnly;
@@ -102,10 +101,66 @@ public sealed class TaskRouter
         }
     }
 
-    private static IReadOnlyList<TierActorKind> Parts(bool disk, bool copy) => (disk, copy) switch
+    // The per-home rules below decide both the routes above and, in the run, which part moves which tensor.
+
+    /// <summary>Who loads a weight homed on <paramref name="home"/> (null: read in place by the compute).</summary>
+    public static TierActorKind? WeightLoader(TierKind home) => home switch
     {
-        (true, true) => new[] { TierActorKind.DiskIo, TierActorKind.Copy },
-        (true, false) => DiskOnly,
-        _ => CopyOnly,
+        TierKind.Disk => TierActorKind.DiskIo,
+        TierKind.Cpu => TierActorKind.Copy,
+        _ => null,
     };
+
+    /// <summary>
+    /// Who loads KV-cache rows homed on <paramref name="home"/> (null: read in place by the compute; CPU rows stay
+    /// where they are when the CPU computes their attention).
+    /// </summary>
+    public TierActorKind? CacheLoader(TierKind home) => home switch
+    {
+        TierKind.Disk => TierActorKind.DiskIo,
+        TierKind.Cpu when !_plan.CpuAttention => TierActorKind.Copy,
+        _ => null,
+    };
+
+    /// <summary>Who writes new KV-cache entries to rows homed on <paramref name="home"/>.</summary>
+    public static TierActorKind CacheStorer(TierKind home) => home == TierKind.Disk ? TierActorKind.DiskIo : TierActorKind.Copy;
+
+    /// <summary>Which compute actor attends over KV-cache rows homed on <paramref name="home"/> during decode.</summary>
+    public TierActorKind CacheAttender(TierKind home) =>
+        _plan.CpuAttention && home != TierKind.Gpu ? TierActorKind.CpuCompute : TierActorKind.GpuCompute;
+
+    private IEnumerable<TierKind> CacheHomes() => HomesOf(_plan.CacheGpuRows > 0, _plan.CacheCpuRows > 0, _plan.CacheDiskRows > 0);
+
+    private static IEnumerable<TierKind> HomesOf(bool gpu, bool cpu, bool disk)
+    {
+        if (gpu)
+        {
+            yield return TierKind.Gpu;
+        }
+
+        if (cpu)
+        {
+            yield return TierKind.Cpu;
+        }
+
+        if (disk)
+        {
+            yield return TierKind.Disk;
+        }
+    }
+
+    // A task with no data to move still gets an (empty) copy part, so every tier sees the block order.
+    private static IReadOnlyList<TierActorKind> Parts(IEnumerable<TierActorKind?> owners)
+    {
+        var parts = Ordered(owners.OfType<TierActorKind>());
+        return parts.Count == 0 ? CopyOnly : parts;
+    }
+
+    // Fixed part order: disk-io before copy, gpu-compute before cpu-compute.
+    private static IReadOnlyList<TierActorKind> Ordered(IEnumerable<TierActorKind> owners)
+    {
+        var set = owners.ToHashSet();
+        return PartOrder.Where(set.Contains).ToArray();
+    }
+
 }
