@@ -62,7 +62,7 @@ public static class FlexGenHostingExtensions
     /// CoordinatedShutdown has terminated the system, the offload folder FlexGen created is deleted.
     /// </summary>
     public static AkkaConfigurationBuilder AddFlexGen(this AkkaConfigurationBuilder builder, FlexGenSetup setup,
-        Func<Policy, IPipelineBackend>? backendFactory = null)
+        Func<Policy, CancellationToken, IPipelineBackend>? backendFactory = null)
     {
         builder.AddHocon(FlexGenHocon.Config, HoconAddMode.Append);
         if (!string.IsNullOrWhiteSpace(setup.Options.Hocon)) builder.AddHocon(setup.Options.Hocon, HoconAddMode.Prepend);

@@ -103,8 +103,11 @@ public sealed class FlexGenSetup
     /// <summary>Raised when placing the weights failed (before the exception goes on to the coordinator).</summary>
     public event Action<Policy, Exception>? WeightsLoadFailed;
 
-    /// <summary>The model backend the coordinator drives, built for a policy (weights placed in their tiers).</summary>
-    public IPipelineBackend CreateBackend(Policy policy)
+    /// <summary>
+    /// The model backend the coordinator drives, built for a policy (weights placed in their tiers). The coordinator
+    /// cancels <paramref name="cancellationToken"/> when the request waiting for this load is cancelled.
+    /// </summary>
+    public IPipelineBackend CreateBackend(Policy policy, CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(OffloadDir);
         WeightsLoading?.Invoke(policy);
@@ -112,7 +115,7 @@ public sealed class FlexGenSetup
         IPipelineBackend backend;
         try
         {
-            backend = TorchPipelineBackend.Create(Settings, policy, new LoadProgress(this));
+            backend = TorchPipelineBackend.Create(Settings, policy, new LoadProgress(this), cancellationToken);
         }
         catch (Exception ex)
         {
