@@ -19,20 +19,13 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
 
     public PlacementKindTests(RandomModelFixture fixture) => _model = fixture.Model;
 
-    private static Policy Policy(double[] percent, bool cpuCacheCompute = false, bool overlap = true, bool sep = true) => new()
-    {
-        GpuBatchSize = 4,
-        NumGpuBatches = 2,
-        WGpuPercent = percent[0],
-        WCpuPercent = percent[1],
-        CacheGpuPercent = percent[2],
-        CacheCpuPercent = percent[3],
-        ActGpuPercent = percent[4],
-        ActCpuPercent = percent[5],
-        Overlap = overlap,
-        SepLayer = sep,
-        CpuCacheCompute = cpuCacheCompute,
-    };
+    private static Policy Policy(double[] percent, bool cpuCacheCompute = false, bool overlap = true, bool sep = true) =>
+        Tensors.Policies.Policy.FromPercent(percent, gpuBatchSize: 4, numGpuBatches: 2) with
+        {
+            Overlap = overlap,
+            SepLayer = sep,
+            CpuCacheCompute = cpuCacheCompute,
+        };
 
     public static TheoryData<string, double[], bool> Placements() => new()
     {
