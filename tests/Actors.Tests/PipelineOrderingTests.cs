@@ -195,7 +195,8 @@ public class PipelineOverlapTimingTests : Akka.TestKit.Xunit2.TestKit
         var onSummary = Run(overlap: true).Trace.Summarize();
 
         Assert.Equal(TimeSpan.Zero, offSummary.IoComputeOverlap);
+        // The mechanism, not the speed: with overlap on, weight loads run while compute runs. How much faster that makes
+        // a run is a performance figure, measured by `flexgen bench-pipeline`, not asserted in a unit test.
         Assert.True(onSummary.IoComputeOverlap > TimeSpan.FromMilliseconds(20), onSummary.ToString());
-        Assert.True(onSummary.Wall < offSummary.Wall * 0.9, $"on:\n{onSummary}\noff:\n{offSummary}");
     }
 }
