@@ -26,10 +26,24 @@ public static class Fixtures
 
     public static long[][] HfTokens() => Int64Rows("hf_fp32_tokens.npy");
 
-    /// <summary>A fresh offload folder under the test's temp dir.</summary>
+    // One temp root per test run, deleted when the test process exits: the product deletes the files it writes, but
+    // the folders tests hand it as --offload-dir are the tests' own to remove.
+    private static readonly Lazy<string> OffloadRoot = new(() =>
+    {
+        var root = Path.Combine(Path.GetTempPath(), "flexgen-actors-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(root);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(root, recursive: true); }
+            catch (IOException) { } // a file still open at exit: the OS temp cleanup gets it
+        };
+        return root;
+    });
+
+    /// <summary>A fresh offload folder under this test run's temp root.</summary>
     public static string NewOffloadDir()
     {
-        var dir = Path.Combine(Path.GetTempPath(), "flexgen-actors-tests", Guid.NewGuid().ToString("N"));
+        var dir = Path.Combine(OffloadRoot.Value, Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         return dir;
     }
