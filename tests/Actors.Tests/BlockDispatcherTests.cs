@@ -14,8 +14,8 @@ public class BlockDispatcherTests
         var shape = new ScheduleShape(LayerKinds.BuildLayers(2, true), batches, genLen, genLen, overlap);
         var schedule = BlockSchedule.Create(shape);
         var dispatcher = new BlockDispatcher(schedule, task => task.Kind == TaskKind.ComputeLayer
-            ? [TierActorKind.GpuCompute, TierActorKind.CpuCompute] // two parts, as with CPU attention
-            : [task.Kind is TaskKind.LoadWeight or TaskKind.LoadCache ? TierActorKind.DiskIo : TierActorKind.Copy]);
+            ? [PipelineActorKind.GpuCompute, PipelineActorKind.CpuCompute] // two parts, as with CPU attention
+            : [task.Kind is TaskKind.LoadWeight or TaskKind.LoadCache ? PipelineActorKind.DiskIo : PipelineActorKind.Copy]);
         var trigger = new BlockTask(TaskKind.StoreHidden, stopAfter, shape.NumLayers - 1, batches - 1);
         var handedOut = new List<BlockTask>();
         int dropped = 0;

@@ -22,7 +22,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
 
     private static GenerateRequest Request(int gen = 3) => new() { PromptIds = TestPolicies.Prompts(8), GenLen = gen };
 
-    private IActorRef Tier(TierActorKind tier)
+    private IActorRef Tier(PipelineActorKind tier)
     {
         IActorRef? found = null;
         AwaitAssert(() => found = Sys.ActorSelection(_coordinator.Path / GenerationCoordinator.ChildName(tier)).ResolveOne(TimeSpan.FromSeconds(1)).Result,
@@ -38,19 +38,19 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(8, result.OutputIds.Count);
     }
 
-    public static TheoryData<TaskKind, int, int, int, TierActorKind> FaultPoints() => new()
+    public static TheoryData<TaskKind, int, int, int, PipelineActorKind> FaultPoints() => new()
     {
-        { TaskKind.ComputeLayer, 1, 1, 1, TierActorKind.CpuCompute },
-        { TaskKind.ComputeLayer, 0, 2, 0, TierActorKind.GpuCompute },
-        { TaskKind.LoadWeight, 2, 3, 0, TierActorKind.Copy },
-        { TaskKind.LoadWeight, 1, 1, 0, TierActorKind.DiskIo },
-        { TaskKind.LoadCache, 1, 3, 0, TierActorKind.DiskIo },
-        { TaskKind.StoreHidden, 0, 5, 1, TierActorKind.Copy },
+        { TaskKind.ComputeLayer, 1, 1, 1, PipelineActorKind.CpuCompute },
+        { TaskKind.ComputeLayer, 0, 2, 0, PipelineActorKind.GpuCompute },
+        { TaskKind.LoadWeight, 2, 3, 0, PipelineActorKind.Copy },
+        { TaskKind.LoadWeight, 1, 1, 0, PipelineActorKind.DiskIo },
+        { TaskKind.LoadCache, 1, 3, 0, PipelineActorKind.DiskIo },
+        { TaskKind.StoreHidden, 0, 5, 1, PipelineActorKind.Copy },
     };
 
     [Theory]
     [MemberData(nameof(FaultPoints))]
-    public void A_fault_in_a_tier_actor_should_fail_the_request_with_it_as_cause_free_the_run_and_leave_the_system_usable(TaskKind kind, int i, int j, int k, TierActorKind tier)
+    public void A_fault_in_a_tier_actor_should_fail_the_request_with_it_as_cause_free_the_run_and_leave_the_system_usable(TaskKind kind, int i, int j, int k, PipelineActorKind tier)
     {
         var target = new BlockTask(kind, i, j, k);
         var fault = new IOException($"injected at {target}");
@@ -103,7 +103,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     [Fact]
     public void A_tier_actor_failing_outside_a_task_should_be_stopped_and_replaced()
     {
-        var disk = Tier(TierActorKind.DiskIo); // runs the first task, LoadWeight(0,0,0)
+        var disk = Tier(PipelineActorKind.DiskIo); // runs the first task, LoadWeight(0,0,0)
         Watch(disk);
         _backend.BreakTrace = true;
 
@@ -113,7 +113,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         Assert.All(_backend.Runs, r => Assert.True(r.Disposed));
 
         AssertNextRequestSucceeds();
-        Assert.NotEqual(disk, Tier(TierActorKind.DiskIo));
+        Assert.NotEqual(disk, Tier(PipelineActorKind.DiskIo));
     }
 
     [Theory]
@@ -189,7 +189,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     public void Stopping_the_coordinator_should_stop_every_tier_actor_and_dispose_the_backend()
     {
         AssertNextRequestSucceeds();
-        var tiers = Enum.GetValues<TierActorKind>().Select(Tier).ToArray();
+        var tiers = Enum.GetValues<PipelineActorKind>().Select(Tier).ToArray();
         foreach (var tier in tiers)
         {
             Watch(tier);

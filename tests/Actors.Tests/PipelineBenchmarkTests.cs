@@ -28,7 +28,7 @@ public class PipelineBenchmarkTests
             {
                 Assert.True(run.TokensPerSecond > 0);
                 Assert.True(run.Summary.ScheduleEfficiency >= 1.0);
-                Assert.NotNull(run.Summary.Of(FlexGen.Actors.Schedule.TierActorKind.DiskIo));
+                Assert.NotNull(run.Summary.Of(FlexGen.Actors.Schedule.PipelineActorKind.DiskIo));
             });
             var text = output.ToString();
             Assert.Contains("overlap off:", text);

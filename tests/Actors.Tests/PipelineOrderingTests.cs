@@ -72,7 +72,7 @@ public class PipelineOrderingTests : Akka.TestKit.Xunit2.TestKit
 
     private static void AssertTierOrder(RecordingRun run, ExecutionTrace trace, string where)
     {
-        foreach (var tier in Enum.GetValues<TierActorKind>())
+        foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
             var expected = run.Schedule.Tasks.Select(t => t.Task).Where(t => run.Route(t).Contains(tier)).ToArray();
             var actual = trace.EventsOf(tier).Select(e => e.Task).ToArray();

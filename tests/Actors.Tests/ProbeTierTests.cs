@@ -22,11 +22,11 @@ public class ProbeTierTests : Akka.TestKit.Xunit2.TestKit
         public Forwarder(IActorRef probe) => ReceiveAny(m => probe.Forward(m));
     }
 
-    private (IActorRef Coordinator, Dictionary<TierActorKind, TestProbe> Probes, RecordingBackend Backend) Start(bool overlap)
+    private (IActorRef Coordinator, Dictionary<PipelineActorKind, TestProbe> Probes, RecordingBackend Backend) Start(bool overlap)
     {
         var policy = TestPolicies.Offloaded(batches: 2, overlap, sep: true, cpuCacheCompute: true);
         var backend = new RecordingBackend(policy, numBlocks: 2);
-        var probes = Enum.GetValues<TierActorKind>().ToDictionary(t => t, t => CreateTestProbe($"probe-{t.ActorName()}"));
+        var probes = Enum.GetValues<PipelineActorKind>().ToDictionary(t => t, t => CreateTestProbe($"probe-{t.ActorName()}"));
         var coordinator = Sys.ActorOf(GenerationCoordinator.PropsWithTiers(policy, _ => backend, new PipelineOptions(MaxInFlightPerTier: 2),
             tier => Props.Create(() => new Forwarder(probes[tier].Ref))));
         return (coordinator, probes, backend);
@@ -66,9 +66,9 @@ public class ProbeTierTests : Akka.TestKit.Xunit2.TestKit
         var (coordinator, probes, backend) = Start(overlap: true);
         coordinator.Tell(new GenerateRequest { PromptIds = TestPolicies.Prompts(8), GenLen = 3 }, TestActor);
         var run = AwaitRun(backend);
-        var expected = Enum.GetValues<TierActorKind>().ToDictionary(t => t,
+        var expected = Enum.GetValues<PipelineActorKind>().ToDictionary(t => t,
             t => new Queue<BlockTask>(run.Schedule.Tasks.Select(s => s.Task).Where(task => run.Route(task).Contains(t))));
-        var outstanding = Enum.GetValues<TierActorKind>().ToDictionary(t => t, _ => new Queue<BlockTask>());
+        var outstanding = Enum.GetValues<PipelineActorKind>().ToDictionary(t => t, _ => new Queue<BlockTask>());
         int remaining = expected.Values.Sum(q => q.Count);
         while (remaining > 0)
         {

@@ -49,19 +49,19 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
             Directory.EnumerateFiles(_backend.Inner.OffloadFolder, "*", SearchOption.AllDirectories).Count());
     }
 
-    public static TheoryData<TaskKind, int, int, int, TierActorKind> FaultPoints() => new()
+    public static TheoryData<TaskKind, int, int, int, PipelineActorKind> FaultPoints() => new()
     {
-        { TaskKind.LoadWeight, 1, 3, 0, TierActorKind.DiskIo },
-        { TaskKind.LoadCache, 2, 1, 1, TierActorKind.DiskIo },
-        { TaskKind.ComputeLayer, 1, 3, 0, TierActorKind.CpuCompute },
-        { TaskKind.ComputeLayer, 0, 5, 1, TierActorKind.GpuCompute },
-        { TaskKind.StoreCache, 0, 3, 1, TierActorKind.Copy },
-        { TaskKind.StoreHidden, 2, 4, 0, TierActorKind.DiskIo },
+        { TaskKind.LoadWeight, 1, 3, 0, PipelineActorKind.DiskIo },
+        { TaskKind.LoadCache, 2, 1, 1, PipelineActorKind.DiskIo },
+        { TaskKind.ComputeLayer, 1, 3, 0, PipelineActorKind.CpuCompute },
+        { TaskKind.ComputeLayer, 0, 5, 1, PipelineActorKind.GpuCompute },
+        { TaskKind.StoreCache, 0, 3, 1, PipelineActorKind.Copy },
+        { TaskKind.StoreHidden, 2, 4, 0, PipelineActorKind.DiskIo },
     };
 
     [Theory]
     [MemberData(nameof(FaultPoints))]
-    public async Task A_fault_should_free_every_tier_delete_the_request_files_and_leave_the_system_usable(TaskKind kind, int i, int j, int k, TierActorKind tier)
+    public async Task A_fault_should_free_every_tier_delete_the_request_files_and_leave_the_system_usable(TaskKind kind, int i, int j, int k, PipelineActorKind tier)
     {
         var good = await _flexgen!.GenerateAsync(Request());
         var idle = Usage();
@@ -109,7 +109,7 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
     {
         public TorchPipelineBackend Inner { get; } = inner;
 
-        public Func<BlockTask, TierActorKind, Exception?>? Fault { get; set; }
+        public Func<BlockTask, PipelineActorKind, Exception?>? Fault { get; set; }
 
         public Policy Policy => Inner.Policy;
 
@@ -133,9 +133,9 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
 
             public bool IsCancelled => inner.IsCancelled;
 
-            public IReadOnlyList<TierActorKind> Route(BlockTask task) => inner.Route(task);
+            public IReadOnlyList<PipelineActorKind> Route(BlockTask task) => inner.Route(task);
 
-            public long Execute(BlockTask task, TierActorKind tier)
+            public long Execute(BlockTask task, PipelineActorKind tier)
             {
                 if (owner.Fault?.Invoke(task, tier) is { } fault)
                 {

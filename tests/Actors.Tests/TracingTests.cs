@@ -10,11 +10,11 @@ public class TracingTests
 
     private static ExecutionTrace Sample() => new(new[]
     {
-        new TraceEvent(TierActorKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 0, 0), Ms(0), Ms(10), 4096),
-        new TraceEvent(TierActorKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 0, 0, 0), Ms(10), Ms(30), 100),
-        new TraceEvent(TierActorKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 1, 0), Ms(12), Ms(22), 4096),
-        new TraceEvent(TierActorKind.Copy, new BlockTask(TaskKind.StoreHidden, 0, 0, 0), Ms(30), Ms(31), 64),
-        new TraceEvent(TierActorKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 0, 1, 0), Ms(31), Ms(51), 100),
+        new TraceEvent(PipelineActorKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 0, 0), Ms(0), Ms(10), 4096),
+        new TraceEvent(PipelineActorKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 0, 0, 0), Ms(10), Ms(30), 100),
+        new TraceEvent(PipelineActorKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 1, 0), Ms(12), Ms(22), 4096),
+        new TraceEvent(PipelineActorKind.Copy, new BlockTask(TaskKind.StoreHidden, 0, 0, 0), Ms(30), Ms(31), 64),
+        new TraceEvent(PipelineActorKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 0, 1, 0), Ms(31), Ms(51), 100),
     });
 
     [Fact]
@@ -22,19 +22,19 @@ public class TracingTests
     {
         var summary = Sample().Summarize();
         Assert.Equal(Ms(51), summary.Wall);
-        var gpu = summary.Of(TierActorKind.GpuCompute)!;
+        var gpu = summary.Of(PipelineActorKind.GpuCompute)!;
         Assert.Equal(Ms(40), gpu.Busy);
         Assert.Equal(1, gpu.IdleGaps);
         Assert.Equal(Ms(1), gpu.LongestGap);
         Assert.Equal(Ms(11), gpu.Idle);
-        var disk = summary.Of(TierActorKind.DiskIo)!;
+        var disk = summary.Of(PipelineActorKind.DiskIo)!;
         Assert.Equal(Ms(20), disk.Busy);
         Assert.Equal(8192, disk.Bytes);
         Assert.Equal(Ms(2), disk.LongestGap);
         // I/O [0,10] [12,22] [30,31] vs compute [10,30] [31,51]: overlap [12,22] = 10 ms.
         Assert.Equal(Ms(10), summary.IoComputeOverlap);
         Assert.Equal(51.0 / 40.0, summary.ScheduleEfficiency, 6);
-        Assert.Equal(TierActorKind.GpuCompute, summary.Busiest.Tier);
+        Assert.Equal(PipelineActorKind.GpuCompute, summary.Busiest.Tier);
         Assert.Contains("schedule efficiency 1.275", summary.ToString());
     }
 
@@ -73,7 +73,7 @@ public class HoconTests
     public void Embedded_hocon_should_define_a_pinned_dispatcher_per_tier_actor_and_the_pipeline_defaults()
     {
         var config = FlexGen.Actors.Hosting.FlexGenHocon.Config;
-        foreach (var tier in Enum.GetValues<TierActorKind>())
+        foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
             Assert.Equal("PinnedDispatcher", config.GetString(FlexGen.Actors.Hosting.FlexGenHocon.DispatcherOf(tier) + ".type"));
         }

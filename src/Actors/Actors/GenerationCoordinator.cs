@@ -27,17 +27,17 @@ using FlexGen.Tensors.Policies;
 public sealed class GenerationCoordinator : UntypedActor
 {
     private readonly Func<Policy, CancellationToken, IPipelineBackend> _backendFactory;
-    private readonly Func<TierActorKind, Props> _tierProps;
+    private readonly Func<PipelineActorKind, Props> _tierProps;
     private readonly Policy _defaultPolicy;
     private readonly PipelineOptions _options;
-    private readonly Dictionary<TierActorKind, IActorRef> _tiers = new();
+    private readonly Dictionary<PipelineActorKind, IActorRef> _tiers = new();
     private readonly LinkedList<(GenerateRequest Request, IActorRef ReplyTo)> _queue = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IPipelineBackend? _backend;
     private RequestExecution? _current;
     private ModelLoad? _loading;
 
-    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props>? tierProps = null)
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<PipelineActorKind, Props>? tierProps = null)
         : this(defaultPolicy, (policy, _) => backendFactory(policy), options, tierProps)
     {
     }
@@ -47,11 +47,11 @@ public sealed class GenerationCoordinator : UntypedActor
     /// <see cref="OperationCanceledException"/>, having freed what it loaded) when its token is signalled: a
     /// <see cref="CancelGeneration"/> of the request that needs the model signals it.
     /// </summary>
-    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props>? tierProps = null)
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options, Func<PipelineActorKind, Props>? tierProps = null)
     {
         _defaultPolicy = defaultPolicy;
         _backendFactory = backendFactory;
-        _tierProps = tierProps ?? TierActor.PropsFor;
+        _tierProps = tierProps ?? PipelineActor.PropsFor;
         _options = options ?? PipelineOptions.FromConfig(Context.System.Settings.Config);
     }
 
@@ -74,7 +74,7 @@ public sealed class GenerationCoordinator : UntypedActor
     /// probes there): <paramref name="tierProps"/> gives the props of each tier's child. They receive
     /// <see cref="ExecuteTask"/> and must answer <see cref="TaskCompleted"/> (or <see cref="TaskSkipped"/>).
     /// </summary>
-    public static Props PropsWithTiers(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<TierActorKind, Props> tierProps) =>
+    public static Props PropsWithTiers(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<PipelineActorKind, Props> tierProps) =>
         Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, tierProps)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
 
     /// <summary>
@@ -85,7 +85,7 @@ public sealed class GenerationCoordinator : UntypedActor
         Props(settings.Policy, (policy, cancellationToken) => Engine.TorchPipelineBackend.Create(settings, policy, cancellationToken: cancellationToken), settings.Pipeline);
 
     /// <summary>The tier actors' child names.</summary>
-    public static string ChildName(TierActorKind tier) => tier.ActorName();
+    public static string ChildName(PipelineActorKind tier) => tier.ActorName();
 
     /// <summary>
     /// Supervision: a tier actor whose task part throws (<see cref="TierTaskException"/>) fails the running
@@ -108,7 +108,7 @@ public sealed class GenerationCoordinator : UntypedActor
 
     protected override void PreStart()
     {
-        foreach (var tier in Enum.GetValues<TierActorKind>())
+        foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
             StartTier(tier);
         }
@@ -218,7 +218,7 @@ public sealed class GenerationCoordinator : UntypedActor
         }
     }
 
-    private void StartTier(TierActorKind tier)
+    private void StartTier(PipelineActorKind tier)
     {
         var actor = Context.ActorOf(_tierProps(tier), ChildName(tier));
         Context.Watch(actor);
@@ -628,61 +628,4 @@ public sealed class GenerationCoordinator : UntypedActor
 
         public TimeSpan Decode { get; set; }
     }
-}
-
-/// <summary>
-/// Pipeline tuning (defaults: hocon/flexgen.conf, flexgen.pipeline). Both values must be at least 1; a record
-/// with another value cannot be made (<see cref="PipelineOptionsException"/>), so bad settings fail where they are read.
-/// </summary>
-/// <param name="MaxInFlightPerTier">Task parts handed to one tier actor and not yet answered.</param>
-/// <param name="PrefetchSteps">How many compute steps the loads may run ahead (1 = FlexGen's overlap).</param>
-public sealed record PipelineOptions(int MaxInFlightPerTier = 2, int PrefetchSteps = 1)
-{
-    /// <summary>The HOCON key of <see cref="MaxInFlightPerTier"/>.</summary>
-    public const string MaxInFlightPerTierKey = "flexgen.pipeline.max-in-flight-per-tier";
-
-    /// <summary>The HOCON key of <see cref="PrefetchSteps"/>.</summary>
-    public const string PrefetchStepsKey = "flexgen.pipeline.prefetch-steps";
-
-    private readonly int _maxInFlightPerTier = AtLeastOne(MaxInFlightPerTierKey, MaxInFlightPerTier);
-    private readonly int _prefetchSteps = AtLeastOne(PrefetchStepsKey, PrefetchSteps);
-
-    public static PipelineOptions Default { get; } = new();
-
-    public int MaxInFlightPerTier
-    {
-        get => _maxInFlightPerTier;
-        init => _maxInFlightPerTier = AtLeastOne(MaxInFlightPerTierKey, value);
-    }
-
-    public int PrefetchSteps
-    {
-        get => _prefetchSteps;
-        init => _prefetchSteps = AtLeastOne(PrefetchStepsKey, value);
-    }
-
-    /// <summary>flexgen.pipeline.max-in-flight-per-tier and prefetch-steps from <paramref name="config"/>, else the defaults.</summary>
-    public static PipelineOptions FromConfig(Akka.Configuration.Config config) => new(
-        config.GetInt(MaxInFlightPerTierKey, Default.MaxInFlightPerTier),
-        config.GetInt(PrefetchStepsKey, Default.PrefetchSteps));
-
-    private static int AtLeastOne(string key, int value) =>
-        value >= 1 ? value : throw new PipelineOptionsException(key, value, "must be at least 1");
-}
-
-/// <summary>A pipeline setting (<see cref="PipelineOptions"/>) out of its range.</summary>
-public sealed class PipelineOptionsException : ArgumentOutOfRangeException
-{
-    public PipelineOptionsException(string key, int value, string rule)
-        : base(key, value, $"{key} = {value}: {rule}")
-    {
-        Key = key;
-        Rule = rule;
-    }
-
-    /// <summary>The HOCON key of the setting.</summary>
-    public string Key { get; }
-
-    /// <summary>The rule the value breaks.</summary>
-    public string Rule { get; }
 }

@@ -12,7 +12,7 @@ using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
 using PlacementTier = FlexGen.Tensors.Placement.TierKind;
-using TierActorKind = FlexGen.Actors.Schedule.TierActorKind;
+using PipelineActorKind = FlexGen.Actors.Schedule.PipelineActorKind;
 
 /// <summary>
 /// One block of a request on the real backend. Owns the block's KV cache homes (on their tiers, files included)
@@ -117,7 +117,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
     private DeviceTier Gpu => _backend.Tiers.Gpu;
 
-    public IReadOnlyList<TierActorKind> Route(BlockTask task) => _router.Route(task);
+    public IReadOnlyList<PipelineActorKind> Route(BlockTask task) => _router.Route(task);
 
     public void Cancel() => _cancelled = true;
 
@@ -125,7 +125,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
     public long[][] OutputIds() => _outputIds.Select(r => (long[])r.Clone()).ToArray();
 
-    public long Execute(BlockTask task, TierActorKind tier)
+    public long Execute(BlockTask task, PipelineActorKind tier)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var scope = NewDisposeScope();
@@ -150,7 +150,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
     // ---- weights ----------------------------------------------------------------------------------------------
 
-    private long LoadWeight(BlockTask task, TierActorKind tier)
+    private long LoadWeight(BlockTask task, PipelineActorKind tier)
     {
         var homes = _backend.WeightHomes(task.Layer);
         var slot = _weights.GetOrAdd((task.Token, task.Layer), _ => new TieredTensor?[homes.Count]);
@@ -232,7 +232,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         _ => throw new InvalidOperationException($"tensor {tensor.Name} is on {tensor.Tier.Name}, not on a physical tier"),
     };
 
-    private long LoadCache(BlockTask task, TierActorKind tier)
+    private long LoadCache(BlockTask task, PipelineActorKind tier)
     {
         var home = _cache[(task.Layer, task.Batch)];
         long past = Block.PromptLen + task.Token - 1;
@@ -246,7 +246,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
                 continue;
             }
 
-            bool toCpu = _router.CacheAttender(segment.Home) == TierActorKind.CpuCompute;
+            bool toCpu = _router.CacheAttender(segment.Home) == PipelineActorKind.CpuCompute;
             MemoryTier destination = segment.Key is CompressedTensor
                 ? (toCpu ? _backend.CpuCompressedCache! : _backend.GpuCompressedCache!) // decompressed by the compute
                 : (toCpu ? _backend.Tiers.Cpu : Gpu);
@@ -276,7 +276,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     /// </summary>
     private bool FetchesValueRows(CacheSegmentHome segment) => _policy.AttnSparsity < 1 && segment.Value is not CompressedTensor;
 
-    private long StoreCache(BlockTask task, TierActorKind tier)
+    private long StoreCache(BlockTask task, PipelineActorKind tier)
     {
         var home = _cache[(task.Layer, task.Batch)];
         var (newKey, newValue) = _cacheNew[(task.Token, task.Layer, task.Batch)];
@@ -409,7 +409,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         return torch.tensor(flat, [_batchRows, width], device: device);
     }
 
-    private long Compute(BlockTask task, TierActorKind tier)
+    private long Compute(BlockTask task, PipelineActorKind tier)
     {
         var temporaries = new List<Tensor>();
         try
@@ -425,10 +425,10 @@ internal sealed class TorchPipelineRun : IPipelineRun
         }
     }
 
-    private long ComputeLayer(BlockTask task, TierActorKind tier, OptLayerKind kind, List<Tensor> temporaries)
+    private long ComputeLayer(BlockTask task, PipelineActorKind tier, OptLayerKind kind, List<Tensor> temporaries)
     {
         var (i, j, k) = (task.Token, task.Layer, task.Batch);
-        var weightDevice = tier == TierActorKind.CpuCompute ? CPU : Gpu.Device;
+        var weightDevice = tier == PipelineActorKind.CpuCompute ? CPU : Gpu.Device;
         var weights = WeightsOf(i, j, weightDevice, temporaries, out long bytes);
         if (kind.HasCache() && i > 0 && CpuAttention)
         {
@@ -462,7 +462,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
                 else
                 {
                     var fetched = new ValueRowBytes();
-                    var segments = CacheSegments(task, TierActorKind.GpuCompute, compute, temporaries, fetched, out long cacheBytes);
+                    var segments = CacheSegments(task, PipelineActorKind.GpuCompute, compute, temporaries, fetched, out long cacheBytes);
                     result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
                     bytes += cacheBytes + fetched.Bytes;
                 }
@@ -491,7 +491,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     /// attends over (cpu_cache_compute): GPU-cached rows on gpu-compute, CPU/disk-cached rows on cpu-compute.
     /// Rows are independent, so each part computes its rows completely and writes them into the shared outputs.
     /// </summary>
-    private long ComputeDecodeRows(BlockTask task, TierActorKind tier, Tensor[] weights, List<Tensor> temporaries)
+    private long ComputeDecodeRows(BlockTask task, PipelineActorKind tier, Tensor[] weights, List<Tensor> temporaries)
     {
         var (i, j, k) = (task.Token, task.Layer, task.Batch);
         var home = _cache[(j, k)];
@@ -503,7 +503,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
         long rowStart = mine[0].Start, rowEnd = mine[^1].Start + mine[^1].Length; // in batch * n_head rows
         int firstRow = (int)(rowStart / _nHead), rowCount = (int)((rowEnd - rowStart) / _nHead);
-        bool onCpu = tier == TierActorKind.CpuCompute;
+        bool onCpu = tier == PipelineActorKind.CpuCompute;
         var device = onCpu ? CPU : Gpu.Device;
         var compute = onCpu ? CpuComputeSettings : GpuCompute;
 
@@ -539,7 +539,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     /// attention the value rows are fetched from the value home by position while attending (counted in
     /// <paramref name="fetched"/>); <paramref name="bytes"/> counts the rest of what is read.
     /// </summary>
-    private List<CacheSegment> CacheSegments(BlockTask task, TierActorKind tier, ComputeSettings compute, List<Tensor> temporaries, ValueRowBytes fetched, out long bytes)
+    private List<CacheSegment> CacheSegments(BlockTask task, PipelineActorKind tier, ComputeSettings compute, List<Tensor> temporaries, ValueRowBytes fetched, out long bytes)
     {
         var home = _cache[(task.Layer, task.Batch)];
         _cacheLoaded.TryGetValue((task.Token, task.Layer, task.Batch), out var loaded);
@@ -558,7 +558,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
             bool isLoaded = loaded?.TryGetValue(s, out copy) == true;
             var (key, value) = isLoaded ? copy : (segment.Key, segment.Value);
             IndexRange[] ranges = [new(0, past), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
-            var device = tier == TierActorKind.CpuCompute ? CPU : Gpu.Device;
+            var device = tier == PipelineActorKind.CpuCompute ? CPU : Gpu.Device;
             var keyData = Plain(key, isLoaded ? null : ranges, device, temporaries)
                 ?? throw new InvalidOperationException($"cache segment {segment.Key.Name} on {segment.Home} was not loaded for {task}");
             bytes += ReadBytes(key, keyData);

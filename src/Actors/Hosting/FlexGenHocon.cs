@@ -30,7 +30,7 @@ public static class FlexGenHocon
     public const string CoordinatorDispatcher = "flexgen.dispatchers.generation-coordinator";
 
     /// <summary>The dispatcher id of a tier actor (each tier has its own pinned dispatcher).</summary>
-    public static string DispatcherOf(TierActorKind tier) => $"flexgen.dispatchers.{tier.ActorName()}";
+    public static string DispatcherOf(PipelineActorKind tier) => $"flexgen.dispatchers.{tier.ActorName()}";
 
     private static Config Load() => ConfigurationFactory.ParseString(Text);
 }

@@ -11,16 +11,16 @@ using FlexGen.Actors.Schedule;
 // fails the request.
 
 /// <summary>Run <see cref="Task"/>'s part for <see cref="Tier"/> against <see cref="Run"/>.</summary>
-public sealed record ExecuteTask(IPipelineRun Run, BlockTask Task, TierActorKind Tier);
+public sealed record ExecuteTask(IPipelineRun Run, BlockTask Task, PipelineActorKind Tier);
 
-public sealed record TaskCompleted(IPipelineRun Run, BlockTask Task, TierActorKind Tier);
+public sealed record TaskCompleted(IPipelineRun Run, BlockTask Task, PipelineActorKind Tier);
 
-public sealed record TaskSkipped(IPipelineRun Run, BlockTask Task, TierActorKind Tier);
+public sealed record TaskSkipped(IPipelineRun Run, BlockTask Task, PipelineActorKind Tier);
 
 /// <summary>A tier actor's task part threw; the cause is <see cref="Exception.InnerException"/>.</summary>
 public sealed class TierTaskException : Exception
 {
-    public TierTaskException(IPipelineRun run, BlockTask task, TierActorKind tier, Exception cause)
+    public TierTaskException(IPipelineRun run, BlockTask task, PipelineActorKind tier, Exception cause)
         : base($"{tier.ActorName()} failed at {task}: {cause.Message}", cause)
     {
         Run = run;
@@ -32,5 +32,5 @@ public sealed class TierTaskException : Exception
 
     public BlockTask Task { get; }
 
-    public TierActorKind Tier { get; }
+    public PipelineActorKind Tier { get; }
 }

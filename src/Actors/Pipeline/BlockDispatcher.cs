@@ -16,18 +16,18 @@ using FlexGen.Actors.Schedule;
 public sealed class BlockDispatcher
 {
     private readonly BlockSchedule _schedule;
-    private readonly Func<BlockTask, IReadOnlyList<TierActorKind>> _route;
+    private readonly Func<BlockTask, IReadOnlyList<PipelineActorKind>> _route;
     private readonly int _maxInFlight;
     private readonly int _prefetchSteps;
-    private readonly Dictionary<TierActorKind, Queue<BlockTask>> _queues = new();
-    private readonly Dictionary<TierActorKind, int> _inFlight = new();
+    private readonly Dictionary<PipelineActorKind, Queue<BlockTask>> _queues = new();
+    private readonly Dictionary<PipelineActorKind, int> _inFlight = new();
     private readonly Dictionary<BlockTask, int> _partsLeft = new();
     private readonly BlockTask[][] _dependencies; // by position in block order
     private readonly HashSet<BlockTask> _done = new();
     private readonly bool[] _computeDone;
     private int _firstNotDone;
 
-    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<TierActorKind>> route, int maxInFlightPerTier = 2, int prefetchSteps = 1)
+    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<PipelineActorKind>> route, int maxInFlightPerTier = 2, int prefetchSteps = 1)
     {
         if (maxInFlightPerTier < 1)
         {
@@ -45,7 +45,7 @@ public sealed class BlockDispatcher
         _prefetchSteps = prefetchSteps;
         _computeDone = new bool[schedule.StepCount];
         _dependencies = schedule.Tasks.Select(t => schedule.DependenciesOf(t.Task).ToArray()).ToArray();
-        foreach (var tier in Enum.GetValues<TierActorKind>())
+        foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
             _queues[tier] = new Queue<BlockTask>();
             _inFlight[tier] = 0;
@@ -76,9 +76,9 @@ public sealed class BlockDispatcher
     public bool IsDone(BlockTask task) => _done.Contains(task);
 
     /// <summary>Releases every part that may start now, in per-tier block order.</summary>
-    public IReadOnlyList<(BlockTask Task, TierActorKind Tier)> TakeReady()
+    public IReadOnlyList<(BlockTask Task, PipelineActorKind Tier)> TakeReady()
     {
-        var ready = new List<(BlockTask, TierActorKind)>();
+        var ready = new List<(BlockTask, PipelineActorKind)>();
         bool progress = true;
         while (progress)
         {
@@ -98,7 +98,7 @@ public sealed class BlockDispatcher
     }
 
     /// <summary>Records that <paramref name="tier"/> finished its part of <paramref name="task"/>.</summary>
-    public void Complete(BlockTask task, TierActorKind tier)
+    public void Complete(BlockTask task, PipelineActorKind tier)
     {
         Release(tier);
         if (!_partsLeft.TryGetValue(task, out int left) || left == 0)
@@ -161,12 +161,12 @@ public sealed class BlockDispatcher
     }
 
     /// <summary>Records that a handed-out part will not run (skipped or lost with its actor).</summary>
-    public void Abandon(TierActorKind tier) => Release(tier);
+    public void Abandon(PipelineActorKind tier) => Release(tier);
 
     /// <summary>Forgets every part a tier had outstanding (its actor stopped).</summary>
-    public void AbandonAll(TierActorKind tier) => _inFlight[tier] = 0;
+    public void AbandonAll(PipelineActorKind tier) => _inFlight[tier] = 0;
 
-    private void Release(TierActorKind tier)
+    private void Release(PipelineActorKind tier)
     {
         if (_inFlight[tier] == 0)
         {

@@ -64,10 +64,10 @@ public interface IPipelineRun : IDisposable
     TraceRecorder Trace { get; }
 
     /// <summary>The tiers that run a part of <paramref name="task"/> (at least one).</summary>
-    IReadOnlyList<TierActorKind> Route(BlockTask task);
+    IReadOnlyList<PipelineActorKind> Route(BlockTask task);
 
     /// <summary>Runs <paramref name="tier"/>'s part of <paramref name="task"/>; returns the bytes it moved or read.</summary>
-    long Execute(BlockTask task, TierActorKind tier);
+    long Execute(BlockTask task, PipelineActorKind tier);
 
     /// <summary>Set once the run is being abandoned: parts not yet started are skipped.</summary>
     bool IsCancelled { get; }

@@ -47,10 +47,10 @@ public sealed record RoutingPlan(
 /// </summary>
 public sealed class TaskRouter
 {
-    private static readonly TierActorKind[] CopyOnly = { TierActorKind.Copy };
-    private static readonly TierActorKind[] DiskOnly = { TierActorKind.DiskIo };
-    private static readonly TierActorKind[] GpuOnly = { TierActorKind.GpuCompute };
-    private static readonly TierActorKind[] PartOrder = { TierActorKind.DiskIo, TierActorKind.Copy, TierActorKind.GpuCompute, TierActorKind.CpuCompute };
+    private static readonly PipelineActorKind[] CopyOnly = { PipelineActorKind.Copy };
+    private static readonly PipelineActorKind[] DiskOnly = { PipelineActorKind.DiskIo };
+    private static readonly PipelineActorKind[] GpuOnly = { PipelineActorKind.GpuCompute };
+    private static readonly PipelineActorKind[] PartOrder = { PipelineActorKind.DiskIo, PipelineActorKind.Copy, PipelineActorKind.GpuCompute, PipelineActorKind.CpuCompute };
     private readonly RoutingPlan _plan;
 
     public TaskRouter(RoutingPlan plan)
@@ -65,7 +65,7 @@ public sealed class TaskRouter
 
     public RoutingPlan Plan => _plan;
 
-    public IReadOnlyList<TierActorKind> Route(BlockTask task)
+    public IReadOnlyList<PipelineActorKind> Route(BlockTask task)
     {
         var layer = _plan.Layers[task.Layer];
         switch (task.Kind)
@@ -80,7 +80,7 @@ public sealed class TaskRouter
                 return Parts(CacheHomes().Select(CacheLoader));
 
             case TaskKind.StoreCache:
-                return Parts(CacheHomes().Select(h => (TierActorKind?)CacheStorer(h)));
+                return Parts(CacheHomes().Select(h => (PipelineActorKind?)CacheStorer(h)));
 
             case TaskKind.LoadHidden when task.Layer == 0:
             case TaskKind.StoreHidden when task.Layer == _plan.Layers.Count - 1:
@@ -104,10 +104,10 @@ public sealed class TaskRouter
     // The per-home rules below decide both the routes above and, in the run, which part moves which tensor.
 
     /// <summary>Who loads a weight homed on <paramref name="home"/> (null: read in place by the compute).</summary>
-    public static TierActorKind? WeightLoader(TierKind home) => home switch
+    public static PipelineActorKind? WeightLoader(TierKind home) => home switch
     {
-        TierKind.Disk => TierActorKind.DiskIo,
-        TierKind.Cpu => TierActorKind.Copy,
+        TierKind.Disk => PipelineActorKind.DiskIo,
+        TierKind.Cpu => PipelineActorKind.Copy,
         _ => null,
     };
 
@@ -115,19 +115,19 @@ public sealed class TaskRouter
     /// Who loads KV-cache rows homed on <paramref name="home"/> (null: read in place by the compute; CPU rows stay
     /// where they are when the CPU computes their attention).
     /// </summary>
-    public TierActorKind? CacheLoader(TierKind home) => home switch
+    public PipelineActorKind? CacheLoader(TierKind home) => home switch
     {
-        TierKind.Disk => TierActorKind.DiskIo,
-        TierKind.Cpu when !_plan.CpuAttention => TierActorKind.Copy,
+        TierKind.Disk => PipelineActorKind.DiskIo,
+        TierKind.Cpu when !_plan.CpuAttention => PipelineActorKind.Copy,
         _ => null,
     };
 
     /// <summary>Who writes new KV-cache entries to rows homed on <paramref name="home"/>.</summary>
-    public static TierActorKind CacheStorer(TierKind home) => home == TierKind.Disk ? TierActorKind.DiskIo : TierActorKind.Copy;
+    public static PipelineActorKind CacheStorer(TierKind home) => home == TierKind.Disk ? PipelineActorKind.DiskIo : PipelineActorKind.Copy;
 
     /// <summary>Which compute actor attends over KV-cache rows homed on <paramref name="home"/> during decode.</summary>
-    public TierActorKind CacheAttender(TierKind home) =>
-        _plan.CpuAttention && home != TierKind.Gpu ? TierActorKind.CpuCompute : TierActorKind.GpuCompute;
+    public PipelineActorKind CacheAttender(TierKind home) =>
+        _plan.CpuAttention && home != TierKind.Gpu ? PipelineActorKind.CpuCompute : PipelineActorKind.GpuCompute;
 
     private IEnumerable<TierKind> CacheHomes() => HomesOf(_plan.CacheGpuRows > 0, _plan.CacheCpuRows > 0, _plan.CacheDiskRows > 0);
 
@@ -150,14 +150,14 @@ public sealed class TaskRouter
     }
 
     // A task with no data to move still gets an (empty) copy part, so every tier sees the block order.
-    private static IReadOnlyList<TierActorKind> Parts(IEnumerable<TierActorKind?> owners)
+    private static IReadOnlyList<PipelineActorKind> Parts(IEnumerable<PipelineActorKind?> owners)
     {
-        var parts = Ordered(owners.OfType<TierActorKind>());
+        var parts = Ordered(owners.OfType<PipelineActorKind>());
         return parts.Count == 0 ? CopyOnly : parts;
     }
 
     // Fixed part order: disk-io before copy, gpu-compute before cpu-compute.
-    private static IReadOnlyList<TierActorKind> Ordered(IEnumerable<TierActorKind> owners)
+    private static IReadOnlyList<PipelineActorKind> Ordered(IEnumerable<PipelineActorKind> owners)
     {
         var set = owners.ToHashSet();
         return PartOrder.Where(set.Contains).ToArray();

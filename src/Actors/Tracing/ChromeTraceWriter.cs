@@ -27,7 +27,7 @@ public static class ChromeTraceWriter
         json.WriteEndObject();
         json.WriteEndObject();
 
-        foreach (var tier in Enum.GetValues<TierActorKind>())
+        foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
             json.WriteStartObject();
             json.WriteString("name", "thread_name");

@@ -12,7 +12,7 @@ public sealed class ExecutionTrace
     public IReadOnlyList<TraceEvent> Events { get; }
 
     /// <summary>The events of one tier in the order it ran them.</summary>
-    public IReadOnlyList<TraceEvent> EventsOf(TierActorKind tier) => Events.Where(e => e.Tier == tier).ToArray();
+    public IReadOnlyList<TraceEvent> EventsOf(PipelineActorKind tier) => Events.Where(e => e.Tier == tier).ToArray();
 
     public TraceSummary Summarize() => TraceSummary.From(this);
 

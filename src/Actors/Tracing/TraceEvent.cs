@@ -6,7 +6,7 @@ using FlexGen.Actors.Schedule;
 /// One executed task part: which tier ran it, what it was, when (offsets from the trace's origin) and how
 /// many bytes it moved (loads/stores) or read (compute: the weights and cache it consumed).
 /// </summary>
-public sealed record TraceEvent(TierActorKind Tier, BlockTask Task, TimeSpan Start, TimeSpan End, long Bytes)
+public sealed record TraceEvent(PipelineActorKind Tier, BlockTask Task, TimeSpan Start, TimeSpan End, long Bytes)
 {
     public TimeSpan Duration => End - Start;
 

@@ -16,7 +16,7 @@ public sealed class TraceRecorder
     /// <summary>Offset of "now" from the recorder's origin.</summary>
     public TimeSpan Now => Stopwatch.GetElapsedTime(_origin);
 
-    public void Record(TierActorKind tier, BlockTask task, TimeSpan start, TimeSpan end, long bytes)
+    public void Record(PipelineActorKind tier, BlockTask task, TimeSpan start, TimeSpan end, long bytes)
     {
         var e = new TraceEvent(tier, task, start, end, bytes);
         lock (_gate)

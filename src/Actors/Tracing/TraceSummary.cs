@@ -8,7 +8,7 @@ using FlexGen.Actors.Schedule;
 /// <param name="Idle">Wall time minus <paramref name="Busy"/>.</param>
 /// <param name="IdleGaps">Gaps between consecutive busy intervals (not counting before its first or after its last task).</param>
 /// <param name="LongestGap">The longest of those gaps.</param>
-public sealed record TierSummary(TierActorKind Tier, int Tasks, long Bytes, TimeSpan Busy, TimeSpan Idle, int IdleGaps, TimeSpan LongestGap);
+public sealed record TierSummary(PipelineActorKind Tier, int Tasks, long Bytes, TimeSpan Busy, TimeSpan Idle, int IdleGaps, TimeSpan LongestGap);
 
 /// <summary>
 /// A trace boiled down: wall time, per-tier busy time, the time during which I/O (copy, disk) and compute
@@ -18,7 +18,7 @@ public sealed record TierSummary(TierActorKind Tier, int Tasks, long Bytes, Time
 /// </summary>
 public sealed record TraceSummary(TimeSpan Wall, IReadOnlyList<TierSummary> Tiers, TimeSpan IoComputeOverlap, double ScheduleEfficiency)
 {
-    public TierSummary? Of(TierActorKind tier) => Tiers.FirstOrDefault(t => t.Tier == tier);
+    public TierSummary? Of(PipelineActorKind tier) => Tiers.FirstOrDefault(t => t.Tier == tier);
 
     public TierSummary Busiest => Tiers.OrderByDescending(t => t.Busy).First();
 
@@ -33,7 +33,7 @@ public sealed record TraceSummary(TimeSpan Wall, IReadOnlyList<TierSummary> Tier
         var origin = events.Min(e => e.Start);
         var wall = events.Max(e => e.End) - origin;
         var tiers = new List<TierSummary>();
-        foreach (var tier in Enum.GetValues<TierActorKind>())
+        foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
             var mine = events.Where(e => e.Tier == tier).ToArray();
             if (mine.Length == 0)

@@ -30,10 +30,10 @@ public sealed class RecordingBackend : IPipelineBackend
     public int PadTokenId => 1;
 
     /// <summary>Time each part takes (a sleep), per tier.</summary>
-    public Func<BlockTask, TierActorKind, TimeSpan> PartDuration { get; set; } = (_, _) => TimeSpan.Zero;
+    public Func<BlockTask, PipelineActorKind, TimeSpan> PartDuration { get; set; } = (_, _) => TimeSpan.Zero;
 
     /// <summary>Called at the start of each part (throw from it to inject a fault).</summary>
-    public Action<BlockTask, TierActorKind>? OnPart { get; set; }
+    public Action<BlockTask, PipelineActorKind>? OnPart { get; set; }
 
     /// <summary>Throw from the run's Trace getter (a failure outside any task part).</summary>
     public bool BreakTrace { get; set; }
@@ -103,15 +103,15 @@ public sealed class RecordingRun : IPipelineRun
     public TaskRouter Router => _router;
 
     /// <summary>(tier, managed thread id) of every part run.</summary>
-    public ConcurrentQueue<(TierActorKind Tier, BlockTask Task, int Thread)> Parts { get; } = new();
+    public ConcurrentQueue<(PipelineActorKind Tier, BlockTask Task, int Thread)> Parts { get; } = new();
 
     public bool IsCancelled => _cancelled;
 
     public bool Disposed { get; private set; }
 
-    public IReadOnlyList<TierActorKind> Route(BlockTask task) => _router.Route(task);
+    public IReadOnlyList<PipelineActorKind> Route(BlockTask task) => _router.Route(task);
 
-    public long Execute(BlockTask task, TierActorKind tier)
+    public long Execute(BlockTask task, PipelineActorKind tier)
     {
         if (Disposed)
         {

@@ -1,7 +1,7 @@
 namespace FlexGen.Actors.Schedule;
 
 /// <summary>The tier actors a task can run on.</summary>
-public enum TierActorKind
+public enum PipelineActorKind
 {
     /// <summary>Layer math on the GPU tier (emulated in CPU memory without CUDA).</summary>
     GpuCompute,
@@ -13,19 +13,19 @@ public enum TierActorKind
     DiskIo,
 }
 
-public static class TierKindExtensions
+public static class PipelineActorKindExtensions
 {
-    public static bool IsCompute(this TierActorKind tier) => tier is TierActorKind.GpuCompute or TierActorKind.CpuCompute;
+    public static bool IsCompute(this PipelineActorKind tier) => tier is PipelineActorKind.GpuCompute or PipelineActorKind.CpuCompute;
 
-    public static bool IsIo(this TierActorKind tier) => tier is TierActorKind.Copy or TierActorKind.DiskIo;
+    public static bool IsIo(this PipelineActorKind tier) => tier is PipelineActorKind.Copy or PipelineActorKind.DiskIo;
 
     /// <summary>The actor name used for the tier (also the trace's thread name).</summary>
-    public static string ActorName(this TierActorKind tier) => tier switch
+    public static string ActorName(this PipelineActorKind tier) => tier switch
     {
-        TierActorKind.GpuCompute => "gpu-compute",
-        TierActorKind.CpuCompute => "cpu-compute",
-        TierActorKind.Copy => "copy",
-        TierActorKind.DiskIo => "disk-io",
+        PipelineActorKind.GpuCompute => "gpu-compute",
+        PipelineActorKind.CpuCompute => "cpu-compute",
+        PipelineActorKind.Copy => "copy",
+        PipelineActorKind.DiskIo => "disk-io",
         _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, null),
     };
 }

@@ -14,14 +14,14 @@ using FlexGen.Tensors.Tiers;
 /// GenerationCoordinator.SupervisorStrategy). Tier actors hold no tensors between messages: every buffer
 /// belongs to the run (the coordinator disposes it), so a restart loses nothing.
 /// </summary>
-public abstract class TierActor : UntypedActor
+public abstract class PipelineActor : UntypedActor
 {
-    protected TierActor(TierActorKind tier)
+    protected PipelineActor(PipelineActorKind tier)
     {
         Tier = tier;
     }
 
-    public TierActorKind Tier { get; }
+    public PipelineActorKind Tier { get; }
 
     private StreamScope? _stream;
 
@@ -32,7 +32,7 @@ public abstract class TierActor : UntypedActor
     protected override void PreStart()
     {
         Thread.CurrentThread.Name ??= $"flexgen-{Tier.ActorName()}";
-        if (Tier != TierActorKind.CpuCompute && CudaStreams.IsAvailable)
+        if (Tier != PipelineActorKind.CpuCompute && CudaStreams.IsAvailable)
         {
             _stream = CudaStreams.UseDedicatedStream();
         }
@@ -88,14 +88,14 @@ public abstract class TierActor : UntypedActor
     }
 
     /// <summary>Props of the actor for <paramref name="tier"/> on its own pinned dispatcher.</summary>
-    public static Props PropsFor(TierActorKind tier)
+    public static Props PropsFor(PipelineActorKind tier)
     {
         Props props = tier switch
         {
-            TierActorKind.GpuCompute => Props.Create(() => new GpuComputeActor()),
-            TierActorKind.CpuCompute => Props.Create(() => new CpuComputeActor()),
-            TierActorKind.Copy => Props.Create(() => new CopyActor()),
-            TierActorKind.DiskIo => Props.Create(() => new DiskIoActor()),
+            PipelineActorKind.GpuCompute => Props.Create(() => new GpuComputeActor()),
+            PipelineActorKind.CpuCompute => Props.Create(() => new CpuComputeActor()),
+            PipelineActorKind.Copy => Props.Create(() => new CopyActor()),
+            PipelineActorKind.DiskIo => Props.Create(() => new DiskIoActor()),
             _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, null),
         };
         return props.WithDispatcher(FlexGenHocon.DispatcherOf(tier));
@@ -103,37 +103,37 @@ public abstract class TierActor : UntypedActor
 }
 
 /// <summary>Layer math on the GPU tier (emulated in CPU memory without CUDA); owns the compute stream's thread.</summary>
-public sealed class GpuComputeActor : TierActor
+public sealed class GpuComputeActor : PipelineActor
 {
     public GpuComputeActor()
-        : base(TierActorKind.GpuCompute)
+        : base(PipelineActorKind.GpuCompute)
     {
     }
 }
 
 /// <summary>Decode attention over CPU-resident cache rows (cpu_cache_compute).</summary>
-public sealed class CpuComputeActor : TierActor
+public sealed class CpuComputeActor : PipelineActor
 {
     public CpuComputeActor()
-        : base(TierActorKind.CpuCompute)
+        : base(PipelineActorKind.CpuCompute)
     {
     }
 }
 
 /// <summary>CPU &lt;-&gt; GPU copies: weights in, cache in/out, hidden in/out; owns the copy stream's thread.</summary>
-public sealed class CopyActor : TierActor
+public sealed class CopyActor : PipelineActor
 {
     public CopyActor()
-        : base(TierActorKind.Copy)
+        : base(PipelineActorKind.Copy)
     {
     }
 }
 
 /// <summary>Disk reads and writes (weights, cache and activations homed on disk).</summary>
-public sealed class DiskIoActor : TierActor
+public sealed class DiskIoActor : PipelineActor
 {
     public DiskIoActor()
-        : base(TierActorKind.DiskIo)
+        : base(PipelineActorKind.DiskIo)
     {
     }
 }
