@@ -38,7 +38,7 @@ public class CoordinatorRestartTests : Akka.TestKit.Xunit2.TestKit
 
         // An answer from cpu-compute, which this policy never gives a part, breaks the coordinator's bookkeeping: it
         // throws and its parent restarts it.
-        coordinator.Tell(new TaskCompleted(run!, run!.Schedule.Tasks[^1].Task, PipelineActorKind.CpuCompute));
+        coordinator.Tell(new TaskCompleted(run!.Id, run!.Schedule.Tasks[^1].Task, PipelineActorKind.CpuCompute));
         await Task.Delay(500);
         Assert.False(run.Disposed, "the run was disposed while a tier actor still ran a part of it");
         Assert.False(backend.Disposed);

@@ -53,7 +53,7 @@ public class ProbeTierTests : Akka.TestKit.Xunit2.TestKit
 
             foreach (var tier in parts)
             {
-                coordinator.Tell(new TaskCompleted(run, scheduled.Task, tier), probes[tier].Ref);
+                coordinator.Tell(new TaskCompleted(run.Id, scheduled.Task, tier), probes[tier].Ref);
             }
         }
 
@@ -90,7 +90,7 @@ public class ProbeTierTests : Akka.TestKit.Xunit2.TestKit
             {
                 if (queue.Count > 0)
                 {
-                    coordinator.Tell(new TaskCompleted(run, queue.Dequeue(), tier), probes[tier].Ref);
+                    coordinator.Tell(new TaskCompleted(run.Id, queue.Dequeue(), tier), probes[tier].Ref);
                     remaining--;
                     any = true;
                 }

@@ -117,7 +117,9 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
 
         public IReadOnlyDictionary<string, long> PeakBytes => Inner.PeakBytes;
 
-        public IPipelineRun CreateRun(BlockRequest block, TraceRecorder trace) => new Run(this, Inner.CreateRun(block, trace));
+        public BlockPlan Plan(BlockRequest block) => Inner.Plan(block);
+
+        public IPipelineRun CreateRun(RunId id, BlockRequest block, BlockPlan plan, TraceRecorder trace) => new Run(this, Inner.CreateRun(id, block, plan, trace));
 
         public void ResetPeaks() => Inner.ResetPeaks();
 
@@ -125,17 +127,15 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
 
         private sealed class Run(FaultInjectingBackend owner, IPipelineRun inner) : IPipelineRun
         {
-            public BlockRequest Block => inner.Block;
+            public RunId Id => inner.Id;
 
-            public BlockSchedule Schedule => inner.Schedule;
+            public BlockRequest Block => inner.Block;
 
             public TraceRecorder Trace => inner.Trace;
 
             public bool IsCancelled => inner.IsCancelled;
 
-            public IReadOnlyList<PipelineActorKind> Route(BlockTask task) => inner.Route(task);
-
-            public long Execute(BlockTask task, PipelineActorKind tier)
+            public PartResult Execute(BlockTask task, PipelineActorKind tier)
             {
                 if (owner.Fault?.Invoke(task, tier) is { } fault)
                 {
@@ -144,6 +144,8 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
 
                 return inner.Execute(task, tier);
             }
+
+            public void Release(BlockTask task, PipelineActorKind tier) => inner.Release(task, tier);
 
             public void Cancel() => inner.Cancel();
 

@@ -31,6 +31,7 @@ public sealed class GenerationCoordinator : UntypedActor
     private readonly Policy _defaultPolicy;
     private readonly PipelineOptions _options;
     private readonly Dictionary<PipelineActorKind, IActorRef> _tiers = new();
+    private readonly RunRegistry _runs = new();
     private readonly LinkedList<(GenerateRequest Request, IActorRef ReplyTo)> _queue = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IPipelineBackend? _backend;
@@ -51,7 +52,7 @@ public sealed class GenerationCoordinator : UntypedActor
     {
         _defaultPolicy = defaultPolicy;
         _backendFactory = backendFactory;
-        _tierProps = tierProps ?? PipelineActor.PropsFor;
+        _tierProps = tierProps ?? (kind => PipelineActor.PropsFor(kind, _runs));
         _options = options ?? PipelineOptions.FromConfig(Context.System.Settings.Config);
     }
 
@@ -199,7 +200,7 @@ public sealed class GenerationCoordinator : UntypedActor
                 OnCompleted(completed);
                 break;
             case TaskSkipped skipped when IsCurrent(skipped.Run):
-                _current!.Dispatcher!.Abandon(skipped.Tier);
+                _current!.Dispatcher!.Abandon(skipped.Actor);
                 FinishAbortIfDrained();
                 break;
             case ModelLoaded stale:
@@ -225,7 +226,7 @@ public sealed class GenerationCoordinator : UntypedActor
         _tiers[tier] = actor;
     }
 
-    private bool IsCurrent(IPipelineRun run) => _current?.Run is { } current && ReferenceEquals(current, run);
+    private bool IsCurrent(RunId run) => _current?.Run is { } current && current.Id == run;
 
     private void OnTierTerminated(IActorRef actor)
     {
@@ -247,7 +248,7 @@ public sealed class GenerationCoordinator : UntypedActor
             return;
         }
 
-        _current!.Dispatcher!.Abandon(failure.Tier);
+        _current!.Dispatcher!.Abandon(failure.Actor);
         Abort(failure.InnerException ?? failure);
 
         // Abort does nothing when the request was already aborting (cancelled, or another part failed): this part may
@@ -389,13 +390,16 @@ public sealed class GenerationCoordinator : UntypedActor
     private void StartBlock(RequestExecution current)
     {
         var block = current.Blocks[current.BlockIndex];
-        current.Run = _backend!.CreateRun(block, current.Trace);
-        current.Dispatcher = new BlockDispatcher(current.Run.Schedule, current.Run.Route, _options.MaxInFlightPerTier, _options.PrefetchSteps);
+        var plan = _backend!.Plan(block);
+        current.Run = _backend.CreateRun(new RunId(current.Request.RequestId, current.BlockIndex), block, plan, current.Trace);
+        _runs.Add(current.Run);
+        current.Plan = plan;
+        current.Dispatcher = new BlockDispatcher(plan.Schedule, plan.Route, _options.MaxInFlightPerTier, _options.PrefetchSteps);
         current.BlockStarted = current.Trace.Now;
-        current.PrefillTasksLeft = current.Run.Schedule.Tasks.Count(t => t.Task.Token == 0);
+        current.PrefillTasksLeft = plan.Schedule.Tasks.Count(t => t.Task.Token == 0);
         current.TokensRun = block.ExecuteGenLen;
         current.TasksLeftPerToken = new int[block.ExecuteGenLen];
-        foreach (var scheduled in current.Run.Schedule.Tasks)
+        foreach (var scheduled in plan.Schedule.Tasks)
         {
             if (scheduled.Task.Token < block.ExecuteGenLen)
             {
@@ -411,7 +415,7 @@ public sealed class GenerationCoordinator : UntypedActor
     {
         foreach (var (task, tier) in current.Dispatcher!.TakeReady())
         {
-            _tiers[tier].Tell(new ExecuteTask(current.Run!, task, tier));
+            _tiers[tier].Tell(new ExecuteTask(current.Run!.Id, task, tier));
         }
     }
 
@@ -419,7 +423,7 @@ public sealed class GenerationCoordinator : UntypedActor
     {
         var current = _current!;
         var dispatcher = current.Dispatcher!;
-        dispatcher.Complete(completed.Task, completed.Tier);
+        dispatcher.Complete(completed.Task, completed.Actor);
         if (current.Cause is not null)
         {
             FinishAbortIfDrained();
@@ -438,7 +442,7 @@ public sealed class GenerationCoordinator : UntypedActor
             ReportTokensDone(current);
         }
 
-        if (!current.StopApplied && current.Run!.StoppedAfterToken is { } stoppedAfter)
+        if (!current.StopApplied && completed.StoppedAfterToken is { } stoppedAfter)
         {
             // Every sequence of the block emitted the stop token: its later positions stay pads (FlexGen breaks here too).
             current.StopApplied = true;
@@ -480,9 +484,11 @@ public sealed class GenerationCoordinator : UntypedActor
         }
 
         current.Run = null;
+        current.Plan = null;
         current.Dispatcher = null;
         current.PrefillEnded = null;
         current.StopApplied = false;
+        _runs.Remove(run.Id);
         run.Dispose();
         if (++current.BlockIndex < current.Blocks.Count)
         {
@@ -552,7 +558,11 @@ public sealed class GenerationCoordinator : UntypedActor
     {
         try
         {
-            current.Run?.Dispose();
+            if (current.Run is { } run)
+            {
+                _runs.Remove(run.Id);
+                run.Dispose();
+            }
         }
         catch (Exception e)
         {
@@ -601,6 +611,8 @@ public sealed class GenerationCoordinator : UntypedActor
         public int BlockIndex { get; set; }
 
         public IPipelineRun? Run { get; set; }
+
+        public BlockPlan? Plan { get; set; }
 
         public BlockDispatcher? Dispatcher { get; set; }
 

@@ -3,6 +3,7 @@ namespace FlexGen.Actors.Actors;
 using Akka.Actor;
 using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Messages;
+using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
 using FlexGen.Tensors.Tiers;
 
@@ -16,9 +17,12 @@ using FlexGen.Tensors.Tiers;
 /// </summary>
 public abstract class PipelineActor : UntypedActor
 {
-    protected PipelineActor(PipelineActorKind tier)
+    private readonly RunRegistry _runs;
+
+    protected PipelineActor(PipelineActorKind tier, RunRegistry runs)
     {
         Tier = tier;
+        _runs = runs;
     }
 
     public PipelineActorKind Tier { get; }
@@ -51,7 +55,7 @@ public abstract class PipelineActor : UntypedActor
     {
         switch (message)
         {
-            case ExecuteTask { Tier: var tier } work when tier == Tier:
+            case ExecuteTask { Actor: var actor } work when actor == Tier:
                 Run(work);
                 break;
             default:
@@ -62,40 +66,43 @@ public abstract class PipelineActor : UntypedActor
 
     private void Run(ExecuteTask work)
     {
-        if (work.Run.IsCancelled)
+        if (!_runs.TryGet(work.Run, out var run) || run.IsCancelled)
         {
             Sender.Tell(new TaskSkipped(work.Run, work.Task, Tier));
             return;
         }
 
-        var trace = work.Run.Trace;
+        var trace = run.Trace;
         var start = trace.Now;
-        long bytes;
+        PartResult result;
         try
         {
-            bytes = work.Run.Execute(work.Task, Tier);
+            result = run.Execute(work.Task, Tier);
+
+            // The part's kernels or copies were queued on this actor's stream: they must have finished before another
+            // actor (another stream) uses the data, and before the run frees what the part used last. A stream sync,
+            // never a device-wide one.
+            _stream?.Stream?.Synchronize();
+            run.Release(work.Task, Tier);
         }
         catch (Exception e)
         {
             throw new TierTaskException(work.Run, work.Task, Tier, e);
         }
 
-        // The part's kernels or copies were queued on this actor's stream: they must have finished before another
-        // actor (another stream) uses the data. A stream sync, never a device-wide one.
-        _stream?.Stream?.Synchronize();
-        trace.Record(Tier, work.Task, start, trace.Now, bytes);
-        Sender.Tell(new TaskCompleted(work.Run, work.Task, Tier));
+        trace.Record(Tier, work.Task, start, trace.Now, result.Bytes);
+        Sender.Tell(new TaskCompleted(work.Run, work.Task, Tier, result.Bytes, result.StoppedAfterToken));
     }
 
     /// <summary>Props of the actor for <paramref name="tier"/> on its own pinned dispatcher.</summary>
-    public static Props PropsFor(PipelineActorKind tier)
+    public static Props PropsFor(PipelineActorKind tier, RunRegistry runs)
     {
         Props props = tier switch
         {
-            PipelineActorKind.GpuCompute => Props.Create(() => new GpuComputeActor()),
-            PipelineActorKind.CpuCompute => Props.Create(() => new CpuComputeActor()),
-            PipelineActorKind.Copy => Props.Create(() => new CopyActor()),
-            PipelineActorKind.DiskIo => Props.Create(() => new DiskIoActor()),
+            PipelineActorKind.GpuCompute => Props.Create(() => new GpuComputeActor(runs)),
+            PipelineActorKind.CpuCompute => Props.Create(() => new CpuComputeActor(runs)),
+            PipelineActorKind.Copy => Props.Create(() => new CopyActor(runs)),
+            PipelineActorKind.DiskIo => Props.Create(() => new DiskIoActor(runs)),
             _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, null),
         };
         return props.WithDispatcher(FlexGenHocon.DispatcherOf(tier));
@@ -105,8 +112,8 @@ public abstract class PipelineActor : UntypedActor
 /// <summary>Layer math on the GPU tier (emulated in CPU memory without CUDA); owns the compute stream's thread.</summary>
 public sealed class GpuComputeActor : PipelineActor
 {
-    public GpuComputeActor()
-        : base(PipelineActorKind.GpuCompute)
+    public GpuComputeActor(RunRegistry runs)
+        : base(PipelineActorKind.GpuCompute, runs)
     {
     }
 }
@@ -114,8 +121,8 @@ public sealed class GpuComputeActor : PipelineActor
 /// <summary>Decode attention over CPU-resident cache rows (cpu_cache_compute).</summary>
 public sealed class CpuComputeActor : PipelineActor
 {
-    public CpuComputeActor()
-        : base(PipelineActorKind.CpuCompute)
+    public CpuComputeActor(RunRegistry runs)
+        : base(PipelineActorKind.CpuCompute, runs)
     {
     }
 }
@@ -123,8 +130,8 @@ public sealed class CpuComputeActor : PipelineActor
 /// <summary>CPU &lt;-&gt; GPU copies: weights in, cache in/out, hidden in/out; owns the copy stream's thread.</summary>
 public sealed class CopyActor : PipelineActor
 {
-    public CopyActor()
-        : base(PipelineActorKind.Copy)
+    public CopyActor(RunRegistry runs)
+        : base(PipelineActorKind.Copy, runs)
     {
     }
 }
@@ -132,8 +139,8 @@ public sealed class CopyActor : PipelineActor
 /// <summary>Disk reads and writes (weights, cache and activations homed on disk).</summary>
 public sealed class DiskIoActor : PipelineActor
 {
-    public DiskIoActor()
-        : base(PipelineActorKind.DiskIo)
+    public DiskIoActor(RunRegistry runs)
+        : base(PipelineActorKind.DiskIo, runs)
     {
     }
 }

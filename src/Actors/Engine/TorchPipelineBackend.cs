@@ -1,6 +1,7 @@
 namespace FlexGen.Actors.Engine;
 
 using FlexGen.Actors.Pipeline;
+using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
@@ -105,10 +106,32 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         }
     }
 
-    public IPipelineRun CreateRun(BlockRequest block, TraceRecorder trace)
+    public BlockPlan Plan(BlockRequest block)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return new TorchPipelineRun(this, block, trace);
+        var placement = PlacementPlan.Create(Config, Policy, block.PromptLen, block.GenLen);
+        var cache = placement.Cache;
+        int nHead = Config.NHead;
+        var routing = new RoutingPlan(
+            Layers.Select(l => l.Kind).ToArray(),
+            WeightPlan.Layers.Select(l => new LayerWeightHomes(
+                l.Weights.Any(w => w.Home == PlacementTier.Gpu),
+                l.Weights.Any(w => w.Home == PlacementTier.Cpu),
+                l.Weights.Any(w => w.Home == PlacementTier.Disk))).ToArray(),
+            (int)(cache.GpuLength / nHead),
+            (int)(cache.CpuLength / nHead),
+            (int)(cache.DiskLength / nHead),
+            placement.Activations.Home,
+            Policy.CpuCacheCompute);
+        var schedule = BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, Policy.Overlap));
+        return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
+    }
+
+    public IPipelineRun CreateRun(RunId id, BlockRequest block, BlockPlan plan, TraceRecorder trace)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var torchPlan = plan as TorchBlockPlan ?? throw new ArgumentException($"a plan of {nameof(TorchPipelineBackend)}.{nameof(Plan)} is needed, got {plan.GetType().Name}", nameof(plan));
+        return new TorchPipelineRun(this, id, block, torchPlan, trace);
     }
 
     /// <summary>
@@ -151,3 +174,6 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress, cancellationToken);
     }
 }
+
+/// <summary>A block's plan on the real backend: schedule and routes, and the placement of its cache and activations.</summary>
+public sealed record TorchBlockPlan(BlockSchedule Schedule, TaskRouter Router, PlacementPlan Placement) : BlockPlan(Schedule, Router);

@@ -55,32 +55,19 @@ internal sealed class TorchPipelineRun : IPipelineRun
     private volatile bool _cancelled;
     private bool _disposed;
 
-    public TorchPipelineRun(TorchPipelineBackend backend, BlockRequest block, TraceRecorder trace)
+    public TorchPipelineRun(TorchPipelineBackend backend, RunId id, BlockRequest block, TorchBlockPlan plan, TraceRecorder trace)
     {
         _backend = backend;
         _config = backend.Config;
         _policy = backend.Policy;
         _layers = backend.Layers;
+        Id = id;
         Block = block;
         Trace = trace;
         _nHead = _config.NHead;
         _batchRows = _policy.GpuBatchSize;
-        _plan = PlacementPlan.Create(_config, _policy, block.PromptLen, block.GenLen);
-
-        var cache = _plan.Cache;
-        var routing = new RoutingPlan(
-            _layers.Select(l => l.Kind).ToArray(),
-            backend.WeightPlan.Layers.Select(l => new LayerWeightHomes(
-                l.Weights.Any(w => w.Home == PlacementTier.Gpu),
-                l.Weights.Any(w => w.Home == PlacementTier.Cpu),
-                l.Weights.Any(w => w.Home == PlacementTier.Disk))).ToArray(),
-            (int)(cache.GpuLength / _nHead),
-            (int)(cache.CpuLength / _nHead),
-            (int)(cache.DiskLength / _nHead),
-            _plan.Activations.Home,
-            _policy.CpuCacheCompute);
-        _router = new TaskRouter(routing);
-        Schedule = BlockSchedule.Create(new ScheduleShape(routing.Layers, _policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, _policy.Overlap));
+        _plan = plan.Placement;
+        _router = plan.Router;
 
         _outputIds = Enumerable.Range(0, block.Rows).Select(_ => Enumerable.Repeat((long)_config.PadTokenId, block.GenLen).ToArray()).ToArray();
         _stopped = new bool[block.Rows];
@@ -101,9 +88,9 @@ internal sealed class TorchPipelineRun : IPipelineRun
         }
     }
 
-    public BlockRequest Block { get; }
+    public RunId Id { get; }
 
-    public BlockSchedule Schedule { get; }
+    public BlockRequest Block { get; }
 
     public TraceRecorder Trace { get; }
 
@@ -117,15 +104,12 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
     private DeviceTier Gpu => _backend.Tiers.Gpu;
 
-    public IReadOnlyList<PipelineActorKind> Route(BlockTask task) => _router.Route(task);
-
     public void Cancel() => _cancelled = true;
 
-    public int? StoppedAfterToken => _stoppedAfterToken < 0 ? null : _stoppedAfterToken;
 
     public long[][] OutputIds() => _outputIds.Select(r => (long[])r.Clone()).ToArray();
 
-    public long Execute(BlockTask task, PipelineActorKind tier)
+    public PartResult Execute(BlockTask task, PipelineActorKind tier)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         using var scope = NewDisposeScope();
@@ -140,12 +124,16 @@ internal sealed class TorchPipelineRun : IPipelineRun
             _ => throw new ArgumentOutOfRangeException(nameof(task), task, null),
         };
 
+        return new PartResult(bytes, _stoppedAfterToken < 0 ? null : _stoppedAfterToken);
+    }
+
+    public void Release(BlockTask task, PipelineActorKind tier)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (LastPart(task))
         {
             FinishTask(task);
         }
-
-        return bytes;
     }
 
     // ---- weights ----------------------------------------------------------------------------------------------
@@ -598,7 +586,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
     private bool LastPart(BlockTask task)
     {
-        int parts = Route(task).Count;
+        int parts = _router.Route(task).Count;
         if (parts == 1)
         {
             return true;

@@ -1,6 +1,5 @@
 namespace FlexGen.Actors.Pipeline;
 
-using FlexGen.Actors.Messages;
 using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
 using FlexGen.Tensors.Layers;
@@ -18,16 +17,46 @@ public interface IPipelineBackend : IDisposable
     int PadTokenId { get; }
 
     /// <summary>
-    /// Prepares one block (gpu_batch_size * num_gpu_batches rows) of a request: caches, buffers, offload
-    /// files. The run owns all of them and frees them in Dispose.
+    /// The plan of one block (placement of its cache and activations, routes, schedule), computed before anything is
+    /// allocated. The coordinator builds it once per block, owns it, and hands it to <see cref="CreateRun"/>.
     /// </summary>
-    IPipelineRun CreateRun(BlockRequest block, TraceRecorder trace);
+    BlockPlan Plan(BlockRequest block);
+
+    /// <summary>
+    /// Prepares one block (gpu_batch_size * num_gpu_batches rows) of a request under <paramref name="plan"/>: caches,
+    /// buffers, offload files. The run owns all of them and frees them in Dispose.
+    /// </summary>
+    IPipelineRun CreateRun(RunId id, BlockRequest block, BlockPlan plan, TraceRecorder trace);
 
     /// <summary>Peak bytes per memory tier since the last <see cref="ResetPeaks"/>.</summary>
     IReadOnlyDictionary<string, long> PeakBytes { get; }
 
     void ResetPeaks();
 }
+
+/// <summary>One block of one request: the id the tier protocol carries instead of the run itself.</summary>
+public readonly record struct RunId(Guid RequestId, int Block)
+{
+    public override string ToString() => $"{RequestId:N}/{Block}";
+}
+
+/// <summary>
+/// A block's schedule and routes (which pipeline actors run a part of each task). Backends that place tensors
+/// extend it with their placement.
+/// </summary>
+public record BlockPlan(BlockSchedule Schedule, TaskRouter Router)
+{
+    /// <summary>The actors that run a part of <paramref name="task"/> (at least one).</summary>
+    public IReadOnlyList<PipelineActorKind> Route(BlockTask task) => Router.Route(task);
+}
+
+/// <summary>What one task part did.</summary>
+/// <param name="Bytes">Bytes it moved or read.</param>
+/// <param name="StoppedAfterToken">
+/// Set by the part after which every valid row of the block has emitted the stop token: later tokens would only be
+/// pads and need not run.
+/// </param>
+public readonly record struct PartResult(long Bytes, int? StoppedAfterToken = null);
 
 /// <summary>One block of a request: exactly gpu_batch_size * num_gpu_batches rows (padded).</summary>
 /// <param name="PromptIds">(rows, prompt_len).</param>
@@ -50,35 +79,32 @@ public sealed record BlockRequest(
 }
 
 /// <summary>
-/// One block's execution: its schedule, which tiers run each task, and the task parts themselves. The tier
-/// actors call <see cref="Execute"/> from their own threads; the coordinator guarantees that a part runs only
-/// after the parts it depends on completed, so a run needs no locking of its buffers.
+/// One block's execution: the task parts and the buffers between them. The pipeline actors find it by its
+/// <see cref="Id"/> in the <see cref="RunRegistry"/> and call <see cref="Execute"/> from their own threads; the
+/// coordinator guarantees that a part runs only after the parts it depends on completed.
 /// </summary>
 public interface IPipelineRun : IDisposable
 {
+    RunId Id { get; }
+
     BlockRequest Block { get; }
 
-    BlockSchedule Schedule { get; }
-
-    /// <summary>Where the tier actors record what they ran (shared by all blocks of a request).</summary>
+    /// <summary>Where the pipeline actors record what they ran (shared by all blocks of a request).</summary>
     TraceRecorder Trace { get; }
 
-    /// <summary>The tiers that run a part of <paramref name="task"/> (at least one).</summary>
-    IReadOnlyList<PipelineActorKind> Route(BlockTask task);
+    /// <summary>Runs <paramref name="actor"/>'s part of <paramref name="task"/>.</summary>
+    PartResult Execute(BlockTask task, PipelineActorKind actor);
 
-    /// <summary>Runs <paramref name="tier"/>'s part of <paramref name="task"/>; returns the bytes it moved or read.</summary>
-    long Execute(BlockTask task, PipelineActorKind tier);
+    /// <summary>
+    /// Frees what <paramref name="actor"/>'s part of <paramref name="task"/> was the last to use. Called by the actor
+    /// after the part's work on its CUDA stream is complete, so no kernel or copy still reads what is freed.
+    /// </summary>
+    void Release(BlockTask task, PipelineActorKind actor);
 
     /// <summary>Set once the run is being abandoned: parts not yet started are skipped.</summary>
     bool IsCancelled { get; }
 
     void Cancel();
-
-    /// <summary>
-    /// The token after which every valid row of the block has emitted the stop token, so later tokens would only be
-    /// pads and need not run; null while some row runs on (or without a stop token).
-    /// </summary>
-    int? StoppedAfterToken => null;
 
     /// <summary>(rows, gen_len) generated ids; valid after the last task completed.</summary>
     long[][] OutputIds();

@@ -44,9 +44,16 @@ public sealed class RecordingBackend : IPipelineBackend
 
     public IReadOnlyDictionary<string, long> PeakBytes => new Dictionary<string, long> { ["gpu"] = 0, ["cpu"] = 0, ["disk"] = 0 };
 
-    public IPipelineRun CreateRun(BlockRequest block, TraceRecorder trace)
+    public BlockPlan Plan(BlockRequest block)
     {
-        var run = new RecordingRun(this, block, trace, _plan(Policy));
+        var routing = _plan(Policy);
+        return new BlockPlan(BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, Policy.Overlap)),
+            new TaskRouter(routing));
+    }
+
+    public IPipelineRun CreateRun(RunId id, BlockRequest block, BlockPlan plan, TraceRecorder trace)
+    {
+        var run = new RecordingRun(this, id, block, trace, plan);
         Runs.Enqueue(run);
         return run;
     }
@@ -81,26 +88,30 @@ public sealed class RecordingBackend : IPipelineBackend
 public sealed class RecordingRun : IPipelineRun
 {
     private readonly RecordingBackend _backend;
-    private readonly TaskRouter _router;
     private readonly TraceRecorder _trace;
     private volatile bool _cancelled;
 
-    public RecordingRun(RecordingBackend backend, BlockRequest block, TraceRecorder trace, RoutingPlan plan)
+    public RecordingRun(RecordingBackend backend, RunId id, BlockRequest block, TraceRecorder trace, BlockPlan plan)
     {
         _backend = backend;
         _trace = trace;
+        Id = id;
         Block = block;
-        _router = new TaskRouter(plan);
-        Schedule = BlockSchedule.Create(new ScheduleShape(plan.Layers, backend.Policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, backend.Policy.Overlap));
+        Plan = plan;
     }
+
+    public RunId Id { get; }
 
     public BlockRequest Block { get; }
 
-    public BlockSchedule Schedule { get; }
+    /// <summary>The plan the coordinator made for this block (tests read the schedule and routes from it).</summary>
+    public BlockPlan Plan { get; }
+
+    public BlockSchedule Schedule => Plan.Schedule;
 
     public TraceRecorder Trace => _backend.BreakTrace ? throw new InvalidOperationException("trace broken on purpose") : _trace;
 
-    public TaskRouter Router => _router;
+    public TaskRouter Router => Plan.Router;
 
     /// <summary>(tier, managed thread id) of every part run.</summary>
     public ConcurrentQueue<(PipelineActorKind Tier, BlockTask Task, int Thread)> Parts { get; } = new();
@@ -109,9 +120,12 @@ public sealed class RecordingRun : IPipelineRun
 
     public bool Disposed { get; private set; }
 
-    public IReadOnlyList<PipelineActorKind> Route(BlockTask task) => _router.Route(task);
+    public IReadOnlyList<PipelineActorKind> Route(BlockTask task) => Plan.Route(task);
 
-    public long Execute(BlockTask task, PipelineActorKind tier)
+    /// <summary>(tier, task) of every release, in the order the actors called it.</summary>
+    public ConcurrentQueue<(PipelineActorKind Tier, BlockTask Task)> Releases { get; } = new();
+
+    public PartResult Execute(BlockTask task, PipelineActorKind tier)
     {
         if (Disposed)
         {
@@ -126,8 +140,10 @@ public sealed class RecordingRun : IPipelineRun
             Thread.Sleep(duration);
         }
 
-        return 1;
+        return new PartResult(1);
     }
+
+    public void Release(BlockTask task, PipelineActorKind tier) => Releases.Enqueue((tier, task));
 
     public void Cancel() => _cancelled = true;
 
