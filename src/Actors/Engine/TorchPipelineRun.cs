@@ -299,7 +299,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         {
             var rows = Enumerable.Range(k * _batchRows, _batchRows);
             var ids = i == 0
-                ? rows.Select(r => Block.PromptIds[r]).ToArray()
+                ? rows.Select(r => Block.PromptIds[r].ToArray()).ToArray()
                 : rows.Select(r => new[] { _outputIds[r][i - 1] }).ToArray();
             using var tensor = torch.tensor(ids.SelectMany(r => r).ToArray(), [_batchRows, ids[0].Length], ScalarType.Int64);
             var onGpu = Gpu.CopyOf(tensor, $"ids.i{i}.k{k}");
@@ -390,7 +390,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         var flat = new bool[_batchRows * width];
         for (int r = 0; r < _batchRows; r++)
         {
-            Array.Copy(rows[r], 0, flat, r * width, Block.PromptLen);
+            rows[r].CopyTo(0, flat, (int)(r * width), Block.PromptLen);
             Array.Fill(flat, true, (int)(r * width + Block.PromptLen), i);
         }
 

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Pipeline;
 
+using System.Collections.Immutable;
 using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
 using FlexGen.Tensors.Layers;
@@ -65,8 +66,8 @@ public readonly record struct PartResult(long Bytes, int? StoppedAfterToken = nu
 public sealed record BlockRequest(
     Guid RequestId,
     int BlockIndex,
-    long[][] PromptIds,
-    bool[][] AttentionMask,
+    ImmutableArray<ImmutableArray<long>> PromptIds,
+    ImmutableArray<ImmutableArray<bool>> AttentionMask,
     int ValidRows,
     int GenLen,
     int ExecuteGenLen,

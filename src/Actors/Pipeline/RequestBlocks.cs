@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Pipeline;
 
+using System.Collections.Immutable;
 using FlexGen.Actors.Messages;
 using FlexGen.Tensors.Policies;
 
@@ -31,16 +32,16 @@ public static class RequestBlocks
         for (int start = 0, index = 0; start < prompts.Count; start += blockRows, index++)
         {
             int valid = Math.Min(blockRows, prompts.Count - start);
-            var ids = new long[blockRows][];
-            var blockMask = new bool[blockRows][];
+            var ids = ImmutableArray.CreateBuilder<ImmutableArray<long>>(blockRows);
+            var blockMask = ImmutableArray.CreateBuilder<ImmutableArray<bool>>(blockRows);
             for (int row = 0; row < blockRows; row++)
             {
                 int source = start + Math.Min(row, valid - 1);
-                ids[row] = prompts[source].ToArray();
-                blockMask[row] = (bool[])mask[source].Clone();
+                ids.Add(prompts[source].ToImmutableArray());
+                blockMask.Add(mask[source].ToImmutableArray());
             }
 
-            blocks.Add(new BlockRequest(request.RequestId, index, ids, blockMask, valid, request.GenLen, execute, request.Sampling, request.StopTokenId));
+            blocks.Add(new BlockRequest(request.RequestId, index, ids.MoveToImmutable(), blockMask.MoveToImmutable(), valid, request.GenLen, execute, request.Sampling, request.StopTokenId));
         }
 
         return blocks;
