@@ -12,32 +12,32 @@ using TorchSharp;
 /// </summary>
 internal static class CompressedCopy
 {
-    public static async Task Run(TieredTensor dst, Region dstRegion, TieredTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    public static void Run(TieredTensor dst, Region dstRegion, TieredTensor src, Region srcRegion)
     {
         if (dst is CompressedTensor d && src is CompressedTensor s && SameFormat(d.Config, s.Config) && IsGroupAligned(dstRegion, d.Config)
             && dstRegion.Starts[s.Config.GroupDim] % s.Config.GroupSize == 0)
         {
-            await CopyGroups(d, dstRegion, s, srcRegion, async, cancellationToken).ConfigureAwait(false);
+            CopyGroups(d, dstRegion, s, srcRegion);
             return;
         }
 
         var device = WorkDevice(dst, src);
         if (src is CompressedTensor compressedSource)
         {
-            using var plain = await Decompress(compressedSource, srcRegion, device, async, cancellationToken).ConfigureAwait(false);
+            using var plain = Decompress(compressedSource, srcRegion, device);
             using var wrapper = BorrowedTensor.Wrap(plain);
-            await TierCopy.Dispatch(dst, dstRegion, wrapper, Region.Resolve(plain.shape, null, "decompressed"), async, cancellationToken).ConfigureAwait(false);
+            TierCopy.Dispatch(dst, dstRegion, wrapper, Region.Resolve(plain.shape, null, "decompressed"));
             return;
         }
 
-        await Compress((CompressedTensor)dst, dstRegion, src, srcRegion, device, async, cancellationToken).ConfigureAwait(false);
+        Compress((CompressedTensor)dst, dstRegion, src, srcRegion, device);
     }
 
     /// <summary>
     /// <c>src[srcRegion]</c> decompressed into a new plain tensor on <paramref name="device"/> (the caller's), reading only
     /// the groups the box touches.
     /// </summary>
-    public static async Task<torch.Tensor> Decompress(CompressedTensor src, Region srcRegion, torch.Device device, bool async, CancellationToken cancellationToken)
+    public static torch.Tensor Decompress(CompressedTensor src, Region srcRegion, torch.Device device)
     {
         var config = src.Config;
         var covering = CoveringGroups(srcRegion, config);
@@ -53,9 +53,8 @@ internal static class CompressedCopy
             var (packedSource, packedTarget) = PackedBoxes(covering, src, packedShape);
             var scaleSource = ScaleBox(covering, src.Scales.ShapeArray, config);
             var scaleTarget = Region.Resolve(scaleShape, null, "scales");
-            await StartedTasks.WhenAll(
-                () => TierCopy.Dispatch(packedWrapper, packedTarget, src.Packed, packedSource, async, cancellationToken),
-                () => TierCopy.Dispatch(scaleWrapper, scaleTarget, src.Scales, scaleSource, async, cancellationToken)).ConfigureAwait(false);
+            TierCopy.Dispatch(packedWrapper, packedTarget, src.Packed, packedSource);
+            TierCopy.Dispatch(scaleWrapper, scaleTarget, src.Scales, scaleSource);
         }
 
         using var decompressed = GroupQuantizer.Decompress(quantized, src.Dtype);
@@ -65,26 +64,26 @@ internal static class CompressedCopy
     }
 
     /// <summary><c>dst[dstRegion] = compress(src[srcRegion])</c>; cut groups at the box's edges are decompressed, patched and re-compressed.</summary>
-    private static async Task Compress(CompressedTensor dst, Region dstRegion, TieredTensor src, Region srcRegion, torch.Device device, bool async, CancellationToken cancellationToken)
+    private static void Compress(CompressedTensor dst, Region dstRegion, TieredTensor src, Region srcRegion, torch.Device device)
     {
         var config = dst.Config;
         torch.Tensor plain;
         Region target;
         if (IsGroupAligned(dstRegion, config))
         {
-            plain = await Plain(src, srcRegion, device, async, cancellationToken).ConfigureAwait(false);
+            plain = Plain(src, srcRegion, device);
             target = dstRegion;
         }
         else
         {
             // Read-modify-write of the groups the box cuts.
             target = CoveringGroups(dstRegion, config);
-            plain = await Decompress(dst, target, device, async, cancellationToken).ConfigureAwait(false);
+            plain = Decompress(dst, target, device);
             try
             {
                 var inner = dstRegion.RelativeTo(target);
                 using var plainWrapper = BorrowedTensor.Wrap(plain);
-                await TierCopy.Dispatch(plainWrapper, inner, src, srcRegion, async, cancellationToken).ConfigureAwait(false);
+                TierCopy.Dispatch(plainWrapper, inner, src, srcRegion);
             }
             catch
             {
@@ -103,33 +102,31 @@ internal static class CompressedCopy
             var packedSourceShape = quantized.Packed.shape;
             var (packedTarget, packedSource) = PackedBoxes(target, dst, packedSourceShape);
             var scaleTarget = ScaleBox(target, dst.Scales.ShapeArray, config);
-            await StartedTasks.WhenAll(
-                () => TierCopy.Dispatch(dst.Packed, packedTarget, packedWrapper, packedSource, async, cancellationToken),
-                () => TierCopy.Dispatch(dst.Scales, scaleTarget, scaleWrapper, Region.Resolve(quantized.Scale.shape, null, "scales"), async, cancellationToken)).ConfigureAwait(false);
+            TierCopy.Dispatch(dst.Packed, packedTarget, packedWrapper, packedSource);
+            TierCopy.Dispatch(dst.Scales, scaleTarget, scaleWrapper, Region.Resolve(quantized.Scale.shape, null, "scales"));
         }
     }
 
     /// <summary>Whole groups from one compressed tensor to another with the same settings: packed bytes and scales as they are.</summary>
-    private static Task CopyGroups(CompressedTensor dst, Region dstRegion, CompressedTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    private static void CopyGroups(CompressedTensor dst, Region dstRegion, CompressedTensor src, Region srcRegion)
     {
         var config = dst.Config;
         var (dstPacked, _) = PackedBoxes(dstRegion, dst, dst.Packed.ShapeArray);
         var (srcPacked, _) = PackedBoxes(srcRegion, src, src.Packed.ShapeArray);
         var dstScale = ScaleBox(dstRegion, dst.Scales.ShapeArray, config);
         var srcScale = ScaleBox(srcRegion, src.Scales.ShapeArray, config);
-        return StartedTasks.WhenAll(
-            () => TierCopy.Dispatch(dst.Packed, dstPacked, src.Packed, srcPacked, async, cancellationToken),
-            () => TierCopy.Dispatch(dst.Scales, dstScale, src.Scales, srcScale, async, cancellationToken));
+        TierCopy.Dispatch(dst.Packed, dstPacked, src.Packed, srcPacked);
+        TierCopy.Dispatch(dst.Scales, dstScale, src.Scales, srcScale);
     }
 
     /// <summary><c>src[srcRegion]</c> as a new contiguous plain tensor on <paramref name="device"/>.</summary>
-    private static async Task<torch.Tensor> Plain(TieredTensor src, Region srcRegion, torch.Device device, bool async, CancellationToken cancellationToken)
+    private static torch.Tensor Plain(TieredTensor src, Region srcRegion, torch.Device device)
     {
         var plain = torch.empty(srcRegion.Lengths, src.Dtype, device).DetachFromDisposeScope();
         try
         {
             using var wrapper = BorrowedTensor.Wrap(plain);
-            await TierCopy.Dispatch(wrapper, Region.Resolve(plain.shape, null, "staging"), src, srcRegion, async, cancellationToken).ConfigureAwait(false);
+            TierCopy.Dispatch(wrapper, Region.Resolve(plain.shape, null, "staging"), src, srcRegion);
             return plain;
         }
         catch

@@ -44,8 +44,9 @@ public static partial class DiskBenchmark
             var method = direct ? "tier O_DIRECT" : "tier buffered";
             using var file = disk.Allocate([sizeBytes], torch.ScalarType.Byte, "bench");
 
+            cancellationToken.ThrowIfCancellationRequested();
             var clock = Stopwatch.StartNew();
-            await TierCopy.CopyAsync(file, data, cancellationToken);
+            TierCopy.Copy(file, data);
             var written = clock.Elapsed;
             NativeFile.FlushAndDropCache(file.Path);
             var flushed = clock.Elapsed;
@@ -59,13 +60,14 @@ public static partial class DiskBenchmark
                 results.Add(new Measurement(method, "write", sizeBytes, flushed, "incl. fsync"));
             }
 
+            cancellationToken.ThrowIfCancellationRequested();
             clock.Restart();
-            await TierCopy.CopyAsync(readBack, file, cancellationToken);
+            TierCopy.Copy(readBack, file);
             results.Add(new Measurement(method, "read", sizeBytes, clock.Elapsed, direct ? "" : "cold page cache"));
             if (!direct)
             {
                 clock.Restart();
-                await TierCopy.CopyAsync(readBack, file, cancellationToken);
+                TierCopy.Copy(readBack, file);
                 results.Add(new Measurement(method, "read", sizeBytes, clock.Elapsed, "warm page cache"));
             }
 

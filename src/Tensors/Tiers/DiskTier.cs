@@ -6,7 +6,7 @@ using TorchSharp;
 
 /// <summary>Settings of the disk tier.</summary>
 /// <param name="DirectIo">Bypass the page cache with O_DIRECT (aligned bounce buffers; unaligned pieces go buffered).</param>
-/// <param name="IoThreads">Threads of the bounded I/O pool that runs awaitable reads and writes.</param>
+/// <param name="IoThreads">Threads of the tier's I/O pool, which runs the chunks of large transfers next to the calling thread.</param>
 /// <param name="CapacityBytes">Budget for the bytes of all live disk tensors.</param>
 public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, long CapacityBytes = long.MaxValue)
 {
@@ -25,8 +25,9 @@ public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, l
 
 /// <summary>
 /// The disk tier (FlexGen's <c>TorchDisk</c>): one raw file per tensor (C-order bytes, no header, length rounded up
-/// to 4 KiB) under the offload directory. Reads and writes run on a bounded I/O thread pool when awaited, or on the
-/// calling thread when synchronous. Files are deleted when their tensor is disposed and when the tier is disposed.
+/// to 4 KiB) under the offload directory. A transfer runs on the calling thread; one larger than a chunk is cut into
+/// chunks that the caller and up to <see cref="DiskTierOptions.ParallelChunks"/> - 1 of the tier's I/O threads read or
+/// write at once. Files are deleted when their tensor is disposed and when the tier is disposed.
 /// </summary>
 public sealed unsafe class DiskTier : MemoryTier
 {
@@ -63,8 +64,8 @@ public sealed unsafe class DiskTier : MemoryTier
     /// </summary>
     public bool DirectIoFellBack { get; internal set; }
 
-    /// <summary>The bounded pool awaitable transfers run on.</summary>
-    public IoThreadPool IoPool { get; }
+    /// <summary>The threads that run chunks of large transfers next to their callers.</summary>
+    internal IoThreadPool IoPool { get; }
 
     /// <summary>Files of live tensors.</summary>
     public IReadOnlyCollection<string> LiveFiles => _live.Keys.ToArray();
@@ -116,6 +117,86 @@ public sealed unsafe class DiskTier : MemoryTier
         }
 
         base.Dispose();
+    }
+
+    /// <summary>
+    /// Runs <paramref name="chunk"/>(0 .. <paramref name="count"/> - 1), each once: the calling thread and up to
+    /// ParallelChunks - 1 helpers queued on the I/O pool take the next chunk until none is left or one has failed.
+    /// Returns once every helper that started has finished (helpers still queued then find nothing to do, so a caller
+    /// never waits on a busy pool); the first failure is rethrown.
+    /// </summary>
+    internal void RunChunks(int count, Action<int> chunk)
+    {
+        var helpers = Math.Min(Options.ParallelChunks, count) - 1;
+        if (helpers <= 0)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                chunk(i);
+            }
+
+            return;
+        }
+
+        var gate = new object();
+        var next = -1;
+        var running = 0;
+        var closed = false;
+        Exception? failure = null;
+        void Drain()
+        {
+            int i;
+            while (Volatile.Read(ref failure) is null && (i = Interlocked.Increment(ref next)) < count)
+            {
+                try
+                {
+                    chunk(i);
+                }
+                catch (Exception e)
+                {
+                    Interlocked.CompareExchange(ref failure, e, null);
+                }
+            }
+        }
+
+        void Help()
+        {
+            lock (gate)
+            {
+                if (closed)
+                {
+                    return;
+                }
+
+                running++;
+            }
+
+            Drain();
+            lock (gate)
+            {
+                running--;
+                Monitor.PulseAll(gate);
+            }
+        }
+
+        for (var h = 0; h < helpers && IoPool.TryQueue(Help); h++)
+        {
+        }
+
+        Drain();
+        lock (gate)
+        {
+            closed = true;
+            while (running > 0)
+            {
+                Monitor.Wait(gate);
+            }
+        }
+
+        if (failure is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        }
     }
 
     /// <summary>An aligned buffer of at least <paramref name="bytes"/> (pooled when it is chunk-sized).</summary>
@@ -302,17 +383,7 @@ public sealed unsafe class DiskTensor : TieredTensor
                 }
             }
 
-            if (count > 1 && Tier.Options.ParallelChunks > 1)
-            {
-                Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Tier.Options.ParallelChunks }, Piece);
-            }
-            else
-            {
-                for (var i = 0; i < count; i++)
-                {
-                    Piece(i);
-                }
-            }
+            Tier.RunChunks(count, Piece);
 
             memory += length;
         }

@@ -3,10 +3,11 @@ namespace FlexGen.Tensors.Tiers;
 using System.Collections.Concurrent;
 
 /// <summary>
-/// A fixed number of dedicated threads that run blocking disk I/O, so disk reads and writes are awaitable without
-/// tying up the .NET thread pool, and no more than <see cref="ThreadCount"/> run at once.
+/// The disk tier's I/O threads (FlexGen's <c>TorchDisk</c> copy threads): a fixed number of dedicated threads that run
+/// the chunks of large disk transfers, so blocking reads and writes never tie up the .NET thread pool and no more than
+/// <see cref="ThreadCount"/> of them run at once besides the callers' own threads.
 /// </summary>
-public sealed class IoThreadPool : IDisposable
+internal sealed class IoThreadPool : IDisposable
 {
     private readonly BlockingCollection<Action> _work = new();
     private readonly Thread[] _threads;
@@ -24,49 +25,21 @@ public sealed class IoThreadPool : IDisposable
 
     public int ThreadCount => _threads.Length;
 
-    /// <summary>Runs <paramref name="io"/> on a pool thread; the task completes (or faults) when it has run.</summary>
-    public Task RunAsync(Action io, CancellationToken cancellationToken = default) =>
-        RunAsync<object?>(() =>
-        {
-            io();
-            return null;
-        }, cancellationToken);
-
-    public Task<T> RunAsync<T>(Func<T> io, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Queues <paramref name="work"/> (which must not throw) for a pool thread; false when the pool is shut down, and
+    /// the work never runs.
+    /// </summary>
+    public bool TryQueue(Action work)
     {
-        var completion = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (cancellationToken.IsCancellationRequested)
-        {
-            completion.SetCanceled(cancellationToken);
-            return completion.Task;
-        }
-
         try
         {
-            _work.Add(() =>
-            {
-                if (cancellationToken.IsCancellationRequested)
-                {
-                    completion.TrySetCanceled(cancellationToken);
-                    return;
-                }
-
-                try
-                {
-                    completion.TrySetResult(io());
-                }
-                catch (Exception e)
-                {
-                    completion.TrySetException(e);
-                }
-            });
+            _work.Add(work);
+            return true;
         }
         catch (InvalidOperationException)
         {
-            throw new ObjectDisposedException(nameof(IoThreadPool), "The disk I/O pool has been shut down.");
+            return false; // shut down (CompleteAdding called, or already disposed)
         }
-
-        return completion.Task;
     }
 
     /// <summary>Lets queued work finish, then stops the threads.</summary>

@@ -41,8 +41,8 @@ public sealed record WeightLoadProgress(int Layer, int LayerCount, long BytesLoa
 
 /// <summary>
 /// Every weight of a model, each in the home tier its <see cref="PlacementPlan"/> gives (compressed on the way where
-/// the plan says so), owned here and freed on dispose. <see cref="LoadLayer"/> brings one layer's weights to a compute
-/// tier as plain tensors (FlexGen's <c>load_weight</c>).
+/// the plan says so), owned here and freed on dispose. <see cref="Layer"/> gives one layer's homes, which the engine
+/// copies to a compute tier through <see cref="TierCopy"/> (FlexGen's <c>load_weight</c>).
 /// </summary>
 public sealed class ModelWeights : IDisposable
 {
@@ -115,69 +115,6 @@ public sealed class ModelWeights : IDisposable
 
             throw;
         }
-    }
-
-    /// <summary>Loads on a background thread; see <see cref="Load"/>.</summary>
-    public static Task<ModelWeights> LoadAsync(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options,
-        IProgress<WeightLoadProgress>? progress = null, CancellationToken cancellationToken = default) =>
-        Task.Run(() => Load(plan, tiers, options, progress, cancellationToken), cancellationToken);
-
-    /// <summary>
-    /// Layer <paramref name="layer"/>'s weights as plain tensors on <paramref name="target"/> (decompressed when stored
-    /// compressed). Weights whose home already is <paramref name="target"/>, uncompressed, are lent, not copied.
-    /// </summary>
-    public LoadedWeights LoadLayer(int layer, DeviceTier target) =>
-        LoadLayerAsync(layer, target, async: false, CancellationToken.None).GetAwaiter().GetResult();
-
-    /// <summary>Awaitable <see cref="LoadLayer"/>: disk reads run on the disk tier's I/O pool.</summary>
-    public Task<LoadedWeights> LoadLayerAsync(int layer, DeviceTier target, CancellationToken cancellationToken = default) =>
-        LoadLayerAsync(layer, target, async: true, cancellationToken);
-
-    private async Task<LoadedWeights> LoadLayerAsync(int layer, DeviceTier target, bool async, CancellationToken cancellationToken)
-    {
-        var homes = _layers[layer];
-        var loaded = new DeviceTensor?[homes.Length];
-        var owned = new bool[homes.Length];
-        try
-        {
-            var starts = new List<Func<Task>>();
-            for (var w = 0; w < homes.Length; w++)
-            {
-                if (homes[w] is DeviceTensor resident && resident.Tier == target)
-                {
-                    loaded[w] = resident;
-                    continue;
-                }
-
-                var home = homes[w];
-                var copy = target.Allocate(home.ShapeArray, home.Dtype, home.Name);
-                loaded[w] = copy;
-                owned[w] = true;
-                starts.Add(async ? () => TierCopy.CopyAsync(copy, home, cancellationToken) : () => SyncCopy(copy, home));
-            }
-
-            // Started only once every buffer exists, and all waited for before a failure frees them.
-            await StartedTasks.WhenAll(starts).ConfigureAwait(false);
-            return new LoadedWeights(layer, loaded!, owned);
-        }
-        catch
-        {
-            for (var w = 0; w < homes.Length; w++)
-            {
-                if (owned[w])
-                {
-                    loaded[w]?.Dispose();
-                }
-            }
-
-            throw;
-        }
-    }
-
-    private static Task SyncCopy(TieredTensor dst, TieredTensor src)
-    {
-        TierCopy.Copy(dst, src);
-        return Task.CompletedTask;
     }
 
     public void Dispose()
@@ -255,46 +192,6 @@ public sealed class ModelWeights : IDisposable
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(options), options.Source, "Unknown weight source.");
-        }
-    }
-}
-
-/// <summary>
-/// One layer's weights on a compute tier, as plain tensors in the weight specs' order. Copies made for it are freed on
-/// dispose; weights lent from their home (already on the compute tier) are not.
-/// </summary>
-public sealed class LoadedWeights : IDisposable
-{
-    private readonly DeviceTensor[] _tensors;
-    private readonly bool[] _owned;
-
-    internal LoadedWeights(int layer, DeviceTensor[] tensors, bool[] owned)
-    {
-        Layer = layer;
-        _tensors = tensors;
-        _owned = owned;
-    }
-
-    public int Layer { get; }
-
-    public int Count => _tensors.Length;
-
-    /// <summary>Weight <paramref name="index"/> as a torch tensor (valid until this object is disposed).</summary>
-    public torch.Tensor this[int index] => _tensors[index].Data;
-
-    public IReadOnlyList<DeviceTensor> Tensors => _tensors;
-
-    /// <summary>Bytes copied to the compute tier for this layer (lent weights excluded).</summary>
-    public long CopiedBytes => _tensors.Where((t, i) => _owned[i]).Sum(t => t.Bytes);
-
-    public void Dispose()
-    {
-        for (var i = 0; i < _tensors.Length; i++)
-        {
-            if (_owned[i])
-            {
-                _tensors[i].Dispose();
-            }
         }
     }
 }

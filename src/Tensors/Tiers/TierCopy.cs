@@ -4,69 +4,45 @@ using TorchSharp;
 
 /// <summary>
 /// The one way data moves between tiers (FlexGen's <c>general_copy</c>): <c>dst[dstRanges] = src[srcRanges]</c> for any
-/// two tiered tensors, plain, mixed or compressed, synchronously on the calling thread or awaitably (disk transfers
-/// then run on the disk tier's I/O pool). Usable from any thread; the caller keeps both tensors alive until it returns.
+/// two tiered tensors, plain, mixed or compressed, done on the calling thread when the call returns (a large disk
+/// transfer also fans its chunks out to the disk tier's I/O threads, and waits for them). Usable from any thread; the
+/// caller keeps both tensors alive until it returns.
 /// </summary>
 public static class TierCopy
 {
     /// <summary><c>dst[dstRanges] = src[srcRanges]</c>, done when it returns. Null ranges mean the whole tensor.</summary>
-    public static void Copy(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges) =>
-        Run(dst, dstRanges, src, srcRanges, async: false, CancellationToken.None).GetAwaiter().GetResult();
+    public static void Copy(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges)
+    {
+        dst.ThrowIfDisposed();
+        src.ThrowIfDisposed();
+        var dstRegion = Region.Resolve(dst, dstRanges, "destination");
+        var srcRegion = Region.Resolve(src, srcRanges, "source");
+        if (!dstRegion.Lengths.AsSpan().SequenceEqual(srcRegion.Lengths))
+        {
+            throw new ArgumentException(
+                $"Copy of '{src.Name}'[{string.Join(", ", srcRegion.ToRanges())}] (extents {TensorShapes.Format(srcRegion.Lengths)}) into " +
+                $"'{dst.Name}'[{string.Join(", ", dstRegion.ToRanges())}] (extents {TensorShapes.Format(dstRegion.Lengths)}): the extents differ.");
+        }
+
+        if (dst.Dtype != src.Dtype)
+        {
+            throw new ArgumentException($"Copy of '{src.Name}' ({src.Dtype}) into '{dst.Name}' ({dst.Dtype}): element types differ; tiers copy bytes, they do not convert.");
+        }
+
+        Dispatch(dst, dstRegion, src, srcRegion);
+    }
 
     /// <summary><c>dst = src</c> (same shape).</summary>
     public static void Copy(TieredTensor dst, TieredTensor src) => Copy(dst, null, src, null);
 
-    /// <summary>
-    /// <c>dst[dstRanges] = src[srcRanges]</c>; disk reads and writes run on the I/O pool and the task completes when all
-    /// bytes are in place. GPU/CPU parts run on the calling thread (on its current CUDA stream) before this returns.
-    /// </summary>
-    public static Task CopyAsync(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges, CancellationToken cancellationToken = default) =>
-        Run(dst, dstRanges, src, srcRanges, async: true, cancellationToken);
-
-    public static Task CopyAsync(TieredTensor dst, TieredTensor src, CancellationToken cancellationToken = default) =>
-        CopyAsync(dst, null, src, null, cancellationToken);
-
-    /// <summary>A new tensor on <paramref name="tier"/> holding <c>src[srcRanges]</c>; the caller owns it.</summary>
-    public static TieredTensor CopyTo(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null) =>
-        CopyToCore(src, tier, srcRanges, name, async: false, CancellationToken.None).GetAwaiter().GetResult();
-
-    /// <summary>Awaitable <see cref="CopyTo"/>; on failure or cancellation the new tensor is freed.</summary>
-    public static Task<TieredTensor> CopyToAsync(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null, CancellationToken cancellationToken = default) =>
-        CopyToCore(src, tier, srcRanges, name, async: true, cancellationToken);
-
-    /// <summary>
-    /// <c>dst[dstRanges] = source</c> from a plain torch tensor (e.g. a compute result, which stays the caller's), on
-    /// any device; compresses when <paramref name="dst"/> is compressed.
-    /// </summary>
-    public static void CopyFrom(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source) =>
-        CopyFromCore(dst, dstRanges, source, async: false, CancellationToken.None).GetAwaiter().GetResult();
-
-    /// <inheritdoc cref="CopyFrom"/>
-    public static Task CopyFromAsync(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source, CancellationToken cancellationToken = default) =>
-        CopyFromCore(dst, dstRanges, source, async: true, cancellationToken);
-
-    /// <summary>
-    /// A new tensor on <paramref name="home"/> holding a copy of <paramref name="source"/> (e.g. hidden states parked at
-    /// the activation home, compressed when the home is compressed); the caller owns it, the source stays the caller's.
-    /// </summary>
-    public static TieredTensor Store(torch.Tensor source, MemoryTier home, string? name = null) =>
-        StoreCore(source, home, name, async: false, CancellationToken.None).GetAwaiter().GetResult();
-
-    /// <summary>Awaitable <see cref="Store"/>; on failure or cancellation the new tensor is freed.</summary>
-    public static Task<TieredTensor> StoreAsync(torch.Tensor source, MemoryTier home, string? name = null, CancellationToken cancellationToken = default) =>
-        StoreCore(source, home, name, async: true, cancellationToken);
-
-    /// <summary>
-    /// The one implementation of <see cref="CopyTo"/> and <see cref="CopyToAsync"/>: with <paramref name="async"/> false
-    /// every step runs on the calling thread and the task is complete on return.
-    /// </summary>
-    internal static async Task<TieredTensor> CopyToCore(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges, string? name, bool async, CancellationToken cancellationToken)
+    /// <summary>A new tensor on <paramref name="tier"/> holding <c>src[srcRanges]</c>; the caller owns it (freed here when the copy fails).</summary>
+    public static TieredTensor CopyTo(TieredTensor src, MemoryTier tier, IReadOnlyList<IndexRange>? srcRanges = null, string? name = null)
     {
         var region = Region.Resolve(src, srcRanges, "source");
         var dst = tier.Allocate(region.Lengths, src.Dtype, name ?? src.Name);
         try
         {
-            await Run(dst, null, src, srcRanges, async, cancellationToken).ConfigureAwait(false);
+            Copy(dst, null, src, srcRanges);
             return dst;
         }
         catch
@@ -76,27 +52,14 @@ public static class TierCopy
         }
     }
 
-    /// <summary>The one implementation of <see cref="CopyFrom"/> and <see cref="CopyFromAsync"/>.</summary>
-    internal static async Task CopyFromCore(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source, bool async, CancellationToken cancellationToken)
+    /// <summary>
+    /// <c>dst[dstRanges] = source</c> from a plain torch tensor (e.g. a compute result, which stays the caller's), on
+    /// any device; compresses when <paramref name="dst"/> is compressed.
+    /// </summary>
+    public static void CopyFrom(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, torch.Tensor source)
     {
         using var wrapper = BorrowedTensor.Wrap(source);
-        await Run(dst, dstRanges, wrapper, null, async, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>The one implementation of <see cref="Store"/> and <see cref="StoreAsync"/>.</summary>
-    private static async Task<TieredTensor> StoreCore(torch.Tensor source, MemoryTier home, string? name, bool async, CancellationToken cancellationToken)
-    {
-        var stored = home.Allocate(source.shape, source.dtype, name);
-        try
-        {
-            await CopyFromCore(stored, null, source, async, cancellationToken).ConfigureAwait(false);
-            return stored;
-        }
-        catch
-        {
-            stored.Dispose();
-            throw;
-        }
+        Copy(dst, dstRanges, wrapper, null);
     }
 
     /// <summary>
@@ -254,48 +217,40 @@ public static class TierCopy
         }
     }
 
-    private static Task Run(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges, bool async, CancellationToken cancellationToken)
-    {
-        dst.ThrowIfDisposed();
-        src.ThrowIfDisposed();
-        var dstRegion = Region.Resolve(dst, dstRanges, "destination");
-        var srcRegion = Region.Resolve(src, srcRanges, "source");
-        if (!dstRegion.Lengths.AsSpan().SequenceEqual(srcRegion.Lengths))
-        {
-            throw new ArgumentException(
-                $"Copy of '{src.Name}'[{string.Join(", ", srcRegion.ToRanges())}] (extents {TensorShapes.Format(srcRegion.Lengths)}) into " +
-                $"'{dst.Name}'[{string.Join(", ", dstRegion.ToRanges())}] (extents {TensorShapes.Format(dstRegion.Lengths)}): the extents differ.");
-        }
-
-        if (dst.Dtype != src.Dtype)
-        {
-            throw new ArgumentException($"Copy of '{src.Name}' ({src.Dtype}) into '{dst.Name}' ({dst.Dtype}): element types differ; tiers copy bytes, they do not convert.");
-        }
-
-        cancellationToken.ThrowIfCancellationRequested();
-        return Dispatch(dst, dstRegion, src, srcRegion, async, cancellationToken);
-    }
-
-    internal static Task Dispatch(TieredTensor dst, Region dstRegion, TieredTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    /// <summary><c>dst[dstRegion] = src[srcRegion]</c> for checked regions of equal extents (also the compressed copies' inner steps).</summary>
+    internal static void Dispatch(TieredTensor dst, Region dstRegion, TieredTensor src, Region srcRegion)
     {
         if (dstRegion.ElementCount == 0)
         {
-            return Task.CompletedTask;
+            return;
         }
 
-        return (dst, src) switch
+        switch (dst, src)
         {
-            (CompressedTensor, _) or (_, CompressedTensor) => CompressedCopy.Run(dst, dstRegion, src, srcRegion, async, cancellationToken),
-            (MixedTensor mixed, _) => ForEachSegment(mixed, dstRegion, srcRegion, (segment, segmentRegion, otherRegion) =>
-                Dispatch(segment, segmentRegion, src, otherRegion, async, cancellationToken)),
-            (_, MixedTensor mixed) => ForEachSegment(mixed, srcRegion, dstRegion, (segment, segmentRegion, otherRegion) =>
-                Dispatch(dst, otherRegion, segment, segmentRegion, async, cancellationToken)),
-            (DeviceTensor or BorrowedTensor, DeviceTensor or BorrowedTensor) => DeviceToDevice(PlainData(dst), dstRegion, PlainData(src), srcRegion),
-            (DiskTensor d, DiskTensor s) => DiskToDisk(d, dstRegion, s, srcRegion, async, cancellationToken),
-            (DiskTensor d, _) => MemoryToDisk(d, dstRegion, PlainData(src), srcRegion, async, cancellationToken),
-            (_, DiskTensor s) => DiskToMemory(PlainData(dst), dstRegion, s, srcRegion, async, cancellationToken),
-            _ => throw new NotSupportedException($"No copy from {src.GetType().Name} to {dst.GetType().Name}."),
-        };
+            case (CompressedTensor, _) or (_, CompressedTensor):
+                CompressedCopy.Run(dst, dstRegion, src, srcRegion);
+                break;
+            case (MixedTensor mixed, _):
+                ForEachSegment(mixed, dstRegion, srcRegion, (segment, segmentRegion, otherRegion) => Dispatch(segment, segmentRegion, src, otherRegion));
+                break;
+            case (_, MixedTensor mixed):
+                ForEachSegment(mixed, srcRegion, dstRegion, (segment, segmentRegion, otherRegion) => Dispatch(dst, otherRegion, segment, segmentRegion));
+                break;
+            case (DeviceTensor or BorrowedTensor, DeviceTensor or BorrowedTensor):
+                DeviceToDevice(PlainData(dst), dstRegion, PlainData(src), srcRegion);
+                break;
+            case (DiskTensor d, DiskTensor s):
+                DiskToDisk(d, dstRegion, s, srcRegion);
+                break;
+            case (DiskTensor d, _):
+                MemoryToDisk(d, dstRegion, PlainData(src), srcRegion);
+                break;
+            case (_, DiskTensor s):
+                DiskToMemory(PlainData(dst), dstRegion, s, srcRegion);
+                break;
+            default:
+                throw new NotSupportedException($"No copy from {src.GetType().Name} to {dst.GetType().Name}.");
+        }
     }
 
     internal static torch.Tensor PlainData(TieredTensor tensor) => tensor switch
@@ -305,13 +260,12 @@ public static class TierCopy
         _ => throw new NotSupportedException($"'{tensor.Name}' on {tensor.Tier.Name} is not held in memory."),
     };
 
-    /// <summary>Splits a copy that touches a mixed tensor into one copy per segment it overlaps.</summary>
-    private static Task ForEachSegment(MixedTensor mixed, Region mixedRegion, Region otherRegion, Func<TieredTensor, Region, Region, Task> copy)
+    /// <summary>Splits a copy that touches a mixed tensor into one copy per segment it overlaps, one after another.</summary>
+    private static void ForEachSegment(MixedTensor mixed, Region mixedRegion, Region otherRegion, Action<TieredTensor, Region, Region> copy)
     {
         const int dim = MixedTier.SplitDim;
         var start = mixedRegion.Starts[dim];
         var stop = start + mixedRegion.Lengths[dim];
-        var starts = new List<Func<Task>>();
         for (var i = 0; i < mixed.Segments.Count; i++)
         {
             var segment = mixed.Segments[i];
@@ -326,24 +280,21 @@ public static class TierCopy
 
             var segmentRegion = mixedRegion.With(dim, lo - segmentStart, hi - lo).On(segment.ShapeArray);
             var other = otherRegion.With(dim, otherRegion.Starts[dim] + (lo - start), hi - lo);
-            starts.Add(() => copy(segment, segmentRegion, other));
+            copy(segment, segmentRegion, other);
         }
-
-        return StartedTasks.WhenAll(starts);
     }
 
-    private static Task DeviceToDevice(torch.Tensor dst, Region dstRegion, torch.Tensor src, Region srcRegion)
+    private static void DeviceToDevice(torch.Tensor dst, Region dstRegion, torch.Tensor src, Region srcRegion)
     {
         if (dstRegion.IsWhole && srcRegion.IsWhole)
         {
             dst.copy_(src);
-            return Task.CompletedTask;
+            return;
         }
 
         using var dstView = dst.index(dstRegion.ToIndices());
         using var srcView = src.index(srcRegion.ToIndices());
         dstView.copy_(srcView);
-        return Task.CompletedTask;
     }
 
     /// <summary>The source box as a contiguous CPU tensor: the source itself when it already is one, else a staged copy.</summary>
@@ -360,88 +311,43 @@ public static class TierCopy
         return (staged, true);
     }
 
-    private static unsafe Task MemoryToDisk(DiskTensor dst, Region dstRegion, torch.Tensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    private static unsafe void MemoryToDisk(DiskTensor dst, Region dstRegion, torch.Tensor src, Region srcRegion)
     {
         var (staged, owned) = StageOnCpu(src, srcRegion);
-        return RunIo(dst.Tier, () => dst.WriteRegion(dstRegion, TensorMemory.Pointer(staged)), async, cancellationToken, owned ? staged : null);
+        try
+        {
+            dst.WriteRegion(dstRegion, TensorMemory.Pointer(staged));
+        }
+        finally
+        {
+            if (owned)
+            {
+                staged.Dispose();
+            }
+        }
     }
 
-    private static Task DiskToMemory(torch.Tensor dst, Region dstRegion, DiskTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    private static unsafe void DiskToMemory(torch.Tensor dst, Region dstRegion, DiskTensor src, Region srcRegion)
     {
         // Straight into the destination when its box is one contiguous CPU run; otherwise via a staging tensor.
         var runs = dstRegion.ByteRuns(TensorShapes.ElementSize(src.Dtype));
-        var direct = dst.device_type == DeviceType.CPU && dst.is_contiguous() && runs.Count == 1;
-        unsafe void Read()
+        if (dst.device_type == DeviceType.CPU && dst.is_contiguous() && runs.Count == 1)
         {
-            if (direct)
-            {
-                src.ReadRegion(srcRegion, TensorMemory.Pointer(dst) + runs[0].Offset);
-                return;
-            }
-
-            using var staged = torch.empty(srcRegion.Lengths, src.Dtype, torch.CPU).DetachFromDisposeScope();
-            src.ReadRegion(srcRegion, TensorMemory.Pointer(staged));
-            using var dstView = dst.index(dstRegion.ToIndices());
-            dstView.copy_(staged);
+            src.ReadRegion(srcRegion, TensorMemory.Pointer(dst) + runs[0].Offset);
+            return;
         }
 
-        return RunIo(src.Tier, Read, async, cancellationToken);
+        using var staged = torch.empty(srcRegion.Lengths, src.Dtype, torch.CPU).DetachFromDisposeScope();
+        src.ReadRegion(srcRegion, TensorMemory.Pointer(staged));
+        using var dstView = dst.index(dstRegion.ToIndices());
+        dstView.copy_(staged);
     }
 
-    private static Task DiskToDisk(DiskTensor dst, Region dstRegion, DiskTensor src, Region srcRegion, bool async, CancellationToken cancellationToken)
+    private static unsafe void DiskToDisk(DiskTensor dst, Region dstRegion, DiskTensor src, Region srcRegion)
     {
-        unsafe void Transfer()
-        {
-            using var staged = torch.empty(srcRegion.Lengths, src.Dtype, torch.CPU).DetachFromDisposeScope();
-            var pointer = TensorMemory.Pointer(staged);
-            src.ReadRegion(srcRegion, pointer);
-            dst.WriteRegion(dstRegion, pointer);
-        }
-
-        return RunIo(src.Tier, Transfer, async, cancellationToken);
-    }
-
-    /// <summary>
-    /// Runs <paramref name="io"/> now or on the tier's I/O pool; <paramref name="staging"/> (a buffer the transfer owns) is
-    /// freed exactly once: after the transfer ran, or when it never runs (cancelled first, or the pool is shut down).
-    /// </summary>
-    private static Task RunIo(DiskTier tier, Action io, bool async, CancellationToken cancellationToken, torch.Tensor? staging = null)
-    {
-        void Transfer()
-        {
-            try
-            {
-                io();
-            }
-            finally
-            {
-                staging?.Dispose();
-            }
-        }
-
-        if (!async)
-        {
-            Transfer();
-            return Task.CompletedTask;
-        }
-
-        Task task;
-        try
-        {
-            task = tier.IoPool.RunAsync(Transfer, cancellationToken);
-        }
-        catch
-        {
-            staging?.Dispose(); // the I/O pool is gone: the transfer never runs
-            throw;
-        }
-
-        if (staging is not null)
-        {
-            // A transfer cancelled before it ran never frees its staging buffer itself.
-            task.ContinueWith(_ => staging.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnCanceled, TaskScheduler.Default);
-        }
-
-        return task;
+        using var staged = torch.empty(srcRegion.Lengths, src.Dtype, torch.CPU).DetachFromDisposeScope();
+        var pointer = TensorMemory.Pointer(staged);
+        src.ReadRegion(srcRegion, pointer);
+        dst.WriteRegion(dstRegion, pointer);
     }
 }

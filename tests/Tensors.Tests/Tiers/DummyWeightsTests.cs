@@ -25,7 +25,7 @@ public class DummyWeightsTests
         {
             for (var j = 0; j < tiered.LayerCount; j++)
             {
-                using var loaded = tiered.LoadLayer(j, bed.Tiers.Cpu);
+                using var loaded = TierTestBed.CopyLayer(tiered, j, bed.Tiers.Cpu);
                 for (var w = 0; w < loaded.Count; w++)
                 {
                     var name = plan.Weight(j, w).Spec.FileName;

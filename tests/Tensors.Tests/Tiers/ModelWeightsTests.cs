@@ -33,20 +33,20 @@ public class ModelWeightsTests
     [InlineData(20, 30, false)]
     [InlineData(0, 0, false)]
     [InlineData(30, 30, true)]
-    public async Task Weights_should_load_into_their_planned_homes_with_the_file_values(double wGpu, double wCpu, bool compress)
+    public void Weights_should_load_into_their_planned_homes_with_the_file_values(double wGpu, double wCpu, bool compress)
     {
         using var bed = new TierTestBed();
-        await LoadAndCheck(bed, Plan(wGpu, wCpu, compress));
+        LoadAndCheck(bed, Plan(wGpu, wCpu, compress));
         bed.AssertNothingLeft();
     }
 
-    private static async Task LoadAndCheck(TierTestBed bed, PlacementPlan plan)
+    private static void LoadAndCheck(TierTestBed bed, PlacementPlan plan)
     {
-        using var weights = await ModelWeights.LoadAsync(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory));
+        using var weights = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory));
         var homes = new HashSet<TierType>();
         for (var j = 0; j < weights.LayerCount; j++)
         {
-            using var loaded = j % 2 == 0 ? weights.LoadLayer(j, bed.Tiers.Gpu) : await weights.LoadLayerAsync(j, bed.Tiers.Gpu);
+            using var loaded = TierTestBed.CopyLayer(weights, j, bed.Tiers.Gpu);
             for (var w = 0; w < loaded.Count; w++)
             {
                 var placement = plan.Weight(j, w);
@@ -95,12 +95,12 @@ public class ModelWeightsTests
     }
 
     [Fact]
-    public async Task Loading_should_report_every_layer_in_order_and_end_at_the_total_bytes()
+    public void Loading_should_report_every_layer_in_order_and_end_at_the_total_bytes()
     {
         using var bed = new TierTestBed();
         var plan = Plan(20, 30, compress: true);
         var reports = new List<WeightLoadProgress>();
-        using (var weights = await ModelWeights.LoadAsync(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory), new ListProgress(reports)))
+        using (var weights = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory), new ListProgress(reports)))
         {
             Assert.Equal(weights.LayerCount, reports.Count);
         }
@@ -128,7 +128,7 @@ public class ModelWeightsTests
     {
         var plan = Plan(50, 25);
         using (var ones = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy()))
-        using (var layer = ones.LoadLayer(1, bed.Tiers.Cpu))
+        using (var layer = TierTestBed.CopyLayer(ones, 1, bed.Tiers.Cpu))
         {
             using var isOne = layer[0].eq(1);
             using var all = isOne.all();
@@ -138,9 +138,9 @@ public class ModelWeightsTests
         using var first = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 3));
         using var second = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 3));
         using var other = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 4));
-        using var a = first.LoadLayer(2, bed.Tiers.Cpu);
-        using var b = second.LoadLayer(2, bed.Tiers.Cpu);
-        using var c = other.LoadLayer(2, bed.Tiers.Cpu);
+        using var a = TierTestBed.CopyLayer(first, 2, bed.Tiers.Cpu);
+        using var b = TierTestBed.CopyLayer(second, 2, bed.Tiers.Cpu);
+        using var c = TierTestBed.CopyLayer(other, 2, bed.Tiers.Cpu);
         Assert.True(TierTestBed.BitEqual(a[0], b[0]));
         Assert.False(TierTestBed.BitEqual(a[0], c[0]));
         using var a32 = a[0].to_type(ScalarType.Float32);

@@ -12,14 +12,15 @@ public class TierConcurrencyTests
     {
         using var bed = new TierTestBed(directIo: true, chunkBytes: 16384);
         var mixed = bed.Tiers.CreateMixed(25, 25, 2);
-        var workers = Enumerable.Range(0, 8).Select(worker => Task.Run(async () =>
+        var workers = Enumerable.Range(0, 8).Select(worker => Task.Run(() =>
         {
             for (var round = 0; round < 4; round++)
             {
                 using var data = TierTestBed.RandomTensor([16, 8, 300], ScalarType.Float16, worker * 100 + round);
-                using var onDisk = await TierCopy.StoreAsync(data, bed.Tiers.Disk, $"w{worker}.r{round}");
-                using var onMixed = await TierCopy.CopyToAsync(onDisk, mixed);
-                using var back = await TierCopy.CopyToAsync(onMixed, bed.Tiers.Cpu);
+                using var onDisk = bed.Tiers.Disk.Allocate(data.shape, data.dtype, $"w{worker}.r{round}");
+                TierCopy.CopyFrom(onDisk, null, data);
+                using var onMixed = TierCopy.CopyTo(onDisk, mixed);
+                using var back = TierCopy.CopyTo(onMixed, bed.Tiers.Cpu);
                 Assert.True(TierTestBed.BitEqual(data, ((DeviceTensor)back).Data), $"worker {worker} round {round}");
             }
         })).ToArray();
@@ -28,45 +29,40 @@ public class TierConcurrencyTests
     }
 
     [Fact]
-    public async Task Cancelled_copies_should_free_their_buffers_and_new_tensors()
+    public void Chunked_transfer_should_run_every_chunk_once_and_report_a_failing_chunk_after_all_helpers_finished()
     {
         using var bed = new TierTestBed();
-        await CancelMany(bed);
-        bed.AssertNothingLeft();
-    }
-
-    private static async Task CancelMany(TierTestBed bed)
-    {
-        using var data = TierTestBed.RandomTensor([64, 1024], ScalarType.Float32, 1);
-        using var source = bed.Tiers.Cpu.CopyOf(data, "source");
-        using var cancellation = new CancellationTokenSource();
-
-        // Hold both I/O threads so every copy is still queued when the token is cancelled.
-        using var gate = new ManualResetEventSlim();
-        var blockers = Enumerable.Range(0, bed.Tiers.Disk.IoPool.ThreadCount).Select(_ => bed.Tiers.Disk.IoPool.RunAsync(gate.Wait)).ToArray();
-        var copies = Enumerable.Range(0, 32)
-            .Select(i => TierCopy.CopyToAsync(source, bed.Tiers.Disk, [new(i, 64)], $"copy{i}", cancellation.Token))
-            .ToList();
-        cancellation.Cancel();
-        gate.Set();
-        await Task.WhenAll(blockers);
-        var done = 0;
-        var cancelled = 0;
-        foreach (var copy in copies)
+        var disk = bed.Tiers.Disk;
+        var runs = new int[40];
+        var threads = new System.Collections.Concurrent.ConcurrentDictionary<int, byte>();
+        disk.RunChunks(runs.Length, i =>
         {
+            threads[Environment.CurrentManagedThreadId] = 0;
+            Interlocked.Increment(ref runs[i]);
+            Thread.Sleep(1);
+        });
+        Assert.All(runs, count => Assert.Equal(1, count));
+        Assert.True(threads.Count > 1, "the caller shares chunks with the I/O threads");
+
+        var active = 0;
+        var error = Assert.Throws<IOException>(() => disk.RunChunks(40, i =>
+        {
+            Interlocked.Increment(ref active);
             try
             {
-                using var result = await copy;
-                done++;
+                Thread.Sleep(2);
+                if (i == 5)
+                {
+                    throw new IOException("chunk 5");
+                }
             }
-            catch (OperationCanceledException)
+            finally
             {
-                cancelled++;
+                Interlocked.Decrement(ref active);
             }
-        }
-
-        Assert.Equal(0, done);
-        Assert.Equal(32, cancelled);
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => TierCopy.CopyToAsync(source, bed.Tiers.Disk, cancellationToken: cancellation.Token));
+        }));
+        Assert.Equal("chunk 5", error.Message);
+        Assert.Equal(0, Volatile.Read(ref active)); // nothing still writing into the caller's buffer
+        bed.AssertNothingLeft();
     }
 }

@@ -65,7 +65,7 @@ public class TierCopyTests
 
     [Theory]
     [MemberData(nameof(PlainPairs))]
-    public async Task Copy_should_be_bit_identical_between_every_pair_of_tiers(string srcTier, string dstTier, bool directIo)
+    public void Copy_should_be_bit_identical_between_every_pair_of_tiers(string srcTier, string dstTier, bool directIo)
     {
         using var bed = new TierTestBed(directIo);
         var src = TierNamed(bed, srcTier);
@@ -75,8 +75,8 @@ public class TierCopyTests
         {
             foreach (var withRanges in new[] { false, true })
             {
-                var useAsync = (seed++ & 1) == 1;
-                await CheckCopy(src, dst, dtype, withRanges, useAsync, seed);
+                seed++;
+                CheckCopy(src, dst, dtype, withRanges, seed);
             }
         }
 
@@ -85,7 +85,7 @@ public class TierCopyTests
 
     [Theory]
     [MemberData(nameof(CompressedPairs))]
-    public async Task Copy_should_match_group_quantization_when_either_side_is_compressed(string srcTier, string dstTier)
+    public void Copy_should_match_group_quantization_when_either_side_is_compressed(string srcTier, string dstTier)
     {
         using var bed = new TierTestBed();
         var src = TierNamed(bed, srcTier);
@@ -95,8 +95,8 @@ public class TierCopyTests
         {
             foreach (var withRanges in new[] { false, true })
             {
-                var useAsync = (seed++ & 1) == 1;
-                await CheckCopy(src, dst, dtype, withRanges, useAsync, seed);
+                seed++;
+                CheckCopy(src, dst, dtype, withRanges, seed);
             }
         }
 
@@ -114,7 +114,7 @@ public class TierCopyTests
     /// dst (zeros) [dstRanges] = src [srcRanges]; everything else of dst stays zero. Bit-identical, where a compressed tier
     /// is involved to the group quantization of the source (the ranges never cut a group along dim 2).
     /// </summary>
-    internal static async Task CheckCopy(MemoryTier srcTier, MemoryTier dstTier, ScalarType dtype, bool withRanges, bool useAsync, int seed)
+    internal static void CheckCopy(MemoryTier srcTier, MemoryTier dstTier, ScalarType dtype, bool withRanges, int seed)
     {
         long[] shape = [6, 8, 5];
         IndexRange[]? srcRanges = withRanges ? [new(1, 4), new(1, 7), new(0, 5)] : null;
@@ -127,14 +127,7 @@ public class TierCopyTests
         TierCopy.CopyFrom(source, null, data);
         TierCopy.CopyFrom(destination, null, zeros);
 
-        if (useAsync)
-        {
-            await TierCopy.CopyAsync(destination, dstRanges, source, srcRanges);
-        }
-        else
-        {
-            TierCopy.Copy(destination, dstRanges, source, srcRanges);
-        }
+        TierCopy.Copy(destination, dstRanges, source, srcRanges);
 
         var compressed = srcTier is CompressedTier || dstTier is CompressedTier;
         using var expected = zeros.clone();
@@ -151,7 +144,7 @@ public class TierCopyTests
         }
 
         using var actual = TierCopy.ToTorch(destination, null, CPU);
-        Assert.True(TierTestBed.BitEqual(expected, actual), $"{srcTier.Name} -> {dstTier.Name}, {dtype}, ranges {withRanges}, async {useAsync}: data differs");
+        Assert.True(TierTestBed.BitEqual(expected, actual), $"{srcTier.Name} -> {dstTier.Name}, {dtype}, ranges {withRanges}: data differs");
     }
 
     [Theory]
@@ -159,19 +152,19 @@ public class TierCopyTests
     [InlineData(true, 8 << 20)]
     [InlineData(true, 8192)]   // many chunks in parallel, straight into aligned memory or through bounce buffers
     [InlineData(false, 12288)]
-    public async Task Disk_tier_should_round_trip_block_aligned_and_unaligned_pieces(bool directIo, int chunkBytes)
+    public void Disk_tier_should_round_trip_block_aligned_and_unaligned_pieces(bool directIo, int chunkBytes)
     {
         using var bed = new TierTestBed(directIo, chunkBytes: chunkBytes);
-        await RoundTripPieces(bed);
+        RoundTripPieces(bed);
         bed.AssertNothingLeft();
     }
 
-    private static async Task RoundTripPieces(TierTestBed bed)
+    private static void RoundTripPieces(TierTestBed bed)
     {
         long[] shape = [4, 64, 1024]; // float16: 128 KiB per row of dim 0
         using var data = TierTestBed.RandomTensor(shape, ScalarType.Float16, 7);
         using var onDisk = bed.Tiers.Disk.Allocate(shape, ScalarType.Float16, "big");
-        await TierCopy.CopyFromAsync(onDisk, null, data);
+        TierCopy.CopyFrom(onDisk, null, data);
 
         // Aligned rows, an unaligned box, and a box that ends at the file's end.
         IndexRange[][] boxes =
@@ -191,7 +184,7 @@ public class TierCopyTests
         using var patch = TierTestBed.RandomTensor([4, 57, 995], ScalarType.Float16, 8);
         TierCopy.CopyFrom(onDisk, [new(0, 4), new(3, 60), new(5, 1000)], patch);
         using var row = TierTestBed.RandomTensor([1, 64, 1024], ScalarType.Float16, 9);
-        await TierCopy.CopyFromAsync(onDisk, [new(2, 3)], row);
+        TierCopy.CopyFrom(onDisk, [new(2, 3)], row);
         using (var view = data[.., 3..60, 5..1000])
         {
             view.copy_(patch);
@@ -208,14 +201,14 @@ public class TierCopyTests
     }
 
     [Fact]
-    public async Task Compressed_tier_should_requantize_only_the_groups_a_box_cuts()
+    public void Compressed_tier_should_requantize_only_the_groups_a_box_cuts()
     {
         using var bed = new TierTestBed();
-        await PatchCompressed(bed);
+        PatchCompressed(bed);
         bed.AssertNothingLeft();
     }
 
-    private static async Task PatchCompressed(TierTestBed bed)
+    private static void PatchCompressed(TierTestBed bed)
     {
         var tier = new CompressedTier(bed.Tiers.Disk, TestCompression);
         using var generator = new Generator(5);
@@ -223,7 +216,7 @@ public class TierCopyTests
         using var patch = rand([3, 2, 4], generator: generator);
         using var tensor = tier.Allocate([3, 4, 10], ScalarType.Float32, "patched");
         Assert.Equal(3 * 4 * 3 * 2 + 3 * 4 * 3 * 2 * 2, ((CompressedTensor)tensor).StoredBytes);
-        await TierCopy.CopyFromAsync(tensor, null, before);
+        TierCopy.CopyFrom(tensor, null, before);
 
         // Dim 2 range 3:7 cuts groups 0..3 and 4..7: both are decompressed, patched and compressed again.
         TierCopy.CopyFrom(tensor, [new(0, 3), new(1, 3), new(3, 7)], patch);

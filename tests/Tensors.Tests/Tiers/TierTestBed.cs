@@ -85,6 +85,38 @@ public sealed class TierTestBed : IDisposable
     }
 
     /// <summary>Bitwise equality (floats compared through their bytes).</summary>
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s weights as plain tensors on <paramref name="target"/>, read from their homes by
+    /// <see cref="TierCopy.ToTorch"/> (decompressed when stored compressed), in the weight specs' order; disposing frees them.
+    /// </summary>
+    public static LayerTensors CopyLayer(ModelWeights weights, int layer, DeviceTier target)
+    {
+        var tensors = new List<Tensor>();
+        try
+        {
+            foreach (var home in weights.Layer(layer))
+            {
+                tensors.Add(TierCopy.ToTorch(home, null, target.Device));
+            }
+
+            return new LayerTensors(tensors);
+        }
+        catch
+        {
+            tensors.ForEach(t => t.Dispose());
+            throw;
+        }
+    }
+
+    public sealed class LayerTensors(List<Tensor> tensors) : IDisposable
+    {
+        public int Count => tensors.Count;
+
+        public Tensor this[int index] => tensors[index];
+
+        public void Dispose() => tensors.ForEach(t => t.Dispose());
+    }
+
     public static bool BitEqual(Tensor a, Tensor b)
     {
         if (!a.shape.SequenceEqual(b.shape) || a.dtype != b.dtype)
