@@ -5,7 +5,7 @@ using TorchSharp;
 
 /// <summary>
 /// The KV cache of a placement plan: one key and one value tensor of shape
-/// (prompt_len + gen_len - 1, gpu_batch_size * n_head, head_dim) per attention layer j and GPU batch k, each in its
+/// (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim) per attention layer j and GPU batch k, each in its
 /// home (GPU, CPU, disk, or mixed along dim 1; compressed along dim 2 where the policy says so). Owned here.
 /// Offers FlexGen's per-step calls: <see cref="LoadAsync"/> (load_cache) and <see cref="StoreAsync"/> (store_cache).
 /// </summary>
@@ -21,7 +21,7 @@ public sealed class KvCache : IDisposable
 
     public PlacementPlan Plan { get; }
 
-    /// <summary>(positions, gpu_batch_size * n_head, head_dim).</summary>
+    /// <summary>(positions, gpu_batch_size * kv_heads, head_dim).</summary>
     public IReadOnlyList<long> Shape => Plan.Cache.Shape;
 
     /// <summary>Allocates every cache tensor in its home; on failure frees what it made.</summary>
@@ -32,7 +32,7 @@ public sealed class KvCache : IDisposable
         var shape = cache.Shape.ToArray();
         MemoryTier home = cache.Home is { } tier
             ? tiers.For(tier)
-            : new MixedTier(tiers.Gpu, tiers.Cpu, tiers.Disk, 0, 0, plan.Config.NHead);
+            : new MixedTier(tiers.Gpu, tiers.Cpu, tiers.Disk, 0, 0, plan.Config.KvHeads);
         if (cache.Compression is { } compression)
         {
             home = new CompressedTier(home, compression);
@@ -97,7 +97,7 @@ public sealed class KvCache : IDisposable
         LoadCore(layer, batch, length, target, async: false, CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>
-    /// Writes new entries (rows, gpu_batch_size * n_head, head_dim), on any device, at positions
+    /// Writes new entries (rows, gpu_batch_size * kv_heads, head_dim), on any device, at positions
     /// [<paramref name="position"/>, position + rows) of the cache of (j, k): the prompt at 0 during prefill, one row per
     /// decode step (compressing when the home is compressed).
     /// </summary>
@@ -222,7 +222,7 @@ public sealed class LoadedCache(int layer, int batch, LoadedTensor key, LoadedTe
 
     public int Batch { get; } = batch;
 
-    /// <summary>(length, gpu_batch_size * n_head, head_dim).</summary>
+    /// <summary>(length, gpu_batch_size * kv_heads, head_dim).</summary>
     public torch.Tensor Key => key.Data;
 
     public torch.Tensor Value => value.Data;
