@@ -11,8 +11,8 @@ using TorchSharp;
 using PlacementTier = FlexGen.Tensors.Placement.TierKind;
 
 /// <summary>
-/// The real backend: an OPT model whose weights sit in their homes (GPU / CPU / disk tier, FlexGen's midpoint
-/// rule via <see cref="PlacementPlan"/>), and runs that compute with the layer math of FlexGen.Tensors.Layers.
+/// The real backend: a model whose weights sit in their homes (GPU / CPU / disk tier, FlexGen's midpoint
+/// rule via <see cref="PlacementPlan"/>), and runs that compute with its family's layer math (<see cref="ILayerCompute"/>).
 /// Owns the memory tiers (and so its offload folder) and the weight homes; each run owns its cache and buffers.
 /// </summary>
 public sealed class TorchPipelineBackend : IPipelineBackend
@@ -25,7 +25,8 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         Settings = settings;
         Policy = policy;
         Config = settings.ResolveModel();
-        Layers = OptWeightSpecs.Layers(Config, policy.SepLayer);
+        Layers = Config.Layers(policy.SepLayer);
+        LayerCompute = Config.Compute();
         // Weights do not depend on the batch geometry; this plan also rejects impossible policies early.
         WeightPlan = PlacementPlan.Create(Config, policy, promptLen: 1, genLen: 1);
         Directory.CreateDirectory(settings.OffloadDirectory);
@@ -55,12 +56,15 @@ public sealed class TorchPipelineBackend : IPipelineBackend
 
     public Policy Policy { get; }
 
-    public OptConfig Config { get; }
+    public ModelConfig Config { get; }
+
+    /// <summary>The model family's layer math.</summary>
+    public ILayerCompute LayerCompute { get; }
 
     public int PadTokenId => Config.PadTokenId;
 
     /// <summary>FlexGen's layer list (index j).</summary>
-    public IReadOnlyList<OptLayerSpec> Layers { get; }
+    public IReadOnlyList<LayerSpec> Layers { get; }
 
     public PlacementPlan WeightPlan { get; }
 

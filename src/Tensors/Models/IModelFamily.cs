@@ -31,6 +31,12 @@ public interface IModelFamily
     /// <exception cref="UnknownModelException">not a preset of this family.</exception>
     ModelConfig FromPreset(string name);
 
+    /// <summary>
+    /// A model of the family's architecture with the given size (dummy-weight benchmarks and tests): MLP width and
+    /// other ratios as the family's usual models have them.
+    /// </summary>
+    ModelConfig OfSize(string name, int blocks, int hiddenSize, int heads, int vocabSize, int maxSeqLen);
+
     /// <summary>The layers in execution order with their weight specs (see <see cref="LayerSpec.InExecutionOrder"/>).</summary>
     IReadOnlyList<LayerSpec> Layers(ModelConfig config, bool sepLayer);
 

@@ -29,6 +29,19 @@ public sealed class OptFamily : IModelFamily
 
     public ModelConfig FromPreset(string name) => OptConfig.FromPreset(name);
 
+    /// <summary>FFN = 4 * hidden, as every OPT preset.</summary>
+    public ModelConfig OfSize(string name, int blocks, int hiddenSize, int heads, int vocabSize, int maxSeqLen) => new OptConfig
+    {
+        Name = name,
+        MaxSeqLen = maxSeqLen,
+        NumHiddenLayers = blocks,
+        NHead = heads,
+        HiddenSize = hiddenSize,
+        InputDim = hiddenSize,
+        FfnEmbedDim = 4 * hiddenSize,
+        VocabSize = vocabSize,
+    };
+
     public IReadOnlyList<LayerSpec> Layers(ModelConfig config, bool sepLayer) => OptWeightSpecs.Layers(Opt(config), sepLayer);
 
     public ILayerCompute Compute(ModelConfig config) => new OptLayerCompute(Opt(config));
