@@ -100,16 +100,12 @@ public enum TokenizerKind
 }
 
 /// <summary>Which tokenizer a model folder uses and its conventions.</summary>
-/// <param name="Kind">The algorithm.</param>
-/// <param name="VocabFile">File name of the vocabulary in the model folder.</param>
-/// <param name="MergesFile">File name of the BPE merges in the model folder.</param>
+/// <param name="Kind">The algorithm (which also fixes the files it reads from the model folder).</param>
 /// <param name="BosTokenId">Begin-of-sequence id.</param>
 /// <param name="PrependBos">Whether every prompt starts with <paramref name="BosTokenId"/>.</param>
 /// <param name="SpecialTokenIds">Ids left out when decoding (pad, BOS, EOS).</param>
 public sealed record TokenizerSpec(
     TokenizerKind Kind,
-    string VocabFile,
-    string MergesFile,
     int BosTokenId,
     bool PrependBos,
     IReadOnlyList<int> SpecialTokenIds);

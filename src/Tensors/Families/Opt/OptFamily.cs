@@ -64,7 +64,7 @@ public sealed class OptFamily : IModelFamily
 
     /// <summary>GPT-2 byte-level BPE, no prefix space, BOS prepended; pad, BOS and EOS left out when decoding.</summary>
     public TokenizerSpec Tokenizer(ModelConfig config) => new(
-        TokenizerKind.ByteLevelBpe, "vocab.json", "merges.txt", config.BosTokenId, PrependBos: true,
+        TokenizerKind.ByteLevelBpe, config.BosTokenId, PrependBos: true,
         [config.BosTokenId, config.PadTokenId, config.EosTokenId]);
 
     private static OptConfig Opt(ModelConfig config) => config as OptConfig
