@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Models;
 using FlexGen.Actors.Schedule;
 
