@@ -93,7 +93,7 @@ public static class SegmentAttention
         if (covered != rows)
         {
             throw new ArgumentException(
-                $"Cache segments cover {covered} of the batch * kv_heads = {rows} rows along dim 1.", nameof(segments));
+                $"Cache segments cover {covered} of the batch * n_head = {rows} rows along dim 1 (n_head: the KV heads per sequence).", nameof(segments));
         }
 
         long start = 0;
@@ -175,7 +175,7 @@ public static class SegmentAttention
         if (rowStart < 0 || rowStart % kvHeads != 0 || segRows % kvHeads != 0 || rowStart + segRows > rows)
         {
             throw new ArgumentException(
-                $"Cache segment rows [{rowStart}, {rowStart + segRows}) must be whole sequences (multiples of kv_heads {kvHeads}) within batch * kv_heads = {rows}.",
+                $"Cache segment rows [{rowStart}, {rowStart + segRows}) must be whole sequences (multiples of n_head {kvHeads}, the KV heads per sequence) within batch * n_head = {rows}.",
                 nameof(keyCache));
         }
 
