@@ -13,7 +13,7 @@ using FlexGen.Tensors.Policies;
 /// The embeddable entry point: an actor system with the HOCON of hocon/flexgen.conf and one
 /// <see cref="GenerationCoordinator"/> (which owns the tier actors and the model).
 /// <code>
-/// var settings = new FlexGenSettings { ModelPath = "models/opt-tiny", Policy = policy, OffloadDirectory = "/tmp/offload" };
+/// var settings = new FlexGenSettings { ModelPath = "models/my-model", Policy = policy, OffloadDirectory = "/tmp/offload" };
 /// await using var flexgen = FlexGenSystem.Start(settings);            // loads the model under settings.Policy
 /// GenerationResult r = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, GenLen = 32 }, ct);
 /// r.OutputIds;   // (n, gen_len)        r.Timings;  // prefill / decode

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests;
 
+using FlexGen.Tensors.Models;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
 

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Models;
 using FlexGen.Actors.Schedule;
 
@@ -85,7 +86,7 @@ public class BlockScheduleTests
     {
         var layers = LayerKinds.BuildLayers(2, sepLayer: true);
         Assert.Equal(
-            new[] { OptLayerKind.InputEmbed, OptLayerKind.SelfAttention, OptLayerKind.Mlp, OptLayerKind.SelfAttention, OptLayerKind.Mlp, OptLayerKind.OutputEmbed },
+            new[] { LayerKind.InputEmbedding, LayerKind.Attention, LayerKind.Mlp, LayerKind.Attention, LayerKind.Mlp, LayerKind.OutputEmbedding },
             layers);
         Assert.Equal(1, LayerKinds.BlockIndexOf(layers, 3));
         Assert.Equal(1, LayerKinds.BlockIndexOf(layers, 4));
@@ -137,7 +138,7 @@ public class BlockScheduleTests
         Assert.Equal(gen * layers.Count, weightLoads.Length);
         Assert.All(weightLoads, w => Assert.Equal(0, w.Batch));
 
-        int cacheLayers = layers.Count(l => l.HasCache());
+        int cacheLayers = layers.Count(l => l.HasKvCache());
         Assert.Equal((gen - 1) * cacheLayers * batches, tasks.Count(t => t.Kind == TaskKind.LoadCache));
         Assert.Equal((gen - 1) * cacheLayers * batches, tasks.Count(t => t.Kind == TaskKind.StoreCache));
         Assert.Equal(gen * layers.Count * batches, tasks.Count(t => t.Kind == TaskKind.LoadHidden));
@@ -167,6 +168,6 @@ public class BlockScheduleTests
         Assert.Equal("NumGpuBatches", e.ParamName);
         e = Assert.Throws<ArgumentOutOfRangeException>(() => BlockSchedule.Create(new ScheduleShape(layers, 1, 2, 3, true)));
         Assert.Equal("ExecuteGenLen", e.ParamName);
-        Assert.Throws<ArgumentException>(() => BlockSchedule.Create(new ScheduleShape(new[] { OptLayerKind.Mlp }, 1, 1, 1, true)));
+        Assert.Throws<ArgumentException>(() => BlockSchedule.Create(new ScheduleShape(new[] { LayerKind.Mlp }, 1, 1, 1, true)));
     }
 }

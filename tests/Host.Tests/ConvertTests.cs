@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Host.Checkpoints;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Npy;
@@ -48,7 +49,7 @@ public class ConvertTests
     {
         using var folder = new TempFolder();
         HfCheckpointBuilder.Build(folder.File("hf"), new(LmHead: true, UntiedLmHead: true));
-        var ex = Assert.Throws<UnsupportedModelException>(() => OptCheckpointConverter.Convert(folder.File("hf"), folder.File("out")));
+        var ex = Assert.Throws<UnsupportedModelException>(() => CheckpointConverter.Convert(folder.File("hf"), folder.File("out")));
         Assert.Contains("lm_head.weight", ex.Message);
     }
 

@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests;
 
+using FlexGen.Tensors.Families.Opt;
 using System.Text.RegularExpressions;
 using FlexGen.Host.Cli;
 using FlexGen.Tensors.Npy;
@@ -58,7 +59,7 @@ public class GenerateCommandTests
         string model = folder.File("model");
         Directory.CreateDirectory(model);
         foreach (var file in Directory.GetFiles(TestPaths.BundledModel)) File.Copy(file, Path.Combine(model, Path.GetFileName(file)));
-        OptTokenizerTests.WriteTinyVocabulary(model);
+        BpeTokenizerTests.WriteTinyVocabulary(model);
 
         var result = await CliRunner.RunAsync("generate", "--model", model, "--prompt", "Hello world", "--prompt", "Hello",
             "--gen-len", "3", "--output-ids", folder.File("out.npy"), "--trace", "");

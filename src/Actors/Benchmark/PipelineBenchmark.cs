@@ -10,7 +10,7 @@ using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
-/// The overlap benchmark's knobs. Defaults: a dummy-weights OPT-like model (hidden 1024, 8 blocks) whose weights all
+/// The overlap benchmark's knobs. Defaults: a dummy-weights model of the first registered family (hidden 1024, 8 blocks) whose weights all
 /// live on disk and are read with O_DIRECT each decode step, with a batch sized so that one layer's disk read takes
 /// about as long as its compute on a 2-core CPU (float32): the case where overlapping I/O with compute pays most.
 /// </summary>
@@ -50,17 +50,11 @@ public sealed record PipelineBenchmarkOptions
     /// <summary>When set, the overlap-on trace is written here as Chrome trace JSON (and the off trace beside it).</summary>
     public string? TracePath { get; init; }
 
-    public OptConfig Model => new()
-    {
-        Name = $"opt-bench-h{HiddenSize}-l{Blocks}",
-        MaxSeqLen = Math.Max(64, PromptLen + GenLen),
-        NumHiddenLayers = Blocks,
-        NHead = Heads,
-        HiddenSize = HiddenSize,
-        InputDim = HiddenSize,
-        FfnEmbedDim = 4 * HiddenSize,
-        VocabSize = VocabSize,
-    };
+    /// <summary>The family whose layers are benchmarked; default: the first registered.</summary>
+    public IModelFamily Family { get; init; } = ModelFamilies.All[0];
+
+    public ModelConfig Model => Family.OfSize(
+        $"bench-h{HiddenSize}-l{Blocks}", Blocks, HiddenSize, Heads, VocabSize, Math.Max(64, PromptLen + GenLen));
 
     public Policy Policy(bool overlap) => new()
     {
@@ -104,7 +98,7 @@ public static class PipelineBenchmark
         var model = options.Model;
         long layerBytes = 12L * model.HiddenSize * model.HiddenSize * 2;
         output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of float16 weights per block, {4:F0}% on disk ({5})",
-            model.Name, model.NumHiddenLayers, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
+            model.Name, model.NumBlocks, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
         output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), prefetch {6} step(s)",
             options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
             options.ComputeThreads ?? TorchSharp.torch.get_num_threads(), options.PrefetchSteps));

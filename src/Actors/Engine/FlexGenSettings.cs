@@ -16,7 +16,7 @@ public sealed record FlexGenSettings
     public string? ModelPath { get; init; }
 
     /// <summary>The model's shape; null: read ModelPath/config.json.</summary>
-    public OptConfig? Model { get; init; }
+    public ModelConfig? Model { get; init; }
 
     /// <summary>Random weights of the model's shape (FlexGen's _DUMMY_ benchmark mode), seeded.</summary>
     public bool DummyWeights { get; init; }
@@ -48,8 +48,8 @@ public sealed record FlexGenSettings
     public PipelineOptions? Pipeline { get; init; }
 
     /// <summary>The model config: <see cref="Model"/>, else ModelPath/config.json.</summary>
-    public OptConfig ResolveModel() =>
+    public ModelConfig ResolveModel() =>
         Model ?? (ModelPath is { } path
-            ? OptConfig.FromHuggingFaceConfig(path)
+            ? ModelFamilies.FromConfigFile(path)
             : throw new ArgumentException("FlexGenSettings needs Model or ModelPath", nameof(ModelPath)));
 }

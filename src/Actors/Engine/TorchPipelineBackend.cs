@@ -12,8 +12,8 @@ using TorchSharp;
 using PlacementTier = FlexGen.Tensors.Placement.TierKind;
 
 /// <summary>
-/// The real backend: an OPT model whose weights sit in their homes (GPU / CPU / disk tier, FlexGen's midpoint
-/// rule via <see cref="PlacementPlan"/>), and runs that compute with the layer math of FlexGen.Tensors.Layers.
+/// The real backend: a model whose weights sit in their homes (GPU / CPU / disk tier, FlexGen's midpoint
+/// rule via <see cref="PlacementPlan"/>), and runs that compute with its family's layer math (<see cref="ILayerCompute"/>).
 /// Owns the memory tiers (and so its offload folder) and the weight homes; each run owns its cache and buffers.
 /// </summary>
 public sealed class TorchPipelineBackend : IPipelineBackend
@@ -26,7 +26,8 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         Settings = settings;
         Policy = policy;
         Config = settings.ResolveModel();
-        Layers = OptWeightSpecs.Layers(Config, policy.SepLayer);
+        Layers = Config.Layers(policy.SepLayer);
+        LayerCompute = Config.Compute();
         // Weights do not depend on the batch geometry; this plan also rejects impossible policies early.
         WeightPlan = PlacementPlan.Create(Config, policy, promptLen: 1, genLen: 1);
         Directory.CreateDirectory(settings.OffloadDirectory);
@@ -56,12 +57,15 @@ public sealed class TorchPipelineBackend : IPipelineBackend
 
     public Policy Policy { get; }
 
-    public OptConfig Config { get; }
+    public ModelConfig Config { get; }
+
+    /// <summary>The model family's layer math.</summary>
+    public ILayerCompute LayerCompute { get; }
 
     public int PadTokenId => Config.PadTokenId;
 
     /// <summary>FlexGen's layer list (index j).</summary>
-    public IReadOnlyList<OptLayerSpec> Layers { get; }
+    public IReadOnlyList<LayerSpec> Layers { get; }
 
     public PlacementPlan WeightPlan { get; }
 
@@ -111,16 +115,16 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         ObjectDisposedException.ThrowIf(_disposed, this);
         var placement = PlacementPlan.Create(Config, Policy, block.PromptLen, block.GenLen);
         var cache = placement.Cache;
-        int nHead = Config.NHead;
+        int kvHeads = Config.KvHeads; // KV rows per sequence
         var routing = new RoutingPlan(
             Layers.Select(l => l.Kind).ToArray(),
             WeightPlan.Layers.Select(l => new LayerWeightHomes(
                 l.Weights.Any(w => w.Home == PlacementTier.Gpu),
                 l.Weights.Any(w => w.Home == PlacementTier.Cpu),
                 l.Weights.Any(w => w.Home == PlacementTier.Disk))).ToArray(),
-            (int)(cache.GpuLength / nHead),
-            (int)(cache.CpuLength / nHead),
-            (int)(cache.DiskLength / nHead),
+            (int)(cache.GpuLength / kvHeads),
+            (int)(cache.CpuLength / kvHeads),
+            (int)(cache.DiskLength / kvHeads),
             placement.Activations.Home,
             Policy.CpuCacheCompute);
         var schedule = BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, Policy.Overlap));

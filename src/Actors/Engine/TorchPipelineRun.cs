@@ -30,12 +30,12 @@ using PipelineActorKind = FlexGen.Actors.Schedule.PipelineActorKind;
 internal sealed class TorchPipelineRun : IPipelineRun
 {
     private readonly TorchPipelineBackend _backend;
-    private readonly OptConfig _config;
+    private readonly ModelConfig _config;
     private readonly Policy _policy;
-    private readonly IReadOnlyList<OptLayerSpec> _layers;
+    private readonly IReadOnlyList<LayerSpec> _layers;
     private readonly PlacementPlan _plan;
     private readonly TaskRouter _router;
-    private readonly int _nHead;
+    private readonly int _kvHeads;
     private readonly int _batchRows;
     private readonly long[][] _outputIds;
     private readonly bool[] _stopped;
@@ -64,7 +64,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         Id = id;
         Block = block;
         Trace = trace;
-        _nHead = _config.NHead;
+        _kvHeads = _config.KvHeads;
         _batchRows = _policy.GpuBatchSize;
         _plan = plan.Placement;
         _router = plan.Router;
@@ -413,12 +413,12 @@ internal sealed class TorchPipelineRun : IPipelineRun
         }
     }
 
-    private long ComputeLayer(BlockTask task, PipelineActorKind tier, OptLayerKind kind, List<Tensor> temporaries)
+    private long ComputeLayer(BlockTask task, PipelineActorKind tier, LayerKind kind, List<Tensor> temporaries)
     {
         var (i, j, k) = (task.Token, task.Layer, task.Batch);
         var weightDevice = tier == PipelineActorKind.CpuCompute ? CPU : Gpu.Device;
         var weights = WeightsOf(i, j, weightDevice, temporaries, out long bytes);
-        if (kind.HasCache() && i > 0 && CpuAttention)
+        if (kind.HasKvCache() && i > 0 && CpuAttention)
         {
             return bytes + ComputeDecodeRows(task, tier, weights, temporaries);
         }
@@ -429,36 +429,36 @@ internal sealed class TorchPipelineRun : IPipelineRun
         Tensor output;
         switch (kind)
         {
-            case OptLayerKind.InputEmbed:
-                output = InputEmbed.Forward(hidden, Mask(i, k, device), InputEmbedWeights.FromOrdered(weights), compute);
+            case LayerKind.InputEmbedding:
+                output = _backend.LayerCompute.Embed(hidden, Mask(i, k, device), weights, compute);
                 break;
-            case OptLayerKind.Mlp:
-                output = Mlp.Forward(hidden, MlpWeights.FromOrdered(weights), compute);
+            case LayerKind.Mlp:
+                output = _backend.LayerCompute.Mlp(hidden, weights, compute);
                 break;
-            case OptLayerKind.OutputEmbed:
-                output = OutputEmbed.Forward(hidden, OutputEmbedWeights.FromOrdered(weights), compute, Block.Sampling, _generator);
+            case LayerKind.OutputEmbedding:
+                output = _backend.LayerCompute.Output(hidden, weights, compute, Block.Sampling, _generator);
                 break;
-            case OptLayerKind.SelfAttention or OptLayerKind.TransformerLayer:
+            case LayerKind.Attention or LayerKind.Block:
             {
-                var attention = SelfAttentionWeights.FromOrdered(weights.Take(SelfAttentionWeights.Count).ToArray());
+                var attention = AttentionWeights(j, weights);
                 var mask = Mask(i, k, device);
                 AttentionOutput result;
                 if (i == 0)
                 {
-                    result = SelfAttention.Prefill(hidden, mask, attention, _nHead, compute);
+                    result = _backend.LayerCompute.Prefill(hidden, mask, attention, compute);
                 }
                 else
                 {
                     var fetched = new ValueRowBytes();
                     var segments = CacheSegments(task, PipelineActorKind.GpuCompute, compute, temporaries, fetched, out long cacheBytes);
-                    result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
+                    result = _backend.LayerCompute.Decode(hidden, mask, attention, segments, compute, _policy.AttnSparsity);
                     bytes += cacheBytes + fetched.Bytes;
                 }
 
                 output = result.Hidden;
-                if (kind == OptLayerKind.TransformerLayer)
+                if (kind == LayerKind.Block)
                 {
-                    output = Mlp.Forward(output, MlpWeights.FromOrdered(weights.Skip(SelfAttentionWeights.Count).ToArray()), compute);
+                    output = _backend.LayerCompute.Mlp(output, _layers[j].Group(weights, LayerSpec.MlpGroup), compute);
                 }
 
                 var newEntries = AllOrNone(() => Gpu.Adopt(result.NewKey), () => Gpu.Adopt(result.NewValue));
@@ -489,31 +489,31 @@ internal sealed class TorchPipelineRun : IPipelineRun
             return 0;
         }
 
-        long rowStart = mine[0].Start, rowEnd = mine[^1].Start + mine[^1].Length; // in batch * n_head rows
-        int firstRow = (int)(rowStart / _nHead), rowCount = (int)((rowEnd - rowStart) / _nHead);
+        long rowStart = mine[0].Start, rowEnd = mine[^1].Start + mine[^1].Length; // in batch * kv_heads rows
+        int firstRow = (int)(rowStart / _kvHeads), rowCount = (int)((rowEnd - rowStart) / _kvHeads);
         bool onCpu = tier == PipelineActorKind.CpuCompute;
         var device = onCpu ? CPU : Gpu.Device;
         var compute = onCpu ? CpuComputeSettings : GpuCompute;
 
         var hidden = ((DeviceTensor)_hiddenIn[(i, j, k)]).Data.narrow(0, firstRow, rowCount).to(device); // (rows, 1, h)
         var mask = Mask(i, k, device).narrow(0, firstRow, rowCount);
-        var attention = SelfAttentionWeights.FromOrdered(weights.Take(SelfAttentionWeights.Count).ToArray());
+        var attention = AttentionWeights(j, weights);
         var fetched = new ValueRowBytes();
         var segments = CacheSegments(task, tier, compute, temporaries, fetched, out long bytes);
-        var result = SelfAttention.DecodeSegmented(hidden, mask, attention, _nHead, segments, compute, _policy.AttnSparsity);
+        var result = _backend.LayerCompute.Decode(hidden, mask, attention, segments, compute, _policy.AttnSparsity);
         bytes += fetched.Bytes;
         var output = result.Hidden;
-        if (_layers[j].Kind == OptLayerKind.TransformerLayer)
+        if (_layers[j].Kind == LayerKind.Block)
         {
-            output = Mlp.Forward(output, MlpWeights.FromOrdered(weights.Skip(SelfAttentionWeights.Count).ToArray()), compute);
+            output = _backend.LayerCompute.Mlp(output, _layers[j].Group(weights, LayerSpec.MlpGroup), compute);
         }
 
         var shared = _splitOutputs.GetOrAdd((i, j, k), _ => new Lazy<SplitOutput>(() =>
         {
             var made = AllOrNone(
-                () => Gpu.Allocate([_batchRows, 1, _config.InputDim], GpuCompute.Dtype, $"hidden.i{i}.j{j}.k{k}"),
-                () => Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newkey.i{i}.j{j}.k{k}"),
-                () => Gpu.Allocate([1, (long)_batchRows * _nHead, _config.InputDim / _nHead], GpuCompute.Dtype, $"newvalue.i{i}.j{j}.k{k}"));
+                () => Gpu.Allocate([_batchRows, 1, _config.HiddenSize], GpuCompute.Dtype, $"hidden.i{i}.j{j}.k{k}"),
+                () => Gpu.Allocate([1, (long)_batchRows * _kvHeads, _config.HeadDim], GpuCompute.Dtype, $"newkey.i{i}.j{j}.k{k}"),
+                () => Gpu.Allocate([1, (long)_batchRows * _kvHeads, _config.HeadDim], GpuCompute.Dtype, $"newvalue.i{i}.j{j}.k{k}"));
             return new SplitOutput(made[0], made[1], made[2]);
         })).Value;
         shared.Hidden.Data.narrow(0, firstRow, rowCount).copy_(output);
@@ -521,6 +521,10 @@ internal sealed class TorchPipelineRun : IPipelineRun
         shared.Value.Data.narrow(1, rowStart, rowEnd - rowStart).copy_(result.NewValue);
         return bytes;
     }
+
+    /// <summary>The attention weights of layer j: all of an Attention layer, group 0 of a joint Block.</summary>
+    private IReadOnlyList<Tensor> AttentionWeights(int j, Tensor[] weights) =>
+        _layers[j].Kind == LayerKind.Block ? _layers[j].Group(weights, LayerSpec.AttentionGroup) : weights;
 
     /// <summary>
     /// The cache segments a compute actor attends over at (i, j, k): loaded copies, or homes read in place. With sparse
@@ -708,7 +712,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
 
     private sealed record SplitOutput(DeviceTensor Hidden, DeviceTensor Key, DeviceTensor Value);
 
-    /// <summary>One segment of a cache home along dim 1: rows [Start, Start + Length) of batch * n_head.</summary>
+    /// <summary>One segment of a cache home along dim 1: rows [Start, Start + Length) of batch * kv_heads.</summary>
     private sealed record CacheSegmentHome(PlacementTier Home, long Start, long Length, TieredTensor Key, TieredTensor Value);
 
     /// <summary>The k and v homes of one attention layer and GPU batch, and their segments.</summary>

@@ -16,7 +16,7 @@ public sealed record LayerWeightHomes(bool OnGpu, bool OnCpu, bool OnDisk)
 /// activations live between layers, and whether decode attention over CPU/disk cache runs on the CPU.
 /// </summary>
 public sealed record RoutingPlan(
-    IReadOnlyList<OptLayerKind> Layers,
+    IReadOnlyList<LayerKind> Layers,
     IReadOnlyList<LayerWeightHomes> Weights,
     int CacheGpuRows,
     int CacheCpuRows,
@@ -90,7 +90,7 @@ public sealed class TaskRouter
             case TaskKind.StoreHidden:
                 return _plan.ActivationHome == TierKind.Disk ? DiskOnly : CopyOnly;
 
-            case TaskKind.ComputeLayer when layer.HasCache() && task.Token > 0 && _plan.CpuAttention:
+            case TaskKind.ComputeLayer when layer.HasKvCache() && task.Token > 0 && _plan.CpuAttention:
                 return Ordered(CacheHomes().Select(CacheAttender));
 
             case TaskKind.ComputeLayer:

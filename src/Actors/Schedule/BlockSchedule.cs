@@ -7,15 +7,15 @@ using FlexGen.Tensors.Models;
 /// <param name="GenLen">Tokens to generate (FlexGen's task.gen_len; the last token stores no cache).</param>
 /// <param name="ExecuteGenLen">Tokens actually run (cut_gen_len when given, else <see cref="GenLen"/>).</param>
 /// <param name="Overlap">FlexGen's overlapped loops (true) or generation_loop_normal (false).</param>
-public sealed record ScheduleShape(IReadOnlyList<OptLayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap)
+public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap)
 {
     public int NumLayers => Layers.Count;
 
     public void Validate()
     {
-        if (Layers.Count < 2 || Layers[0] != OptLayerKind.InputEmbed || Layers[^1] != OptLayerKind.OutputEmbed)
+        if (Layers.Count < 2 || Layers[0] != LayerKind.InputEmbedding || Layers[^1] != LayerKind.OutputEmbedding)
         {
-            throw new ArgumentException("Layers must start with InputEmbed and end with OutputEmbed", nameof(Layers));
+            throw new ArgumentException("Layers must start with InputEmbedding and end with OutputEmbedding", nameof(Layers));
         }
 
         if (NumGpuBatches < 1)
@@ -212,7 +212,7 @@ public sealed class BlockSchedule
         _tasks.Add(new ScheduledTask(task, step));
     }
 
-    // OptLM.load_weight: j wraps to the next token; only k == 0 loads.
+    // FlexGen's load_weight: j wraps to the next token; only k == 0 loads.
     private void LoadWeight(int i, int j, int k, int step)
     {
         if (WrapForward(ref i, ref j, ref k) && k == 0)
@@ -221,25 +221,25 @@ public sealed class BlockSchedule
         }
     }
 
-    // OptLM.load_cache: nothing at prefill (checked before wrapping, as FlexGen does), k and j wrap.
+    // FlexGen's load_cache: nothing at prefill (checked before wrapping, as FlexGen does), k and j wrap.
     private void LoadCache(int i, int j, int k, int step)
     {
-        if (i > 0 && WrapForward(ref i, ref j, ref k) && Shape.Layers[j].HasCache())
+        if (i > 0 && WrapForward(ref i, ref j, ref k) && Shape.Layers[j].HasKvCache())
         {
             Add(TaskKind.LoadCache, i, j, k, step);
         }
     }
 
-    // OptLM.store_cache: k and j wrap backwards; the last token (of gen_len) stores nothing.
+    // FlexGen's store_cache: k and j wrap backwards; the last token (of gen_len) stores nothing.
     private void StoreCache(int i, int j, int k, int step)
     {
-        if (WrapBackward(ref i, ref j, ref k) && i != Shape.GenLen - 1 && Shape.Layers[j].HasCache())
+        if (WrapBackward(ref i, ref j, ref k) && i != Shape.GenLen - 1 && Shape.Layers[j].HasKvCache())
         {
             Add(TaskKind.StoreCache, i, j, k, step);
         }
     }
 
-    // OptLM.load_hidden: k and j wrap forwards.
+    // FlexGen's load_hidden: k and j wrap forwards.
     private void LoadHidden(int i, int j, int k, int step)
     {
         if (WrapForward(ref i, ref j, ref k))
@@ -248,7 +248,7 @@ public sealed class BlockSchedule
         }
     }
 
-    // OptLM.store_hidden: k and j wrap backwards.
+    // FlexGen's store_hidden: k and j wrap backwards.
     private void StoreHidden(int i, int j, int k, int step)
     {
         if (WrapBackward(ref i, ref j, ref k))

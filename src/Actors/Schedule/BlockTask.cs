@@ -1,6 +1,6 @@
 namespace FlexGen.Actors.Schedule;
 
-/// <summary>What one step of the block schedule does (FlexGen's OptLM methods of the same names).</summary>
+/// <summary>What one step of the block schedule does (FlexGen's model methods of the same names).</summary>
 public enum TaskKind
 {
     LoadWeight,

@@ -9,7 +9,7 @@ public sealed record TaskKindTiming(TaskKind Kind, bool Prefill, int Parts, Time
 {
     public TimeSpan Mean => Parts == 0 ? TimeSpan.Zero : Total / Parts;
 
-    /// <summary>FlexGen's name of the step (flex_opt.py's OptLM methods): load_weight, compute_layer, ...</summary>
+    /// <summary>FlexGen's name of the step (FlexGen's model methods): load_weight, compute_layer, ...</summary>
     public string Name => KindName(Kind);
 
     public static string KindName(TaskKind kind) => kind switch

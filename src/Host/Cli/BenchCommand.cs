@@ -5,6 +5,7 @@ using System.Globalization;
 using FlexGen.Actors.Schedule;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Models;
 
 /// <summary>
 /// <c>flexgen bench</c>: FlexGen's benchmark run (flex_opt.py): one block of gpu_batch_size x num_gpu_batches
@@ -57,7 +58,7 @@ public static class BenchCommand
             long modelBytes = config.ModelBytes();
             long cacheBytes = config.CacheBytes(numPrompts, prompt + genLen);
             long hiddenBytes = config.HiddenBytes(numPrompts, prompt + genLen);
-            int numLayers = LayerKinds.BuildLayers(config.NumHiddenLayers, policy.SepLayer).Count;
+            int numLayers = config.Layers(policy.SepLayer).Count;
             if (debug != DebugMode.None)
             {
                 int debugCut = DebugModes.TokensToRun(cut ?? genLen, numLayers);

@@ -4,20 +4,20 @@ using System.CommandLine;
 using FlexGen.Host.Checkpoints;
 using FlexGen.Tensors.Models;
 
-/// <summary><c>flexgen convert &lt;hf-folder&gt; &lt;output-folder&gt;</c>: a Hugging Face OPT checkpoint into FlexGen's layout.</summary>
+/// <summary><c>flexgen convert &lt;hf-folder&gt; &lt;output-folder&gt;</c>: a Hugging Face checkpoint into FlexGen's layout.</summary>
 public static class ConvertCommand
 {
     public static Command Build()
     {
         var source = new Argument<string>("hf-folder")
         {
-            Description = "Hugging Face OPT checkpoint folder: config.json and model.safetensors (or model.safetensors.index.json with shards).",
+            Description = "Hugging Face checkpoint folder: config.json and model.safetensors (or model.safetensors.index.json with shards).",
         };
         var output = new Argument<string>("output-folder")
         {
             Description = "Model folder to write (FlexGen layout: config.json and one float16 .npy per parameter).",
         };
-        var command = new Command("convert", "Convert a Hugging Face OPT checkpoint into a FlexGen model folder.")
+        var command = new Command("convert", "Convert a Hugging Face checkpoint into a FlexGen model folder.")
         {
             source, output,
         };
@@ -35,10 +35,10 @@ public static class ConvertCommand
             if (File.Exists(to)) throw new UsageException($"output-folder {to}: a file is in the way.");
 
             int total;
-            try { total = OptCheckpointConverter.CountTensors(from); }
+            try { total = CheckpointConverter.CountTensors(from); }
             catch (Exception ex) when (ex is UnsupportedModelException or ModelConfigException) { throw new UsageException(ex.Message); }
             using var progress = console.Progress("convert", total, "tensors");
-            var result = OptCheckpointConverter.Convert(from, to, progress, cancellation);
+            var result = CheckpointConverter.Convert(from, to, progress, cancellation);
             progress.Complete();
             console.Output.WriteLine($"wrote {result.TensorsWritten} tensors ({result.BytesWritten / 1e6:F1} MB float16) to {Path.GetFullPath(result.OutputFolder)}");
             console.Output.WriteLine(result.TiedLmHead

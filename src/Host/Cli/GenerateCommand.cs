@@ -16,8 +16,9 @@ public static class GenerateCommand
     /// <summary>Where the trace goes when --trace is not given.</summary>
     public const string DefaultTracePath = "flexgen.trace.json";
 
-    /// <summary>The built-in prompt set shipped next to the binary: 8 prompts of the opt-tiny fixture, int64 (8, 12).</summary>
-    public static string BuiltInPromptsPath => Path.Combine(AppContext.BaseDirectory, "prompts", "opt-tiny-prompt_ids.npy");
+    /// <summary>The built-in prompt set shipped next to the binary: 8 prompts of the bundled model's fixture, int64 (8, 12).</summary>
+    public static string BuiltInPromptsPath => Path.Combine(AppContext.BaseDirectory, "prompts",
+        $"{Path.GetFileName(ModelLocator.BundledModelFolder)}-prompt_ids.npy");
 
     public const int DefaultGenLen = 10;
 
@@ -172,7 +173,7 @@ public static class GenerateCommand
         NpyFile.Write(path, tensor);
     }
 
-    private static long? ParseStop(string? stop, Text.OptTokenizer? tokenizer, ResolvedModel model)
+    private static long? ParseStop(string? stop, Text.BpeTokenizer? tokenizer, ResolvedModel model)
     {
         if (stop is null) return null;
         if (long.TryParse(stop, out long id))

@@ -3,13 +3,14 @@ namespace FlexGen.Host.Cli;
 using System.CommandLine;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Models;
 
 /// <summary>Flags shared by generate and bench: model, policy, compute dtype, trace.</summary>
 public sealed class GenerationFlags
 {
     public Option<string?> Model { get; } = new("--model")
     {
-        Description = "Model folder (config.json + FlexGen-layout weights) or preset name (e.g. opt-1.3b); default: the bundled opt-tiny.",
+        Description = $"Model folder (config.json + FlexGen-layout weights) or preset name ({string.Join(", ", ModelFamilies.PresetNames)}); default: the bundled model.",
     };
 
     public Option<string?> WeightsPath { get; } = new("--path")

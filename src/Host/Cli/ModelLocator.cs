@@ -1,7 +1,7 @@
 namespace FlexGen.Host.Cli;
 
 /// <summary>Where a model's shape and weights come from.</summary>
-/// <param name="Name">Model name (folder name or preset name, e.g. "opt-6.7b").</param>
+/// <param name="Name">Model name (folder name or preset name).</param>
 /// <param name="Folder">The model folder holding config.json (and usually the weights); null for a bare preset.</param>
 /// <param name="WeightsFolder">FlexGen-layout weights (one .npy per parameter); null for dummy weights.</param>
 public sealed record ModelLocation(string Name, string? Folder, string? WeightsFolder)
@@ -17,12 +17,17 @@ public static class ModelLocator
     /// <summary>FlexGen's marker for "no weight files, fill with dummy values".</summary>
     public const string DummyPath = "_DUMMY_";
 
-    /// <summary>The model shipped next to the binary (the same files the tests use).</summary>
-    public static string BundledModelFolder => Path.Combine(AppContext.BaseDirectory, "models", "opt-tiny");
+    /// <summary>
+    /// The model shipped next to the binary (the same files the tests use): the one folder under models/ (the first
+    /// by name, should there be several), so the CLI names no model of its own.
+    /// </summary>
+    public static string BundledModelFolder =>
+        Directory.EnumerateDirectories(Path.Combine(AppContext.BaseDirectory, "models")).Order(StringComparer.Ordinal).FirstOrDefault()
+        ?? throw new UsageException($"No bundled model: {Path.Combine(AppContext.BaseDirectory, "models")} holds no model folder; pass --model.");
 
-    /// <param name="model">A model folder, or a preset name such as "opt-1.3b" or "facebook/opt-1.3b"; null: the bundled model.</param>
+    /// <param name="model">A model folder, or a preset name (with or without its organisation prefix); null: the bundled model.</param>
     /// <param name="path">For a preset: the folder holding "&lt;name&gt;-np" weights, or _DUMMY_.</param>
-    /// <param name="isPreset">Whether a name is a known preset (the policy helper's OptConfig presets).</param>
+    /// <param name="isPreset">Whether a name is a known preset (of a registered model family).</param>
     public static ModelLocation Resolve(string? model, string? path, Func<string, bool> isPreset, IEnumerable<string> presetNames)
     {
         if (string.IsNullOrWhiteSpace(model)) model = BundledModelFolder;
@@ -52,7 +57,7 @@ public static class ModelLocator
             $"--model {model}: not a folder and not a known preset (presets: {string.Join(", ", presetNames)}).");
     }
 
-    /// <summary>"facebook/opt-1.3b" and "OPT-1.3B" name the preset "opt-1.3b".</summary>
+    /// <summary>A preset name as the families list it: lower case, without the "facebook/" organisation prefix.</summary>
     public static string PresetName(string model)
     {
         string name = model.Trim();

@@ -13,13 +13,13 @@ using FlexGen.Host.Text;
 public sealed class GenerationService : IGenerationService, IAsyncDisposable
 {
     private readonly IGenerationEngine _engine;
-    private readonly OptTokenizer? _tokenizer;
+    private readonly BpeTokenizer? _tokenizer;
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _worker;
     private int _disposed;
 
-    public GenerationService(IGenerationEngine engine, OptTokenizer? tokenizer = null, TimeSpan? batchWindow = null)
+    public GenerationService(IGenerationEngine engine, BpeTokenizer? tokenizer = null, TimeSpan? batchWindow = null)
     {
         _engine = engine;
         _tokenizer = tokenizer;
@@ -37,7 +37,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(prompt);
         if (_tokenizer is null)
             throw new InvalidOperationException(
-                $"Text prompts need {OptTokenizer.VocabFileName} and {OptTokenizer.MergesFileName} in the model folder of {_engine.Model.Name}.");
+                $"Text prompts need {BpeTokenizer.VocabFileName} and {BpeTokenizer.MergesFileName} in the model folder of {_engine.Model.Name}.");
         return GenerateAsync(_tokenizer.Encode(prompt).Select(i => (long)i).ToArray(), settings, cancellation);
     }
 

@@ -15,7 +15,7 @@ public sealed record EngineRun(long[,] OutputIds, RunStatistics Statistics, IRun
 /// </summary>
 public interface IGenerationEngine
 {
-    OptConfig Model { get; }
+    ModelConfig Model { get; }
 
     Policy Policy { get; }
 

@@ -17,11 +17,11 @@ using Microsoft.Extensions.DependencyInjection;
 /// coordinator. The coordinator is looked up at the first run, so the engine (and the service over it) can be
 /// injected into hosted services constructed before Akka.Hosting has started the actor system.
 /// </summary>
-public sealed class CoordinatorEngine(IServiceProvider services, OptConfig model, Policy policy) : IGenerationEngine
+public sealed class CoordinatorEngine(IServiceProvider services, ModelConfig model, Policy policy) : IGenerationEngine
 {
     private FlexGenSystem? _flexGen;
 
-    public OptConfig Model { get; } = model;
+    public ModelConfig Model { get; } = model;
 
     public Policy Policy { get; } = policy;
 

@@ -10,7 +10,7 @@ public sealed class FlexGenOptions
 {
     public const string SectionName = "FlexGen";
 
-    /// <summary>A model folder (config.json + FlexGen-layout weights) or a preset name; null: the bundled opt-tiny.</summary>
+    /// <summary>A model folder (config.json + FlexGen-layout weights) or a preset name; null: the bundled model.</summary>
     public string? Model { get; set; }
 
     /// <summary>For a preset: the folder holding "&lt;name&gt;-np" weights, or "_DUMMY_" for dummy weights.</summary>

@@ -19,7 +19,7 @@ public sealed class FlexGenSetup
     private readonly bool _ownsOffloadDir;
 
     private FlexGenSetup(FlexGenOptions options, ResolvedModel model, Policy policy, torch.ScalarType computeDtype,
-        string offloadDir, bool ownsOffloadDir, OptTokenizer? tokenizer)
+        string offloadDir, bool ownsOffloadDir, BpeTokenizer? tokenizer)
     {
         Options = options;
         Model = model;
@@ -43,7 +43,7 @@ public sealed class FlexGenSetup
 
     public string OffloadDir { get; }
 
-    public OptTokenizer? Tokenizer { get; }
+    public BpeTokenizer? Tokenizer { get; }
 
     /// <exception cref="UsageException">A bad model, policy or dtype (names the option and the rule).</exception>
     public static FlexGenSetup Create(FlexGenOptions options, ResolvedModel? model = null)
@@ -62,9 +62,9 @@ public sealed class FlexGenSetup
     }
 
     /// <summary>The model folder's tokenizer, when it has vocab.json and merges.txt.</summary>
-    public static OptTokenizer? LoadTokenizer(ResolvedModel model) =>
-        model.Location.Folder is { } folder && OptTokenizer.IsPresent(folder)
-            ? OptTokenizer.Load(folder, model.Config.BosTokenId, model.Config.PadTokenId, model.Config.EosTokenId)
+    public static BpeTokenizer? LoadTokenizer(ResolvedModel model) =>
+        model.Location.Folder is { } folder && BpeTokenizer.IsPresent(folder)
+            ? BpeTokenizer.Load(folder, model.Config.Family.Tokenizer(model.Config))
             : null;
 
     public static torch.ScalarType ParseDtype(string? name) => name?.ToLowerInvariant() switch

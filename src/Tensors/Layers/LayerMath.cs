@@ -3,12 +3,9 @@ namespace FlexGen.Tensors.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
-/// <summary>Shared pieces of the layer math.</summary>
+/// <summary>Shared pieces of every family's layer math.</summary>
 internal static class LayerMath
 {
-    /// <summary>OPT's layer-norm epsilon.</summary>
-    public const double LayerNormEps = 1e-5;
-
     /// <summary>
     /// <paramref name="tensor"/> in the compute dtype on <paramref name="device"/> (the same storage when it already
     /// is: then the returned wrapper is a new handle to it, disposed with the caller's scope without freeing it).
@@ -16,11 +13,12 @@ internal static class LayerMath
     public static Tensor ToCompute(Tensor tensor, ComputeSettings compute, Device device) =>
         tensor.to(compute.Dtype, device);
 
-    public static Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, ComputeSettings compute)
+    /// <summary>Layer norm over the last dim with the model's <paramref name="eps"/> (a family config value).</summary>
+    public static Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, double eps, ComputeSettings compute)
     {
         long h = x.shape[^1];
         return nn.functional.layer_norm(x, [h], ToCompute(weight, compute, x.device),
-            ToCompute(bias, compute, x.device), LayerNormEps);
+            ToCompute(bias, compute, x.device), eps);
     }
 
     public static Tensor Linear(Tensor x, Tensor weight, Tensor bias, ComputeSettings compute) =>

@@ -1,6 +1,6 @@
 namespace FlexGen.Tensors.Models;
 
-/// <summary>A model FlexGen knows of but cannot run (e.g. opt-350m), or a config.json outside what the engine runs.</summary>
+/// <summary>A model FlexGen knows of but cannot run (a preset its family refuses), or a config.json outside what the engine runs.</summary>
 public sealed class UnsupportedModelException : NotSupportedException
 {
     public UnsupportedModelException(string modelName, string reason, string? key = null)

@@ -108,11 +108,12 @@ public static class WeightFiles
 
 /// <summary>
 /// FlexGen's dummy weights (no files): all ones, or seeded random values. Random values depend only on the seed and the
-/// weight's file name, so every loader (plain tensors, memory tiers, any layer grouping) makes the same model.
+/// weight's spec (file name, shape, <see cref="WeightSpec.Init"/>), so every loader (plain tensors, memory tiers, any
+/// layer grouping) makes the same model.
 /// </summary>
 public static class DummyWeights
 {
-    /// <summary>Standard deviation of random dummy weights (as OPT's initialisation).</summary>
+    /// <summary>Standard deviation of random dummy weights (a common transformer initialisation).</summary>
     public const double DefaultStd = 0.02;
 
     /// <summary>FlexGen's _DUMMY_ weights: every element 1.</summary>
@@ -120,17 +121,17 @@ public static class DummyWeights
 
     /// <summary>
     /// Fills <paramref name="destination"/> (any device and dtype) with normal(0, <paramref name="std"/>) values drawn in
-    /// float32 from a generator seeded by <paramref name="seed"/> and <paramref name="fileName"/>; layer-norm weights get
-    /// 1 + normal(0, std), so a random model keeps its activations in range.
+    /// float32 from a generator seeded by <paramref name="seed"/> and the spec's file name; a
+    /// <see cref="WeightInit.NormScale"/> weight gets 1 + normal(0, std), so a random model keeps its activations in range.
     /// </summary>
-    public static void FillRandom(torch.Tensor destination, string fileName, ulong seed, double std = DefaultStd)
+    public static void FillRandom(torch.Tensor destination, WeightSpec spec, ulong seed, double std = DefaultStd)
     {
         ArgumentNullException.ThrowIfNull(destination);
-        ArgumentException.ThrowIfNullOrWhiteSpace(fileName);
+        ArgumentNullException.ThrowIfNull(spec);
         using var scope = torch.NewDisposeScope();
-        using var generator = new torch.Generator(SeedOf(fileName, seed), torch.CPU);
+        using var generator = new torch.Generator(SeedOf(spec.FileName, seed), torch.CPU);
         var values = torch.randn(destination.shape, torch.ScalarType.Float32, generator: generator).mul_(std); // shape of destination
-        if (fileName.EndsWith("layer_norm.weight", StringComparison.Ordinal))
+        if (spec.Init == WeightInit.NormScale)
         {
             values.add_(1.0);
         }

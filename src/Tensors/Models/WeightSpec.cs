@@ -2,13 +2,23 @@ using TorchSharp;
 
 namespace FlexGen.Tensors.Models;
 
+/// <summary>How dummy (random) weights fill a tensor; the model family sets it, so dummy init never reads names.</summary>
+public enum WeightInit
+{
+    /// <summary>normal(0, std): matrices, embeddings, biases.</summary>
+    Normal,
+
+    /// <summary>1 + normal(0, std): a norm's scale, so a random model keeps its activations in range.</summary>
+    NormScale,
+}
+
 /// <summary>
-/// One stored weight tensor: its FlexGen file name (relative to the model folder, no extension), its shape and
-/// its stored dtype. Compared by value (shape element by element).
+/// One stored weight tensor: its file name (relative to the model folder, no extension), its shape, its stored
+/// dtype and how dummy weights fill it. Compared by value (shape element by element).
 /// </summary>
 public sealed record WeightSpec
 {
-    public WeightSpec(string fileName, IReadOnlyList<long> shape, torch.ScalarType dtype)
+    public WeightSpec(string fileName, IReadOnlyList<long> shape, torch.ScalarType dtype, WeightInit init = WeightInit.Normal)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(fileName);
         ArgumentNullException.ThrowIfNull(shape);
@@ -19,14 +29,18 @@ public sealed record WeightSpec
         FileName = fileName;
         Shape = shape.ToArray();
         Dtype = dtype;
+        Init = init;
     }
 
-    /// <summary>FlexGen file name, e.g. <c>decoder.layers.0.self_attn.q_proj.weight</c>.</summary>
+    /// <summary>File name in the model folder, as the model family names it.</summary>
     public string FileName { get; }
 
     public IReadOnlyList<long> Shape { get; }
 
     public torch.ScalarType Dtype { get; }
+
+    /// <summary>How dummy random weights fill this tensor.</summary>
+    public WeightInit Init { get; }
 
     public int Rank => Shape.Count;
 
@@ -36,7 +50,8 @@ public sealed record WeightSpec
     public long Bytes => checked(ElementCount * DtypeSize(Dtype));
 
     public bool Equals(WeightSpec? other) =>
-        other is not null && FileName == other.FileName && Dtype == other.Dtype && Shape.SequenceEqual(other.Shape);
+        other is not null && FileName == other.FileName && Dtype == other.Dtype && Init == other.Init &&
+        Shape.SequenceEqual(other.Shape);
 
     public override int GetHashCode() => HashCode.Combine(FileName, Dtype, Shape.Count, Shape[0]);
 

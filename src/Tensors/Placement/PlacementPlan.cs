@@ -15,14 +15,14 @@ namespace FlexGen.Tensors.Placement;
 public sealed record WeightPlacement(WeightSpec Spec, TierKind Home, double MidPercent, bool Compressed, bool Pinned, long Bytes);
 
 /// <summary>The weights of one layer of the execution order, in FlexGen's order.</summary>
-public sealed record LayerPlacement(OptLayerSpec Layer, IReadOnlyList<WeightPlacement> Weights)
+public sealed record LayerPlacement(LayerSpec Layer, IReadOnlyList<WeightPlacement> Weights)
 {
     public TierBytes Bytes => Weights.Aggregate(TierBytes.Zero, (sum, w) => sum + TierBytes.On(w.Home, w.Bytes));
 }
 
 /// <summary>
 /// Where the KV cache lives. One k and one v tensor per attention layer and GPU batch, each of
-/// <see cref="Shape"/> = (prompt_len + gen_len - 1, gpu_batch_size * n_head, head_dim), float16 or compressed.
+/// <see cref="Shape"/> = (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim), float16 or compressed.
 /// A whole-tier cache has <see cref="Home"/> set; a mixed one (<see cref="Home"/> null) is split along dim 1 into
 /// GPU, CPU and disk segments of <see cref="GpuLength"/>, <see cref="CpuLength"/>, <see cref="DiskLength"/> rows.
 /// </summary>
@@ -49,7 +49,7 @@ public sealed record CachePlacement(
     /// <summary>
     /// FlexGen's split of a mixed cache's dim 1 (<c>TorchMixedDevice.init_cache_one_gpu_batch</c>): the GPU and CPU
     /// segments are their percentage of <paramref name="extent"/> rounded down to a multiple of
-    /// <paramref name="granularity"/> (n_head); the last one (CPU when the disk share is 0, else disk) takes the rest.
+    /// <paramref name="granularity"/> (kv_heads: whole sequences); the last one (CPU when the disk share is 0, else disk) takes the rest.
     /// </summary>
     public static (long Gpu, long Cpu, long Disk) SplitSegments(long extent, double gpuPercent, double cpuPercent, long granularity)
     {
@@ -87,7 +87,7 @@ public sealed record ActivationPlacement(TierKind Home, long Bytes);
 /// </summary>
 public sealed record PlacementPlan
 {
-    private PlacementPlan(OptConfig config, Policy policy, int promptLen, int genLen,
+    private PlacementPlan(ModelConfig config, Policy policy, int promptLen, int genLen,
         IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations)
     {
         Config = config;
@@ -100,7 +100,7 @@ public sealed record PlacementPlan
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
     }
 
-    public OptConfig Config { get; }
+    public ModelConfig Config { get; }
 
     public Policy Policy { get; }
 
@@ -133,18 +133,18 @@ public sealed record PlacementPlan
     /// <exception cref="PlacementException">a rule FlexGen also refuses (split activations, compressed mixed
     /// cache, ...), or a geometry the model cannot hold.</exception>
     /// <exception cref="TierCapacityExceededException">a tier would hold more than its capacity.</exception>
-    public static PlacementPlan Create(OptConfig config, Policy policy, int promptLen, int genLen,
+    public static PlacementPlan Create(ModelConfig config, Policy policy, int promptLen, int genLen,
         TierCapacities? capacities = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
         CheckGeometry(config, promptLen, genLen);
 
-        var layers = OptWeightSpecs.Layers(config, policy.SepLayer)
+        var layers = config.Layers(policy.SepLayer)
             .Select(layer => new LayerPlacement(layer,
                 layer.WeightGroups.SelectMany(group => PlaceWeightGroup(group, policy)).ToArray()))
             .ToArray();
-        var cache = PlaceCache(config, policy, promptLen, genLen);
+        var cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache));
         var activations = PlaceActivations(config, policy, promptLen);
 
         var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations);
@@ -181,14 +181,14 @@ public sealed record PlacementPlan
         }
     }
 
-    // SelfAttention.init_cache_one_gpu_batch and TorchMixedDevice.init_cache_one_gpu_batch.
-    private static CachePlacement PlaceCache(OptConfig config, Policy policy, int promptLen, int genLen)
+    // SelfAttention.init_cache_one_gpu_batch and TorchMixedDevice.init_cache_one_gpu_batch, with the family's
+    // KV geometry: kv_heads rows per sequence (fewer than the query heads with grouped-query attention).
+    private static CachePlacement PlaceCache(ModelConfig config, Policy policy, int promptLen, int genLen, int attentionLayers)
     {
-        long nHead = config.NHead;
-        long[] shape = [promptLen + genLen - 1L, policy.GpuBatchSize * nHead, config.InputDim / nHead];
+        long kvHeads = config.KvHeads;
+        long[] shape = [promptLen + genLen - 1L, policy.GpuBatchSize * kvHeads, config.HeadDim];
         long dim1 = shape[1];
         long rowBytes = shape[0] * shape[2] * config.DtypeBytes; // bytes of one dim-1 row of one k or v tensor
-        int attentionLayers = config.NumHiddenLayers;
 
         TierKind? home = policy.CacheGpuPercent == 100 ? TierKind.Gpu
             : policy.CacheCpuPercent == 100 ? TierKind.Cpu
@@ -212,7 +212,7 @@ public sealed record PlacementPlan
                 $"{policy.CacheGpuPercent}%, cpu {policy.CacheCpuPercent}%, disk {policy.CacheDiskPercent}%); " +
                 "FlexGen refuses this too. Put the whole cache on one tier or turn compress_cache off.");
 
-        var (gpuLength, cpuLength, diskLength) = CachePlacement.SplitSegments(dim1, policy.CacheGpuPercent, policy.CacheCpuPercent, nHead);
+        var (gpuLength, cpuLength, diskLength) = CachePlacement.SplitSegments(dim1, policy.CacheGpuPercent, policy.CacheCpuPercent, kvHeads);
 
         if (policy.CpuCacheCompute && policy.AttnSparsity < 1 && gpuLength > 0)
             throw new PlacementException(
@@ -224,8 +224,8 @@ public sealed record PlacementPlan
             policy.NumGpuBatches, new TierBytes(gpuLength * rowBytes, cpuLength * rowBytes, diskLength * rowBytes));
     }
 
-    // OptLM.__init__: one act home, refused when split.
-    private static ActivationPlacement PlaceActivations(OptConfig config, Policy policy, int promptLen)
+    // FlexGen's model __init__: one act home, refused when split.
+    private static ActivationPlacement PlaceActivations(ModelConfig config, Policy policy, int promptLen)
     {
         TierKind home = policy.ActGpuPercent == 100 ? TierKind.Gpu
             : policy.ActCpuPercent == 100 ? TierKind.Cpu
@@ -242,15 +242,18 @@ public sealed record PlacementPlan
     public static long CompressedBytes(IReadOnlyList<long> shape, CompressionConfig config, string what = "tensor",
         string configField = "CompressionConfig") => CompressedLayout.Of(shape, config, what, configField).Bytes;
 
-    private static void CheckGeometry(OptConfig config, int promptLen, int genLen)
+    private static void CheckGeometry(ModelConfig config, int promptLen, int genLen)
     {
         if (promptLen < 1)
             throw new ArgumentOutOfRangeException(nameof(promptLen), promptLen, "prompt_len must be >= 1.");
         if (genLen < 1)
             throw new ArgumentOutOfRangeException(nameof(genLen), genLen, "gen_len must be >= 1.");
-        if (config.NHead < 1 || config.InputDim % config.NHead != 0)
+        if (config.NumHeads < 1 || config.HiddenSize % config.NumHeads != 0)
             throw new PlacementException(
-                $"Model {config.Name}: input_dim {config.InputDim} is not a multiple of n_head {config.NHead}.");
+                $"Model {config.Name}: hidden size {config.HiddenSize} is not a multiple of n_head {config.NumHeads}.");
+        if (config.KvHeads < 1 || config.NumHeads % config.KvHeads != 0)
+            throw new PlacementException(
+                $"Model {config.Name}: n_head {config.NumHeads} is not a multiple of kv_heads {config.KvHeads}.");
         if (!config.Fits(promptLen, genLen))
             throw new PlacementException(
                 $"prompt_len {promptLen} + gen_len {genLen} - 1 = {promptLen + genLen - 1L} positions exceed " +

@@ -26,7 +26,7 @@ public sealed class PolicyJsonException : FormatException
 }
 
 /// <summary>
-/// Reads FlexGen policies written as JSON (tests/Fixtures/opt-tiny/policies.json): an object of named policies,
+/// Reads FlexGen policies written as JSON (the bundled fixture model's policies.json): an object of named policies,
 /// each with FlexGen's field names (<c>gpu_batch_size</c>, <c>num_gpu_batches</c>, the six-number <c>percent</c>,
 /// <c>overlap</c>, <c>sep_layer</c>, <c>pin_weight</c>, <c>cpu_cache_compute</c>, <c>attn_sparsity</c>,
 /// <c>compress_weight</c>, <c>comp_weight_config</c>, <c>compress_cache</c>, <c>comp_cache_config</c>).

@@ -5,7 +5,7 @@ using TorchSharp;
 
 /// <summary>
 /// The KV cache of a placement plan: one key and one value tensor of shape
-/// (prompt_len + gen_len - 1, gpu_batch_size * n_head, head_dim) per attention layer j and GPU batch k, each in its
+/// (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim) per attention layer j and GPU batch k, each in its
 /// home (GPU, CPU, disk, or mixed along dim 1; compressed along dim 2 where the policy says so). Owned here; data moves
 /// in and out of each <see cref="Home"/> through <see cref="TierCopy"/> (FlexGen's load_cache / store_cache).
 /// </summary>
@@ -21,7 +21,7 @@ public sealed class KvCache : IDisposable
 
     public PlacementPlan Plan { get; }
 
-    /// <summary>(positions, gpu_batch_size * n_head, head_dim).</summary>
+    /// <summary>(positions, gpu_batch_size * kv_heads, head_dim).</summary>
     public IReadOnlyList<long> Shape => Plan.Cache.Shape;
 
     /// <summary>Allocates every cache tensor in its home; on failure frees what it made.</summary>
@@ -32,7 +32,7 @@ public sealed class KvCache : IDisposable
         var shape = cache.Shape.ToArray();
         MemoryTier home = cache.Home is { } tier
             ? tiers.For(tier)
-            : new MixedTier(tiers.Gpu, tiers.Cpu, tiers.Disk, 0, 0, plan.Config.NHead);
+            : new MixedTier(tiers.Gpu, tiers.Cpu, tiers.Disk, 0, 0, plan.Config.KvHeads);
         if (cache.Compression is { } compression)
         {
             home = new CompressedTier(home, compression);

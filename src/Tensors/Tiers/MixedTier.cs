@@ -6,7 +6,7 @@ using TorchSharp;
 /// <summary>
 /// The mixed tier (FlexGen's <c>TorchMixedDevice</c>): a tensor split along dimension 1 into a GPU, a CPU and a disk
 /// segment. Segment lengths come from the tier's percentages, each rounded down to a multiple of
-/// <see cref="Granularity"/> (n_head for the KV cache) with the remainder on disk, or are given per allocation.
+/// <see cref="Granularity"/> (kv_heads for the KV cache) with the remainder on disk, or are given per allocation.
 /// </summary>
 public sealed class MixedTier : MemoryTier
 {

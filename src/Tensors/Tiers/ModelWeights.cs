@@ -16,7 +16,7 @@ public enum WeightSource
 
     /// <summary>
     /// No files: seeded small random values (normal, std 0.02; layer-norm weights 1 + that), deterministic per weight
-    /// file name and seed: the same values as <c>OptWeights.Random</c> with the same seed (see <see cref="DummyWeights"/>).
+    /// file name and seed: the same values as a family's plain-tensor random weights with the same seed (see <see cref="DummyWeights"/>).
     /// </summary>
     DummyRandom,
 }
@@ -188,7 +188,7 @@ public sealed class ModelWeights : IDisposable
                 DummyWeights.FillOnes(destination);
                 break;
             case WeightSource.DummyRandom:
-                DummyWeights.FillRandom(destination, placement.Spec.FileName, unchecked((ulong)options.Seed));
+                DummyWeights.FillRandom(destination, placement.Spec, unchecked((ulong)options.Seed));
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(options), options.Source, "Unknown weight source.");

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests.Numerics;
 
+using FlexGen.Tensors.Families.Opt;
 using System.Collections.Concurrent;
 using FlexGen.Actors.Engine;
 using FlexGen.Actors.Messages;

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests.Numerics;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Actors.Engine;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Schedule;

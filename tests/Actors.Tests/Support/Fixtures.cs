@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests.Support;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Npy;
 using FlexGen.Tensors.Policies;
 using TorchSharp;

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests.Support;
 
+using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using System.Collections.Concurrent;
 using FlexGen.Actors.Pipeline;

@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests.UnseenModels;
 
+using FlexGen.Tensors.Families.Opt;
 using TorchSharp;
 using static TorchSharp.torch;
 

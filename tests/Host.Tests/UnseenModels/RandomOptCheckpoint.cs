@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests.UnseenModels;
 
+using FlexGen.Tensors.Families.Opt;
 using System.Text.Json;
 using FlexGen.Host.Checkpoints;
 using TorchSharp;

@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests.UnseenModels;
 
+using FlexGen.Tensors.Families.Opt;
 using System.Globalization;
 using FlexGen.Tensors.Compression;
 using FlexGen.Tensors.Layers;

@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Tests.UnseenModels;
 
+using FlexGen.Tensors.Families.Opt;
 using System.Text;
 using FlexGen.Tensors.Policies;
 using TorchSharp;
@@ -120,7 +121,7 @@ public class UnseenModelTests(UnseenModelFixture models, ITestOutputHelper log) 
     [Fact]
     public void The_Hugging_Face_oracle_should_give_the_recorded_Hugging_Face_tokens_of_opt_tiny()
     {
-        var config = FlexGen.Tensors.Models.OptConfig.FromHuggingFaceConfig(TestPaths.BundledModel);
+        var config = FlexGen.Tensors.Families.Opt.OptConfig.FromHuggingFaceConfig(TestPaths.BundledModel);
         var shape = new OptShape("opt-tiny", config.HiddenSize, config.NHead, config.NumHiddenLayers, config.FfnEmbedDim, config.VocabSize, config.MaxSeqLen);
         var weights = new Dictionary<string, TorchSharp.torch.Tensor>();
         try

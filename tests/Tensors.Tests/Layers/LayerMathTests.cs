@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tests.Layers;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Diagnostics;
 using FlexGen.Tensors.Layers;
 using TorchSharp;
@@ -94,7 +95,7 @@ public sealed class LayerMathTests : IDisposable
         var probs = torch.rand([8, 1, 10], generator: generator).softmax(2);
         var values = torch.randn([8, 10, 16], generator: generator);
         var dense = torch.bmm(probs, values);
-        var sparse = SelfAttention.SparsePastValue(probs, values, 10);
+        var sparse = SegmentAttention.SparsePastValue(probs, values, 10);
         Assert.True(SmallOpt.MaxAbsDiff(dense, sparse) < 1e-6);
     }
 
@@ -109,7 +110,7 @@ public sealed class LayerMathTests : IDisposable
         var kth = probs.sort(2, descending: true).Values.narrow(2, 3, 1); // (8, 1, 1)
         var kept = probs.masked_fill(probs.lt(kth), 0.0);
         var expected = torch.bmm(kept, values);
-        var sparse = SelfAttention.SparsePastValue(probs, values, 4);
+        var sparse = SegmentAttention.SparsePastValue(probs, values, 4);
         Assert.True(SmallOpt.MaxAbsDiff(expected, sparse) < 1e-6);
         Assert.True(SmallOpt.MaxAbsDiff(torch.bmm(probs, values), sparse) > 1e-3);
     }
@@ -157,7 +158,7 @@ public sealed class LayerMathTests : IDisposable
         // The same in three calls, as an actor pipeline runs it: projections, each segment where it lives, finish.
         var projection = SelfAttention.ProjectDecode(hidden, w, nHead, F32);
         var values = segments.Select((s, i) =>
-            SelfAttention.AttendSegment(projection, mask, s.Key, s.Value!, bounds[i], nHead, s.Compute, sparsity)).ToArray();
+            SegmentAttention.AttendSegment(projection, mask, s.Key, s.Value!, bounds[i], nHead, s.Compute, sparsity)).ToArray();
         var finished = SelfAttention.FinishDecode(values, hidden, w, F32);
         Assert.True(SmallOpt.MaxAbsDiff(whole.Hidden, finished) < 1e-6);
     }
@@ -184,7 +185,7 @@ public sealed class LayerMathTests : IDisposable
         Assert.Equal(0, SmallOpt.MaxAbsDiff(whole.Hidden, fetched.Hidden));
         Assert.Equal([5L, rows], Assert.Single(asked)); // top-k = int(0.5 * 10) positions per row, nothing else
         Assert.Throws<ArgumentException>(() =>
-            SelfAttention.AttendSegment(SelfAttention.ProjectDecode(hidden, w, nHead, F32), mask, past.NewKey, Fetch, 0, nHead, F32, 1.0));
+            SegmentAttention.AttendSegment(SelfAttention.ProjectDecode(hidden, w, nHead, F32), mask, past.NewKey, Fetch, 0, nHead, F32, 1.0));
         Assert.Equal(headDim, fetched.NewValue.shape[2]);
     }
 
@@ -319,7 +320,7 @@ public sealed class LayerMathTests : IDisposable
             using var step = SelfAttention.Decode(nextHidden, mask, w.Attention[0], nHead, past.NewKey, past.NewValue, F32, 0.5);
             using var mlp = Mlp.Forward(step.Hidden, w.Mlp[0], F32);
             using var logits = OutputEmbed.Logits(mlp, w.OutputEmbed, F32);
-            using var ids = OutputEmbed.SelectTokens(logits, SamplingOptions.Greedy);
+            using var ids = TokenChoice.Select(logits, SamplingOptions.Greedy);
             using var positions = InputEmbed.Positions(mask);
             using var embedded = InputEmbed.Forward(ids, mask, w.InputEmbed, ComputeSettings.BFloat16);
         });

@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tests.Layers;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Npy;

@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tests.Layers;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Diagnostics;
 using FlexGen.Tensors.Layers;
 using TorchSharp;
@@ -149,7 +150,7 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         double Share(double temperature, int token)
         {
             using var generator = new Generator(5, CPU);
-            using var drawn = OutputEmbed.SelectTokens(logits, new SamplingOptions(true, temperature), generator);
+            using var drawn = TokenChoice.Select(logits, new SamplingOptions(true, temperature), generator);
             using var hits = drawn.eq(token).to(ScalarType.Float64).mean();
             return hits.item<double>();
         }
@@ -253,5 +254,5 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         Assert.Contains("max_seq_len 2048", e.Message);
     }
 
-    private static Tensor OptOutputGreedy(Tensor logits) => OutputEmbed.SelectTokens(logits.narrow(0, 0, 1), SamplingOptions.Greedy);
+    private static Tensor OptOutputGreedy(Tensor logits) => TokenChoice.Select(logits.narrow(0, 0, 1), SamplingOptions.Greedy);
 }

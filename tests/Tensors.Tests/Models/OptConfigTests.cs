@@ -1,3 +1,4 @@
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Models;
 
 namespace FlexGen.Tensors.Tests.Models;

@@ -1,3 +1,4 @@
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Models;
 using TorchSharp;
 
@@ -17,11 +18,11 @@ public class OptWeightSpecsTests
 
         Assert.Equal(
             [
-                OptLayerKind.InputEmbed,
-                OptLayerKind.SelfAttention, OptLayerKind.Mlp,
-                OptLayerKind.SelfAttention, OptLayerKind.Mlp,
-                OptLayerKind.SelfAttention, OptLayerKind.Mlp,
-                OptLayerKind.OutputEmbed,
+                LayerKind.InputEmbedding,
+                LayerKind.Attention, LayerKind.Mlp,
+                LayerKind.Attention, LayerKind.Mlp,
+                LayerKind.Attention, LayerKind.Mlp,
+                LayerKind.OutputEmbedding,
             ],
             layers.Select(l => l.Kind));
         Assert.Equal(Enumerable.Range(0, 8), layers.Select(l => l.Index));
@@ -37,8 +38,8 @@ public class OptWeightSpecsTests
 
         Assert.Equal(
             [
-                OptLayerKind.InputEmbed, OptLayerKind.TransformerLayer, OptLayerKind.TransformerLayer,
-                OptLayerKind.TransformerLayer, OptLayerKind.OutputEmbed,
+                LayerKind.InputEmbedding, LayerKind.Block, LayerKind.Block,
+                LayerKind.Block, LayerKind.OutputEmbedding,
             ],
             layers.Select(l => l.Kind));
         var block1 = layers[2];

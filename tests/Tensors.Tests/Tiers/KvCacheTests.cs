@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tests.Tiers;
 
+using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;

@@ -34,29 +34,14 @@ public sealed record SamplingOptions
     public bool IsGreedy => !DoSample || Temperature < 1e-5;
 }
 
-/// <summary>OPT output embedding (FlexGen's <c>opt_output_embed</c>): final layer norm, tied logits, token choice.</summary>
-public static class OutputEmbed
+/// <summary>The next token from the logits, as every family chooses it (FlexGen's greedy or sampled choice).</summary>
+public static class TokenChoice
 {
-    /// <summary>
-    /// Logits of the last position: (batch, seq, h) -> (batch, vocab) in the compute dtype, logits = layer_norm(h) @
-    /// embed_tokens^T (only the last position is projected: the only one FlexGen reads).
-    /// </summary>
-    public static Tensor Logits(Tensor hidden, OutputEmbedWeights weights, ComputeSettings compute)
-    {
-        var device = LayerMath.CheckLayerInputs(hidden, weights, compute);
-
-        using var scope = NewDisposeScope();
-        var last = LayerMath.ToCompute(hidden.select(1, hidden.shape[1] - 1), compute, device); // (b, h)
-        var normed = LayerMath.LayerNorm(last, weights.LayerNormWeight, weights.LayerNormBias, compute);
-        var logits = nn.functional.linear(normed, LayerMath.ToCompute(weights.TokenEmbedding, compute, device)); // (b, vocab)
-        return logits.MoveToOuterDisposeScope();
-    }
-
     /// <summary>
     /// Next token ids (batch, 1) int64 from <paramref name="logits"/> (batch, vocab). Sampling draws from
     /// <paramref name="generator"/> when given (it must live on the logits' device), else from torch's global one.
     /// </summary>
-    public static Tensor SelectTokens(Tensor logits, SamplingOptions sampling, Generator? generator = null)
+    public static Tensor Select(Tensor logits, SamplingOptions sampling, Generator? generator = null)
     {
         LayerMath.CheckRank(logits, 2, nameof(logits), "(batch, vocab)");
         ArgumentNullException.ThrowIfNull(sampling);
@@ -74,16 +59,6 @@ public static class OutputEmbed
         }
 
         return ids.MoveToOuterDisposeScope();
-    }
-
-    /// <summary>Logits then token choice: (batch, seq, h) -> (batch, 1) int64.</summary>
-    public static Tensor Forward(
-        Tensor hidden, OutputEmbedWeights weights, ComputeSettings compute, SamplingOptions sampling,
-        Generator? generator = null)
-    {
-        using var scope = NewDisposeScope();
-        var logits = Logits(hidden, weights, compute);
-        return SelectTokens(logits, sampling, generator).MoveToOuterDisposeScope();
     }
 }
 

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 /// <summary>The new hidden states of an attention layer and the KV-cache entries it produced.</summary>
 /// <param name="Hidden">(batch, seq, h) in the compute dtype.</param>
-/// <param name="NewKey">(seq, batch * n_head, head_dim): FlexGen's cache layout; seq = 1 at decode.</param>
-/// <param name="NewValue">(seq, batch * n_head, head_dim).</param>
+/// <param name="NewKey">(seq, batch * kv_heads, head_dim): FlexGen's cache layout; seq = 1 at decode.</param>
+/// <param name="NewValue">(seq, batch * kv_heads, head_dim).</param>
 public sealed record AttentionOutput(Tensor Hidden, Tensor NewKey, Tensor NewValue) : IDisposable
 {
     public void Dispose()
@@ -20,9 +20,9 @@ public sealed record AttentionOutput(Tensor Hidden, Tensor NewKey, Tensor NewVal
 /// <summary>
 /// The decode step's projections of the new token, before attention.
 /// </summary>
-/// <param name="Query">(batch * n_head, 1, head_dim), already scaled by head_dim^-0.5.</param>
-/// <param name="NewKey">(1, batch * n_head, head_dim).</param>
-/// <param name="NewValue">(1, batch * n_head, head_dim).</param>
+/// <param name="Query">(batch * kv_heads, 1, head_dim), already scaled (head_dim^-0.5): one query per cache row.</param>
+/// <param name="NewKey">(1, batch * kv_heads, head_dim).</param>
+/// <param name="NewValue">(1, batch * kv_heads, head_dim).</param>
 public sealed record DecodeProjection(Tensor Query, Tensor NewKey, Tensor NewValue) : IDisposable
 {
     public void Dispose()
@@ -43,7 +43,7 @@ public sealed record DecodeProjection(Tensor Query, Tensor NewKey, Tensor NewVal
 public delegate Tensor ValueRowFetcher(Tensor positions);
 
 /// <summary>
-/// One segment of a KV cache split along dim 1 (batch * n_head), FlexGen's mixed-device cache, with how the
+/// One segment of a KV cache split along dim 1 (batch * kv_heads), FlexGen's mixed-device cache, with how the
 /// segment is computed: where <see cref="Key"/> lives and in <see cref="Compute"/>'s dtype.
 /// </summary>
 /// <param name="Key">(>= past_len, segment_len, head_dim): positions [0, past_len) are read.</param>
@@ -63,85 +63,23 @@ public sealed record CacheSegment(Tensor Key, Tensor? Value, ComputeSettings Com
 }
 
 /// <summary>
-/// OPT self-attention (FlexGen's <c>mha</c> / <c>mha_gen</c>): pre-layer-norm, q/k/v projections (q scaled by
-/// head_dim^-0.5), attention with the causal and padding mask, out projection, residual add. KV-cache tensors
-/// use FlexGen's layout (seq, batch * n_head, head_dim), row <c>b * n_head + head</c>.
+/// Decode attention over KV-cache segments, free of any family's projections: the family projects the new token
+/// (<see cref="DecodeProjection"/>), this attends each segment where it lives, the family merges the values. Cache
+/// tensors use FlexGen's layout (seq, batch * kv_heads, head_dim), row <c>b * kv_heads + head</c>.
 /// </summary>
-public static class SelfAttention
+public static class SegmentAttention
 {
     /// <summary>
-    /// Prefill: attention over the prompt. <paramref name="hidden"/> (batch, s, h), <paramref name="attentionMask"/>
-    /// (batch, s), nonzero/true = real token. Returns the new hidden states and the cache entries for positions
-    /// [0, s) in the compute dtype (the caller stores them, converting to the cache dtype).
+    /// Attention of the projected new token over every segment of a cache split along dim 1 (consecutive, covering
+    /// all batch * kv_heads rows, FlexGen's mixed-device attention); each segment is computed where its tensors
+    /// live, in its own dtype. Returns each segment's (segment rows, 1, head_dim) values, in row order.
     /// </summary>
-    public static AttentionOutput Prefill(
-        Tensor hidden, Tensor attentionMask, SelfAttentionWeights weights, int nHead, ComputeSettings compute)
+    public static IReadOnlyList<Tensor> AttendAll(
+        DecodeProjection projection, Tensor attentionMask, IReadOnlyList<CacheSegment> segments, int kvHeads,
+        double attnSparsity)
     {
-        var device = LayerMath.CheckLayerInputs(hidden, weights, compute);
-        long b = hidden.shape[0], s = hidden.shape[1], h = hidden.shape[2];
-        long headDim = HeadDim(h, nHead);
-
-        using var scope = NewDisposeScope();
-        var mask = LayerMath.MaskAsBool(attentionMask, b, device);
-        if (mask.shape[1] != s)
-        {
-            throw new ArgumentException(
-                $"Prefill attentionMask must cover the {s} prompt positions, got {mask.shape[1]}.", nameof(attentionMask));
-        }
-
-        var x = LayerMath.ToCompute(hidden, compute, device);
-        var normed = LayerMath.LayerNorm(x, weights.LayerNormWeight, weights.LayerNormBias, compute);
-        var q = LayerMath.Linear(normed, weights.QWeight, weights.QBias, compute).mul_(Scaling(headDim)); // (b, s, h)
-        var k = LayerMath.Linear(normed, weights.KWeight, weights.KBias, compute);
-        var v = LayerMath.Linear(normed, weights.VWeight, weights.VBias, compute);
-
-        var q4 = q.view(b, s, nHead, headDim).permute(0, 2, 1, 3).reshape(b * nHead, s, headDim); // (b*n, s, d)
-        var kT = k.view(b, s, nHead, headDim).permute(0, 2, 3, 1).reshape(b * nHead, headDim, s); // (b*n, d, s)
-        var v4 = v.view(b, s, nHead, headDim).permute(0, 2, 1, 3).reshape(b * nHead, s, headDim); // (b*n, s, d)
-
-        var scores = torch.bmm(q4, kT).view(b, nHead, s, s);
-        var idx = torch.arange(s, device: device);
-        var causal = idx.le(idx.view(s, 1)).view(1, 1, s, s); // key <= query
-        var allowed = mask.view(b, 1, 1, s).logical_and(causal); // (b, 1, s, s)
-        scores = scores.masked_fill(allowed.logical_not(), compute.MaskValue);
-        var probs = scores.view(b * nHead, s, s).softmax(2);
-
-        var value = torch.bmm(probs, v4).view(b, nHead, s, headDim).transpose(1, 2).reshape(b, s, h);
-        var output = LayerMath.Linear(value, weights.OutWeight, weights.OutBias, compute).add_(x); // (b, s, h)
-
-        var newKey = kT.permute(2, 0, 1).contiguous(); // (s, b*n, d)
-        var newValue = v4.permute(1, 0, 2).contiguous(); // (s, b*n, d)
-        scope.MoveToOuter(output, newKey, newValue);
-        return new AttentionOutput(output, newKey, newValue);
-    }
-
-    /// <summary>
-    /// Decode, whole cache in one place: attention of the new token over the cache positions [0, t) plus itself,
-    /// where t = attention mask length - 1. <paramref name="hidden"/> (batch, 1, h); <paramref name="attentionMask"/>
-    /// (batch, t + 1); <paramref name="keyCache"/>/<paramref name="valueCache"/> (>= t, batch * n_head, head_dim) in
-    /// any dtype, on any device (they are read, never written). <paramref name="attnSparsity"/> &lt; 1 keeps only
-    /// the top-k cached positions per row (FlexGen's sparse attention). Returns the new hidden and the new token's
-    /// cache entries (1, batch * n_head, head_dim) for the caller to store at position t.
-    /// </summary>
-    public static AttentionOutput Decode(
-        Tensor hidden, Tensor attentionMask, SelfAttentionWeights weights, int nHead,
-        Tensor keyCache, Tensor valueCache, ComputeSettings compute, double attnSparsity = 1.0) =>
-        DecodeSegmented(hidden, attentionMask, weights, nHead, [new CacheSegment(keyCache, valueCache, compute)],
-            compute, attnSparsity);
-
-    /// <summary>
-    /// Decode over a cache split along dim 1 into consecutive segments (FlexGen's mixed-device attention); each
-    /// segment is computed where its tensors live, in its own dtype, and the results are concatenated. The same
-    /// as <see cref="ProjectDecode"/>, <see cref="AttendSegment"/> per segment, <see cref="FinishDecode"/>, which a
-    /// caller uses instead to run the GPU part and the CPU part separately.
-    /// </summary>
-    public static AttentionOutput DecodeSegmented(
-        Tensor hidden, Tensor attentionMask, SelfAttentionWeights weights, int nHead,
-        IReadOnlyList<CacheSegment> segments, ComputeSettings compute, double attnSparsity = 1.0)
-    {
+        ArgumentNullException.ThrowIfNull(projection);
         ArgumentNullException.ThrowIfNull(segments);
-        using var scope = NewDisposeScope();
-        var projection = ProjectDecode(hidden, weights, nHead, compute);
         long rows = projection.Query.shape[0];
         long covered = 0;
         for (var i = 0; i < segments.Count; i++)
@@ -155,7 +93,7 @@ public static class SelfAttention
         if (covered != rows)
         {
             throw new ArgumentException(
-                $"Cache segments cover {covered} of the batch * n_head = {rows} rows along dim 1.", nameof(segments));
+                $"Cache segments cover {covered} of the batch * n_head = {rows} rows along dim 1 (n_head: the KV heads per sequence).", nameof(segments));
         }
 
         long start = 0;
@@ -163,48 +101,17 @@ public static class SelfAttention
         foreach (var segment in segments)
         {
             values.Add(segment.Value is { } value
-                ? AttendSegment(projection, attentionMask, segment.Key, value, start, nHead, segment.Compute, attnSparsity)
-                : AttendSegment(projection, attentionMask, segment.Key, segment.ValueRows!, start, nHead, segment.Compute, attnSparsity));
+                ? AttendSegment(projection, attentionMask, segment.Key, value, start, kvHeads, segment.Compute, attnSparsity)
+                : AttendSegment(projection, attentionMask, segment.Key, segment.ValueRows!, start, kvHeads, segment.Compute, attnSparsity));
             start += segment.Key.shape[1];
         }
 
-        var output = FinishDecode(values, hidden, weights, compute);
-        scope.MoveToOuter(output, projection.NewKey, projection.NewValue);
-        return new AttentionOutput(output, projection.NewKey, projection.NewValue);
-    }
-
-    /// <summary>
-    /// Decode, first part: layer norm and q/k/v projections of the new token (batch, 1, h), on its device, in the
-    /// compute dtype.
-    /// </summary>
-    public static DecodeProjection ProjectDecode(
-        Tensor hidden, SelfAttentionWeights weights, int nHead, ComputeSettings compute)
-    {
-        var device = LayerMath.CheckLayerInputs(hidden, weights, compute);
-        long b = hidden.shape[0], s = hidden.shape[1], h = hidden.shape[2];
-        if (s != 1)
-        {
-            throw new ArgumentException($"Decode takes one new token per sequence, got hidden seq length {s}.", nameof(hidden));
-        }
-
-        long headDim = HeadDim(h, nHead);
-        using var scope = NewDisposeScope();
-        var x = LayerMath.ToCompute(hidden, compute, device);
-        var normed = LayerMath.LayerNorm(x, weights.LayerNormWeight, weights.LayerNormBias, compute);
-        var q = LayerMath.Linear(normed, weights.QWeight, weights.QBias, compute).mul_(Scaling(headDim)); // (b, 1, h)
-        var k = LayerMath.Linear(normed, weights.KWeight, weights.KBias, compute);
-        var v = LayerMath.Linear(normed, weights.VWeight, weights.VBias, compute);
-
-        var query = q.view(b * nHead, 1, headDim); // (b*n, 1, d): row b * n_head + head
-        var newKey = k.view(1, b * nHead, headDim); // (1, b*n, d)
-        var newValue = v.view(1, b * nHead, headDim);
-        scope.MoveToOuter(query, newKey, newValue);
-        return new DecodeProjection(query, newKey, newValue);
+        return values;
     }
 
     /// <summary>
     /// Decode, second part, for one cache segment: rows [<paramref name="rowStart"/>, rowStart + segment length)
-    /// of batch * n_head (rowStart and the length multiples of n_head). Runs on the device of
+    /// of batch * kv_heads (rowStart and the length multiples of kv_heads). Runs on the device of
     /// <paramref name="keyCache"/> in <paramref name="compute"/>'s dtype (the query, the new key/value and the mask
     /// rows are brought there). Dense: softmax over the t cached positions and the new token. Sparse
     /// (<paramref name="attnSparsity"/> &lt; 1, FlexGen's <c>_sparse_attention_value</c>): the same softmax weights,
@@ -213,7 +120,7 @@ public static class SelfAttention
     /// </summary>
     public static Tensor AttendSegment(
         DecodeProjection projection, Tensor attentionMask, Tensor keyCache, Tensor valueCache, long rowStart,
-        int nHead, ComputeSettings compute, double attnSparsity = 1.0)
+        int kvHeads, ComputeSettings compute, double attnSparsity = 1.0)
     {
         // keyCache's rank is checked by Attend, which both overloads share; the value cache must match it.
         LayerMath.CheckRank(valueCache, 3, nameof(valueCache), "(seq, rows, head_dim)");
@@ -224,7 +131,7 @@ public static class SelfAttention
                 nameof(valueCache));
         }
 
-        return Attend(projection, attentionMask, keyCache, valueCache, null, rowStart, nHead, compute, attnSparsity);
+        return Attend(projection, attentionMask, keyCache, valueCache, null, rowStart, kvHeads, compute, attnSparsity);
     }
 
     /// <summary>
@@ -236,7 +143,7 @@ public static class SelfAttention
     /// <exception cref="ArgumentException"><paramref name="attnSparsity"/> is 1: dense attention needs the whole value cache.</exception>
     public static Tensor AttendSegment(
         DecodeProjection projection, Tensor attentionMask, Tensor keyCache, ValueRowFetcher valueRows, long rowStart,
-        int nHead, ComputeSettings compute, double attnSparsity)
+        int kvHeads, ComputeSettings compute, double attnSparsity)
     {
         ArgumentNullException.ThrowIfNull(valueRows);
         if (attnSparsity >= 1.0)
@@ -244,13 +151,13 @@ public static class SelfAttention
             throw new ArgumentException("Fetching value rows by position needs attnSparsity < 1; dense attention reads the whole value cache.", nameof(attnSparsity));
         }
 
-        return Attend(projection, attentionMask, keyCache, null, valueRows, rowStart, nHead, compute, attnSparsity);
+        return Attend(projection, attentionMask, keyCache, null, valueRows, rowStart, kvHeads, compute, attnSparsity);
     }
 
     // The attention of one segment; the value rows come from valueCache, or from valueRows (sparse only).
     private static Tensor Attend(
         DecodeProjection projection, Tensor attentionMask, Tensor keyCache, Tensor? valueCache, ValueRowFetcher? valueRows,
-        long rowStart, int nHead, ComputeSettings compute, double attnSparsity)
+        long rowStart, int kvHeads, ComputeSettings compute, double attnSparsity)
     {
         ArgumentNullException.ThrowIfNull(projection);
         ArgumentNullException.ThrowIfNull(compute);
@@ -265,10 +172,10 @@ public static class SelfAttention
         compute.EnsureSupportedOn(device);
         long rows = projection.Query.shape[0], headDim = projection.Query.shape[2];
         long segRows = keyCache.shape[1];
-        if (rowStart < 0 || rowStart % nHead != 0 || segRows % nHead != 0 || rowStart + segRows > rows)
+        if (rowStart < 0 || rowStart % kvHeads != 0 || segRows % kvHeads != 0 || rowStart + segRows > rows)
         {
             throw new ArgumentException(
-                $"Cache segment rows [{rowStart}, {rowStart + segRows}) must be whole sequences (multiples of n_head {nHead}) within batch * n_head = {rows}.",
+                $"Cache segment rows [{rowStart}, {rowStart + segRows}) must be whole sequences (multiples of n_head {kvHeads}, the KV heads per sequence) within batch * n_head = {rows}.",
                 nameof(keyCache));
         }
 
@@ -277,7 +184,7 @@ public static class SelfAttention
             throw new ArgumentException($"keyCache head_dim {keyCache.shape[2]} differs from the model's {headDim}.", nameof(keyCache));
         }
 
-        long batchAll = rows / nHead;
+        long batchAll = rows / kvHeads;
         long srcLen = attentionMask.shape[1];
         long past = srcLen - 1;
         if (keyCache.shape[0] < past)
@@ -287,8 +194,8 @@ public static class SelfAttention
         }
 
         using var scope = NewDisposeScope();
-        long segBatch = segRows / nHead;
-        var mask = LayerMath.MaskAsBool(attentionMask, batchAll, device).narrow(0, rowStart / nHead, segBatch); // (sb, t+1)
+        long segBatch = segRows / kvHeads;
+        var mask = LayerMath.MaskAsBool(attentionMask, batchAll, device).narrow(0, rowStart / kvHeads, segBatch); // (sb, t+1)
         var query = LayerMath.ToCompute(projection.Query.narrow(0, rowStart, segRows), compute, device); // (r, 1, d)
         var newKey = LayerMath.ToCompute(projection.NewKey.narrow(1, rowStart, segRows), compute, device).permute(1, 2, 0); // (r, d, 1)
         var newValue = LayerMath.ToCompute(projection.NewValue.narrow(1, rowStart, segRows), compute, device).permute(1, 0, 2); // (r, 1, d)
@@ -296,7 +203,7 @@ public static class SelfAttention
 
         // (r, 1, t + 1): cached positions, then the new token last.
         var scores = torch.cat([torch.bmm(query, keys), torch.bmm(query, newKey)], 2);
-        scores = scores.view(segBatch, nHead, 1, srcLen)
+        scores = scores.view(segBatch, kvHeads, 1, srcLen)
             .masked_fill(mask.view(segBatch, 1, 1, srcLen).logical_not(), compute.MaskValue)
             .view(segRows, 1, srcLen);
         var probs = scores.softmax(2);
@@ -317,38 +224,6 @@ public static class SelfAttention
 
         var result = attended.add_(newProb.mul(newValue)); // (r, 1, d)
         return result.MoveToOuterDisposeScope();
-    }
-
-    /// <summary>
-    /// Decode, last part: the segments' attention values (in row order, each (rows, 1, head_dim), anywhere) are
-    /// concatenated on the device of <paramref name="hidden"/>, projected and added to the residual. Returns
-    /// (batch, 1, h) in the compute dtype.
-    /// </summary>
-    public static Tensor FinishDecode(
-        IReadOnlyList<Tensor> segmentValues, Tensor hidden, SelfAttentionWeights weights, ComputeSettings compute)
-    {
-        ArgumentNullException.ThrowIfNull(segmentValues);
-        var device = LayerMath.CheckLayerInputs(hidden, weights, compute);
-        long b = hidden.shape[0], h = hidden.shape[2];
-        if (segmentValues.Count == 0)
-        {
-            throw new ArgumentException("FinishDecode needs at least one segment value.", nameof(segmentValues));
-        }
-
-        using var scope = NewDisposeScope();
-        var parts = segmentValues.Select(v => LayerMath.ToCompute(v, compute, device)).ToArray();
-        var value = parts.Length == 1 ? parts[0] : torch.cat(parts, 0); // (b*n, 1, d)
-        if (value.shape[0] * value.shape[2] != b * h)
-        {
-            throw new ArgumentException(
-                $"Segment values hold {value.shape[0]} rows of {value.shape[2]}; the batch needs {b} x {h} values.", nameof(segmentValues));
-        }
-
-        long nHead = value.shape[0] / b;
-        var merged = value.view(b, nHead, 1, h / nHead).transpose(1, 2).reshape(b, 1, h);
-        var x = LayerMath.ToCompute(hidden, compute, device);
-        var output = LayerMath.Linear(merged, weights.OutWeight, weights.OutBias, compute).add_(x);
-        return output.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -386,16 +261,4 @@ public static class SelfAttention
         var picked = LayerMath.ToCompute(fetched, compute, device).permute(1, 0, 2).contiguous();
         return torch.bmm(topProbs, picked).MoveToOuterDisposeScope();
     }
-
-    private static long HeadDim(long hidden, int nHead)
-    {
-        if (nHead < 1 || hidden % nHead != 0)
-        {
-            throw new ArgumentException($"nHead {nHead} must be positive and divide the hidden size {hidden}.", nameof(nHead));
-        }
-
-        return hidden / nHead;
-    }
-
-    private static double Scaling(long headDim) => Math.Pow(headDim, -0.5);
 }

@@ -1,4 +1,4 @@
-namespace FlexGen.Tensors.Layers;
+namespace FlexGen.Tensors.Families.Opt;
 
 using FlexGen.Tensors.Models;
 using TorchSharp;
@@ -34,12 +34,14 @@ public sealed class OptWeights : IDisposable
             CheckShape(spec, tensor);
         }
 
+        var eps = config.LayerNormEps;
         InputEmbed = InputEmbedWeights.FromOrdered(Pick(OptWeightSpecs.InputEmbed(config)));
         Attention = Enumerable.Range(0, config.NumHiddenLayers)
-            .Select(i => SelfAttentionWeights.FromOrdered(Pick(OptWeightSpecs.SelfAttention(config, i)))).ToArray();
+            .Select(i => SelfAttentionWeights.FromOrdered(Pick(OptWeightSpecs.SelfAttention(config, i))) with { LayerNormEps = eps })
+            .ToArray();
         Mlp = Enumerable.Range(0, config.NumHiddenLayers)
-            .Select(i => MlpWeights.FromOrdered(Pick(OptWeightSpecs.Mlp(config, i)))).ToArray();
-        OutputEmbed = OutputEmbedWeights.FromOrdered(Pick(OptWeightSpecs.OutputEmbed(config)));
+            .Select(i => MlpWeights.FromOrdered(Pick(OptWeightSpecs.Mlp(config, i))) with { LayerNormEps = eps }).ToArray();
+        OutputEmbed = OutputEmbedWeights.FromOrdered(Pick(OptWeightSpecs.OutputEmbed(config))) with { LayerNormEps = eps };
     }
 
     public OptConfig Config { get; }
@@ -86,7 +88,7 @@ public sealed class OptWeights : IDisposable
         return Create(config, spec =>
         {
             var tensor = torch.empty(spec.Shape.ToArray(), spec.Dtype, CPU);
-            DummyWeights.FillRandom(tensor, spec.FileName, seed, std);
+            DummyWeights.FillRandom(tensor, spec, seed, std);
             return tensor;
         });
     }

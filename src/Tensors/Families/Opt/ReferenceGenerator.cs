@@ -1,5 +1,6 @@
-namespace FlexGen.Tensors.Layers;
+namespace FlexGen.Tensors.Families.Opt;
 
+using FlexGen.Tensors.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -141,7 +142,7 @@ public static class ReferenceGenerator
                 logitsPerStep.Add(logits.to(ScalarType.Float32).DetachFromDisposeScope());
             }
 
-            var next = OutputEmbed.SelectTokens(logits, options.Sampling, generator);
+            var next = TokenChoice.Select(logits, options.Sampling, generator);
             if (options.StopTokenId is { } stop)
             {
                 (next, var nowStopped) = StopTokens.Apply(next, stopped, stop, config.PadTokenId);

@@ -9,17 +9,15 @@ using TorchSharp;
 public sealed record ConversionResult(string OutputFolder, int TensorsWritten, long BytesWritten, bool TiedLmHead, IReadOnlyList<string> IgnoredTensors);
 
 /// <summary>
-/// Converts a Hugging Face OPT checkpoint folder (config.json + model.safetensors, sharded or not) into FlexGen's
-/// layout: config.json plus one float16 .npy file per parameter, named after the Hugging Face parameter without
-/// the leading "model." and with "decoder.final_layer_norm" renamed "decoder.layer_norm" (as FlexGen's
-/// download_opt_weights does). The output embedding is tied to the token embedding, as in FlexGen.
+/// Converts a Hugging Face checkpoint folder (config.json + model.safetensors, sharded or not) of any registered
+/// model family into FlexGen's layout: config.json plus one float16 .npy file per weight spec, read from the
+/// checkpoint tensor the family's <see cref="CheckpointNaming"/> names. A head the family ties to an input
+/// embedding is checked equal to it and not written.
 /// </summary>
-public static class OptCheckpointConverter
+public static class CheckpointConverter
 {
-    private const string LmHead = "lm_head.weight";
-
     /// <param name="progress">Receives the number of tensors written so far (of <see cref="CountTensors"/>).</param>
-    /// <exception cref="UnsupportedModelException">Not OPT, an OPT variant FlexGen refuses, or an untied lm_head.</exception>
+    /// <exception cref="UnsupportedModelException">No family reads it, a variant its family refuses, or an untied head where the family ties it.</exception>
     /// <exception cref="ModelConfigException">config.json cannot be read (names the file and key).</exception>
     /// <exception cref="InvalidDataException">A tensor is missing or has the wrong shape (names it).</exception>
     public static ConversionResult Convert(string hfFolder, string outputFolder, IProgress<long>? progress = null,
@@ -27,16 +25,17 @@ public static class OptCheckpointConverter
     {
         if (!Directory.Exists(hfFolder)) throw new DirectoryNotFoundException($"Checkpoint folder not found: {hfFolder}");
         string configPath = Path.Combine(hfFolder, "config.json");
-        var config = OptConfig.FromHuggingFaceConfig(configPath);
+        var config = ModelFamilies.FromConfigFile(configPath);
+        var naming = config.Family.Checkpoint(config);
         if (Path.GetFullPath(hfFolder) == Path.GetFullPath(outputFolder))
             throw new ArgumentException($"The output folder must differ from the checkpoint folder ({hfFolder}).", nameof(outputFolder));
 
         using var checkpoint = SafetensorsCheckpoint.Open(hfFolder);
         var specs = DistinctSpecs(config);
-        var sources = specs.ToDictionary(s => s.FileName, s => SourceName(checkpoint, s.FileName));
+        var sources = specs.ToDictionary(s => s.FileName, s => SourceName(checkpoint, naming, s.FileName));
         var used = new HashSet<string>(sources.Values, StringComparer.Ordinal);
 
-        bool hasLmHead = checkpoint.Contains(LmHead);
+        bool hasTiedHead = naming.TiedHead is { } head && checkpoint.Contains(head);
         Directory.CreateDirectory(outputFolder);
         long bytes = 0;
         int done = 0;
@@ -58,60 +57,57 @@ public static class OptCheckpointConverter
             progress?.Report(++done);
         }
 
-        if (hasLmHead)
+        if (hasTiedHead)
         {
-            used.Add(LmHead);
-            CheckTied(checkpoint, sources["decoder.embed_tokens.weight"]);
+            used.Add(naming.TiedHead!);
+            CheckTied(checkpoint, naming.TiedHead!, sources[naming.TiedHeadFile!]);
         }
         WriteConfig(configPath, Path.Combine(outputFolder, "config.json"));
-        foreach (var file in new[] { "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" })
+        foreach (var file in naming.SideFiles)
         {
             string from = Path.Combine(hfFolder, file);
             if (File.Exists(from)) File.Copy(from, Path.Combine(outputFolder, file), overwrite: true);
         }
         var ignored = checkpoint.TensorNames.Where(n => !used.Contains(n)).OrderBy(n => n, StringComparer.Ordinal).ToList();
-        return new ConversionResult(outputFolder, done, bytes, hasLmHead, ignored);
+        return new ConversionResult(outputFolder, done, bytes, hasTiedHead, ignored);
     }
 
     /// <summary>How many tensors a conversion of this folder writes (for progress bars).</summary>
     public static int CountTensors(string hfFolder)
     {
-        return DistinctSpecs(OptConfig.FromHuggingFaceConfig(Path.Combine(hfFolder, "config.json"))).Count;
+        return DistinctSpecs(ModelFamilies.FromConfigFile(Path.Combine(hfFolder, "config.json"))).Count;
     }
 
-    /// <summary>Every stored weight once (the output embedding reuses the token embedding).</summary>
-    private static List<WeightSpec> DistinctSpecs(OptConfig config)
+    /// <summary>Every stored weight once (a tied output embedding reuses the token embedding's file).</summary>
+    private static List<WeightSpec> DistinctSpecs(ModelConfig config)
     {
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var result = new List<WeightSpec>();
-        foreach (var layer in OptWeightSpecs.Layers(config, sepLayer: true))
+        foreach (var layer in config.Layers(sepLayer: true))
             foreach (var w in layer.Weights)
                 if (seen.Add(w.FileName)) result.Add(w);
         return result;
     }
 
-    /// <summary>The checkpoint's name for a FlexGen file name ("model." prefix or not; final_layer_norm).</summary>
-    private static string SourceName(SafetensorsCheckpoint checkpoint, string flexGenName)
+    /// <summary>The checkpoint's tensor for a model-folder file: the first of the family's candidate names it holds.</summary>
+    private static string SourceName(SafetensorsCheckpoint checkpoint, CheckpointNaming naming, string fileName)
     {
-        string hfName = flexGenName.StartsWith("decoder.layer_norm.", StringComparison.Ordinal)
-            ? "decoder.final_layer_norm." + flexGenName["decoder.layer_norm.".Length..]
-            : flexGenName;
-        foreach (var candidate in new[] { "model." + hfName, hfName })
+        var candidates = naming.SourceNames(fileName);
+        foreach (var candidate in candidates)
             if (checkpoint.Contains(candidate)) return candidate;
-        throw new InvalidDataException($"{checkpoint.Folder}: the checkpoint has no tensor 'model.{hfName}' (needed for {flexGenName}).");
+        throw new InvalidDataException($"{checkpoint.Folder}: the checkpoint has no tensor '{candidates[0]}' (needed for {fileName}).");
     }
 
-    /// <summary>FlexGen always ties the output projection to the token embedding; refuse a checkpoint where they differ.</summary>
-    private static void CheckTied(SafetensorsCheckpoint checkpoint, string embedName)
+    /// <summary>A family that ties the output head to the token embedding refuses a checkpoint where they differ.</summary>
+    private static void CheckTied(SafetensorsCheckpoint checkpoint, string headName, string embedName)
     {
         using var scope = torch.NewDisposeScope();
-        var head = checkpoint.Read(LmHead);
+        var head = checkpoint.Read(headName);
         var embed = checkpoint.Read(embedName);
         if (!head.shape.SequenceEqual(embed.shape) || !head.eq(embed).all().item<bool>())
             throw new UnsupportedModelException(Path.GetFileName(checkpoint.Folder),
-                $"{checkpoint.Folder}: '{LmHead}' differs from '{embedName}'; FlexGen ties the output projection to the token embedding, so untied heads are not supported.");
+                $"{checkpoint.Folder}: '{headName}' differs from '{embedName}'; the model family ties the output projection to the token embedding, so untied heads are not supported.");
     }
-
     /// <summary>Keeps the Hugging Face config (the project reads it back) and records that weights are now float16.</summary>
     private static void WriteConfig(string sourcePath, string path)
     {

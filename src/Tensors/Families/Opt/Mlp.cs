@@ -1,5 +1,6 @@
-namespace FlexGen.Tensors.Layers;
+namespace FlexGen.Tensors.Families.Opt;
 
+using FlexGen.Tensors.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -13,7 +14,7 @@ public static class Mlp
 
         using var scope = NewDisposeScope();
         var x = LayerMath.ToCompute(hidden, compute, hidden.device);
-        var normed = LayerMath.LayerNorm(x, weights.LayerNormWeight, weights.LayerNormBias, compute);
+        var normed = LayerMath.LayerNorm(x, weights.LayerNormWeight, weights.LayerNormBias, weights.LayerNormEps, compute);
         var inner = LayerMath.Linear(normed, weights.Fc1Weight, weights.Fc1Bias, compute).relu_(); // (b, s, ffn)
         var output = LayerMath.Linear(inner, weights.Fc2Weight, weights.Fc2Bias, compute).add_(x); // (b, s, h)
         return output.MoveToOuterDisposeScope();

@@ -1,5 +1,6 @@
-namespace FlexGen.Tensors.Layers;
+namespace FlexGen.Tensors.Families.Opt;
 
+using FlexGen.Tensors.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -1,8 +1,10 @@
-namespace FlexGen.Tensors.Layers;
+namespace FlexGen.Tensors.Families.Opt;
 
 using static TorchSharp.torch;
 
-// Weight views that layer math reads. They do not own their tensors: whoever loaded them (OptWeights, a tier)
+// Weight views that OPT's layer math reads. Each layer norm's epsilon travels with its weight and bias, as
+// torch.nn.LayerNorm holds all three; whoever builds a view from a config sets it from OptConfig.LayerNormEps.
+// They do not own their tensors: whoever loaded them (OptWeights, a tier)
 // disposes them. Each record lists its tensors in FlexGen's order (the weight specs' order), and FromOrdered
 // builds it from a list in that order, so a tier can hand over what it loaded without naming every tensor.
 
@@ -28,6 +30,9 @@ public sealed record SelfAttentionWeights(
     Tensor OutWeight, Tensor OutBias,
     Tensor LayerNormWeight, Tensor LayerNormBias)
 {
+    /// <summary>Epsilon of this layer's norm (<see cref="OptConfig.LayerNormEps"/>).</summary>
+    public double LayerNormEps { get; init; } = OptConfig.DefaultLayerNormEps;
+
     public const int Count = 10;
 
     public IReadOnlyList<Tensor> Ordered =>
@@ -47,6 +52,9 @@ public sealed record MlpWeights(
     Tensor Fc2Weight, Tensor Fc2Bias,
     Tensor LayerNormWeight, Tensor LayerNormBias)
 {
+    /// <summary>Epsilon of this layer's norm (<see cref="OptConfig.LayerNormEps"/>).</summary>
+    public double LayerNormEps { get; init; } = OptConfig.DefaultLayerNormEps;
+
     public const int Count = 6;
 
     public IReadOnlyList<Tensor> Ordered => [Fc1Weight, Fc1Bias, Fc2Weight, Fc2Bias, LayerNormWeight, LayerNormBias];
@@ -61,6 +69,9 @@ public sealed record MlpWeights(
 /// <summary>OutputEmbed weights: final layer norm, then the token table (vocab, h), tied with the input embedding.</summary>
 public sealed record OutputEmbedWeights(Tensor LayerNormWeight, Tensor LayerNormBias, Tensor TokenEmbedding)
 {
+    /// <summary>Epsilon of this layer's norm (<see cref="OptConfig.LayerNormEps"/>).</summary>
+    public double LayerNormEps { get; init; } = OptConfig.DefaultLayerNormEps;
+
     public const int Count = 3;
 
     public IReadOnlyList<Tensor> Ordered => [LayerNormWeight, LayerNormBias, TokenEmbedding];
