@@ -9,7 +9,6 @@ using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
-using PlacementTier = FlexGen.Tensors.Placement.TierKind;
 
 /// <summary>
 /// The real backend: a model whose weights sit in their homes (GPU / CPU / disk tier, FlexGen's midpoint
@@ -119,9 +118,9 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         var routing = new RoutingPlan(
             Layers.Select(l => l.Kind).ToArray(),
             WeightPlan.Layers.Select(l => new LayerWeightHomes(
-                l.Weights.Any(w => w.Home == PlacementTier.Gpu),
-                l.Weights.Any(w => w.Home == PlacementTier.Cpu),
-                l.Weights.Any(w => w.Home == PlacementTier.Disk))).ToArray(),
+                l.Weights.Any(w => w.Home == TierKind.Gpu),
+                l.Weights.Any(w => w.Home == TierKind.Cpu),
+                l.Weights.Any(w => w.Home == TierKind.Disk))).ToArray(),
             (int)(cache.GpuLength / kvHeads),
             (int)(cache.CpuLength / kvHeads),
             (int)(cache.DiskLength / kvHeads),
@@ -145,7 +144,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     public void ResetPeaks() => Tiers.ResetPeaks();
 
     /// <summary>The physical tier of a placement home.</summary>
-    public MemoryTier TierOf(PlacementTier home) => Tiers.For(home);
+    public MemoryTier TierOf(TierKind home) => Tiers[home];
 
     public void Dispose()
     {

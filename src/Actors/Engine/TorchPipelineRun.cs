@@ -11,7 +11,6 @@ using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
-using PlacementTier = FlexGen.Tensors.Placement.TierKind;
 using PipelineActorKind = FlexGen.Actors.Schedule.PipelineActorKind;
 
 /// <summary>
@@ -212,13 +211,8 @@ internal sealed class TorchPipelineRun : IPipelineRun
     }
 
     /// <summary>The physical tier a (possibly compressed) tensor's bytes live on.</summary>
-    private static PlacementTier HomeOf(TieredTensor tensor) => (tensor.Tier is CompressedTier compressed ? compressed.Base.Kind : tensor.Kind) switch
-    {
-        TierType.Gpu => PlacementTier.Gpu,
-        TierType.Cpu => PlacementTier.Cpu,
-        TierType.Disk => PlacementTier.Disk,
-        _ => throw new InvalidOperationException($"tensor {tensor.Name} is on {tensor.Tier.Name}, not on a physical tier"),
-    };
+    private static TierKind HomeOf(TieredTensor tensor) =>
+        tensor.Home ?? throw new InvalidOperationException($"tensor {tensor.Name} is on {tensor.Tier.Name}, not on one physical tier");
 
     private long LoadCache(BlockTask task, PipelineActorKind tier)
     {
@@ -312,7 +306,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
             throw new InvalidOperationException($"hidden state of ({i},{j - 1},{k}) was not stored before LoadHidden({i},{j},{k})");
         }
 
-        if (parked.Kind == TierType.Gpu)
+        if (parked.Home == TierKind.Gpu)
         {
             _hiddenIn[(i, j, k)] = parked;
             return 0;
@@ -363,7 +357,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
         }
 
         var home = _plan.Activations.Home;
-        if (home == PlacementTier.Gpu)
+        if (home == TierKind.Gpu)
         {
             _parked[(i, j, k)] = output;
             return 0;
@@ -713,7 +707,7 @@ internal sealed class TorchPipelineRun : IPipelineRun
     private sealed record SplitOutput(DeviceTensor Hidden, DeviceTensor Key, DeviceTensor Value);
 
     /// <summary>One segment of a cache home along dim 1: rows [Start, Start + Length) of batch * kv_heads.</summary>
-    private sealed record CacheSegmentHome(PlacementTier Home, long Start, long Length, TieredTensor Key, TieredTensor Value);
+    private sealed record CacheSegmentHome(TierKind Home, long Start, long Length, TieredTensor Key, TieredTensor Value);
 
     /// <summary>The k and v homes of one attention layer and GPU batch, and their segments.</summary>
     private sealed class CacheHome

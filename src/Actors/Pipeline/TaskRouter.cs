@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Pipeline;
 
+using FlexGen.Tensors.Tiers;
 using FlexGen.Actors.Schedule;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;

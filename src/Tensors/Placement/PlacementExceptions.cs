@@ -1,5 +1,7 @@
 namespace FlexGen.Tensors.Placement;
 
+using FlexGen.Tensors.Tiers;
+
 /// <summary>A policy that cannot be placed for this model and batch geometry (the message says which rule).</summary>
 public class PlacementException : InvalidOperationException
 {

@@ -1,3 +1,4 @@
+using FlexGen.Tensors.Tiers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
 

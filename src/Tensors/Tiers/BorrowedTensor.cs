@@ -8,8 +8,8 @@ using TorchSharp;
 /// </summary>
 internal sealed class BorrowedTensor : TieredTensor
 {
-    private static readonly BorrowedTier CpuTier = new(TierType.Cpu);
-    private static readonly BorrowedTier GpuTier = new(TierType.Gpu);
+    private static readonly BorrowedTier CpuTier = new(TierKind.Cpu);
+    private static readonly BorrowedTier GpuTier = new(TierKind.Gpu);
 
     private BorrowedTensor(MemoryTier tier, torch.Tensor data, string name)
         : base(tier, data.shape, data.dtype, name)
@@ -26,7 +26,7 @@ internal sealed class BorrowedTensor : TieredTensor
     {
     }
 
-    private sealed class BorrowedTier(TierType kind) : MemoryTier(kind == TierType.Cpu ? "borrowed-cpu" : "borrowed-gpu", kind, long.MaxValue)
+    private sealed class BorrowedTier(TierKind kind) : MemoryTier(kind == TierKind.Cpu ? "borrowed-cpu" : "borrowed-gpu", kind, long.MaxValue)
     {
         public override TieredTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null) =>
             throw new NotSupportedException("Borrowed tensors are not allocated by a tier.");

@@ -16,7 +16,7 @@ public sealed class CompressedTier : MemoryTier
     /// (<see cref="QuantizationArithmetic.Float32"/>, for weight tiers) and the KV cache on the GPU in float16 (the default).
     /// </param>
     public CompressedTier(MemoryTier baseTier, CompressionConfig config, QuantizationArithmetic arithmetic = QuantizationArithmetic.Float16)
-        : base($"compressed({baseTier.Name})", TierType.Compressed, long.MaxValue)
+        : base($"compressed({baseTier.Name})", baseTier.Home, long.MaxValue)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (baseTier is CompressedTier)

@@ -8,7 +8,7 @@ using TorchSharp;
 /// </summary>
 public sealed class DeviceTier : MemoryTier
 {
-    private DeviceTier(string name, TierType kind, torch.Device device, bool pinMemory, bool emulated, long capacityBytes)
+    private DeviceTier(string name, TierKind kind, torch.Device device, bool pinMemory, bool emulated, long capacityBytes)
         : base(name, kind, capacityBytes)
     {
         Device = device;
@@ -29,12 +29,12 @@ public sealed class DeviceTier : MemoryTier
     public static DeviceTier CreateGpu(long capacityBytes = long.MaxValue, bool forceEmulated = false)
     {
         var cuda = !forceEmulated && TorchRuntime.CudaAvailable;
-        return new DeviceTier("gpu", TierType.Gpu, cuda ? torch.CUDA : torch.CPU, pinMemory: false, emulated: !cuda, capacityBytes);
+        return new DeviceTier("gpu", TierKind.Gpu, cuda ? torch.CUDA : torch.CPU, pinMemory: false, emulated: !cuda, capacityBytes);
     }
 
     /// <summary>The CPU tier; <paramref name="pinMemory"/> is honoured only when CUDA is present (pinning needs it).</summary>
     public static DeviceTier CreateCpu(long capacityBytes = long.MaxValue, bool pinMemory = false) =>
-        new("cpu", TierType.Cpu, torch.CPU, pinMemory && TorchRuntime.CudaAvailable, emulated: false, capacityBytes);
+        new("cpu", TierKind.Cpu, torch.CPU, pinMemory && TorchRuntime.CudaAvailable, emulated: false, capacityBytes);
 
     public override DeviceTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null) =>
         Allocate(shape, dtype, name, pin: null);

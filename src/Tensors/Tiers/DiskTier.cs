@@ -38,7 +38,7 @@ public sealed unsafe class DiskTier : MemoryTier
 
     /// <exception cref="OffloadDirectoryException">The directory does not exist, is not a directory, or is not writable.</exception>
     public DiskTier(string offloadDirectory, DiskTierOptions? options = null)
-        : base("disk", TierType.Disk, (options ?? new DiskTierOptions()).CapacityBytes)
+        : base("disk", TierKind.Disk, (options ?? new DiskTierOptions()).CapacityBytes)
     {
         Options = options ?? new DiskTierOptions();
         if (Options.ChunkBytes < NativeFile.Alignment || Options.ChunkBytes % NativeFile.Alignment != 0 || Options.ParallelChunks < 1)

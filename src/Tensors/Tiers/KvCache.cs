@@ -31,7 +31,7 @@ public sealed class KvCache : IDisposable
         var cache = plan.Cache;
         var shape = cache.Shape.ToArray();
         MemoryTier home = cache.Home is { } tier
-            ? tiers.For(tier)
+            ? tiers[tier]
             : new MixedTier(tiers.Gpu, tiers.Cpu, tiers.Disk, 0, 0, plan.Config.KvHeads);
         if (cache.Compression is { } compression)
         {

@@ -9,17 +9,21 @@ using TorchSharp;
 /// </summary>
 public abstract class MemoryTier : IDisposable
 {
-    protected MemoryTier(string name, TierType kind, long capacityBytes)
+    protected MemoryTier(string name, TierKind? home, long capacityBytes)
     {
         Name = name;
-        Kind = kind;
+        Home = home;
         Accounting = new TierAccounting(name, capacityBytes);
     }
 
     /// <summary>"gpu", "cpu", "disk", "mixed", "compressed(cpu)", ...</summary>
     public string Name { get; }
 
-    public TierType Kind { get; }
+    /// <summary>
+    /// The physical tier that holds this tier's bytes: itself for GPU, CPU and disk, the base tier for a compressed
+    /// tier; null for a mixed tier, whose segments lie on several.
+    /// </summary>
+    public TierKind? Home { get; }
 
     public TierAccounting Accounting { get; }
 

@@ -64,12 +64,12 @@ public sealed class MemoryTiers : IDisposable
     public DiskTier Disk => _disk ?? throw new InvalidOperationException("No disk tier: MemoryTierOptions.OffloadDirectory is not set.");
 
     /// <summary>The physical tier of a kind (Gpu, Cpu or Disk).</summary>
-    public MemoryTier this[TierType kind] => kind switch
+    public MemoryTier this[TierKind kind] => kind switch
     {
-        TierType.Gpu => Gpu,
-        TierType.Cpu => Cpu,
-        TierType.Disk => Disk,
-        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Only GPU, CPU and disk are physical tiers; make mixed and compressed tiers with CreateMixed / CreateCompressed."),
+        TierKind.Gpu => Gpu,
+        TierKind.Cpu => Cpu,
+        TierKind.Disk => Disk,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "unknown memory tier"),
     };
 
     /// <summary>A mixed tier over these tiers, splitting dimension 1 by the percentages in multiples of <paramref name="granularity"/>.</summary>

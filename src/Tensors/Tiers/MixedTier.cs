@@ -14,7 +14,7 @@ public sealed class MixedTier : MemoryTier
     public const int SplitDim = 1;
 
     public MixedTier(DeviceTier gpu, DeviceTier cpu, DiskTier disk, double gpuPercent, double cpuPercent, int granularity)
-        : base("mixed", TierType.Mixed, long.MaxValue)
+        : base("mixed", home: null, long.MaxValue)
     {
         if (gpuPercent < 0 || cpuPercent < 0 || gpuPercent + cpuPercent > 100)
         {
@@ -124,8 +124,8 @@ public sealed class MixedTensor : TieredTensor
     public IReadOnlyList<long> SegmentStarts { get; }
 
     /// <summary>Length along dimension 1 of the segment on <paramref name="kind"/> (0 when there is none).</summary>
-    public long SegmentLength(TierType kind) =>
-        Segments.Where(s => s.Kind == kind).Sum(s => s.Shape[MixedTier.SplitDim]);
+    public long SegmentLength(TierKind kind) =>
+        Segments.Where(s => s.Home == kind).Sum(s => s.Shape[MixedTier.SplitDim]);
 
     protected override void ReleaseResources()
     {

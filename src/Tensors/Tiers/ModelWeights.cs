@@ -130,7 +130,7 @@ public sealed class ModelWeights : IDisposable
     {
         var spec = placement.Spec;
         var shape = spec.Shape.ToArray();
-        var home = tiers.For(placement.Home);
+        var home = tiers[placement.Home];
         var name = $"j{layer}.{spec.FileName}";
 
         // Read (or make) the float16 values where they can go straight in: the home itself when it is CPU memory.

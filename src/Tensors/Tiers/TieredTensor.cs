@@ -33,7 +33,8 @@ public abstract class TieredTensor : IDisposable
     /// <summary>The tier that owns the bytes.</summary>
     public MemoryTier Tier { get; }
 
-    public TierType Kind => Tier.Kind;
+    /// <summary>The physical tier holding the bytes (null for a mixed tensor: see its segments).</summary>
+    public TierKind? Home => Tier.Home;
 
     /// <summary>The logical shape (for compressed tensors: the uncompressed shape).</summary>
     public IReadOnlyList<long> Shape => _shape;

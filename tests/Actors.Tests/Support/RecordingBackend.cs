@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests.Support;
 
+using FlexGen.Tensors.Tiers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using System.Collections.Concurrent;

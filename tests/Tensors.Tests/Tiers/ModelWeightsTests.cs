@@ -44,7 +44,7 @@ public class ModelWeightsTests
     private static void LoadAndCheck(TierTestBed bed, PlacementPlan plan)
     {
         using var weights = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory));
-        var homes = new HashSet<TierType>();
+        var homes = new HashSet<TierKind>();
         for (var j = 0; j < weights.LayerCount; j++)
         {
             using var loaded = TierTestBed.CopyLayer(weights, j, bed.Tiers.Gpu);
@@ -52,11 +52,12 @@ public class ModelWeightsTests
             {
                 var placement = plan.Weight(j, w);
                 var home = weights.Layer(j)[w];
-                homes.Add(home.Kind);
-                Assert.Equal(placement.Compressed ? TierType.Compressed : ToTierKind(placement.Home), home.Kind);
+                homes.Add(home.Home!.Value);
+                Assert.Equal(placement.Home, home.Home);
+                Assert.Equal(placement.Compressed, home is CompressedTensor);
                 if (home is CompressedTensor compressed)
                 {
-                    Assert.Equal(ToTierKind(placement.Home), compressed.Packed.Kind);
+                    Assert.Equal(placement.Home, compressed.Packed.Home);
                     Assert.Equal(placement.Bytes, compressed.StoredBytes);
                     Assert.Equal(QuantizationArithmetic.Float32, compressed.Tier.Arithmetic); // as FlexLLMGen quantizes weights at load
                 }
@@ -72,13 +73,6 @@ public class ModelWeightsTests
         Assert.Equal(plan.WeightBytes.Cpu, bed.Tiers.Cpu.Stats.CurrentBytes);
         Assert.Equal(plan.WeightBytes.Gpu, bed.Tiers.Gpu.Stats.CurrentBytes);
     }
-
-    private static TierType ToTierKind(FlexGen.Tensors.Placement.TierKind home) => home switch
-    {
-        FlexGen.Tensors.Placement.TierKind.Gpu => TierType.Gpu,
-        FlexGen.Tensors.Placement.TierKind.Cpu => TierType.Cpu,
-        _ => TierType.Disk,
-    };
 
     /// <summary>FlexLLMGen's weight round trip: quantized at load on the CPU in float32, decompressed to float16.</summary>
     private static Tensor RoundTrip(Tensor tensor, CompressionConfig config)

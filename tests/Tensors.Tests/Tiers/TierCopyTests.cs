@@ -299,9 +299,9 @@ public class TierCopyTests
         var mixed = bed.Tiers.CreateMixed(30, 30, 4);
         using var cache = mixed.Allocate([10, 32, 16], ScalarType.Float16, "cache");
         // floor(32 * 0.3) = 9 -> 8 on gpu, 8 on cpu, the rest (16) on disk.
-        Assert.Equal(8, cache.SegmentLength(TierType.Gpu));
-        Assert.Equal(8, cache.SegmentLength(TierType.Cpu));
-        Assert.Equal(16, cache.SegmentLength(TierType.Disk));
+        Assert.Equal(8, cache.SegmentLength(TierKind.Gpu));
+        Assert.Equal(8, cache.SegmentLength(TierKind.Cpu));
+        Assert.Equal(16, cache.SegmentLength(TierKind.Disk));
         Assert.Equal(10 * 8 * 16 * 2, bed.Tiers.Gpu.Stats.CurrentBytes);
         Assert.Equal(10 * 16 * 16 * 2, bed.Tiers.Disk.Stats.CurrentBytes);
         Assert.Single(bed.OffloadFiles);

@@ -1,6 +1,6 @@
-namespace FlexGen.Tensors.Placement;
+namespace FlexGen.Tensors.Tiers;
 
-/// <summary>The three memory tiers, in FlexGen's order of speed.</summary>
+/// <summary>The three memory tiers, in FlexGen's order of speed: where a tensor's bytes live and where the placement plan puts things.</summary>
 public enum TierKind
 {
     Gpu,
