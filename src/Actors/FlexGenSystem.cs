@@ -13,14 +13,14 @@ using FlexGen.Tensors.Policies;
 /// The embeddable entry point: an actor system with the HOCON of hocon/flexgen.conf and one
 /// <see cref="GenerationCoordinator"/> (which owns the tier actors and the model).
 /// <code>
-/// var settings = new FlexGenSettings { ModelPath = "models/my-model", Policy = policy, OffloadDirectory = "/tmp/offload" };
+/// var settings = new EngineSettings { ModelPath = "models/my-model", Policy = policy, OffloadDirectory = "/tmp/offload" };
 /// await using var flexgen = FlexGenSystem.Start(settings);            // loads the model under settings.Policy
 /// GenerationResult r = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, GenLen = 32 }, ct);
 /// r.OutputIds;   // (n, gen_len)        r.Timings;  // prefill / decode
 /// r.PeakBytes;   // per memory tier     r.Trace.WriteChromeJson("run.trace.json"); r.Trace.Summarize();
 /// </code>
 /// Hosts with their own ActorSystem: include <see cref="FlexGenHocon.Config"/> and create
-/// <see cref="GenerationCoordinator.Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> themselves; talk
+/// <see cref="GenerationCoordinator.Props(Policy, Func{Policy, IPipelineBackend}, PipelineSettings?)"/> themselves; talk
 /// to it with Ask&lt;GenerationResult&gt;(GenerateRequest) and Tell(CancelGeneration).
 /// </summary>
 public sealed class FlexGenSystem : IAsyncDisposable
@@ -39,28 +39,28 @@ public sealed class FlexGenSystem : IAsyncDisposable
     public IActorRef Coordinator { get; }
 
     /// <summary>Starts a system running the model of <paramref name="settings"/> (loaded on the first request).</summary>
-    public static FlexGenSystem Start(FlexGenSettings settings, string name = "flexgen", Config? config = null) =>
+    public static FlexGenSystem Start(EngineSettings settings, string name = "flexgen", Config? config = null) =>
         Start(settings.Policy, (policy, cancellationToken) => TorchPipelineBackend.Create(settings, policy, cancellationToken: cancellationToken), settings.Pipeline, name, config);
 
     /// <summary>
     /// Starts a system whose coordinator builds its backend with <paramref name="backendFactory"/>; <paramref name="options"/>
-    /// null: flexgen.pipeline of the config. Throws <see cref="PipelineOptionsException"/> when those settings are out of range.
+    /// null: flexgen.pipeline of the config. Throws <see cref="PipelineSettingsException"/> when those settings are out of range.
     /// </summary>
-    public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null, string name = "flexgen", Config? config = null) =>
+    public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineSettings? options = null, string name = "flexgen", Config? config = null) =>
         Start(defaultPolicy, (policy, _) => backendFactory(policy), options, name, config);
 
     /// <summary>
-    /// As <see cref="Start(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?, string, Config?)"/> with a factory that
+    /// As <see cref="Start(Policy, Func{Policy, IPipelineBackend}, PipelineSettings?, string, Config?)"/> with a factory that
     /// stops loading (throws <see cref="OperationCanceledException"/>, having freed what it loaded) when its token is
     /// signalled: cancelling a request while its model loads signals it.
     /// </summary>
-    public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options = null, string name = "flexgen", Config? config = null)
+    public static FlexGenSystem Start(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineSettings? options = null, string name = "flexgen", Config? config = null)
     {
         var system = ActorSystem.Create(name, (config ?? Config.Empty).WithFallback(FlexGenHocon.Config));
         try
         {
             // Read here rather than in the coordinator, so bad flexgen.pipeline settings fail Start itself.
-            options ??= PipelineOptions.FromConfig(system.Settings.Config);
+            options ??= PipelineSettings.FromConfig(system.Settings.Config);
         }
         catch
         {

@@ -67,7 +67,7 @@ public class ModelLoadCancellationTests : IClassFixture<RandomModelFixture>
         var offload = Fixtures.NewOffloadDir();
         try
         {
-            var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = policy, OffloadDirectory = offload };
+            var settings = new EngineSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = policy, OffloadDirectory = offload };
             using var firstLayerLoaded = new ManualResetEventSlim();
             int loads = 0;
             int layersLoadedBeforeCancel = 0, layerCount = 0;
@@ -118,7 +118,7 @@ public class ModelLoadCancellationTests : IClassFixture<RandomModelFixture>
         var offload = Fixtures.NewOffloadDir();
         try
         {
-            var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = policy, OffloadDirectory = offload };
+            var settings = new EngineSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = policy, OffloadDirectory = offload };
             using var cancel = new CancellationTokenSource();
             var progress = new SyncProgress(_ => cancel.Cancel());
             Assert.ThrowsAny<OperationCanceledException>(() => TorchPipelineBackend.Create(settings, policy, progress, cancel.Token));

@@ -28,7 +28,7 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
             GpuBatchSize = 4, NumGpuBatches = 2, WGpuPercent = 20, WCpuPercent = 40, CacheGpuPercent = 30, CacheCpuPercent = 30,
             ActGpuPercent = 0, ActCpuPercent = 0, CpuCacheCompute = true,
         };
-        var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = policy, OffloadDirectory = _offload };
+        var settings = new EngineSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = policy, OffloadDirectory = _offload };
         _flexgen = FlexGenSystem.Start(policy, p => _backend = new FaultInjectingBackend(TorchPipelineBackend.Create(settings, p)), name: "real-failures");
         _prompts = _model.Prompts(8, 6);
         return Task.CompletedTask;

@@ -78,7 +78,7 @@ public class HoconTests
             Assert.Equal("PinnedDispatcher", config.GetString(FlexGen.Actors.Hosting.FlexGenHocon.DispatcherOf(tier) + ".type"));
         }
 
-        Assert.Equal(new FlexGen.Actors.Actors.PipelineOptions(2, 1), FlexGen.Actors.Actors.PipelineOptions.FromConfig(config));
+        Assert.Equal(new FlexGen.Actors.Actors.PipelineSettings(2, 1), FlexGen.Actors.Actors.PipelineSettings.FromConfig(config));
     }
 
     [Fact]

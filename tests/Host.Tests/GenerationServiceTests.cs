@@ -49,7 +49,7 @@ public class GenerationServiceTests
             Assert.Equal(2, setup.Policy.NumGpuBatches);
             var coordinator = await host.Services.GetRequiredService<IRequiredActor<GenerationCoordinator>>().GetAsync();
             Assert.NotNull(coordinator);
-            var pipeline = PipelineOptions.FromConfig(host.Services.GetRequiredService<Akka.Actor.ActorSystem>().Settings.Config);
+            var pipeline = PipelineSettings.FromConfig(host.Services.GetRequiredService<Akka.Actor.ActorSystem>().Settings.Config);
             Assert.Equal(3, pipeline.PrefetchSteps); // FlexGen:Hocon in front of hocon/flexgen.conf
 
             var service = host.Services.GetRequiredService<IGenerationService>();

@@ -29,7 +29,7 @@ public sealed class GenerationCoordinator : UntypedActor
     private readonly Func<Policy, CancellationToken, IPipelineBackend> _backendFactory;
     private readonly Func<PipelineActorKind, Props> _tierProps;
     private readonly Policy _defaultPolicy;
-    private readonly PipelineOptions _options;
+    private readonly PipelineSettings _options;
     private readonly Dictionary<PipelineActorKind, IActorRef> _tiers = new();
     private readonly RunRegistry _runs = new();
     private readonly LinkedList<(GenerateRequest Request, IActorRef ReplyTo)> _queue = new();
@@ -38,7 +38,7 @@ public sealed class GenerationCoordinator : UntypedActor
     private RequestExecution? _current;
     private ModelLoad? _loading;
 
-    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<PipelineActorKind, Props>? tierProps = null)
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineSettings? options, Func<PipelineActorKind, Props>? tierProps = null)
         : this(defaultPolicy, (policy, _) => backendFactory(policy), options, tierProps)
     {
     }
@@ -48,41 +48,41 @@ public sealed class GenerationCoordinator : UntypedActor
     /// <see cref="OperationCanceledException"/>, having freed what it loaded) when its token is signalled: a
     /// <see cref="CancelGeneration"/> of the request that needs the model signals it.
     /// </summary>
-    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options, Func<PipelineActorKind, Props>? tierProps = null)
+    public GenerationCoordinator(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineSettings? options, Func<PipelineActorKind, Props>? tierProps = null)
     {
         _defaultPolicy = defaultPolicy;
         _backendFactory = backendFactory;
         _tierProps = tierProps ?? (kind => PipelineActor.PropsFor(kind, _runs));
-        _options = options ?? PipelineOptions.FromConfig(Context.System.Settings.Config);
+        _options = options ?? PipelineSettings.FromConfig(Context.System.Settings.Config);
     }
 
     /// <summary>
     /// Props for a coordinator whose backend is built by <paramref name="backendFactory"/> for each policy in use;
     /// <paramref name="options"/> null: flexgen.pipeline from the actor system's config (hocon/flexgen.conf).
     /// </summary>
-    public static Props Props(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
+    public static Props Props(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineSettings? options = null) =>
         Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
 
     /// <summary>
-    /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> with a factory that stops loading
+    /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineSettings?)"/> with a factory that stops loading
     /// when its token is signalled (a request cancelled while its model loads).
     /// </summary>
-    public static Props Props(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineOptions? options = null) =>
+    public static Props Props(Policy defaultPolicy, Func<Policy, CancellationToken, IPipelineBackend> backendFactory, PipelineSettings? options = null) =>
         Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, null)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
 
     /// <summary>
-    /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineOptions?)"/> with other tier actors (tests put
+    /// As <see cref="Props(Policy, Func{Policy, IPipelineBackend}, PipelineSettings?)"/> with other tier actors (tests put
     /// probes there): <paramref name="tierProps"/> gives the props of each tier's child. They receive
     /// <see cref="ExecuteTask"/> and must answer <see cref="TaskCompleted"/> (or <see cref="TaskSkipped"/>).
     /// </summary>
-    public static Props PropsWithTiers(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineOptions? options, Func<PipelineActorKind, Props> tierProps) =>
+    public static Props PropsWithTiers(Policy defaultPolicy, Func<Policy, IPipelineBackend> backendFactory, PipelineSettings? options, Func<PipelineActorKind, Props> tierProps) =>
         Akka.Actor.Props.Create(() => new GenerationCoordinator(defaultPolicy, backendFactory, options, tierProps)).WithDispatcher(FlexGenHocon.CoordinatorDispatcher);
 
     /// <summary>
     /// Props for a coordinator over the real backend: the model of <paramref name="settings"/> is loaded (weights into
     /// their tiers) for settings.Policy when the first request arrives, and again when a request brings another policy.
     /// </summary>
-    public static Props Props(Engine.FlexGenSettings settings) =>
+    public static Props Props(Engine.EngineSettings settings) =>
         Props(settings.Policy, (policy, cancellationToken) => Engine.TorchPipelineBackend.Create(settings, policy, cancellationToken: cancellationToken), settings.Pipeline);
 
     /// <summary>The tier actors' child names.</summary>

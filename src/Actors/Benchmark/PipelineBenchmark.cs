@@ -44,7 +44,7 @@ public sealed record PipelineBenchmarkOptions
     /// <summary>libtorch intra-op threads for the run (null: leave as is). On 2 cores, 1 leaves a core to the disk reads.</summary>
     public int? ComputeThreads { get; init; } = 1;
 
-    /// <summary>How far loads may run ahead of compute (see PipelineOptions.PrefetchSteps).</summary>
+    /// <summary>How far loads may run ahead of compute (see PipelineSettings.PrefetchSteps).</summary>
     public int PrefetchSteps { get; init; } = 2;
 
     /// <summary>When set, the overlap-on trace is written here as Chrome trace JSON (and the off trace beside it).</summary>
@@ -129,7 +129,7 @@ public static class PipelineBenchmark
     private static async Task<PipelineBenchmarkRun> RunOnceAsync(PipelineBenchmarkOptions options, bool overlap, TextWriter output, CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(options.OffloadDirectory);
-        var settings = new FlexGenSettings
+        var settings = new EngineSettings
         {
             Model = options.Model,
             DummyWeights = true,
@@ -138,7 +138,7 @@ public static class PipelineBenchmark
             DirectIo = options.DirectIo,
             Compute = options.Compute,
             CpuCompute = options.Compute,
-            Pipeline = new Actors.PipelineOptions(PrefetchSteps: options.PrefetchSteps),
+            Pipeline = new Actors.PipelineSettings(PrefetchSteps: options.PrefetchSteps),
         };
         await using var flexgen = FlexGenSystem.Start(settings, overlap ? "bench-overlap" : "bench-serial");
         int rows = options.GpuBatchSize * options.NumGpuBatches;

@@ -20,7 +20,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     private ModelWeights? _weights;
     private bool _disposed;
 
-    private TorchPipelineBackend(FlexGenSettings settings, Policy policy)
+    private TorchPipelineBackend(EngineSettings settings, Policy policy)
     {
         Settings = settings;
         Policy = policy;
@@ -32,12 +32,12 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         Directory.CreateDirectory(settings.OffloadDirectory);
         OffloadFolder = Path.Combine(settings.OffloadDirectory, $"flexgen-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(OffloadFolder);
-        Tiers = new MemoryTiers(new MemoryTierOptions
+        Tiers = new MemoryTiers(new TierSettings
         {
             GpuCapacityBytes = settings.GpuCapacityBytes,
             CpuCapacityBytes = settings.CpuCapacityBytes,
             OffloadDirectory = OffloadFolder,
-            Disk = new DiskTierOptions(settings.DirectIo, settings.DiskIoThreads),
+            Disk = new DiskTierSettings(settings.DirectIo, settings.DiskIoThreads),
             PinCpuMemory = policy.PinWeight,
         });
         if (policy.CompressWeight)
@@ -52,7 +52,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         }
     }
 
-    public FlexGenSettings Settings { get; }
+    public EngineSettings Settings { get; }
 
     public Policy Policy { get; }
 
@@ -70,7 +70,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
 
     public MemoryTiers Tiers { get; }
 
-    /// <summary>This backend's folder under <see cref="FlexGenSettings.OffloadDirectory"/> (deleted on dispose).</summary>
+    /// <summary>This backend's folder under <see cref="EngineSettings.OffloadDirectory"/> (deleted on dispose).</summary>
     public string OffloadFolder { get; }
 
     /// <summary>Where compressed weights are loaded to (compress_weight): they are decompressed by the compute that uses them.</summary>
@@ -92,7 +92,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     /// hears of each layer loaded. When <paramref name="cancellationToken"/> is signalled during the load, throws
     /// <see cref="OperationCanceledException"/> having freed the weights loaded so far and deleted the offload folder.
     /// </summary>
-    public static TorchPipelineBackend Create(FlexGenSettings settings, Policy policy, IProgress<WeightLoadProgress>? weightProgress = null,
+    public static TorchPipelineBackend Create(EngineSettings settings, Policy policy, IProgress<WeightLoadProgress>? weightProgress = null,
         CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
@@ -172,8 +172,8 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     private void LoadWeights(IProgress<WeightLoadProgress>? progress, CancellationToken cancellationToken)
     {
         var source = Settings.DummyWeights
-            ? WeightLoadOptions.Dummy(random: true, seed: (int)Settings.DummySeed)
-            : WeightLoadOptions.FromDirectory(Settings.ModelPath ?? throw new ArgumentException("FlexGenSettings.ModelPath is required without DummyWeights", nameof(Settings)));
+            ? WeightSource.Dummy(random: true, seed: (int)Settings.DummySeed)
+            : WeightSource.FromDirectory(Settings.ModelPath ?? throw new ArgumentException("EngineSettings.ModelPath is required without DummyWeights", nameof(Settings)));
         _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress, cancellationToken);
     }
 }

@@ -79,7 +79,7 @@ public sealed class FlexGenSetup
     };
 
     /// <summary>What the pipeline runs: model, weights (or dummy ones), default policy, offload folder, compute dtype.</summary>
-    public FlexGenSettings Settings => new()
+    public EngineSettings Settings => new()
     {
         ModelPath = Model.Location.WeightsFolder,
         Model = Model.Config,

@@ -40,7 +40,7 @@ public static partial class DiskBenchmark
         using var readBack = cpu.Allocate([sizeBytes], torch.ScalarType.Byte, "bench-read");
         foreach (var direct in new[] { false, true })
         {
-            using var disk = new DiskTier(directory, new DiskTierOptions(DirectIo: direct, IoThreads: 1));
+            using var disk = new DiskTier(directory, new DiskTierSettings(DirectIo: direct, IoThreads: 1));
             var method = direct ? "tier O_DIRECT" : "tier buffered";
             using var file = disk.Allocate([sizeBytes], torch.ScalarType.Byte, "bench");
 

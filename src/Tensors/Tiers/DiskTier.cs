@@ -8,7 +8,7 @@ using TorchSharp;
 /// <param name="DirectIo">Bypass the page cache with O_DIRECT (aligned bounce buffers; unaligned pieces go buffered).</param>
 /// <param name="IoThreads">Threads of the tier's I/O pool, which runs the chunks of large transfers next to the calling thread.</param>
 /// <param name="CapacityBytes">Budget for the bytes of all live disk tensors.</param>
-public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, long CapacityBytes = long.MaxValue)
+public sealed record DiskTierSettings(bool DirectIo = false, int IoThreads = 4, long CapacityBytes = long.MaxValue)
 {
     /// <summary>Bytes per read/write call; a large transfer is cut into chunks of this size (a multiple of 4 KiB).</summary>
     public int ChunkBytes { get; init; } = 8 << 20;
@@ -26,7 +26,7 @@ public sealed record DiskTierOptions(bool DirectIo = false, int IoThreads = 4, l
 /// <summary>
 /// The disk tier (FlexGen's <c>TorchDisk</c>): one raw file per tensor (C-order bytes, no header, length rounded up
 /// to 4 KiB) under the offload directory. A transfer runs on the calling thread; one larger than a chunk is cut into
-/// chunks that the caller and up to <see cref="DiskTierOptions.ParallelChunks"/> - 1 of the tier's I/O threads read or
+/// chunks that the caller and up to <see cref="DiskTierSettings.ParallelChunks"/> - 1 of the tier's I/O threads read or
 /// write at once. Files are deleted when their tensor is disposed and when the tier is disposed.
 /// </summary>
 public sealed unsafe class DiskTier : MemoryTier
@@ -37,13 +37,13 @@ public sealed unsafe class DiskTier : MemoryTier
     private int _disposed;
 
     /// <exception cref="OffloadDirectoryException">The directory does not exist, is not a directory, or is not writable.</exception>
-    public DiskTier(string offloadDirectory, DiskTierOptions? options = null)
-        : base("disk", TierKind.Disk, (options ?? new DiskTierOptions()).CapacityBytes)
+    public DiskTier(string offloadDirectory, DiskTierSettings? options = null)
+        : base("disk", TierKind.Disk, (options ?? new DiskTierSettings()).CapacityBytes)
     {
-        Options = options ?? new DiskTierOptions();
+        Options = options ?? new DiskTierSettings();
         if (Options.ChunkBytes < NativeFile.Alignment || Options.ChunkBytes % NativeFile.Alignment != 0 || Options.ParallelChunks < 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(options), $"DiskTierOptions.ChunkBytes = {Options.ChunkBytes} must be a positive multiple of {NativeFile.Alignment}, ParallelChunks = {Options.ParallelChunks} at least 1.");
+            throw new ArgumentOutOfRangeException(nameof(options), $"DiskTierSettings.ChunkBytes = {Options.ChunkBytes} must be a positive multiple of {NativeFile.Alignment}, ParallelChunks = {Options.ParallelChunks} at least 1.");
         }
 
         Directory = Path.GetFullPath(offloadDirectory);
@@ -54,7 +54,7 @@ public sealed unsafe class DiskTier : MemoryTier
 
     public string Directory { get; }
 
-    public DiskTierOptions Options { get; }
+    public DiskTierSettings Options { get; }
 
     /// <summary>True when transfers use O_DIRECT (asked for, and on Linux).</summary>
     public bool DirectIo { get; }

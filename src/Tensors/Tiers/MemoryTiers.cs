@@ -3,19 +3,19 @@ namespace FlexGen.Tensors.Tiers;
 using FlexGen.Tensors.Placement;
 
 /// <summary>Budgets and switches of the tiers of one engine.</summary>
-public sealed record MemoryTierOptions
+public sealed record TierSettings
 {
     /// <summary>
     /// Options whose budgets are the plan's <paramref name="capacities"/> (null: unbounded) and whose CPU memory is pinned
     /// as the policy's <c>pin_weight</c> asks.
     /// </summary>
-    public static MemoryTierOptions For(TierCapacities capacities, string? offloadDirectory, bool pinCpuMemory = false, DiskTierOptions? disk = null) => new()
+    public static TierSettings For(TierCapacities capacities, string? offloadDirectory, bool pinCpuMemory = false, DiskTierSettings? disk = null) => new()
     {
         GpuCapacityBytes = capacities.GpuBytes ?? long.MaxValue,
         CpuCapacityBytes = capacities.CpuBytes ?? long.MaxValue,
         OffloadDirectory = offloadDirectory,
         PinCpuMemory = pinCpuMemory,
-        Disk = (disk ?? new DiskTierOptions()) with { CapacityBytes = capacities.DiskBytes ?? long.MaxValue },
+        Disk = (disk ?? new DiskTierSettings()) with { CapacityBytes = capacities.DiskBytes ?? long.MaxValue },
     };
 
     /// <summary>Capacity of the GPU tier (the emulated one, without CUDA, has exactly this budget).</summary>
@@ -26,7 +26,7 @@ public sealed record MemoryTierOptions
     /// <summary>Where the disk tier keeps its files; null: no disk tier (asking for it throws).</summary>
     public string? OffloadDirectory { get; init; }
 
-    public DiskTierOptions Disk { get; init; } = new();
+    public DiskTierSettings Disk { get; init; } = new();
 
     /// <summary>Pin CPU-tier memory (only effective with CUDA; FlexGen's <c>pin_weight</c>).</summary>
     public bool PinCpuMemory { get; init; }
@@ -44,7 +44,7 @@ public sealed class MemoryTiers : IDisposable
     private readonly DiskTier? _disk;
 
     /// <exception cref="OffloadDirectoryException">The offload directory is missing, not a directory or not writable.</exception>
-    public MemoryTiers(MemoryTierOptions options)
+    public MemoryTiers(TierSettings options)
     {
         Options = options;
         Gpu = DeviceTier.CreateGpu(options.GpuCapacityBytes, options.ForceEmulatedGpu);
@@ -52,7 +52,7 @@ public sealed class MemoryTiers : IDisposable
         _disk = options.OffloadDirectory is null ? null : new DiskTier(options.OffloadDirectory, options.Disk);
     }
 
-    public MemoryTierOptions Options { get; }
+    public TierSettings Options { get; }
 
     public DeviceTier Gpu { get; }
 
@@ -61,7 +61,7 @@ public sealed class MemoryTiers : IDisposable
     public bool HasDisk => _disk is not null;
 
     /// <exception cref="InvalidOperationException">No offload directory was configured.</exception>
-    public DiskTier Disk => _disk ?? throw new InvalidOperationException("No disk tier: MemoryTierOptions.OffloadDirectory is not set.");
+    public DiskTier Disk => _disk ?? throw new InvalidOperationException("No disk tier: TierSettings.OffloadDirectory is not set.");
 
     /// <summary>The physical tier of a kind (Gpu, Cpu or Disk).</summary>
     public MemoryTier this[TierKind kind] => kind switch

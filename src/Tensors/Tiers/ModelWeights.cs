@@ -6,7 +6,7 @@ using FlexGen.Tensors.Placement;
 using TorchSharp;
 
 /// <summary>Where weights come from.</summary>
-public enum WeightSource
+public enum WeightSourceKind
 {
     /// <summary>A model folder in FlexGen's layout: one .npy per parameter, named as in the weight specs.</summary>
     Files,
@@ -23,13 +23,13 @@ public enum WeightSource
 
 /// <summary>How to load the weights of a placement plan.</summary>
 /// <param name="Source">Files or dummy weights.</param>
-/// <param name="ModelDirectory">The model folder (required for <see cref="WeightSource.Files"/>).</param>
-/// <param name="Seed">Seed of <see cref="WeightSource.DummyRandom"/>.</param>
-public sealed record WeightLoadOptions(WeightSource Source, string? ModelDirectory = null, int Seed = 0)
+/// <param name="ModelDirectory">The model folder (required for <see cref="WeightSourceKind.Files"/>).</param>
+/// <param name="Seed">Seed of <see cref="WeightSourceKind.DummyRandom"/>.</param>
+public sealed record WeightSource(WeightSourceKind Source, string? ModelDirectory = null, int Seed = 0)
 {
-    public static WeightLoadOptions FromDirectory(string modelDirectory) => new(WeightSource.Files, modelDirectory);
+    public static WeightSource FromDirectory(string modelDirectory) => new(WeightSourceKind.Files, modelDirectory);
 
-    public static WeightLoadOptions Dummy(bool random = false, int seed = 0) => new(random ? WeightSource.DummyRandom : WeightSource.DummyOnes, null, seed);
+    public static WeightSource Dummy(bool random = false, int seed = 0) => new(random ? WeightSourceKind.DummyRandom : WeightSourceKind.DummyOnes, null, seed);
 }
 
 /// <summary>Progress of <see cref="ModelWeights.Load"/>, reported once per layer after that layer is in its tiers.</summary>
@@ -70,16 +70,16 @@ public sealed class ModelWeights : IDisposable
     /// </summary>
     /// <exception cref="WeightLoadException">A weight file is missing, corrupt, truncated or disagrees with the config.</exception>
     /// <exception cref="TierBudgetExceededException">A tier's budget would be exceeded.</exception>
-    public static ModelWeights Load(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options,
+    public static ModelWeights Load(PlacementPlan plan, MemoryTiers tiers, WeightSource options,
         IProgress<WeightLoadProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(tiers);
         ArgumentNullException.ThrowIfNull(options);
-        if (options.Source == WeightSource.Files)
+        if (options.Source == WeightSourceKind.Files)
         {
             WeightFiles.Check(
-                options.ModelDirectory ?? throw new ArgumentException("WeightLoadOptions.ModelDirectory is required to load weights from files.", nameof(options)),
+                options.ModelDirectory ?? throw new ArgumentException("WeightSource.ModelDirectory is required to load weights from files.", nameof(options)),
                 plan.Config.Name,
                 plan.Layers.SelectMany(l => l.Weights).Select(w => w.Spec));
         }
@@ -125,7 +125,7 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
-    private static TieredTensor LoadOne(PlacementPlan plan, MemoryTiers tiers, WeightLoadOptions options, WeightPlacement placement,
+    private static TieredTensor LoadOne(PlacementPlan plan, MemoryTiers tiers, WeightSource options, WeightPlacement placement,
         Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer)
     {
         var spec = placement.Spec;
@@ -177,17 +177,17 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
-    private static void Fill(torch.Tensor destination, WeightLoadOptions options, WeightPlacement placement)
+    private static void Fill(torch.Tensor destination, WeightSource options, WeightPlacement placement)
     {
         switch (options.Source)
         {
-            case WeightSource.Files:
+            case WeightSourceKind.Files:
                 WeightFiles.ReadInto(options.ModelDirectory!, placement.Spec, destination);
                 break;
-            case WeightSource.DummyOnes:
+            case WeightSourceKind.DummyOnes:
                 DummyWeights.FillOnes(destination);
                 break;
-            case WeightSource.DummyRandom:
+            case WeightSourceKind.DummyRandom:
                 DummyWeights.FillRandom(destination, placement.Spec, unchecked((ulong)options.Seed));
                 break;
             default:

@@ -19,7 +19,7 @@ public class PeakMemoryTests
         {
             // Without overlap one task runs at a time, so a request's peak does not depend on thread timing.
             var policy = Fixtures.Policies()["all_gpu"] with { Overlap = false };
-            var settings = new FlexGenSettings { ModelPath = Fixtures.Model, Policy = policy, OffloadDirectory = offload };
+            var settings = new EngineSettings { ModelPath = Fixtures.Model, Policy = policy, OffloadDirectory = offload };
             TorchPipelineBackend? backend = null;
             await using (var flexgen = FlexGenSystem.Start(settings.Policy, policy => backend = TorchPipelineBackend.Create(settings, policy), name: "peaks"))
             {

@@ -53,7 +53,7 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
         {
             foreach (var (overlap, sep) in new[] { (true, true), (false, false) })
             {
-                var settings = new FlexGenSettings
+                var settings = new EngineSettings
                 {
                     ModelPath = _model.Folder,
                     Model = _model.Config,
@@ -83,7 +83,7 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
         var offload = Fixtures.NewOffloadDir();
         try
         {
-            var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([0, 50, 50, 50, 0, 100]), OffloadDirectory = offload };
+            var settings = new EngineSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([0, 50, 50, 50, 0, 100]), OffloadDirectory = offload };
             await using var flexgen = FlexGenSystem.Start(settings, "stop");
             var withStop = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = 6, StopTokenId = (int)stop });
             var stoppedRows = withStop.OutputIds.Select(r => r.ToArray()).ToArray();
@@ -123,7 +123,7 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
         var offload = Fixtures.NewOffloadDir();
         try
         {
-            var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([0, 50, 50, 50, 0, 100]), OffloadDirectory = offload };
+            var settings = new EngineSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([0, 50, 50, 50, 0, 100]), OffloadDirectory = offload };
             await using var flexgen = FlexGenSystem.Start(settings, "early-stop");
             var withStop = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = genLen, StopTokenId = (int)stop });
             var without = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = genLen });
@@ -150,7 +150,7 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
         var offload = Fixtures.NewOffloadDir();
         try
         {
-            var settings = new FlexGenSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([100, 0, 100, 0, 100, 0]), OffloadDirectory = offload };
+            var settings = new EngineSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([100, 0, 100, 0, 100, 0]), OffloadDirectory = offload };
             await using var flexgen = FlexGenSystem.Start(settings, "sampling");
             GenerateRequest Sampled(ulong seed) => new()
             {

@@ -27,7 +27,7 @@ public sealed class PolicyRuns : IAsyncLifetime
     public Task InitializeAsync()
     {
         var first = Policies["all_gpu"];
-        _system = FlexGenSystem.Start(new FlexGenSettings { ModelPath = Fixtures.Model, Policy = first, OffloadDirectory = OffloadDir }, "policies");
+        _system = FlexGenSystem.Start(new EngineSettings { ModelPath = Fixtures.Model, Policy = first, OffloadDirectory = OffloadDir }, "policies");
         return Task.CompletedTask;
     }
 

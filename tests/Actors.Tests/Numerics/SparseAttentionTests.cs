@@ -26,7 +26,7 @@ public sealed class SparseAttentionTests : IAsyncLifetime
 
     public Task InitializeAsync()
     {
-        _system = FlexGenSystem.Start(new FlexGenSettings
+        _system = FlexGenSystem.Start(new EngineSettings
         {
             ModelPath = Fixtures.Model,
             Policy = Fixtures.Policies()["sparse_attn_0.5_cache_disk"],

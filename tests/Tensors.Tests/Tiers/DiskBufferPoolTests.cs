@@ -12,7 +12,7 @@ public class DiskBufferPoolTests
         var directory = Directory.CreateTempSubdirectory("flexgen-pool-").FullName;
         try
         {
-            var tier = new DiskTier(directory, new DiskTierOptions(IoThreads: 1) { ChunkBytes = 4096 });
+            var tier = new DiskTier(directory, new DiskTierSettings(IoThreads: 1) { ChunkBytes = 4096 });
             var pooled = tier.RentBuffer(4096);
             tier.ReturnBuffer(pooled, 4096);
             Assert.Equal(1, tier.PooledBufferCount);

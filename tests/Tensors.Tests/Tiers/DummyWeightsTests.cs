@@ -22,7 +22,7 @@ public class DummyWeightsTests
         var policy = Policy.FromPercent([0, 100, 100, 0, 100, 0], gpuBatchSize: 4, numGpuBatches: 2) with { SepLayer = sepLayer };
         var plan = PlacementPlan.Create(config, policy, promptLen: 12, genLen: 10);
         using (var reference = OptWeights.Random(config, unchecked((ulong)seed)))
-        using (var tiered = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: seed)))
+        using (var tiered = ModelWeights.Load(plan, bed.Tiers, WeightSource.Dummy(random: true, seed: seed)))
         {
             for (var j = 0; j < tiered.LayerCount; j++)
             {

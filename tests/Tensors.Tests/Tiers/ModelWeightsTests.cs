@@ -43,7 +43,7 @@ public class ModelWeightsTests
 
     private static void LoadAndCheck(TierTestBed bed, PlacementPlan plan)
     {
-        using var weights = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory));
+        using var weights = ModelWeights.Load(plan, bed.Tiers, WeightSource.FromDirectory(ModelDirectory));
         var homes = new HashSet<TierKind>();
         for (var j = 0; j < weights.LayerCount; j++)
         {
@@ -95,7 +95,7 @@ public class ModelWeightsTests
         using var bed = new TierTestBed();
         var plan = Plan(20, 30, compress: true);
         var reports = new List<WeightLoadProgress>();
-        using (var weights = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory), new ListProgress(reports)))
+        using (var weights = ModelWeights.Load(plan, bed.Tiers, WeightSource.FromDirectory(ModelDirectory), new ListProgress(reports)))
         {
             Assert.Equal(weights.LayerCount, reports.Count);
         }
@@ -122,7 +122,7 @@ public class ModelWeightsTests
     private static void CheckDummy(TierTestBed bed)
     {
         var plan = Plan(50, 25);
-        using (var ones = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy()))
+        using (var ones = ModelWeights.Load(plan, bed.Tiers, WeightSource.Dummy()))
         using (var layer = TierTestBed.CopyLayer(ones, 1, bed.Tiers.Cpu))
         {
             using var isOne = layer[0].eq(1);
@@ -130,9 +130,9 @@ public class ModelWeightsTests
             Assert.True(all.item<bool>());
         }
 
-        using var first = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 3));
-        using var second = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 3));
-        using var other = ModelWeights.Load(plan, bed.Tiers, WeightLoadOptions.Dummy(random: true, seed: 4));
+        using var first = ModelWeights.Load(plan, bed.Tiers, WeightSource.Dummy(random: true, seed: 3));
+        using var second = ModelWeights.Load(plan, bed.Tiers, WeightSource.Dummy(random: true, seed: 3));
+        using var other = ModelWeights.Load(plan, bed.Tiers, WeightSource.Dummy(random: true, seed: 4));
         using var a = TierTestBed.CopyLayer(first, 2, bed.Tiers.Cpu);
         using var b = TierTestBed.CopyLayer(second, 2, bed.Tiers.Cpu);
         using var c = TierTestBed.CopyLayer(other, 2, bed.Tiers.Cpu);
@@ -195,7 +195,7 @@ public class ModelWeightsTests
             }
 
             using var bed = new TierTestBed();
-            var error = Assert.Throws<WeightLoadException>(() => ModelWeights.Load(Plan(30, 30), bed.Tiers, WeightLoadOptions.FromDirectory(model)));
+            var error = Assert.Throws<WeightLoadException>(() => ModelWeights.Load(Plan(30, 30), bed.Tiers, WeightSource.FromDirectory(model)));
             Assert.Equal(path, error.Path);
             Assert.Contains(victim, error.Message);
             Assert.Contains(breakage switch
@@ -219,7 +219,7 @@ public class ModelWeightsTests
     {
         using var bed = new TierTestBed(gpuCapacity: 2_000_000);
         // All on the GPU: the 6.4 MB embedding alone exceeds the 2 MB budget after position embeddings were loaded.
-        var error = Assert.Throws<TierBudgetExceededException>(() => ModelWeights.Load(Plan(100, 0), bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory)));
+        var error = Assert.Throws<TierBudgetExceededException>(() => ModelWeights.Load(Plan(100, 0), bed.Tiers, WeightSource.FromDirectory(ModelDirectory)));
         Assert.Equal("gpu", error.Tier);
         bed.AssertNothingLeft();
     }
@@ -230,7 +230,7 @@ public class ModelWeightsTests
         using var mount = TmpfsMount.TryMount("size=1m", out var whyNot);
         Skip.If(mount is null, whyNot);
         using var bed = new TierTestBed(offloadDirectory: mount.Path, preallocate: false);
-        var error = Assert.Throws<DiskTierIOException>(() => ModelWeights.Load(Plan(0, 0), bed.Tiers, WeightLoadOptions.FromDirectory(ModelDirectory)));
+        var error = Assert.Throws<DiskTierIOException>(() => ModelWeights.Load(Plan(0, 0), bed.Tiers, WeightSource.FromDirectory(ModelDirectory)));
         Assert.True(error.IsOutOfSpace, error.Message);
         bed.AssertNothingLeft();
     }

@@ -24,7 +24,7 @@ public class TierFailureTests
         var file = Path.GetTempFileName();
         try
         {
-            var error = Assert.Throws<OffloadDirectoryException>(() => new MemoryTiers(new MemoryTierOptions { OffloadDirectory = file }));
+            var error = Assert.Throws<OffloadDirectoryException>(() => new MemoryTiers(new TierSettings { OffloadDirectory = file }));
             Assert.Contains("is not a directory", error.Message);
             Assert.Contains(file, error.Message);
         }
@@ -101,7 +101,7 @@ public class TierFailureTests
     [Fact]
     public void Tier_options_should_take_the_plan_capacities()
     {
-        var options = MemoryTierOptions.For(new TierCapacities(GpuBytes: 1000, DiskBytes: 50), "/tmp", pinCpuMemory: true);
+        var options = TierSettings.For(new TierCapacities(GpuBytes: 1000, DiskBytes: 50), "/tmp", pinCpuMemory: true);
         Assert.Equal(1000, options.GpuCapacityBytes);
         Assert.Equal(long.MaxValue, options.CpuCapacityBytes);
         Assert.Equal(50, options.Disk.CapacityBytes);

@@ -20,12 +20,12 @@ public sealed class TierTestBed : IDisposable
     public TierTestBed(bool directIo = false, long gpuCapacity = long.MaxValue, long diskCapacity = long.MaxValue, string? offloadDirectory = null, int chunkBytes = 8 << 20, bool preallocate = true)
     {
         OffloadDirectory = offloadDirectory ?? Directory.CreateTempSubdirectory("flexgen-tiers-").FullName;
-        Tiers = new MemoryTiers(new MemoryTierOptions
+        Tiers = new MemoryTiers(new TierSettings
         {
             OffloadDirectory = OffloadDirectory,
             GpuCapacityBytes = gpuCapacity,
             ForceEmulatedGpu = true,
-            Disk = new DiskTierOptions(DirectIo: directIo, IoThreads: 2, CapacityBytes: diskCapacity) { ChunkBytes = chunkBytes, ParallelChunks = 3, Preallocate = preallocate },
+            Disk = new DiskTierSettings(DirectIo: directIo, IoThreads: 2, CapacityBytes: diskCapacity) { ChunkBytes = chunkBytes, ParallelChunks = 3, Preallocate = preallocate },
         });
     }
 

@@ -9,7 +9,7 @@ using FlexGen.Tensors.Policies;
 /// What a FlexGen system runs: the model (a FlexGen weight folder, or dummy weights of a given shape), the default
 /// policy, where offloaded tensors go and how the layer math computes. Immutable.
 /// </summary>
-public sealed record FlexGenSettings
+public sealed record EngineSettings
 {
     /// <summary>FlexGen's layout: one float16 .npy per parameter, named without extension, plus config.json when
     /// <see cref="Model"/> is null. Ignored with <see cref="DummyWeights"/>.</summary>
@@ -45,11 +45,11 @@ public sealed record FlexGenSettings
     public long CpuCapacityBytes { get; init; } = long.MaxValue;
 
     /// <summary>Pipeline tuning; null: flexgen.pipeline of the actor system's HOCON.</summary>
-    public PipelineOptions? Pipeline { get; init; }
+    public PipelineSettings? Pipeline { get; init; }
 
     /// <summary>The model config: <see cref="Model"/>, else ModelPath/config.json.</summary>
     public ModelConfig ResolveModel() =>
         Model ?? (ModelPath is { } path
             ? ModelFamilies.FromConfigFile(path)
-            : throw new ArgumentException("FlexGenSettings needs Model or ModelPath", nameof(ModelPath)));
+            : throw new ArgumentException("EngineSettings needs Model or ModelPath", nameof(ModelPath)));
 }

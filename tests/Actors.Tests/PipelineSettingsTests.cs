@@ -6,16 +6,16 @@ using FlexGen.Actors.Actors;
 using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Tests.Support;
 
-public class PipelineOptionsTests
+public class PipelineSettingsTests
 {
     [Theory]
-    [InlineData(0, 1, PipelineOptions.MaxInFlightPerTierKey, 0)]
-    [InlineData(-3, 1, PipelineOptions.MaxInFlightPerTierKey, -3)]
-    [InlineData(2, 0, PipelineOptions.PrefetchStepsKey, 0)]
-    [InlineData(2, -1, PipelineOptions.PrefetchStepsKey, -1)]
+    [InlineData(0, 1, PipelineSettings.MaxInFlightPerTierKey, 0)]
+    [InlineData(-3, 1, PipelineSettings.MaxInFlightPerTierKey, -3)]
+    [InlineData(2, 0, PipelineSettings.PrefetchStepsKey, 0)]
+    [InlineData(2, -1, PipelineSettings.PrefetchStepsKey, -1)]
     public void PipelineOptions_should_reject_a_value_below_one_naming_the_hocon_key_value_and_rule(int maxInFlight, int prefetch, string key, int value)
     {
-        var error = Assert.Throws<PipelineOptionsException>(() => new PipelineOptions(maxInFlight, prefetch));
+        var error = Assert.Throws<PipelineSettingsException>(() => new PipelineSettings(maxInFlight, prefetch));
         Assert.Equal(key, error.Key);
         Assert.Equal(value, error.ActualValue);
         Assert.Contains($"{key} = {value}: must be at least 1", error.Message);
@@ -24,17 +24,17 @@ public class PipelineOptionsTests
     [Fact]
     public void PipelineOptions_with_should_validate_the_changed_value_too()
     {
-        var error = Assert.Throws<PipelineOptionsException>(() => PipelineOptions.Default with { PrefetchSteps = 0 });
-        Assert.Equal(PipelineOptions.PrefetchStepsKey, error.Key);
-        Assert.Equal(new PipelineOptions(3, 2), PipelineOptions.Default with { MaxInFlightPerTier = 3, PrefetchSteps = 2 });
+        var error = Assert.Throws<PipelineSettingsException>(() => PipelineSettings.Default with { PrefetchSteps = 0 });
+        Assert.Equal(PipelineSettings.PrefetchStepsKey, error.Key);
+        Assert.Equal(new PipelineSettings(3, 2), PipelineSettings.Default with { MaxInFlightPerTier = 3, PrefetchSteps = 2 });
     }
 
     [Fact]
     public void PipelineOptions_from_config_should_reject_a_zero_setting_in_hocon()
     {
         var config = ConfigurationFactory.ParseString("flexgen.pipeline.max-in-flight-per-tier = 0").WithFallback(FlexGenHocon.Config);
-        var error = Assert.Throws<PipelineOptionsException>(() => PipelineOptions.FromConfig(config));
-        Assert.Equal(PipelineOptions.MaxInFlightPerTierKey, error.Key);
+        var error = Assert.Throws<PipelineSettingsException>(() => PipelineSettings.FromConfig(config));
+        Assert.Equal(PipelineSettings.MaxInFlightPerTierKey, error.Key);
     }
 
     [Fact]
@@ -42,8 +42,8 @@ public class PipelineOptionsTests
     {
         var policy = TestPolicies.Offloaded(1, overlap: true, sep: false, cpuCacheCompute: false);
         var config = ConfigurationFactory.ParseString("flexgen.pipeline.prefetch-steps = -2");
-        var error = Assert.Throws<PipelineOptionsException>(() => FlexGenSystem.Start(policy, _ => new RecordingBackend(policy, 1), config: config, name: "bad-prefetch"));
-        Assert.Equal(PipelineOptions.PrefetchStepsKey, error.Key);
+        var error = Assert.Throws<PipelineSettingsException>(() => FlexGenSystem.Start(policy, _ => new RecordingBackend(policy, 1), config: config, name: "bad-prefetch"));
+        Assert.Equal(PipelineSettings.PrefetchStepsKey, error.Key);
         Assert.Equal(-2, error.ActualValue);
     }
 }

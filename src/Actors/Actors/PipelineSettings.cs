@@ -2,11 +2,11 @@ namespace FlexGen.Actors.Actors;
 
 /// <summary>
 /// Pipeline tuning (defaults: hocon/flexgen.conf, flexgen.pipeline). Both values must be at least 1; a record
-/// with another value cannot be made (<see cref="PipelineOptionsException"/>), so bad settings fail where they are read.
+/// with another value cannot be made (<see cref="PipelineSettingsException"/>), so bad settings fail where they are read.
 /// </summary>
 /// <param name="MaxInFlightPerTier">Task parts handed to one tier actor and not yet answered.</param>
 /// <param name="PrefetchSteps">How many compute steps the loads may run ahead (1 = FlexGen's overlap).</param>
-public sealed record PipelineOptions(int MaxInFlightPerTier = 2, int PrefetchSteps = 1)
+public sealed record PipelineSettings(int MaxInFlightPerTier = 2, int PrefetchSteps = 1)
 {
     /// <summary>The HOCON key of <see cref="MaxInFlightPerTier"/>.</summary>
     public const string MaxInFlightPerTierKey = "flexgen.pipeline.max-in-flight-per-tier";
@@ -17,7 +17,7 @@ public sealed record PipelineOptions(int MaxInFlightPerTier = 2, int PrefetchSte
     private readonly int _maxInFlightPerTier = AtLeastOne(MaxInFlightPerTierKey, MaxInFlightPerTier);
     private readonly int _prefetchSteps = AtLeastOne(PrefetchStepsKey, PrefetchSteps);
 
-    public static PipelineOptions Default { get; } = new();
+    public static PipelineSettings Default { get; } = new();
 
     public int MaxInFlightPerTier
     {
@@ -32,18 +32,18 @@ public sealed record PipelineOptions(int MaxInFlightPerTier = 2, int PrefetchSte
     }
 
     /// <summary>flexgen.pipeline.max-in-flight-per-tier and prefetch-steps from <paramref name="config"/>, else the defaults.</summary>
-    public static PipelineOptions FromConfig(Akka.Configuration.Config config) => new(
+    public static PipelineSettings FromConfig(Akka.Configuration.Config config) => new(
         config.GetInt(MaxInFlightPerTierKey, Default.MaxInFlightPerTier),
         config.GetInt(PrefetchStepsKey, Default.PrefetchSteps));
 
     private static int AtLeastOne(string key, int value) =>
-        value >= 1 ? value : throw new PipelineOptionsException(key, value, "must be at least 1");
+        value >= 1 ? value : throw new PipelineSettingsException(key, value, "must be at least 1");
 }
 
-/// <summary>A pipeline setting (<see cref="PipelineOptions"/>) out of its range.</summary>
-public sealed class PipelineOptionsException : ArgumentOutOfRangeException
+/// <summary>A pipeline setting (<see cref="PipelineSettings"/>) out of its range.</summary>
+public sealed class PipelineSettingsException : ArgumentOutOfRangeException
 {
-    public PipelineOptionsException(string key, int value, string rule)
+    public PipelineSettingsException(string key, int value, string rule)
         : base(key, value, $"{key} = {value}: {rule}")
     {
         Key = key;
