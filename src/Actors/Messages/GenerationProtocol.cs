@@ -5,6 +5,7 @@ using Akka.Actor;
 using FlexGen.Actors.Tracing;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Policies;
+using Newtonsoft.Json;
 
 // The request/response protocol of GenerationCoordinator (see FlexGenSystem for the public entry point).
 //
@@ -90,6 +91,7 @@ public sealed record GenerationResult(
     Guid RequestId,
     ImmutableArray<ImmutableArray<long>> OutputIds,
     PhaseTimings Timings,
+    [property: JsonProperty(IsReference = false)] // Akka's JSON keeps object references, which an immutable dictionary cannot take
     ImmutableDictionary<string, long> PeakBytes,
     ExecutionTrace Trace);
 
