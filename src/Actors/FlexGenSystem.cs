@@ -81,9 +81,34 @@ public sealed class FlexGenSystem : IAsyncDisposable
     /// has terminated) and
     /// <see cref="OperationCanceledException"/> when <paramref name="cancellationToken"/> cancelled it.
     /// </summary>
-    public async Task<GenerationResult> GenerateAsync(GenerateRequest request, CancellationToken cancellationToken = default)
+    public Task<GenerationResult> GenerateAsync(GenerateRequest request, CancellationToken cancellationToken = default) =>
+        GenerateAsync(request, null, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="GenerateAsync(GenerateRequest, CancellationToken)"/>, telling <paramref name="progress"/> of each
+    /// token every block completes, in order (through a local <see cref="ProgressRelay"/> given to the request as
+    /// <see cref="GenerateRequest.ProgressTo"/>; every report is made before this completes).
+    /// </summary>
+    public async Task<GenerationResult> GenerateAsync(GenerateRequest request, IProgress<GenerationProgress>? progress, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        var relay = progress is null ? null : System.ActorOf(ProgressRelay.Props(progress));
+        try
+        {
+            return await AskAsync(relay is null ? request : request with { ProgressTo = relay }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (relay is not null && !System.WhenTerminated.IsCompleted)
+            {
+                // The reports were sent before the reply: the PoisonPill queues behind them, so they are all made when it stops.
+                await relay.GracefulStop(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task<GenerationResult> AskAsync(GenerateRequest request, CancellationToken cancellationToken)
+    {
         var coordinator = Coordinator;
         var requestId = request.RequestId;
 

@@ -48,6 +48,6 @@ public class CoordinatorRestartTests : Akka.TestKit.Xunit2.TestKit
         AwaitCondition(() => run.Disposed && backend.Disposed, TimeSpan.FromSeconds(5));
 
         var next = await coordinator.Ask<GenerationResult>(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), GenLen = 2 }, TimeSpan.FromSeconds(20));
-        Assert.Equal(2, next.OutputIds.Count);
+        Assert.Equal(2, next.OutputIds.Length);
     }
 }

@@ -35,7 +35,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         _backend.OnPart = null;
         _backend.BreakTrace = false;
         var result = _coordinator.Ask<GenerationResult>(Request(), TimeSpan.FromSeconds(20)).Result;
-        Assert.Equal(8, result.OutputIds.Count);
+        Assert.Equal(8, result.OutputIds.Length);
     }
 
     public static TheoryData<TaskKind, int, int, int, PipelineActorKind> FaultPoints() => new()
@@ -140,7 +140,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         Assert.DoesNotContain(run.Parts, p => p.Task.Kind == TaskKind.StoreHidden && p.Task.Token == 2 && p.Task.Layer == 5 && p.Task.Batch == 1);
 
         var result = await flexgen.GenerateAsync(Request(), CancellationToken.None);
-        Assert.Equal(8, result.OutputIds.Count);
+        Assert.Equal(8, result.OutputIds.Length);
     }
 
     [Fact]
@@ -181,7 +181,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => second);
         gate.Set();
         var result = await first;
-        Assert.Equal(8, result.OutputIds.Count);
+        Assert.Equal(8, result.OutputIds.Length);
         Assert.Single(_backend.Runs);
     }
 
@@ -205,7 +205,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     [Fact]
     public void An_invalid_request_should_fail_with_a_typed_cause_naming_the_field()
     {
-        var ragged = new GenerateRequest { PromptIds = new[] { new long[] { 5, 6 }, new long[] { 7 } }, GenLen = 2 };
+        var ragged = new GenerateRequest { PromptIds = [[5, 6], [7]], GenLen = 2 };
         var error = Assert.Throws<GenerationFailedException>(() => RunSync(ragged));
         Assert.IsType<ArgumentException>(error.InnerException);
         Assert.Contains("PromptIds[1]", error.InnerException!.Message);
@@ -227,7 +227,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
 
         var ragged = new GenerateRequest
         {
-            PromptIds = new[] { new long[] { 5, 6 }, new long[] { 7 } }, GenLen = 2,
+            PromptIds = [[5, 6], [7]], GenLen = 2,
             Policy = TestPolicies.Offloaded(1, overlap: false, sep: false, cpuCacheCompute: false),
         };
         var error = await Assert.ThrowsAsync<GenerationFailedException>(() => coordinator.Ask<GenerationResult>(ragged, TimeSpan.FromSeconds(20)));
@@ -235,7 +235,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(1, built); // none loaded for the rejected request, and the loaded one was kept
 
         var result = await coordinator.Ask<GenerationResult>(Request(), TimeSpan.FromSeconds(20));
-        Assert.Equal(8, result.OutputIds.Count);
+        Assert.Equal(8, result.OutputIds.Length);
         Assert.Equal(1, built);
     }
 

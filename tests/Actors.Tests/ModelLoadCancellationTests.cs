@@ -55,7 +55,7 @@ public class ModelLoadCancellationTests : IClassFixture<RandomModelFixture>
         Assert.True(partialFreed); // the reply came after the load gave up
 
         var next = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), GenLen = 2 });
-        Assert.Equal(2, next.OutputIds.Count);
+        Assert.Equal(2, next.OutputIds.Length);
         Assert.Equal(2, loads);
     }
 
@@ -90,7 +90,7 @@ public class ModelLoadCancellationTests : IClassFixture<RandomModelFixture>
 
             using var cancel = new CancellationTokenSource();
             var (ids, mask) = _model.Prompts(2, 4);
-            var request = new GenerateRequest { PromptIds = ids, AttentionMask = mask, GenLen = 2 };
+            var request = new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = 2 };
             var first = flexgen.GenerateAsync(request, cancel.Token);
             Assert.True(firstLayerLoaded.Wait(Prompt));
             Assert.NotEmpty(Directory.EnumerateFileSystemEntries(offload)); // the load's offload folder exists
@@ -102,7 +102,7 @@ public class ModelLoadCancellationTests : IClassFixture<RandomModelFixture>
             Assert.True(layersLoadedBeforeCancel < layerCount, $"the load stopped part way ({layersLoadedBeforeCancel} of {layerCount} layers)");
 
             var next = await flexgen.GenerateAsync(request with { RequestId = Guid.NewGuid() });
-            Assert.Equal(2, next.OutputIds.Count);
+            Assert.Equal(2, next.OutputIds.Length);
             Assert.Equal(2, loads);
         }
         finally

@@ -157,7 +157,7 @@ public class PipelineOrderingTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(new[] { 8, 3 }, backend.Runs.Select(r => r.Block.ValidRows));
         Assert.All(backend.Runs, r => Assert.Equal(8, r.Block.Rows));
         var prompts = TestPolicies.Prompts(11);
-        Assert.Equal(11, result.OutputIds.Count);
+        Assert.Equal(11, result.OutputIds.Length);
         for (int n = 0; n < 11; n++)
         {
             Assert.Equal(new[] { prompts[n][^1] * 100, prompts[n][^1] * 100 + 1 }, result.OutputIds[n]);

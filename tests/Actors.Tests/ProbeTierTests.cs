@@ -28,7 +28,7 @@ public class ProbeTierTests : Akka.TestKit.Xunit2.TestKit
         var backend = new RecordingBackend(policy, numBlocks: 2);
         var probes = Enum.GetValues<PipelineActorKind>().ToDictionary(t => t, t => CreateTestProbe($"probe-{t.ActorName()}"));
         var coordinator = Sys.ActorOf(GenerationCoordinator.PropsWithTiers(policy, _ => backend, new PipelineSettings(MaxInFlightPerTier: 2),
-            tier => Props.Create(() => new Forwarder(probes[tier].Ref))));
+            (tier, _) => Props.Create(() => new Forwarder(probes[tier].Ref))));
         return (coordinator, probes, backend);
     }
 

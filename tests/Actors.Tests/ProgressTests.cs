@@ -67,10 +67,9 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
             PromptIds = TestPolicies.Prompts(requestBlocks * 4 * batches - 1), // the last block padded
             GenLen = genLen,
             CutGenLen = cut,
-            Progress = progress,
         };
 
-        var result = await coordinator.Ask<GenerationResult>(request, TimeSpan.FromSeconds(30));
+        var result = await FlexGenSystem.Attach(Sys, coordinator).GenerateAsync(request, progress).WaitAsync(TimeSpan.FromSeconds(30));
         Sys.Stop(coordinator);
 
         int tokens = cut ?? genLen;
@@ -86,7 +85,7 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(Enumerable.Range(1, requestBlocks * tokens), reports.Select(r => r.Done));
         Assert.True(reports.Zip(reports.Skip(1)).All(p => p.First.Elapsed <= p.Second.Elapsed), "elapsed time went backwards");
         Assert.Equal(reports[^1].Total, reports[^1].Done);
-        Assert.Equal(requestBlocks * 4 * batches - 1, result.OutputIds.Count);
+        Assert.Equal(requestBlocks * 4 * batches - 1, result.OutputIds.Length);
     }
 
     [Fact]
@@ -97,6 +96,7 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
         var progress = new CollectingProgress();
         int tasksOfReportedTokensStillRunning = 0;
         int reportsSeen = 0;
+        backend.PartDuration = (_, _) => TimeSpan.FromMilliseconds(1); // reports are messages: give them time to arrive mid-run
         backend.OnPart = (task, _) =>
         {
             // A part of token t runs: no report may already claim token t done for this (only) block.
@@ -108,9 +108,9 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
             }
         };
         var coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, _ => backend));
-        var request = new GenerateRequest { PromptIds = TestPolicies.Prompts(8), GenLen = 4, Progress = progress };
+        var request = new GenerateRequest { PromptIds = TestPolicies.Prompts(8), GenLen = 4 };
 
-        await coordinator.Ask<GenerationResult>(request, TimeSpan.FromSeconds(30));
+        await FlexGenSystem.Attach(Sys, coordinator).GenerateAsync(request, progress).WaitAsync(TimeSpan.FromSeconds(30));
         Sys.Stop(coordinator);
 
         Assert.Equal(0, tasksOfReportedTokensStillRunning);
@@ -128,13 +128,13 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
         {
             PromptIds = TestPolicies.Prompts(4),
             GenLen = 3,
-            Progress = new ThrowingProgress(),
         };
+        var progress = new ThrowingProgress();
 
-        var result = await coordinator.Ask<GenerationResult>(request, TimeSpan.FromSeconds(30));
+        var result = await FlexGenSystem.Attach(Sys, coordinator).GenerateAsync(request, progress).WaitAsync(TimeSpan.FromSeconds(30));
         Sys.Stop(coordinator);
 
-        Assert.Equal(4, result.OutputIds.Count);
-        Assert.Equal(3, ((ThrowingProgress)request.Progress).Calls);
+        Assert.Equal(4, result.OutputIds.Length);
+        Assert.Equal(3, progress.Calls);
     }
 }

@@ -8,14 +8,14 @@ public class TracingTests
 {
     private static TimeSpan Ms(double ms) => TimeSpan.FromMilliseconds(ms);
 
-    private static ExecutionTrace Sample() => new(new[]
-    {
+    private static ExecutionTrace Sample() => new(
+    [
         new TraceEvent(PipelineActorKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 0, 0), Ms(0), Ms(10), 4096),
         new TraceEvent(PipelineActorKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 0, 0, 0), Ms(10), Ms(30), 100),
         new TraceEvent(PipelineActorKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 1, 0), Ms(12), Ms(22), 4096),
         new TraceEvent(PipelineActorKind.Copy, new BlockTask(TaskKind.StoreHidden, 0, 0, 0), Ms(30), Ms(31), 64),
         new TraceEvent(PipelineActorKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 0, 1, 0), Ms(31), Ms(51), 100),
-    });
+    ]);
 
     [Fact]
     public void Summary_should_report_busy_time_overlap_gaps_and_efficiency()

@@ -5,42 +5,39 @@ using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
-using FlexGen.Tensors.Tiers;
 
 /// <summary>
 /// The common loop of the tier actors: run each <see cref="ExecuteTask"/> part on this actor's own pinned
-/// thread, trace it, answer <see cref="TaskCompleted"/>. Parts of a cancelled run are answered with
-/// <see cref="TaskSkipped"/> without running. A part that throws makes the actor fail with
-/// <see cref="TierTaskException"/>; the coordinator (the parent) decides what happens (see
-/// GenerationCoordinator.SupervisorStrategy). Tier actors hold no tensors between messages: every buffer
-/// belongs to the run (the coordinator disposes it), so a restart loses nothing.
+/// thread, wait for its stream, let the run release what the part used last, trace it, answer
+/// <see cref="TaskCompleted"/>. Parts of a cancelled run are answered with <see cref="TaskSkipped"/> without running.
+/// A part that throws is answered with <see cref="TaskFailed"/> once its stream is idle: the request's fate is the
+/// coordinator's business, not supervision's. Tier actors hold no tensors between messages: every buffer belongs to
+/// the run (the coordinator disposes it), so a restart loses nothing. A failure outside a part (e.g. the run's trace
+/// cannot be read) fails the actor; the coordinator stops it and starts a fresh one.
 /// </summary>
 public abstract class PipelineActor : UntypedActor
 {
     private readonly RunRegistry _runs;
+    private readonly PartStreamFactory _streams;
+    private IPartStream? _stream;
 
-    protected PipelineActor(PipelineActorKind tier, RunRegistry runs)
+    protected PipelineActor(PipelineActorKind tier, RunRegistry runs, PartStreamFactory? streams)
     {
         Tier = tier;
         _runs = runs;
+        _streams = streams ?? CudaPartStream.For;
     }
 
     public PipelineActorKind Tier { get; }
 
-    private StreamScope? _stream;
-
     /// <summary>
-    /// Names the pinned thread and, with CUDA, makes a dedicated stream current on it (the copy and disk actors'
-    /// transfers then overlap the compute actor's kernels). Without CUDA there is no stream and nothing to do.
+    /// Names the pinned thread and makes this actor's stream current on it (with CUDA the copy and disk actors'
+    /// transfers then overlap the compute actor's kernels).
     /// </summary>
     protected override void PreStart()
     {
         Thread.CurrentThread.Name ??= $"flexgen-{Tier.ActorName()}";
-        if (Tier != PipelineActorKind.CpuCompute && CudaStreams.IsAvailable)
-        {
-            _stream = CudaStreams.UseDedicatedStream();
-        }
-
+        _stream = _streams(Tier);
         base.PreStart();
     }
 
@@ -78,31 +75,45 @@ public abstract class PipelineActor : UntypedActor
         try
         {
             result = run.Execute(work.Task, Tier);
+        }
+        catch (Exception e)
+        {
+            // Kernels or copies the part queued before it threw may still run: let them finish before the coordinator
+            // frees the run. Buffers the part took stay with the run, which frees them when it is disposed.
+            _stream?.Synchronize();
+            Sender.Tell(new TaskFailed(work.Run, work.Task, Tier, e));
+            return;
+        }
 
-            // The part's kernels or copies were queued on this actor's stream: they must have finished before another
-            // actor (another stream) uses the data, and before the run frees what the part used last. A stream sync,
-            // never a device-wide one.
-            _stream?.Stream?.Synchronize();
+        // The part's kernels or copies were queued on this actor's stream: they must have finished before another
+        // actor (another stream) uses the data, and before the run frees what the part used last.
+        _stream?.Synchronize();
+        try
+        {
             run.Release(work.Task, Tier);
         }
         catch (Exception e)
         {
-            throw new TierTaskException(work.Run, work.Task, Tier, e);
+            Sender.Tell(new TaskFailed(work.Run, work.Task, Tier, e));
+            return;
         }
 
         trace.Record(Tier, work.Task, start, trace.Now, result.Bytes);
         Sender.Tell(new TaskCompleted(work.Run, work.Task, Tier, result.Bytes, result.StoppedAfterToken));
     }
 
-    /// <summary>Props of the actor for <paramref name="tier"/> on its own pinned dispatcher.</summary>
-    public static Props PropsFor(PipelineActorKind tier, RunRegistry runs)
+    /// <summary>
+    /// Props of the actor for <paramref name="tier"/> on its own pinned dispatcher; <paramref name="streams"/> null:
+    /// <see cref="CudaPartStream.For"/>.
+    /// </summary>
+    public static Props PropsFor(PipelineActorKind tier, RunRegistry runs, PartStreamFactory? streams = null)
     {
         Props props = tier switch
         {
-            PipelineActorKind.GpuCompute => Props.Create(() => new GpuComputeActor(runs)),
-            PipelineActorKind.CpuCompute => Props.Create(() => new CpuComputeActor(runs)),
-            PipelineActorKind.Copy => Props.Create(() => new CopyActor(runs)),
-            PipelineActorKind.DiskIo => Props.Create(() => new DiskIoActor(runs)),
+            PipelineActorKind.GpuCompute => Props.Create(() => new GpuComputeActor(runs, streams)),
+            PipelineActorKind.CpuCompute => Props.Create(() => new CpuComputeActor(runs, streams)),
+            PipelineActorKind.Copy => Props.Create(() => new CopyActor(runs, streams)),
+            PipelineActorKind.DiskIo => Props.Create(() => new DiskIoActor(runs, streams)),
             _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, null),
         };
         return props.WithDispatcher(FlexGenHocon.DispatcherOf(tier));
@@ -110,37 +121,13 @@ public abstract class PipelineActor : UntypedActor
 }
 
 /// <summary>Layer math on the GPU tier (emulated in CPU memory without CUDA); owns the compute stream's thread.</summary>
-public sealed class GpuComputeActor : PipelineActor
-{
-    public GpuComputeActor(RunRegistry runs)
-        : base(PipelineActorKind.GpuCompute, runs)
-    {
-    }
-}
+public sealed class GpuComputeActor(RunRegistry runs, PartStreamFactory? streams) : PipelineActor(PipelineActorKind.GpuCompute, runs, streams);
 
 /// <summary>Decode attention over CPU-resident cache rows (cpu_cache_compute).</summary>
-public sealed class CpuComputeActor : PipelineActor
-{
-    public CpuComputeActor(RunRegistry runs)
-        : base(PipelineActorKind.CpuCompute, runs)
-    {
-    }
-}
+public sealed class CpuComputeActor(RunRegistry runs, PartStreamFactory? streams) : PipelineActor(PipelineActorKind.CpuCompute, runs, streams);
 
 /// <summary>CPU &lt;-&gt; GPU copies: weights in, cache in/out, hidden in/out; owns the copy stream's thread.</summary>
-public sealed class CopyActor : PipelineActor
-{
-    public CopyActor(RunRegistry runs)
-        : base(PipelineActorKind.Copy, runs)
-    {
-    }
-}
+public sealed class CopyActor(RunRegistry runs, PartStreamFactory? streams) : PipelineActor(PipelineActorKind.Copy, runs, streams);
 
 /// <summary>Disk reads and writes (weights, cache and activations homed on disk).</summary>
-public sealed class DiskIoActor : PipelineActor
-{
-    public DiskIoActor(RunRegistry runs)
-        : base(PipelineActorKind.DiskIo, runs)
-    {
-    }
-}
+public sealed class DiskIoActor(RunRegistry runs, PartStreamFactory? streams) : PipelineActor(PipelineActorKind.DiskIo, runs, streams);

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Benchmark;
 
+using System.Collections.Immutable;
 using System.Globalization;
 using FlexGen.Actors.Engine;
 using FlexGen.Actors.Messages;
@@ -144,8 +145,8 @@ public static class PipelineBenchmark
         int rows = options.GpuBatchSize * options.NumGpuBatches;
         var random = new Random(5);
         var prompts = Enumerable.Range(0, rows)
-            .Select(_ => Enumerable.Range(0, options.PromptLen).Select(_ => (long)random.Next(3, options.VocabSize)).ToArray())
-            .ToArray();
+            .Select(_ => Enumerable.Range(0, options.PromptLen).Select(_ => (long)random.Next(3, options.VocabSize)).ToImmutableArray())
+            .ToImmutableArray();
 
         // Warm-up (loads the weights, touches every code path once), then the measured request.
         await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, GenLen = 2 }, cancellationToken).ConfigureAwait(false);

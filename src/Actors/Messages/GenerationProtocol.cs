@@ -1,8 +1,11 @@
 namespace FlexGen.Actors.Messages;
 
+using System.Collections.Immutable;
+using Akka.Actor;
 using FlexGen.Actors.Tracing;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Policies;
+using Newtonsoft.Json;
 
 // The request/response protocol of GenerationCoordinator (see FlexGenSystem for the public entry point).
 //
@@ -11,22 +14,24 @@ using FlexGen.Tensors.Policies;
 //        the cause: the tier actor's exception, OperationCanceledException, a validation error).
 //   coordinator.Tell(new CancelGeneration(requestId)) stops a queued or running request; FlexGenSystem.GenerateAsync
 //     sends it when its CancellationToken fires.
-// Requests run one at a time in arrival order; each run frees all its buffers and deletes its offload files
-// before its reply is sent.
+//   GenerateRequest.ProgressTo receives a GenerationProgress per token per block, in order.
+// Requests queue in the coordinator and run one at a time in arrival order; each run frees all its buffers and
+// deletes its offload files before its reply is sent. Every message here is immutable data (ids, immutable
+// collections, an actor's address) and may cross a process.
 
 /// <summary>
 /// Generate <see cref="GenLen"/> tokens after each prompt. Prompts are token ids of equal length (left-padded);
-/// which positions are real comes from <see cref="AttentionMask"/> (1 = real) or, without it, from
+/// which positions are real comes from <see cref="AttentionMask"/> (true = real) or, without it, from
 /// <see cref="PadTokenId"/> (default: the model's pad id). Any number of prompts: they are cut into blocks of
 /// gpu_batch_size * num_gpu_batches and the last block is padded; padding never reaches the output.
 /// </summary>
 public sealed record GenerateRequest
 {
-    /// <summary>(n, prompt_len) token ids. Not modified.</summary>
-    public required IReadOnlyList<IReadOnlyList<long>> PromptIds { get; init; }
+    /// <summary>(n, prompt_len) token ids.</summary>
+    public required ImmutableArray<ImmutableArray<long>> PromptIds { get; init; }
 
-    /// <summary>(n, prompt_len), true/1 = real token; null: every id != <see cref="PadTokenId"/>.</summary>
-    public IReadOnlyList<IReadOnlyList<bool>>? AttentionMask { get; init; }
+    /// <summary>(n, prompt_len), true = real token; null: every id != <see cref="PadTokenId"/>.</summary>
+    public ImmutableArray<ImmutableArray<bool>>? AttentionMask { get; init; }
 
     public int? PadTokenId { get; init; }
 
@@ -46,15 +51,15 @@ public sealed record GenerateRequest
     public Guid RequestId { get; init; } = Guid.NewGuid();
 
     /// <summary>
-    /// Told of each token every block completes, in order (see <see cref="GenerationProgress"/>). Called on the
-    /// coordinator's thread: keep it quick (write a line, post a message); an exception it throws is logged and ignored.
+    /// Receives a <see cref="GenerationProgress"/> for each token every block completes, in order; null: none sent.
+    /// FlexGenSystem.GenerateAsync bridges an <see cref="IProgress{T}"/> to this with a local actor.
     /// </summary>
-    public IProgress<GenerationProgress>? Progress { get; init; }
+    public IActorRef? ProgressTo { get; init; }
 }
 
 /// <summary>
 /// A request's progress: block <see cref="Block"/> (0-based) of <see cref="Blocks"/> has completed
-/// <see cref="Token"/> of its <see cref="Tokens"/> tokens (every task of those tokens done). Reported once per token
+/// <see cref="Token"/> of its <see cref="Tokens"/> tokens (every task of those tokens done). Sent once per token
 /// per block, in order; each block's last report has Token == Tokens (also when a stop token ended it early).
 /// </summary>
 /// <param name="Tokens">Tokens each block runs: cut_gen_len when given, else gen_len.</param>
@@ -84,9 +89,10 @@ public sealed record PhaseTimings(TimeSpan Prefill, TimeSpan Decode)
 /// <param name="Trace">Every task every tier ran (Chrome trace JSON via <see cref="ExecutionTrace.WriteChromeJson(string)"/>).</param>
 public sealed record GenerationResult(
     Guid RequestId,
-    IReadOnlyList<IReadOnlyList<long>> OutputIds,
+    ImmutableArray<ImmutableArray<long>> OutputIds,
     PhaseTimings Timings,
-    IReadOnlyDictionary<string, long> PeakBytes,
+    [property: JsonProperty(IsReference = false)] // Akka's JSON keeps object references, which an immutable dictionary cannot take
+    ImmutableDictionary<string, long> PeakBytes,
     ExecutionTrace Trace);
 
 /// <summary>The request failed; <see cref="Exception.InnerException"/> is the cause.</summary>

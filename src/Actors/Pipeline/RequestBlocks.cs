@@ -17,10 +17,10 @@ public static class RequestBlocks
         var prompts = request.PromptIds;
         int execute = request.CutGenLen ?? request.GenLen;
         int pad = request.PadTokenId ?? defaultPadTokenId;
-        var mask = new bool[prompts.Count][];
-        for (int n = 0; n < prompts.Count; n++)
+        var mask = new ImmutableArray<bool>[prompts.Length];
+        for (int n = 0; n < prompts.Length; n++)
         {
-            mask[n] = request.AttentionMask is { } given ? given[n].ToArray() : prompts[n].Select(id => id != pad).ToArray();
+            mask[n] = request.AttentionMask is { } given ? given[n] : prompts[n].Select(id => id != pad).ToImmutableArray();
             if (!mask[n].Any(m => m))
             {
                 throw new ArgumentException($"GenerateRequest prompt {n} has no real token (all masked or pad id {pad})", nameof(request));
@@ -29,16 +29,16 @@ public static class RequestBlocks
 
         int blockRows = policy.GpuBatchSize * policy.NumGpuBatches;
         var blocks = new List<BlockRequest>();
-        for (int start = 0, index = 0; start < prompts.Count; start += blockRows, index++)
+        for (int start = 0, index = 0; start < prompts.Length; start += blockRows, index++)
         {
-            int valid = Math.Min(blockRows, prompts.Count - start);
+            int valid = Math.Min(blockRows, prompts.Length - start);
             var ids = ImmutableArray.CreateBuilder<ImmutableArray<long>>(blockRows);
             var blockMask = ImmutableArray.CreateBuilder<ImmutableArray<bool>>(blockRows);
             for (int row = 0; row < blockRows; row++)
             {
                 int source = start + Math.Min(row, valid - 1);
-                ids.Add(prompts[source].ToImmutableArray());
-                blockMask.Add(mask[source].ToImmutableArray());
+                ids.Add(prompts[source]);
+                blockMask.Add(mask[source]);
             }
 
             blocks.Add(new BlockRequest(request.RequestId, index, ids.MoveToImmutable(), blockMask.MoveToImmutable(), valid, request.GenLen, execute, request.Sampling, request.StopTokenId));
@@ -53,23 +53,24 @@ public static class RequestBlocks
     /// </summary>
     public static void Validate(GenerateRequest request)
     {
-        var prompts = request.PromptIds ?? throw new ArgumentException("GenerateRequest.PromptIds is required", nameof(request));
-        if (prompts.Count == 0)
+        var prompts = request.PromptIds;
+        if (prompts.IsDefaultOrEmpty)
         {
             throw new ArgumentException("GenerateRequest.PromptIds has no prompts", nameof(request));
         }
 
-        int promptLen = prompts[0].Count;
+        int promptLen = prompts[0].IsDefault ? 0 : prompts[0].Length;
         if (promptLen == 0)
         {
             throw new ArgumentException("GenerateRequest.PromptIds[0] is empty", nameof(request));
         }
 
-        for (int n = 0; n < prompts.Count; n++)
+        for (int n = 0; n < prompts.Length; n++)
         {
-            if (prompts[n].Count != promptLen)
+            int length = prompts[n].IsDefault ? 0 : prompts[n].Length;
+            if (length != promptLen)
             {
-                throw new ArgumentException($"GenerateRequest.PromptIds[{n}] has {prompts[n].Count} tokens, PromptIds[0] has {promptLen}: prompts must be padded to one length", nameof(request));
+                throw new ArgumentException($"GenerateRequest.PromptIds[{n}] has {length} tokens, PromptIds[0] has {promptLen}: prompts must be padded to one length", nameof(request));
             }
         }
 
@@ -86,11 +87,11 @@ public static class RequestBlocks
 
         if (request.AttentionMask is { } given)
         {
-            for (int n = 0; n < prompts.Count; n++)
+            for (int n = 0; n < prompts.Length; n++)
             {
-                if (given.Count != prompts.Count || given[n].Count != promptLen)
+                if (given.IsDefault || given.Length != prompts.Length || given[n].IsDefault || given[n].Length != promptLen)
                 {
-                    throw new ArgumentException($"GenerateRequest.AttentionMask must be ({prompts.Count}, {promptLen}) like PromptIds; row {n} is not", nameof(request));
+                    throw new ArgumentException($"GenerateRequest.AttentionMask must be ({prompts.Length}, {promptLen}) like PromptIds; row {n} is not", nameof(request));
                 }
             }
         }

@@ -1,15 +1,12 @@
 namespace FlexGen.Actors.Tracing;
 
+using System.Collections.Immutable;
 using FlexGen.Actors.Schedule;
 
-/// <summary>The timeline of one run: every task part each tier executed, ordered by start.</summary>
-public sealed class ExecutionTrace
+/// <summary>The timeline of one run: every task part each tier executed, ordered by start. Immutable data.</summary>
+public sealed record ExecutionTrace(ImmutableArray<TraceEvent> Events)
 {
-    public ExecutionTrace(IReadOnlyList<TraceEvent> events) => Events = events;
-
-    public static ExecutionTrace Empty { get; } = new(Array.Empty<TraceEvent>());
-
-    public IReadOnlyList<TraceEvent> Events { get; }
+    public static ExecutionTrace Empty { get; } = new(ImmutableArray<TraceEvent>.Empty);
 
     /// <summary>The events of one tier in the order it ran them.</summary>
     public IReadOnlyList<TraceEvent> EventsOf(PipelineActorKind tier) => Events.Where(e => e.Tier == tier).ToArray();

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tracing;
 
+using System.Collections.Immutable;
 using System.Diagnostics;
 using FlexGen.Actors.Schedule;
 
@@ -30,7 +31,7 @@ public sealed class TraceRecorder
     {
         lock (_gate)
         {
-            return new ExecutionTrace(_events.OrderBy(e => e.Start).ThenBy(e => e.Tier).ToArray());
+            return new ExecutionTrace(_events.OrderBy(e => e.Start).ThenBy(e => e.Tier).ToImmutableArray());
         }
     }
 }

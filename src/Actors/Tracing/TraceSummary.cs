@@ -25,7 +25,7 @@ public sealed record TraceSummary(TimeSpan Wall, IReadOnlyList<TierSummary> Tier
     public static TraceSummary From(ExecutionTrace trace)
     {
         var events = trace.Events;
-        if (events.Count == 0)
+        if (events.Length == 0)
         {
             return new TraceSummary(TimeSpan.Zero, Array.Empty<TierSummary>(), TimeSpan.Zero, 1.0);
         }

@@ -5,10 +5,12 @@ using FlexGen.Actors.Messages;
 using FlexGen.Host.Text;
 
 /// <summary>
-/// Queues requests and packs them, in arrival order, into blocks of the engine's size: a block takes every
-/// waiting request with the same settings, up to the block size, waiting at most <see cref="BatchWindow"/> for
-/// more after the first. Prompts are left-padded with the pad id to the block's longest (the engine pads a short
-/// block). One block runs at a time; <see cref="GenerateBatchAsync"/> runs a whole matrix as one engine run.
+/// Packs requests, in arrival order, into blocks of the engine's size and hands each block to the engine at once: the
+/// requests that arrive within <see cref="BatchWindow"/> of the first are grouped by settings and cut into blocks of up
+/// to the block size. Prompts are left-padded with the pad id to the block's longest (the engine pads a short block).
+/// The service holds a request only for that window; blocks then wait their turn in the one request queue, the
+/// generation coordinator's, which runs one at a time. <see cref="GenerateBatchAsync"/> runs a whole matrix as one
+/// engine run.
 /// </summary>
 public sealed class GenerationService : IGenerationService, IAsyncDisposable
 {
@@ -17,6 +19,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _worker;
+    private readonly HashSet<Task> _running = new();
     private int _disposed;
 
     public GenerationService(IGenerationEngine engine, BpeTokenizer? tokenizer = null, TimeSpan? batchWindow = null)
@@ -100,14 +103,17 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
     private async Task RunWorkerAsync()
     {
         var reader = _queue.Reader;
-        var deferred = new List<Pending>();
         try
         {
-            while (true)
+            while (await reader.WaitToReadAsync(_stopping.Token).ConfigureAwait(false))
             {
-                if (deferred.Count == 0 && !await reader.WaitToReadAsync(_stopping.Token).ConfigureAwait(false)) break;
-                var block = await CollectBlockAsync(reader, deferred).ConfigureAwait(false);
-                if (block.Count > 0) await RunBlockAsync(block).ConfigureAwait(false);
+                foreach (var block in await CollectBlocksAsync(reader).ConfigureAwait(false))
+                {
+                    // Handed over without waiting: the coordinator queues the blocks; the next window packs new arrivals.
+                    var running = RunBlockAsync(block);
+                    lock (_running) _running.Add(running);
+                    _ = running.ContinueWith(t => { lock (_running) _running.Remove(t); }, TaskScheduler.Default);
+                }
             }
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
@@ -115,48 +121,40 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         }
         finally
         {
-            foreach (var p in deferred) p.Fail(new ObjectDisposedException(nameof(GenerationService), "The generation service stopped."));
             while (reader.TryRead(out var p)) p.Fail(new ObjectDisposedException(nameof(GenerationService), "The generation service stopped."));
         }
     }
 
-    /// <summary>The next block: the oldest live request and every later one with equal settings, up to the block size.</summary>
-    private async Task<List<Pending>> CollectBlockAsync(ChannelReader<Pending> reader, List<Pending> deferred)
+    /// <summary>
+    /// The live requests that arrive within <see cref="BatchWindow"/> of the first (or until a block is full), grouped
+    /// by settings in order of each group's first request, cut into blocks of up to the block size.
+    /// </summary>
+    private async Task<List<List<Pending>>> CollectBlocksAsync(ChannelReader<Pending> reader)
     {
         int capacity = _engine.BlockSize;
-        var block = new List<Pending>(capacity);
-        var keep = new List<Pending>();
-        foreach (var p in deferred)
-        {
-            if (p.IsCancelled) continue;
-            if (block.Count < capacity && (block.Count == 0 || block[0].Settings == p.Settings)) block.Add(p);
-            else keep.Add(p);
-        }
-        deferred.Clear();
-        deferred.AddRange(keep);
-
+        var groups = new List<List<Pending>>();
         using var window = new CancellationTokenSource(BatchWindow);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(window.Token, _stopping.Token);
-        while (block.Count < capacity)
+        while (true)
         {
-            if (reader.TryRead(out var p))
+            while (reader.TryRead(out var p))
             {
                 if (p.IsCancelled) continue;
-                if (block.Count == 0 || block[0].Settings == p.Settings) block.Add(p);
-                else deferred.Add(p);
-                continue;
+                var group = groups.FirstOrDefault(g => g[0].Settings == p.Settings);
+                if (group is null) groups.Add(group = new List<Pending>());
+                group.Add(p);
             }
-            if (block.Count == 0 && deferred.Count > 0) break;
+            if (groups.Count == 1 && groups[0].Count >= capacity) break;
             try
             {
-                if (!await reader.WaitToReadAsync(block.Count == 0 ? _stopping.Token : linked.Token).ConfigureAwait(false)) break;
+                if (!await reader.WaitToReadAsync(linked.Token).ConfigureAwait(false)) break;
             }
             catch (OperationCanceledException) when (window.IsCancellationRequested && !_stopping.IsCancellationRequested)
             {
                 break;
             }
         }
-        return block;
+        return groups.SelectMany(g => g.Chunk(capacity).Select(c => c.ToList())).ToList();
     }
 
     private async Task RunBlockAsync(List<Pending> block)
@@ -200,6 +198,9 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         _stopping.Cancel();
         try { await _worker.ConfigureAwait(false); }
         catch (OperationCanceledException) { }
+        Task[] running;
+        lock (_running) running = _running.ToArray();
+        await Task.WhenAll(running).ConfigureAwait(false); // each ends cancelled (_stopping), its callers failed
     }
 
     private sealed class Pending

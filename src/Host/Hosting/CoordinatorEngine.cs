@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Hosting;
 
+using System.Collections.Immutable;
 using Akka.Actor;
 using Akka.Hosting;
 using FlexGen.Actors;
@@ -29,28 +30,27 @@ public sealed class CoordinatorEngine(IServiceProvider services, ModelConfig mod
         CancellationToken cancellation)
     {
         int rows = inputIds.GetLength(0), cols = inputIds.GetLength(1);
-        var prompts = new IReadOnlyList<long>[rows];
+        var prompts = ImmutableArray.CreateBuilder<ImmutableArray<long>>(rows);
         for (int r = 0; r < rows; r++)
         {
-            var row = new long[cols];
-            for (int c = 0; c < cols; c++) row[c] = inputIds[r, c];
-            prompts[r] = row;
+            var row = ImmutableArray.CreateBuilder<long>(cols);
+            for (int c = 0; c < cols; c++) row.Add(inputIds[r, c]);
+            prompts.Add(row.MoveToImmutable());
         }
         var request = new GenerateRequest
         {
-            PromptIds = prompts,
+            PromptIds = prompts.MoveToImmutable(),
             PadTokenId = Model.PadTokenId,
             GenLen = settings.GenLen,
             Sampling = new SamplingOptions(settings.DoSample, settings.Temperature, settings.Seed is { } seed ? unchecked((ulong)seed) : null),
             StopTokenId = settings.StopTokenId is { } stop ? checked((int)stop) : null,
             CutGenLen = cutGenLen,
-            Progress = progress,
         };
         GenerationResult result;
         var flexGen = _flexGen ??= await AttachAsync(cancellation).ConfigureAwait(false);
         try
         {
-            result = await flexGen.GenerateAsync(request, cancellation).ConfigureAwait(false);
+            result = await flexGen.GenerateAsync(request, progress, cancellation).ConfigureAwait(false);
         }
         catch (GenerationFailedException ex) when (ex.InnerException is { } cause)
         {

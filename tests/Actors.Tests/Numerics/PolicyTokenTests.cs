@@ -51,8 +51,8 @@ public sealed class PolicyRuns : IAsyncLifetime
 
             var result = await _system!.GenerateAsync(new GenerateRequest
             {
-                PromptIds = Fixtures.PromptIds(),
-                AttentionMask = Fixtures.PromptMask(),
+                PromptIds = Fixtures.PromptIds().ToRows(),
+                AttentionMask = Fixtures.PromptMask().ToRows(),
                 GenLen = 10,
                 Policy = variant,
             });

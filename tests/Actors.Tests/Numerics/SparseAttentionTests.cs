@@ -81,8 +81,8 @@ public sealed class SparseAttentionTests : IAsyncLifetime
 
     private Task<GenerationResult> Generate(FlexGen.Tensors.Policies.Policy policy) => _system!.GenerateAsync(new GenerateRequest
     {
-        PromptIds = Fixtures.PromptIds(),
-        AttentionMask = Fixtures.PromptMask(),
+        PromptIds = Fixtures.PromptIds().ToRows(),
+        AttentionMask = Fixtures.PromptMask().ToRows(),
         GenLen = GenLen,
         Policy = policy,
     });

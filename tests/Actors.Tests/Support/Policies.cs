@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Tests.Support;
 
+using System.Collections.Immutable;
 using FlexGen.Tensors.Policies;
 
 public static class TestPolicies
@@ -20,6 +21,6 @@ public static class TestPolicies
         CpuCacheCompute = cpuCacheCompute,
     };
 
-    public static long[][] Prompts(int n, int len = 3) =>
-        Enumerable.Range(0, n).Select(r => Enumerable.Range(0, len).Select(c => (long)(10 + r * len + c)).ToArray()).ToArray();
+    public static ImmutableArray<ImmutableArray<long>> Prompts(int n, int len = 3) =>
+        Enumerable.Range(0, n).Select(r => Enumerable.Range(0, len).Select(c => (long)(10 + r * len + c)).ToImmutableArray()).ToImmutableArray();
 }

@@ -83,9 +83,11 @@ public sealed class RandomModel : IDisposable
     }
 
     /// <summary>Asserts <paramref name="actual"/> equals <paramref name="expected"/> per row up to and including the first near-tie.</summary>
-    public static void AssertSameUpToNearTies(long[][] expected, float[][] gaps, IReadOnlyList<IReadOnlyList<long>> actual, string what, float tie = 1e-3f)
+    public static void AssertSameUpToNearTies<TRow>(long[][] expected, float[][] gaps, IReadOnlyList<TRow> actualRows, string what, float tie = 1e-3f)
+        where TRow : IEnumerable<long>
     {
-        Xunit.Assert.Equal(expected.Length, actual.Count);
+        var actual = actualRows.Select(r => r.ToArray()).ToArray();
+        Xunit.Assert.Equal(expected.Length, actual.Length);
         for (int r = 0; r < expected.Length; r++)
         {
             for (int t = 0; t < expected[r].Length; t++)

@@ -37,6 +37,9 @@ public sealed class RecordingBackend : IPipelineBackend
     /// <summary>Called at the start of each part (throw from it to inject a fault).</summary>
     public Action<BlockTask, PipelineActorKind>? OnPart { get; set; }
 
+    /// <summary>Called at each release, after it was recorded in <see cref="RecordingRun.Releases"/>.</summary>
+    public Action<BlockTask, PipelineActorKind>? OnRelease { get; set; }
+
     /// <summary>Throw from the run's Trace getter (a failure outside any task part).</summary>
     public bool BreakTrace { get; set; }
 
@@ -145,7 +148,11 @@ public sealed class RecordingRun : IPipelineRun
         return new PartResult(1);
     }
 
-    public void Release(BlockTask task, PipelineActorKind tier) => Releases.Enqueue((tier, task));
+    public void Release(BlockTask task, PipelineActorKind tier)
+    {
+        Releases.Enqueue((tier, task));
+        _backend.OnRelease?.Invoke(task, tier);
+    }
 
     public void Cancel() => _cancelled = true;
 

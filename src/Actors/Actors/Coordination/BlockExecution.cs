@@ -1,0 +1,113 @@
+namespace FlexGen.Actors.Actors.Coordination;
+
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Pipeline;
+
+/// <summary>
+/// The bookkeeping of one running block: its run (registered in the coordinator's <see cref="RunRegistry"/>), what may
+/// start next (<see cref="BlockDispatcher"/>), when prefill ended, and which tokens are done (reported in order).
+/// </summary>
+internal sealed class BlockExecution
+{
+    private readonly int[] _tasksLeftPerToken;
+    private int _prefillTasksLeft;
+    private bool _stopApplied;
+
+    private BlockExecution(int index, IPipelineRun run, BlockDispatcher dispatcher, TimeSpan started)
+    {
+        Index = index;
+        Run = run;
+        Dispatcher = dispatcher;
+        Started = started;
+        Tokens = run.Block.ExecuteGenLen;
+        _tasksLeftPerToken = new int[Tokens];
+    }
+
+    public int Index { get; }
+
+    public IPipelineRun Run { get; }
+
+    public BlockDispatcher Dispatcher { get; }
+
+    /// <summary>The tokens this block runs (cut_gen_len or gen_len).</summary>
+    public int Tokens { get; }
+
+    /// <summary>Tokens whose tasks are all done (a prefix: tokens are counted in order).</summary>
+    public int TokensDone { get; private set; }
+
+    public TimeSpan Started { get; }
+
+    public TimeSpan? PrefillEnded { get; private set; }
+
+    /// <summary>Plans block <paramref name="index"/>, creates its run and registers it under <paramref name="id"/>.</summary>
+    public static BlockExecution Start(int index, BlockRequest block, RunId id, IPipelineBackend backend, RunRegistry runs, Tracing.TraceRecorder trace, PipelineSettings options)
+    {
+        var plan = backend.Plan(block);
+        var dispatcher = new BlockDispatcher(plan.Schedule, plan.Route, options.MaxInFlightPerTier, options.PrefetchSteps);
+        var run = backend.CreateRun(id, block, plan, trace);
+        runs.Add(run);
+        var execution = new BlockExecution(index, run, dispatcher, trace.Now);
+        foreach (var scheduled in plan.Schedule.Tasks)
+        {
+            if (scheduled.Task.Token == 0)
+            {
+                execution._prefillTasksLeft++;
+            }
+
+            if (scheduled.Task.Token < execution.Tokens)
+            {
+                execution._tasksLeftPerToken[scheduled.Task.Token]++;
+            }
+        }
+
+        return execution;
+    }
+
+    /// <summary>Records a completed part at <paramref name="now"/>; returns how many more tokens are done.</summary>
+    public int Complete(TaskCompleted completed, TimeSpan now)
+    {
+        var task = completed.Task;
+        Dispatcher.Complete(task, completed.Actor);
+        int before = TokensDone;
+        if (Dispatcher.IsDone(task))
+        {
+            if (task.Token == 0 && --_prefillTasksLeft == 0)
+            {
+                PrefillEnded = now;
+            }
+
+            // Tasks of later tokens may finish first: a token counts once all its tasks, and all earlier tokens, are done.
+            if (task.Token < Tokens && --_tasksLeftPerToken[task.Token] == 0)
+            {
+                while (TokensDone < Tokens && _tasksLeftPerToken[TokensDone] == 0)
+                {
+                    TokensDone++;
+                }
+            }
+        }
+
+        if (!_stopApplied && completed.StoppedAfterToken is { } stoppedAfter)
+        {
+            // Every sequence of the block emitted the stop token: its later positions stay pads (FlexGen breaks here too).
+            _stopApplied = true;
+            Dispatcher.DropAfterToken(stoppedAfter);
+        }
+
+        return TokensDone - before;
+    }
+
+    /// <summary>A stop token ended the block early: its remaining tokens are pads, and the block is complete.</summary>
+    public bool CompleteRemainingTokens()
+    {
+        bool early = TokensDone < Tokens;
+        TokensDone = Tokens;
+        return early;
+    }
+
+    /// <summary>Unregisters and disposes the run (no pipeline actor can touch it any more).</summary>
+    public void Free(RunRegistry runs)
+    {
+        runs.Remove(Run.Id);
+        Run.Dispose();
+    }
+}
