@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Benchmark;
 
+using FlexGen.Tensors.Tiers;
 using System.Collections.Immutable;
 using System.Globalization;
 using FlexGen.Actors.Engine;
@@ -136,7 +137,7 @@ public static class PipelineBenchmark
             DummyWeights = true,
             Policy = options.Policy(overlap),
             OffloadDirectory = options.OffloadDirectory,
-            DirectIo = options.DirectIo,
+            Tiers = new TierSettings { Disk = new DiskTierSettings(DirectIo: options.DirectIo) },
             Compute = options.Compute,
             CpuCompute = options.Compute,
             Pipeline = new Actors.PipelineSettings(PrefetchSteps: options.PrefetchSteps),

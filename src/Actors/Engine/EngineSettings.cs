@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Engine;
 
+using FlexGen.Tensors.Tiers;
 using FlexGen.Actors.Actors;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
@@ -25,24 +26,20 @@ public sealed record EngineSettings
 
     public required Policy Policy { get; init; }
 
-    /// <summary>Each backend makes its own subfolder here and deletes it when disposed.</summary>
+    /// <summary>Each backend makes its own subfolder here (its disk tier's folder) and deletes it when disposed.</summary>
     public string OffloadDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "flexgen-offload");
 
-    /// <summary>Disk tier transfers bypass the page cache (O_DIRECT) when the file system allows it.</summary>
-    public bool DirectIo { get; init; } = true;
-
-    /// <summary>Threads of the disk tier's I/O pool.</summary>
-    public int DiskIoThreads { get; init; } = 4;
+    /// <summary>
+    /// The memory tiers' budgets and disk I/O (O_DIRECT by default). The backend sets the disk tier's folder (a subfolder
+    /// of <see cref="OffloadDirectory"/>) and pinning (the policy's pin_weight) itself.
+    /// </summary>
+    public TierSettings Tiers { get; init; } = new() { Disk = new DiskTierSettings(DirectIo: true) };
 
     /// <summary>GPU compute: float32 on CPU (exact), bfloat16 (fast), float16 on CUDA.</summary>
     public ComputeSettings Compute { get; init; } = ComputeSettings.Float32;
 
     /// <summary>CPU attention (cpu_cache_compute): float32 or bfloat16.</summary>
     public ComputeSettings CpuCompute { get; init; } = ComputeSettings.Float32;
-
-    public long GpuCapacityBytes { get; init; } = long.MaxValue;
-
-    public long CpuCapacityBytes { get; init; } = long.MaxValue;
 
     /// <summary>Pipeline tuning; null: flexgen.pipeline of the actor system's HOCON.</summary>
     public PipelineSettings? Pipeline { get; init; }

@@ -32,14 +32,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         Directory.CreateDirectory(settings.OffloadDirectory);
         OffloadFolder = Path.Combine(settings.OffloadDirectory, $"flexgen-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(OffloadFolder);
-        Tiers = new MemoryTiers(new TierSettings
-        {
-            GpuCapacityBytes = settings.GpuCapacityBytes,
-            CpuCapacityBytes = settings.CpuCapacityBytes,
-            OffloadDirectory = OffloadFolder,
-            Disk = new DiskTierSettings(settings.DirectIo, settings.DiskIoThreads),
-            PinCpuMemory = policy.PinWeight,
-        });
+        Tiers = new MemoryTiers(settings.Tiers with { OffloadDirectory = OffloadFolder, PinCpuMemory = policy.PinWeight });
         if (policy.CompressWeight)
         {
             GpuCompressedWeights = new CompressedTier(Tiers.Gpu, policy.CompWeightConfig);

@@ -4,25 +4,6 @@ using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using TorchSharp;
 
-/// <summary>Settings of the disk tier.</summary>
-/// <param name="DirectIo">Bypass the page cache with O_DIRECT (aligned bounce buffers; unaligned pieces go buffered).</param>
-/// <param name="IoThreads">Threads of the tier's I/O pool, which runs the chunks of large transfers next to the calling thread.</param>
-/// <param name="CapacityBytes">Budget for the bytes of all live disk tensors.</param>
-public sealed record DiskTierSettings(bool DirectIo = false, int IoThreads = 4, long CapacityBytes = long.MaxValue)
-{
-    /// <summary>Bytes per read/write call; a large transfer is cut into chunks of this size (a multiple of 4 KiB).</summary>
-    public int ChunkBytes { get; init; } = 8 << 20;
-
-    /// <summary>Chunks of one large transfer in flight at once (queue depth for the device).</summary>
-    public int ParallelChunks { get; init; } = 4;
-
-    /// <summary>
-    /// Reserve each file's blocks when the tensor is allocated (fallocate): a full disk is reported by
-    /// <see cref="DiskTier.Allocate"/> instead of by a write later on, and writes skip block allocation.
-    /// </summary>
-    public bool Preallocate { get; init; } = true;
-}
-
 /// <summary>
 /// The disk tier (FlexGen's <c>TorchDisk</c>): one raw file per tensor (C-order bytes, no header, length rounded up
 /// to 4 KiB) under the offload directory. A transfer runs on the calling thread; one larger than a chunk is cut into

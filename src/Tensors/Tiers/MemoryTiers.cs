@@ -2,39 +2,6 @@ namespace FlexGen.Tensors.Tiers;
 
 using FlexGen.Tensors.Placement;
 
-/// <summary>Budgets and switches of the tiers of one engine.</summary>
-public sealed record TierSettings
-{
-    /// <summary>
-    /// Options whose budgets are the plan's <paramref name="capacities"/> (null: unbounded) and whose CPU memory is pinned
-    /// as the policy's <c>pin_weight</c> asks.
-    /// </summary>
-    public static TierSettings For(TierCapacities capacities, string? offloadDirectory, bool pinCpuMemory = false, DiskTierSettings? disk = null) => new()
-    {
-        GpuCapacityBytes = capacities.GpuBytes ?? long.MaxValue,
-        CpuCapacityBytes = capacities.CpuBytes ?? long.MaxValue,
-        OffloadDirectory = offloadDirectory,
-        PinCpuMemory = pinCpuMemory,
-        Disk = (disk ?? new DiskTierSettings()) with { CapacityBytes = capacities.DiskBytes ?? long.MaxValue },
-    };
-
-    /// <summary>Capacity of the GPU tier (the emulated one, without CUDA, has exactly this budget).</summary>
-    public long GpuCapacityBytes { get; init; } = long.MaxValue;
-
-    public long CpuCapacityBytes { get; init; } = long.MaxValue;
-
-    /// <summary>Where the disk tier keeps its files; null: no disk tier (asking for it throws).</summary>
-    public string? OffloadDirectory { get; init; }
-
-    public DiskTierSettings Disk { get; init; } = new();
-
-    /// <summary>Pin CPU-tier memory (only effective with CUDA; FlexGen's <c>pin_weight</c>).</summary>
-    public bool PinCpuMemory { get; init; }
-
-    /// <summary>Emulate the GPU in CPU memory even when CUDA is present (tests, comparisons).</summary>
-    public bool ForceEmulatedGpu { get; init; }
-}
-
 /// <summary>
 /// The GPU, CPU and disk tiers of one engine, owned together (FlexGen's env: gpu, cpu, disk, mixed). Composite tiers
 /// (mixed, compressed) are made over them on demand. Disposing deletes every offload file and stops disk I/O.
