@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Engine;
 
+using FlexGen.Actors.Engine.Buffers;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
@@ -18,6 +19,7 @@ using PlacementTier = FlexGen.Tensors.Placement.TierKind;
 /// </summary>
 public sealed class TorchPipelineBackend : IPipelineBackend
 {
+    private readonly BlockPlanner _planner;
     private ModelWeights? _weights;
     private bool _disposed;
 
@@ -29,6 +31,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         Layers = OptWeightSpecs.Layers(Config, policy.SepLayer);
         // Weights do not depend on the batch geometry; this plan also rejects impossible policies early.
         WeightPlan = PlacementPlan.Create(Config, policy, promptLen: 1, genLen: 1);
+        _planner = new BlockPlanner(Config, policy, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence);
         Directory.CreateDirectory(settings.OffloadDirectory);
         OffloadFolder = Path.Combine(settings.OffloadDirectory, $"flexgen-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(OffloadFolder);
@@ -64,6 +67,12 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     public IReadOnlyList<OptLayerSpec> Layers { get; }
 
     public PlacementPlan WeightPlan { get; }
+
+    /// <summary>Rows of the KV cache's dim 1 per sequence (the cache is (positions, batch * rows, head_dim)): n_head for OPT.</summary>
+    public int KvRowsPerSequence => Config.NHead;
+
+    /// <summary>Hears the buffer events of the runs created from here on (lifetime tests, diagnostics); null: none.</summary>
+    public IBufferObserver? BufferObserver { get; set; }
 
     public MemoryTiers Tiers { get; }
 
@@ -109,29 +118,14 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     public BlockPlan Plan(BlockRequest block)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var placement = PlacementPlan.Create(Config, Policy, block.PromptLen, block.GenLen);
-        var cache = placement.Cache;
-        int nHead = Config.NHead;
-        var routing = new RoutingPlan(
-            Layers.Select(l => l.Kind).ToArray(),
-            WeightPlan.Layers.Select(l => new LayerWeightHomes(
-                l.Weights.Any(w => w.Home == PlacementTier.Gpu),
-                l.Weights.Any(w => w.Home == PlacementTier.Cpu),
-                l.Weights.Any(w => w.Home == PlacementTier.Disk))).ToArray(),
-            (int)(cache.GpuLength / nHead),
-            (int)(cache.CpuLength / nHead),
-            (int)(cache.DiskLength / nHead),
-            placement.Activations.Home,
-            Policy.CpuCacheCompute);
-        var schedule = BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, Policy.Overlap));
-        return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
+        return _planner.Plan(block);
     }
 
     public IPipelineRun CreateRun(RunId id, BlockRequest block, BlockPlan plan, TraceRecorder trace)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var torchPlan = plan as TorchBlockPlan ?? throw new ArgumentException($"a plan of {nameof(TorchPipelineBackend)}.{nameof(Plan)} is needed, got {plan.GetType().Name}", nameof(plan));
-        return new TorchPipelineRun(this, id, block, torchPlan, trace);
+        return new TorchPipelineRun(this, id, block, torchPlan, trace, BufferObserver);
     }
 
     /// <summary>
@@ -174,6 +168,3 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress, cancellationToken);
     }
 }
-
-/// <summary>A block's plan on the real backend: schedule and routes, and the placement of its cache and activations.</summary>
-public sealed record TorchBlockPlan(BlockSchedule Schedule, TaskRouter Router, PlacementPlan Placement) : BlockPlan(Schedule, Router);
