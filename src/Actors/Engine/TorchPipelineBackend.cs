@@ -2,14 +2,11 @@ namespace FlexGen.Actors.Engine;
 
 using FlexGen.Actors.Engine.Buffers;
 using FlexGen.Actors.Pipeline;
-using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
-using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
-using TorchSharp;
 using PlacementTier = FlexGen.Tensors.Placement.TierKind;
 
 /// <summary>

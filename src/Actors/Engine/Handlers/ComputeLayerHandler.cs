@@ -4,7 +4,6 @@ using FlexGen.Actors.Engine.Buffers;
 using FlexGen.Actors.Schedule;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
-using FlexGen.Tensors.Tiers;
 using static TorchSharp.torch;
 
 /// <summary>
