@@ -1,14 +1,12 @@
 namespace FlexGen.Actors.Engine;
 
+using FlexGen.Actors.Engine.Buffers;
 using FlexGen.Actors.Pipeline;
-using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
-using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
-using TorchSharp;
 
 /// <summary>
 /// The real backend: a model whose weights sit in their homes (GPU / CPU / disk tier, FlexGen's midpoint
@@ -17,6 +15,7 @@ using TorchSharp;
 /// </summary>
 public sealed class TorchPipelineBackend : IPipelineBackend
 {
+    private readonly BlockPlanner _planner;
     private ModelWeights? _weights;
     private bool _disposed;
 
@@ -29,6 +28,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         LayerCompute = Config.Compute();
         // Weights do not depend on the batch geometry; this plan also rejects impossible policies early.
         WeightPlan = PlacementPlan.Create(Config, policy, promptLen: 1, genLen: 1);
+        _planner = new BlockPlanner(Config, policy, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence);
         Directory.CreateDirectory(settings.OffloadDirectory);
         OffloadFolder = Path.Combine(settings.OffloadDirectory, $"flexgen-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(OffloadFolder);
@@ -60,6 +60,12 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     public IReadOnlyList<LayerSpec> Layers { get; }
 
     public PlacementPlan WeightPlan { get; }
+
+    /// <summary>Rows of the KV cache's dim 1 per sequence (the cache is (positions, batch * rows, head_dim)): the KV heads.</summary>
+    public int KvRowsPerSequence => Config.KvHeads;
+
+    /// <summary>Hears the buffer events of the runs created from here on (lifetime tests, diagnostics); null: none.</summary>
+    public IBufferObserver? BufferObserver { get; set; }
 
     public MemoryTiers Tiers { get; }
 
@@ -105,29 +111,14 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     public BlockPlan Plan(BlockRequest block)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var placement = PlacementPlan.Create(Config, Policy, block.PromptLen, block.GenLen);
-        var cache = placement.Cache;
-        int kvHeads = Config.KvHeads; // KV rows per sequence
-        var routing = new RoutingPlan(
-            Layers.Select(l => l.Kind).ToArray(),
-            WeightPlan.Layers.Select(l => new LayerWeightHomes(
-                l.Weights.Any(w => w.Home == TierKind.Gpu),
-                l.Weights.Any(w => w.Home == TierKind.Cpu),
-                l.Weights.Any(w => w.Home == TierKind.Disk))).ToArray(),
-            (int)(cache.GpuLength / kvHeads),
-            (int)(cache.CpuLength / kvHeads),
-            (int)(cache.DiskLength / kvHeads),
-            placement.Activations.Home,
-            Policy.CpuCacheCompute);
-        var schedule = BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, Policy.Overlap));
-        return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
+        return _planner.Plan(block);
     }
 
     public IPipelineRun CreateRun(RunId id, BlockRequest block, BlockPlan plan, TraceRecorder trace)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var torchPlan = plan as TorchBlockPlan ?? throw new ArgumentException($"a plan of {nameof(TorchPipelineBackend)}.{nameof(Plan)} is needed, got {plan.GetType().Name}", nameof(plan));
-        return new TorchPipelineRun(this, id, block, torchPlan, trace);
+        return new TorchPipelineRun(this, id, block, torchPlan, trace, BufferObserver);
     }
 
     /// <summary>
@@ -170,6 +161,3 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress, cancellationToken);
     }
 }
-
-/// <summary>A block's plan on the real backend: schedule and routes, and the placement of its cache and activations.</summary>
-public sealed record TorchBlockPlan(BlockSchedule Schedule, TaskRouter Router, PlacementPlan Placement) : BlockPlan(Schedule, Router);

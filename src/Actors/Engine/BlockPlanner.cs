@@ -1,0 +1,54 @@
+namespace FlexGen.Actors.Engine;
+
+using FlexGen.Tensors.Tiers;
+using FlexGen.Actors.Pipeline;
+using FlexGen.Actors.Schedule;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Placement;
+using FlexGen.Tensors.Policies;
+
+/// <summary>A block's plan on the real backend: schedule and routes, and the placement of its cache and activations.</summary>
+public sealed record TorchBlockPlan(BlockSchedule Schedule, TaskRouter Router, PlacementPlan Placement) : BlockPlan(Schedule, Router);
+
+/// <summary>
+/// Builds the plan of each block of a model under one policy, before anything is allocated: the placement of its
+/// cache and activations (which refuses a block that does not fit), the routes of its tasks and its schedule.
+/// </summary>
+internal sealed class BlockPlanner
+{
+    private readonly ModelConfig _config;
+    private readonly Policy _policy;
+    private readonly IReadOnlyList<LayerKind> _layers;
+    private readonly IReadOnlyList<LayerWeightHomes> _weightHomes;
+    private readonly int _kvRowsPerSequence;
+
+    /// <param name="weightPlan">Where each layer's weights live (the same for every block).</param>
+    /// <param name="kvRowsPerSequence">Rows of dim 1 of the KV cache per sequence (n_head for OPT).</param>
+    public BlockPlanner(ModelConfig config, Policy policy, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence)
+    {
+        _config = config;
+        _policy = policy;
+        _layers = layers;
+        _kvRowsPerSequence = kvRowsPerSequence;
+        _weightHomes = weightPlan.Layers.Select(l => new LayerWeightHomes(
+            l.Weights.Any(w => w.Home == TierKind.Gpu),
+            l.Weights.Any(w => w.Home == TierKind.Cpu),
+            l.Weights.Any(w => w.Home == TierKind.Disk))).ToArray();
+    }
+
+    public TorchBlockPlan Plan(BlockRequest block)
+    {
+        var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.GenLen);
+        var cache = placement.Cache;
+        var routing = new RoutingPlan(
+            _layers,
+            _weightHomes,
+            (int)(cache.GpuLength / _kvRowsPerSequence),
+            (int)(cache.CpuLength / _kvRowsPerSequence),
+            (int)(cache.DiskLength / _kvRowsPerSequence),
+            placement.Activations.Home,
+            _policy.CpuCacheCompute);
+        var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, _policy.Overlap));
+        return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
+    }
+}

@@ -1,0 +1,44 @@
+namespace FlexGen.Actors.Engine.Handlers;
+
+using FlexGen.Actors.Engine.Buffers;
+using static TorchSharp.torch;
+
+/// <summary>What a compute part reads besides its hidden state: the layer's weights and the attention mask.</summary>
+internal sealed class ComputeInputs(BlockRunContext run)
+{
+    /// <summary>
+    /// The weights of layer j for token i as torch tensors on <paramref name="device"/>, in the layer's order: GPU-homed
+    /// ones in place, others as loaded; compressed ones decompressed here (the copies go to <paramref name="temporaries"/>).
+    /// </summary>
+    public Tensor[] Weights(int i, int j, Device device, List<Tensor> temporaries, out long bytes)
+    {
+        var homes = run.Backend.WeightHomes(j);
+        run.Buffers.Weights.TryGet(new LayerKey(i, j), out var loaded);
+        var result = new Tensor[homes.Count];
+        bytes = 0;
+        for (int w = 0; w < homes.Count; w++)
+        {
+            var source = loaded?.Tensors[w] ?? homes[w];
+            result[w] = TierTensors.Plain(source, null, device, temporaries)
+                ?? throw new InvalidOperationException($"weight {homes[w].Name} of layer {j} was not loaded for token {i}");
+            bytes += TierTensors.StoredBytes(homes[w]);
+        }
+
+        return result;
+    }
+
+    /// <summary>(b, prompt_len + i) bool: the prompt mask of GPU batch k, then i generated (real) positions.</summary>
+    public Tensor Mask(int i, int k, Device device)
+    {
+        int rows = run.BatchRows;
+        long width = run.Block.PromptLen + i;
+        var flat = new bool[rows * width];
+        for (int r = 0; r < rows; r++)
+        {
+            run.Block.AttentionMask[k * rows + r].CopyTo(0, flat, (int)(r * width), run.Block.PromptLen);
+            Array.Fill(flat, true, (int)(r * width + run.Block.PromptLen), i);
+        }
+
+        return tensor(flat, [rows, width], device: device);
+    }
+}

@@ -1,0 +1,32 @@
+namespace FlexGen.Actors.Engine.Handlers;
+
+using FlexGen.Actors.Engine.Buffers;
+using FlexGen.Tensors.Tiers;
+
+/// <summary>
+/// StoreHidden(i, j, k): after the last layer, writes the token ids to the output; otherwise parks the output at the
+/// activation home (taken over as it is when that home is the GPU tier). The compute's output is freed after this
+/// part's release.
+/// </summary>
+internal sealed class StoreHiddenHandler(BlockRunContext run) : ITaskHandler
+{
+    public long Execute(TaskPart part)
+    {
+        var key = BatchKey.Of(part.Task);
+        var output = run.Buffers.HiddenOut.Get(key);
+        if (key.Layer == run.Plan.Schedule.Shape.NumLayers - 1)
+        {
+            return run.Tokens.Write(key.Token, key.Batch, output); // (b, 1) ids
+        }
+
+        var home = run.Plan.Placement.Activations.Home;
+        if (home == TierKind.Gpu)
+        {
+            run.Buffers.ParkedHidden.Add(key, run.Buffers.HiddenOut.Take(key, part), part);
+            return 0;
+        }
+
+        run.Buffers.ParkedHidden.Add(key, TierCopy.CopyTo(output, run.Backend.TierOf(home)), part); // (b, s, h)
+        return output.Bytes;
+    }
+}
