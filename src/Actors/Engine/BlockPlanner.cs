@@ -23,7 +23,7 @@ internal sealed class BlockPlanner
     private readonly int _kvRowsPerSequence;
 
     /// <param name="weightPlan">Where each layer's weights live (the same for every block).</param>
-    /// <param name="kvRowsPerSequence">Rows of dim 1 of the KV cache per sequence (n_head for OPT).</param>
+    /// <param name="kvRowsPerSequence">Rows of dim 1 of the KV cache per sequence (the model's KV heads).</param>
     public BlockPlanner(ModelConfig config, Policy policy, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence)
     {
         _config = config;

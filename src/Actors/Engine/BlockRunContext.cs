@@ -40,7 +40,7 @@ internal sealed class BlockRunContext(
     /// <summary>Rows of one GPU batch (gpu_batch_size).</summary>
     public int BatchRows => Policy.GpuBatchSize;
 
-    /// <summary>Rows of the KV cache's dim 1 per sequence (n_head for OPT).</summary>
+    /// <summary>Rows of the KV cache's dim 1 per sequence (the model's KV heads).</summary>
     public int KvRowsPerSequence => Backend.KvRowsPerSequence;
 
     /// <summary>True when decode attention runs (partly) on the CPU compute actor (cpu_cache_compute).</summary>
