@@ -1,6 +1,5 @@
 namespace FlexGen.Tensors.Tiers;
 
-using FlexGen.Tensors.Placement;
 
 /// <summary>
 /// The GPU, CPU and disk tiers of one engine, owned together (FlexGen's env: gpu, cpu, disk, mixed). Composite tiers
