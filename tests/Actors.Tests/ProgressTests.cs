@@ -13,30 +13,6 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
     {
     }
 
-    /// <summary>Collects reports synchronously (Progress&lt;T&gt; would post them to the thread pool, out of order).</summary>
-    private sealed class CollectingProgress : IProgress<GenerationProgress>
-    {
-        private readonly List<GenerationProgress> _reports = new();
-
-        public IReadOnlyList<GenerationProgress> Reports
-        {
-            get
-            {
-                lock (_reports)
-                {
-                    return _reports.ToArray();
-                }
-            }
-        }
-
-        public void Report(GenerationProgress value)
-        {
-            lock (_reports)
-            {
-                _reports.Add(value);
-            }
-        }
-    }
 
     private sealed class ThrowingProgress : IProgress<GenerationProgress>
     {

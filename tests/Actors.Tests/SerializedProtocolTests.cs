@@ -12,31 +12,6 @@ using FlexGen.Tensors.Policies;
 /// </summary>
 public class SerializedProtocolTests
 {
-    /// <summary>Collects reports synchronously, in order.</summary>
-    private sealed class CollectingProgress : IProgress<GenerationProgress>
-    {
-        private readonly List<GenerationProgress> _reports = new();
-
-        public IReadOnlyList<GenerationProgress> Reports
-        {
-            get
-            {
-                lock (_reports)
-                {
-                    return _reports.ToArray();
-                }
-            }
-        }
-
-        public void Report(GenerationProgress value)
-        {
-            lock (_reports)
-            {
-                _reports.Add(value);
-            }
-        }
-    }
-
     [Fact]
     public async Task A_generation_with_serialized_messages_should_equal_the_same_generation_without()
     {
