@@ -42,6 +42,86 @@ internal sealed class IoThreadPool : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="chunk"/>(0 .. <paramref name="count"/> - 1), each once: the calling thread and up to
+    /// <paramref name="parallel"/> - 1 helpers queued on this pool take the next chunk until none is left or one has
+    /// failed. Returns once every helper that started has finished (helpers still queued then find nothing to do, so a
+    /// caller never waits on a busy pool); the first failure is rethrown.
+    /// </summary>
+    public void RunChunks(int count, int parallel, Action<int> chunk)
+    {
+        var helpers = Math.Min(parallel, count) - 1;
+        if (helpers <= 0)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                chunk(i);
+            }
+
+            return;
+        }
+
+        var gate = new object();
+        var next = -1;
+        var running = 0;
+        var closed = false;
+        Exception? failure = null;
+        void Drain()
+        {
+            int i;
+            while (Volatile.Read(ref failure) is null && (i = Interlocked.Increment(ref next)) < count)
+            {
+                try
+                {
+                    chunk(i);
+                }
+                catch (Exception e)
+                {
+                    Interlocked.CompareExchange(ref failure, e, null);
+                }
+            }
+        }
+
+        void Help()
+        {
+            lock (gate)
+            {
+                if (closed)
+                {
+                    return;
+                }
+
+                running++;
+            }
+
+            Drain();
+            lock (gate)
+            {
+                running--;
+                Monitor.PulseAll(gate);
+            }
+        }
+
+        for (var h = 0; h < helpers && TryQueue(Help); h++)
+        {
+        }
+
+        Drain();
+        lock (gate)
+        {
+            closed = true;
+            while (running > 0)
+            {
+                Monitor.Wait(gate);
+            }
+        }
+
+        if (failure is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        }
+    }
+
     /// <summary>Lets queued work finish, then stops the threads.</summary>
     public void Dispose()
     {

@@ -6,7 +6,8 @@ using TorchSharp;
 /// The one way data moves between tiers (FlexGen's <c>general_copy</c>): <c>dst[dstRanges] = src[srcRanges]</c> for any
 /// two tiered tensors, plain, mixed or compressed, done on the calling thread when the call returns (a large disk
 /// transfer also fans its chunks out to the disk tier's I/O threads, and waits for them). Usable from any thread; the
-/// caller keeps both tensors alive until it returns.
+/// caller keeps both tensors alive until it returns. <see cref="Dispatch"/> routes each copy to
+/// <see cref="PlainCopy"/> or <see cref="CompressedCopy"/>, per mixed segment.
 /// </summary>
 public static class TierCopy
 {
@@ -134,7 +135,7 @@ public static class TierCopy
             }
 
             case DiskTensor disk:
-                return GatherFromDisk(disk, positions, device);
+                return PlainCopy.GatherFromDisk(disk, positions, device);
             case MixedTensor mixed:
             {
                 using var scope = torch.NewDisposeScope();
@@ -168,55 +169,6 @@ public static class TierCopy
         }
     }
 
-    private static unsafe torch.Tensor GatherFromDisk(DiskTensor src, torch.Tensor positions, torch.Device device)
-    {
-        long rows = src.Shape[1], width = src.Shape[2], picks = positions.shape[0];
-        long rowBytes = width * TensorShapes.ElementSize(src.Dtype);
-        long[] chosen;
-        using (torch.NewDisposeScope())
-        {
-            chosen = positions.to(torch.CPU).contiguous().data<long>().ToArray();
-        }
-
-        // In result order (j, r); neighbouring rows of one position are adjacent in the file too, so they merge.
-        var runs = new List<(long Offset, long Length)>();
-        for (long j = 0; j < picks; j++)
-        {
-            for (long r = 0; r < rows; r++)
-            {
-                long offset = (chosen[j * rows + r] * rows + r) * rowBytes;
-                if (runs.Count > 0 && runs[^1].Offset + runs[^1].Length == offset)
-                {
-                    runs[^1] = (runs[^1].Offset, runs[^1].Length + rowBytes);
-                }
-                else
-                {
-                    runs.Add((offset, rowBytes));
-                }
-            }
-        }
-
-        var staged = torch.empty([picks, rows, width], src.Dtype, torch.CPU).DetachFromDisposeScope();
-        try
-        {
-            src.ReadRuns(runs, (byte*)TensorMemory.Pointer(staged));
-            if (device.type == DeviceType.CPU)
-            {
-                return staged;
-            }
-
-            using (staged)
-            {
-                return staged.to(device).DetachFromDisposeScope();
-            }
-        }
-        catch
-        {
-            staged.Dispose();
-            throw;
-        }
-    }
-
     /// <summary><c>dst[dstRegion] = src[srcRegion]</c> for checked regions of equal extents (also the compressed copies' inner steps).</summary>
     internal static void Dispatch(TieredTensor dst, Region dstRegion, TieredTensor src, Region srcRegion)
     {
@@ -237,16 +189,16 @@ public static class TierCopy
                 ForEachSegment(mixed, srcRegion, dstRegion, (segment, segmentRegion, otherRegion) => Dispatch(dst, otherRegion, segment, segmentRegion));
                 break;
             case (DeviceTensor or BorrowedTensor, DeviceTensor or BorrowedTensor):
-                DeviceToDevice(PlainData(dst), dstRegion, PlainData(src), srcRegion);
+                PlainCopy.DeviceToDevice(PlainData(dst), dstRegion, PlainData(src), srcRegion);
                 break;
             case (DiskTensor d, DiskTensor s):
-                DiskToDisk(d, dstRegion, s, srcRegion);
+                PlainCopy.DiskToDisk(d, dstRegion, s, srcRegion);
                 break;
             case (DiskTensor d, _):
-                MemoryToDisk(d, dstRegion, PlainData(src), srcRegion);
+                PlainCopy.MemoryToDisk(d, dstRegion, PlainData(src), srcRegion);
                 break;
             case (_, DiskTensor s):
-                DiskToMemory(PlainData(dst), dstRegion, s, srcRegion);
+                PlainCopy.DiskToMemory(PlainData(dst), dstRegion, s, srcRegion);
                 break;
             default:
                 throw new NotSupportedException($"No copy from {src.GetType().Name} to {dst.GetType().Name}.");
@@ -282,72 +234,5 @@ public static class TierCopy
             var other = otherRegion.With(dim, otherRegion.Starts[dim] + (lo - start), hi - lo);
             copy(segment, segmentRegion, other);
         }
-    }
-
-    private static void DeviceToDevice(torch.Tensor dst, Region dstRegion, torch.Tensor src, Region srcRegion)
-    {
-        if (dstRegion.IsWhole && srcRegion.IsWhole)
-        {
-            dst.copy_(src);
-            return;
-        }
-
-        using var dstView = dst.index(dstRegion.ToIndices());
-        using var srcView = src.index(srcRegion.ToIndices());
-        dstView.copy_(srcView);
-    }
-
-    /// <summary>The source box as a contiguous CPU tensor: the source itself when it already is one, else a staged copy.</summary>
-    private static (torch.Tensor Staged, bool Owned) StageOnCpu(torch.Tensor src, Region srcRegion)
-    {
-        if (srcRegion.IsWhole && src.device_type == DeviceType.CPU && src.is_contiguous())
-        {
-            return (src, false);
-        }
-
-        using var view = srcRegion.IsWhole ? src.alias() : src.index(srcRegion.ToIndices());
-        var staged = torch.empty(srcRegion.Lengths, src.dtype, torch.CPU).DetachFromDisposeScope();
-        staged.copy_(view);
-        return (staged, true);
-    }
-
-    private static unsafe void MemoryToDisk(DiskTensor dst, Region dstRegion, torch.Tensor src, Region srcRegion)
-    {
-        var (staged, owned) = StageOnCpu(src, srcRegion);
-        try
-        {
-            dst.WriteRegion(dstRegion, TensorMemory.Pointer(staged));
-        }
-        finally
-        {
-            if (owned)
-            {
-                staged.Dispose();
-            }
-        }
-    }
-
-    private static unsafe void DiskToMemory(torch.Tensor dst, Region dstRegion, DiskTensor src, Region srcRegion)
-    {
-        // Straight into the destination when its box is one contiguous CPU run; otherwise via a staging tensor.
-        var runs = dstRegion.ByteRuns(TensorShapes.ElementSize(src.Dtype));
-        if (dst.device_type == DeviceType.CPU && dst.is_contiguous() && runs.Count == 1)
-        {
-            src.ReadRegion(srcRegion, TensorMemory.Pointer(dst) + runs[0].Offset);
-            return;
-        }
-
-        using var staged = torch.empty(srcRegion.Lengths, src.Dtype, torch.CPU).DetachFromDisposeScope();
-        src.ReadRegion(srcRegion, TensorMemory.Pointer(staged));
-        using var dstView = dst.index(dstRegion.ToIndices());
-        dstView.copy_(staged);
-    }
-
-    private static unsafe void DiskToDisk(DiskTensor dst, Region dstRegion, DiskTensor src, Region srcRegion)
-    {
-        using var staged = torch.empty(srcRegion.Lengths, src.Dtype, torch.CPU).DetachFromDisposeScope();
-        var pointer = TensorMemory.Pointer(staged);
-        src.ReadRegion(srcRegion, pointer);
-        dst.WriteRegion(dstRegion, pointer);
     }
 }
