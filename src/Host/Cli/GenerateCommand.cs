@@ -18,7 +18,7 @@ public static class GenerateCommand
 
     /// <summary>The built-in prompt set shipped next to the binary: 8 prompts of the bundled model's fixture, int64 (8, 12).</summary>
     public static string BuiltInPromptsPath => Path.Combine(AppContext.BaseDirectory, "prompts",
-        $"{Path.GetFileName(ModelLocator.BundledModelFolder)}-prompt_ids.npy");
+        $"{Path.GetFileName(ModelResolver.BundledModelFolder)}-prompt_ids.npy");
 
     public const int DefaultGenLen = 10;
 
