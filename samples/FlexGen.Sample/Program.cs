@@ -4,6 +4,7 @@
 // CoordinatedShutdown, which frees every tier and deletes the offload folder.
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Layers;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -31,7 +32,7 @@ internal sealed class PromptWorker(IGenerationService generation, IHostApplicati
     {
         try
         {
-            var settings = new GenerationSettings { GenLen = 8 };
+            var settings = new GenerationSettings(8);
             var answers = await Task.WhenAll(Prompts.Select(p => generation.GenerateAsync(p, settings, stoppingToken)));
             foreach (var (answer, i) in answers.Select((a, i) => (a, i)))
                 log.LogInformation("prompt {Index}: {Tokens} (block of {Sequences} sequences, {Seconds:F3} s)",

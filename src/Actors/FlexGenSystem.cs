@@ -15,7 +15,7 @@ using FlexGen.Tensors.Policies;
 /// <code>
 /// var settings = new EngineSettings { ModelPath = "models/my-model", Policy = policy, OffloadDirectory = "/tmp/offload" };
 /// await using var flexgen = FlexGenSystem.Start(settings);            // loads the model under settings.Policy
-/// GenerationResult r = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, GenLen = 32 }, ct);
+/// GenerationResult r = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids, Generation = new(32) }, ct);
 /// r.OutputIds;   // (n, gen_len)        r.Timings;  // prefill / decode
 /// r.PeakBytes;   // per memory tier     r.Trace.WriteChromeJson("run.trace.json"); r.Trace.Summarize();
 /// </code>

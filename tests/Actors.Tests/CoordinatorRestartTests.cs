@@ -32,7 +32,7 @@ public class CoordinatorRestartTests : Akka.TestKit.Xunit2.TestKit
             }
         };
         var coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, _ => backend), "coordinator");
-        var first = coordinator.Ask<GenerationResult>(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), GenLen = 2 }, TimeSpan.FromSeconds(30));
+        var first = coordinator.Ask<GenerationResult>(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), Generation = new(2) }, TimeSpan.FromSeconds(30));
         Assert.True(partRunning.Wait(TimeSpan.FromSeconds(5)));
         Assert.True(backend.Runs.TryPeek(out var run));
 
@@ -47,7 +47,7 @@ public class CoordinatorRestartTests : Akka.TestKit.Xunit2.TestKit
         await Assert.ThrowsAsync<GenerationFailedException>(() => first);
         AwaitCondition(() => run.Disposed && backend.Disposed, TimeSpan.FromSeconds(5));
 
-        var next = await coordinator.Ask<GenerationResult>(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), GenLen = 2 }, TimeSpan.FromSeconds(20));
+        var next = await coordinator.Ask<GenerationResult>(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), Generation = new(2) }, TimeSpan.FromSeconds(20));
         Assert.Equal(2, next.OutputIds.Length);
     }
 }

@@ -20,7 +20,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
         _coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, _ => _backend), "coordinator");
     }
 
-    private static GenerateRequest Request(int gen = 3) => new() { PromptIds = TestPolicies.Prompts(8), GenLen = gen };
+    private static GenerateRequest Request(int gen = 3) => new() { PromptIds = TestPolicies.Prompts(8), Generation = new(gen) };
 
     private IActorRef Tier(PipelineActorKind tier)
     {
@@ -205,7 +205,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
     [Fact]
     public void An_invalid_request_should_fail_with_a_typed_cause_naming_the_field()
     {
-        var ragged = new GenerateRequest { PromptIds = [[5, 6], [7]], GenLen = 2 };
+        var ragged = new GenerateRequest { PromptIds = [[5, 6], [7]], Generation = new(2) };
         var error = Assert.Throws<GenerationFailedException>(() => RunSync(ragged));
         Assert.IsType<ArgumentException>(error.InnerException);
         Assert.Contains("PromptIds[1]", error.InnerException!.Message);
@@ -227,7 +227,7 @@ public class FailureAndCancellationTests : Akka.TestKit.Xunit2.TestKit
 
         var ragged = new GenerateRequest
         {
-            PromptIds = [[5, 6], [7]], GenLen = 2,
+            PromptIds = [[5, 6], [7]], Generation = new(2),
             Policy = TestPolicies.Offloaded(1, overlap: false, sep: false, cpuCacheCompute: false),
         };
         var error = await Assert.ThrowsAsync<GenerationFailedException>(() => coordinator.Ask<GenerationResult>(ragged, TimeSpan.FromSeconds(20)));

@@ -9,8 +9,7 @@ using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tests.Support;
 using FlexGen.Actors.Tracing;
-using GenerationResult = FlexGen.Actors.Messages.GenerationResult;
-using SamplingOptions = FlexGen.Tensors.Layers.SamplingOptions;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
@@ -51,10 +50,8 @@ public class MessageSerializationTests : Akka.TestKit.Xunit2.TestKit
             PromptIds = TestPolicies.Prompts(3, 4),
             AttentionMask = new[] { new[] { false, true, true, true }, new[] { true, true, true, true }, new[] { false, false, true, true } }.ToRows(),
             PadTokenId = 1,
-            GenLen = 7,
+            Generation = new GenerationSettings(7) { StopTokenId = 2, Sampling = new SamplingOptions(true, 0.7, 42) },
             CutGenLen = 5,
-            StopTokenId = 2,
-            Sampling = new SamplingOptions(true, 0.7, 42),
             Policy = Offloading,
             ProgressTo = TestActor,
         };
@@ -64,7 +61,7 @@ public class MessageSerializationTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(request.PromptIds.SelectMany(r => r), copy.PromptIds.SelectMany(r => r));
         Assert.Equal(request.AttentionMask!.Value.SelectMany(r => r), copy.AttentionMask!.Value.SelectMany(r => r));
         Assert.Equal(request.Policy, copy.Policy);
-        Assert.Equal(request.Sampling, copy.Sampling);
+        Assert.Equal(request.Generation, copy.Generation);
         Assert.Equal(TestActor, copy.ProgressTo);
         Assert.Equal(request.RequestId, copy.RequestId);
         Assert.Null(RoundTrip(request with { AttentionMask = null, Policy = null, ProgressTo = null }).AttentionMask);
@@ -119,5 +116,22 @@ public class MessageSerializationTests : Akka.TestKit.Xunit2.TestKit
         Assert.Equal(Offloading, RoundTrip(Offloading));
         Assert.Equal(new SamplingOptions(true, 1.5, 7), RoundTrip(new SamplingOptions(true, 1.5, 7)));
         Assert.Equal(new PipelineSettings(3, 2), RoundTrip(new PipelineSettings(3, 2)));
+    }
+
+    [Fact]
+    public void Generation_settings_should_round_trip_with_the_values_Akka_JSON_drops_as_defaults()
+    {
+        // Akka's JSON leaves out default values (false, 0, null): what comes back must still be what was sent.
+        foreach (var settings in new[]
+                 {
+                     new GenerationSettings(1),
+                     new GenerationSettings(5) { StopTokenId = 0, Sampling = new SamplingOptions(true, 0) },
+                     new GenerationSettings(9) { StopTokenId = 2, Sampling = new SamplingOptions(false, 2.5, 0) },
+                 })
+        {
+            Assert.Equal(settings, RoundTrip(settings));
+            var request = new GenerateRequest { PromptIds = TestPolicies.Prompts(1, 3), Generation = settings };
+            Assert.Equal(settings, RoundTrip(request).Generation);
+        }
     }
 }

@@ -45,7 +45,7 @@ public class ModelLoadCancellationTests : IClassFixture<RandomModelFixture>
         }, name: "slow-load");
 
         using var cancel = new CancellationTokenSource();
-        var first = flexgen.GenerateAsync(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), GenLen = 2 }, cancel.Token);
+        var first = flexgen.GenerateAsync(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), Generation = new(2) }, cancel.Token);
         Assert.True(loadStarted.Wait(Prompt));
         var clock = Stopwatch.StartNew();
         cancel.Cancel();
@@ -54,7 +54,7 @@ public class ModelLoadCancellationTests : IClassFixture<RandomModelFixture>
         Assert.True(loadSawCancel);
         Assert.True(partialFreed); // the reply came after the load gave up
 
-        var next = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), GenLen = 2 });
+        var next = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = TestPolicies.Prompts(2), Generation = new(2) });
         Assert.Equal(2, next.OutputIds.Length);
         Assert.Equal(2, loads);
     }
@@ -90,7 +90,7 @@ public class ModelLoadCancellationTests : IClassFixture<RandomModelFixture>
 
             using var cancel = new CancellationTokenSource();
             var (ids, mask) = _model.Prompts(2, 4);
-            var request = new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = 2 };
+            var request = new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), Generation = new(2) };
             var first = flexgen.GenerateAsync(request, cancel.Token);
             Assert.True(firstLayerLoaded.Wait(Prompt));
             Assert.NotEmpty(Directory.EnumerateFileSystemEntries(offload)); // the load's offload folder exists

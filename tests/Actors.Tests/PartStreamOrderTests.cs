@@ -42,7 +42,7 @@ public class PartStreamOrderTests : Akka.TestKit.Xunit2.TestKit
         var coordinator = Sys.ActorOf(GenerationCoordinator.PropsWithTiers(policy, _ => backend, null,
             (tier, runs) => PipelineActor.PropsFor(tier, runs, kind => new RecordingStream(kind, log))));
 
-        await FlexGenSystem.Attach(Sys, coordinator).GenerateAsync(new GenerateRequest { PromptIds = TestPolicies.Prompts(16), GenLen = 3 })
+        await FlexGenSystem.Attach(Sys, coordinator).GenerateAsync(new GenerateRequest { PromptIds = TestPolicies.Prompts(16), Generation = new(3) })
             .WaitAsync(TimeSpan.FromSeconds(30));
 
         var parts = backend.Runs.SelectMany(r => r.Parts).ToArray();

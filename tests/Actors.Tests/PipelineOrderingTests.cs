@@ -21,7 +21,7 @@ public class PipelineOrderingTests : Akka.TestKit.Xunit2.TestKit
         var backend = new RecordingBackend(policy, blocks);
         configure?.Invoke(backend);
         var coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, _ => backend));
-        var request = new GenerateRequest { PromptIds = TestPolicies.Prompts(prompts < 0 ? 4 * batches : prompts), GenLen = gen };
+        var request = new GenerateRequest { PromptIds = TestPolicies.Prompts(prompts < 0 ? 4 * batches : prompts), Generation = new(gen) };
         var result = coordinator.Ask<GenerationResult>(request, TimeSpan.FromSeconds(30)).Result;
         Sys.Stop(coordinator);
         return (result, backend);
@@ -186,7 +186,7 @@ public class PipelineOverlapTimingTests : Akka.TestKit.Xunit2.TestKit
             var backend = new RecordingBackend(policy, 3);
             Timed(backend);
             var coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, _ => backend));
-            var result = coordinator.Ask<GenerationResult>(new GenerateRequest { PromptIds = TestPolicies.Prompts(4), GenLen = 3 }, TimeSpan.FromSeconds(30)).Result;
+            var result = coordinator.Ask<GenerationResult>(new GenerateRequest { PromptIds = TestPolicies.Prompts(4), Generation = new(3) }, TimeSpan.FromSeconds(30)).Result;
             Sys.Stop(coordinator);
             return result;
         }

@@ -36,7 +36,7 @@ public class ProbeTierTests : Akka.TestKit.Xunit2.TestKit
     public void Overlap_off_should_hand_out_one_task_at_a_time_in_block_order()
     {
         var (coordinator, probes, backend) = Start(overlap: false);
-        coordinator.Tell(new GenerateRequest { PromptIds = TestPolicies.Prompts(8), GenLen = 2 }, TestActor);
+        coordinator.Tell(new GenerateRequest { PromptIds = TestPolicies.Prompts(8), Generation = new(2) }, TestActor);
         var run = AwaitRun(backend);
         foreach (var scheduled in run.Schedule.Tasks)
         {
@@ -64,7 +64,7 @@ public class ProbeTierTests : Akka.TestKit.Xunit2.TestKit
     public void Overlap_on_should_give_each_tier_its_tasks_in_block_order_and_never_more_than_two_at_once()
     {
         var (coordinator, probes, backend) = Start(overlap: true);
-        coordinator.Tell(new GenerateRequest { PromptIds = TestPolicies.Prompts(8), GenLen = 3 }, TestActor);
+        coordinator.Tell(new GenerateRequest { PromptIds = TestPolicies.Prompts(8), Generation = new(3) }, TestActor);
         var run = AwaitRun(backend);
         var expected = Enum.GetValues<PipelineActorKind>().ToDictionary(t => t,
             t => new Queue<BlockTask>(run.Schedule.Tasks.Select(s => s.Task).Where(task => run.Route(task).Contains(t))));

@@ -41,7 +41,7 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
         var request = new GenerateRequest
         {
             PromptIds = TestPolicies.Prompts(requestBlocks * 4 * batches - 1), // the last block padded
-            GenLen = genLen,
+            Generation = new(genLen),
             CutGenLen = cut,
         };
 
@@ -84,7 +84,7 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
             }
         };
         var coordinator = Sys.ActorOf(GenerationCoordinator.Props(policy, _ => backend));
-        var request = new GenerateRequest { PromptIds = TestPolicies.Prompts(8), GenLen = 4 };
+        var request = new GenerateRequest { PromptIds = TestPolicies.Prompts(8), Generation = new(4) };
 
         await FlexGenSystem.Attach(Sys, coordinator).GenerateAsync(request, progress).WaitAsync(TimeSpan.FromSeconds(30));
         Sys.Stop(coordinator);
@@ -103,7 +103,7 @@ public class ProgressTests : Akka.TestKit.Xunit2.TestKit
         var request = new GenerateRequest
         {
             PromptIds = TestPolicies.Prompts(4),
-            GenLen = 3,
+            Generation = new(3),
         };
         var progress = new ThrowingProgress();
 

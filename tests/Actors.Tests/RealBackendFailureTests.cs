@@ -40,7 +40,7 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
         Directory.Delete(_offload, recursive: true);
     }
 
-    private GenerateRequest Request() => new() { PromptIds = _prompts.Ids.ToRows(), AttentionMask = _prompts.Mask.ToRows(), GenLen = 4 };
+    private GenerateRequest Request() => new() { PromptIds = _prompts.Ids.ToRows(), AttentionMask = _prompts.Mask.ToRows(), Generation = new(4) };
 
     private (long Gpu, long Cpu, long Disk, int Files) Usage()
     {

@@ -50,7 +50,7 @@ public class SerializedProtocolTests
             await using var flexgen = FlexGenSystem.Start(settings, serializeMessages ? "serialized" : "by-reference", config);
             Assert.Equal(serializeMessages, flexgen.System.Settings.SerializeAllMessages);
             var progress = new CollectingProgress();
-            var request = new GenerateRequest { PromptIds = Fixtures.PromptIds().ToRows(), AttentionMask = Fixtures.PromptMask().ToRows(), GenLen = 5 };
+            var request = new GenerateRequest { PromptIds = Fixtures.PromptIds().ToRows(), AttentionMask = Fixtures.PromptMask().ToRows(), Generation = new(5) };
             var result = await flexgen.GenerateAsync(request, progress).WaitAsync(TimeSpan.FromMinutes(2));
             return (result, progress.Reports);
         }

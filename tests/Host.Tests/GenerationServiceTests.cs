@@ -3,6 +3,7 @@ namespace FlexGen.Host.Tests;
 using Akka.Hosting;
 using FlexGen.Actors.Actors;
 using FlexGen.Host.Generation;
+using FlexGen.Tensors.Layers;
 using FlexGen.Host.Hosting;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -53,7 +54,7 @@ public class GenerationServiceTests
             Assert.Equal(3, pipeline.PrefetchSteps); // FlexGen:Hocon in front of hocon/flexgen.conf
 
             var service = host.Services.GetRequiredService<IGenerationService>();
-            var settings = new GenerationSettings { GenLen = 10 };
+            var settings = new GenerationSettings(10);
             var tasks = Enumerable.Range(0, 8).Select(r => Task.Run(() => service.GenerateAsync(Fixture.UnpaddedPrompt(r), settings))).ToArray();
             var results = await Task.WhenAll(tasks);
 
@@ -74,7 +75,7 @@ public class GenerationServiceTests
     {
         protected override async Task ExecuteAsync(CancellationToken stoppingToken)
         {
-            try { done.TrySetResult(await generation.GenerateAsync(Fixture.UnpaddedPrompt(3), new GenerationSettings { GenLen = 10 }, stoppingToken)); }
+            try { done.TrySetResult(await generation.GenerateAsync(Fixture.UnpaddedPrompt(3), new GenerationSettings(10), stoppingToken)); }
             catch (Exception ex) { done.TrySetException(ex); }
         }
     }
@@ -114,7 +115,7 @@ public class GenerationServiceTests
             cancel.Cancel();
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => service.GenerateAsync(Fixture.UnpaddedPrompt(0), null, cancel.Token));
 
-            var after = await service.GenerateAsync(Fixture.UnpaddedPrompt(1), new GenerationSettings { GenLen = 10 });
+            var after = await service.GenerateAsync(Fixture.UnpaddedPrompt(1), new GenerationSettings(10));
             Assert.Equal(Fixture.Row(Fixture.HfTokens, 1), after.OutputIds);
         }
         finally
@@ -136,14 +137,14 @@ public class GenerationServiceTests
         {
             var service = host.Services.GetRequiredService<IGenerationService>();
             using var cancel = new CancellationTokenSource();
-            var running = service.GenerateAsync(Fixture.UnpaddedPrompt(0), new GenerationSettings { GenLen = 1000 }, cancel.Token);
+            var running = service.GenerateAsync(Fixture.UnpaddedPrompt(0), new GenerationSettings(1000), cancel.Token);
             await Task.Delay(500);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             cancel.Cancel();
             await Assert.ThrowsAnyAsync<OperationCanceledException>(() => running);
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"cancellation took {clock.Elapsed}");
 
-            var after = await service.GenerateAsync(Fixture.UnpaddedPrompt(2), new GenerationSettings { GenLen = 10 });
+            var after = await service.GenerateAsync(Fixture.UnpaddedPrompt(2), new GenerationSettings(10));
             Assert.Equal(Fixture.Row(Fixture.HfTokens, 2), after.OutputIds);
         }
         finally
@@ -167,7 +168,7 @@ public class GenerationServiceTests
             var outOfVocab = await Assert.ThrowsAsync<ArgumentException>(() => service.GenerateAsync([5, 60000]));
             Assert.Contains("60000", outOfVocab.Message);
             var tooLong = await Assert.ThrowsAsync<ArgumentException>(() =>
-                service.GenerateAsync(Enumerable.Repeat(5L, 2040).ToArray(), new GenerationSettings { GenLen = 10 }));
+                service.GenerateAsync(Enumerable.Repeat(5L, 2040).ToArray(), new GenerationSettings(10)));
             Assert.Contains("max_seq_len 2048", tooLong.Message);
             var text = await Assert.ThrowsAsync<InvalidOperationException>(() => service.GenerateAsync("hello"));
             Assert.Contains("vocab.json", text.Message);
@@ -187,7 +188,7 @@ public class GenerationServiceTests
         await host.StartAsync();
         var setup = host.Services.GetRequiredService<FlexGenSetup>();
         var service = host.Services.GetRequiredService<IGenerationService>();
-        await service.GenerateAsync(Fixture.UnpaddedPrompt(0), new GenerationSettings { GenLen = 2 });
+        await service.GenerateAsync(Fixture.UnpaddedPrompt(0), new GenerationSettings(2));
         Directory.CreateDirectory(setup.OffloadDir);
         File.WriteAllText(Path.Combine(setup.OffloadDir, "leftover"), "x");
 

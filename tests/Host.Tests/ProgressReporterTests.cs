@@ -3,6 +3,7 @@ namespace FlexGen.Host.Tests;
 using FlexGen.Actors.Messages;
 using FlexGen.Host.Cli;
 using FlexGen.Host.Generation;
+using FlexGen.Tensors.Layers;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Tiers;
 
@@ -82,7 +83,7 @@ public class ProgressReporterTests
         {
             runtime.Setup.WeightsLoadFailed += (_, ex) => announced = ex;
             var ex = await Assert.ThrowsAnyAsync<Exception>(() =>
-                runtime.Service.GenerateBatchAsync(new long[,] { { 2, 100, 200 } }, new GenerationSettings { GenLen = 2 }));
+                runtime.Service.GenerateBatchAsync(new long[,] { { 2, 100, 200 } }, new GenerationSettings(2)));
             Assert.Contains(broken, ex.ToString());
         }
 

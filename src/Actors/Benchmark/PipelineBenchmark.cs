@@ -150,8 +150,8 @@ public static class PipelineBenchmark
             .ToImmutableArray();
 
         // Warm-up (loads the weights, touches every code path once), then the measured request.
-        await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, GenLen = 2 }, cancellationToken).ConfigureAwait(false);
-        var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, GenLen = options.GenLen }, cancellationToken).ConfigureAwait(false);
+        await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, Generation = new(2) }, cancellationToken).ConfigureAwait(false);
+        var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, Generation = new(options.GenLen) }, cancellationToken).ConfigureAwait(false);
 
         var run = new PipelineBenchmarkRun(overlap, rows * options.GenLen, result.Timings, result.Trace.Summarize());
         var c = CultureInfo.InvariantCulture;

@@ -20,7 +20,7 @@ using Newtonsoft.Json;
 // collections, an actor's address) and may cross a process.
 
 /// <summary>
-/// Generate <see cref="GenLen"/> tokens after each prompt. Prompts are token ids of equal length (left-padded);
+/// Generate tokens after each prompt as <see cref="Generation"/> says (length, sampling, stop token). Prompts are token ids of equal length (left-padded);
 /// which positions are real comes from <see cref="AttentionMask"/> (true = real) or, without it, from
 /// <see cref="PadTokenId"/> (default: the model's pad id). Any number of prompts: they are cut into blocks of
 /// gpu_batch_size * num_gpu_batches and the last block is padded; padding never reaches the output.
@@ -35,14 +35,10 @@ public sealed record GenerateRequest
 
     public int? PadTokenId { get; init; }
 
-    public required int GenLen { get; init; }
+    /// <summary>How to generate: length, sampling, stop token (validated when made).</summary>
+    public required GenerationSettings Generation { get; init; }
 
-    public SamplingOptions Sampling { get; init; } = SamplingOptions.Greedy;
-
-    /// <summary>After a sequence emits this token, its later positions are the pad id.</summary>
-    public int? StopTokenId { get; init; }
-
-    /// <summary>Run only this many of the <see cref="GenLen"/> tokens (FlexGen's cut_gen_len); the rest stay pad.</summary>
+    /// <summary>Run only this many of the <see cref="GenerationSettings.GenLen"/> tokens (FlexGen's cut_gen_len); the rest stay pad.</summary>
     public int? CutGenLen { get; init; }
 
     /// <summary>The policy for this request; null: the system's default.</summary>

@@ -15,7 +15,7 @@ public static class RequestBlocks
     {
         Validate(request);
         var prompts = request.PromptIds;
-        int execute = request.CutGenLen ?? request.GenLen;
+        int execute = request.CutGenLen ?? request.Generation.GenLen;
         int pad = request.PadTokenId ?? defaultPadTokenId;
         var mask = new ImmutableArray<bool>[prompts.Length];
         for (int n = 0; n < prompts.Length; n++)
@@ -41,7 +41,7 @@ public static class RequestBlocks
                 blockMask.Add(mask[source]);
             }
 
-            blocks.Add(new BlockRequest(request.RequestId, index, ids.MoveToImmutable(), blockMask.MoveToImmutable(), valid, request.GenLen, execute, request.Sampling, request.StopTokenId));
+            blocks.Add(new BlockRequest(request.RequestId, index, ids.MoveToImmutable(), blockMask.MoveToImmutable(), valid, request.Generation.GenLen, execute, request.Generation.Sampling, request.Generation.StopTokenId));
         }
 
         return blocks;
@@ -74,15 +74,10 @@ public static class RequestBlocks
             }
         }
 
-        if (request.GenLen < 1)
+        int execute = request.CutGenLen ?? request.Generation.GenLen;
+        if (execute < 1 || execute > request.Generation.GenLen)
         {
-            throw new ArgumentOutOfRangeException(nameof(request), request.GenLen, "GenerateRequest.GenLen must be >= 1");
-        }
-
-        int execute = request.CutGenLen ?? request.GenLen;
-        if (execute < 1 || execute > request.GenLen)
-        {
-            throw new ArgumentOutOfRangeException(nameof(request), request.CutGenLen, $"GenerateRequest.CutGenLen must be in [1, GenLen={request.GenLen}]");
+            throw new ArgumentOutOfRangeException(nameof(request), request.CutGenLen, $"GenerateRequest.CutGenLen must be in [1, GenLen={request.Generation.GenLen}]");
         }
 
         if (request.AttentionMask is { } given)

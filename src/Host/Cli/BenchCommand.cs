@@ -5,6 +5,7 @@ using System.Globalization;
 using FlexGen.Actors.Schedule;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 
 /// <summary>
@@ -70,14 +71,14 @@ public static class BenchCommand
             {
                 console.Error.WriteLine("warmup - generate");
                 var warm = SyntheticPrompts(numPrompts, Math.Min(32, prompt), config.VocabSize, seed: 1);
-                await runtime.Service.GenerateBatchAsync(warm, new GenerationSettings { GenLen = 1 }, cutGenLen: null, progress: null, cancellation);
+                await runtime.Service.GenerateBatchAsync(warm, new GenerationSettings(1), cutGenLen: null, progress: null, cancellation);
             }
             console.Error.WriteLine("benchmark - generate");
             var ids = SyntheticPrompts(numPrompts, prompt, config.VocabSize, seed: 2);
             BatchGeneration result;
             using (var progress = new GenerationProgressDisplay(console, "generate", numPrompts, numPrompts, cut ?? genLen))
             {
-                result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings { GenLen = genLen }, cut, progress, cancellation);
+                result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings(genLen), cut, progress, cancellation);
                 progress.Complete();
             }
             var stats = result.Statistics;

@@ -2,6 +2,7 @@ namespace FlexGen.Host.Cli;
 
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using FlexGen.Host.Hosting;
 
 /// <summary>
 /// The <c>flexgen</c> command line: generate, bench, convert (and the tier/pipeline benchmarks). Tests call
@@ -46,9 +47,11 @@ public static class FlexGenCli
         {
             return await parse.InvokeAsync(invocation, cancellation);
         }
-        catch (UsageException ex)
+        catch (Exception ex) when (ex is UsageException or FlexGenOptionsException)
         {
-            await error.WriteLineAsync($"error: {ex.Message}");
+            // The embedding API names its options by configuration key; the CLI says which flag set it.
+            string message = ex is FlexGenOptionsException options ? options.Describe(GenerationFlags.FlagOf(options.Key)) : ex.Message;
+            await error.WriteLineAsync($"error: {message}");
             await error.WriteLineAsync(UsageHint(parse));
             return ExitCodes.Usage;
         }

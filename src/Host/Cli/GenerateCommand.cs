@@ -4,6 +4,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Npy;
 using TorchSharp;
 
@@ -18,7 +19,7 @@ public static class GenerateCommand
 
     /// <summary>The built-in prompt set shipped next to the binary: 8 prompts of the bundled model's fixture, int64 (8, 12).</summary>
     public static string BuiltInPromptsPath => Path.Combine(AppContext.BaseDirectory, "prompts",
-        $"{Path.GetFileName(ModelLocator.BundledModelFolder)}-prompt_ids.npy");
+        $"{Path.GetFileName(ModelResolver.BundledModelFolder)}-prompt_ids.npy");
 
     public const int DefaultGenLen = 10;
 
@@ -37,7 +38,7 @@ public static class GenerateCommand
         };
         var doSample = new Option<bool>("--do-sample") { Description = "Sample instead of greedy decoding." };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature.", DefaultValueFactory = _ => 1.0 };
-        var seed = new Option<long?>("--seed") { Description = "Sampling seed (default: random)." };
+        var seed = new Option<ulong?>("--seed") { Description = "Sampling seed (default: random)." };
         var stop = new Option<string?>("--stop")
         {
             Description = "Stop token: an id, or text that encodes to one token (needs the tokenizer). Later positions hold the pad id.",
@@ -73,12 +74,9 @@ public static class GenerateCommand
             else ids = ReadInputIds(BuiltInPromptsPath, model);
             CheckPrompts(ids, genLen, model);
 
-            var settings = new GenerationSettings
+            var settings = new GenerationSettings(genLen)
             {
-                GenLen = genLen,
-                DoSample = parse.GetValue(doSample),
-                Temperature = temp,
-                Seed = parse.GetValue(seed),
+                Sampling = new SamplingOptions(parse.GetValue(doSample), temp, parse.GetValue(seed)),
                 StopTokenId = ParseStop(parse.GetValue(stop), tokenizer, model),
             };
 
@@ -91,7 +89,7 @@ public static class GenerateCommand
                 console.Error.WriteLine("warmup: 1 token");
                 var first = new long[Math.Min(n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches), ids.GetLength(1)];
                 Array.Copy(ids, first, first.Length);
-                await runtime.Service.GenerateBatchAsync(first, new GenerationSettings { GenLen = 1 }, cutGenLen: null, progress: null, cancellation);
+                await runtime.Service.GenerateBatchAsync(first, new GenerationSettings(1), cutGenLen: null, progress: null, cancellation);
             }
             console.Error.WriteLine($"generate: {n} prompts of {ids.GetLength(1)} tokens, {genLen} new tokens each ...");
             BatchGeneration result;
@@ -173,14 +171,14 @@ public static class GenerateCommand
         NpyFile.Write(path, tensor);
     }
 
-    private static long? ParseStop(string? stop, Text.BpeTokenizer? tokenizer, ResolvedModel model)
+    private static int? ParseStop(string? stop, Text.BpeTokenizer? tokenizer, ResolvedModel model)
     {
         if (stop is null) return null;
         if (long.TryParse(stop, out long id))
         {
             if (id < 0 || id >= model.Config.VocabSize)
                 throw new UsageException($"--stop {stop}: token id outside the vocabulary [0, {model.Config.VocabSize}).");
-            return id;
+            return (int)id;
         }
         if (tokenizer is null) throw new UsageException($"--stop {stop}: text stop tokens need the model's tokenizer; give a token id.");
         var encoded = tokenizer.Encode(stop).Skip(1).ToList();

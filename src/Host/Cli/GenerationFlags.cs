@@ -53,14 +53,37 @@ public sealed class GenerationFlags
         command.Options.Add(Trace);
     }
 
-    /// <summary>Host options from the flags (policy validated: a broken rule is a usage error).</summary>
-    public FlexGenOptions ToOptions(ParseResult parse) => new()
+    /// <summary>
+    /// Host options from the flags, checked as an embedding's are: a broken rule is a <see cref="FlexGenOptionsException"/>
+    /// naming the option key, which <see cref="FlagOf"/> turns back into the flag.
+    /// </summary>
+    public FlexGenOptions ToOptions(ParseResult parse)
     {
-        Model = parse.GetValue(Model),
-        Path = parse.GetValue(WeightsPath),
-        OffloadDir = parse.GetValue(Policy.OffloadDir),
-        ComputeDtype = parse.GetValue(ComputeDtype),
-        Policy = PolicyOptions.From(Policy.ToPolicy(parse)),
+        var options = new FlexGenOptions
+        {
+            Model = parse.GetValue(Model),
+            Path = parse.GetValue(WeightsPath),
+            OffloadDir = parse.GetValue(Policy.OffloadDir),
+            ComputeDtype = parse.GetValue(ComputeDtype),
+            Policy = Policy.ToOptions(parse),
+        };
+        // The policy is checked here, before the model is read; the other options when the host is set up.
+        _ = options.Policy.ToPolicy();
+        return options;
+    }
+
+    /// <summary>The flag that sets an option (by its <see cref="FlexGenOptionKeys"/> key); a key no flag sets is named as is.</summary>
+    public static string FlagOf(string key) => key switch
+    {
+        FlexGenOptionKeys.Model => "--model",
+        FlexGenOptionKeys.Path => "--path",
+        FlexGenOptionKeys.OffloadDir => "--offload-dir",
+        FlexGenOptionKeys.ComputeDtype => "--compute-dtype",
+        FlexGenOptionKeys.GpuBatchSize => "--gpu-batch-size",
+        FlexGenOptionKeys.NumGpuBatches => "--num-gpu-batches",
+        FlexGenOptionKeys.Percent => "--percent",
+        FlexGenOptionKeys.AttnSparsity => "--attn-sparsity",
+        _ => key,
     };
 
     public int GetGenLen(ParseResult parse)

@@ -1,7 +1,7 @@
 namespace FlexGen.Host.Cli;
 
 using System.CommandLine;
-using FlexGen.Tensors.Policies;
+using FlexGen.Host.Hosting;
 
 /// <summary>FlexGen's policy flags (names and defaults of flex_opt.py), shared by generate and bench.</summary>
 public sealed class PolicyFlags
@@ -59,40 +59,28 @@ public sealed class PolicyFlags
             command.Options.Add(option);
     }
 
-    /// <summary>Builds the policy; a value that breaks a rule is a usage error naming the flag and the rule.</summary>
-    public Policy ToPolicy(ParseResult parse)
+    /// <summary>The policy options the flags set (unchecked: <see cref="PolicyOptions.ToPolicy"/> checks them).</summary>
+    public PolicyOptions ToOptions(ParseResult parse)
     {
         double[] percent = parse.GetValue(Percent) ?? [];
+        // A count the flag's arity cannot express; the values themselves are the policy's to check.
         if (percent.Length != 6)
             throw new UsageException(
                 $"--percent needs six numbers (weights GPU CPU, cache GPU CPU, activations GPU CPU), got {percent.Length}: {string.Join(' ', percent)}.");
-        try
+        return new PolicyOptions
         {
-            return Policy.FromPercent(percent, parse.GetValue(GpuBatchSize), parse.GetValue(NumGpuBatches)) with
-            {
-                Overlap = GetBool(parse, Overlap),
-                SepLayer = GetBool(parse, SepLayer),
-                PinWeight = GetBool(parse, PinWeight),
-                CpuCacheCompute = GetBool(parse, CpuCacheCompute),
-                AttnSparsity = parse.GetValue(AttnSparsity),
-                CompressWeight = GetBool(parse, CompressWeight),
-                CompressCache = GetBool(parse, CompressCache),
-            };
-        }
-        catch (PolicyValidationException ex)
-        {
-            throw new UsageException($"{FlagOf(ex.Field)}: {ex.Message}");
-        }
+            GpuBatchSize = parse.GetValue(GpuBatchSize),
+            NumGpuBatches = parse.GetValue(NumGpuBatches),
+            Percent = percent,
+            Overlap = GetBool(parse, Overlap),
+            SepLayer = GetBool(parse, SepLayer),
+            PinWeight = GetBool(parse, PinWeight),
+            CpuCacheCompute = GetBool(parse, CpuCacheCompute),
+            AttnSparsity = parse.GetValue(AttnSparsity),
+            CompressWeight = GetBool(parse, CompressWeight),
+            CompressCache = GetBool(parse, CompressCache),
+        };
     }
-
-    private static string FlagOf(string field) => field.Split('.').Last() switch
-    {
-        "GpuBatchSize" => "--gpu-batch-size",
-        "NumGpuBatches" => "--num-gpu-batches",
-        "AttnSparsity" => "--attn-sparsity",
-        var f when f.EndsWith("Percent", StringComparison.Ordinal) => "--percent",
-        var f => f,
-    };
 
     /// <summary>
     /// A FlexGen boolean flag: bare means true; a value is read as FlexGen's str2bool reads it (true/false, yes/no,

@@ -2,6 +2,7 @@ namespace FlexGen.Host.Generation;
 
 using System.Threading.Channels;
 using FlexGen.Actors.Messages;
+using FlexGen.Tensors.Layers;
 using FlexGen.Host.Text;
 
 /// <summary>
@@ -30,6 +31,9 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         _worker = Task.Run(RunWorkerAsync);
     }
 
+    /// <summary>What a request without settings gets: 32 tokens, greedy, no stop token.</summary>
+    public static GenerationSettings DefaultSettings { get; } = new(32);
+
     /// <summary>How long a block waits for more requests after its first one.</summary>
     public TimeSpan BatchWindow { get; }
 
@@ -47,7 +51,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
     public Task<GeneratedSequence> GenerateAsync(IReadOnlyList<long> promptIds, GenerationSettings? settings = null,
         CancellationToken cancellation = default)
     {
-        settings ??= new GenerationSettings();
+        settings ??= DefaultSettings;
         Check(promptIds, settings, "prompt");
         return Enqueue(promptIds.ToArray(), settings, cancellation);
     }
@@ -58,7 +62,7 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         IProgress<GenerationProgress>? progress = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
-        settings ??= new GenerationSettings();
+        settings ??= DefaultSettings;
         int rows = inputIds.GetLength(0), cols = inputIds.GetLength(1);
         if (rows == 0 || cols == 0)
             throw new ArgumentException($"The prompt matrix is ({rows}, {cols}); it needs at least one row and one column.", nameof(inputIds));

@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Generation;
 
 using FlexGen.Actors.Messages;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
 

@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Generation;
 
 using FlexGen.Actors.Messages;
+using FlexGen.Tensors.Layers;
 
 /// <summary>One request's result.</summary>
 /// <param name="PromptIds">The prompt as submitted (token ids, BOS included for text prompts).</param>

@@ -8,7 +8,7 @@ using FlexGen.Actors.Actors;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Tracing;
 using FlexGen.Host.Generation;
-using SamplingOptions = FlexGen.Tensors.Layers.SamplingOptions;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
 using Microsoft.Extensions.DependencyInjection;
@@ -41,9 +41,7 @@ public sealed class CoordinatorEngine(IServiceProvider services, ModelConfig mod
         {
             PromptIds = prompts.MoveToImmutable(),
             PadTokenId = Model.PadTokenId,
-            GenLen = settings.GenLen,
-            Sampling = new SamplingOptions(settings.DoSample, settings.Temperature, settings.Seed is { } seed ? unchecked((ulong)seed) : null),
-            StopTokenId = settings.StopTokenId is { } stop ? checked((int)stop) : null,
+            Generation = settings,
             CutGenLen = cutGenLen,
         };
         GenerationResult result;

@@ -54,17 +54,28 @@ public sealed class PolicyOptions
     public bool CompressWeight { get; set; }
     public bool CompressCache { get; set; }
 
-    /// <summary>The validated policy (throws <see cref="PolicyValidationException"/> naming the field and rule).</summary>
-    public Policy ToPolicy() => Tensors.Policies.Policy.FromPercent(Percent ?? [.. Tensors.Policies.Policy.AllGpuPercent], GpuBatchSize, NumGpuBatches) with
+    /// <summary>The validated policy.</summary>
+    /// <exception cref="FlexGenOptionsException">A broken policy rule, named by the option key (e.g. <c>FlexGen:Policy:Percent</c>).</exception>
+    public Policy ToPolicy()
     {
-        Overlap = Overlap,
-        SepLayer = SepLayer,
-        PinWeight = PinWeight,
-        CpuCacheCompute = CpuCacheCompute,
-        AttnSparsity = AttnSparsity,
-        CompressWeight = CompressWeight,
-        CompressCache = CompressCache,
-    };
+        try
+        {
+            return Tensors.Policies.Policy.FromPercent(Percent ?? [.. Tensors.Policies.Policy.AllGpuPercent], GpuBatchSize, NumGpuBatches) with
+            {
+                Overlap = Overlap,
+                SepLayer = SepLayer,
+                PinWeight = PinWeight,
+                CpuCacheCompute = CpuCacheCompute,
+                AttnSparsity = AttnSparsity,
+                CompressWeight = CompressWeight,
+                CompressCache = CompressCache,
+            };
+        }
+        catch (PolicyValidationException ex)
+        {
+            throw FlexGenOptionsException.FromPolicy(ex);
+        }
+    }
 
     public static PolicyOptions From(Policy policy) => new()
     {

@@ -2,7 +2,6 @@ namespace FlexGen.Host.Hosting;
 
 using FlexGen.Actors.Engine;
 using FlexGen.Actors.Pipeline;
-using FlexGen.Host.Cli;
 using FlexGen.Host.Text;
 using FlexGen.Tensors;
 using FlexGen.Tensors.Layers;
@@ -45,19 +44,17 @@ public sealed class FlexGenSetup
 
     public BpeTokenizer? Tokenizer { get; }
 
-    /// <exception cref="UsageException">A bad model, policy or dtype (names the option and the rule).</exception>
+    /// <exception cref="FlexGenOptionsException">A bad model, policy, dtype or offload folder (names the option key and the rule).</exception>
     public static FlexGenSetup Create(FlexGenOptions options, ResolvedModel? model = null)
     {
         model ??= ModelResolver.Resolve(options.Model, options.Path);
-        Policy policy;
-        try { policy = options.Policy.ToPolicy(); }
-        catch (PolicyValidationException ex) { throw new UsageException($"policy: {ex.Message}"); }
+        var policy = options.Policy.ToPolicy();
         var dtype = ParseDtype(options.ComputeDtype);
         bool owns = string.IsNullOrEmpty(options.OffloadDir);
         string offload = owns
             ? Path.Combine(Path.GetTempPath(), $"flexgen-offload-{Environment.ProcessId}-{Guid.NewGuid():N}")
             : Path.GetFullPath(options.OffloadDir!);
-        if (!owns && File.Exists(offload)) throw new UsageException($"--offload-dir {options.OffloadDir}: a file is in the way.");
+        if (!owns && File.Exists(offload)) throw new FlexGenOptionsException(FlexGenOptionKeys.OffloadDir, options.OffloadDir, "a file is in the way.");
         return new FlexGenSetup(options, model, policy, dtype, offload, owns, LoadTokenizer(model));
     }
 
@@ -67,6 +64,7 @@ public sealed class FlexGenSetup
             ? BpeTokenizer.Load(folder, model.Config.Family.Tokenizer(model.Config))
             : null;
 
+    /// <exception cref="FlexGenOptionsException">Not a dtype name, or float16 without CUDA (key <c>FlexGen:ComputeDtype</c>).</exception>
     public static torch.ScalarType ParseDtype(string? name) => name?.ToLowerInvariant() switch
     {
         null or "" or "auto" => TorchRuntime.CudaAvailable ? torch.ScalarType.Float16 : torch.ScalarType.Float32,
@@ -74,8 +72,9 @@ public sealed class FlexGenSetup
         "bfloat16" or "bf16" => torch.ScalarType.BFloat16,
         "float16" or "fp16" => TorchRuntime.CudaAvailable
             ? torch.ScalarType.Float16
-            : throw new UsageException("--compute-dtype float16: float16 matmuls on the CPU run at about 1 GFLOP/s; use float32 or bfloat16 without CUDA."),
-        _ => throw new UsageException($"--compute-dtype {name}: expected float32, bfloat16 or float16."),
+            : throw new FlexGenOptionsException(FlexGenOptionKeys.ComputeDtype, name,
+                "float16 matmuls on the CPU run at about 1 GFLOP/s; use float32 or bfloat16 without CUDA."),
+        _ => throw new FlexGenOptionsException(FlexGenOptionKeys.ComputeDtype, name, "expected float32, bfloat16 or float16."),
     };
 
     /// <summary>What the pipeline runs: model, weights (or dummy ones), default policy, offload folder, compute dtype.</summary>

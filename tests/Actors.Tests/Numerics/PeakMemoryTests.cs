@@ -23,7 +23,7 @@ public class PeakMemoryTests
             TorchPipelineBackend? backend = null;
             await using (var flexgen = FlexGenSystem.Start(settings.Policy, policy => backend = TorchPipelineBackend.Create(settings, policy), name: "peaks"))
             {
-                GenerateRequest Request(int genLen) => new() { PromptIds = Fixtures.PromptIds().ToRows(), AttentionMask = Fixtures.PromptMask().ToRows(), GenLen = genLen };
+                GenerateRequest Request(int genLen) => new() { PromptIds = Fixtures.PromptIds().ToRows(), AttentionMask = Fixtures.PromptMask().ToRows(), Generation = new(genLen) };
                 var small = await flexgen.GenerateAsync(Request(2));
                 long weights = backend!.Tiers.Gpu.Stats.CurrentBytes; // between requests only the weights stay
                 var large = await flexgen.GenerateAsync(Request(16));

@@ -61,7 +61,7 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
                     OffloadDirectory = offload,
                 };
                 await using var flexgen = FlexGenSystem.Start(settings, "placement");
-                var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = 5 });
+                var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), Generation = new(5) });
                 RandomModel.AssertSameUpToNearTies(expected, gaps, result.OutputIds, $"{what} (overlap {overlap}, sep {sep})");
             }
 
@@ -85,7 +85,7 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
         {
             var settings = new EngineSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([0, 50, 50, 50, 0, 100]), OffloadDirectory = offload };
             await using var flexgen = FlexGenSystem.Start(settings, "stop");
-            var withStop = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = 6, StopTokenId = (int)stop });
+            var withStop = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), Generation = new(6) { StopTokenId = (int)stop } });
             var stoppedRows = withStop.OutputIds.Select(r => r.ToArray()).ToArray();
             RandomModel.AssertSameUpToNearTies(stopped, stoppedGaps, stoppedRows, "stop token");
             Assert.Contains(stoppedRows, row => row.Contains(stop));
@@ -95,7 +95,7 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
                 Assert.All(row.Skip(at < 0 ? row.Length : at + 1), id => Assert.Equal(_model.Config.PadTokenId, id)); // after the stop token: pads
             }
 
-            var cut = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = 6, CutGenLen = 3 });
+            var cut = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), Generation = new(6), CutGenLen = 3 });
             RandomModel.AssertSameUpToNearTies(full.Select(r => r.Take(3).ToArray()).ToArray(), fullGaps, cut.OutputIds.Select(r => r.Take(3).ToArray()).ToArray(), "cut_gen_len");
             Assert.All(cut.OutputIds, row => Assert.All(row.Skip(3), id => Assert.Equal(_model.Config.PadTokenId, id)));
         }
@@ -125,8 +125,8 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
         {
             var settings = new EngineSettings { ModelPath = _model.Folder, Model = _model.Config, Policy = Policy([0, 50, 50, 50, 0, 100]), OffloadDirectory = offload };
             await using var flexgen = FlexGenSystem.Start(settings, "early-stop");
-            var withStop = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = genLen, StopTokenId = (int)stop });
-            var without = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = genLen });
+            var withStop = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), Generation = new(genLen) { StopTokenId = (int)stop } });
+            var without = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), Generation = new(genLen) });
 
             RandomModel.AssertSameUpToNearTies(expected, gaps, withStop.OutputIds, $"stop token {stop} (rows {string.Join(",", rows)})");
             var computed = withStop.Trace.Events.Where(e => e.Task.Kind == FlexGen.Actors.Schedule.TaskKind.ComputeLayer).Select(e => e.Task.Token).ToArray();
@@ -154,11 +154,11 @@ public class PlacementKindTests : IClassFixture<RandomModelFixture>
             await using var flexgen = FlexGenSystem.Start(settings, "sampling");
             GenerateRequest Sampled(ulong seed) => new()
             {
-                PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = 6, Sampling = new FlexGen.Tensors.Layers.SamplingOptions(true, 1.5, seed),
+                PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), Generation = new(6) { Sampling = new FlexGen.Tensors.Layers.SamplingOptions(true, 1.5, seed) },
             };
             var a = await flexgen.GenerateAsync(Sampled(11));
             var b = await flexgen.GenerateAsync(Sampled(11));
-            var greedy = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), GenLen = 6 });
+            var greedy = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = ids.ToRows(), AttentionMask = mask.ToRows(), Generation = new(6) });
             Assert.Equal(a.OutputIds.SelectMany(r => r), b.OutputIds.SelectMany(r => r));
             Assert.NotEqual(greedy.OutputIds.SelectMany(r => r), a.OutputIds.SelectMany(r => r));
         }

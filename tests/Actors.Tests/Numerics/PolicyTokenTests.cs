@@ -53,7 +53,7 @@ public sealed class PolicyRuns : IAsyncLifetime
             {
                 PromptIds = Fixtures.PromptIds().ToRows(),
                 AttentionMask = Fixtures.PromptMask().ToRows(),
-                GenLen = 10,
+                Generation = new(10),
                 Policy = variant,
             });
             var tokens = result.OutputIds.Select(r => r.ToArray()).ToArray();
@@ -189,7 +189,7 @@ public class PolicyTokenTests : IClassFixture<PolicyRuns>
         using var ids = torch.tensor(Fixtures.PromptIds().SelectMany(r => r).ToArray(), [8, 12], torch.ScalarType.Int64);
         using var mask = torch.tensor(Fixtures.PromptMask().SelectMany(r => r).ToArray(), [8, 12]);
         using var reference = ReferenceGenerator.Generate(weights, ids, mask,
-            new GenerationOptions(10, ComputeSettings.Float32) { CacheDtype = torch.ScalarType.Float16 });
+            new GenerationSettings(10), new ReferenceRun(ComputeSettings.Float32) { CacheDtype = torch.ScalarType.Float16 });
         return reference.OutputIds.data<long>().ToArray();
     }
 
@@ -225,7 +225,7 @@ public class PolicyTokenTests : IClassFixture<PolicyRuns>
         using var ids = torch.tensor(Fixtures.PromptIds().SelectMany(r => r).ToArray(), [8, 12], torch.ScalarType.Int64);
         using var mask = torch.tensor(Fixtures.PromptMask().SelectMany(r => r).ToArray(), [8, 12]);
         using var reference = ReferenceGenerator.Generate(weights, ids, mask,
-            new GenerationOptions(10, ComputeSettings.Float32) { CacheDtype = torch.ScalarType.Float16 });
+            new GenerationSettings(10), new ReferenceRun(ComputeSettings.Float32) { CacheDtype = torch.ScalarType.Float16 });
         var expected = reference.OutputIds.data<long>().ToArray();
         Assert.Equal(expected, tokens.SelectMany(r => r).ToArray());
     }

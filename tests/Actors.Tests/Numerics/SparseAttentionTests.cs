@@ -5,7 +5,6 @@ using FlexGen.Actors.Engine;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tests.Support;
-using GenerationResult = FlexGen.Actors.Messages.GenerationResult;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using TorchSharp;
@@ -83,7 +82,7 @@ public sealed class SparseAttentionTests : IAsyncLifetime
     {
         PromptIds = Fixtures.PromptIds().ToRows(),
         AttentionMask = Fixtures.PromptMask().ToRows(),
-        GenLen = GenLen,
+        Generation = new(GenLen),
         Policy = policy,
     });
 
@@ -93,7 +92,7 @@ public sealed class SparseAttentionTests : IAsyncLifetime
         using var ids = torch.tensor(Fixtures.PromptIds().SelectMany(r => r).ToArray(), [8, 12], torch.ScalarType.Int64);
         using var mask = torch.tensor(Fixtures.PromptMask().SelectMany(r => r).ToArray(), [8, 12]);
         using var reference = ReferenceGenerator.Generate(weights, ids, mask,
-            new GenerationOptions(GenLen, ComputeSettings.Float32) { CacheDtype = torch.ScalarType.Float16, AttnSparsity = sparsity });
+            new GenerationSettings(GenLen), new ReferenceRun(ComputeSettings.Float32) { CacheDtype = torch.ScalarType.Float16, AttnSparsity = sparsity });
         return reference.OutputIds.data<long>().ToArray();
     }
 }

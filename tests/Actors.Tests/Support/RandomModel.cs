@@ -65,7 +65,7 @@ public sealed class RandomModel : IDisposable
         using var idTensor = torch.tensor(ids.SelectMany(r => r).ToArray(), [n, len], torch.ScalarType.Int64);
         using var maskTensor = torch.tensor(mask.SelectMany(r => r).ToArray(), [n, len]);
         using var result = ReferenceGenerator.Generate(weights, idTensor, maskTensor,
-            new GenerationOptions(genLen, ComputeSettings.Float32) { CacheDtype = torch.ScalarType.Float16, StopTokenId = stop, KeepLogits = true });
+            new GenerationSettings(genLen) { StopTokenId = checked((int?)stop) }, new ReferenceRun(ComputeSettings.Float32) { CacheDtype = torch.ScalarType.Float16, KeepLogits = true });
         var flat = result.OutputIds.data<long>().ToArray();
         var tokens = Enumerable.Range(0, n).Select(r => flat.Skip(r * genLen).Take(genLen).ToArray()).ToArray();
         var gaps = Enumerable.Range(0, n).Select(_ => Enumerable.Repeat(float.PositiveInfinity, genLen).ToArray()).ToArray();

@@ -69,7 +69,7 @@ public sealed class ConvertedModel : IDisposable
     {
         using var weights = OptWeights.Load(Folder);
         using var prompt = torch.tensor(Flatten(ids), [ids.GetLength(0), ids.GetLength(1)]);
-        using var result = ReferenceGenerator.Generate(weights, prompt, null, new GenerationOptions(genLen, ComputeSettings.Float32));
+        using var result = ReferenceGenerator.Generate(weights, prompt, null, new GenerationSettings(genLen), new ReferenceRun(ComputeSettings.Float32));
         return ToMatrix(result.OutputIds);
     }
 
@@ -98,7 +98,7 @@ public sealed class ConvertedModel : IDisposable
         using var weights = new OptWeights(config, byName);
         using var prompt = torch.tensor(Flatten(ids), [ids.GetLength(0), ids.GetLength(1)]);
         using var result = ReferenceGenerator.Generate(weights, prompt, null,
-            new GenerationOptions(genLen, ComputeSettings.Float32) { AttnSparsity = attnSparsity, CacheDtype = cacheDtype });
+            new GenerationSettings(genLen), new ReferenceRun(ComputeSettings.Float32) { AttnSparsity = attnSparsity, CacheDtype = cacheDtype });
         return ToMatrix(result.OutputIds);
     }
 

@@ -29,7 +29,7 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         var expectedLogits = OptTiny.Read("hf_fp32_prefill_logits.npy");
 
         using var result = ReferenceGenerator.Generate(model.Weights, ids, mask,
-            new GenerationOptions(GenLen, ComputeSettings.Float32) { KeepLogits = true });
+            new GenerationSettings(GenLen), new ReferenceRun(ComputeSettings.Float32) { KeepLogits = true });
 
         Assert.Equal(new long[] { 8, GenLen }, result.OutputIds.shape);
         Assert.Equal(expectedTokens.data<long>().ToArray(), result.OutputIds.data<long>().ToArray());
@@ -47,7 +47,7 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         var topIds = OptTiny.Read("hf_fp32_top8_ids.npy"); // (8, 10, 8)
         var topLogits = OptTiny.Read("hf_fp32_top8_logits.npy");
         using var result = ReferenceGenerator.Generate(model.Weights, ids, null,
-            new GenerationOptions(GenLen, ComputeSettings.Float32) { KeepLogits = true });
+            new GenerationSettings(GenLen), new ReferenceRun(ComputeSettings.Float32) { KeepLogits = true });
         // Logits of every step gathered at Hugging Face's top-8 ids: (8, 10, 8).
         var ours = torch.stack(result.StepLogits, 1).gather(2, topIds.to(ScalarType.Int64));
         double maxDiff = SmallOpt.MaxAbsDiff(ours, topLogits);
@@ -66,7 +66,7 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         var expectedLogits = OptTiny.Read("hf_fp32_prefill_logits.npy");
 
         using var result = ReferenceGenerator.Generate(model.Weights, ids, mask,
-            new GenerationOptions(GenLen, ComputeSettings.BFloat16) { KeepLogits = true });
+            new GenerationSettings(GenLen), new ReferenceRun(ComputeSettings.BFloat16) { KeepLogits = true });
         var tokens = result.OutputIds.data<long>().ToArray();
         int equal = tokens.Zip(expected).Count(p => p.First == p.Second);
         double maxDiff = SmallOpt.MaxAbsDiff(result.StepLogits[0], expectedLogits);
@@ -108,7 +108,7 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         var topIds = OptTiny.Read("hf_fp32_top8_ids.npy");
         var topLogits = OptTiny.Read("hf_fp32_top8_logits.npy");
         using var result = ReferenceGenerator.Generate(model.Weights, ids, mask,
-            new GenerationOptions(GenLen, ComputeSettings.Float32) { CacheDtype = ScalarType.Float16, KeepLogits = true });
+            new GenerationSettings(GenLen), new ReferenceRun(ComputeSettings.Float32) { CacheDtype = ScalarType.Float16, KeepLogits = true });
         var ours = torch.stack(result.StepLogits, 1).gather(2, topIds.to(ScalarType.Int64));
         double maxDiff = SmallOpt.MaxAbsDiff(ours, topLogits);
         int equal = result.OutputIds.data<long>().ToArray().Zip(expected.data<long>().ToArray()).Count(p => p.First == p.Second);
@@ -124,10 +124,10 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         var ids = OptTiny.Read("prompt_ids.npy");
         long[] Run(ulong seed, double temperature = 1.0)
         {
-            using var r = ReferenceGenerator.Generate(model.Weights, ids, null, new GenerationOptions(GenLen, ComputeSettings.Float32)
+            using var r = ReferenceGenerator.Generate(model.Weights, ids, null, new GenerationSettings(GenLen)
             {
                 Sampling = new SamplingOptions(doSample: true, temperature: temperature, seed: seed),
-            });
+            }, new ReferenceRun(ComputeSettings.Float32));
             return r.OutputIds.data<long>().ToArray();
         }
 
@@ -173,7 +173,7 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         var plainRows = plain.data<long>().ToArray();
 
         using var result = ReferenceGenerator.Generate(model.Weights, ids, null,
-            new GenerationOptions(GenLen, ComputeSettings.Float32) { StopTokenId = stop });
+            new GenerationSettings(GenLen) { StopTokenId = checked((int)stop) }, new ReferenceRun(ComputeSettings.Float32));
         var rows = result.OutputIds.data<long>().ToArray();
         for (var row = 0; row < 8; row++)
         {
@@ -216,9 +216,10 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
     {
         using var scope = NewDisposeScope();
         var ids = OptTiny.Read("prompt_ids.npy");
-        var options = new GenerationOptions(4, ComputeSettings.Float32) { KeepLogits = true };
-        using var dense = ReferenceGenerator.Generate(model.Weights, ids, null, options);
-        using var sparse = ReferenceGenerator.Generate(model.Weights, ids, null, options with { AttnSparsity = 0.5 });
+        var generation = new GenerationSettings(4);
+        var run = new ReferenceRun(ComputeSettings.Float32) { KeepLogits = true };
+        using var dense = ReferenceGenerator.Generate(model.Weights, ids, null, generation, run);
+        using var sparse = ReferenceGenerator.Generate(model.Weights, ids, null, generation, run with { AttnSparsity = 0.5 });
         Assert.Equal(0, SmallOpt.MaxAbsDiff(dense.StepLogits[0], sparse.StepLogits[0])); // prefill is dense
         Assert.True(SmallOpt.MaxAbsDiff(dense.StepLogits[3], sparse.StepLogits[3]) > 1e-4);
     }
@@ -231,13 +232,8 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         long leaked = LiveTensors.LeakedBy(() =>
         {
             using var result = ReferenceGenerator.Generate(model.Weights, ids, mask,
-                new GenerationOptions(GenLen, ComputeSettings.BFloat16)
-                {
-                    KeepLogits = true,
-                    Sampling = new SamplingOptions(true, 0.7, 9),
-                    StopTokenId = 2,
-                    AttnSparsity = 0.5,
-                });
+                new GenerationSettings(GenLen) { Sampling = new SamplingOptions(true, 0.7, 9), StopTokenId = 2 },
+                new ReferenceRun(ComputeSettings.BFloat16) { KeepLogits = true, AttnSparsity = 0.5 });
         });
         Assert.Equal(0, leaked);
     }
@@ -248,9 +244,9 @@ public sealed class ReferenceGeneratorTests(OptTinyModel model, ITestOutputHelpe
         using var scope = NewDisposeScope();
         var ids = OptTiny.Read("prompt_ids.npy");
         Assert.Throws<UnsupportedComputeException>(() =>
-            ReferenceGenerator.Generate(model.Weights, ids, null, new GenerationOptions(2, ComputeSettings.Float16)));
+            ReferenceGenerator.Generate(model.Weights, ids, null, new GenerationSettings(2), new ReferenceRun(ComputeSettings.Float16)));
         var e = Assert.Throws<ArgumentException>(() =>
-            ReferenceGenerator.Generate(model.Weights, ids, null, new GenerationOptions(2040, ComputeSettings.Float32)));
+            ReferenceGenerator.Generate(model.Weights, ids, null, new GenerationSettings(2040), new ReferenceRun(ComputeSettings.Float32)));
         Assert.Contains("max_seq_len 2048", e.Message);
     }
 

@@ -4,26 +4,19 @@ using FlexGen.Tensors.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
-/// <summary>What to generate and how, for <see cref="ReferenceGenerator"/>.</summary>
-public sealed record GenerationOptions
+/// <summary>
+/// How a <see cref="ReferenceGenerator"/> run computes, beside what it generates (<see cref="GenerationSettings"/>):
+/// the compute dtype, the pipeline features it mimics, and whether to keep the logits.
+/// </summary>
+public sealed record ReferenceRun
 {
-    public GenerationOptions(int genLen, ComputeSettings compute)
+    public ReferenceRun(ComputeSettings compute)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(genLen, 1);
         ArgumentNullException.ThrowIfNull(compute);
-        GenLen = genLen;
         Compute = compute;
     }
 
-    /// <summary>New tokens per sequence (FlexGen's <c>gen_len</c>).</summary>
-    public int GenLen { get; }
-
     public ComputeSettings Compute { get; }
-
-    public SamplingOptions Sampling { get; init; } = SamplingOptions.Greedy;
-
-    /// <summary>FlexGen's <c>stop</c>: see <see cref="StopTokens"/>. Null: never stop.</summary>
-    public long? StopTokenId { get; init; }
 
     /// <summary>FlexGen's <c>attn_sparsity</c> for decode attention: 1 is dense.</summary>
     public double AttnSparsity { get; init; } = 1.0;
@@ -39,11 +32,11 @@ public sealed record GenerationOptions
 }
 
 /// <summary>Output ids (n, gen_len) int64 and, when asked for, the logits of each step. Owns its tensors.</summary>
-public sealed class GenerationResult(Tensor outputIds, IReadOnlyList<Tensor> stepLogits) : IDisposable
+public sealed class ReferenceGeneration(Tensor outputIds, IReadOnlyList<Tensor> stepLogits) : IDisposable
 {
     public Tensor OutputIds { get; } = outputIds;
 
-    /// <summary>Per step, (n, vocab) float32; empty unless <see cref="GenerationOptions.KeepLogits"/>.</summary>
+    /// <summary>Per step, (n, vocab) float32; empty unless <see cref="ReferenceRun.KeepLogits"/>.</summary>
     public IReadOnlyList<Tensor> StepLogits { get; } = stepLogits;
 
     public void Dispose()
@@ -64,22 +57,23 @@ public sealed class GenerationResult(Tensor outputIds, IReadOnlyList<Tensor> ste
 public static class ReferenceGenerator
 {
     /// <summary>
-    /// Generates <see cref="GenerationOptions.GenLen"/> tokens for each of the n prompts <paramref name="promptIds"/>
+    /// Generates <see cref="GenerationSettings.GenLen"/> tokens for each of the n prompts <paramref name="promptIds"/>
     /// (n, prompt_len) int64, left-padded. <paramref name="attentionMask"/> (n, prompt_len), nonzero = real token;
     /// null derives it as promptIds != config.PadTokenId (FlexGen).
     /// </summary>
-    public static GenerationResult Generate(
-        OptWeights weights, Tensor promptIds, Tensor? attentionMask, GenerationOptions options)
+    public static ReferenceGeneration Generate(
+        OptWeights weights, Tensor promptIds, Tensor? attentionMask, GenerationSettings generation, ReferenceRun run)
     {
         ArgumentNullException.ThrowIfNull(weights);
-        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(generation);
+        ArgumentNullException.ThrowIfNull(run);
         LayerMath.CheckRank(promptIds, 2, nameof(promptIds), "(n, prompt_len)");
         var config = weights.Config;
         var device = promptIds.device;
-        var compute = options.Compute;
+        var compute = run.Compute;
         compute.EnsureSupportedOn(device);
         long n = promptIds.shape[0], promptLen = promptIds.shape[1];
-        int genLen = options.GenLen;
+        int genLen = generation.GenLen;
         if (!config.Fits(promptLen, genLen))
         {
             throw new ArgumentException(
@@ -104,12 +98,12 @@ public static class ReferenceGenerator
         var valueCache = new Tensor[config.NumHiddenLayers];
         for (var l = 0; l < config.NumHiddenLayers; l++)
         {
-            var cacheDtype = options.CacheDtype ?? compute.Dtype;
+            var cacheDtype = run.CacheDtype ?? compute.Dtype;
             keyCache[l] = torch.zeros([cacheLen, rows, headDim], cacheDtype, device); // (s, n*heads, d)
             valueCache[l] = torch.zeros([cacheLen, rows, headDim], cacheDtype, device);
         }
 
-        using var generator = options.Sampling.Seed is { } seed && !options.Sampling.IsGreedy ? new Generator(seed, device) : null;
+        using var generator = generation.Sampling.Seed is { } seed && !generation.Sampling.IsGreedy ? new Generator(seed, device) : null;
         var stopped = torch.zeros([n, 1], ScalarType.Bool, device);
         var outputs = new List<Tensor>(genLen);
         var logitsPerStep = new List<Tensor>();
@@ -129,7 +123,7 @@ public static class ReferenceGenerator
                 using var attention = step == 0
                     ? SelfAttention.Prefill(hidden, mask, weights.Attention[l], nHead, compute)
                     : SelfAttention.Decode(hidden, mask, weights.Attention[l], nHead, keyCache[l], valueCache[l], compute,
-                        options.AttnSparsity);
+                        run.AttnSparsity);
                 long at = step == 0 ? 0 : promptLen + step - 1;
                 keyCache[l].narrow(0, at, attention.NewKey.shape[0]).copy_(attention.NewKey);
                 valueCache[l].narrow(0, at, attention.NewValue.shape[0]).copy_(attention.NewValue);
@@ -137,13 +131,13 @@ public static class ReferenceGenerator
             }
 
             var logits = OutputEmbed.Logits(hidden, weights.OutputEmbed, compute);
-            if (options.KeepLogits)
+            if (run.KeepLogits)
             {
                 logitsPerStep.Add(logits.to(ScalarType.Float32).DetachFromDisposeScope());
             }
 
-            var next = TokenChoice.Select(logits, options.Sampling, generator);
-            if (options.StopTokenId is { } stop)
+            var next = TokenChoice.Select(logits, generation.Sampling, generator);
+            if (generation.StopTokenId is { } stop)
             {
                 (next, var nowStopped) = StopTokens.Apply(next, stopped, stop, config.PadTokenId);
                 stopped = nowStopped.MoveToOuterDisposeScope();
@@ -151,7 +145,7 @@ public static class ReferenceGenerator
 
             inputIds = next.MoveToOuterDisposeScope();
             outputs.Add(inputIds);
-            if (options.StopTokenId is not null && stopped.all().item<bool>())
+            if (generation.StopTokenId is not null && stopped.all().item<bool>())
             {
                 break; // every sequence stopped: the rest are pads (FlexGen stops its loop here too)
             }
@@ -159,6 +153,6 @@ public static class ReferenceGenerator
 
         var outputIds = torch.full([n, genLen], config.PadTokenId, ScalarType.Int64, device);
         outputIds.narrow(1, 0, outputs.Count).copy_(torch.cat(outputs, 1));
-        return new GenerationResult(outputIds.DetachFromDisposeScope(), logitsPerStep);
+        return new ReferenceGeneration(outputIds.DetachFromDisposeScope(), logitsPerStep);
     }
 }

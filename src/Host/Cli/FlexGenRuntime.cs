@@ -1,8 +1,8 @@
-namespace FlexGen.Host.Hosting;
+namespace FlexGen.Host.Cli;
 
 using Akka.Hosting;
-using FlexGen.Host.Cli;
 using FlexGen.Host.Generation;
+using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Policies;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
