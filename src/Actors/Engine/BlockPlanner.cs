@@ -38,7 +38,7 @@ internal sealed class BlockPlanner
 
     public TorchBlockPlan Plan(BlockRequest block)
     {
-        var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.GenLen);
+        var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.Generation.GenLen);
         var cache = placement.Cache;
         var routing = new RoutingPlan(
             _layers,
@@ -48,7 +48,7 @@ internal sealed class BlockPlanner
             (int)(cache.DiskLength / _kvRowsPerSequence),
             placement.Activations.Home,
             _policy.CpuCacheCompute);
-        var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, _policy.Overlap));
+        var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen, _policy.Overlap));
         return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
     }
 }

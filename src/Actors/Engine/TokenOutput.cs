@@ -23,7 +23,7 @@ internal sealed class TokenOutput
         _block = block;
         _padTokenId = padTokenId;
         _batchRows = batchRows;
-        _ids = Enumerable.Range(0, block.Rows).Select(_ => Enumerable.Repeat((long)padTokenId, block.GenLen).ToArray()).ToArray();
+        _ids = Enumerable.Range(0, block.Rows).Select(_ => Enumerable.Repeat((long)padTokenId, block.Generation.GenLen).ToArray()).ToArray();
         _stopped = new bool[block.Rows];
         _validRowsRunning = block.ValidRows;
     }
@@ -46,7 +46,7 @@ internal sealed class TokenOutput
         {
             int row = k * _batchRows + r;
             long id = _stopped[row] ? _padTokenId : values[r];
-            if (_block.StopTokenId is { } stop && id == stop && !_stopped[row])
+            if (_block.Generation.StopTokenId is { } stop && id == stop && !_stopped[row])
             {
                 _stopped[row] = true;
                 if (row < _block.ValidRows && Interlocked.Decrement(ref _validRowsRunning) == 0)

@@ -34,9 +34,9 @@ internal sealed class TorchPipelineRun : IPipelineRun
         Trace = trace;
         _buffers = new BlockBuffers(id, plan, observer);
         _tokens = new TokenOutput(block, backend.PadTokenId, backend.Policy.GpuBatchSize);
-        if (!block.Sampling.IsGreedy)
+        if (!block.Generation.Sampling.IsGreedy)
         {
-            _generator = new Generator((block.Sampling.Seed ?? (ulong)Random.Shared.NextInt64()) + (ulong)block.BlockIndex, backend.Tiers.Gpu.Device);
+            _generator = new Generator((block.Generation.Sampling.Seed ?? (ulong)Random.Shared.NextInt64()) + (ulong)block.BlockIndex, backend.Tiers.Gpu.Device);
         }
 
         try

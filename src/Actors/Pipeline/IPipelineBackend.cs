@@ -63,16 +63,16 @@ public readonly record struct PartResult(long Bytes, int? StoppedAfterToken = nu
 /// <param name="PromptIds">(rows, prompt_len).</param>
 /// <param name="AttentionMask">(rows, prompt_len), true = real token.</param>
 /// <param name="ValidRows">Rows that came from the request (the rest are padding).</param>
+/// <param name="Generation">How the request generates (gen_len, sampling, stop token).</param>
+/// <param name="ExecuteGenLen">Tokens actually run (cut_gen_len, else gen_len); the rest stay pad.</param>
 public sealed record BlockRequest(
     Guid RequestId,
     int BlockIndex,
     ImmutableArray<ImmutableArray<long>> PromptIds,
     ImmutableArray<ImmutableArray<bool>> AttentionMask,
     int ValidRows,
-    int GenLen,
-    int ExecuteGenLen,
-    SamplingOptions Sampling,
-    int? StopTokenId)
+    GenerationSettings Generation,
+    int ExecuteGenLen)
 {
     public int Rows => PromptIds.Length;
 

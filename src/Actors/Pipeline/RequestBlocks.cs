@@ -41,7 +41,7 @@ public static class RequestBlocks
                 blockMask.Add(mask[source]);
             }
 
-            blocks.Add(new BlockRequest(request.RequestId, index, ids.MoveToImmutable(), blockMask.MoveToImmutable(), valid, request.Generation.GenLen, execute, request.Generation.Sampling, request.Generation.StopTokenId));
+            blocks.Add(new BlockRequest(request.RequestId, index, ids.MoveToImmutable(), blockMask.MoveToImmutable(), valid, request.Generation, execute));
         }
 
         return blocks;

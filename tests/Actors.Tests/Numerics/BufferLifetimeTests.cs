@@ -60,7 +60,7 @@ public sealed class BufferLifetimeRuns : IAsyncLifetime
         Observer.TakeRuns();
         var result = await _system!.GenerateAsync(new GenerateRequest
         {
-            PromptIds = Fixtures.PromptIds().ToRows(), AttentionMask = Fixtures.PromptMask().ToRows(), GenLen = 10, Policy = policy,
+            PromptIds = Fixtures.PromptIds().ToRows(), AttentionMask = Fixtures.PromptMask().ToRows(), Generation = new(10), Policy = policy,
         });
         return (result.OutputIds.Select(r => r.ToArray()).ToArray(), Observer.TakeRuns());
     }

@@ -52,7 +52,7 @@ public sealed class RecordingBackend : IPipelineBackend
     public BlockPlan Plan(BlockRequest block)
     {
         var routing = _plan(Policy);
-        return new BlockPlan(BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.GenLen, block.ExecuteGenLen, Policy.Overlap)),
+        return new BlockPlan(BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen, Policy.Overlap)),
             new TaskRouter(routing));
     }
 
@@ -157,7 +157,7 @@ public sealed class RecordingRun : IPipelineRun
     public void Cancel() => _cancelled = true;
 
     public long[][] OutputIds() =>
-        Block.PromptIds.Select(row => Enumerable.Range(0, Block.GenLen).Select(t => t < Block.ExecuteGenLen ? row[^1] * 100 + t : 1L).ToArray()).ToArray();
+        Block.PromptIds.Select(row => Enumerable.Range(0, Block.Generation.GenLen).Select(t => t < Block.ExecuteGenLen ? row[^1] * 100 + t : 1L).ToArray()).ToArray();
 
     public void Dispose() => Disposed = true;
 }

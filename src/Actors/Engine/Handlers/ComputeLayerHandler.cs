@@ -57,7 +57,7 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
                 output = math.Mlp(hidden, weights, compute);
                 break;
             case LayerKind.OutputEmbedding:
-                output = math.Output(hidden, weights, compute, run.Block.Sampling, run.Generator);
+                output = math.Output(hidden, weights, compute, run.Block.Generation.Sampling, run.Generator);
                 break;
             case LayerKind.Attention or LayerKind.Block:
             {
