@@ -169,6 +169,22 @@ public class ConvertTests
     }
 
     [Fact]
+    public async Task Convert_should_refuse_an_output_path_that_is_a_file_and_leave_it_untouched()
+    {
+        using var folder = new TempFolder();
+        string hf = folder.File("hf"), output = folder.File("out");
+        HfCheckpointBuilder.Build(hf);
+        File.WriteAllText(output, "the user's own file");
+
+        var result = await CliRunner.RunAsync("convert", hf, output);
+
+        Assert.True(result.ExitCode == 2, result.ToString());
+        Assert.Equal($"error: output-folder {output}: a file is in the way.", ErrorLine(result, "error:"));
+        Assert.Equal("the user's own file", File.ReadAllText(output));
+        Assert.Equal(["hf", "out"], FolderSnapshot.Names(folder.Path));
+    }
+
+    [Fact]
     public async Task Convert_should_fill_an_existing_empty_output_folder_and_leave_no_staging_folder()
     {
         using var folder = new TempFolder();

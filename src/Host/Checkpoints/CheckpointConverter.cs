@@ -90,11 +90,18 @@ public static class CheckpointConverter
     {
         string checkpoint = CanonicalPath.Of(hfFolder);
         string output = CanonicalPath.Of(outputFolder);
-        if (CanonicalPath.IsSameOrInside(output, checkpoint))
-            throw new ConversionFolderException(outputFolder, (output == checkpoint ? $"is the checkpoint folder {hfFolder}" : $"is inside the checkpoint folder {hfFolder}")
-                + "; the output must be written outside the checkpoint.");
-        if (CanonicalPath.IsSameOrInside(checkpoint, output))
-            throw new ConversionFolderException(outputFolder, $"holds the checkpoint folder {hfFolder}; the output must be written outside the checkpoint.");
+        bool outputInCheckpoint = CanonicalPath.IsSameOrInside(output, checkpoint);
+        bool checkpointInOutput = CanonicalPath.IsSameOrInside(checkpoint, output);
+        if (outputInCheckpoint || checkpointInOutput)
+        {
+            string relation = (outputInCheckpoint, checkpointInOutput) switch
+            {
+                (true, true) => "is the checkpoint folder",
+                (true, false) => "is inside the checkpoint folder",
+                _ => "holds the checkpoint folder",
+            };
+            throw new ConversionFolderException(outputFolder, $"{relation} {hfFolder}; the output must be written outside the checkpoint.");
+        }
         if (File.Exists(output)) throw new ConversionFolderException(outputFolder, "a file is in the way.");
         if (Directory.Exists(output) && Directory.EnumerateFileSystemEntries(output).Any())
             throw new ConversionFolderException(outputFolder, "is not empty; convert writes only into a new or empty folder, so that no file already there is replaced.");
