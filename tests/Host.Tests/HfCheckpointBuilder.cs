@@ -1,5 +1,8 @@
 namespace FlexGen.Host.Tests;
 
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json.Nodes;
 using FlexGen.Host.Checkpoints;
 using FlexGen.Tensors.Npy;
 using TorchSharp;
@@ -12,6 +15,31 @@ public static class HfCheckpointBuilder
 {
     public sealed record Options(bool ModelPrefix = true, bool LmHead = false, bool UntiedLmHead = false, int Shards = 1,
         torch.ScalarType Dtype = torch.ScalarType.Float16);
+
+    /// <summary>Rewrites a safetensors file's JSON header in place, keeping its data section as it is.</summary>
+    public static void EditHeader(string path, Action<JsonObject> edit)
+    {
+        byte[] bytes = File.ReadAllBytes(path);
+        int length = checked((int)BinaryPrimitives.ReadUInt64LittleEndian(bytes));
+        var header = (JsonObject)JsonNode.Parse(bytes.AsSpan(8, length))!;
+        edit(header);
+        byte[] json = Encoding.UTF8.GetBytes(header.ToJsonString());
+        using var stream = File.Create(path);
+        var lengthBytes = new byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(lengthBytes, (ulong)json.Length);
+        stream.Write(lengthBytes);
+        stream.Write(json);
+        stream.Write(bytes.AsSpan(8 + length));
+    }
+
+    /// <summary>Rewrites the weight map of a sharded checkpoint's index.</summary>
+    public static void EditWeightMap(string folder, Action<JsonObject> edit)
+    {
+        string path = Path.Combine(folder, SafetensorsCheckpoint.IndexFileName);
+        var index = JsonNode.Parse(File.ReadAllText(path))!;
+        edit(index["weight_map"]!.AsObject());
+        File.WriteAllText(path, index.ToJsonString());
+    }
 
     public static void Build(string folder, Options? options = null)
     {

@@ -46,6 +46,9 @@ public class SafetensorsTests
     [InlineData("{\"w\": {\"dtype\": \"F16\", \"shape\": [2, 2], \"data_offsets\": [0, 800]}}", "past the data section")]
     [InlineData("{\"w\": {\"dtype\": \"Q4\", \"shape\": [2], \"data_offsets\": [0, 2]}}", "unsupported dtype 'Q4'")]
     [InlineData("{\"w\": {\"shape\": [2], \"data_offsets\": [0, 2]}}", "'dtype'")]
+    [InlineData("{\"w\": {\"dtype\": \"F16\", \"shape\": [1], \"data_offsets\": [6, 4]}}", "are not 0 <= begin <= end")]
+    [InlineData("{\"w\": {\"dtype\": \"F16\", \"shape\": [1], \"data_offsets\": [-2, 0]}}", "are not 0 <= begin <= end")]
+    [InlineData("{\"w\": {\"dtype\": \"F16\", \"shape\": [1], \"data_offsets\": [800, 802]}}", "past the data section")]
     [InlineData("{not json", "not valid JSON")]
     public void Reader_should_name_the_tensor_and_rule_of_a_malformed_header(string header, string expected)
     {
@@ -83,6 +86,89 @@ public class SafetensorsTests
             new Dictionary<string, string> { ["a"] = "model-00001-of-00001.safetensors" }, 0);
         var ex = Assert.Throws<SafetensorsFormatException>(() => SafetensorsCheckpoint.Open(folder.Path));
         Assert.Contains("model-00001-of-00001.safetensors", ex.Message);
+    }
+
+    [Theory]
+    [InlineData(0, 4, 2, 6)]
+    [InlineData(0, 4, 0, 4)]
+    [InlineData(4, 8, 0, 6)]
+    [InlineData(0, 8, 2, 4)]
+    public void Reader_should_refuse_tensors_whose_data_overlap_naming_both(int aBegin, int aEnd, int bBegin, int bEnd)
+    {
+        using var folder = new TempFolder();
+        string path = folder.File("m.safetensors");
+        WriteRaw(path, $"{{\"a\": {{\"dtype\": \"U8\", \"shape\": [{aEnd - aBegin}], \"data_offsets\": [{aBegin}, {aEnd}]}}, " +
+                       $"\"b\": {{\"dtype\": \"U8\", \"shape\": [{bEnd - bBegin}], \"data_offsets\": [{bBegin}, {bEnd}]}}}}", dataBytes: 8);
+
+        var ex = Assert.Throws<SafetensorsFormatException>(() => SafetensorsFile.Open(path));
+
+        Assert.StartsWith(path + ": tensors '", ex.Message);
+        Assert.Contains("'a'", ex.Message);
+        Assert.Contains("'b'", ex.Message);
+        Assert.Contains("overlap; each tensor must have its own bytes", ex.Message);
+    }
+
+    [Fact]
+    public void Reader_should_accept_adjacent_and_empty_tensors()
+    {
+        using var folder = new TempFolder();
+        string path = folder.File("m.safetensors");
+        WriteRaw(path, "{\"a\": {\"dtype\": \"U8\", \"shape\": [4], \"data_offsets\": [0, 4]}, " +
+                       "\"e\": {\"dtype\": \"U8\", \"shape\": [0], \"data_offsets\": [2, 2]}, " +
+                       "\"b\": {\"dtype\": \"U8\", \"shape\": [4], \"data_offsets\": [4, 8]}}", dataBytes: 8);
+
+        using var file = SafetensorsFile.Open(path);
+
+        Assert.Equal(3, file.Entries.Count);
+    }
+
+    [Theory]
+    [InlineData("/etc/passwd", "is an absolute path")]
+    [InlineData("../good/model.safetensors", "outside the checkpoint folder")]
+    [InlineData("sub/../../good/model.safetensors", "outside the checkpoint folder")]
+    [InlineData("linked.safetensors", "outside the checkpoint folder")]
+    public void Checkpoint_should_refuse_a_shard_outside_its_folder_naming_it(string shard, string rule)
+    {
+        using var folder = new TempFolder();
+        string checkpoint = folder.File("hf"), good = folder.File("good");
+        Directory.CreateDirectory(Path.Combine(checkpoint, "sub"));
+        Directory.CreateDirectory(good);
+        using var a = torch.ones(2, dtype: torch.ScalarType.Float16);
+        SafetensorsWriter.Write(Path.Combine(good, SafetensorsCheckpoint.SingleFileName), [new("a", a)]);
+        File.CreateSymbolicLink(Path.Combine(checkpoint, "linked.safetensors"), "../good/model.safetensors");
+        SafetensorsWriter.WriteIndex(Path.Combine(checkpoint, SafetensorsCheckpoint.IndexFileName),
+            new Dictionary<string, string> { ["a"] = shard }, 4);
+
+        var ex = Assert.Throws<SafetensorsFormatException>(() => SafetensorsCheckpoint.Open(checkpoint));
+
+        Assert.StartsWith(Path.Combine(checkpoint, SafetensorsCheckpoint.IndexFileName) + $": shard '{shard}' (holding 'a') ", ex.Message);
+        Assert.Contains(rule, ex.Message);
+    }
+
+    [Fact]
+    public void Checkpoint_should_read_shards_in_subfolders_and_links_that_stay_inside()
+    {
+        using var folder = new TempFolder();
+        Directory.CreateDirectory(folder.File("one"));
+        Directory.CreateDirectory(folder.File("two"));
+        using var a = torch.ones(2, dtype: torch.ScalarType.Float16);
+        using var b = torch.zeros(3, dtype: torch.ScalarType.Float16);
+        using var c = torch.full(4, 7, dtype: torch.ScalarType.Float16);
+        // The same file name in two subfolders: two different shards.
+        SafetensorsWriter.Write(folder.File("one/model.safetensors"), [new("a", a)]);
+        SafetensorsWriter.Write(folder.File("two/model.safetensors"), [new("b", b)]);
+        SafetensorsWriter.Write(folder.File("two/c.safetensors"), [new("c", c)]);
+        File.CreateSymbolicLink(folder.File("c-link.safetensors"), "two/c.safetensors");
+        SafetensorsWriter.WriteIndex(folder.File(SafetensorsCheckpoint.IndexFileName),
+            new Dictionary<string, string> { ["a"] = "one/model.safetensors", ["b"] = "two/model.safetensors", ["c"] = "c-link.safetensors" }, 18);
+
+        using var checkpoint = SafetensorsCheckpoint.Open(folder.Path);
+
+        Assert.Equal(3, checkpoint.ShardCount);
+        using var readB = checkpoint.Read("b");
+        using var readC = checkpoint.Read("c");
+        Assert.True(readB.eq(b).all().item<bool>());
+        Assert.True(readC.eq(c).all().item<bool>());
     }
 
     private static void WriteRaw(string path, string header, int dataBytes)

@@ -16,19 +16,25 @@ public sealed record ConversionResult(string OutputFolder, int TensorsWritten, l
 /// </summary>
 public static class CheckpointConverter
 {
+    /// <summary>
+    /// Converts into <paramref name="outputFolder"/>, which must be new or empty (see <see cref="CheckFolders"/>). The
+    /// files are written into a staging folder beside it and renamed into place at the end, so a conversion that
+    /// fails or is cancelled leaves no output folder (an existing empty one stays as it was).
+    /// </summary>
     /// <param name="progress">Receives the number of tensors written so far (of <see cref="CountTensors"/>).</param>
+    /// <exception cref="ConversionFolderException">The output folder breaks a rule of <see cref="CheckFolders"/>.</exception>
     /// <exception cref="UnsupportedModelException">No family reads it, a variant its family refuses, or an untied head where the family ties it.</exception>
     /// <exception cref="ModelConfigException">config.json cannot be read (names the file and key).</exception>
+    /// <exception cref="SafetensorsFormatException">A safetensors file or the index breaks the format (names the file, tensor or shard).</exception>
     /// <exception cref="InvalidDataException">A tensor is missing or has the wrong shape (names it).</exception>
     public static ConversionResult Convert(string hfFolder, string outputFolder, IProgress<long>? progress = null,
         CancellationToken cancellation = default)
     {
         if (!Directory.Exists(hfFolder)) throw new DirectoryNotFoundException($"Checkpoint folder not found: {hfFolder}");
+        CheckFolders(hfFolder, outputFolder);
         string configPath = Path.Combine(hfFolder, "config.json");
         var config = ModelFamilies.FromConfigFile(configPath);
         var naming = config.Family.Checkpoint(config);
-        if (Path.GetFullPath(hfFolder) == Path.GetFullPath(outputFolder))
-            throw new ArgumentException($"The output folder must differ from the checkpoint folder ({hfFolder}).", nameof(outputFolder));
 
         using var checkpoint = SafetensorsCheckpoint.Open(hfFolder);
         var specs = DistinctSpecs(config);
@@ -36,7 +42,7 @@ public static class CheckpointConverter
         var used = new HashSet<string>(sources.Values, StringComparer.Ordinal);
 
         bool hasTiedHead = naming.TiedHead is { } head && checkpoint.Contains(head);
-        Directory.CreateDirectory(outputFolder);
+        using var staging = StagingFolder.Beside(CanonicalPath.Of(outputFolder));
         long bytes = 0;
         int done = 0;
         foreach (var spec in specs)
@@ -51,7 +57,7 @@ public static class CheckpointConverter
             {
                 var stored = checkpoint.Read(source);
                 var half = stored.dtype == torch.ScalarType.Float16 ? stored : stored.to_type(torch.ScalarType.Float16);
-                NpyFile.Write(Path.Combine(outputFolder, spec.FileName), half);
+                NpyFile.Write(Path.Combine(staging.Path, spec.FileName), half);
                 bytes += half.numel() * 2;
             }
             progress?.Report(++done);
@@ -62,14 +68,43 @@ public static class CheckpointConverter
             used.Add(naming.TiedHead!);
             CheckTied(checkpoint, naming.TiedHead!, sources[naming.TiedHeadFile!]);
         }
-        WriteConfig(configPath, Path.Combine(outputFolder, "config.json"));
+        WriteConfig(configPath, Path.Combine(staging.Path, "config.json"));
         foreach (var file in naming.SideFiles)
         {
             string from = Path.Combine(hfFolder, file);
-            if (File.Exists(from)) File.Copy(from, Path.Combine(outputFolder, file), overwrite: true);
+            if (File.Exists(from)) File.Copy(from, Path.Combine(staging.Path, file));
         }
+        cancellation.ThrowIfCancellationRequested();
+        staging.Commit();
         var ignored = checkpoint.TensorNames.Where(n => !used.Contains(n)).OrderBy(n => n, StringComparer.Ordinal).ToList();
         return new ConversionResult(outputFolder, done, bytes, hasTiedHead, ignored);
+    }
+
+    /// <summary>
+    /// Where a conversion may write: not into the checkpoint folder or below it, not into a folder that holds the
+    /// checkpoint, not over a file, and only into a new or empty folder, so that no file already there (the
+    /// checkpoint's or the user's) is ever replaced. Paths are compared canonically (<see cref="CanonicalPath"/>).
+    /// </summary>
+    /// <exception cref="ConversionFolderException">Names the output folder and the rule it breaks.</exception>
+    public static void CheckFolders(string hfFolder, string outputFolder)
+    {
+        string checkpoint = CanonicalPath.Of(hfFolder);
+        string output = CanonicalPath.Of(outputFolder);
+        bool outputInCheckpoint = CanonicalPath.IsSameOrInside(output, checkpoint);
+        bool checkpointInOutput = CanonicalPath.IsSameOrInside(checkpoint, output);
+        if (outputInCheckpoint || checkpointInOutput)
+        {
+            string relation = (outputInCheckpoint, checkpointInOutput) switch
+            {
+                (true, true) => "is the checkpoint folder",
+                (true, false) => "is inside the checkpoint folder",
+                _ => "holds the checkpoint folder",
+            };
+            throw new ConversionFolderException(outputFolder, $"{relation} {hfFolder}; the output must be written outside the checkpoint.");
+        }
+        if (File.Exists(output)) throw new ConversionFolderException(outputFolder, "a file is in the way.");
+        if (Directory.Exists(output) && Directory.EnumerateFileSystemEntries(output).Any())
+            throw new ConversionFolderException(outputFolder, "is not empty; convert writes only into a new or empty folder, so that no file already there is replaced.");
     }
 
     /// <summary>How many tensors a conversion of this folder writes (for progress bars).</summary>

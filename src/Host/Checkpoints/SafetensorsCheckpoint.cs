@@ -42,16 +42,17 @@ public sealed class SafetensorsCheckpoint : IDisposable
         {
             if (File.Exists(indexPath))
             {
+                var fileByShard = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
                 foreach (var (tensor, shard) in ReadWeightMap(indexPath))
                 {
-                    var file = files.FirstOrDefault(f => Path.GetFileName(f.Path) == shard);
-                    if (file is null)
+                    if (!fileByShard.TryGetValue(shard, out var file))
                     {
-                        string shardPath = Path.Combine(folder, shard);
+                        string shardPath = ShardPath(folder, indexPath, shard, tensor);
                         if (!File.Exists(shardPath))
                             throw new SafetensorsFormatException(indexPath, $"shard '{shard}' (holding '{tensor}') is missing from {folder}.");
                         file = SafetensorsFile.Open(shardPath);
                         files.Add(file);
+                        fileByShard[shard] = file;
                     }
                     if (!file.Contains(tensor))
                         throw new SafetensorsFormatException(file.Path, $"the index says it holds '{tensor}', but its header does not.");
@@ -87,6 +88,24 @@ public sealed class SafetensorsCheckpoint : IDisposable
 
     private SafetensorsFile FileOf(string name) =>
         _fileByTensor.TryGetValue(name, out var f) ? f : throw new KeyNotFoundException($"{Folder}: no tensor named '{name}' in the checkpoint.");
+
+    /// <summary>
+    /// The path of a shard the index names. The index is data from the checkpoint's author, so a name that leaves
+    /// the checkpoint folder (absolute, through <c>..</c>, or a symbolic link resolving outside) is refused rather
+    /// than read.
+    /// </summary>
+    private static string ShardPath(string folder, string indexPath, string shard, string tensor)
+    {
+        if (Path.IsPathRooted(shard))
+            throw new SafetensorsFormatException(indexPath,
+                $"shard '{shard}' (holding '{tensor}') is an absolute path; shards must be named relative to the checkpoint folder {folder}.");
+        string shardPath = Path.Combine(folder, shard);
+        string resolved = CanonicalPath.Of(shardPath);
+        if (!CanonicalPath.IsSameOrInside(resolved, CanonicalPath.Of(folder)))
+            throw new SafetensorsFormatException(indexPath,
+                $"shard '{shard}' (holding '{tensor}') resolves to {resolved}, outside the checkpoint folder {folder}; shards must lie inside it.");
+        return shardPath;
+    }
 
     private static IEnumerable<KeyValuePair<string, string>> ReadWeightMap(string indexPath)
     {

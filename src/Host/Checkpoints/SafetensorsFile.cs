@@ -127,6 +127,7 @@ public sealed class SafetensorsFile : IDisposable
                 }
                 entries[property.Name] = ParseEntry(path, property.Name, property.Value, dataLength);
             }
+            CheckNoOverlap(path, entries.Values);
             return (entries, metadata, dataStart);
         }
     }
@@ -162,6 +163,21 @@ public sealed class SafetensorsFile : IDisposable
             throw new SafetensorsFormatException(path,
                 $"tensor '{name}': {end - begin} data bytes, but dtype {dtype} and shape [{string.Join(", ", shape)}] need {expected}.");
         return entry;
+    }
+
+    /// <summary>Each tensor owns its bytes: two entries sharing data would silently read the same values.</summary>
+    private static void CheckNoOverlap(string path, IEnumerable<SafetensorsEntry> entries)
+    {
+        SafetensorsEntry? previous = null;
+        // Empty tensors own no bytes, so they cannot overlap anything.
+        foreach (var entry in entries.Where(e => e.End > e.Begin).OrderBy(e => e.Begin).ThenBy(e => e.End))
+        {
+            if (previous is not null && entry.Begin < previous.End)
+                throw new SafetensorsFormatException(path,
+                    $"tensors '{previous.Name}' (data_offsets [{previous.Begin}, {previous.End}]) and '{entry.Name}' " +
+                    $"(data_offsets [{entry.Begin}, {entry.End}]) overlap; each tensor must have its own bytes.");
+            previous = entry;
+        }
     }
 
     public void Dispose() => _stream.Dispose();

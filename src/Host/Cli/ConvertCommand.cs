@@ -15,7 +15,7 @@ public static class ConvertCommand
         };
         var output = new Argument<string>("output-folder")
         {
-            Description = "Model folder to write (FlexGen layout: config.json and one float16 .npy per parameter).",
+            Description = "Model folder to write, new or empty, outside the checkpoint (FlexGen layout: config.json and one float16 .npy per parameter).",
         };
         var command = new Command("convert", "Convert a Hugging Face checkpoint into a FlexGen model folder.")
         {
@@ -32,7 +32,8 @@ public static class ConvertCommand
             if (!SafetensorsCheckpoint.IsPresent(from))
                 throw new UsageException(
                     $"hf-folder {from}: no {SafetensorsCheckpoint.SingleFileName} or {SafetensorsCheckpoint.IndexFileName} (only safetensors checkpoints are read).");
-            if (File.Exists(to)) throw new UsageException($"output-folder {to}: a file is in the way.");
+            try { CheckpointConverter.CheckFolders(from, to); }
+            catch (ConversionFolderException ex) { throw new UsageException($"output-folder {ex.Message}"); }
 
             int total;
             try { total = CheckpointConverter.CountTensors(from); }
