@@ -91,19 +91,20 @@ public sealed class SafetensorsCheckpoint : IDisposable
 
     /// <summary>
     /// The path of a shard the index names. The index is data from the checkpoint's author, so a name that leaves
-    /// the checkpoint folder (absolute, through <c>..</c>, or a symbolic link resolving outside) is refused rather
-    /// than read.
+    /// the checkpoint folder (absolute, or through <c>..</c>) is refused rather than read. The check is on the name:
+    /// symbolic links in the folder are the file system's owner's, and the Hugging Face cache links every snapshot
+    /// file into its <c>blobs/</c> folder.
     /// </summary>
     private static string ShardPath(string folder, string indexPath, string shard, string tensor)
     {
         if (Path.IsPathRooted(shard))
             throw new SafetensorsFormatException(indexPath,
                 $"shard '{shard}' (holding '{tensor}') is an absolute path; shards must be named relative to the checkpoint folder {folder}.");
-        string shardPath = Path.Combine(folder, shard);
-        string resolved = CanonicalPath.Of(shardPath);
-        if (!CanonicalPath.IsSameOrInside(resolved, CanonicalPath.Of(folder)))
+        string root = Path.GetFullPath(folder);
+        string shardPath = Path.GetFullPath(Path.Combine(root, shard)); // `..` applied to the name, links not followed
+        if (!shardPath.StartsWith(Path.TrimEndingDirectorySeparator(root) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
             throw new SafetensorsFormatException(indexPath,
-                $"shard '{shard}' (holding '{tensor}') resolves to {resolved}, outside the checkpoint folder {folder}; shards must lie inside it.");
+                $"shard '{shard}' (holding '{tensor}') names {shardPath}, outside the checkpoint folder {folder}; shards must be named inside it.");
         return shardPath;
     }
 
