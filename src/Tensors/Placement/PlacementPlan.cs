@@ -89,7 +89,7 @@ public sealed record ActivationPlacement(TierKind Home, long Bytes);
 public sealed record PlacementPlan
 {
     private PlacementPlan(ModelConfig config, Policy policy, int promptLen, int genLen,
-        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations)
+        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
     {
         Config = config;
         Policy = policy;
@@ -99,6 +99,8 @@ public sealed record PlacementPlan
         Cache = cache;
         Activations = activations;
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
+        ComputeDtypeBytes = computeDtypeBytes;
+        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers), cache, activations, computeDtypeBytes);
     }
 
     public ModelConfig Config { get; }
@@ -124,6 +126,12 @@ public sealed record PlacementPlan
 
     public TierBytes TotalBytes => WeightBytes + CacheBytes + HiddenBytes;
 
+    /// <summary>Bytes of one element of the compute's working buffers (4: float32, 2: float16 / bfloat16).</summary>
+    public int ComputeDtypeBytes { get; }
+
+    /// <summary>What the run needs per tier: the homes above and the working buffers (see <see cref="MemoryNeed"/>).</summary>
+    public MemoryNeed Need { get; }
+
     /// <summary>Home of weight <paramref name="weightIndex"/> of layer <paramref name="layerIndex"/> (j).</summary>
     public WeightPlacement Weight(int layerIndex, int weightIndex) => Layers[layerIndex].Weights[weightIndex];
 
@@ -133,24 +141,184 @@ public sealed record PlacementPlan
     /// </summary>
     /// <exception cref="PlacementException">a rule FlexGen also refuses (split activations, compressed mixed
     /// cache, ...), or a geometry the model cannot hold.</exception>
-    /// <exception cref="TierCapacityExceededException">a tier would hold more than its capacity.</exception>
+    /// <param name="capacities">Caps on the homes of each tier (null: none).</param>
+    /// <param name="budgets">The memory each tier may use for the run, homes and working buffers (null: unlimited):
+    /// checked by the byte formulas before the layers are laid out, then against the plan (<see cref="CheckBudgets"/>).</param>
+    /// <param name="computeDtypeBytes">Bytes of a compute element (the working buffers' dtype).</param>
+    /// <exception cref="TierCapacityExceededException">a tier would hold more than its capacity, or need more than its budget.</exception>
     public static PlacementPlan Create(ModelConfig config, Policy policy, int promptLen, int genLen,
-        TierCapacities? capacities = null)
+        TierCapacities? capacities = null, TierBudgets? budgets = null, int computeDtypeBytes = 2)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(policy);
+        ArgumentOutOfRangeException.ThrowIfLessThan(computeDtypeBytes, 1);
+        CheckGeometry(config, promptLen, genLen);
+        budgets ??= TierBudgets.Unlimited;
+
+        var cache = PlaceCache(config, policy, promptLen, genLen, config.NumBlocks);
+        var activations = PlaceActivations(config, policy, promptLen);
+        // The byte formulas first: a model too large for a budget is refused before its layers are laid out.
+        if (budgets != TierBudgets.Unlimited)
+        {
+            CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes), budgets);
+        }
+
+        var layers = PlaceLayers(config, policy);
+        if (layers.Count(l => l.Layer.HasKvCache) != cache.AttentionLayers)
+        {
+            cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache));
+        }
+
+        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations, computeDtypeBytes);
+        plan.CheckCapacities(capacities ?? TierCapacities.Unlimited);
+        CheckBudgets(plan.Need, budgets);
+        return plan;
+    }
+
+    /// <summary>
+    /// What a run of <paramref name="config"/> under <paramref name="policy"/> needs per tier, from the byte formulas:
+    /// the weights of a model of any depth from a 1- and a 2-block copy of it (its blocks are alike), so nothing is laid
+    /// out per layer; equal to <see cref="Need"/> of the plan. Families that cannot copy a config with another depth
+    /// (<see cref="ModelConfig.WithBlocks"/> null) are laid out in full.
+    /// </summary>
+    public static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen, int computeDtypeBytes = 2)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
         CheckGeometry(config, promptLen, genLen);
+        return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks),
+            PlaceActivations(config, policy, promptLen), computeDtypeBytes);
+    }
 
-        var layers = config.Layers(policy.SepLayer)
+    /// <summary>
+    /// The budget rule: each tier's <paramref name="need"/> (homes and working buffers) must fit its budget; without
+    /// CUDA (<see cref="TierBudgets.GpuInCpuMemory"/>) the GPU tier's need counts against the CPU budget too.
+    /// </summary>
+    /// <exception cref="TierCapacityExceededException">the first tier (GPU, CPU, disk) over its budget: tier, need with its
+    /// breakdown, budget and where the budget came from.</exception>
+    public static void CheckBudgets(MemoryNeed need, TierBudgets budgets)
+    {
+        ArgumentNullException.ThrowIfNull(need);
+        ArgumentNullException.ThrowIfNull(budgets);
+        if (budgets.Gpu is { } gpu && need.Gpu.Total > gpu.Bytes)
+        {
+            throw new TierCapacityExceededException(TierKind.Gpu, need.Gpu.Total, gpu, need, need.Gpu.Breakdown());
+        }
+
+        if (budgets.Cpu is { } cpu)
+        {
+            bool shared = budgets.GpuInCpuMemory && !need.Gpu.IsZero;
+            long total = shared ? TierNeed.Sum(need.Cpu.Total, need.Gpu.Total) : need.Cpu.Total;
+            if (total > cpu.Bytes)
+            {
+                string breakdown = shared
+                    ? $"cpu: {need.Cpu.Breakdown()}; gpu tier emulated in CPU memory: {need.Gpu.Breakdown()}"
+                    : need.Cpu.Breakdown();
+                throw new TierCapacityExceededException(TierKind.Cpu, total, cpu, need, breakdown);
+            }
+        }
+
+        if (budgets.Disk is { } disk && need.Disk.Total > disk.Bytes)
+        {
+            throw new TierCapacityExceededException(TierKind.Disk, need.Disk.Total, disk, need, need.Disk.Breakdown());
+        }
+    }
+
+    private static LayerPlacement[] PlaceLayers(ModelConfig config, Policy policy) =>
+        config.Layers(policy.SepLayer)
             .Select(layer => new LayerPlacement(layer,
                 layer.WeightGroups.SelectMany(group => PlaceWeightGroup(group, policy)).ToArray()))
             .ToArray();
-        var cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache));
-        var activations = PlaceActivations(config, policy, promptLen);
 
-        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations);
-        plan.CheckCapacities(capacities ?? TierCapacities.Unlimited);
-        return plan;
+    private static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen,
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
+    {
+        WeightSummary weights;
+        if (config.NumBlocks > 2 && config.WithBlocks(1) is { } one && config.WithBlocks(2) is { } two)
+        {
+            // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
+            var a = WeightSummary.Of(one, PlaceLayers(one, policy));
+            var b = WeightSummary.Of(two, PlaceLayers(two, policy));
+            long more = config.NumBlocks - 1L;
+            weights = new WeightSummary(
+                new TierBytes(
+                    TierNeed.Sum(a.Bytes.Gpu, TierNeed.Product(b.Bytes.Gpu - a.Bytes.Gpu, more)),
+                    TierNeed.Sum(a.Bytes.Cpu, TierNeed.Product(b.Bytes.Cpu - a.Bytes.Cpu, more)),
+                    TierNeed.Sum(a.Bytes.Disk, TierNeed.Product(b.Bytes.Disk - a.Bytes.Disk, more))),
+                Math.Max(a.LargestStreamedLayer, b.LargestStreamedLayer),
+                Math.Max(a.WidestIntermediate, b.WidestIntermediate));
+        }
+        else
+        {
+            weights = WeightSummary.Of(config, PlaceLayers(config, policy));
+        }
+
+        return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes);
+    }
+
+    /// <summary>The formulas of <see cref="MemoryNeed"/> over a weight summary, the cache and the activations.</summary>
+    private static MemoryNeed NeedOf(ModelConfig config, Policy policy, int promptLen, int genLen, WeightSummary weights,
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
+    {
+        long b = policy.GpuBatchSize;
+        long s = promptLen;
+        long seq = promptLen + genLen - 1L;
+        long h = config.HiddenSize;
+        long heads = config.NumHeads;
+        long copies = policy.Overlap ? 2 : 1; // double buffering: the next load runs while this compute does
+
+        // Cache homes: k and v per attention layer and GPU batch, on the tiers the plan splits them over.
+        long tensors = cache.TensorCount;
+        var cacheHomes = new TierBytes(
+            TierNeed.Product(cache.BytesPerTensor.Gpu, tensors),
+            TierNeed.Product(cache.BytesPerTensor.Cpu, tensors),
+            TierNeed.Product(cache.BytesPerTensor.Disk, tensors));
+        var hiddenHome = TierBytes.On(activations.Home, activations.Bytes);
+
+        // Loaded cache: k and v of one layer and GPU batch, float16, copied from their homes to where attention runs.
+        long rowBytes = TierNeed.Product(cache.Shape[0], cache.Shape[2], config.DtypeBytes);
+        long offGpuRows = policy.CpuCacheCompute ? 0 : cache.CpuLength + cache.DiskLength;
+        long offCpuRows = policy.CpuCacheCompute ? cache.DiskLength : 0;
+        long loadedCacheGpu = TierNeed.Product(2, offGpuRows, rowBytes, copies);
+        long loadedCacheCpu = TierNeed.Product(2, offCpuRows, rowBytes, copies);
+
+        long loadedHidden = activations.Home == TierKind.Gpu ? 0 : TierNeed.Product(b, s, h, config.DtypeBytes, copies);
+        long widest = Math.Max(
+            TierNeed.Product(s, weights.WidestIntermediate),
+            Math.Max(TierNeed.Product(heads, s, s), TierNeed.Product(heads, seq)));
+        long activationBytes = TierNeed.Product(computeDtypeBytes, b,
+            TierNeed.Sum(TierNeed.Product(2, s, h), widest, config.VocabSize));
+
+        return new MemoryNeed(
+            new TierNeed(weights.Bytes.Gpu, cacheHomes.Gpu, hiddenHome.Gpu,
+                TierNeed.Product(weights.LargestStreamedLayer, copies), loadedCacheGpu, loadedHidden, activationBytes),
+            new TierNeed(weights.Bytes.Cpu, cacheHomes.Cpu, hiddenHome.Cpu, 0, loadedCacheCpu, 0, 0),
+            new TierNeed(weights.Bytes.Disk, cacheHomes.Disk, hiddenHome.Disk, 0, 0, 0, 0));
+    }
+
+    /// <summary>
+    /// What the need formulas take from the weights: bytes per tier, the largest layer's bytes streamed to the GPU
+    /// (homed elsewhere, or compressed: float16 during compute), the widest block intermediate (largest block weight / h).
+    /// </summary>
+    private sealed record WeightSummary(TierBytes Bytes, long LargestStreamedLayer, long WidestIntermediate)
+    {
+        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers)
+        {
+            long streamed = 0, widest = config.HiddenSize;
+            var bytes = TierBytes.Zero;
+            foreach (var layer in layers)
+            {
+                bytes += layer.Bytes;
+                streamed = Math.Max(streamed, layer.Weights.Where(w => w.Home != TierKind.Gpu || w.Compressed).Sum(w => w.Spec.Bytes));
+                if (layer.Layer.BlockIndex is not null && config.HiddenSize > 0)
+                {
+                    foreach (var w in layer.Weights.Where(w => w.Spec.Rank >= 2))
+                        widest = Math.Max(widest, w.Spec.ElementCount / config.HiddenSize);
+                }
+            }
+
+            return new WeightSummary(bytes, streamed, widest);
+        }
     }
 
     // FlexGen's init_weight_list: the tensors of one group lie end to end on a 0..100 line; each goes to the tier

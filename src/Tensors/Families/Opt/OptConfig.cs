@@ -37,6 +37,8 @@ public sealed record OptConfig : ModelConfig
 
     public override int NumHeads => NHead;
 
+    public override ModelConfig WithBlocks(int blocks) => this with { NumHiddenLayers = blocks };
+
     /// <summary>
     /// FlexGen's <c>model_bytes()</c>, verbatim: with h = input_dim,
     /// 2 * (layers * (h(3h+1) + h(h+1) [attention] + h(4h+1) + 4h(h+1) [mlp] + 4h [layer norms]) + vocab (h+1)).
