@@ -52,6 +52,9 @@ public sealed record PipelineBenchmarkOptions
     /// <summary>When set, the overlap-on trace is written here as Chrome trace JSON (and the off trace beside it).</summary>
     public string? TracePath { get; init; }
 
+    /// <summary>What each tier may hold (homes and working buffers); null: this machine's (see <see cref="EngineSettings.Budgets"/>).</summary>
+    public TierBudgets? Budgets { get; init; }
+
     /// <summary>The family whose layers are benchmarked; default: the first registered.</summary>
     public IModelFamily Family { get; init; } = ModelFamilies.All[0];
 
@@ -138,6 +141,7 @@ public static class PipelineBenchmark
             Policy = options.Policy(overlap),
             OffloadDirectory = options.OffloadDirectory,
             Tiers = new TierSettings { Disk = new DiskTierSettings(DirectIo: options.DirectIo) },
+            Budgets = options.Budgets,
             Compute = options.Compute,
             CpuCompute = options.Compute,
             Pipeline = new Actors.PipelineSettings(PrefetchSteps: options.PrefetchSteps),

@@ -21,11 +21,18 @@ internal sealed class BlockPlanner
     private readonly IReadOnlyList<LayerKind> _layers;
     private readonly IReadOnlyList<LayerWeightHomes> _weightHomes;
     private readonly int _kvRowsPerSequence;
+    private readonly TierBudgets _budgets;
+    private readonly int _computeDtypeBytes;
 
     /// <param name="weightPlan">Where each layer's weights live (the same for every block).</param>
     /// <param name="kvRowsPerSequence">Rows of dim 1 of the KV cache per sequence (the model's KV heads).</param>
-    public BlockPlanner(ModelConfig config, Policy policy, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence)
+    /// <param name="budgets">What each tier may hold: a block whose homes and working buffers exceed them is refused.</param>
+    /// <param name="computeDtypeBytes">Bytes of a compute element (the working buffers).</param>
+    public BlockPlanner(ModelConfig config, Policy policy, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence,
+        TierBudgets? budgets = null, int computeDtypeBytes = 2)
     {
+        _budgets = budgets ?? TierBudgets.Unlimited;
+        _computeDtypeBytes = computeDtypeBytes;
         _config = config;
         _policy = policy;
         _layers = layers;
@@ -38,7 +45,9 @@ internal sealed class BlockPlanner
 
     public TorchBlockPlan Plan(BlockRequest block)
     {
-        var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.Generation.GenLen);
+        // The same budget rule as the weights' plan, now with the block's geometry: before its run allocates anything.
+        var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.Generation.GenLen,
+            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes);
         var cache = placement.Cache;
         var routing = new RoutingPlan(
             _layers,

@@ -4,6 +4,7 @@ using FlexGen.Tensors.Tiers;
 using FlexGen.Actors.Actors;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
+using FlexGen.Tensors;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
@@ -35,6 +36,12 @@ public sealed record EngineSettings
     /// </summary>
     public TierSettings Tiers { get; init; } = new() { Disk = new DiskTierSettings(DirectIo: true) };
 
+    /// <summary>
+    /// What each tier may hold for a run (homes and working buffers), checked before anything is allocated: at backend
+    /// creation for the weights, for each block before its run. Null: this machine's (<see cref="ResolveBudgets"/>).
+    /// </summary>
+    public TierBudgets? Budgets { get; init; }
+
     /// <summary>GPU compute: float32 on CPU (exact), bfloat16 (fast), float16 on CUDA.</summary>
     public ComputeSettings Compute { get; init; } = ComputeSettings.Float32;
 
@@ -43,6 +50,16 @@ public sealed record EngineSettings
 
     /// <summary>Pipeline tuning; null: flexgen.pipeline of the actor system's HOCON.</summary>
     public PipelineSettings? Pipeline { get; init; }
+
+    /// <summary>
+    /// <see cref="Budgets"/>, else this machine's: the CUDA device's free memory (the GPU emulated in CPU memory without
+    /// CUDA, or with <see cref="TierSettings.ForceEmulatedGpu"/>), MemAvailable, the free space at <see cref="OffloadDirectory"/>.
+    /// </summary>
+    public TierBudgets ResolveBudgets() =>
+        Budgets ?? TierBudgets.Detect(OffloadDirectory, cuda: TorchRuntime.CudaAvailable && !Tiers.ForceEmulatedGpu);
+
+    /// <summary>Bytes of one element of the GPU compute's working buffers.</summary>
+    public int ComputeDtypeBytes => Compute.Dtype is TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
 
     /// <summary>The model config: <see cref="Model"/>, else ModelPath/config.json.</summary>
     public ModelConfig ResolveModel() =>

@@ -19,16 +19,17 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     private ModelWeights? _weights;
     private bool _disposed;
 
-    private TorchPipelineBackend(EngineSettings settings, Policy policy)
+    private TorchPipelineBackend(EngineSettings settings, Policy policy, PlacementPlan weightPlan, TierBudgets budgets)
     {
         Settings = settings;
         Policy = policy;
-        Config = settings.ResolveModel();
-        Layers = Config.Layers(policy.SepLayer);
+        Config = weightPlan.Config;
+        Layers = weightPlan.Layers.Select(l => l.Layer).ToArray();
         LayerCompute = Config.Compute();
-        // Weights do not depend on the batch geometry; this plan also rejects impossible policies early.
-        WeightPlan = PlacementPlan.Create(Config, policy, promptLen: 1, genLen: 1);
-        _planner = new BlockPlanner(Config, policy, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence);
+        WeightPlan = weightPlan;
+        Budgets = budgets;
+        _planner = new BlockPlanner(Config, policy, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence,
+            budgets, settings.ComputeDtypeBytes);
         Directory.CreateDirectory(settings.OffloadDirectory);
         OffloadFolder = Path.Combine(settings.OffloadDirectory, $"flexgen-{Environment.ProcessId}-{Guid.NewGuid():N}");
         Directory.CreateDirectory(OffloadFolder);
@@ -60,6 +61,9 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     public IReadOnlyList<LayerSpec> Layers { get; }
 
     public PlacementPlan WeightPlan { get; }
+
+    /// <summary>What each tier may hold (see <see cref="EngineSettings.Budgets"/>); every block's plan is checked against them.</summary>
+    public TierBudgets Budgets { get; }
 
     /// <summary>Rows of the KV cache's dim 1 per sequence (the cache is (positions, batch * rows, head_dim)): the KV heads.</summary>
     public int KvRowsPerSequence => Config.KvHeads;
@@ -95,7 +99,8 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var backend = new TorchPipelineBackend(settings, policy);
+        var weightPlan = PlanWeights(settings, policy, out var budgets);
+        var backend = new TorchPipelineBackend(settings, policy, weightPlan, budgets);
         try
         {
             backend.LoadWeights(weightProgress, cancellationToken);
@@ -106,6 +111,28 @@ public sealed class TorchPipelineBackend : IPipelineBackend
             backend.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The weights' plan, before anything is allocated (no tier, no offload folder): the budgets refuse a model whose
+    /// weights plus a one-token block's buffers do not fit (by the byte formulas first), and every weight file is
+    /// checked (present, shape, dtype: headers only).
+    /// </summary>
+    /// <exception cref="TierCapacityExceededException">a tier's budget is exceeded.</exception>
+    /// <exception cref="WeightLoadException">a weight file is missing or disagrees with the config.</exception>
+    private static PlacementPlan PlanWeights(EngineSettings settings, Policy policy, out TierBudgets budgets)
+    {
+        var config = settings.ResolveModel();
+        budgets = settings.ResolveBudgets();
+        // Weights do not depend on the batch geometry; this plan also rejects impossible policies early.
+        var plan = PlacementPlan.Create(config, policy, promptLen: 1, genLen: 1, budgets: budgets, computeDtypeBytes: settings.ComputeDtypeBytes);
+        if (!settings.DummyWeights)
+        {
+            WeightFiles.Check(settings.ModelPath ?? throw new ArgumentException("EngineSettings.ModelPath is required without DummyWeights", nameof(settings)),
+                config.Name, plan.Layers.SelectMany(l => l.Weights).Select(w => w.Spec));
+        }
+
+        return plan;
     }
 
     public BlockPlan Plan(BlockRequest block)

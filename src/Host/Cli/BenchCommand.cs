@@ -52,7 +52,7 @@ public static class BenchCommand
             if (!model.Config.Fits(prompt, genLen))
                 throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
 
-            await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation);
+            await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (prompt, genLen));
             var policy = runtime.Policy;
             int numPrompts = policy.GpuBatchSize * policy.NumGpuBatches;
             var config = model.Config;

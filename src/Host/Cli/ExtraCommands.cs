@@ -38,6 +38,10 @@ public static class ExtraCommands
         return command;
     }
 
+    /// <summary>Bytes of a budget flag in GB (2^30 bytes); null when absent.</summary>
+    private static long? Gb(ParseResult parse, Option<double?> option) => parse.GetValue(option) is not { } gb ? null
+        : TierBudgets.BytesOfGb(gb) ?? throw new UsageException($"{option.Name} {gb}: must be a positive number of GB (2^30 bytes).");
+
     private static Command BenchPipeline()
     {
         var defaults = new PipelineBenchmarkOptions();
@@ -63,10 +67,13 @@ public static class ExtraCommands
         };
         var prefetch = new Option<int>("--prefetch-steps") { Description = "How far loads may run ahead of compute.", DefaultValueFactory = _ => defaults.PrefetchSteps };
         var trace = new Option<string?>("--trace") { Description = "Write the overlap-on trace here (Chrome trace JSON; the off trace beside it)." };
+        var gpuMem = GenerationFlags.BudgetOption("--gpu-mem", "GPU memory", "the CUDA device's free memory; without CUDA the GPU tier is CPU memory and counts against --cpu-mem");
+        var cpuMem = GenerationFlags.BudgetOption("--cpu-mem", "CPU memory", "MemAvailable of /proc/meminfo");
+        var diskMem = GenerationFlags.BudgetOption("--disk-mem", "disk", "the free space of the offload folder's file system");
         var command = new Command("bench-pipeline",
             "The same generation with overlap off and on through the actor pipeline: tokens/s, per-tier busy time, schedule efficiency.")
         {
-            hidden, heads, blocks, gbs, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, prefetch, trace,
+            hidden, heads, blocks, gbs, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, prefetch, trace, gpuMem, cpuMem, diskMem,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -81,6 +88,8 @@ public static class ExtraCommands
             string? userDir = parse.GetValue(dir);
             if (userDir is not null && !Directory.Exists(userDir)) throw new UsageException($"--offload-dir {userDir}: folder not found.");
             string folder = userDir ?? Path.Combine(Path.GetTempPath(), $"flexgen-bench-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            var overrides = new TierCapacities(Gb(parse, gpuMem), Gb(parse, cpuMem), Gb(parse, diskMem));
+            var budgets = TierBudgets.Detect(folder, Tensors.TorchRuntime.CudaAvailable, overrides, ("--gpu-mem", "--cpu-mem", "--disk-mem"));
             var options = new PipelineBenchmarkOptions
             {
                 HiddenSize = parse.GetValue(hidden),
@@ -97,6 +106,7 @@ public static class ExtraCommands
                 ComputeThreads = parse.GetValue(threads),
                 PrefetchSteps = parse.GetValue(prefetch),
                 TracePath = parse.GetValue(trace),
+                Budgets = budgets,
             };
             try
             {

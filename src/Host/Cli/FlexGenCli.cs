@@ -30,7 +30,7 @@ public static class FlexGenCli
         return root;
     }
 
-    /// <summary>Parses and runs one command line. Returns 0 on success, 2 on a usage error, 1 on a failure.</summary>
+    /// <summary>Parses and runs one command line. Returns 0 on success, 2 on a usage error (a run over a tier's budget too), 1 on a failure.</summary>
     public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellation = default)
     {
         var root = BuildRoot();
@@ -53,6 +53,12 @@ public static class FlexGenCli
             string message = ex is FlexGenOptionsException options ? options.Describe(GenerationFlags.FlagOf(options.Key)) : ex.Message;
             await error.WriteLineAsync($"error: {message}");
             await error.WriteLineAsync(UsageHint(parse));
+            return ExitCodes.Usage;
+        }
+        catch (Exception ex) when (GenerationFlags.BudgetRefusal(ex) is { } refused)
+        {
+            // The user asked for more than a tier's budget: refused up front, a usage error in one line.
+            await error.WriteLineAsync($"error: {GenerationFlags.DescribeRefusal(refused)}");
             return ExitCodes.Usage;
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)

@@ -36,11 +36,14 @@ public sealed class FlexGenRuntime : IAsyncDisposable
 
     public IServiceProvider Services => _host.Services;
 
+    /// <param name="geometry">The run's prompt and generation lengths: checked against the tier budgets before the host
+    /// starts (a run that does not fit is refused with nothing loaded).</param>
     public static async Task<FlexGenRuntime> StartAsync(FlexGenOptions options, ResolvedModel? model, CliConsole console,
-        CancellationToken cancellation)
+        CancellationToken cancellation, (int PromptLen, int GenLen)? geometry = null)
     {
         options.AkkaLogLevel ??= console.Verbose ? "INFO" : "WARNING";
         var setup = FlexGenSetup.Create(options, model);
+        if (geometry is { } run) setup.CheckFits(run.PromptLen, run.GenLen);
         string stage = setup.Model.Location.DummyWeights ? "load dummy weights" : "load weights";
         WeightLoadProgressDisplay? loading = null;
         setup.WeightsLoading += _ => loading = new WeightLoadProgressDisplay(

@@ -81,7 +81,7 @@ public static class GenerateCommand
             };
 
             var clock = Stopwatch.StartNew();
-            await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation);
+            await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (ids.GetLength(1), genLen));
             console.Output.WriteLine(GenerationFlags.Describe(runtime));
             int n = ids.GetLength(0);
             if (PolicyFlags.GetBool(parse, warmup))

@@ -4,6 +4,7 @@ using System.CommandLine;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Placement;
 
 /// <summary>Flags shared by generate and bench: model, policy, compute dtype, trace.</summary>
 public sealed class GenerationFlags
@@ -26,6 +27,19 @@ public sealed class GenerationFlags
     };
 
     public Option<string?> Trace { get; }
+
+    public Option<double?> GpuMem { get; } = BudgetOption("--gpu-mem", "GPU memory", "the CUDA device's free memory; without CUDA the GPU tier is CPU memory and counts against --cpu-mem");
+
+    public Option<double?> CpuMem { get; } = BudgetOption("--cpu-mem", "CPU memory", "MemAvailable of /proc/meminfo");
+
+    public Option<double?> DiskMem { get; } = BudgetOption("--disk-mem", "disk", "the free space of the offload folder's file system");
+
+    /// <summary>A tier budget flag in GB (2^30 bytes); absent: the machine's.</summary>
+    public static Option<double?> BudgetOption(string name, string what, string detected) => new(name)
+    {
+        Description = $"Budget of {what} for the run in GB (GiB: 2^30 bytes); a run whose placement needs more is refused up front (default: {detected}).",
+        HelpName = "GB",
+    };
 
     public PolicyFlags Policy { get; } = new();
 
@@ -50,6 +64,9 @@ public sealed class GenerationFlags
         command.Options.Add(GenLen);
         Policy.AddTo(command);
         command.Options.Add(ComputeDtype);
+        command.Options.Add(GpuMem);
+        command.Options.Add(CpuMem);
+        command.Options.Add(DiskMem);
         command.Options.Add(Trace);
     }
 
@@ -65,6 +82,9 @@ public sealed class GenerationFlags
             Path = parse.GetValue(WeightsPath),
             OffloadDir = parse.GetValue(Policy.OffloadDir),
             ComputeDtype = parse.GetValue(ComputeDtype),
+            GpuMem = parse.GetValue(GpuMem),
+            CpuMem = parse.GetValue(CpuMem),
+            DiskMem = parse.GetValue(DiskMem),
             Policy = Policy.ToOptions(parse),
         };
         // The policy is checked here, before the model is read; the other options when the host is set up.
@@ -79,12 +99,34 @@ public sealed class GenerationFlags
         FlexGenOptionKeys.Path => "--path",
         FlexGenOptionKeys.OffloadDir => "--offload-dir",
         FlexGenOptionKeys.ComputeDtype => "--compute-dtype",
+        FlexGenOptionKeys.GpuMem => "--gpu-mem",
+        FlexGenOptionKeys.CpuMem => "--cpu-mem",
+        FlexGenOptionKeys.DiskMem => "--disk-mem",
         FlexGenOptionKeys.GpuBatchSize => "--gpu-batch-size",
         FlexGenOptionKeys.NumGpuBatches => "--num-gpu-batches",
         FlexGenOptionKeys.Percent => "--percent",
         FlexGenOptionKeys.AttnSparsity => "--attn-sparsity",
         _ => key,
     };
+
+    /// <summary>The budget refusal (<see cref="TierCapacityExceededException"/>) behind <paramref name="ex"/>, however wrapped; null if none.</summary>
+    public static TierCapacityExceededException? BudgetRefusal(Exception? ex)
+    {
+        for (; ex is not null; ex = ex is AggregateException { InnerExceptions.Count: 1 } agg ? agg.InnerExceptions[0] : ex.InnerException)
+        {
+            if (ex is TierCapacityExceededException refused) return refused;
+        }
+        return null;
+    }
+
+    /// <summary>The refusal's one line for the CLI: budgets named by their flags, and which flags set them.</summary>
+    public static string DescribeRefusal(TierCapacityExceededException refused)
+    {
+        string text = refused.Message;
+        foreach (string key in new[] { FlexGenOptionKeys.GpuMem, FlexGenOptionKeys.CpuMem, FlexGenOptionKeys.DiskMem })
+            text = text.Replace(key, FlagOf(key), StringComparison.Ordinal);
+        return text.ReplaceLineEndings(" ").TrimEnd('.') + " (--gpu-mem, --cpu-mem, --disk-mem set the budgets, in GB of 2^30 bytes).";
+    }
 
     public int GetGenLen(ParseResult parse)
     {

@@ -22,6 +22,15 @@ public sealed class FlexGenOptions
     /// <summary>float32 | bfloat16 | float16; null: float16 with CUDA, float32 on the CPU.</summary>
     public string? ComputeDtype { get; set; }
 
+    /// <summary>GPU memory budget in GB (2^30 bytes); null: the CUDA device's free memory (none of its own without CUDA).</summary>
+    public double? GpuMem { get; set; }
+
+    /// <summary>CPU memory budget in GB (2^30 bytes); null: MemAvailable of /proc/meminfo (the emulated GPU tier counts against it).</summary>
+    public double? CpuMem { get; set; }
+
+    /// <summary>Disk budget in GB (2^30 bytes); null: the free space of the offload folder's file system.</summary>
+    public double? DiskMem { get; set; }
+
     /// <summary>How long the service waits for more requests to fill a block after the first (milliseconds).</summary>
     public int BatchWindowMs { get; set; } = 5;
 

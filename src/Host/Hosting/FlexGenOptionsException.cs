@@ -38,6 +38,9 @@ public static class FlexGenOptionKeys
     public const string Path = Section + nameof(FlexGenOptions.Path);
     public const string OffloadDir = Section + nameof(FlexGenOptions.OffloadDir);
     public const string ComputeDtype = Section + nameof(FlexGenOptions.ComputeDtype);
+    public const string GpuMem = Section + nameof(FlexGenOptions.GpuMem);
+    public const string CpuMem = Section + nameof(FlexGenOptions.CpuMem);
+    public const string DiskMem = Section + nameof(FlexGenOptions.DiskMem);
     public const string GpuBatchSize = PolicySection + nameof(PolicyOptions.GpuBatchSize);
     public const string NumGpuBatches = PolicySection + nameof(PolicyOptions.NumGpuBatches);
     public const string Percent = PolicySection + nameof(PolicyOptions.Percent);
@@ -45,7 +48,7 @@ public static class FlexGenOptionKeys
 
     /// <summary>The keys a <see cref="FlexGenOptionsException"/> names (the other options are switches, HOCON or a log level).</summary>
     public static IReadOnlyList<string> Checked { get; } =
-        [Model, Path, OffloadDir, ComputeDtype, GpuBatchSize, NumGpuBatches, Percent, AttnSparsity];
+        [Model, Path, OffloadDir, ComputeDtype, GpuMem, CpuMem, DiskMem, GpuBatchSize, NumGpuBatches, Percent, AttnSparsity];
 
     /// <summary>
     /// The option key of a <see cref="PolicyValidationException.Field"/> ("Policy.WGpuPercent" comes from the

@@ -18,8 +18,9 @@ public sealed class FlexGenSetup
     private readonly bool _ownsOffloadDir;
 
     private FlexGenSetup(FlexGenOptions options, ResolvedModel model, Policy policy, torch.ScalarType computeDtype,
-        string offloadDir, bool ownsOffloadDir, BpeTokenizer? tokenizer)
+        string offloadDir, bool ownsOffloadDir, BpeTokenizer? tokenizer, TierBudgets budgets)
     {
+        Budgets = budgets;
         Options = options;
         Model = model;
         Policy = policy;
@@ -44,6 +45,12 @@ public sealed class FlexGenSetup
 
     public BpeTokenizer? Tokenizer { get; }
 
+    /// <summary>
+    /// What each tier may hold: <see cref="FlexGenOptions.GpuMem"/>, <see cref="FlexGenOptions.CpuMem"/>,
+    /// <see cref="FlexGenOptions.DiskMem"/> where given, else this machine's (detected once, here).
+    /// </summary>
+    public TierBudgets Budgets { get; }
+
     /// <exception cref="FlexGenOptionsException">A bad model, policy, dtype or offload folder (names the option key and the rule).</exception>
     public static FlexGenSetup Create(FlexGenOptions options, ResolvedModel? model = null)
     {
@@ -55,8 +62,34 @@ public sealed class FlexGenSetup
             ? Path.Combine(Path.GetTempPath(), $"flexgen-offload-{Environment.ProcessId}-{Guid.NewGuid():N}")
             : Path.GetFullPath(options.OffloadDir!);
         if (!owns && File.Exists(offload)) throw new FlexGenOptionsException(FlexGenOptionKeys.OffloadDir, options.OffloadDir, "a file is in the way.");
-        return new FlexGenSetup(options, model, policy, dtype, offload, owns, LoadTokenizer(model));
+        var budgets = ResolveBudgets(options, offload);
+        return new FlexGenSetup(options, model, policy, dtype, offload, owns, LoadTokenizer(model), budgets);
     }
+
+    /// <summary>The budgets of <paramref name="options"/> (in GB of 2^30 bytes), the machine's where not given.</summary>
+    /// <exception cref="FlexGenOptionsException">A budget that is not a positive number (names its key).</exception>
+    public static TierBudgets ResolveBudgets(FlexGenOptions options, string offloadDir)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var overrides = new TierCapacities(
+            Budget(FlexGenOptionKeys.GpuMem, options.GpuMem),
+            Budget(FlexGenOptionKeys.CpuMem, options.CpuMem),
+            Budget(FlexGenOptionKeys.DiskMem, options.DiskMem));
+        return TierBudgets.Detect(offloadDir, TorchRuntime.CudaAvailable, overrides,
+            (FlexGenOptionKeys.GpuMem, FlexGenOptionKeys.CpuMem, FlexGenOptionKeys.DiskMem));
+    }
+
+    private static long? Budget(string key, double? gb) => gb is not { } value ? null
+        : TierBudgets.BytesOfGb(value) ?? throw new FlexGenOptionsException(key, value.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "must be a positive number of GB (2^30 bytes).");
+
+    /// <summary>
+    /// The plan of a run of <paramref name="promptLen"/> + <paramref name="genLen"/> tokens under <see cref="Policy"/>,
+    /// checked against <see cref="Budgets"/> before anything is loaded: the check each block's plan repeats.
+    /// </summary>
+    /// <exception cref="Tensors.Placement.TierCapacityExceededException">a tier's budget is exceeded.</exception>
+    public Tensors.Placement.PlacementPlan CheckFits(int promptLen, int genLen) =>
+        Tensors.Placement.PlacementPlan.Create(Model.Config, Policy, promptLen, genLen, budgets: Budgets, computeDtypeBytes: Settings.ComputeDtypeBytes);
 
     /// <summary>The model folder's tokenizer, when it has vocab.json and merges.txt.</summary>
     public static BpeTokenizer? LoadTokenizer(ResolvedModel model) =>
@@ -85,6 +118,7 @@ public sealed class FlexGenSetup
         DummyWeights = Model.Location.DummyWeights,
         Policy = Policy,
         OffloadDirectory = OffloadDir,
+        Budgets = Budgets,
         Compute = new ComputeSettings(ComputeDtype),
         // CPU attention never runs float16 (1 GFLOP/s on the CPU): bfloat16 when the GPU computes in 16 bits.
         CpuCompute = ComputeDtype == torch.ScalarType.Float32 ? ComputeSettings.Float32 : ComputeSettings.BFloat16,
