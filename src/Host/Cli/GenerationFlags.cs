@@ -125,7 +125,7 @@ public sealed class GenerationFlags
         string text = refused.Message;
         foreach (string key in new[] { FlexGenOptionKeys.GpuMem, FlexGenOptionKeys.CpuMem, FlexGenOptionKeys.DiskMem })
             text = text.Replace(key, FlagOf(key), StringComparison.Ordinal);
-        return text.ReplaceLineEndings(" ").TrimEnd('.') + " (--gpu-mem, --cpu-mem, --disk-mem set the budgets, in GB of 2^30 bytes).";
+        return text.ReplaceLineEndings(" ") + " --gpu-mem, --cpu-mem and --disk-mem set the budgets (GB of 2^30 bytes).";
     }
 
     public int GetGenLen(ParseResult parse)

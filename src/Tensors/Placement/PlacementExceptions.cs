@@ -18,8 +18,10 @@ public class PlacementException : InvalidOperationException
 public sealed class TierCapacityExceededException : PlacementException
 {
     /// <summary>A run over a tier's budget: "The Cpu tier needs N bytes (x GiB: breakdown) but its budget is B bytes (y GiB, source)."</summary>
-    public TierCapacityExceededException(TierKind tier, long neededBytes, TierBudget budget, MemoryNeed need, string breakdown)
-        : base($"The {tier} tier needs {neededBytes:N0} bytes ({TierBudgets.Gib(neededBytes)}: {breakdown}) but its budget is {budget}.")
+    /// <param name="withEmulatedGpu">The need includes the GPU tier's, emulated in CPU memory (said in the message).</param>
+    public TierCapacityExceededException(TierKind tier, long neededBytes, TierBudget budget, MemoryNeed need, string breakdown, bool withEmulatedGpu = false)
+        : base($"The {tier} tier{(withEmulatedGpu ? " (with the Gpu tier, emulated in CPU memory)" : "")} needs {neededBytes:N0} bytes " +
+            $"({TierBudgets.Gib(neededBytes)}: {breakdown}) but its budget is {budget}.")
     {
         ArgumentNullException.ThrowIfNull(budget);
         Tier = tier;

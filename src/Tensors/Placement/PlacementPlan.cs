@@ -211,10 +211,10 @@ public sealed record PlacementPlan
             long total = shared ? TierNeed.Sum(need.Cpu.Total, need.Gpu.Total) : need.Cpu.Total;
             if (total > cpu.Bytes)
             {
-                string breakdown = shared
-                    ? $"cpu: {need.Cpu.Breakdown()}; gpu tier emulated in CPU memory: {need.Gpu.Breakdown()}"
-                    : need.Cpu.Breakdown();
-                throw new TierCapacityExceededException(TierKind.Cpu, total, cpu, need, breakdown);
+                string breakdown = !shared ? need.Cpu.Breakdown()
+                    : need.Cpu.IsZero ? $"gpu {need.Gpu.Breakdown()}"
+                    : $"cpu {need.Cpu.Breakdown()}; gpu {need.Gpu.Breakdown()}";
+                throw new TierCapacityExceededException(TierKind.Cpu, total, cpu, need, breakdown, shared);
             }
         }
 

@@ -1,0 +1,182 @@
+using System.Diagnostics;
+using FlexGen.Tensors.Families.Opt;
+using FlexGen.Tensors.Placement;
+using FlexGen.Tensors.Policies;
+using FlexGen.Tensors.Tiers;
+
+namespace FlexGen.Tensors.Tests.Placement;
+
+/// <summary>
+/// The need formulas of <see cref="MemoryNeed"/> against hand arithmetic, and the budget rule of
+/// <see cref="PlacementPlan.CheckBudgets"/>.
+/// </summary>
+/// <remarks>
+/// opt-tiny (V = 50272, h = 64, H = 4 heads, head_dim 16, 3 blocks, ffn F = 256), b = 4, n = 2, s = 12, g = 10, float32
+/// compute (d = 4), weights and cache on the CPU, activations on the GPU, overlap on (2 copies of each load):
+/// <code>
+/// homes:   weights (cpu) 13,432,192; KV cache (cpu) 129,024; hidden (gpu) 8 * 12 * 64 * 2 = 12,288
+/// streamed weights (gpu): the largest layer, the input embedding: (V*h + 2050*h) * 2 = 6,697,216, x 2 = 13,394,432
+/// loaded cache (gpu): k and v of one layer and GPU batch: 2 * 16 rows * (21 * 16 * 2 = 672) = 21,504, x 2 = 43,008
+/// loaded hidden: 0 (the act home is the GPU)
+/// activations (gpu): d * b * (2*s*h + max(s*F, H*s*s, H*(s+g-1)) + V) = 4 * 4 * (1,536 + max(3,072, 576, 84) + 50,272)
+///                    = 16 * 54,880 = 878,080
+/// gpu: 12,288 + 13,394,432 + 43,008 + 878,080 = 14,327,808;  cpu: 13,432,192 + 129,024 = 13,561,216
+/// </code>
+/// </remarks>
+public class MemoryNeedTests
+{
+    private const long GpuNeed = 14_327_808;
+    private const long CpuNeed = 13_561_216;
+
+    private static readonly OptConfig Tiny =
+        OptConfig.FromHuggingFaceConfig(Path.Combine(AppContext.BaseDirectory, "models", "opt-tiny"));
+
+    private static readonly Policy CpuWeightsAndCache = Policy.FromPercent([0, 100, 0, 100, 100, 0], 4, 2);
+
+    private static PlacementPlan Plan(Policy policy, TierBudgets? budgets = null) =>
+        PlacementPlan.Create(Tiny, policy, promptLen: 12, genLen: 10, budgets: budgets, computeDtypeBytes: 4);
+
+    [Fact]
+    public void Need_should_count_homes_and_working_buffers_per_tier_as_by_hand()
+    {
+        var need = Plan(CpuWeightsAndCache).Need;
+
+        Assert.Equal(new TierNeed(0, 0, 12_288, 13_394_432, 43_008, 0, 878_080), need.Gpu);
+        Assert.Equal(new TierNeed(13_432_192, 129_024, 0, 0, 0, 0, 0), need.Cpu);
+        Assert.Equal(default, need.Disk);
+        Assert.Equal(new TierBytes(GpuNeed, CpuNeed, 0), need.Total);
+        Assert.Equal(Plan(CpuWeightsAndCache).TotalBytes, need.Homes);
+    }
+
+    [Fact]
+    public void Without_overlap_each_load_should_be_counted_once_and_an_act_home_off_the_gpu_loaded()
+    {
+        // activations on the CPU: loaded hidden b * s * h * 2 = 4 * 12 * 64 * 2 = 6,144 (x 1 without overlap).
+        var policy = Policy.FromPercent([0, 100, 0, 100, 0, 100], 4, 2) with { Overlap = false };
+
+        var need = Plan(policy).Need;
+
+        Assert.Equal(new TierNeed(0, 0, 0, 6_697_216, 21_504, 6_144, 878_080), need.Gpu);
+        Assert.Equal(new TierNeed(13_432_192, 129_024, 12_288, 0, 0, 0, 0), need.Cpu);
+    }
+
+    [Theory]
+    [InlineData(new double[] { 100, 0, 100, 0, 100, 0 }, true)]
+    [InlineData(new double[] { 20, 30, 0, 100, 100, 0 }, true)]
+    [InlineData(new double[] { 30, 30, 30, 30, 0, 100 }, false)]
+    [InlineData(new double[] { 0, 0, 0, 0, 0, 0 }, false)]
+    public void The_byte_formula_estimate_should_equal_the_laid_out_plan(double[] percent, bool sepLayer)
+    {
+        // opt-tiny with 7 blocks: the estimate sizes it from a 1- and a 2-block copy.
+        var config = Tiny with { NumHiddenLayers = 7 };
+        var policy = Policy.FromPercent(percent, 4, 2) with { SepLayer = sepLayer };
+
+        var plan = PlacementPlan.Create(config, policy, 12, 10, computeDtypeBytes: 2);
+
+        Assert.Equal(plan.Need, PlacementPlan.EstimateNeed(config, policy, 12, 10, computeDtypeBytes: 2));
+    }
+
+    [Fact]
+    public void A_run_over_the_cpu_budget_with_the_gpu_emulated_in_cpu_memory_should_be_refused_naming_tier_need_and_budget()
+    {
+        // Without CUDA the GPU tier is CPU memory: 14,327,808 + 13,561,216 = 27,889,024 bytes count against the CPU budget.
+        var fits = new TierBudgets { Cpu = new TierBudget(27_889_024, "test"), GpuInCpuMemory = true };
+        Plan(CpuWeightsAndCache, fits);
+
+        var ex = Assert.Throws<TierCapacityExceededException>(() =>
+            Plan(CpuWeightsAndCache, fits with { Cpu = new TierBudget(27_889_023, "MemAvailable of /proc/meminfo") }));
+
+        Assert.Equal(TierKind.Cpu, ex.Tier);
+        Assert.Equal(27_889_024, ex.NeededBytes);
+        Assert.Equal(27_889_023, ex.CapacityBytes);
+        Assert.Equal("MemAvailable of /proc/meminfo", ex.BudgetSource);
+        Assert.Equal(
+            "The Cpu tier (with the Gpu tier, emulated in CPU memory) needs 27,889,024 bytes (0.03 GiB: cpu weights 13,432,192, " +
+            "KV cache 129,024; gpu hidden 12,288, streamed weights 13,394,432, loaded cache 43,008, activations 878,080) " +
+            "but its budget is 27,889,023 bytes (0.03 GiB, MemAvailable of /proc/meminfo).", ex.Message);
+    }
+
+    [Fact]
+    public void With_a_real_gpu_each_tier_should_be_checked_against_its_own_budget()
+    {
+        var budgets = new TierBudgets { Gpu = new TierBudget(GpuNeed, "gpu"), Cpu = new TierBudget(CpuNeed, "cpu"), Disk = new TierBudget(0, "disk") };
+        Plan(CpuWeightsAndCache, budgets);
+
+        var gpu = Assert.Throws<TierCapacityExceededException>(() => Plan(CpuWeightsAndCache, budgets with { Gpu = new TierBudget(GpuNeed - 1, "--gpu-mem") }));
+        Assert.Equal((TierKind.Gpu, GpuNeed), (gpu.Tier, gpu.NeededBytes));
+        Assert.StartsWith("The Gpu tier needs 14,327,808 bytes (0.01 GiB: hidden 12,288, streamed weights 13,394,432, ", gpu.Message);
+        Assert.EndsWith("but its budget is 14,327,807 bytes (0.01 GiB, --gpu-mem).", gpu.Message);
+
+        var cpu = Assert.Throws<TierCapacityExceededException>(() => Plan(CpuWeightsAndCache, budgets with { Cpu = new TierBudget(CpuNeed - 1, "--cpu-mem") }));
+        Assert.Equal((TierKind.Cpu, CpuNeed), (cpu.Tier, cpu.NeededBytes));
+        Assert.NotNull(cpu.Need);
+    }
+
+    [Fact]
+    public void Weights_on_disk_should_be_checked_against_the_disk_budget()
+    {
+        var policy = Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 2);
+        var ex = Assert.Throws<TierCapacityExceededException>(() =>
+            Plan(policy, new TierBudgets { Disk = new TierBudget(13_432_191, "free space at /tmp") }));
+
+        Assert.Equal(TierKind.Disk, ex.Tier);
+        Assert.Equal(13_432_192, ex.NeededBytes);
+        Assert.Contains("(0.01 GiB: weights 13,432,192) but its budget is 13,432,191 bytes (0.01 GiB, free space at /tmp)", ex.Message);
+    }
+
+    [Fact]
+    public void A_model_of_a_million_blocks_should_be_refused_by_the_byte_formula_without_laying_out_its_layers()
+    {
+        // weights: (3,348,608 + 3,217,536 + 1,000,000 * (16,768 + 33,216)) * 2 = 99,981,132,288 bytes, all on the GPU.
+        var huge = Tiny with { NumHiddenLayers = 1_000_000 };
+        var clock = Stopwatch.StartNew();
+
+        var ex = Assert.Throws<TierCapacityExceededException>(() => PlacementPlan.Create(huge, Policy.FromPercent(Policy.AllGpuPercent, 4, 1), 12, 10,
+            budgets: new TierBudgets { Cpu = new TierBudget(24L << 30, "test"), GpuInCpuMemory = true }));
+
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed}");
+        Assert.Equal(99_981_132_288, ex.Need!.Gpu.Weights);
+        Assert.Contains("gpu weights 99,981,132,288, KV cache ", ex.Message);
+    }
+
+    [Fact]
+    public void An_absurd_batch_should_be_refused_without_overflowing()
+    {
+        var ex = Assert.Throws<TierCapacityExceededException>(() => PlacementPlan.Create(Tiny, Policy.FromPercent(Policy.AllGpuPercent, 1_000_000_000, 1_000), 12, 10,
+            budgets: new TierBudgets { Gpu = new TierBudget(80L << 30, "test") }));
+
+        Assert.Equal(TierKind.Gpu, ex.Tier);
+        Assert.True(ex.NeededBytes > 80L << 30);
+    }
+
+    [Fact]
+    public void Budgets_should_come_from_the_machine_unless_overridden()
+    {
+        string missing = Path.Combine(Path.GetTempPath(), "flexgen-no-such-" + Guid.NewGuid().ToString("N"), "sub");
+
+        var detected = TierBudgets.Detect(missing, cuda: false);
+
+        Assert.True(detected.GpuInCpuMemory);
+        Assert.Null(detected.Gpu);
+        Assert.True(detected.Cpu!.Bytes > 0);
+        if (File.Exists("/proc/meminfo")) Assert.Equal("MemAvailable of /proc/meminfo", detected.Cpu.Source);
+        Assert.True(detected.Disk!.Bytes > 0);
+        Assert.Equal($"free space at {Path.GetTempPath().TrimEnd('/')}", detected.Disk.Source);
+
+        var given = TierBudgets.Detect(missing, cuda: false, new TierCapacities(1, 2, 3), ("--gpu-mem", "--cpu-mem", "--disk-mem"));
+        Assert.Equal(new TierBudget(1, "--gpu-mem"), given.Gpu);
+        Assert.Equal(new TierBudget(2, "--cpu-mem"), given.Cpu);
+        Assert.Equal(new TierBudget(3, "--disk-mem"), given.Disk);
+    }
+
+    [Theory]
+    [InlineData(1.5, 1_610_612_736L)]
+    [InlineData(0.000000001, 1L)]
+    [InlineData(0, null)]
+    [InlineData(-2, null)]
+    [InlineData(double.NaN, null)]
+    [InlineData(double.PositiveInfinity, null)]
+    [InlineData(1e12, null)]
+    public void Budget_gigabytes_should_be_2_to_the_30_bytes_and_positive(double gb, long? bytes) =>
+        Assert.Equal(bytes, TierBudgets.BytesOfGb(gb));
+}
