@@ -23,6 +23,9 @@ public class OptionErrorTests
         { "FlexGen:Policy:NumGpuBatches", "0", FlexGenOptionKeys.NumGpuBatches, "must be >= 1" },
         { "FlexGen:Policy:Percent:0", "150", FlexGenOptionKeys.Percent, "WGpuPercent = 150" },
         { "FlexGen:Policy:AttnSparsity", "1.5", FlexGenOptionKeys.AttnSparsity, "AttnSparsity = 1.5" },
+        { "FlexGen:GpuMem", "0", FlexGenOptionKeys.GpuMem, "must be a positive number of GB (2^30 bytes)" },
+        { "FlexGen:CpuMem", "-1", FlexGenOptionKeys.CpuMem, "must be a positive number of GB" },
+        { "FlexGen:DiskMem", "-0.5", FlexGenOptionKeys.DiskMem, "must be a positive number of GB" },
     };
 
     [Theory]
@@ -70,6 +73,9 @@ public class OptionErrorTests
         Assert.Equal("--compute-dtype", GenerationFlags.FlagOf(FlexGenOptionKeys.ComputeDtype));
         Assert.Equal("--percent", GenerationFlags.FlagOf(FlexGenOptionKeys.Percent));
         Assert.Equal("--offload-dir", GenerationFlags.FlagOf(FlexGenOptionKeys.OffloadDir));
+        Assert.Equal("--gpu-mem", GenerationFlags.FlagOf(FlexGenOptionKeys.GpuMem));
+        Assert.Equal("--cpu-mem", GenerationFlags.FlagOf(FlexGenOptionKeys.CpuMem));
+        Assert.Equal("--disk-mem", GenerationFlags.FlagOf(FlexGenOptionKeys.DiskMem));
     }
 
     [Theory]
