@@ -9,6 +9,7 @@ using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
@@ -108,6 +109,11 @@ public static class PipelineBenchmark
             options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
             options.ComputeThreads ?? TorchSharp.torch.get_num_threads(), options.PrefetchSteps));
 
+        // The budgets refuse a model or batch that does not fit before any actor system starts (each backend checks again).
+        var planned = SettingsOf(options, overlap: true);
+        PlacementPlan.Create(model, planned.Policy, options.PromptLen, options.GenLen, budgets: planned.ResolveBudgets(),
+            computeDtypeBytes: planned.ComputeDtypeBytes);
+
         int threads = TorchSharp.torch.get_num_threads();
         if (options.ComputeThreads is { } computeThreads)
         {
@@ -131,21 +137,23 @@ public static class PipelineBenchmark
         return result;
     }
 
+    private static EngineSettings SettingsOf(PipelineBenchmarkOptions options, bool overlap) => new()
+    {
+        Model = options.Model,
+        DummyWeights = true,
+        Policy = options.Policy(overlap),
+        OffloadDirectory = options.OffloadDirectory,
+        Tiers = new TierSettings { Disk = new DiskTierSettings(DirectIo: options.DirectIo) },
+        Budgets = options.Budgets,
+        Compute = options.Compute,
+        CpuCompute = options.Compute,
+        Pipeline = new Actors.PipelineSettings(PrefetchSteps: options.PrefetchSteps),
+    };
+
     private static async Task<PipelineBenchmarkRun> RunOnceAsync(PipelineBenchmarkOptions options, bool overlap, TextWriter output, CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(options.OffloadDirectory);
-        var settings = new EngineSettings
-        {
-            Model = options.Model,
-            DummyWeights = true,
-            Policy = options.Policy(overlap),
-            OffloadDirectory = options.OffloadDirectory,
-            Tiers = new TierSettings { Disk = new DiskTierSettings(DirectIo: options.DirectIo) },
-            Budgets = options.Budgets,
-            Compute = options.Compute,
-            CpuCompute = options.Compute,
-            Pipeline = new Actors.PipelineSettings(PrefetchSteps: options.PrefetchSteps),
-        };
+        var settings = SettingsOf(options, overlap);
         await using var flexgen = FlexGenSystem.Start(settings, overlap ? "bench-overlap" : "bench-serial");
         int rows = options.GpuBatchSize * options.NumGpuBatches;
         var random = new Random(5);
