@@ -97,6 +97,12 @@ public enum TokenizerKind
 {
     /// <summary>GPT-2 byte-level BPE from a vocab.json and a merges.txt.</summary>
     ByteLevelBpe,
+
+    /// <summary>A Hugging Face tokenizer.json (byte-level BPE: Llama 3, Qwen2).</summary>
+    TokenizerJson,
+
+    /// <summary>A SentencePiece tokenizer.model (Llama 2, Mistral).</summary>
+    SentencePiece,
 }
 
 /// <summary>Which tokenizer a model folder uses and its conventions.</summary>
@@ -116,4 +122,10 @@ public sealed class ModelFamilyAttribute(Type family) : Attribute
 {
     /// <summary>An <see cref="IModelFamily"/> with a public parameterless constructor.</summary>
     public Type Family { get; } = family;
+
+    /// <summary>
+    /// Where the family is listed among the registered ones (then by name): the first is the default of family-free
+    /// tools (bench-pipeline) and leads "only ... models are supported".
+    /// </summary>
+    public int Order { get; init; }
 }
