@@ -21,6 +21,7 @@ public class LlamaCliTests
 
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("wrote 30 tensors", result.Output);
+        Assert.Contains("lm_head.weight: an output projection of its own", result.Output);
         var config = (LlamaConfig)ModelFamilies.FromConfigFile(output);
         Assert.Equal(ModelFamilies.FromConfigFile(LlamaTiny("model")), config);
         foreach (var spec in config.Layers(sepLayer: true).SelectMany(l => l.Weights).DistinctBy(s => s.FileName))
