@@ -68,7 +68,7 @@ public static class GenerateCommand
             else if (prompts.Length > 0)
             {
                 if (tokenizer is null)
-                    throw new UsageException($"--prompt needs vocab.json and merges.txt in the model folder ({model.Location.Folder ?? model.Config.Name}); use --input-ids instead.");
+                    throw new UsageException($"--prompt needs {Text.BpeTokenizer.FilesOf(model.Config.Family.Tokenizer(model.Config).Kind)} in the model folder ({model.Location.Folder ?? model.Config.Name}); use --input-ids instead.");
                 ids = PromptMatrix.LeftPad(prompts.Select(p => tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToList(), model.Config.PadTokenId);
             }
             else ids = ReadInputIds(BuiltInPromptsPath, model);
@@ -181,7 +181,7 @@ public static class GenerateCommand
             return (int)id;
         }
         if (tokenizer is null) throw new UsageException($"--stop {stop}: text stop tokens need the model's tokenizer; give a token id.");
-        var encoded = tokenizer.Encode(stop).Skip(1).ToList();
+        var encoded = tokenizer.EncodeText(stop).ToList();
         if (encoded.Count != 1) throw new UsageException($"--stop {stop}: encodes to {encoded.Count} tokens; it must be exactly one.");
         return encoded[0];
     }

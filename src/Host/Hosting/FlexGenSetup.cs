@@ -58,10 +58,10 @@ public sealed class FlexGenSetup
         return new FlexGenSetup(options, model, policy, dtype, offload, owns, LoadTokenizer(model));
     }
 
-    /// <summary>The model folder's tokenizer, when it has vocab.json and merges.txt.</summary>
+    /// <summary>The model folder's tokenizer, when it has the files its family's tokenizer kind reads.</summary>
     public static BpeTokenizer? LoadTokenizer(ResolvedModel model) =>
-        model.Location.Folder is { } folder && BpeTokenizer.IsPresent(folder)
-            ? BpeTokenizer.Load(folder, model.Config.Family.Tokenizer(model.Config))
+        model.Location.Folder is { } folder && model.Config.Family.Tokenizer(model.Config) is var spec && BpeTokenizer.IsPresent(folder, spec)
+            ? BpeTokenizer.Load(folder, spec)
             : null;
 
     /// <exception cref="FlexGenOptionsException">Not a dtype name, or float16 without CUDA (key <c>FlexGen:ComputeDtype</c>).</exception>
