@@ -70,6 +70,8 @@ public class LlamaTokenizerTests
         Assert.Equal((TokenizerKind.SentencePiece, true, 1), Of("llama-2-7b"));
         Assert.Equal((TokenizerKind.SentencePiece, true, 1), Of("mistral-7b"));
         Assert.Equal((TokenizerKind.TokenizerJson, false, 151643), Of("qwen2.5-7b"));
+        Assert.True(LlamaFamily.Instance.Tokenizer(ModelFamilies.FromPreset("llama-3.1-8b")).StopAtEos);
+        Assert.False(ModelFamilies.FromPreset("opt-125m") is var opt && opt.Family.Tokenizer(opt).StopAtEos);
 
         static (TokenizerKind, bool, int) Of(string preset)
         {

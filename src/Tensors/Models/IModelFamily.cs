@@ -110,11 +110,14 @@ public enum TokenizerKind
 /// <param name="BosTokenId">Begin-of-sequence id.</param>
 /// <param name="PrependBos">Whether every prompt starts with <paramref name="BosTokenId"/>.</param>
 /// <param name="SpecialTokenIds">Ids left out when decoding (pad, BOS, EOS).</param>
+/// <param name="StopAtEos">Text generation stops at the model's EOS unless told otherwise (chat-era models end their
+/// answers with it); false: it runs the full length, as FlexGen does.</param>
 public sealed record TokenizerSpec(
     TokenizerKind Kind,
     int BosTokenId,
     bool PrependBos,
-    IReadOnlyList<int> SpecialTokenIds);
+    IReadOnlyList<int> SpecialTokenIds,
+    bool StopAtEos = false);
 
 /// <summary>Registers a model family with <see cref="ModelFamilies"/>: one line in the family's folder.</summary>
 [AttributeUsage(AttributeTargets.Assembly, AllowMultiple = true)]

@@ -63,7 +63,7 @@ public sealed class LlamaFamily : IModelFamily
 
     /// <summary>
     /// Llama 3 and Qwen2 ship a byte-level BPE tokenizer.json; Llama 2 and Mistral a SentencePiece tokenizer.model.
-    /// Llama and Mistral prompts start with BOS; Qwen2's do not.
+    /// Llama and Mistral prompts start with BOS; Qwen2's do not. Text generation stops at EOS by default.
     /// </summary>
     public TokenizerSpec Tokenizer(ModelConfig config)
     {
@@ -73,7 +73,8 @@ public sealed class LlamaFamily : IModelFamily
             json ? TokenizerKind.TokenizerJson : TokenizerKind.SentencePiece,
             llama.BosTokenId,
             PrependBos: llama.ModelType != "qwen2",
-            [.. new[] { llama.BosTokenId, llama.PadTokenId, llama.EosTokenId }.Distinct()]);
+            [.. new[] { llama.BosTokenId, llama.PadTokenId, llama.EosTokenId }.Distinct()],
+            StopAtEos: true);
     }
 
     private static LlamaConfig Llama(ModelConfig config) => config as LlamaConfig
