@@ -60,13 +60,13 @@ public class ConvertTests
         string hf = folder.File("hf");
         HfCheckpointBuilder.Build(hf);
         string config = File.ReadAllText(Path.Combine(hf, "config.json"))
-            .Replace("\"OPTForCausalLM\"", "\"LlamaForCausalLM\"").Replace("\"model_type\": \"opt\"", "\"model_type\": \"llama\"");
+            .Replace("\"OPTForCausalLM\"", "\"GPTNeoXForCausalLM\"").Replace("\"model_type\": \"opt\"", "\"model_type\": \"gpt_neox\"");
         File.WriteAllText(Path.Combine(hf, "config.json"), config);
 
         var result = await CliRunner.RunAsync("convert", hf, folder.File("out"));
 
         Assert.True(result.ExitCode == 2, result.ToString());
-        Assert.Contains("llama", result.Error);
+        Assert.Contains("gpt_neox", result.Error);
         Assert.Contains("only OPT", result.Error);
     }
 

@@ -44,7 +44,9 @@ public static class ConvertCommand
             console.Output.WriteLine($"wrote {result.TensorsWritten} tensors ({result.BytesWritten / 1e6:F1} MB float16) to {Path.GetFullPath(result.OutputFolder)}");
             console.Output.WriteLine(result.TiedLmHead
                 ? "lm_head.weight equals the token embedding: tied, not written"
-                : "no lm_head.weight: the output projection is the token embedding");
+                : File.Exists(Path.Combine(to, "lm_head.weight"))
+                    ? "lm_head.weight: an output projection of its own, written"
+                    : "no lm_head.weight: the output projection is the token embedding");
             if (result.IgnoredTensors.Count > 0)
                 console.Output.WriteLine($"ignored {result.IgnoredTensors.Count} tensors: {string.Join(", ", result.IgnoredTensors.Take(8))}{(result.IgnoredTensors.Count > 8 ? ", ..." : "")}");
             return Task.FromResult(ExitCodes.Success);

@@ -33,7 +33,7 @@ public static class GenerateCommand
         var outputIds = new Option<string?>("--output-ids") { Description = "Write the generated ids here: int64 .npy (n, gen_len)." };
         var prompt = new Option<string[]>("--prompt")
         {
-            Description = "A text prompt (repeatable); needs vocab.json and merges.txt in the model folder.",
+            Description = "A text prompt (repeatable); needs the model folder's tokenizer (vocab.json and merges.txt, tokenizer.json or tokenizer.model, as its family uses).",
             Arity = ArgumentArity.OneOrMore,
         };
         var doSample = new Option<bool>("--do-sample") { Description = "Sample instead of greedy decoding." };
@@ -41,7 +41,7 @@ public static class GenerateCommand
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed (default: random)." };
         var stop = new Option<string?>("--stop")
         {
-            Description = "Stop token: an id, or text that encodes to one token (needs the tokenizer). Later positions hold the pad id.",
+            Description = "Stop token: an id, or text that encodes to one token (needs the tokenizer). Later positions hold the pad id. Default: none, or the model's EOS for text prompts of families that end their text with it (Llama).",
         };
 
         var warmup = PolicyFlags.Bool("--warmup", true, "Run one short generation first so the measured throughput excludes start-up costs");
@@ -68,7 +68,7 @@ public static class GenerateCommand
             else if (prompts.Length > 0)
             {
                 if (tokenizer is null)
-                    throw new UsageException($"--prompt needs vocab.json and merges.txt in the model folder ({model.Location.Folder ?? model.Config.Name}); use --input-ids instead.");
+                    throw new UsageException($"--prompt needs {Text.BpeTokenizer.FilesOf(model.Config.Family.Tokenizer(model.Config).Kind)} in the model folder ({model.Location.Folder ?? model.Config.Name}); use --input-ids instead.");
                 ids = PromptMatrix.LeftPad(prompts.Select(p => tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToList(), model.Config.PadTokenId);
             }
             else ids = ReadInputIds(BuiltInPromptsPath, model);
@@ -77,7 +77,9 @@ public static class GenerateCommand
             var settings = new GenerationSettings(genLen)
             {
                 Sampling = new SamplingOptions(parse.GetValue(doSample), temp, parse.GetValue(seed)),
-                StopTokenId = ParseStop(parse.GetValue(stop), tokenizer, model),
+                // Text prompts of a family that ends its text with EOS stop there unless --stop says otherwise.
+                StopTokenId = ParseStop(parse.GetValue(stop), tokenizer, model)
+                    ?? (prompts.Length > 0 && model.Config.Family.Tokenizer(model.Config).StopAtEos ? model.Config.EosTokenId : null),
             };
 
             var clock = Stopwatch.StartNew();
@@ -181,7 +183,7 @@ public static class GenerateCommand
             return (int)id;
         }
         if (tokenizer is null) throw new UsageException($"--stop {stop}: text stop tokens need the model's tokenizer; give a token id.");
-        var encoded = tokenizer.Encode(stop).Skip(1).ToList();
+        var encoded = tokenizer.EncodeText(stop).ToList();
         if (encoded.Count != 1) throw new UsageException($"--stop {stop}: encodes to {encoded.Count} tokens; it must be exactly one.");
         return encoded[0];
     }

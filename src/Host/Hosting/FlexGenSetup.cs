@@ -91,10 +91,10 @@ public sealed class FlexGenSetup
     public Tensors.Placement.PlacementPlan CheckFits(int promptLen, int genLen) =>
         Tensors.Placement.PlacementPlan.Create(Model.Config, Policy, promptLen, genLen, budgets: Budgets, computeDtypeBytes: Settings.ComputeDtypeBytes);
 
-    /// <summary>The model folder's tokenizer, when it has vocab.json and merges.txt.</summary>
+    /// <summary>The model folder's tokenizer, when it has the files its family's tokenizer kind reads.</summary>
     public static BpeTokenizer? LoadTokenizer(ResolvedModel model) =>
-        model.Location.Folder is { } folder && BpeTokenizer.IsPresent(folder)
-            ? BpeTokenizer.Load(folder, model.Config.Family.Tokenizer(model.Config))
+        model.Location.Folder is { } folder && model.Config.Family.Tokenizer(model.Config) is var spec && BpeTokenizer.IsPresent(folder, spec)
+            ? BpeTokenizer.Load(folder, spec)
             : null;
 
     /// <exception cref="FlexGenOptionsException">Not a dtype name, or float16 without CUDA (key <c>FlexGen:ComputeDtype</c>).</exception>

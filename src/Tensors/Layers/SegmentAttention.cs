@@ -20,7 +20,9 @@ public sealed record AttentionOutput(Tensor Hidden, Tensor NewKey, Tensor NewVal
 /// <summary>
 /// The decode step's projections of the new token, before attention.
 /// </summary>
-/// <param name="Query">(batch * kv_heads, 1, head_dim), already scaled (head_dim^-0.5): one query per cache row.</param>
+/// <param name="Query">(batch * kv_heads, groups, head_dim), already scaled (head_dim^-0.5): the queries of each cache
+/// row, one per query head sharing that KV head (groups = heads / kv_heads: 1 without grouped-query attention; query
+/// head <c>kv_head * groups + g</c> at column g).</param>
 /// <param name="NewKey">(1, batch * kv_heads, head_dim).</param>
 /// <param name="NewValue">(1, batch * kv_heads, head_dim).</param>
 public sealed record DecodeProjection(Tensor Query, Tensor NewKey, Tensor NewValue) : IDisposable
@@ -72,7 +74,7 @@ public static class SegmentAttention
     /// <summary>
     /// Attention of the projected new token over every segment of a cache split along dim 1 (consecutive, covering
     /// all batch * kv_heads rows, FlexGen's mixed-device attention); each segment is computed where its tensors
-    /// live, in its own dtype. Returns each segment's (segment rows, 1, head_dim) values, in row order.
+    /// live, in its own dtype. Returns each segment's (segment rows, groups, head_dim) values, in row order.
     /// </summary>
     public static IReadOnlyList<Tensor> AttendAll(
         DecodeProjection projection, Tensor attentionMask, IReadOnlyList<CacheSegment> segments, int kvHeads,
@@ -116,7 +118,8 @@ public static class SegmentAttention
     /// rows are brought there). Dense: softmax over the t cached positions and the new token. Sparse
     /// (<paramref name="attnSparsity"/> &lt; 1, FlexGen's <c>_sparse_attention_value</c>): the same softmax weights,
     /// then only the top k = (int)(attnSparsity * t) cached positions per row plus the new token contribute, not
-    /// renormalised. Returns (segment rows, 1, head_dim) in the segment's compute dtype on its device.
+    /// renormalised (with grouped queries, each query head picks its own top k). Returns (segment rows, groups,
+    /// head_dim) in the segment's compute dtype on its device.
     /// </summary>
     public static Tensor AttendSegment(
         DecodeProjection projection, Tensor attentionMask, Tensor keyCache, Tensor valueCache, long rowStart,
@@ -170,7 +173,7 @@ public static class SegmentAttention
 
         var device = keyCache.device;
         compute.EnsureSupportedOn(device);
-        long rows = projection.Query.shape[0], headDim = projection.Query.shape[2];
+        long rows = projection.Query.shape[0], groups = projection.Query.shape[1], headDim = projection.Query.shape[2];
         long segRows = keyCache.shape[1];
         if (rowStart < 0 || rowStart % kvHeads != 0 || segRows % kvHeads != 0 || rowStart + segRows > rows)
         {
@@ -196,19 +199,19 @@ public static class SegmentAttention
         using var scope = NewDisposeScope();
         long segBatch = segRows / kvHeads;
         var mask = LayerMath.MaskAsBool(attentionMask, batchAll, device).narrow(0, rowStart / kvHeads, segBatch); // (sb, t+1)
-        var query = LayerMath.ToCompute(projection.Query.narrow(0, rowStart, segRows), compute, device); // (r, 1, d)
+        var query = LayerMath.ToCompute(projection.Query.narrow(0, rowStart, segRows), compute, device); // (r, g, d)
         var newKey = LayerMath.ToCompute(projection.NewKey.narrow(1, rowStart, segRows), compute, device).permute(1, 2, 0); // (r, d, 1)
         var newValue = LayerMath.ToCompute(projection.NewValue.narrow(1, rowStart, segRows), compute, device).permute(1, 0, 2); // (r, 1, d)
         var keys = LayerMath.ToCompute(keyCache.narrow(0, 0, past), compute, device).permute(1, 2, 0); // (r, d, t)
 
-        // (r, 1, t + 1): cached positions, then the new token last.
+        // (r, g, t + 1): cached positions, then the new token last.
         var scores = torch.cat([torch.bmm(query, keys), torch.bmm(query, newKey)], 2);
-        scores = scores.view(segBatch, kvHeads, 1, srcLen)
+        scores = scores.view(segBatch, kvHeads, groups, srcLen)
             .masked_fill(mask.view(segBatch, 1, 1, srcLen).logical_not(), compute.MaskValue)
-            .view(segRows, 1, srcLen);
+            .view(segRows, groups, srcLen);
         var probs = scores.softmax(2);
-        var pastProbs = probs.narrow(2, 0, past); // (r, 1, t)
-        var newProb = probs.narrow(2, past, 1); // (r, 1, 1)
+        var pastProbs = probs.narrow(2, 0, past); // (r, g, t)
+        var newProb = probs.narrow(2, past, 1); // (r, g, 1)
 
         int topK = (int)(attnSparsity * past); // FlexGen: int(sparsity * (src_s - 1))
         Tensor attended;
@@ -222,17 +225,28 @@ public static class SegmentAttention
             attended = attnSparsity >= 1.0 ? torch.bmm(pastProbs, values) : SparsePastValue(pastProbs, values, topK);
         }
 
-        var result = attended.add_(newProb.mul(newValue)); // (r, 1, d)
+        var result = attended.add_(newProb.mul(newValue)); // (r, g, d)
         return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>
-    /// FlexGen's sparse attention value over the cached positions: of <paramref name="pastProbs"/> (r, 1, t) keep
-    /// the <paramref name="topK"/> largest per row (softmax weights as computed over all positions, not
-    /// renormalised) and sum those rows of <paramref name="values"/> (r, t, d). Returns (r, 1, d).
+    /// FlexGen's sparse attention value over the cached positions: of <paramref name="pastProbs"/> (r, g, t) keep
+    /// the <paramref name="topK"/> largest per query (softmax weights as computed over all positions, not
+    /// renormalised) and sum those rows of <paramref name="values"/> (r, t, d). Returns (r, g, d).
     /// </summary>
     internal static Tensor SparsePastValue(Tensor pastProbs, Tensor values, int topK)
     {
+        long groups = pastProbs.shape[1];
+        if (groups > 1)
+        {
+            // Grouped queries: each query head of a row is a row of its own over the same values.
+            using var grouped = NewDisposeScope();
+            long r = values.shape[0], t = values.shape[1], d = values.shape[2];
+            var perQuery = values.unsqueeze(1).expand(r, groups, t, d).reshape(r * groups, t, d);
+            return SparsePastValue(pastProbs.reshape(r * groups, 1, t), perQuery, topK).view(r, groups, d)
+                .MoveToOuterDisposeScope();
+        }
+
         using var scope = NewDisposeScope();
         long rows = values.shape[0], headDim = values.shape[2];
         var (topProbs, topIndex) = pastProbs.topk(topK, dim: 2, largest: true, sorted: false); // (r, 1, k)
@@ -242,10 +256,20 @@ public static class SegmentAttention
 
     /// <summary>
     /// <see cref="SparsePastValue"/> with the picked rows fetched by position: the same top-k of
-    /// <paramref name="pastProbs"/> (r, 1, t), then (k, r) positions to <paramref name="valueRows"/>. Returns (r, 1, d).
+    /// <paramref name="pastProbs"/> (r, g, t), then (k, r) positions to <paramref name="valueRows"/>, once per query
+    /// column g. Returns (r, g, d).
     /// </summary>
     private static Tensor SparseFetchedValue(Tensor pastProbs, ValueRowFetcher valueRows, int topK, ComputeSettings compute, Device device)
     {
+        long groups = pastProbs.shape[1];
+        if (groups > 1)
+        {
+            using var grouped = NewDisposeScope();
+            var parts = Enumerable.Range(0, (int)groups)
+                .Select(g => SparseFetchedValue(pastProbs.narrow(1, g, 1), valueRows, topK, compute, device)).ToArray();
+            return torch.cat(parts, 1).MoveToOuterDisposeScope();
+        }
+
         using var scope = NewDisposeScope();
         long rows = pastProbs.shape[0];
         var (topProbs, topIndex) = pastProbs.topk(topK, dim: 2, largest: true, sorted: false); // (r, 1, k)

@@ -97,6 +97,12 @@ public enum TokenizerKind
 {
     /// <summary>GPT-2 byte-level BPE from a vocab.json and a merges.txt.</summary>
     ByteLevelBpe,
+
+    /// <summary>A Hugging Face tokenizer.json (byte-level BPE: Llama 3, Qwen2).</summary>
+    TokenizerJson,
+
+    /// <summary>A SentencePiece tokenizer.model (Llama 2, Mistral).</summary>
+    SentencePiece,
 }
 
 /// <summary>Which tokenizer a model folder uses and its conventions.</summary>
@@ -104,11 +110,14 @@ public enum TokenizerKind
 /// <param name="BosTokenId">Begin-of-sequence id.</param>
 /// <param name="PrependBos">Whether every prompt starts with <paramref name="BosTokenId"/>.</param>
 /// <param name="SpecialTokenIds">Ids left out when decoding (pad, BOS, EOS).</param>
+/// <param name="StopAtEos">Text generation stops at the model's EOS unless told otherwise (chat-era models end their
+/// answers with it); false: it runs the full length, as FlexGen does.</param>
 public sealed record TokenizerSpec(
     TokenizerKind Kind,
     int BosTokenId,
     bool PrependBos,
-    IReadOnlyList<int> SpecialTokenIds);
+    IReadOnlyList<int> SpecialTokenIds,
+    bool StopAtEos = false);
 
 /// <summary>Registers a model family with <see cref="ModelFamilies"/>: one line in the family's folder.</summary>
 [AttributeUsage(AttributeTargets.Assembly, AllowMultiple = true)]
@@ -116,4 +125,10 @@ public sealed class ModelFamilyAttribute(Type family) : Attribute
 {
     /// <summary>An <see cref="IModelFamily"/> with a public parameterless constructor.</summary>
     public Type Family { get; } = family;
+
+    /// <summary>
+    /// Where the family is listed among the registered ones (then by name): the first is the default of family-free
+    /// tools (bench-pipeline) and leads "only ... models are supported".
+    /// </summary>
+    public int Order { get; init; }
 }

@@ -55,11 +55,11 @@ public abstract record ModelConfig
     public long HiddenBytes(long batchSize, long seqLen) => batchSize * seqLen * HiddenSize * (long)DtypeBytes;
 
     /// <summary>
-    /// This model with <paramref name="blocks"/> transformer blocks, every other field the same; null when the family
-    /// does not say. Placement sizes a model of any depth from a 1- and a 2-block copy (its blocks are alike), so a
-    /// model too large for its budgets is refused without laying out its layers.
+    /// This model with <paramref name="blocks"/> transformer blocks, every other field the same. Placement sizes a model
+    /// of any depth from a 1- and a 2-block copy (its blocks are alike), so a model too large for its budgets is refused
+    /// without laying out its layers.
     /// </summary>
-    public virtual ModelConfig? WithBlocks(int blocks) => null;
+    public abstract ModelConfig WithBlocks(int blocks);
 
     /// <summary>The layers in execution order, as the family lays them out (see <see cref="IModelFamily.Layers"/>).</summary>
     public IReadOnlyList<LayerSpec> Layers(bool sepLayer) => Family.Layers(this, sepLayer);

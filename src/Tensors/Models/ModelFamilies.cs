@@ -10,11 +10,13 @@ public static class ModelFamilies
 {
     private static readonly Lazy<IReadOnlyList<IModelFamily>> Registered = new(() =>
         typeof(ModelFamilies).Assembly.GetCustomAttributes<ModelFamilyAttribute>()
-            .Select(a => (IModelFamily)Activator.CreateInstance(a.Family)!)
-            .OrderBy(f => f.Name, StringComparer.Ordinal)
+            .Select(a => (a.Order, Family: (IModelFamily)Activator.CreateInstance(a.Family)!))
+            .OrderBy(f => f.Order)
+            .ThenBy(f => f.Family.Name, StringComparer.Ordinal)
+            .Select(f => f.Family)
             .ToArray());
 
-    /// <summary>Every registered family, by name.</summary>
+    /// <summary>Every registered family, by <see cref="ModelFamilyAttribute.Order"/>, then name.</summary>
     public static IReadOnlyList<IModelFamily> All => Registered.Value;
 
     /// <summary>Every family's presets (for help text and "unknown model" messages).</summary>
@@ -46,7 +48,7 @@ public static class ModelFamilies
         var modelType = config.ModelType;
         var family = All.FirstOrDefault(f => f.Reads(modelType, config.Architectures))
             ?? throw config.Refuse("model_type", modelType,
-                $"only {string.Join(", ", All.Select(f => f.Name))} models are supported");
+                $"only {string.Join(" or ", All.Select(f => f.Name + " models"))} are supported");
         return family.ReadConfig(config);
     }
 

@@ -178,8 +178,7 @@ public sealed record PlacementPlan
     /// <summary>
     /// What a run of <paramref name="config"/> under <paramref name="policy"/> needs per tier, from the byte formulas:
     /// the weights of a model of any depth from a 1- and a 2-block copy of it (its blocks are alike), so nothing is laid
-    /// out per layer; equal to <see cref="Need"/> of the plan. Families that cannot copy a config with another depth
-    /// (<see cref="ModelConfig.WithBlocks"/> null) are laid out in full.
+    /// out per layer (<see cref="ModelConfig.WithBlocks"/>); equal to <see cref="Need"/> of the plan.
     /// </summary>
     public static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen, int computeDtypeBytes = 2)
     {
@@ -234,8 +233,9 @@ public sealed record PlacementPlan
         CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
     {
         WeightSummary weights;
-        if (config.NumBlocks > 2 && config.WithBlocks(1) is { } one && config.WithBlocks(2) is { } two)
+        if (config.NumBlocks > 2)
         {
+            var (one, two) = (config.WithBlocks(1), config.WithBlocks(2));
             // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
             var a = WeightSummary.Of(one, PlaceLayers(one, policy));
             var b = WeightSummary.Of(two, PlaceLayers(two, policy));

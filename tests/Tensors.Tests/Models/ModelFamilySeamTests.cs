@@ -116,7 +116,9 @@ public class ModelFamilySeamTests
     private sealed record GroupedQueryTestConfig : ModelConfig
     {
         public override IModelFamily Family => new GroupedQueryTestFamily();
-        public override int NumBlocks => 3;
+        public override int NumBlocks => Blocks;
+        public int Blocks { get; init; } = 3;
+        public override ModelConfig WithBlocks(int blocks) => this with { Blocks = blocks };
         public override required int HiddenSize { get; init; }
         public override int NumHeads => 8;
         public override int KvHeads => 2;
