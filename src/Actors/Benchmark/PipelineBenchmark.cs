@@ -49,6 +49,9 @@ public sealed record PipelineBenchmarkOptions
     /// <summary>How far loads may run ahead of compute (see PipelineSettings.PrefetchSteps).</summary>
     public int PrefetchSteps { get; init; } = 2;
 
+    /// <summary>Akka's log level (OFF, ERROR, WARNING, INFO, DEBUG); its lines go to standard error, never into the results.</summary>
+    public string AkkaLogLevel { get; init; } = "WARNING";
+
     /// <summary>When set, the overlap-on trace is written here as Chrome trace JSON (and the off trace beside it).</summary>
     public string? TracePath { get; init; }
 
@@ -130,7 +133,7 @@ public static class PipelineBenchmark
 
     private static async Task<PipelineBenchmarkRun> RunOnceAsync(PipelineBenchmarkOptions options, bool overlap, TextWriter output, CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(options.OffloadDirectory);
+        OffloadFolders.CreatePrivate(options.OffloadDirectory);
         var settings = new EngineSettings
         {
             Model = options.Model,
@@ -142,7 +145,8 @@ public static class PipelineBenchmark
             CpuCompute = options.Compute,
             Pipeline = new Actors.PipelineSettings(PrefetchSteps: options.PrefetchSteps),
         };
-        await using var flexgen = FlexGenSystem.Start(settings, overlap ? "bench-overlap" : "bench-serial");
+        await using var flexgen = FlexGenSystem.Start(settings, overlap ? "bench-overlap" : "bench-serial",
+            Hosting.StandardErrorLogging.Config(options.AkkaLogLevel));
         int rows = options.GpuBatchSize * options.NumGpuBatches;
         var random = new Random(5);
         var prompts = Enumerable.Range(0, rows)

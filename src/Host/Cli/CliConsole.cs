@@ -10,4 +10,7 @@ public sealed record CliConsole(TextWriter Output, TextWriter Error, bool Verbos
 
     public ProgressReporter Progress(string stage, long total, string unit = "", Func<long, string>? format = null, bool announce = true) =>
         new(this, stage, total, unit, format, announce);
+
+    /// <summary>Signalled when waiting for a running step to finish should stop (a second SIGINT/SIGTERM).</summary>
+    public CancellationToken Abandon { get; init; }
 }

@@ -30,7 +30,34 @@ public static class FlexGenCli
         return root;
     }
 
-    /// <summary>Parses and runs one command line. Returns 0 on success, 2 on a usage error, 1 on a failure.</summary>
+    /// <summary>The signals of the running command line (<see cref="RunAsync(string[], TextWriter, TextWriter, CliSignals)"/>).</summary>
+    private static readonly AsyncLocal<CliSignals?> CurrentSignals = new();
+
+    /// <summary>
+    /// Runs one command line under the process's signals: SIGINT / SIGTERM cancel it (one <c>cancelled</c> line, every
+    /// tier freed, offload files deleted) and it returns 130 / 143.
+    /// </summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CliSignals signals)
+    {
+        CurrentSignals.Value = signals;
+        try
+        {
+            int code = await RunAsync(args, output, error, signals.Cancelled).ConfigureAwait(false);
+            // Cancelled, also when the command got to its end before it saw the signal.
+            if (signals.ExitCode == 0) return code;
+            if (code != ExitCodes.Failure) await error.WriteLineAsync("cancelled");
+            return signals.ExitCode;
+        }
+        finally
+        {
+            CurrentSignals.Value = null;
+        }
+    }
+
+    /// <summary>
+    /// Parses and runs one command line. Returns 0 on success, 2 on a usage error, 1 on a failure or when
+    /// <paramref name="cancellation"/> cancelled it (one line: <c>cancelled</c>).
+    /// </summary>
     public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellation = default)
     {
         var root = BuildRoot();
@@ -41,11 +68,21 @@ public static class FlexGenCli
             await error.WriteLineAsync(UsageHint(parse));
             return ExitCodes.Usage;
         }
-        var invocation = new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false };
+        // No ProcessTerminationTimeout: System.CommandLine's own SIGINT/SIGTERM handler stays off (CliSignals is the one path).
+        var invocation = new InvocationConfiguration
+        {
+            Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null,
+        };
         var console = new CliConsole(output, error, parse.GetValue(VerboseOption));
         try
         {
             return await parse.InvokeAsync(invocation, cancellation);
+        }
+        catch (Exception) when (cancellation.IsCancellationRequested)
+        {
+            // Whatever the cancellation surfaced as (a cancelled request, a load given up, a task stopped): one line.
+            await error.WriteLineAsync("cancelled");
+            return ExitCodes.Failure;
         }
         catch (Exception ex) when (ex is UsageException or FlexGenOptionsException)
         {
@@ -54,11 +91,6 @@ public static class FlexGenCli
             await error.WriteLineAsync($"error: {message}");
             await error.WriteLineAsync(UsageHint(parse));
             return ExitCodes.Usage;
-        }
-        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
-        {
-            await error.WriteLineAsync("cancelled");
-            return ExitCodes.Failure;
         }
         catch (Exception ex)
         {
@@ -71,7 +103,10 @@ public static class FlexGenCli
 
     /// <summary>The console a command writes to, from its parse result.</summary>
     public static CliConsole ConsoleOf(ParseResult parse) =>
-        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, parse.GetValue(VerboseOption));
+        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, parse.GetValue(VerboseOption))
+        {
+            Abandon = CurrentSignals.Value?.Abandoned ?? CancellationToken.None,
+        };
 
     /// <summary>
     /// One line per problem: System.CommandLine reports a missing argument once per argument without naming it, and

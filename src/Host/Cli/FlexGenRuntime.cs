@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Cli;
 
 using Akka.Hosting;
+using FlexGen.Actors.Hosting;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Policies;
@@ -13,11 +14,21 @@ using Microsoft.Extensions.Hosting;
 /// </summary>
 public sealed class FlexGenRuntime : IAsyncDisposable
 {
-    private readonly IHost _host;
+    /// <summary>Said when the run's offload files outlive the host's stop: a tier actor still runs its step.</summary>
+    public const string WaitingLine = "waiting for the running step to finish before deleting offload files";
 
-    private FlexGenRuntime(IHost host, FlexGenSetup setup)
+    /// <summary>How long stopping may take before <see cref="WaitingLine"/> says why the exit waits.</summary>
+    private static readonly TimeSpan QuietStop = TimeSpan.FromSeconds(1);
+
+    private readonly IHost _host;
+    private readonly CliConsole _console;
+    private readonly CancellationToken _cancellation;
+
+    private FlexGenRuntime(IHost host, FlexGenSetup setup, CliConsole console, CancellationToken cancellation)
     {
         _host = host;
+        _console = console;
+        _cancellation = cancellation;
         Setup = setup;
         Service = host.Services.GetRequiredService<IGenerationService>();
     }
@@ -49,14 +60,22 @@ public sealed class FlexGenRuntime : IAsyncDisposable
         setup.WeightsLoaded += (_, elapsed) => loading?.Complete(elapsed);
         // The bar's line ends before the failure is reported below it.
         setup.WeightsLoadFailed += (_, _) => loading?.Dispose();
+        setup.StaleOffloadFoldersRemoved += sweep => console.Error.WriteLine(sweep.Describe());
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        // The CLI handles SIGINT/SIGTERM itself (CliSignals): no console lifetime stopping the host beside it.
+        builder.Services.AddSingleton<IHostLifetime, CommandLifetime>();
         builder.Services.AddFlexGenService(setup);
-        builder.Services.AddAkka("flexgen", (akka, _) => akka.AddFlexGen(setup));
+        builder.Services.AddAkka("flexgen", (akka, _) =>
+        {
+            akka.AddFlexGen(setup);
+            // Akka's lines on standard error (results stay alone on standard output), at the CLI's level.
+            akka.AddHocon(StandardErrorLogging.Hocon(options.AkkaLogLevel), HoconAddMode.Prepend);
+        });
         var host = builder.Build();
         try
         {
             await host.StartAsync(cancellation).ConfigureAwait(false);
-            return new FlexGenRuntime(host, setup);
+            return new FlexGenRuntime(host, setup, console, cancellation);
         }
         catch
         {
@@ -67,7 +86,42 @@ public sealed class FlexGenRuntime : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Stops the host (CoordinatedShutdown) and waits until every backend is disposed: a tier actor finishes the step it
+    /// runs first, which may outlast the shutdown's own wait (then <see cref="WaitingLine"/> says so). A second signal
+    /// (<see cref="CliConsole.Abandon"/>) stops that wait and deletes the offload files at once.
+    /// </summary>
     public async ValueTask DisposeAsync()
+    {
+        var abandon = _console.Abandon;
+        bool abandoned = false;
+        try
+        {
+            var stopped = StopAndReleaseAsync();
+            if (await Task.WhenAny(stopped, Task.Delay(QuietStop, abandon)).ConfigureAwait(false) != stopped && !abandon.IsCancellationRequested)
+            {
+                await _console.Error.WriteLineAsync(_cancellation.IsCancellationRequested ? $"cancelled: {WaitingLine}" : WaitingLine).ConfigureAwait(false);
+            }
+
+            await stopped.WaitAsync(abandon).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (abandon.IsCancellationRequested)
+        {
+            // The process exits now: the step's files go while it runs; its memory goes with the process.
+            abandoned = true;
+            Setup.DeleteOffloadFilesNow();
+        }
+        finally
+        {
+            if (!abandoned)
+            {
+                _host.Dispose();
+                Setup.DeleteOwnedOffloadDir();
+            }
+        }
+    }
+
+    private async Task StopAndReleaseAsync()
     {
         try
         {
@@ -75,8 +129,16 @@ public sealed class FlexGenRuntime : IAsyncDisposable
         }
         finally
         {
-            _host.Dispose();
-            Setup.DeleteOwnedOffloadDir();
+            // Every backend, also one whose actor's step outlasted CoordinatedShutdown's phase timeouts.
+            await Setup.WhenBackendsReleasedAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>A lifetime that leaves the process's signals alone: the command starts and stops the host itself.</summary>
+    private sealed class CommandLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 }
