@@ -2,4 +2,7 @@ using FlexGen.Host.Cli;
 
 // SIGINT / SIGTERM: cancel cleanly (tiers freed, offload files deleted), then exit 130 / 143; see CliSignals.
 using var signals = CliSignals.Register();
-return await FlexGenCli.RunAsync(args, Console.Out, Console.Error, signals);
+int code = await FlexGenCli.RunAsync(args, Console.Out, Console.Error, signals);
+// Abandoned by a later signal: a step may still run on a tier actor's thread; end here rather than wait for it.
+if (signals.Abandoned.IsCancellationRequested) Environment.Exit(code);
+return code;

@@ -14,6 +14,7 @@ public sealed class CliSignals : IDisposable
     private readonly CancellationTokenSource _abandoned = new();
     private readonly List<PosixSignalRegistration> _registrations = [];
     private readonly Lock _lock = new();
+    private readonly List<Action> _cleanups = [];
     private int _exitCode;
     private int _count;
     private bool _disposed;
@@ -66,15 +67,49 @@ public sealed class CliSignals : IDisposable
         }
     }
 
+    /// <summary>
+    /// Adds what a later signal must do before the process exits without waiting (delete offload files); run by
+    /// <see cref="RunAbandonCleanup"/>. Disposing the result removes it.
+    /// </summary>
+    public IDisposable OnAbandon(Action cleanup)
+    {
+        lock (_lock) _cleanups.Add(cleanup);
+        return new Removal(this, cleanup);
+    }
+
+    /// <summary>Runs every <see cref="OnAbandon"/> cleanup now, on this thread; a failing one does not stop the others.</summary>
+    public void RunAbandonCleanup()
+    {
+        Action[] cleanups;
+        lock (_lock) cleanups = [.. _cleanups];
+        foreach (var cleanup in cleanups)
+        {
+            try
+            {
+                cleanup();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Best effort as the process ends.
+            }
+        }
+    }
+
+    private sealed class Removal(CliSignals signals, Action cleanup) : IDisposable
+    {
+        public void Dispose()
+        {
+            lock (signals._lock) signals._cleanups.Remove(cleanup);
+        }
+    }
+
     public void Dispose()
     {
         foreach (var registration in _registrations) registration.Dispose();
         lock (_lock)
         {
-            if (_disposed) return;
+            // The token sources stay usable: a step abandoned by a later signal may still look at them as the process exits.
             _disposed = true;
-            _cancelled.Dispose();
-            _abandoned.Dispose();
         }
     }
 }

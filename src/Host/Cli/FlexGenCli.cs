@@ -42,10 +42,26 @@ public static class FlexGenCli
         CurrentSignals.Value = signals;
         try
         {
-            int code = await RunAsync(args, output, error, signals.Cancelled).ConfigureAwait(false);
+            var run = RunAsync(args, output, error, signals.Cancelled);
+            if (await Task.WhenAny(run, WhenSignalled(signals.Cancelled)).ConfigureAwait(false) != run)
+            {
+                // A step in flight finishes before its files can go (it may be writing them): say why the exit waits.
+                if (await Task.WhenAny(run, Task.Delay(SilentWait)).ConfigureAwait(false) != run)
+                    await error.WriteLineAsync($"cancelled: {WaitingLine} (signal again to delete them now)").ConfigureAwait(false);
+                if (await Task.WhenAny(run, WhenSignalled(signals.Abandoned)).ConfigureAwait(false) != run)
+                {
+                    // A later signal: the offload files go now, from under the step; the process exits without waiting for it.
+                    signals.RunAbandonCleanup();
+                    await error.WriteLineAsync("cancelled").ConfigureAwait(false);
+                    return signals.ExitCode;
+                }
+            }
+            int code = await run.ConfigureAwait(false);
             // Cancelled, also when the command got to its end before it saw the signal.
             if (signals.ExitCode == 0) return code;
-            if (code != ExitCodes.Failure) await error.WriteLineAsync("cancelled");
+            // Its cleanup cut short by a later signal: the files go now.
+            if (signals.Abandoned.IsCancellationRequested) signals.RunAbandonCleanup();
+            if (!signals.Cancelled.IsCancellationRequested || code != ExitCodes.Failure) await error.WriteLineAsync("cancelled").ConfigureAwait(false);
             return signals.ExitCode;
         }
         finally
@@ -53,6 +69,15 @@ public static class FlexGenCli
             CurrentSignals.Value = null;
         }
     }
+
+    /// <summary>Said when a signal's cleanup waits for a running step.</summary>
+    public const string WaitingLine = "waiting for the running step to finish before deleting offload files";
+
+    /// <summary>How long a signal's cleanup may take before <see cref="WaitingLine"/> says why the exit waits.</summary>
+    private static readonly TimeSpan SilentWait = TimeSpan.FromMilliseconds(500);
+
+    private static Task WhenSignalled(CancellationToken token) => Task.Delay(Timeout.Infinite, token).ContinueWith(
+        _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
     /// <summary>
     /// Parses and runs one command line. Returns 0 on success, 2 on a usage error, 1 on a failure or when
@@ -105,7 +130,7 @@ public static class FlexGenCli
     public static CliConsole ConsoleOf(ParseResult parse) =>
         new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, parse.GetValue(VerboseOption))
         {
-            Abandon = CurrentSignals.Value?.Abandoned ?? CancellationToken.None,
+            Signals = CurrentSignals.Value,
         };
 
     /// <summary>

@@ -14,21 +14,15 @@ using Microsoft.Extensions.Hosting;
 /// </summary>
 public sealed class FlexGenRuntime : IAsyncDisposable
 {
-    /// <summary>Said when the run's offload files outlive the host's stop: a tier actor still runs its step.</summary>
-    public const string WaitingLine = "waiting for the running step to finish before deleting offload files";
-
-    /// <summary>How long stopping may take before <see cref="WaitingLine"/> says why the exit waits.</summary>
-    private static readonly TimeSpan QuietStop = TimeSpan.FromSeconds(1);
-
     private readonly IHost _host;
     private readonly CliConsole _console;
-    private readonly CancellationToken _cancellation;
+    private readonly IDisposable? _abandoned;
 
-    private FlexGenRuntime(IHost host, FlexGenSetup setup, CliConsole console, CancellationToken cancellation)
+    private FlexGenRuntime(IHost host, FlexGenSetup setup, CliConsole console, IDisposable? abandoned)
     {
         _host = host;
         _console = console;
-        _cancellation = cancellation;
+        _abandoned = abandoned;
         Setup = setup;
         Service = host.Services.GetRequiredService<IGenerationService>();
     }
@@ -52,6 +46,8 @@ public sealed class FlexGenRuntime : IAsyncDisposable
     {
         options.AkkaLogLevel ??= console.Verbose ? "INFO" : "WARNING";
         var setup = FlexGenSetup.Create(options, model);
+        // A later signal stops every wait: the files go now, also from under a step still running.
+        var abandoned = console.Signals?.OnAbandon(setup.DeleteOffloadFilesNow);
         string stage = setup.Model.Location.DummyWeights ? "load dummy weights" : "load weights";
         WeightLoadProgressDisplay? loading = null;
         setup.WeightsLoading += _ => loading = new WeightLoadProgressDisplay(
@@ -70,16 +66,19 @@ public sealed class FlexGenRuntime : IAsyncDisposable
             akka.AddFlexGen(setup);
             // Akka's lines on standard error (results stay alone on standard output), at the CLI's level.
             akka.AddHocon(StandardErrorLogging.Hocon(options.AkkaLogLevel), HoconAddMode.Prepend);
+            // Signals are the CLI's (CliSignals): Akka's own exit hook stays out of it.
+            akka.AddHocon("akka.coordinated-shutdown.run-by-clr-shutdown-hook = off", HoconAddMode.Prepend);
         });
         var host = builder.Build();
         try
         {
             await host.StartAsync(cancellation).ConfigureAwait(false);
-            return new FlexGenRuntime(host, setup, console, cancellation);
+            return new FlexGenRuntime(host, setup, console, abandoned);
         }
         catch
         {
             loading?.Dispose();
+            abandoned?.Dispose();
             host.Dispose();
             setup.DeleteOwnedOffloadDir();
             throw;
@@ -88,37 +87,28 @@ public sealed class FlexGenRuntime : IAsyncDisposable
 
     /// <summary>
     /// Stops the host (CoordinatedShutdown) and waits until every backend is disposed: a tier actor finishes the step it
-    /// runs first, which may outlast the shutdown's own wait (then <see cref="WaitingLine"/> says so). A second signal
-    /// (<see cref="CliConsole.Abandon"/>) stops that wait and deletes the offload files at once.
+    /// runs first, which may outlast the shutdown's own wait. A later signal (<see cref="CliConsole.Abandon"/>) stops that
+    /// wait; the offload files were deleted as it came.
     /// </summary>
     public async ValueTask DisposeAsync()
     {
-        var abandon = _console.Abandon;
-        bool abandoned = false;
         try
         {
-            var stopped = StopAndReleaseAsync();
-            if (await Task.WhenAny(stopped, Task.Delay(QuietStop, abandon)).ConfigureAwait(false) != stopped && !abandon.IsCancellationRequested)
-            {
-                await _console.Error.WriteLineAsync(_cancellation.IsCancellationRequested ? $"cancelled: {WaitingLine}" : WaitingLine).ConfigureAwait(false);
-            }
-
-            await stopped.WaitAsync(abandon).ConfigureAwait(false);
+            await StopAndReleaseAsync().WaitAsync(_console.Abandon).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (abandon.IsCancellationRequested)
+        catch (OperationCanceledException) when (_console.Abandon.IsCancellationRequested)
         {
-            // The process exits now: the step's files go while it runs; its memory goes with the process.
-            abandoned = true;
+            // The process exits now: the files go from under the step; its memory goes with the process.
             Setup.DeleteOffloadFilesNow();
+            return;
         }
         finally
         {
-            if (!abandoned)
-            {
-                _host.Dispose();
-                Setup.DeleteOwnedOffloadDir();
-            }
+            _abandoned?.Dispose();
         }
+
+        _host.Dispose();
+        Setup.DeleteOwnedOffloadDir();
     }
 
     private async Task StopAndReleaseAsync()

@@ -186,9 +186,23 @@ public sealed class FlexGenSetup
             try
             {
                 // Only this process's folders (a step may create a file while they go: try again).
-                foreach (var folder in Directory.EnumerateDirectories(OffloadDir, prefix + "*"))
-                    if (Path.GetFileName(folder).Length == prefix.Length + 32) Directory.Delete(folder, recursive: true);
+                foreach (var folder in Directory.EnumerateDirectories(OffloadDir, prefix + "*").ToList())
+                {
+                    if (Path.GetFileName(folder).Length != prefix.Length + 32) continue;
+                    try
+                    {
+                        Directory.Delete(folder, recursive: true);
+                    }
+                    catch (DirectoryNotFoundException)
+                    {
+                        // Its backend got there first.
+                    }
+                }
                 DeleteOwnedOffloadDir();
+                return;
+            }
+            catch (DirectoryNotFoundException) when (!Directory.Exists(OffloadDir))
+            {
                 return;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
