@@ -1,11 +1,8 @@
 using FlexGen.Host.Cli;
 
-using var cancellation = new CancellationTokenSource();
-Console.CancelKeyPress += (_, e) =>
-{
-    // First Ctrl+C: cancel cleanly (tiers freed, offload files deleted); a second one ends the process.
-    if (cancellation.IsCancellationRequested) return;
-    e.Cancel = true;
-    cancellation.Cancel();
-};
-return await FlexGenCli.RunAsync(args, Console.Out, Console.Error, cancellation.Token);
+// SIGINT / SIGTERM: cancel cleanly (tiers freed, offload files deleted), then exit 130 / 143; see CliSignals.
+using var signals = CliSignals.Register();
+int code = await FlexGenCli.RunAsync(args, Console.Out, Console.Error, signals);
+// Abandoned by a later signal: a step may still run on a tier actor's thread; end here rather than wait for it.
+if (signals.Abandoned.IsCancellationRequested) Environment.Exit(code);
+return code;

@@ -50,6 +50,9 @@ public sealed record PipelineBenchmarkOptions
     /// <summary>How far loads may run ahead of compute (see PipelineSettings.PrefetchSteps).</summary>
     public int PrefetchSteps { get; init; } = 2;
 
+    /// <summary>Akka's log level (OFF, ERROR, WARNING, INFO, DEBUG); its lines go to standard error, never into the results.</summary>
+    public string AkkaLogLevel { get; init; } = "WARNING";
+
     /// <summary>When set, the overlap-on trace is written here as Chrome trace JSON (and the off trace beside it).</summary>
     public string? TracePath { get; init; }
 
@@ -152,9 +155,10 @@ public static class PipelineBenchmark
 
     private static async Task<PipelineBenchmarkRun> RunOnceAsync(PipelineBenchmarkOptions options, bool overlap, TextWriter output, CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(options.OffloadDirectory);
+        OffloadFolders.CreatePrivate(options.OffloadDirectory);
         var settings = SettingsOf(options, overlap);
-        await using var flexgen = FlexGenSystem.Start(settings, overlap ? "bench-overlap" : "bench-serial");
+        await using var flexgen = FlexGenSystem.Start(settings, overlap ? "bench-overlap" : "bench-serial",
+            Hosting.StandardErrorLogging.Config(options.AkkaLogLevel));
         int rows = options.GpuBatchSize * options.NumGpuBatches;
         var random = new Random(5);
         var prompts = Enumerable.Range(0, rows)

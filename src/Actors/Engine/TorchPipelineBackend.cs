@@ -30,9 +30,10 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         Budgets = budgets;
         _planner = new BlockPlanner(Config, policy, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence,
             budgets, settings.ComputeDtypeBytes);
-        Directory.CreateDirectory(settings.OffloadDirectory);
-        OffloadFolder = Path.Combine(settings.OffloadDirectory, $"flexgen-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(OffloadFolder);
+        // Private (700): the folder holds the model's weights and every prompt's KV cache.
+        OffloadFolders.CreatePrivate(settings.OffloadDirectory);
+        OffloadFolder = Path.Combine(settings.OffloadDirectory, OffloadFolders.NewName());
+        OffloadFolders.CreatePrivate(OffloadFolder);
         Tiers = new MemoryTiers(settings.Tiers with { OffloadDirectory = OffloadFolder, PinCpuMemory = policy.PinWeight });
         if (policy.CompressWeight)
         {
@@ -75,6 +76,9 @@ public sealed class TorchPipelineBackend : IPipelineBackend
 
     /// <summary>This backend's folder under <see cref="EngineSettings.OffloadDirectory"/> (deleted on dispose).</summary>
     public string OffloadFolder { get; }
+
+    /// <summary>Raised once at the end of <see cref="Dispose"/>: the tiers are freed and the offload folder deleted.</summary>
+    public event Action? Disposed;
 
     /// <summary>Where compressed weights are loaded to (compress_weight): they are decompressed by the compute that uses them.</summary>
     public CompressedTier? GpuCompressedWeights { get; }
@@ -165,18 +169,25 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         }
 
         _disposed = true;
-        _weights?.Dispose();
-        _weights = null;
-        GpuCompressedWeights?.Dispose();
-        GpuCompressedCache?.Dispose();
-        CpuCompressedCache?.Dispose();
-        Tiers.Dispose();
         try
         {
-            Directory.Delete(OffloadFolder, recursive: true);
+            _weights?.Dispose();
+            _weights = null;
+            GpuCompressedWeights?.Dispose();
+            GpuCompressedCache?.Dispose();
+            CpuCompressedCache?.Dispose();
+            Tiers.Dispose();
+            try
+            {
+                Directory.Delete(OffloadFolder, recursive: true);
+            }
+            catch (DirectoryNotFoundException)
+            {
+            }
         }
-        catch (DirectoryNotFoundException)
+        finally
         {
+            Disposed?.Invoke();
         }
     }
 

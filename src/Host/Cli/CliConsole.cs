@@ -10,4 +10,10 @@ public sealed record CliConsole(TextWriter Output, TextWriter Error, bool Verbos
 
     public ProgressReporter Progress(string stage, long total, string unit = "", Func<long, string>? format = null, bool announce = true) =>
         new(this, stage, total, unit, format, announce);
+
+    /// <summary>The process's signals when run by <c>flexgen</c> itself (null in-process).</summary>
+    public CliSignals? Signals { get; init; }
+
+    /// <summary>Signalled when waiting for a running step to finish should stop (a second SIGINT/SIGTERM).</summary>
+    public CancellationToken Abandon => Signals?.Abandoned ?? CancellationToken.None;
 }

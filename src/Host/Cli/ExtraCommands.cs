@@ -2,6 +2,7 @@ namespace FlexGen.Host.Cli;
 
 using System.CommandLine;
 using FlexGen.Actors.Benchmark;
+using FlexGen.Actors.Engine;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Tiers;
@@ -32,6 +33,8 @@ public static class ExtraCommands
             string folder = parse.GetValue(dir) ?? Path.GetTempPath();
             if (!Directory.Exists(folder)) throw new UsageException($"--offload-dir {folder}: folder not found.");
             long bytes = Math.Max(1L << 20, (long)(gib * (1L << 30)));
+            // Refused before the benchmark allocates twice the size in memory.
+            if (DiskBenchmark.FreeSpaceShortfall(folder, bytes) is { } shortfall) throw new UsageException($"--size-gb {gib}: {shortfall}.");
             await DiskBenchmark.RunAsync(folder, bytes, console.Output, cancellation);
             return ExitCodes.Success;
         });
@@ -87,7 +90,7 @@ public static class ExtraCommands
             if (parse.GetValue(threads) is < 1) throw new UsageException($"--compute-threads {parse.GetValue(threads)}: must be >= 1.");
             string? userDir = parse.GetValue(dir);
             if (userDir is not null && !Directory.Exists(userDir)) throw new UsageException($"--offload-dir {userDir}: folder not found.");
-            string folder = userDir ?? Path.Combine(Path.GetTempPath(), $"flexgen-bench-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            string folder = userDir ?? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName("flexgen-bench"));
             var overrides = new TierCapacities(Gb(parse, gpuMem), Gb(parse, cpuMem), Gb(parse, diskMem));
             var budgets = TierBudgets.Detect(folder, Tensors.TorchRuntime.CudaAvailable, overrides, ("--gpu-mem", "--cpu-mem", "--disk-mem"));
             var options = new PipelineBenchmarkOptions
@@ -107,6 +110,7 @@ public static class ExtraCommands
                 PrefetchSteps = parse.GetValue(prefetch),
                 TracePath = parse.GetValue(trace),
                 Budgets = budgets,
+                AkkaLogLevel = console.Verbose ? "INFO" : "WARNING",
             };
             try
             {

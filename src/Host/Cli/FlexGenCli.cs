@@ -30,7 +30,59 @@ public static class FlexGenCli
         return root;
     }
 
-    /// <summary>Parses and runs one command line. Returns 0 on success, 2 on a usage error (a run over a tier's budget too), 1 on a failure.</summary>
+    /// <summary>The signals of the running command line (<see cref="RunAsync(string[], TextWriter, TextWriter, CliSignals)"/>).</summary>
+    private static readonly AsyncLocal<CliSignals?> CurrentSignals = new();
+
+    /// <summary>
+    /// Runs one command line under the process's signals: SIGINT / SIGTERM cancel it (one <c>cancelled</c> line, every
+    /// tier freed, offload files deleted) and it returns 130 / 143.
+    /// </summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CliSignals signals)
+    {
+        CurrentSignals.Value = signals;
+        try
+        {
+            var run = RunAsync(args, output, error, signals.Cancelled);
+            if (await Task.WhenAny(run, WhenSignalled(signals.Cancelled)).ConfigureAwait(false) != run)
+            {
+                // A step in flight finishes before its files can go (it may be writing them): say why the exit waits.
+                if (await Task.WhenAny(run, Task.Delay(SilentWait)).ConfigureAwait(false) != run)
+                    await error.WriteLineAsync($"cancelled: {WaitingLine} (signal again to delete them now)").ConfigureAwait(false);
+                if (await Task.WhenAny(run, WhenSignalled(signals.Abandoned)).ConfigureAwait(false) != run)
+                {
+                    // A later signal: the offload files go now, from under the step; the process exits without waiting for it.
+                    signals.RunAbandonCleanup();
+                    await error.WriteLineAsync("cancelled").ConfigureAwait(false);
+                    return signals.ExitCode;
+                }
+            }
+            int code = await run.ConfigureAwait(false);
+            // Cancelled, also when the command got to its end before it saw the signal.
+            if (signals.ExitCode == 0) return code;
+            // Its cleanup cut short by a later signal: the files go now.
+            if (signals.Abandoned.IsCancellationRequested) signals.RunAbandonCleanup();
+            if (!signals.Cancelled.IsCancellationRequested || code != ExitCodes.Failure) await error.WriteLineAsync("cancelled").ConfigureAwait(false);
+            return signals.ExitCode;
+        }
+        finally
+        {
+            CurrentSignals.Value = null;
+        }
+    }
+
+    /// <summary>Said when a signal's cleanup waits for a running step.</summary>
+    public const string WaitingLine = "waiting for the running step to finish before deleting offload files";
+
+    /// <summary>How long a signal's cleanup may take before <see cref="WaitingLine"/> says why the exit waits.</summary>
+    private static readonly TimeSpan SilentWait = TimeSpan.FromMilliseconds(500);
+
+    private static Task WhenSignalled(CancellationToken token) => Task.Delay(Timeout.Infinite, token).ContinueWith(
+        _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    /// <summary>
+    /// Parses and runs one command line. Returns 0 on success, 2 on a usage error (a run over a tier's budget too), 1 on a failure or when
+    /// <paramref name="cancellation"/> cancelled it (one line: <c>cancelled</c>).
+    /// </summary>
     public static async Task<int> RunAsync(string[] args, TextWriter output, TextWriter error, CancellationToken cancellation = default)
     {
         var root = BuildRoot();
@@ -41,11 +93,21 @@ public static class FlexGenCli
             await error.WriteLineAsync(UsageHint(parse));
             return ExitCodes.Usage;
         }
-        var invocation = new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false };
+        // No ProcessTerminationTimeout: System.CommandLine's own SIGINT/SIGTERM handler stays off (CliSignals is the one path).
+        var invocation = new InvocationConfiguration
+        {
+            Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null,
+        };
         var console = new CliConsole(output, error, parse.GetValue(VerboseOption));
         try
         {
             return await parse.InvokeAsync(invocation, cancellation);
+        }
+        catch (Exception) when (cancellation.IsCancellationRequested)
+        {
+            // Whatever the cancellation surfaced as (a cancelled request, a load given up, a task stopped): one line.
+            await error.WriteLineAsync("cancelled");
+            return ExitCodes.Failure;
         }
         catch (Exception ex) when (ex is UsageException or FlexGenOptionsException)
         {
@@ -61,11 +123,6 @@ public static class FlexGenCli
             await error.WriteLineAsync($"error: {GenerationFlags.DescribeRefusal(refused)}");
             return ExitCodes.Usage;
         }
-        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
-        {
-            await error.WriteLineAsync("cancelled");
-            return ExitCodes.Failure;
-        }
         catch (Exception ex)
         {
             // One line; --verbose adds the stack trace and inner exceptions below it.
@@ -77,7 +134,10 @@ public static class FlexGenCli
 
     /// <summary>The console a command writes to, from its parse result.</summary>
     public static CliConsole ConsoleOf(ParseResult parse) =>
-        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, parse.GetValue(VerboseOption));
+        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error, parse.GetValue(VerboseOption))
+        {
+            Signals = CurrentSignals.Value,
+        };
 
     /// <summary>
     /// One line per problem: System.CommandLine reports a missing argument once per argument without naming it, and

@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Cli;
 
 using Akka.Hosting;
+using FlexGen.Actors.Hosting;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Policies;
@@ -14,10 +15,14 @@ using Microsoft.Extensions.Hosting;
 public sealed class FlexGenRuntime : IAsyncDisposable
 {
     private readonly IHost _host;
+    private readonly CliConsole _console;
+    private readonly IDisposable? _abandoned;
 
-    private FlexGenRuntime(IHost host, FlexGenSetup setup)
+    private FlexGenRuntime(IHost host, FlexGenSetup setup, CliConsole console, IDisposable? abandoned)
     {
         _host = host;
+        _console = console;
+        _abandoned = abandoned;
         Setup = setup;
         Service = host.Services.GetRequiredService<IGenerationService>();
     }
@@ -44,6 +49,8 @@ public sealed class FlexGenRuntime : IAsyncDisposable
         options.AkkaLogLevel ??= console.Verbose ? "INFO" : "WARNING";
         var setup = FlexGenSetup.Create(options, model);
         if (geometry is { } run) setup.CheckFits(run.PromptLen, run.GenLen);
+        // A later signal stops every wait: the files go now, also from under a step still running.
+        var abandoned = console.Signals?.OnAbandon(setup.DeleteOffloadFilesNow);
         string stage = setup.Model.Location.DummyWeights ? "load dummy weights" : "load weights";
         WeightLoadProgressDisplay? loading = null;
         setup.WeightsLoading += _ => loading = new WeightLoadProgressDisplay(
@@ -52,25 +59,62 @@ public sealed class FlexGenRuntime : IAsyncDisposable
         setup.WeightsLoaded += (_, elapsed) => loading?.Complete(elapsed);
         // The bar's line ends before the failure is reported below it.
         setup.WeightsLoadFailed += (_, _) => loading?.Dispose();
+        setup.StaleOffloadFoldersRemoved += sweep => console.Error.WriteLine(sweep.Describe());
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        // The CLI handles SIGINT/SIGTERM itself (CliSignals): no console lifetime stopping the host beside it.
+        builder.Services.AddSingleton<IHostLifetime, CommandLifetime>();
         builder.Services.AddFlexGenService(setup);
-        builder.Services.AddAkka("flexgen", (akka, _) => akka.AddFlexGen(setup));
+        builder.Services.AddAkka("flexgen", (akka, _) =>
+        {
+            akka.AddFlexGen(setup);
+            // Akka's lines on standard error (results stay alone on standard output), at the CLI's level.
+            akka.AddHocon(StandardErrorLogging.Hocon(options.AkkaLogLevel), HoconAddMode.Prepend);
+            // Signals are the CLI's (CliSignals): Akka's own exit hook stays out of it.
+            akka.AddHocon("akka.coordinated-shutdown.run-by-clr-shutdown-hook = off", HoconAddMode.Prepend);
+        });
         var host = builder.Build();
         try
         {
             await host.StartAsync(cancellation).ConfigureAwait(false);
-            return new FlexGenRuntime(host, setup);
+            return new FlexGenRuntime(host, setup, console, abandoned);
         }
         catch
         {
             loading?.Dispose();
+            abandoned?.Dispose();
             host.Dispose();
             setup.DeleteOwnedOffloadDir();
             throw;
         }
     }
 
+    /// <summary>
+    /// Stops the host (CoordinatedShutdown) and waits until every backend is disposed: a tier actor finishes the step it
+    /// runs first, which may outlast the shutdown's own wait. A later signal (<see cref="CliConsole.Abandon"/>) stops that
+    /// wait; the offload files were deleted as it came.
+    /// </summary>
     public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await StopAndReleaseAsync().WaitAsync(_console.Abandon).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_console.Abandon.IsCancellationRequested)
+        {
+            // The process exits now: the files go from under the step; its memory goes with the process.
+            Setup.DeleteOffloadFilesNow();
+            return;
+        }
+        finally
+        {
+            _abandoned?.Dispose();
+        }
+
+        _host.Dispose();
+        Setup.DeleteOwnedOffloadDir();
+    }
+
+    private async Task StopAndReleaseAsync()
     {
         try
         {
@@ -78,8 +122,16 @@ public sealed class FlexGenRuntime : IAsyncDisposable
         }
         finally
         {
-            _host.Dispose();
-            Setup.DeleteOwnedOffloadDir();
+            // Every backend, also one whose actor's step outlasted CoordinatedShutdown's phase timeouts.
+            await Setup.WhenBackendsReleasedAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>A lifetime that leaves the process's signals alone: the command starts and stops the host itself.</summary>
+    private sealed class CommandLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 }

@@ -134,6 +134,8 @@ public static class GenerateCommand
         NpyHeader header;
         try { header = NpyFile.ReadHeader(path); }
         catch (NpyFormatException ex) { throw new UsageException($"--input-ids {path}: not a readable .npy file ({ex.Message})."); }
+        // A link loop, a folder, no permission: the flag's problem, as a missing file is.
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { throw new UsageException($"--input-ids {path}: cannot be read ({ex.Message})."); }
         // int32 is accepted too: numpy writes int32 where its default integer is 32-bit, and FlexLLMGen's token files are int32.
         if (header.DType is not (torch.ScalarType.Int64 or torch.ScalarType.Int32) || header.Shape.Count != 2 || header.Shape[0] < 1 || header.Shape[1] < 1)
             throw new UsageException(
@@ -155,6 +157,7 @@ public static class GenerateCommand
     {
         try { return NpyFile.Read(path); }
         catch (NpyFormatException ex) { throw new UsageException($"--input-ids {path}: not a readable .npy file ({ex.Message})."); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { throw new UsageException($"--input-ids {path}: cannot be read ({ex.Message})."); }
     }
 
     private static void CheckPrompts(long[,] ids, int genLen, ResolvedModel model)

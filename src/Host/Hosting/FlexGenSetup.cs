@@ -15,6 +15,9 @@ using TorchSharp;
 /// </summary>
 public sealed class FlexGenSetup
 {
+    /// <summary>The name of the offload folder FlexGen makes in the temp folder when none is given: <c>flexgen-offload-&lt;pid&gt;-&lt;guid&gt;</c>.</summary>
+    public const string OwnedOffloadPrefix = "flexgen-offload";
+
     private readonly bool _ownsOffloadDir;
 
     private FlexGenSetup(FlexGenOptions options, ResolvedModel model, Policy policy, torch.ScalarType computeDtype,
@@ -59,7 +62,7 @@ public sealed class FlexGenSetup
         var dtype = ParseDtype(options.ComputeDtype);
         bool owns = string.IsNullOrEmpty(options.OffloadDir);
         string offload = owns
-            ? Path.Combine(Path.GetTempPath(), $"flexgen-offload-{Environment.ProcessId}-{Guid.NewGuid():N}")
+            ? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName(OwnedOffloadPrefix))
             : Path.GetFullPath(options.OffloadDir!);
         if (!owns && File.Exists(offload)) throw new FlexGenOptionsException(FlexGenOptionKeys.OffloadDir, options.OffloadDir, "a file is in the way.");
         var budgets = ResolveBudgets(options, offload);
@@ -142,19 +145,24 @@ public sealed class FlexGenSetup
     /// </summary>
     public IPipelineBackend CreateBackend(Policy policy, CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(OffloadDir);
+        OffloadFolders.CreatePrivate(OffloadDir);
+        RemoveStaleOffloadFolders();
         WeightsLoading?.Invoke(policy);
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        IPipelineBackend backend;
+        TorchPipelineBackend backend;
+        BackendOpened();
         try
         {
             backend = TorchPipelineBackend.Create(Settings, policy, new LoadProgress(this), cancellationToken);
         }
         catch (Exception ex)
         {
+            // Create has freed what it loaded and deleted its folder.
+            BackendReleased();
             WeightsLoadFailed?.Invoke(policy, ex);
             throw;
         }
+        backend.Disposed += BackendReleased;
         WeightsLoaded?.Invoke(policy, clock.Elapsed);
         return backend;
     }
@@ -168,5 +176,106 @@ public sealed class FlexGenSetup
     public void DeleteOwnedOffloadDir()
     {
         if (_ownsOffloadDir && Directory.Exists(OffloadDir)) Directory.Delete(OffloadDir, recursive: true);
+    }
+
+    private readonly Lock _backendsLock = new();
+    private int _liveBackends;
+    private TaskCompletionSource _backendsReleased = Released();
+    private int _swept;
+
+    /// <summary>
+    /// Raised when the first backend of this setup removed the offload folders of dead FlexGen processes (a killed
+    /// run's <c>flexgen-&lt;pid&gt;-&lt;guid&gt;</c>) from the offload folder, with what that freed; not raised when there were none.
+    /// </summary>
+    public event Action<OffloadSweep>? StaleOffloadFoldersRemoved;
+
+    /// <summary>Backends being loaded or loaded and not yet disposed (each holds tiers and offload files).</summary>
+    public int LiveBackends
+    {
+        get { lock (_backendsLock) return _liveBackends; }
+    }
+
+    /// <summary>
+    /// Completes once no backend of this setup is loading or loaded: every tier freed and every offload file deleted
+    /// (a backend whose actor is still running a step is disposed when that step ends).
+    /// </summary>
+    public Task WhenBackendsReleasedAsync(CancellationToken cancellationToken = default)
+    {
+        Task released;
+        lock (_backendsLock) released = _backendsReleased.Task;
+        return released.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Deletes this process's offload files now, also under a backend that is still running a step (its later file
+    /// operations fail; on Linux the bytes are freed once the open files are closed), and the offload folder FlexGen
+    /// created. For a process that is about to exit without waiting for that step.
+    /// </summary>
+    public void DeleteOffloadFilesNow()
+    {
+        if (!Directory.Exists(OffloadDir)) return;
+        string prefix = $"{OffloadFolders.BackendPrefix}-{Environment.ProcessId}-";
+        for (int attempt = 0; attempt < 5; attempt++)
+        {
+            try
+            {
+                // Only this process's folders (a step may create a file while they go: try again).
+                foreach (var folder in Directory.EnumerateDirectories(OffloadDir, prefix + "*").ToList())
+                {
+                    if (Path.GetFileName(folder).Length != prefix.Length + 32) continue;
+                    try
+                    {
+                        Directory.Delete(folder, recursive: true);
+                    }
+                    catch (DirectoryNotFoundException)
+                    {
+                        // Its backend got there first.
+                    }
+                }
+                DeleteOwnedOffloadDir();
+                return;
+            }
+            catch (DirectoryNotFoundException) when (!Directory.Exists(OffloadDir))
+            {
+                return;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Thread.Sleep(50);
+            }
+        }
+    }
+
+    /// <summary>Once per setup: the offload folders of dead FlexGen processes in the offload folder (and, for the default one, in the temp folder).</summary>
+    private void RemoveStaleOffloadFolders()
+    {
+        if (Interlocked.Exchange(ref _swept, 1) != 0) return;
+        var sweeps = new List<OffloadSweep> { OffloadFolders.RemoveStale(OffloadDir) };
+        if (_ownsOffloadDir && Path.GetDirectoryName(OffloadDir) is { } temp) sweeps.Add(OffloadFolders.RemoveStale(temp, OwnedOffloadPrefix));
+        var sweep = new OffloadSweep(OffloadDir, sweeps.SelectMany(s => s.Removed).ToList(), sweeps.Sum(s => s.FreedBytes));
+        if (sweep.Removed.Count > 0) StaleOffloadFoldersRemoved?.Invoke(sweep);
+    }
+
+    private void BackendOpened()
+    {
+        lock (_backendsLock)
+        {
+            if (_liveBackends++ == 0) _backendsReleased = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+    }
+
+    private void BackendReleased()
+    {
+        lock (_backendsLock)
+        {
+            if (--_liveBackends == 0) _backendsReleased.TrySetResult();
+        }
+    }
+
+    private static TaskCompletionSource Released()
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        done.SetResult();
+        return done;
     }
 }

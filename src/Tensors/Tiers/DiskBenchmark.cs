@@ -26,6 +26,12 @@ public static partial class DiskBenchmark
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(sizeBytes, NativeFile.Alignment);
         sizeBytes = NativeFile.AlignDown(sizeBytes);
+        // Before anything is allocated: the data and its read-back take twice the size in memory.
+        if (FreeSpaceShortfall(directory, sizeBytes) is { } shortfall)
+        {
+            throw new IOException($"disk benchmark: {shortfall}");
+        }
+
         var results = new List<Measurement>();
         await output.WriteLineAsync($"disk benchmark: {sizeBytes / (double)(1 << 30):0.###} GiB file in {Path.GetFullPath(directory)}");
 
@@ -81,8 +87,9 @@ public static partial class DiskBenchmark
                 // dd on the very file the tier wrote: same device, same size, same O_DIRECT.
                 var blocks = sizeBytes / (8 << 20);
                 var (blockSize, count) = blocks > 0 && sizeBytes % (8 << 20) == 0 ? ("8M", blocks) : ("4096", sizeBytes / 4096);
-                results.Add(await RunDd("write", $"if=/dev/zero of={file.Path} bs={blockSize} count={count} oflag=direct conv=notrunc", sizeBytes, cancellationToken));
-                results.Add(await RunDd("read", $"if={file.Path} of=/dev/null bs={blockSize} count={count} iflag=direct", sizeBytes, cancellationToken));
+                // One argument each: a path with spaces stays one operand.
+                results.Add(await RunDd("write", ["if=/dev/zero", $"of={file.Path}", $"bs={blockSize}", $"count={count}", "oflag=direct", "conv=notrunc"], sizeBytes, cancellationToken));
+                results.Add(await RunDd("read", [$"if={file.Path}", "of=/dev/null", $"bs={blockSize}", $"count={count}", "iflag=direct"], sizeBytes, cancellationToken));
             }
         }
 
@@ -96,13 +103,41 @@ public static partial class DiskBenchmark
     }
 
     /// <summary>
+    /// Null when <paramref name="directory"/>'s file system has room for the benchmark's <paramref name="sizeBytes"/> file;
+    /// otherwise what is needed and what is free, in one phrase.
+    /// </summary>
+    public static string? FreeSpaceShortfall(string directory, long sizeBytes)
+    {
+        long needed = NativeFile.AlignUp(sizeBytes);
+        long free;
+        try
+        {
+            free = new DriveInfo(Path.GetFullPath(directory)).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return null; // Unknown: the write itself reports a full disk.
+        }
+
+        return free >= needed
+            ? null
+            : string.Create(CultureInfo.InvariantCulture,
+                $"a {FormatBytes(needed)} file does not fit in {Path.GetFullPath(directory)}: {FormatBytes(free)} free ({needed:N0} bytes needed, {free:N0} free)");
+    }
+
+    private static string FormatBytes(long bytes) =>
+        bytes >= 1L << 30 ? string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 30):0.##} GiB")
+        : string.Create(CultureInfo.InvariantCulture, $"{bytes / (double)(1L << 20):0.##} MiB");
+
+    /// <summary>
     /// Runs dd once and measures it. On cancellation or any failure while dd runs, dd (with anything it started) is
     /// killed and reaped before this throws, so no dd outlives the benchmark. <paramref name="started"/> sees the
     /// process right after it starts (tests).
     /// </summary>
-    internal static async Task<Measurement> RunDd(string direction, string arguments, long bytes, CancellationToken cancellationToken, Action<Process>? started = null)
+    internal static async Task<Measurement> RunDd(string direction, IReadOnlyList<string> arguments, long bytes, CancellationToken cancellationToken, Action<Process>? started = null)
     {
-        var start = new ProcessStartInfo("dd", arguments) { RedirectStandardError = true, RedirectStandardOutput = true };
+        var start = new ProcessStartInfo("dd") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var argument in arguments) start.ArgumentList.Add(argument);
         var clock = Stopwatch.StartNew();
         Process process;
         try
@@ -143,7 +178,7 @@ public static partial class DiskBenchmark
                 elapsed = TimeSpan.FromSeconds(seconds);
             }
 
-            return new Measurement("dd O_DIRECT", direction, bytes, elapsed, $"dd {arguments.Split(' ').Last()}: {summary.Trim()}");
+            return new Measurement("dd O_DIRECT", direction, bytes, elapsed, $"dd {arguments[^1]}: {summary.Trim()}");
         }
     }
 

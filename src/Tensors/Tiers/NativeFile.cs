@@ -91,7 +91,7 @@ internal static unsafe partial class NativeFile
 
     private static int Open(string path, int flags, bool direct, string operation)
     {
-        var fd = SysOpen(path, flags | OCloexec | (direct ? ODirect : 0), 0x1A4 /* 0644 */);
+        var fd = SysOpen(path, flags | OCloexec | (direct ? ODirect : 0), 0x180 /* 0600: the files hold the model's weights and the prompts' KV cache */);
         if (fd >= 0)
         {
             return fd;

@@ -28,6 +28,50 @@ public class DiskBenchmarkTests
     }
 
     [Fact]
+    public async Task Disk_benchmark_dd_rows_should_work_in_a_folder_whose_path_has_a_space()
+    {
+        var parent = Directory.CreateTempSubdirectory("flexgen-bench-").FullName;
+        var directory = Path.Combine(parent, "with space");
+        Directory.CreateDirectory(directory);
+        try
+        {
+            var results = await DiskBenchmark.RunAsync(directory, 1 << 20, new StringWriter());
+            var dd = results.Where(r => r.Method == "dd O_DIRECT").ToList();
+            Assert.Equal(2, dd.Count);
+            Assert.All(dd, r => Assert.DoesNotContain("failed", r.Note));
+            Assert.All(dd, r => Assert.True(r.GigabytesPerSecond > 0, r.Note));
+            Assert.Empty(Directory.GetFileSystemEntries(directory));
+        }
+        finally
+        {
+            Directory.Delete(parent, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Disk_benchmark_should_refuse_a_file_larger_than_the_free_space_before_allocating_it()
+    {
+        var directory = Directory.CreateTempSubdirectory("flexgen-bench-").FullName;
+        try
+        {
+            long free = new DriveInfo(directory).AvailableFreeSpace;
+            long size = free + (1L << 30); // more than fits: refused from the numbers, never allocated (it would not fit in memory either)
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var error = await Assert.ThrowsAsync<IOException>(() => DiskBenchmark.RunAsync(directory, size, new StringWriter()));
+            Assert.Contains("does not fit in", error.Message);
+            Assert.Contains("free", error.Message);
+            Assert.Contains("bytes needed", error.Message);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"took {clock.Elapsed}");
+            Assert.Empty(Directory.GetFileSystemEntries(directory));
+            Assert.Null(DiskBenchmark.FreeSpaceShortfall(directory, 1 << 20));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Disk_benchmark_dd_should_be_killed_when_the_run_is_cancelled()
     {
         using var cancellation = new CancellationTokenSource();
@@ -37,7 +81,7 @@ public class DiskBenchmarkTests
         // dd that would copy for minutes; cancelled as soon as it runs.
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => DiskBenchmark.RunDd(
             "read",
-            "if=/dev/zero of=/dev/null bs=1M count=100000000",
+            ["if=/dev/zero", "of=/dev/null", "bs=1M", "count=100000000"],
             1,
             cancellation.Token,
             process =>
