@@ -26,6 +26,12 @@ public abstract record ModelConfig
 
     public virtual int HeadDim => HiddenSize / NumHeads;
 
+    /// <summary>
+    /// Width of the MLP's inner layer (OPT's <c>ffn_dim</c>), which the cost model reads; null when the family does not
+    /// say (the planner then refuses the model).
+    /// </summary>
+    public virtual int? FfnSize => null;
+
     public abstract int VocabSize { get; init; }
 
     /// <summary>Positions the model reads (prompt + generated - 1 at most).</summary>
