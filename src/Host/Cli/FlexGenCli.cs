@@ -26,6 +26,7 @@ public static class FlexGenCli
         root.Subcommands.Add(GenerateCommand.Build());
         root.Subcommands.Add(BenchCommand.Build());
         root.Subcommands.Add(ConvertCommand.Build());
+        root.Subcommands.Add(PlanCommand.Build());
         foreach (var extra in ExtraCommands.Build()) root.Subcommands.Add(extra);
         return root;
     }
