@@ -26,8 +26,8 @@ public static class FlexGenCli
         root.Subcommands.Add(GenerateCommand.Build());
         root.Subcommands.Add(BenchCommand.Build());
         root.Subcommands.Add(ConvertCommand.Build());
-        root.Subcommands.Add(PlanCommand.Build());
         foreach (var extra in ExtraCommands.Build()) root.Subcommands.Add(extra);
+        root.Subcommands.Add(PlanCommand.Build());
         return root;
     }
 
