@@ -52,7 +52,7 @@ public static class PlanCommand
         };
         var search = new Option<string>("--search")
         {
-            Description = "grid: every block of the GPU-batch-size ladder; flexgen: FlexLLMGen's loop, early break included.",
+            Description = "grid: GPU batch sizes 1, 2, 3, 4, 6, 8, 12, ... with every number of GPU batches that fits (2% steps past 256), never worse than flexgen; flexgen: FlexLLMGen's loop, early break included.",
             DefaultValueFactory = _ => "grid",
         };
         search.AcceptOnlyFromAmong("grid", "flexgen");

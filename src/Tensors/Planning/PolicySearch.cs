@@ -56,30 +56,50 @@ public static class PolicySearch
     }
 
     /// <summary>
-    /// Every block of the grid: GPU batch sizes 1, 2, 3, 4 and then 2^k and 3 * 2^k (a superset of FlexLLMGen's), each
-    /// with every number of GPU batches that fits, so it is never worse than <see cref="FlexLlmGen"/> and finds the blocks
-    /// past its early break. Ties keep the smaller GPU batch, then the fewer GPU batches.
+    /// The blocks of the grid: GPU batch sizes 1, 2, 3, 4 and then 2^k and 3 * 2^k (a superset of FlexLLMGen's), each with
+    /// every number of GPU batches that fits up to <see cref="ExhaustiveNumGpuBatches"/> and steps of 2% beyond it (a
+    /// small model on a large disk fits tens of thousands), so it finds the blocks past FlexLLMGen's early break; FlexLLMGen's
+    /// own search runs too and its block competes, so the grid is never worse. Ties keep the smaller GPU batch, then the
+    /// fewer GPU batches.
     /// </summary>
     public static PlanSearchResult Grid(PlanProblem problem, PlanPlacement? fixedPlacement = null)
     {
         var counter = new Counter(problem, fixedPlacement);
         var clock = Stopwatch.StartNew();
+        var flexLlmGen = FlexLlmGen(problem, fixedPlacement);
         var blocks = new List<PlanBlock>();
         foreach (int gbs in GridGpuBatchSizes())
         {
             int maxBatches = MaxNumGpuBatches(counter, gbs);
             if (maxBatches == 0) break;
-            for (int nb = 1; nb <= maxBatches; nb++) blocks.Add(new PlanBlock(gbs, nb));
+            blocks.AddRange(GridNumGpuBatches(maxBatches).Select(nb => new PlanBlock(gbs, nb)));
         }
         // The programs are independent: solve them on every core.
         var results = new ConcurrentBag<PlanEvaluation>();
         Parallel.ForEach(blocks, block => results.Add(counter.Evaluate(block)));
+        if (flexLlmGen.Best is { } theirs) results.Add(theirs);
         var best = results.Where(r => r.Feasible)
             .OrderByDescending(r => r.Throughput)
             .ThenBy(r => r.Block.GpuBatchSize)
             .ThenBy(r => r.Block.NumGpuBatches)
             .FirstOrDefault();
-        return new PlanSearchResult(best, counter.Solved, clock.Elapsed);
+        return new PlanSearchResult(best, counter.Solved + flexLlmGen.ProgramsSolved, clock.Elapsed);
+    }
+
+    /// <summary>Up to this many GPU batches the grid takes every count.</summary>
+    public const int ExhaustiveNumGpuBatches = 256;
+
+    /// <summary>1 ... <see cref="ExhaustiveNumGpuBatches"/>, then counts 2% apart, then <paramref name="max"/> itself.</summary>
+    public static IEnumerable<int> GridNumGpuBatches(int max)
+    {
+        int nb = 1;
+        for (; nb <= max && nb <= ExhaustiveNumGpuBatches; nb++) yield return nb;
+        for (double next = nb * 1.02; nb < max; next *= 1.02)
+        {
+            if ((int)next <= nb) continue;
+            nb = Math.Min((int)next, max);
+            yield return nb;
+        }
     }
 
     /// <summary>1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ... (stops short of overflow).</summary>

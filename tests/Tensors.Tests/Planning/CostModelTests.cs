@@ -69,4 +69,16 @@ public class CostModelTests(ITestOutputHelper output)
 
         Assert.Equal([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64], grid);
     }
+
+    [Fact]
+    public void Grid_batch_counts_should_be_every_count_up_to_256_then_2_percent_steps_ending_at_the_most_that_fit()
+    {
+        Assert.Equal(Enumerable.Range(1, 100), PolicySearch.GridNumGpuBatches(100));
+        var counts = PolicySearch.GridNumGpuBatches(10_000).ToArray();
+
+        Assert.Equal(Enumerable.Range(1, 256), counts.Take(256));
+        Assert.Equal(10_000, counts[^1]);
+        Assert.All(counts.Skip(256).Zip(counts.Skip(257)), pair => Assert.InRange(pair.Second, pair.First + 1, (int)(pair.First * 1.03) + 1));
+        Assert.True(counts.Length < 256 + 200, $"{counts.Length} counts");
+    }
 }
