@@ -41,10 +41,6 @@ public static class ExtraCommands
         return command;
     }
 
-    /// <summary>Bytes of a budget flag in GB (2^30 bytes); null when absent.</summary>
-    private static long? Gb(ParseResult parse, Option<double?> option) => parse.GetValue(option) is not { } gb ? null
-        : TierBudgets.BytesOfGb(gb) ?? throw new UsageException($"{option.Name} {gb}: must be a positive number of GB (2^30 bytes).");
-
     private static Command BenchPipeline()
     {
         var defaults = new PipelineBenchmarkOptions();
@@ -91,7 +87,7 @@ public static class ExtraCommands
             string? userDir = parse.GetValue(dir);
             if (userDir is not null && !Directory.Exists(userDir)) throw new UsageException($"--offload-dir {userDir}: folder not found.");
             string folder = userDir ?? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName("flexgen-bench"));
-            var overrides = new TierCapacities(Gb(parse, gpuMem), Gb(parse, cpuMem), Gb(parse, diskMem));
+            var overrides = new TierCapacities(GenerationFlags.BudgetBytes(parse, gpuMem), GenerationFlags.BudgetBytes(parse, cpuMem), GenerationFlags.BudgetBytes(parse, diskMem));
             var budgets = TierBudgets.Detect(folder, Tensors.TorchRuntime.CudaAvailable, overrides, ("--gpu-mem", "--cpu-mem", "--disk-mem"));
             var options = new PipelineBenchmarkOptions
             {

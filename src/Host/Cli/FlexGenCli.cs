@@ -27,6 +27,7 @@ public static class FlexGenCli
         root.Subcommands.Add(BenchCommand.Build());
         root.Subcommands.Add(ConvertCommand.Build());
         foreach (var extra in ExtraCommands.Build()) root.Subcommands.Add(extra);
+        root.Subcommands.Add(PlanCommand.Build());
         return root;
     }
 

@@ -5,6 +5,7 @@ using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
+using FlexGen.Tensors.Tiers;
 
 /// <summary>Flags shared by generate and bench: model, policy, compute dtype, trace.</summary>
 public sealed class GenerationFlags
@@ -40,6 +41,10 @@ public sealed class GenerationFlags
         Description = $"Budget of {what} for the run in GB (GiB: 2^30 bytes); a run whose placement needs more is refused up front (default: {detected}).",
         HelpName = "GB",
     };
+
+    /// <summary>Bytes of a budget flag in GB (2^30 bytes); null when absent.</summary>
+    public static long? BudgetBytes(ParseResult parse, Option<double?> option) => parse.GetValue(option) is not { } gb ? null
+        : TierBudgets.BytesOfGb(gb) ?? throw new UsageException($"{option.Name} {gb}: must be a positive number of GB (2^30 bytes).");
 
     public PolicyFlags Policy { get; } = new();
 

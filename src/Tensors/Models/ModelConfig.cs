@@ -26,6 +26,9 @@ public abstract record ModelConfig
 
     public virtual int HeadDim => HiddenSize / NumHeads;
 
+    /// <summary>Width of the MLP's inner layer (<c>ffn_dim</c>, <c>intermediate_size</c>), which the cost model reads.</summary>
+    public abstract int FfnSize { get; }
+
     public abstract int VocabSize { get; init; }
 
     /// <summary>Positions the model reads (prompt + generated - 1 at most).</summary>

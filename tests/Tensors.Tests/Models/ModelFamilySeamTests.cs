@@ -119,6 +119,7 @@ public class ModelFamilySeamTests
         public override int NumBlocks => Blocks;
         public int Blocks { get; init; } = 3;
         public override ModelConfig WithBlocks(int blocks) => this with { Blocks = blocks };
+        public override int FfnSize => 4 * HiddenSize;
         public override required int HiddenSize { get; init; }
         public override int NumHeads => 8;
         public override int KvHeads => 2;

@@ -59,6 +59,8 @@ public sealed record LlamaConfig : ModelConfig
     public override IModelFamily Family => LlamaFamily.Instance;
     public override int NumBlocks => NumHiddenLayers;
 
+    public override int FfnSize => IntermediateSize;
+
     public override ModelConfig WithBlocks(int blocks) => this with { NumHiddenLayers = blocks };
     public override int NumHeads => NHead;
     public override int KvHeads => NumKeyValueHeads;

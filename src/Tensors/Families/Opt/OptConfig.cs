@@ -37,6 +37,8 @@ public sealed record OptConfig : ModelConfig
 
     public override int NumHeads => NHead;
 
+    public override int FfnSize => FfnEmbedDim;
+
     public override ModelConfig WithBlocks(int blocks) => this with { NumHiddenLayers = blocks };
 
     /// <summary>

@@ -1,0 +1,142 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace FlexGen.Tensors.Planning;
+
+/// <summary>
+/// The hardware constants of FlexLLMGen's cost model (<c>CostModelConfig</c> in experimental/cost_model.py), by its
+/// names and in its units: link bandwidths in bytes/s, matmul rates in FLOP/s, and the three coefficients of its CPU
+/// attention rate. They are fitted to measured runs, not read off data sheets (calibration is outside this room).
+/// </summary>
+public sealed record HardwareProfile
+{
+    /// <summary>CPU -> GPU (weights and hidden states), bytes/s.</summary>
+    public required double CtogBdw { get; init; }
+
+    /// <summary>GPU -> CPU for the KV cache (prefill), bytes/s.</summary>
+    public required double GtocBdwCache { get; init; }
+
+    /// <summary>GPU -> CPU for hidden states, bytes/s.</summary>
+    public required double GtocBdwHidden { get; init; }
+
+    /// <summary>Disk -> CPU, bytes/s.</summary>
+    public required double DtocBdw { get; init; }
+
+    /// <summary>CPU -> disk for the KV cache during prefill, bytes/s.</summary>
+    public required double CtodBdwCacheP { get; init; }
+
+    /// <summary>CPU -> disk for hidden states during prefill, bytes/s.</summary>
+    public required double CtodBdwHiddenP { get; init; }
+
+    /// <summary>CPU -> disk during decode, bytes/s.</summary>
+    public required double CtodBdwG { get; init; }
+
+    /// <summary>GPU matmul rate during prefill, FLOP/s.</summary>
+    public required double MmFlopsP { get; init; }
+
+    /// <summary>GPU matmul rate during decode, FLOP/s.</summary>
+    public required double MmFlopsG { get; init; }
+
+    /// <summary>GPU batched matmul (attention) rate during prefill, FLOP/s.</summary>
+    public required double BmmFlopsP { get; init; }
+
+    /// <summary>GPU batched matmul (attention) rate during decode, FLOP/s.</summary>
+    public required double BmmFlopsG { get; init; }
+
+    /// <summary>CPU attention rate before the batch- and width-dependent correction, FLOP/s.</summary>
+    public required double CpuFlops { get; init; }
+
+    /// <summary>Coefficient of the correction's product term (log2(64/gbs) * log2(4096/h)).</summary>
+    public required double C1 { get; init; }
+
+    /// <summary>Coefficient of the correction's log2(64/gbs) term.</summary>
+    public required double C2 { get; init; }
+
+    /// <summary>Coefficient of the correction's log2(4096/h) term.</summary>
+    public required double C3 { get; init; }
+
+    /// <summary>The JSON names (FlexLLMGen's), in the order the file lists them.</summary>
+    public static IReadOnlyList<string> JsonNames { get; } =
+    [
+        "ctog_bdw", "gtoc_bdw_cache", "gtoc_bdw_hidden", "dtoc_bdw", "ctod_bdw_cache_p", "ctod_bdw_hidden_p", "ctod_bdw_g",
+        "mm_flops_p", "mm_flops_g", "bmm_flops_p", "bmm_flops_g", "cpu_flops", "c1", "c2", "c3",
+    ];
+
+    private static readonly string[] CorrectionCoefficients = ["c1", "c2", "c3"];
+
+    /// <summary>
+    /// A profile from one JSON object with every <see cref="JsonNames"/> key: rates positive, coefficients finite.
+    /// Other keys are refused, so a misspelt constant is not silently left out.
+    /// </summary>
+    /// <exception cref="HardwareProfileException">unreadable file, not one object, a missing, unknown or bad key.</exception>
+    public static HardwareProfile Read(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new HardwareProfileException(path, ex is FileNotFoundException or DirectoryNotFoundException ? "file not found" : ex.Message);
+        }
+        return Parse(text, path);
+    }
+
+    /// <summary>A profile from JSON text (see <see cref="Read"/>); <paramref name="source"/> names it in errors.</summary>
+    public static HardwareProfile Parse(string json, string source)
+    {
+        Dictionary<string, double> values = new(StringComparer.Ordinal);
+        try
+        {
+            using var document = JsonDocument.Parse(json);
+            if (document.RootElement.ValueKind != JsonValueKind.Object)
+                throw new HardwareProfileException(source, "expected one JSON object of hardware constants");
+            foreach (var property in document.RootElement.EnumerateObject())
+            {
+                if (!JsonNames.Contains(property.Name))
+                    throw new HardwareProfileException(source, $"unknown key \"{property.Name}\" (keys: {string.Join(", ", JsonNames)})");
+                if (property.Value.ValueKind != JsonValueKind.Number || !property.Value.TryGetDouble(out double value) || !double.IsFinite(value))
+                    throw new HardwareProfileException(source, $"\"{property.Name}\" must be a number");
+                values[property.Name] = value;
+            }
+        }
+        catch (JsonException ex)
+        {
+            throw new HardwareProfileException(source, $"not valid JSON ({ex.Message})");
+        }
+        var missing = JsonNames.Where(n => !values.ContainsKey(n)).ToList();
+        if (missing.Count > 0) throw new HardwareProfileException(source, $"missing {string.Join(", ", missing)}");
+        // The rates divide bytes and FLOPs; the c's are free coefficients of a correction FlexLLMGen clamps itself.
+        foreach (var name in JsonNames.Except(CorrectionCoefficients))
+            if (values[name] <= 0)
+                throw new HardwareProfileException(source, $"\"{name}\" must be positive, got {values[name].ToString(CultureInfo.InvariantCulture)}");
+        return new HardwareProfile
+        {
+            CtogBdw = values["ctog_bdw"],
+            GtocBdwCache = values["gtoc_bdw_cache"],
+            GtocBdwHidden = values["gtoc_bdw_hidden"],
+            DtocBdw = values["dtoc_bdw"],
+            CtodBdwCacheP = values["ctod_bdw_cache_p"],
+            CtodBdwHiddenP = values["ctod_bdw_hidden_p"],
+            CtodBdwG = values["ctod_bdw_g"],
+            MmFlopsP = values["mm_flops_p"],
+            MmFlopsG = values["mm_flops_g"],
+            BmmFlopsP = values["bmm_flops_p"],
+            BmmFlopsG = values["bmm_flops_g"],
+            CpuFlops = values["cpu_flops"],
+            C1 = values["c1"],
+            C2 = values["c2"],
+            C3 = values["c3"],
+        };
+    }
+}
+
+/// <summary>A hardware file the planner cannot use; the message names the file and what is wrong.</summary>
+public sealed class HardwareProfileException(string source, string reason) : Exception($"{source}: {reason}")
+{
+    /// <summary>The file (or other source) of the constants.</summary>
+    public string Origin { get; } = source;
+
+    public string Reason { get; } = reason;
+}
