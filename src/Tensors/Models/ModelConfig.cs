@@ -26,6 +26,13 @@ public abstract record ModelConfig
 
     public virtual int HeadDim => HiddenSize / NumHeads;
 
+    /// <summary>
+    /// Whether the model gives <see cref="HeadDim"/> itself (config.json's <c>head_dim</c>) rather than deriving it as
+    /// hidden / heads: the attention width heads * head_dim may then differ from the hidden size, which need not be a
+    /// multiple of the heads.
+    /// </summary>
+    public virtual bool HeadDimGiven => false;
+
     public abstract int VocabSize { get; init; }
 
     /// <summary>Positions the model reads (prompt + generated - 1 at most).</summary>
