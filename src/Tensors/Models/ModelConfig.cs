@@ -29,6 +29,13 @@ public abstract record ModelConfig
     /// <summary>Width of the MLP's inner layer (<c>ffn_dim</c>, <c>intermediate_size</c>), which the cost model reads.</summary>
     public abstract int FfnSize { get; }
 
+    /// <summary>
+    /// Whether the model gives <see cref="HeadDim"/> itself (config.json's <c>head_dim</c>) rather than deriving it as
+    /// hidden / heads: the attention width heads * head_dim may then differ from the hidden size, which need not be a
+    /// multiple of the heads.
+    /// </summary>
+    public virtual bool HeadDimGiven => false;
+
     public abstract int VocabSize { get; init; }
 
     /// <summary>Positions the model reads (prompt + generated - 1 at most).</summary>

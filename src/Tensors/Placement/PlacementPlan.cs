@@ -417,9 +417,12 @@ public sealed record PlacementPlan
             throw new ArgumentOutOfRangeException(nameof(promptLen), promptLen, "prompt_len must be >= 1.");
         if (genLen < 1)
             throw new ArgumentOutOfRangeException(nameof(genLen), genLen, "gen_len must be >= 1.");
-        if (config.NumHeads < 1 || config.HiddenSize % config.NumHeads != 0)
+        // A head_dim the model gives (Llama's config.json head_dim) frees the hidden size from being a multiple of the heads.
+        if (config.NumHeads < 1 || (!config.HeadDimGiven && config.HiddenSize % config.NumHeads != 0))
             throw new PlacementException(
                 $"Model {config.Name}: hidden size {config.HiddenSize} is not a multiple of n_head {config.NumHeads}.");
+        if (config.HeadDim < 1)
+            throw new PlacementException($"Model {config.Name}: head_dim {config.HeadDim} must be >= 1.");
         if (config.KvHeads < 1 || config.NumHeads % config.KvHeads != 0)
             throw new PlacementException(
                 $"Model {config.Name}: n_head {config.NumHeads} is not a multiple of kv_heads {config.KvHeads}.");

@@ -114,6 +114,57 @@ public class LlamaFamilyTests
     }
 
     [Fact]
+    public void Config_should_read_the_rope_parameters_of_transformers_v5()
+    {
+        using var folder = new ConfigFolder();
+        // transformers v5: rope_theta and the scaling in one rope_parameters object, no top-level rope_theta / rope_scaling.
+        var llama31 = (LlamaConfig)folder.Read("""
+            { "model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 1,
+              "num_hidden_layers": 1, "intermediate_size": 96, "vocab_size": 100, "dtype": "bfloat16",
+              "rope_parameters": { "rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192 } }
+            """);
+        Assert.Equal(500000.0, llama31.RopeTheta);
+        Assert.Equal(new Llama3RopeScaling(32, 1, 4, 8192), llama31.RopeScaling);
+
+        var plain = (LlamaConfig)folder.Read("""
+            { "model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+              "intermediate_size": 96, "vocab_size": 100, "rope_parameters": { "rope_type": "default", "rope_theta": 1000000.0 } }
+            """);
+        Assert.Equal(1000000.0, plain.RopeTheta);
+        Assert.Null(plain.RopeScaling);
+
+        var untyped = (LlamaConfig)folder.Read("""
+            { "model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+              "intermediate_size": 96, "vocab_size": 100, "rope_parameters": { "rope_theta": 20000.0 } }
+            """);
+        Assert.Equal(20000.0, untyped.RopeTheta);
+        Assert.Null(untyped.RopeScaling);
+
+        var ex = Assert.Throws<UnsupportedModelException>(() => folder.Read("""
+            { "model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+              "intermediate_size": 96, "vocab_size": 100, "rope_parameters": { "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0 } }
+            """));
+        Assert.Equal("rope_parameters", ex.Key);
+    }
+
+    [Fact]
+    public void A_given_head_dim_should_place_a_hidden_size_that_is_no_multiple_of_the_heads()
+    {
+        using var folder = new ConfigFolder();
+        var config = (LlamaConfig)folder.Read("""
+            { "model_type": "llama", "hidden_size": 40, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 10,
+              "num_hidden_layers": 1, "intermediate_size": 96, "vocab_size": 100, "max_position_embeddings": 32 }
+            """);
+        Assert.True(config.HeadDimGiven);
+        var policy = FlexGen.Tensors.Policies.Policy.FromPercent([100, 0, 50, 50, 100, 0], 2, 1);
+
+        var plan = FlexGen.Tensors.Placement.PlacementPlan.Create(config, policy, promptLen: 8, genLen: 4);
+
+        Assert.Equal(new long[] { 8 + 4 - 1, 2 * 2, 10 }, plan.Cache.Shape);
+    }
+
+    [Fact]
     public void Llama3_scaling_should_keep_high_frequencies_and_divide_low_ones()
     {
         var plain = new LlamaConfig { Name = "x", NumHiddenLayers = 1, NHead = 1, NumKeyValueHeads = 1, HiddenSize = 128, IntermediateSize = 8, RopeTheta = 500000 };

@@ -66,6 +66,8 @@ public sealed record LlamaConfig : ModelConfig
     public override int KvHeads => NumKeyValueHeads;
     public override int HeadDim => ExplicitHeadDim ?? HiddenSize / NHead;
 
+    public override bool HeadDimGiven => ExplicitHeadDim is not null;
+
     /// <summary>Query heads per KV head.</summary>
     public int Groups => NHead / NumKeyValueHeads;
 
@@ -211,8 +213,13 @@ public sealed record LlamaConfig : ModelConfig
         using var document = Parse(file);
         var root = document.RootElement;
         var eps = OptionalDouble(root, file, "rms_norm_eps", 1e-6);
-        var theta = OptionalDouble(root, file, "rope_theta", 10000.0);
-        var scaling = RopeScalingOf(json, root, file, maxPositions);
+        // transformers v5 writes RoPE's settings as one rope_parameters object (rope_theta, rope_type, the factors)
+        // instead of the top-level rope_theta and rope_scaling; either layout is read.
+        var ropeParameters = RopeParametersOf(root, file);
+        var theta = root.TryGetProperty("rope_theta", out var t) && t.ValueKind != JsonValueKind.Null
+            ? OptionalDouble(root, file, "rope_theta", 10000.0)
+            : ropeParameters is { } parameters ? OptionalDouble(parameters, file, "rope_theta", 10000.0, "rope_parameters.") : 10000.0;
+        var scaling = RopeScalingOf(json, root, file, maxPositions, ropeParameters);
         var eos = IntOrInts(root, file, "eos_token_id") ?? [2];
         var bos = IntOrInts(root, file, "bos_token_id") is [var b, ..] ? b : 1;
         var pad = IntOrInts(root, file, "pad_token_id") is [var p, ..] ? p : eos[0];
@@ -253,24 +260,43 @@ public sealed record LlamaConfig : ModelConfig
         };
     }
 
-    private static Llama3RopeScaling? RopeScalingOf(HuggingFaceConfig json, JsonElement root, string file, int maxPositions)
+    // transformers v5's rope_parameters object, or null when absent.
+    private static JsonElement? RopeParametersOf(JsonElement root, string file)
     {
-        if (!root.TryGetProperty("rope_scaling", out var scaling) || scaling.ValueKind == JsonValueKind.Null)
+        if (!root.TryGetProperty("rope_parameters", out var parameters) || parameters.ValueKind == JsonValueKind.Null)
+            return null;
+        return parameters.ValueKind == JsonValueKind.Object
+            ? parameters
+            : throw new ModelConfigException(file, "rope_parameters", $"must be an object or null, not {parameters.GetRawText()}");
+    }
+
+    private static Llama3RopeScaling? RopeScalingOf(HuggingFaceConfig json, JsonElement root, string file, int maxPositions,
+        JsonElement? ropeParameters)
+    {
+        JsonElement scaling;
+        string key = "rope_scaling";
+        if (root.TryGetProperty("rope_scaling", out var given) && given.ValueKind != JsonValueKind.Null)
+            scaling = given;
+        else if (ropeParameters is { } parameters)
+            (scaling, key) = (parameters, "rope_parameters");
+        else
             return null;
         if (scaling.ValueKind != JsonValueKind.Object)
-            throw new ModelConfigException(file, "rope_scaling", $"must be an object or null, not {scaling.GetRawText()}");
+            throw new ModelConfigException(file, key, $"must be an object or null, not {scaling.GetRawText()}");
         string type = scaling.TryGetProperty("rope_type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()!
             : scaling.TryGetProperty("type", out var t2) && t2.ValueKind == JsonValueKind.String ? t2.GetString()! : "";
-        if (type == "default")
+        // rope_parameters always holds the theta; without a rope_type it is the default (unscaled) RoPE.
+        if (type == "default" || (type == "" && key == "rope_parameters"))
             return null;
         if (type != "llama3")
-            throw json.Refuse("rope_scaling", type,
+            throw json.Refuse(key, type,
                 "only rope_scaling of type \"llama3\" (or none) is implemented; this RoPE scaling type is not");
+        string prefix = key + ".";
         return new Llama3RopeScaling(
-            OptionalDouble(scaling, file, "factor", 8.0, "rope_scaling."),
-            OptionalDouble(scaling, file, "low_freq_factor", 1.0, "rope_scaling."),
-            OptionalDouble(scaling, file, "high_freq_factor", 4.0, "rope_scaling."),
-            (int)OptionalDouble(scaling, file, "original_max_position_embeddings", Math.Min(8192, maxPositions), "rope_scaling."));
+            OptionalDouble(scaling, file, "factor", 8.0, prefix),
+            OptionalDouble(scaling, file, "low_freq_factor", 1.0, prefix),
+            OptionalDouble(scaling, file, "high_freq_factor", 4.0, prefix),
+            (int)OptionalDouble(scaling, file, "original_max_position_embeddings", Math.Min(8192, maxPositions), prefix));
     }
 
     private static JsonDocument Parse(string file)
