@@ -9,7 +9,7 @@ public sealed record BatchResult(string Id, IReadOnlyList<long> TokenIds, string
 
 /// <summary>
 /// <c>--output</c> of a batch job: JSON Lines, one <see cref="BatchResult"/> per finished prompt, in completion order.
-/// Opened exclusively (an advisory lock: a second job on the same file is refused). On open, the ids already present are
+/// Others may read it while a job runs (one job per output file at a time). On open, the ids already present are
 /// read (a rerun skips them) and a trailing partial line (no newline: a writer killed mid-line) is truncated away.
 /// <see cref="Append"/> writes whole lines with one write call and then fsyncs, so a kill never leaves half a line of ours.
 /// </summary>
@@ -47,7 +47,7 @@ public sealed class BatchOutputFile : IDisposable
     {
         FileStream? stream = null;
         string full = GenerationFlags.WriteFile(Flag, path, p =>
-            stream = new FileStream(p, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, bufferSize: 0));
+            stream = new FileStream(p, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, bufferSize: 0));
         try
         {
             var bytes = new byte[stream!.Length];
