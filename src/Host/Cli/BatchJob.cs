@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Cli;
 
 using System.Diagnostics;
+using FlexGen.Actors.Messages;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
 using FlexGen.Host.Text;
@@ -79,29 +80,32 @@ public static class BatchJob
         int done = already;
         var peaks = new Dictionary<string, long>(StringComparer.Ordinal);
         IRunTimeline? lastTimeline = null;
-        double Rate() => generation.Elapsed.TotalSeconds > 0 ? tokens / generation.Elapsed.TotalSeconds : 0;
+        double Rate() => generation.Elapsed.TotalSeconds > 0 ? Interlocked.Read(ref tokens) / generation.Elapsed.TotalSeconds : 0;
         using (var progress = console.Progress("generate", prompts.Count, "prompts"))
         {
             progress.Report(already);
             // The next block is queued before this one's lines are written: the engine does not wait for the file.
-            Task<BatchGeneration>? next = Start(runtime.Service, blocks[0], request.Model, cancellation);
+            // Within a block: its tokens as the detail (a block of a large model may take minutes).
+            Task<BatchGeneration> StartBlock(int b) => Start(runtime.Service, blocks[b], request.Model, new TokenProgress(p =>
+                progress.Report(Volatile.Read(ref done), $"block {b + 1}/{blocks.Count} token {p.Token}/{p.Tokens}, {Rate():F1} token/s")), cancellation);
+            Task<BatchGeneration>? next = StartBlock(0);
             try
             {
                 for (int b = 0; b < blocks.Count; b++)
                 {
                     var result = await next!;
-                    next = b + 1 < blocks.Count ? Start(runtime.Service, blocks[b + 1], request.Model, cancellation) : null;
+                    next = b + 1 < blocks.Count ? StartBlock(b + 1) : null;
                     var block = blocks[b];
                     int genLen = block.Settings.GenLen;
                     var lines = block.Prompts.Select((p, r) => new BatchResult(
                         p.Id, Enumerable.Range(0, genLen).Select(c => result.OutputIds[r, c]).ToArray(), result.Texts?[r] ?? "")).ToList();
                     output.Append(lines);
-                    tokens += (long)lines.Count * genLen;
                     foreach (var (tier, bytes) in result.Statistics.PeakBytesByTier)
                         peaks[tier] = Math.Max(bytes, peaks.GetValueOrDefault(tier));
                     lastTimeline = result.Timeline ?? lastTimeline;
-                    done += lines.Count;
-                    progress.Report(done, $"{Rate():F1} token/s");
+                    Interlocked.Add(ref tokens, (long)lines.Count * genLen);
+                    Interlocked.Add(ref done, lines.Count);
+                    progress.Report(done, $"block {b + 1}/{blocks.Count} done, {Rate():F1} token/s");
                 }
             }
             finally
@@ -119,12 +123,18 @@ public static class BatchJob
         GenerationFlags.PrintPeaks(console.Output, new RunStatistics(todo.Count, 0, 0, TimeSpan.Zero, TimeSpan.Zero, peaks));
         console.Output.WriteLine($"output: {output.FullPath}");
         if (GenerationFlags.WriteTrace(lastTimeline, request.TracePath) is { } traceLine)
-            console.Output.WriteLine(traceLine + " (the last block)");
+            console.Output.WriteLine(traceLine.Replace("trace: ", "trace (the last block): ", StringComparison.Ordinal));
         return ExitCodes.Success;
     }
 
-    private static Task<BatchGeneration> Start(IGenerationService service, BatchBlock block, ResolvedModel model, CancellationToken cancellation) =>
-        service.GenerateBatchAsync(Matrix(block, model), block.Settings, cutGenLen: null, progress: null, cancellation);
+    private static Task<BatchGeneration> Start(IGenerationService service, BatchBlock block, ResolvedModel model,
+        IProgress<GenerationProgress> progress, CancellationToken cancellation) =>
+        service.GenerateBatchAsync(Matrix(block, model), block.Settings, cutGenLen: null, progress, cancellation);
+
+    private sealed class TokenProgress(Action<GenerationProgress> report) : IProgress<GenerationProgress>
+    {
+        public void Report(GenerationProgress value) => report(value);
+    }
 
     private static long[,] Matrix(BatchBlock block, ResolvedModel model) =>
         PromptMatrix.LeftPad(block.Prompts.Select(p => (IReadOnlyList<long>)p.PromptIds).ToList(), model.Config.PadTokenId);
