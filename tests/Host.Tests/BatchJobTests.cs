@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Tests;
 
 using System.Text.Json;
+using FlexGen.Host.Cli;
 
 /// <summary><c>generate --prompts-file in.jsonl --output out.jsonl</c>: the resumable batch job, in-process on the bundled model.</summary>
 public class BatchJobTests
@@ -193,6 +194,18 @@ public class BatchJobTests
         Assert.True(result.ExitCode == 2, result.ToString());
         Assert.Contains($"--output {output}: line 2 is not a result line", result.Error);
         Assert.Equal("{\"id\":\"x\",\"token_ids\":[],\"text\":\"\"}\nsome notes\npartial", File.ReadAllText(output));
+    }
+
+    [Fact]
+    public void Plan_should_group_equal_settings_and_sort_each_group_by_length_into_blocks()
+    {
+        BatchPrompt P(string id, int length, int maxTokens) => new(id, 0, new long[length], maxTokens, false);
+        var prompts = new[] { P("a", 5, 8), P("b", 2, 4), P("c", 9, 8), P("d", 1, 8), P("e", 3, 4), P("f", 7, 8) };
+
+        var blocks = BatchJob.Plan(prompts, 2, p => new FlexGen.Tensors.Layers.GenerationSettings(p.MaxTokens));
+
+        Assert.Equal(["b e", "d a", "f c"], blocks.Select(b => string.Join(' ', b.Prompts.Select(p => p.Id))));
+        Assert.Equal([4, 8, 8], blocks.Select(b => b.Settings.GenLen));
     }
 
     private static int IndexOfNth(byte[] bytes, byte value, int n)

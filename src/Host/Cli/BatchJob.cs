@@ -81,7 +81,7 @@ public static class BatchJob
         var peaks = new Dictionary<string, long>(StringComparer.Ordinal);
         IRunTimeline? lastTimeline = null;
         double Rate() => generation.Elapsed.TotalSeconds > 0 ? Interlocked.Read(ref tokens) / generation.Elapsed.TotalSeconds : 0;
-        using (var progress = console.Progress("generate", prompts.Count, "prompts"))
+        using (var progress = console.Progress("generate", prompts.Count, "prompts", announce: false))
         {
             progress.Report(already);
             // The next block is queued before this one's lines are written: the engine does not wait for the file.
