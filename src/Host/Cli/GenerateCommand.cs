@@ -36,6 +36,14 @@ public static class GenerateCommand
             Description = "A text prompt (repeatable); needs the model folder's tokenizer (vocab.json and merges.txt, tokenizer.json or tokenizer.model, as its family uses).",
             Arity = ArgumentArity.OneOrMore,
         };
+        var promptsFile = new Option<string?>(PromptsFile.Flag)
+        {
+            Description = "A batch job: JSON Lines, one {\"id\", \"prompt\" or \"prompt_ids\", optional \"max_tokens\"} per line; results go to --output, and a rerun skips the ids already there.",
+        };
+        var output = new Option<string?>(BatchOutputFile.Flag)
+        {
+            Description = "The batch job's results (with --prompts-file): one {\"id\", \"token_ids\", \"text\"} line per prompt, appended as each block finishes.",
+        };
         var doSample = new Option<bool>("--do-sample") { Description = "Sample instead of greedy decoding." };
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature.", DefaultValueFactory = _ => 1.0 };
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed (default: random)." };
@@ -47,7 +55,7 @@ public static class GenerateCommand
         var warmup = PolicyFlags.Bool("--warmup", true, "Run one short generation first so the measured throughput excludes start-up costs");
         var command = new Command("generate", "Generate tokens for prompts; prints the ids (and text), throughput and the trace file.");
         flags.AddTo(command);
-        foreach (var o in new Option[] { inputIds, outputIds, prompt, doSample, temperature, seed, stop, warmup }) command.Options.Add(o);
+        foreach (var o in new Option[] { inputIds, outputIds, prompt, promptsFile, output, doSample, temperature, seed, stop, warmup }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellation) =>
         {
@@ -60,10 +68,15 @@ public static class GenerateCommand
             string[] prompts = parse.GetValue(prompt) ?? [];
             if (inputPath is not null && prompts.Length > 0) throw new UsageException("--input-ids and --prompt cannot be used together.");
             string? outputPath = parse.GetValue(outputIds);
+            string? batchPath = parse.GetValue(promptsFile), batchOutput = parse.GetValue(output);
+            if (batchPath is not null && (inputPath is not null || prompts.Length > 0)) throw new UsageException("--prompts-file cannot be used with --prompt or --input-ids.");
+            if (batchPath is not null && outputPath is not null) throw new UsageException("--output-ids cannot be used with --prompts-file: its results go to --output.");
+            if (batchPath is not null && batchOutput is null) throw new UsageException("--prompts-file needs --output <file.jsonl>: where the results go, and what a rerun resumes from.");
+            if (batchPath is null && batchOutput is not null) throw new UsageException("--output is the result file of --prompts-file; --input-ids and --prompt write --output-ids.");
 
             var model = ModelResolver.Resolve(options.Model, options.Path);
             var tokenizer = FlexGenSetup.LoadTokenizer(model);
-            long[,] ids;
+            long[,]? ids = null;
             if (inputPath is not null) ids = ReadInputIds(inputPath, model);
             else if (prompts.Length > 0)
             {
@@ -71,8 +84,8 @@ public static class GenerateCommand
                     throw new UsageException($"--prompt needs {Text.BpeTokenizer.FilesOf(model.Config.Family.Tokenizer(model.Config).Kind)} in the model folder ({model.Location.Folder ?? model.Config.Name}); use --input-ids instead.");
                 ids = PromptMatrix.LeftPad(prompts.Select(p => tokenizer.Encode(p).Select(i => (long)i).ToArray()).ToList(), model.Config.PadTokenId);
             }
-            else ids = ReadInputIds(BuiltInPromptsPath, model);
-            CheckPrompts(ids, genLen, model);
+            else if (batchPath is null) ids = ReadInputIds(BuiltInPromptsPath, model);
+            if (ids is not null) CheckPrompts(ids, genLen, model);
 
             var settings = new GenerationSettings(genLen)
             {
@@ -81,6 +94,18 @@ public static class GenerateCommand
                 StopTokenId = ParseStop(parse.GetValue(stop), tokenizer, model)
                     ?? (prompts.Length > 0 && model.Config.Family.Tokenizer(model.Config).StopAtEos ? model.Config.EosTokenId : null),
             };
+
+            if (ids is null)
+            {
+                // --prompts-file: per prompt its max_tokens, and the EOS stop of text prompts as above.
+                bool eosStop = settings.StopTokenId is null && model.Config.Family.Tokenizer(model.Config).StopAtEos;
+                GenerationSettings SettingsOf(BatchPrompt p) => settings with
+                {
+                    GenLen = p.MaxTokens, StopTokenId = p.IsText && eosStop ? model.Config.EosTokenId : settings.StopTokenId,
+                };
+                return await BatchJob.RunAsync(console, new BatchJobRequest(batchPath!, batchOutput!, options, model, tokenizer, genLen, SettingsOf,
+                    PolicyFlags.GetBool(parse, warmup), parse.GetValue(flags.Trace)), cancellation);
+            }
 
             var clock = Stopwatch.StartNew();
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (ids.GetLength(1), genLen));
