@@ -117,9 +117,7 @@ public static class BenchCommand
                 string written = GenerationFlags.WriteFile("--log-file", path, full => File.AppendAllText(full, log + "\n"));
                 console.Output.WriteLine($"log: {written}");
             }
-            GenerationFlags.PrintTimeline(console.Output, result.Timeline);
-            if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)
-                console.Output.WriteLine(traceLine);
+            GenerationFlags.PrintTimeline(console.Output, result.Timeline, parse.GetValue(flags.Trace));
             return ExitCodes.Success;
         });
         return command;

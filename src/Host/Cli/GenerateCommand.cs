@@ -144,9 +144,7 @@ public static class GenerateCommand
                 string written = GenerationFlags.WriteFile("--output-ids", outputPath, full => WriteOutputIds(full, result.OutputIds));
                 console.Output.WriteLine($"output ids: {written}");
             }
-            GenerationFlags.PrintTimeline(console.Output, result.Timeline);
-            if (GenerationFlags.WriteTrace(result.Timeline, parse.GetValue(flags.Trace)) is { } traceLine)
-                console.Output.WriteLine(traceLine);
+            GenerationFlags.PrintTimeline(console.Output, result.Timeline, parse.GetValue(flags.Trace));
             return ExitCodes.Success;
         });
         return command;

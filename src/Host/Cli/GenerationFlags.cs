@@ -162,11 +162,11 @@ public sealed class GenerationFlags
 
     private static int TierOrder(string tier) => tier switch { "gpu" => 0, "cpu" => 1, "disk" => 2, _ => 3 };
 
-    /// <summary>Per-tier busy time, overlap and idle gaps of the run.</summary>
-    public static void PrintTimeline(TextWriter output, IRunTimeline? timeline)
+    /// <summary>Per-tier busy time, overlap and idle gaps of the run, then where the trace went (when asked for one).</summary>
+    public static void PrintTimeline(TextWriter output, IRunTimeline? timeline, string? tracePath)
     {
-        if (timeline is null) return;
-        output.WriteLine("timeline: " + timeline.Summary.TrimEnd());
+        if (timeline is not null) output.WriteLine("timeline: " + timeline.Summary.TrimEnd());
+        if (WriteTrace(timeline, tracePath) is { } traceLine) output.WriteLine(traceLine);
     }
 
     /// <summary>Writes the trace when asked; returns the line saying where it went.</summary>

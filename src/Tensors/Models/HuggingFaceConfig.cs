@@ -69,6 +69,19 @@ public sealed class HuggingFaceConfig : IDisposable
         return new HuggingFaceConfig(document, file);
     }
 
+    /// <summary>
+    /// The decoder's sizes every family reads alike: hidden_size, num_attention_heads, num_hidden_layers, vocab_size,
+    /// max_position_embeddings (else <paramref name="defaultMaxPositions"/>) and the MLP width under
+    /// <paramref name="ffnKey"/> (the families name it differently).
+    /// </summary>
+    public DecoderSizes Decoder(string ffnKey, int defaultMaxPositions) => new(
+        RequiredPositiveInt("hidden_size"),
+        RequiredPositiveInt("num_attention_heads"),
+        RequiredPositiveInt("num_hidden_layers"),
+        RequiredPositiveInt(ffnKey),
+        RequiredPositiveInt("vocab_size"),
+        OptionalPositiveInt("max_position_embeddings", defaultMaxPositions));
+
     /// <summary>A refusal of a valid config the engine does not run, naming the file, key and value.</summary>
     public UnsupportedModelException Refuse(string key, object value, string reason) =>
         new(Name, $"{File}: {key} = {FormatValue(value)}: {reason}", key);
@@ -130,3 +143,6 @@ public sealed class HuggingFaceConfig : IDisposable
         _ => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) ?? "",
     };
 }
+
+/// <summary>A decoder-only transformer's sizes as config.json gives them (see <see cref="HuggingFaceConfig.Decoder"/>).</summary>
+public sealed record DecoderSizes(int Hidden, int Heads, int Layers, int Ffn, int Vocab, int MaxPositions);

@@ -185,13 +185,8 @@ public sealed record LlamaConfig : ModelConfig
         if (!ReadsModelType(modelType))
             throw json.Refuse("model_type", modelType, "only llama, mistral and qwen2 models are read by the Llama family");
 
-        var hidden = json.RequiredPositiveInt("hidden_size");
-        var heads = json.RequiredPositiveInt("num_attention_heads");
-        var layers = json.RequiredPositiveInt("num_hidden_layers");
-        var ffn = json.RequiredPositiveInt("intermediate_size");
-        var vocab = json.RequiredPositiveInt("vocab_size");
+        var (hidden, heads, layers, ffn, vocab, maxPositions) = json.Decoder("intermediate_size", defaultMaxPositions: 4096);
         var kvHeads = json.OptionalPositiveInt("num_key_value_heads", heads);
-        var maxPositions = json.OptionalPositiveInt("max_position_embeddings", 4096);
         int? headDim = json.OptionalInt("head_dim", 0) is > 0 and var d ? d : null;
         if (headDim is null && hidden % heads != 0)
             throw new ModelConfigException(file, "num_attention_heads",

@@ -1,7 +1,6 @@
 namespace FlexGen.Tensors.Families.Opt;
 
 using FlexGen.Tensors.Layers;
-using TorchSharp;
 using static TorchSharp.torch;
 
 /// <summary>OPT MLP block (FlexGen's <c>mlp</c>): pre-layer-norm, fc1, ReLU, fc2, residual add.</summary>

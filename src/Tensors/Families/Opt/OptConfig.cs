@@ -173,12 +173,7 @@ public sealed record OptConfig : ModelConfig
             if (!architecture.StartsWith("OPT", StringComparison.Ordinal))
                 throw json.Refuse("architectures", architecture, "only OPT architectures (OPTForCausalLM) are supported");
 
-        var hidden = json.RequiredPositiveInt("hidden_size");
-        var heads = json.RequiredPositiveInt("num_attention_heads");
-        var layers = json.RequiredPositiveInt("num_hidden_layers");
-        var ffn = json.RequiredPositiveInt("ffn_dim");
-        var vocab = json.RequiredPositiveInt("vocab_size");
-        var maxPositions = json.OptionalPositiveInt("max_position_embeddings", 2048);
+        var (hidden, heads, layers, ffn, vocab, maxPositions) = json.Decoder("ffn_dim", defaultMaxPositions: 2048);
 
         if (hidden % heads != 0)
             throw new ModelConfigException(file, "num_attention_heads",

@@ -29,19 +29,8 @@ public static class OptWeightSpecs
         CheckLayerIndex(config, layerIndex);
         long h = config.InputDim;
         var p = $"decoder.layers.{layerIndex}.self_attn";
-        return
-        [
-            Spec(p + ".q_proj.weight", h, h),
-            Spec(p + ".q_proj.bias", h),
-            Spec(p + ".k_proj.weight", h, h),
-            Spec(p + ".k_proj.bias", h),
-            Spec(p + ".v_proj.weight", h, h),
-            Spec(p + ".v_proj.bias", h),
-            Spec(p + ".out_proj.weight", h, h),
-            Spec(p + ".out_proj.bias", h),
-            Norm(p + "_layer_norm.weight", h),
-            Spec(p + "_layer_norm.bias", h),
-        ];
+        return [.. Linear(p + ".q_proj", h, h), .. Linear(p + ".k_proj", h, h), .. Linear(p + ".v_proj", h, h),
+            .. Linear(p + ".out_proj", h, h), .. LayerNorm(p + "_layer_norm", h)];
     }
 
     /// <summary>fc1 (ffn, h) + bias, fc2 (h, ffn) + bias, and the final layer norm of block <paramref name="layerIndex"/>.</summary>
@@ -51,15 +40,7 @@ public static class OptWeightSpecs
         long h = config.InputDim;
         long ffn = config.FfnEmbedDim;
         var p = $"decoder.layers.{layerIndex}.";
-        return
-        [
-            Spec(p + "fc1.weight", ffn, h),
-            Spec(p + "fc1.bias", ffn),
-            Spec(p + "fc2.weight", h, ffn),
-            Spec(p + "fc2.bias", h),
-            Norm(p + "final_layer_norm.weight", h),
-            Spec(p + "final_layer_norm.bias", h),
-        ];
+        return [.. Linear(p + "fc1", ffn, h), .. Linear(p + "fc2", h, ffn), .. LayerNorm(p + "final_layer_norm", h)];
     }
 
     /// <summary>Self-attention then MLP weights of block <paramref name="layerIndex"/> (FlexGen's joint layer).</summary>
@@ -71,12 +52,7 @@ public static class OptWeightSpecs
     {
         ArgumentNullException.ThrowIfNull(config);
         long h = config.InputDim;
-        return
-        [
-            Norm("decoder.layer_norm.weight", h),
-            Spec("decoder.layer_norm.bias", h),
-            Spec("decoder.embed_tokens.weight", config.VocabSize, h),
-        ];
+        return [.. LayerNorm("decoder.layer_norm", h), Spec("decoder.embed_tokens.weight", config.VocabSize, h)];
     }
 
     /// <summary>
@@ -91,6 +67,13 @@ public static class OptWeightSpecs
     }
 
     private static WeightSpec Spec(string fileName, params long[] shape) => new(fileName, shape, StoredDtype);
+
+    /// <summary>A linear layer's weight (out, in) then bias (out).</summary>
+    private static WeightSpec[] Linear(string module, long outFeatures, long inFeatures) =>
+        [Spec(module + ".weight", outFeatures, inFeatures), Spec(module + ".bias", outFeatures)];
+
+    /// <summary>A layer norm's weight (a scale: dummy weights around one) then bias.</summary>
+    private static WeightSpec[] LayerNorm(string module, long size) => [Norm(module + ".weight", size), Spec(module + ".bias", size)];
 
     // A layer norm's weight: dummy weights start it near 1.
     private static WeightSpec Norm(string fileName, long size) => new(fileName, [size], StoredDtype, WeightInit.NormScale);

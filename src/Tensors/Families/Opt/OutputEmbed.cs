@@ -1,7 +1,6 @@
 namespace FlexGen.Tensors.Families.Opt;
 
 using FlexGen.Tensors.Layers;
-using TorchSharp;
 using static TorchSharp.torch;
 
 /// <summary>OPT output embedding (FlexGen's <c>opt_output_embed</c>): final layer norm, tied logits, token choice.</summary>
