@@ -25,6 +25,7 @@ public static class FlexGenCli
         root.Options.Add(VerboseOption);
         root.Subcommands.Add(GenerateCommand.Build());
         root.Subcommands.Add(BenchCommand.Build());
+        root.Subcommands.Add(ServeCommand.Build());
         root.Subcommands.Add(ConvertCommand.Build());
         foreach (var extra in ExtraCommands.Build()) root.Subcommands.Add(extra);
         root.Subcommands.Add(PlanCommand.Build());
