@@ -7,7 +7,12 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using FlexGen.Host.Cli;
 using FlexGen.Host.Serving;
+using FlexGen.Actors.Messages;
+using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Policies;
 using Xunit.Abstractions;
 
 /// <summary>`flexgen serve` on the bundled model, started through the CLI in-process and asked over loopback HTTP.</summary>
@@ -203,11 +208,68 @@ public class ServeTests(ServeFixture server, ITestOutputHelper output) : IClassF
     }
 }
 
-/// <summary>Ctrl-C (the command's cancellation): the accepted request finishes, new ones get 503, the command exits 0.</summary>
+/// <summary>Draining: accepted requests finish, new ones get 503 (over an engine the test holds), and the command's exit.</summary>
 public class ServeDrainTests
 {
+    /// <summary>An engine whose runs wait for <see cref="Release"/>, then give token 7 everywhere.</summary>
+    private sealed class HeldEngine(ModelConfig model) : IGenerationEngine
+    {
+        private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ModelConfig Model { get; } = model;
+
+        public Policy Policy { get; } = Policy.FromPercent([.. Policy.AllGpuPercent], 4, 1);
+
+        public void Release() => _release.TrySetResult();
+
+        public async Task<EngineRun> RunAsync(long[,] inputIds, GenerationSettings settings, int? cutGenLen, IProgress<GenerationProgress>? progress,
+            CancellationToken cancellation)
+        {
+            await _release.Task.WaitAsync(cancellation);
+            int rows = inputIds.GetLength(0);
+            var output = new long[rows, settings.GenLen];
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < settings.GenLen; c++) output[r, c] = 7;
+            return new EngineRun(output, new RunStatistics(rows, inputIds.GetLength(1), settings.GenLen, TimeSpan.Zero, TimeSpan.Zero,
+                new Dictionary<string, long>()), null);
+        }
+    }
+
     [Fact]
-    public async Task Cancelling_should_drain_the_running_block_then_exit()
+    public async Task Draining_should_finish_accepted_requests_and_refuse_new_ones_with_503()
+    {
+        var model = ModelResolver.Resolve(null, null).Config;
+        var engine = new HeldEngine(model);
+        await using var service = new GenerationService(engine);
+        await using var server = await CompletionServer.StartAsync(new ServeOptions { Port = 0, MaxQueue = 4 }, model, null);
+        server.MarkReady(service);
+        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromSeconds(60) };
+
+        var accepted = ServeHttp.PostAsync(http, new { prompt = new[] { 2L, 100, 200 }, max_tokens = 3 });
+        for (int i = 0; i < 500 && server.QueueLength == 0; i++) await Task.Delay(10);
+        Assert.Equal(1, server.QueueLength);
+        // The queue bound counts the held sequence.
+        var (full, fullBody) = await ServeHttp.PostAsync(http, new { prompt = new[] { new[] { 2L }, [2L], [2L], [2L] }, max_tokens = 1 });
+        Assert.Equal(HttpStatusCode.TooManyRequests, full);
+        Assert.Equal("queue_full", fullBody["error"]!["code"]!.GetValue<string>());
+
+        var drained = server.DrainAsync();
+        var (late, lateBody) = await ServeHttp.PostAsync(http, new { prompt = new[] { 2L, 5 }, max_tokens = 1 });
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, late);
+        Assert.Equal("draining", lateBody["error"]!["code"]!.GetValue<string>());
+        using (var health = await http.GetAsync("/health")) Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+        Assert.False(drained.IsCompleted);
+
+        engine.Release();
+        var (status, body) = await accepted;
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal(new long[] { 7, 7, 7 }, body["choices"]![0]!["token_ids"]!.AsArray().Select(t => t!.GetValue<long>()));
+        await drained.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, server.QueueLength);
+    }
+
+    [Fact]
+    public async Task Cancelling_the_command_should_drain_then_exit_0()
     {
         int port = ServeHttp.FreePort();
         using var stop = new CancellationTokenSource();
@@ -216,24 +278,16 @@ public class ServeDrainTests
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(120) };
         await ServeHttp.WaitReadyAsync(http, run, error);
 
-        var running = ServeHttp.PostAsync(http, new { prompt = Fixture.UnpaddedPrompt(0), max_tokens = 120, temperature = 0 });
-        // Accepted (counted in the queue) before the signal.
-        for (int i = 0; i < 200 && !(await http.GetStringAsync("/metrics")).Contains("flexgen_queue_length 1"); i++) await Task.Delay(10);
+        var running = ServeHttp.PostAsync(http, new { prompt = Fixture.UnpaddedPrompt(0), max_tokens = 40, temperature = 0 });
+        for (int i = 0; i < 200 && !running.IsCompleted && !(await http.GetStringAsync("/metrics")).Contains("flexgen_queue_length 1"); i++) await Task.Delay(10);
         stop.Cancel();
-        HttpStatusCode late = HttpStatusCode.OK;
-        JsonNode? lateBody = null;
-        for (int i = 0; i < 200 && late != HttpStatusCode.ServiceUnavailable && !running.IsCompleted; i++)
-        {
-            try { (late, lateBody) = await ServeHttp.PostAsync(http, new { prompt = Fixture.UnpaddedPrompt(1), max_tokens = 1 }); }
-            catch (HttpRequestException) { break; }
-        }
+        // Accepted before the signal: answered in full.
         var (status, body) = await running;
         Assert.True(status == HttpStatusCode.OK, body.ToJsonString());
-        Assert.Equal(120, body["choices"]![0]!["token_ids"]!.AsArray().Count);
-        if (lateBody is not null && late == HttpStatusCode.ServiceUnavailable) Assert.Equal("draining", lateBody["error"]!["code"]!.GetValue<string>());
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, late);
+        Assert.Equal(40, body["choices"]![0]!["token_ids"]!.AsArray().Count);
         Assert.Equal(0, await run.WaitAsync(TimeSpan.FromSeconds(60)));
         Assert.Contains("serve: draining", error.ToString());
+        Assert.Contains("serve: stopped", error.ToString());
     }
 }
 

@@ -204,25 +204,32 @@ public sealed class CompletionServer : IAsyncDisposable
             return;
         }
 
-        GenerationService service;
+        GenerationService? service = null;
+        ApiError? refused = null;
         int sequences = request.Prompts.Count;
         lock (_gate)
         {
             if (_state != State.Ready || _service is null)
             {
                 string what = _state == State.Starting ? "starting: the weights are being placed" : "draining: it is shutting down";
-                _ = Error(http, new ApiError(503, $"The server is {what}; try again later.", "service_unavailable", null, _state.ToString().ToLowerInvariant()));
-                return;
+                refused = new ApiError(503, $"The server is {what}; try again later.", "service_unavailable", null, _state.ToString().ToLowerInvariant());
             }
-            if (_queued + sequences > _options.MaxQueue)
+            else if (_queued + sequences > _options.MaxQueue)
             {
-                _ = Error(http, new ApiError(429,
+                refused = new ApiError(429,
                     $"The queue is full: {_queued} sequences waiting or running, {sequences} more asked, at most {_options.MaxQueue} (--max-queue).",
-                    "rate_limit_error", null, "queue_full"));
-                return;
+                    "rate_limit_error", null, "queue_full");
             }
-            _queued += sequences;
-            service = _service;
+            else
+            {
+                _queued += sequences;
+                service = _service;
+            }
+        }
+        if (refused is not null || service is null)
+        {
+            await Error(http, refused!).ConfigureAwait(false);
+            return;
         }
 
         try
