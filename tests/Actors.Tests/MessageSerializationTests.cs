@@ -50,7 +50,7 @@ public class MessageSerializationTests : Akka.TestKit.Xunit2.TestKit
             PromptIds = TestPolicies.Prompts(3, 4),
             AttentionMask = new[] { new[] { false, true, true, true }, new[] { true, true, true, true }, new[] { false, false, true, true } }.ToRows(),
             PadTokenId = 1,
-            Generation = new GenerationSettings(7) { StopTokenId = 2, Sampling = new SamplingOptions(true, 0.7, 42) },
+            Generation = new GenerationSettings(7) { StopTokenId = 2, Sampling = new SamplingOptions(true, 0.7, 42, topK: 8, topP: 0.95) },
             CutGenLen = 5,
             Policy = Offloading,
             ProgressTo = TestActor,
@@ -115,6 +115,7 @@ public class MessageSerializationTests : Akka.TestKit.Xunit2.TestKit
     {
         Assert.Equal(Offloading, RoundTrip(Offloading));
         Assert.Equal(new SamplingOptions(true, 1.5, 7), RoundTrip(new SamplingOptions(true, 1.5, 7)));
+        Assert.Equal(new SamplingOptions(true, 0.8, 7, topK: 40, topP: 0.9), RoundTrip(new SamplingOptions(true, 0.8, 7, topK: 40, topP: 0.9)));
         Assert.Equal(new PipelineSettings(3, 2), RoundTrip(new PipelineSettings(3, 2)));
     }
 
@@ -127,6 +128,9 @@ public class MessageSerializationTests : Akka.TestKit.Xunit2.TestKit
                      new GenerationSettings(1),
                      new GenerationSettings(5) { StopTokenId = 0, Sampling = new SamplingOptions(true, 0) },
                      new GenerationSettings(9) { StopTokenId = 2, Sampling = new SamplingOptions(false, 2.5, 0) },
+                     new GenerationSettings(3) { Sampling = new SamplingOptions(true, 1, 0, topK: 1, topP: 1) },
+                     new GenerationSettings(4) { Sampling = new SamplingOptions(true, 0.5, null, topK: 5) },
+                     new GenerationSettings(4) { Sampling = new SamplingOptions(true, 1, 3, topP: 0.25) },
                  })
         {
             Assert.Equal(settings, RoundTrip(settings));

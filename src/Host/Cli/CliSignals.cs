@@ -17,6 +17,7 @@ public sealed class CliSignals : IDisposable
     private readonly List<Action> _cleanups = [];
     private int _exitCode;
     private int _count;
+    private int _cancelledSaid;
     private bool _disposed;
 
     /// <summary>Signalled by the first SIGINT/SIGTERM.</summary>
@@ -78,6 +79,12 @@ public sealed class CliSignals : IDisposable
     }
 
     /// <summary>Runs every <see cref="OnAbandon"/> cleanup now, on this thread; a failing one does not stop the others.</summary>
+    /// <summary>
+    /// True for the first caller only: the command and the signal path may both reach the end of a cancelled run at once,
+    /// and the user gets one <c>cancelled</c> line.
+    /// </summary>
+    public bool ClaimCancelledLine() => Interlocked.Exchange(ref _cancelledSaid, 1) == 0;
+
     public void RunAbandonCleanup()
     {
         Action[] cleanups;

@@ -25,6 +25,7 @@ public static class FlexGenCli
         root.Options.Add(VerboseOption);
         root.Subcommands.Add(GenerateCommand.Build());
         root.Subcommands.Add(BenchCommand.Build());
+        root.Subcommands.Add(ServeCommand.Build());
         root.Subcommands.Add(ConvertCommand.Build());
         foreach (var extra in ExtraCommands.Build()) root.Subcommands.Add(extra);
         root.Subcommands.Add(PlanCommand.Build());
@@ -53,7 +54,7 @@ public static class FlexGenCli
                 {
                     // A later signal: the offload files go now, from under the step; the process exits without waiting for it.
                     signals.RunAbandonCleanup();
-                    await error.WriteLineAsync("cancelled").ConfigureAwait(false);
+                    await SayCancelledAsync(error).ConfigureAwait(false);
                     return signals.ExitCode;
                 }
             }
@@ -62,13 +63,20 @@ public static class FlexGenCli
             if (signals.ExitCode == 0) return code;
             // Its cleanup cut short by a later signal: the files go now.
             if (signals.Abandoned.IsCancellationRequested) signals.RunAbandonCleanup();
-            if (!signals.Cancelled.IsCancellationRequested || code != ExitCodes.Failure) await error.WriteLineAsync("cancelled").ConfigureAwait(false);
+            await SayCancelledAsync(error).ConfigureAwait(false);
             return signals.ExitCode;
         }
         finally
         {
             CurrentSignals.Value = null;
         }
+    }
+
+    /// <summary>The one <c>cancelled</c> line of a command line, whoever reaches it first (the command or the signal path).</summary>
+    private static async Task SayCancelledAsync(TextWriter error)
+    {
+        if (CurrentSignals.Value is { } signals && !signals.ClaimCancelledLine()) return;
+        await error.WriteLineAsync("cancelled").ConfigureAwait(false);
     }
 
     /// <summary>Said when a signal's cleanup waits for a running step.</summary>
@@ -107,7 +115,7 @@ public static class FlexGenCli
         catch (Exception) when (cancellation.IsCancellationRequested)
         {
             // Whatever the cancellation surfaced as (a cancelled request, a load given up, a task stopped): one line.
-            await error.WriteLineAsync("cancelled");
+            await SayCancelledAsync(error);
             return ExitCodes.Failure;
         }
         catch (Exception ex) when (ex is UsageException or FlexGenOptionsException)

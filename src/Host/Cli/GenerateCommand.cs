@@ -55,6 +55,7 @@ public static class GenerateCommand
         var warmup = PolicyFlags.Bool("--warmup", true, "Run one short generation first so the measured throughput excludes start-up costs");
         var command = new Command("generate", "Generate tokens for prompts; prints the ids (and text), throughput and the trace file.");
         flags.AddTo(command);
+        flags.AddSamplingTo(command);
         foreach (var o in new Option[] { inputIds, outputIds, prompt, promptsFile, output, doSample, temperature, seed, stop, warmup }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellation) =>
@@ -86,10 +87,11 @@ public static class GenerateCommand
             }
             else if (batchPath is null) ids = ReadInputIds(BuiltInPromptsPath, model);
             if (ids is not null) CheckPrompts(ids, genLen, model);
+            var stopStrings = flags.GetStopStrings(parse, tokenizer);
 
             var settings = new GenerationSettings(genLen)
             {
-                Sampling = new SamplingOptions(parse.GetValue(doSample), temp, parse.GetValue(seed)),
+                Sampling = flags.Sampling(parse, parse.GetValue(doSample), temp, parse.GetValue(seed)),
                 // Text prompts of a family that ends its text with EOS stop there unless --stop says otherwise.
                 StopTokenId = ParseStop(parse.GetValue(stop), tokenizer, model)
                     ?? (prompts.Length > 0 && model.Config.Family.Tokenizer(model.Config).StopAtEos ? model.Config.EosTokenId : null),
@@ -125,6 +127,7 @@ public static class GenerateCommand
                 result = await runtime.Service.GenerateBatchAsync(ids, settings, cutGenLen: null, progress, cancellation);
                 progress.Complete();
             }
+            if (tokenizer is not null) result = StopStrings.Apply(result, stopStrings, tokenizer.Decode, model.Config.PadTokenId);
 
             console.Output.WriteLine($"generated ids ({n}, {genLen}):");
             for (int r = 0; r < n; r++)

@@ -3,6 +3,7 @@ namespace FlexGen.Host.Cli;
 using System.CommandLine;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Tiers;
@@ -48,6 +49,52 @@ public sealed class GenerationFlags
 
     public PolicyFlags Policy { get; } = new();
 
+    /// <summary>Top-k sampling (generate; added by <see cref="AddSamplingTo"/>).</summary>
+    public Option<int?> TopK { get; } = new("--top-k")
+    {
+        Description = "With --do-sample: draw only from the k most likely tokens (1 is greedy). Default: all.",
+    };
+
+    /// <summary>Top-p (nucleus) sampling (generate).</summary>
+    public Option<double?> TopP { get; } = new("--top-p")
+    {
+        Description = "With --do-sample: draw only from the most likely tokens whose probability reaches p, in (0, 1]. Default: 1.",
+    };
+
+    /// <summary>Stop strings (generate; repeatable).</summary>
+    public Option<string[]> StopStrings { get; } = new("--stop-string")
+    {
+        Description = "Cut the text at the first occurrence of this text (repeatable; needs the tokenizer); the tokens after the one that completes it are printed as the pad id.",
+        Arity = ArgumentArity.OneOrMore,
+    };
+
+    /// <summary>Adds --top-k, --top-p and --stop-string.</summary>
+    public void AddSamplingTo(Command command)
+    {
+        command.Options.Add(TopK);
+        command.Options.Add(TopP);
+        command.Options.Add(StopStrings);
+    }
+
+    /// <summary>The sampling options of the flags; a bad value is a usage error naming its flag.</summary>
+    public SamplingOptions Sampling(ParseResult parse, bool doSample, double temperature, ulong? seed)
+    {
+        int? topK = parse.GetValue(TopK);
+        double? topP = parse.GetValue(TopP);
+        if (topK is < 1) throw new UsageException($"--top-k {topK}: must be >= 1.");
+        if (topP is { } p && !(p > 0 && p <= 1)) throw new UsageException($"--top-p {p}: must be in (0, 1].");
+        return new SamplingOptions(doSample, temperature, seed, topK, topP);
+    }
+
+    /// <summary>The --stop-string texts; an empty one, or any without a tokenizer, is a usage error.</summary>
+    public IReadOnlyList<string> GetStopStrings(ParseResult parse, Text.BpeTokenizer? tokenizer)
+    {
+        var stops = parse.GetValue(StopStrings) ?? [];
+        if (stops.Any(string.IsNullOrEmpty)) throw new UsageException("--stop-string: must not be empty.");
+        if (stops.Length > 0 && tokenizer is null) throw new UsageException("--stop-string needs the model's tokenizer (the text to search).");
+        return stops;
+    }
+
     public GenerationFlags(int defaultGenLen, string? defaultTrace)
     {
         GenLen = new Option<int>("--gen-len")
@@ -60,6 +107,18 @@ public sealed class GenerationFlags
             Description = "Write the timeline of every tier (Chrome trace-event JSON, opens in Perfetto) to this file.",
             DefaultValueFactory = _ => defaultTrace,
         };
+    }
+
+    /// <summary>The model, policy, dtype and budget flags alone (serve: no --gen-len, no --trace).</summary>
+    public void AddModelAndPolicyTo(Command command)
+    {
+        command.Options.Add(Model);
+        command.Options.Add(WeightsPath);
+        Policy.AddTo(command);
+        command.Options.Add(ComputeDtype);
+        command.Options.Add(GpuMem);
+        command.Options.Add(CpuMem);
+        command.Options.Add(DiskMem);
     }
 
     public void AddTo(Command command)

@@ -39,6 +39,15 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
 
     public bool HasTokenizer => _tokenizer is not null;
 
+    /// <summary>
+    /// Raised after each block of <see cref="GenerateAsync(IReadOnlyList{long}, GenerationSettings?, CancellationToken)"/>
+    /// requests has run (or failed), before its callers get their results: for metrics. Keep it quick.
+    /// </summary>
+    public event Action<BlockReport>? BlockCompleted;
+
+    /// <summary>The text of token ids (the model's tokenizer); null without one.</summary>
+    public string? Decode(IReadOnlyList<long> ids) => _tokenizer?.Decode(ids);
+
     public Task<GeneratedSequence> GenerateAsync(string prompt, GenerationSettings? settings = null, CancellationToken cancellation = default)
     {
         ArgumentNullException.ThrowIfNull(prompt);
@@ -173,9 +182,11 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         {
             if (Interlocked.Decrement(ref live) == 0) allCancelled.Cancel();
         })).ToList();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
             var run = await _engine.RunAsync(input, settings, null, null, allCancelled.Token).ConfigureAwait(false);
+            Report(new BlockReport(block.Count, settings, clock.Elapsed, run.Statistics, run.Timeline, null));
             for (int r = 0; r < block.Count; r++)
             {
                 var output = new long[settings.GenLen];
@@ -186,11 +197,24 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         }
         catch (Exception ex)
         {
+            Report(new BlockReport(block.Count, settings, clock.Elapsed, null, null, ex));
             foreach (var p in block) p.Fail(ex);
         }
         finally
         {
             foreach (var reg in registrations) reg.Dispose();
+        }
+    }
+
+    private void Report(BlockReport report)
+    {
+        try
+        {
+            BlockCompleted?.Invoke(report);
+        }
+        catch (Exception)
+        {
+            // An observer's failure is not the block's.
         }
     }
 
@@ -244,3 +268,11 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         }
     }
 }
+
+/// <summary>One block the service ran for its queued requests.</summary>
+/// <param name="Sequences">Requests in the block (padding rows not counted).</param>
+/// <param name="Elapsed">From handing the block to the engine to its end (includes its wait in the coordinator's queue).</param>
+/// <param name="Statistics">The engine run's statistics; null when the block failed.</param>
+/// <param name="Failure">Why the block failed; null when it ran.</param>
+public sealed record BlockReport(int Sequences, GenerationSettings Settings, TimeSpan Elapsed, RunStatistics? Statistics, IRunTimeline? Timeline,
+    Exception? Failure);

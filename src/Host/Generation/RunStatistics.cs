@@ -38,4 +38,7 @@ public interface IRunTimeline
 
     /// <summary>One line per task kind and phase: parts run, total and mean time (FlexGen's debug_mode breakdown).</summary>
     string Breakdown { get; }
+
+    /// <summary>Bytes each tier actor moved or computed on ("disk-io", "copy", "gpu-compute", "cpu-compute"), as traced.</summary>
+    IReadOnlyDictionary<string, long> BytesByTier => new Dictionary<string, long>();
 }

@@ -6,6 +6,7 @@ using Akka.Hosting;
 using FlexGen.Actors;
 using FlexGen.Actors.Actors;
 using FlexGen.Actors.Messages;
+using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
 using FlexGen.Host.Generation;
 using FlexGen.Tensors.Layers;
@@ -77,5 +78,8 @@ public sealed class CoordinatorEngine(IServiceProvider services, ModelConfig mod
         public string Summary => trace.Summarize().ToString();
 
         public string Breakdown => trace.Breakdown().ToString();
+
+        public IReadOnlyDictionary<string, long> BytesByTier =>
+            trace.Summarize().Tiers.ToDictionary(t => t.Tier.ActorName(), t => t.Bytes);
     }
 }

@@ -5,21 +5,37 @@ using static TorchSharp.torch;
 
 /// <summary>
 /// How the next token is chosen from the logits, FlexGen's <c>do_sample</c> and <c>temperature</c>: greedy argmax
-/// unless <see cref="DoSample"/> and <see cref="Temperature"/> >= 1e-5, then a draw from softmax(logits / T).
+/// unless <see cref="DoSample"/> and <see cref="Temperature"/> >= 1e-5, then a draw from softmax(logits / T) restricted
+/// to the <see cref="TopK"/> most likely tokens and then to the smallest set whose probability reaches <see cref="TopP"/>
+/// (nucleus sampling), the order Hugging Face's logits warpers apply them in. Top-k 1 is greedy.
 /// <see cref="Seed"/> makes draws repeatable (a generator seeded with it); null draws from torch's global generator.
 /// </summary>
 public sealed record SamplingOptions
 {
-    public SamplingOptions(bool doSample = false, double temperature = 1.0, ulong? seed = null)
+    /// <param name="topK">Keep the k most likely tokens (ties at the k-th kept); null: all. >= 1.</param>
+    /// <param name="topP">Keep the most likely tokens until their probability reaches p; null: all. In (0, 1].</param>
+    public SamplingOptions(bool doSample = false, double temperature = 1.0, ulong? seed = null, int? topK = null, double? topP = null)
     {
         if (!(temperature >= 0) || double.IsInfinity(temperature))
         {
             throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "Temperature must be finite and >= 0.");
         }
 
+        if (topK is < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(topK), topK, "topK must be >= 1 (null: no top-k filter).");
+        }
+
+        if (topP is { } p && !(p > 0 && p <= 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(topP), topP, "topP must be in (0, 1] (null: no nucleus filter).");
+        }
+
         DoSample = doSample;
         Temperature = temperature;
         Seed = seed;
+        TopK = topK;
+        TopP = topP;
     }
 
     public static SamplingOptions Greedy { get; } = new();
@@ -30,8 +46,14 @@ public sealed record SamplingOptions
 
     public ulong? Seed { get; }
 
-    /// <summary>FlexGen: sampling with temperature below 1e-5 is greedy.</summary>
-    public bool IsGreedy => !DoSample || Temperature < 1e-5;
+    /// <summary>Only the k most likely tokens may be drawn; null: no limit.</summary>
+    public int? TopK { get; }
+
+    /// <summary>Only the smallest most-likely set whose probability reaches p may be drawn; null: no limit.</summary>
+    public double? TopP { get; }
+
+    /// <summary>FlexGen: sampling with temperature below 1e-5 is greedy; so is sampling from the top 1.</summary>
+    public bool IsGreedy => !DoSample || Temperature < 1e-5 || TopK == 1;
 }
 
 /// <summary>The next token from the logits, as every family chooses it (FlexGen's greedy or sampled choice).</summary>
@@ -54,11 +76,43 @@ public static class TokenChoice
         else
         {
             // float32 softmax: bfloat16 probabilities are too coarse for a faithful draw.
-            var probs = logits.to(ScalarType.Float32).div(sampling.Temperature).softmax(1);
+            var probs = Probabilities(logits, sampling);
             ids = probs.multinomial(1, false, generator);
         }
 
         return ids.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The distribution a sampled token is drawn from: softmax(logits / T) (float32, (batch, vocab)) with the tokens
+    /// outside the top k, then outside the nucleus of probability p, set to 0 (the rest renormalized).
+    /// </summary>
+    public static Tensor Probabilities(Tensor logits, SamplingOptions sampling)
+    {
+        LayerMath.CheckRank(logits, 2, nameof(logits), "(batch, vocab)");
+        ArgumentNullException.ThrowIfNull(sampling);
+        using var scope = NewDisposeScope();
+        var scaled = logits.to(ScalarType.Float32).div(Math.Max(sampling.Temperature, 1e-5));
+        long vocab = scaled.shape[1];
+        if (sampling.TopK is { } k && k < vocab)
+        {
+            // The k-th largest per row; everything below it is out (ties with it stay).
+            var kth = scaled.topk(k, 1).values.narrow(1, k - 1, 1);
+            scaled = scaled.masked_fill(scaled.lt(kth), double.NegativeInfinity);
+        }
+
+        if (sampling.TopP is { } p && p < 1)
+        {
+            var (sorted, order) = scaled.sort(1, descending: true);
+            var sortedProbs = sorted.softmax(1);
+            // A token is out when the tokens before it already reach p; the most likely one always stays.
+            var before = sortedProbs.cumsum(1).sub(sortedProbs);
+            var outSorted = before.ge(p);
+            var outMask = zeros_like(outSorted).scatter(1, order, outSorted);
+            scaled = scaled.masked_fill(outMask, double.NegativeInfinity);
+        }
+
+        return scaled.softmax(1).MoveToOuterDisposeScope();
     }
 }
 
