@@ -1,0 +1,149 @@
+using FlexGen.Tensors.Tiers;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Policies;
+
+namespace FlexGen.Tensors.Placement;
+
+/// <summary>What a plan needs per tier (homes plus working buffers) and the budget rule over it.</summary>
+public sealed partial record PlacementPlan
+{
+    /// <summary>
+    /// What a run of <paramref name="config"/> under <paramref name="policy"/> needs per tier, from the byte formulas:
+    /// the weights of a model of any depth from a 1- and a 2-block copy of it (its blocks are alike), so nothing is laid
+    /// out per layer (<see cref="ModelConfig.WithBlocks"/>); equal to <see cref="Need"/> of the plan.
+    /// </summary>
+    public static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen, int computeDtypeBytes = 2)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(policy);
+        CheckGeometry(config, promptLen, genLen);
+        return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks),
+            PlaceActivations(config, policy, promptLen), computeDtypeBytes);
+    }
+
+    /// <summary>
+    /// The budget rule: each tier's <paramref name="need"/> (homes and working buffers) must fit its budget; without
+    /// CUDA (<see cref="TierBudgets.GpuInCpuMemory"/>) the GPU tier's need counts against the CPU budget too.
+    /// </summary>
+    /// <exception cref="TierCapacityExceededException">the first tier (GPU, CPU, disk) over its budget: tier, need with its
+    /// breakdown, budget and where the budget came from.</exception>
+    public static void CheckBudgets(MemoryNeed need, TierBudgets budgets)
+    {
+        ArgumentNullException.ThrowIfNull(need);
+        ArgumentNullException.ThrowIfNull(budgets);
+        if (budgets.Gpu is { } gpu && need.Gpu.Total > gpu.Bytes)
+        {
+            throw new TierCapacityExceededException(TierKind.Gpu, need.Gpu.Total, gpu, need, need.Gpu.Breakdown());
+        }
+
+        if (budgets.Cpu is { } cpu)
+        {
+            bool shared = budgets.GpuInCpuMemory && !need.Gpu.IsZero;
+            long total = shared ? TierNeed.Sum(need.Cpu.Total, need.Gpu.Total) : need.Cpu.Total;
+            if (total > cpu.Bytes)
+            {
+                string breakdown = !shared ? need.Cpu.Breakdown()
+                    : need.Cpu.IsZero ? $"gpu {need.Gpu.Breakdown()}"
+                    : $"cpu {need.Cpu.Breakdown()}; gpu {need.Gpu.Breakdown()}";
+                throw new TierCapacityExceededException(TierKind.Cpu, total, cpu, need, breakdown, shared);
+            }
+        }
+
+        if (budgets.Disk is { } disk && need.Disk.Total > disk.Bytes)
+        {
+            throw new TierCapacityExceededException(TierKind.Disk, need.Disk.Total, disk, need, need.Disk.Breakdown());
+        }
+    }
+
+    private static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen,
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
+    {
+        WeightSummary weights;
+        if (config.NumBlocks > 2)
+        {
+            var (one, two) = (config.WithBlocks(1), config.WithBlocks(2));
+            // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
+            var a = WeightSummary.Of(one, PlaceLayers(one, policy));
+            var b = WeightSummary.Of(two, PlaceLayers(two, policy));
+            long more = config.NumBlocks - 1L;
+            weights = new WeightSummary(
+                new TierBytes(
+                    TierNeed.Sum(a.Bytes.Gpu, TierNeed.Product(b.Bytes.Gpu - a.Bytes.Gpu, more)),
+                    TierNeed.Sum(a.Bytes.Cpu, TierNeed.Product(b.Bytes.Cpu - a.Bytes.Cpu, more)),
+                    TierNeed.Sum(a.Bytes.Disk, TierNeed.Product(b.Bytes.Disk - a.Bytes.Disk, more))),
+                Math.Max(a.LargestStreamedLayer, b.LargestStreamedLayer),
+                Math.Max(a.WidestIntermediate, b.WidestIntermediate));
+        }
+        else
+        {
+            weights = WeightSummary.Of(config, PlaceLayers(config, policy));
+        }
+
+        return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes);
+    }
+
+    /// <summary>The formulas of <see cref="MemoryNeed"/> over a weight summary, the cache and the activations.</summary>
+    private static MemoryNeed NeedOf(ModelConfig config, Policy policy, int promptLen, int genLen, WeightSummary weights,
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
+    {
+        long b = policy.GpuBatchSize;
+        long s = promptLen;
+        long seq = promptLen + genLen - 1L;
+        long h = config.HiddenSize;
+        long heads = config.NumHeads;
+        long copies = policy.Overlap ? 2 : 1; // double buffering: the next load runs while this compute does
+
+        // Cache homes: k and v per attention layer and GPU batch, on the tiers the plan splits them over.
+        long tensors = cache.TensorCount;
+        var cacheHomes = new TierBytes(
+            TierNeed.Product(cache.BytesPerTensor.Gpu, tensors),
+            TierNeed.Product(cache.BytesPerTensor.Cpu, tensors),
+            TierNeed.Product(cache.BytesPerTensor.Disk, tensors));
+        var hiddenHome = TierBytes.On(activations.Home, activations.Bytes);
+
+        // Loaded cache: k and v of one layer and GPU batch, float16, copied from their homes to where attention runs.
+        long rowBytes = TierNeed.Product(cache.Shape[0], cache.Shape[2], config.DtypeBytes);
+        long offGpuRows = policy.CpuCacheCompute ? 0 : cache.CpuLength + cache.DiskLength;
+        long offCpuRows = policy.CpuCacheCompute ? cache.DiskLength : 0;
+        long loadedCacheGpu = TierNeed.Product(2, offGpuRows, rowBytes, copies);
+        long loadedCacheCpu = TierNeed.Product(2, offCpuRows, rowBytes, copies);
+
+        long loadedHidden = activations.Home == TierKind.Gpu ? 0 : TierNeed.Product(b, s, h, config.DtypeBytes, copies);
+        long widest = Math.Max(
+            TierNeed.Product(s, weights.WidestIntermediate),
+            Math.Max(TierNeed.Product(heads, s, s), TierNeed.Product(heads, seq)));
+        long activationBytes = TierNeed.Product(computeDtypeBytes, b,
+            TierNeed.Sum(TierNeed.Product(2, s, h), widest, config.VocabSize));
+
+        return new MemoryNeed(
+            new TierNeed(weights.Bytes.Gpu, cacheHomes.Gpu, hiddenHome.Gpu,
+                TierNeed.Product(weights.LargestStreamedLayer, copies), loadedCacheGpu, loadedHidden, activationBytes),
+            new TierNeed(weights.Bytes.Cpu, cacheHomes.Cpu, hiddenHome.Cpu, 0, loadedCacheCpu, 0, 0),
+            new TierNeed(weights.Bytes.Disk, cacheHomes.Disk, hiddenHome.Disk, 0, 0, 0, 0));
+    }
+
+    /// <summary>
+    /// What the need formulas take from the weights: bytes per tier, the largest layer's bytes streamed to the GPU
+    /// (homed elsewhere, or compressed: float16 during compute), the widest block intermediate (largest block weight / h).
+    /// </summary>
+    private sealed record WeightSummary(TierBytes Bytes, long LargestStreamedLayer, long WidestIntermediate)
+    {
+        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers)
+        {
+            long streamed = 0, widest = config.HiddenSize;
+            var bytes = TierBytes.Zero;
+            foreach (var layer in layers)
+            {
+                bytes += layer.Bytes;
+                streamed = Math.Max(streamed, layer.Weights.Where(w => w.Home != TierKind.Gpu || w.Compressed).Sum(w => w.Spec.Bytes));
+                if (layer.Layer.BlockIndex is not null && config.HiddenSize > 0)
+                {
+                    foreach (var w in layer.Weights.Where(w => w.Spec.Rank >= 2))
+                        widest = Math.Max(widest, w.Spec.ElementCount / config.HiddenSize);
+                }
+            }
+
+            return new WeightSummary(bytes, streamed, widest);
+        }
+    }
+}
