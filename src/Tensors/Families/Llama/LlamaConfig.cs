@@ -165,6 +165,4 @@ public sealed partial record LlamaConfig : ModelConfig
         preset = null!;
         return false;
     }
-
-    // ---------------------------------------------------------------- Hugging Face config.json
 }
