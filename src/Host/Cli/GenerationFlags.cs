@@ -121,16 +121,11 @@ public sealed class GenerationFlags
         command.Options.Add(DiskMem);
     }
 
+    /// <summary>Those and --gen-len and --trace (generate, bench).</summary>
     public void AddTo(Command command)
     {
-        command.Options.Add(Model);
-        command.Options.Add(WeightsPath);
+        AddModelAndPolicyTo(command);
         command.Options.Add(GenLen);
-        Policy.AddTo(command);
-        command.Options.Add(ComputeDtype);
-        command.Options.Add(GpuMem);
-        command.Options.Add(CpuMem);
-        command.Options.Add(DiskMem);
         command.Options.Add(Trace);
     }
 
