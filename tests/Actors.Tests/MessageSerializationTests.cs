@@ -91,6 +91,9 @@ public class MessageSerializationTests : Akka.TestKit.Xunit2.TestKit
     {
         var progress = new GenerationProgress(Guid.NewGuid(), 1, 3, 2, 5, TimeSpan.FromMilliseconds(12.5));
         Assert.Equal(progress, RoundTrip(progress));
+        var streamed = progress with { NewTokens = new GeneratedTokens(1, 0, [7, 2, 50256]) };
+        Assert.Equal(streamed, RoundTrip(streamed));
+        Assert.NotEqual(streamed, streamed with { NewTokens = new GeneratedTokens(1, 0, [7, 2, 3]) });
         var cancel = new CancelGeneration(Guid.NewGuid());
         Assert.Equal(cancel, RoundTrip(cancel));
     }
@@ -102,6 +105,10 @@ public class MessageSerializationTests : Akka.TestKit.Xunit2.TestKit
         var task = new BlockTask(TaskKind.StoreCache, 3, 4, 1);
         Assert.Equal(new ExecuteTask(run, task, PipelineActorKind.Copy), RoundTrip(new ExecuteTask(run, task, PipelineActorKind.Copy)));
         Assert.Equal(new TaskCompleted(run, task, PipelineActorKind.DiskIo, 123, 2), RoundTrip(new TaskCompleted(run, task, PipelineActorKind.DiskIo, 123, 2)));
+        var storeHidden = new BlockTask(TaskKind.StoreHidden, 3, 11, 1);
+        var withTokens = new TaskCompleted(run, storeHidden, PipelineActorKind.GpuCompute, 16, null, new GeneratedTokens(3, 2, [11, 12]));
+        Assert.Equal(withTokens, RoundTrip(withTokens));
+        Assert.Equal(new long[] { 11, 12 }, RoundTrip(withTokens).Tokens!.Ids.ToArray());
         Assert.Equal(new TaskSkipped(run, task, PipelineActorKind.CpuCompute), RoundTrip(new TaskSkipped(run, task, PipelineActorKind.CpuCompute)));
 
         var failed = RoundTrip(new TaskFailed(run, task, PipelineActorKind.GpuCompute, new IOException("disk gone")));

@@ -34,6 +34,16 @@ public class SerializedProtocolTests
         Assert.Equal(expectedReports, plain.Reports.Select(r => (r.Block, r.Token)));
         Assert.Equal(expectedReports, serialized.Reports.Select(r => (r.Block, r.Token)));
         Assert.All(serialized.Reports, r => Assert.Equal(serialized.Result.RequestId, r.RequestId));
+
+        // Each report carries the block's new token of each valid row, streamed from the StoreHidden parts through
+        // TaskCompleted: together, in order, they are the result's ids.
+        foreach (var (result, reports) in new[] { plain, serialized })
+        {
+            Assert.All(reports, r => Assert.Equal(r.Token - 1, r.NewTokens!.Token));
+            var streamed = Enumerable.Range(0, 8)
+                .Select(row => reports.Where(r => r.Block == row / 4).Select(r => r.NewTokens!.Ids[row % 4]).ToArray()).ToArray();
+            Assert.Equal(result.OutputIds.Select(r => r.ToArray()), streamed);
+        }
     }
 
     private static async Task<(GenerationResult Result, IReadOnlyList<GenerationProgress> Reports)> Generate(Policy policy, bool serializeMessages)

@@ -114,6 +114,24 @@ public class ServeTests(ServeFixture server, ITestOutputHelper output) : IClassF
     }
 
     [Fact]
+    public async Task A_streamed_completion_should_send_each_token_as_the_block_produces_it()
+    {
+        const int Tokens = 40;
+        var expected = await GenerateAsync(Tokens);
+        var (at, chunks, ended) = await ServeHttp.StreamAsync(server.Http, new { prompt = Prompts[5], max_tokens = Tokens, temperature = 0, stream = true });
+
+        var tokenChunks = chunks.Where(c => c.Chunk["choices"]![0]!["finish_reason"] is null).ToList();
+        Assert.Equal(Tokens, tokenChunks.Count);
+        Assert.Equal(Fixture.Row(expected, 5), tokenChunks.SelectMany(c => TokenIds(c.Chunk["choices"]![0]!)));
+        TimeSpan first = tokenChunks[0].At, last = tokenChunks[^1].At;
+        output.WriteLine($"request sent at 0; first token chunk {first.TotalMilliseconds:F0} ms, last {last.TotalMilliseconds:F0} ms, [DONE] {ended.TotalMilliseconds:F0} ms ({at})");
+        // Tokens handed over only at the block's end would all arrive within a few ms of each other. Per step, the first
+        // comes after prefill + one step, the last after 40 steps: the first must arrive well before the last is done.
+        Assert.True(first < last - (last * 0.25), $"first token at {first}, last at {last}: not streamed per step");
+        Assert.True(tokenChunks.Select(c => c.At).Distinct().Count() > Tokens / 4, "the chunks came in a few bursts");
+    }
+
+    [Fact]
     public async Task Forty_concurrent_requests_with_mixed_settings_should_complete_in_fewer_blocks()
     {
         long blocksBefore = await MetricAsync("flexgen_blocks_total");
@@ -321,6 +339,36 @@ public static class ServeHttp
             await Task.Delay(50);
         }
         Assert.Fail($"serve not ready in 90 s: {error}");
+    }
+
+    /// <summary>
+    /// Posts a streaming request and reads its server-sent events as they come: each chunk with when it arrived (from
+    /// the send), and when [DONE] came.
+    /// </summary>
+    public static async Task<(DateTimeOffset Sent, List<(TimeSpan At, JsonNode Chunk)> Chunks, TimeSpan Done)> StreamAsync(HttpClient http, object body,
+        CancellationToken cancellation = default)
+    {
+        var sent = DateTimeOffset.UtcNow;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent(JsonSerializer.Serialize(body), Encoding.UTF8, "application/json"),
+        };
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellation);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType!.MediaType);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellation));
+        var chunks = new List<(TimeSpan, JsonNode)>();
+        while (await reader.ReadLineAsync(cancellation) is { } line)
+        {
+            if (line.Length == 0) continue;
+            Assert.StartsWith("data: ", line);
+            string data = line["data: ".Length..];
+            if (data == "[DONE]") return (sent, chunks, clock.Elapsed);
+            chunks.Add((clock.Elapsed, JsonNode.Parse(data)!));
+        }
+        Assert.Fail("the stream ended without [DONE]");
+        return default;
     }
 
     public static async Task<(HttpStatusCode Status, JsonNode Body)> PostAsync(HttpClient http, object body)

@@ -99,7 +99,7 @@ public abstract class PipelineActor : UntypedActor
         }
 
         trace.Record(Tier, work.Task, start, trace.Now, result.Bytes);
-        Sender.Tell(new TaskCompleted(work.Run, work.Task, Tier, result.Bytes, result.StoppedAfterToken));
+        Sender.Tell(new TaskCompleted(work.Run, work.Task, Tier, result.Bytes, result.StoppedAfterToken, result.Tokens));
     }
 
     /// <summary>

@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Engine;
 
+using System.Collections.Immutable;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Tensors.Tiers;
 using static TorchSharp.torch;
@@ -36,6 +37,10 @@ internal sealed class TokenOutput
 
     /// <summary>(b) the ids GPU batch k generated at token i - 1: the input of token i.</summary>
     public long[] PreviousTokens(int i, int k) => Enumerable.Range(k * _batchRows, _batchRows).Select(r => _ids[r][i - 1]).ToArray();
+
+    /// <summary>Token i of GPU batch k as written (pads for rows stopped before); valid after its <see cref="Write"/>.</summary>
+    public GeneratedTokens Written(int i, int k) =>
+        new(i, k * _batchRows, Enumerable.Range(k * _batchRows, _batchRows).Select(r => _ids[r][i]).ToImmutableArray());
 
     /// <summary>Writes token i of GPU batch k from <paramref name="ids"/> (b, 1); returns the bytes read.</summary>
     public long Write(int i, int k, DeviceTensor ids)

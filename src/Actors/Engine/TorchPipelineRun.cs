@@ -87,7 +87,8 @@ internal sealed class TorchPipelineRun : IPipelineRun
         // Torch temporaries of the part die with this scope; what outlives it went to the buffers (tier tensors).
         using var scope = NewDisposeScope();
         long bytes = handler.Execute(new TaskPart(task, actor));
-        return new PartResult(bytes, _tokens.StoppedAfterToken);
+        var written = task.Kind == TaskKind.StoreHidden ? _storeHidden.Written(task) : null;
+        return new PartResult(bytes, _tokens.StoppedAfterToken, written);
     }
 
     public void Release(BlockTask task, PipelineActorKind actor)

@@ -2,6 +2,7 @@ namespace FlexGen.Actors.Messages;
 
 using System.Collections.Immutable;
 using Akka.Actor;
+using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Tracing;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Policies;
@@ -14,7 +15,7 @@ using Newtonsoft.Json;
 //        the cause: the tier actor's exception, OperationCanceledException, a validation error).
 //   coordinator.Tell(new CancelGeneration(requestId)) stops a queued or running request; FlexGenSystem.GenerateAsync
 //     sends it when its CancellationToken fires.
-//   GenerateRequest.ProgressTo receives a GenerationProgress per token per block, in order.
+//   GenerateRequest.ProgressTo receives a GenerationProgress per token per block, in order, with the block's new token ids.
 // Requests queue in the coordinator and run one at a time in arrival order; each run frees all its buffers and
 // deletes its offload files before its reply is sent. Every message here is immutable data (ids, immutable
 // collections, an actor's address) and may cross a process.
@@ -60,7 +61,15 @@ public sealed record GenerateRequest
 /// </summary>
 /// <param name="Tokens">Tokens each block runs: cut_gen_len when given, else gen_len.</param>
 /// <param name="Elapsed">Time since the request started.</param>
-public sealed record GenerationProgress(Guid RequestId, int Block, int Blocks, int Token, int Tokens, TimeSpan Elapsed)
+/// <param name="NewTokens">
+/// The block's token Token - 1 (0-based) of each valid row, rows 0.. of the block (request row = Block x block size +
+/// row), as the engine wrote it: the token streamed as it is produced. A row that emitted the stop token has pads after
+/// it. Null when the backend did not hand the ids over with the part (the result still holds them). When a stop token
+/// ended the block early, the last report (Token == Tokens) follows the stopping token's and carries the pads of the
+/// last position; the positions between are pads too.
+/// </param>
+public sealed record GenerationProgress(Guid RequestId, int Block, int Blocks, int Token, int Tokens, TimeSpan Elapsed,
+    GeneratedTokens? NewTokens = null)
 {
     /// <summary>Block-tokens done over the whole request.</summary>
     public int Done => Block * Tokens + Token;

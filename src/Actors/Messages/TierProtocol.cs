@@ -6,7 +6,8 @@ using FlexGen.Actors.Schedule;
 // Coordinator <-> pipeline actors. An actor receives the parts of block-schedule tasks that belong to it
 // (LoadWeight(i, j), LoadCache(i, j, k), LoadHidden, ComputeLayer, StoreCache, StoreHidden: the BlockTask's
 // Kind), strictly in block order, finds the run by id (RunRegistry), runs each part on its own thread, waits
-// for the part's work on its stream, lets the run release what the part used last, and answers TaskCompleted;
+// for the part's work on its stream, lets the run release what the part used last, and answers TaskCompleted (with the token ids a
+// last-layer StoreHidden wrote);
 // TaskSkipped when the run was cancelled (or is gone) before the part started; TaskFailed when the part threw
 // (after its stream finished whatever the part had queued). Messages carry ids and immutable data only.
 
@@ -15,7 +16,9 @@ public sealed record ExecuteTask(RunId Run, BlockTask Task, PipelineActorKind Ac
 
 /// <param name="Bytes">Bytes the part moved or read.</param>
 /// <param name="StoppedAfterToken">See <see cref="PartResult.StoppedAfterToken"/>.</param>
-public sealed record TaskCompleted(RunId Run, BlockTask Task, PipelineActorKind Actor, long Bytes = 0, int? StoppedAfterToken = null);
+/// <param name="Tokens">The token ids the part wrote (see <see cref="PartResult.Tokens"/>); null for most parts.</param>
+public sealed record TaskCompleted(RunId Run, BlockTask Task, PipelineActorKind Actor, long Bytes = 0, int? StoppedAfterToken = null,
+    GeneratedTokens? Tokens = null);
 
 public sealed record TaskSkipped(RunId Run, BlockTask Task, PipelineActorKind Actor);
 

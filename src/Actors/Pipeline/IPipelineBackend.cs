@@ -57,7 +57,23 @@ public record BlockPlan(BlockSchedule Schedule, TaskRouter Router)
 /// Set by the part after which every valid row of the block has emitted the stop token: later tokens would only be
 /// pads and need not run.
 /// </param>
-public readonly record struct PartResult(long Bytes, int? StoppedAfterToken = null);
+/// <param name="Tokens">
+/// The token ids the part wrote to the block's output (the last layer's StoreHidden), for the coordinator to report as
+/// the token completes; null for every other part.
+/// </param>
+public readonly record struct PartResult(long Bytes, int? StoppedAfterToken = null, GeneratedTokens? Tokens = null);
+
+/// <summary>
+/// Token <see cref="Token"/> (0-based) of rows <see cref="FirstRow"/> .. FirstRow + Ids.Length - 1 of a block, as
+/// written to its output (a row that emitted the stop token has pads after it). Immutable, compared by value.
+/// </summary>
+public sealed record GeneratedTokens(int Token, int FirstRow, ImmutableArray<long> Ids)
+{
+    public bool Equals(GeneratedTokens? other) =>
+        other is not null && Token == other.Token && FirstRow == other.FirstRow && Ids.AsSpan().SequenceEqual(other.Ids.AsSpan());
+
+    public override int GetHashCode() => HashCode.Combine(Token, FirstRow, Ids.Length);
+}
 
 /// <summary>One block of a request: exactly gpu_batch_size * num_gpu_batches rows (padded).</summary>
 /// <param name="PromptIds">(rows, prompt_len).</param>

@@ -65,6 +65,15 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         return Enqueue(promptIds.ToArray(), settings, cancellation);
     }
 
+    public Task<GeneratedSequence> GenerateAsync(IReadOnlyList<long> promptIds, GenerationSettings? settings, IProgress<GeneratedToken> tokens,
+        CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        settings ??= DefaultSettings;
+        Check(promptIds, settings, "prompt");
+        return Enqueue(promptIds.ToArray(), settings, cancellation, tokens);
+    }
+
     public IReadOnlyList<long>? Encode(string prompt) => _tokenizer?.Encode(prompt).Select(i => (long)i).ToArray();
 
     public async Task<BatchGeneration> GenerateBatchAsync(long[,] inputIds, GenerationSettings? settings = null, int? cutGenLen = null,
@@ -92,10 +101,10 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         return new BatchGeneration(run.OutputIds, texts, run.Statistics, run.Timeline);
     }
 
-    private Task<GeneratedSequence> Enqueue(long[] ids, GenerationSettings settings, CancellationToken cancellation)
+    private Task<GeneratedSequence> Enqueue(long[] ids, GenerationSettings settings, CancellationToken cancellation, IProgress<GeneratedToken>? tokens = null)
     {
         if (_stopping.IsCancellationRequested) throw new ObjectDisposedException(nameof(GenerationService), "The generation service is stopping.");
-        var pending = new Pending(ids, settings, cancellation);
+        var pending = new Pending(ids, settings, cancellation, tokens);
         if (!_queue.Writer.TryWrite(pending)) throw new ObjectDisposedException(nameof(GenerationService), "The generation service is stopping.");
         return pending.Task;
     }
@@ -185,12 +194,15 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         var clock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            var run = await _engine.RunAsync(input, settings, null, null, allCancelled.Token).ConfigureAwait(false);
+            // The block is one engine block (at most its size): each report's new tokens are those of its rows, in order.
+            var streaming = block.Any(p => p.Streams) ? new BlockStream(block) : null;
+            var run = await _engine.RunAsync(input, settings, null, streaming, allCancelled.Token).ConfigureAwait(false);
             Report(new BlockReport(block.Count, settings, clock.Elapsed, run.Statistics, run.Timeline, null));
             for (int r = 0; r < block.Count; r++)
             {
                 var output = new long[settings.GenLen];
                 for (int c = 0; c < output.Length; c++) output[c] = run.OutputIds[r, c];
+                block[r].Flush(output);
                 string? text = _tokenizer?.Decode(output);
                 block[r].Complete(new GeneratedSequence(block[r].PromptIds, output, text, run.Statistics));
             }
@@ -231,17 +243,67 @@ public sealed class GenerationService : IGenerationService, IAsyncDisposable
         await Task.WhenAll(running).ConfigureAwait(false); // each ends cancelled (_stopping), its callers failed
     }
 
+    /// <summary>Hands each reported token of a block's rows to its request's stream.</summary>
+    private sealed class BlockStream(List<Pending> block) : IProgress<GenerationProgress>
+    {
+        public void Report(GenerationProgress value)
+        {
+            if (value.NewTokens is not { } tokens || value.Block != 0) return;
+            for (int r = 0; r < block.Count && r < tokens.Ids.Length; r++) block[r].Deliver(tokens.Token, tokens.Ids[r]);
+        }
+    }
+
     private sealed class Pending
     {
         private readonly TaskCompletionSource<GeneratedSequence> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly CancellationTokenRegistration _registration;
+        private readonly IProgress<GeneratedToken>? _tokens;
+        private readonly Lock _delivering = new();
+        private int _delivered;
 
-        public Pending(long[] promptIds, GenerationSettings settings, CancellationToken cancellation)
+        public Pending(long[] promptIds, GenerationSettings settings, CancellationToken cancellation, IProgress<GeneratedToken>? tokens = null)
         {
             PromptIds = promptIds;
             Settings = settings;
             Cancellation = cancellation;
+            _tokens = tokens;
             _registration = cancellation.Register(() => _completion.TrySetCanceled(cancellation));
+        }
+
+        public bool Streams => _tokens is not null;
+
+        /// <summary>Streams token <paramref name="index"/> when it is the next one (a report that skipped some waits for <see cref="Flush"/>).</summary>
+        public void Deliver(int index, long id)
+        {
+            if (_tokens is null) return;
+            lock (_delivering)
+            {
+                if (index != _delivered || IsCancelled || _completion.Task.IsCompleted) return;
+                _delivered++;
+                Tell(index, id);
+            }
+        }
+
+        /// <summary>Streams the tokens of <paramref name="output"/> not streamed yet, before the result is set.</summary>
+        public void Flush(long[] output)
+        {
+            if (_tokens is null) return;
+            lock (_delivering)
+            {
+                for (; _delivered < output.Length && !IsCancelled; _delivered++) Tell(_delivered, output[_delivered]);
+            }
+        }
+
+        private void Tell(int index, long id)
+        {
+            try
+            {
+                _tokens!.Report(new GeneratedToken(index, id));
+            }
+            catch (Exception)
+            {
+                // The caller's observer failing is not the block's failure (its result still comes).
+            }
         }
 
         public long[] PromptIds { get; }

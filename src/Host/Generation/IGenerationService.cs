@@ -10,6 +10,11 @@ using FlexGen.Tensors.Layers;
 /// <param name="Block">Statistics of the engine run that computed this sequence (shared with its batch mates).</param>
 public sealed record GeneratedSequence(IReadOnlyList<long> PromptIds, IReadOnlyList<long> OutputIds, string? Text, RunStatistics Block);
 
+/// <summary>One generated token of a request, as it is produced.</summary>
+/// <param name="Index">Its position in the output (0-based).</param>
+/// <param name="Id">Its id.</param>
+public readonly record struct GeneratedToken(int Index, long Id);
+
 /// <summary>Result of a whole prompt matrix.</summary>
 /// <param name="OutputIds">(n, gen_len) generated ids.</param>
 /// <param name="Texts">Generated text per row, when the model has a tokenizer.</param>
@@ -23,6 +28,16 @@ public interface IGenerationService
 {
     /// <summary>Generates after a prompt of token ids (not padded; padding is the service's job).</summary>
     Task<GeneratedSequence> GenerateAsync(IReadOnlyList<long> promptIds, GenerationSettings? settings = null,
+        CancellationToken cancellation = default);
+
+    /// <summary>
+    /// As <see cref="GenerateAsync(IReadOnlyList{long}, GenerationSettings?, CancellationToken)"/>, telling
+    /// <paramref name="tokens"/> of each generated token as the engine produces it (once the step that computes it has
+    /// run for the whole block), in order: every position 0 .. gen_len - 1 exactly once, all before the task completes,
+    /// the same ids as the result's <see cref="GeneratedSequence.OutputIds"/> (pads after a stop token). Called on the
+    /// engine's thread: keep it quick.
+    /// </summary>
+    Task<GeneratedSequence> GenerateAsync(IReadOnlyList<long> promptIds, GenerationSettings? settings, IProgress<GeneratedToken> tokens,
         CancellationToken cancellation = default);
 
     /// <summary>Generates after a text prompt (needs vocab.json and merges.txt in the model folder).</summary>

@@ -3,6 +3,7 @@ namespace FlexGen.Host.Serving;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Threading.Channels;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Text;
 using FlexGen.Tensors.Models;
@@ -235,12 +236,12 @@ public sealed class CompletionServer : IAsyncDisposable
         try
         {
             var settings = request.Settings(_model);
-            var started = request.Prompts.Select(p => service.GenerateAsync(p, settings, http.RequestAborted)).ToList();
             string id = "cmpl-" + Guid.NewGuid().ToString("N");
             long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-            if (request.Stream) await StreamAsync(http, request, started, id, created).ConfigureAwait(false);
+            if (request.Stream) await StreamAsync(http, request, service, id, created).ConfigureAwait(false);
             else
             {
+                var started = request.Prompts.Select(p => service.GenerateAsync(p, settings, http.RequestAborted)).ToList();
                 GeneratedSequence[] results;
                 try
                 {
@@ -294,11 +295,33 @@ public sealed class CompletionServer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Server-sent events: per prompt, as soon as its block has ended (the engine hands tokens over at the end of a
-    /// block), one chunk per token, then one with the finish reason; a usage chunk when asked; then <c>[DONE]</c>.
+    /// Server-sent events, as the engine produces the tokens: per prompt, one chunk per token (interleaved across the
+    /// prompts of the request), then one with the finish reason (with any text held back); a usage chunk when asked; then
+    /// <c>[DONE]</c>. A stop token ends a prompt's stream at once (not sent); text that could begin a stop string is held
+    /// back until the next tokens tell, and the token that completes one ends the stream (<see cref="StreamingText"/>).
     /// </summary>
-    private async Task StreamAsync(HttpContext http, CompletionRequest request, List<Task<GeneratedSequence>> started, string id, long created)
+    private async Task StreamAsync(HttpContext http, CompletionRequest request, GenerationService service, string id, long created)
     {
+        var settings = request.Settings(_model);
+        var events = Channel.CreateUnbounded<StreamEvent>(new UnboundedChannelOptions { SingleReader = true });
+        var started = new List<Task<GeneratedSequence>>(request.Prompts.Count);
+        for (int i = 0; i < request.Prompts.Count; i++)
+        {
+            int index = i;
+            Task<GeneratedSequence> task;
+            try
+            {
+                task = service.GenerateAsync(request.Prompts[i], settings, new TokenSink(events.Writer, index), http.RequestAborted);
+            }
+            catch (Exception ex) when (ex is ArgumentException or ObjectDisposedException)
+            {
+                task = Task.FromException<GeneratedSequence>(ex);
+            }
+            started.Add(task);
+            // Every token is reported before the task completes: the end comes after them.
+            _ = task.ContinueWith(t => events.Writer.TryWrite(new StreamEvent(index, 0, t)), TaskScheduler.Default);
+        }
+
         var response = http.Response;
         response.StatusCode = 200;
         response.ContentType = "text/event-stream";
@@ -328,45 +351,43 @@ public sealed class CompletionServer : IAsyncDisposable
             }),
         };
 
-        var settings = request.Settings(_model);
-        var pending = started.Select((task, index) => (task, index)).ToList();
+        Func<IReadOnlyList<long>, string>? decode = _tokenizer is null ? null : ids => _tokenizer.Decode(ids);
+        var texts = started.Select(_ => new StreamingText(request.Stop, settings.StopTokenId, decode)).ToArray();
+        var finished = new bool[started.Count];
         long completionTokens = 0;
-        while (pending.Count > 0)
+        async Task Finish(int index)
         {
-            var done = await Task.WhenAny(pending.Select(p => p.task)).ConfigureAwait(false);
-            var (task, index) = pending.First(p => p.task == done);
-            pending.RemoveAll(p => p.task == done);
-            GeneratedSequence result;
-            try
+            finished[index] = true;
+            var text = texts[index];
+            string rest = text.End();
+            completionTokens += text.Ids.Count;
+            await Send(Chunk(index, rest, new JsonArray(), text.FinishReason)).ConfigureAwait(false);
+        }
+
+        int running = started.Count;
+        await foreach (var e in events.Reader.ReadAllAsync(http.RequestAborted).ConfigureAwait(false))
+        {
+            if (e.Done is { } done)
             {
-                result = await task.ConfigureAwait(false);
-            }
-            catch (Exception ex) when (!http.RequestAborted.IsCancellationRequested)
-            {
-                await Send(Failure(ex).ToJson()).ConfigureAwait(false);
-                continue;
-            }
-            var choice = Choose(result, request, settings.StopTokenId);
-            completionTokens += choice.Ids.Count;
-            // Each token's text: what its prefix adds to the text before it, within the text kept.
-            int sent = 0;
-            for (int k = 0; k < choice.Ids.Count; k++)
-            {
-                string piece = "";
-                if (_tokenizer is not null)
+                if (!finished[e.Index])
                 {
-                    string prefix = _tokenizer.Decode(choice.Ids.Take(k + 1));
-                    int end = Math.Min(prefix.Length, choice.Text.Length);
-                    if (end > sent && prefix.AsSpan(0, end).StartsWith(choice.Text.AsSpan(0, sent)))
+                    if (done.IsCompletedSuccessfully) await Finish(e.Index).ConfigureAwait(false);
+                    else if (!http.RequestAborted.IsCancellationRequested)
                     {
-                        piece = choice.Text[sent..end];
-                        sent = end;
+                        finished[e.Index] = true;
+                        await Send(Failure(done.Exception?.GetBaseException() ?? new OperationCanceledException()).ToJson()).ConfigureAwait(false);
                     }
                 }
-                await Send(Chunk(index, piece, new JsonArray(JsonValue.Create(choice.Ids[k])), null)).ConfigureAwait(false);
+                if (--running == 0) break;
+                continue;
             }
-            await Send(Chunk(index, choice.Text[sent..], new JsonArray(), choice.FinishReason)).ConfigureAwait(false);
+            if (finished[e.Index]) continue;
+            string? piece = texts[e.Index].Add(e.Token);
+            if (piece is not null) await Send(Chunk(e.Index, piece, new JsonArray(JsonValue.Create(e.Token)), null)).ConfigureAwait(false);
+            if (texts[e.Index].FinishReason is not null) await Finish(e.Index).ConfigureAwait(false);
         }
+        http.RequestAborted.ThrowIfCancellationRequested();
+
         long promptTokens = request.Prompts.Sum(p => (long)p.Count);
         Metrics.Completed(promptTokens, completionTokens);
         if (request.IncludeUsage)
@@ -383,6 +404,14 @@ public sealed class CompletionServer : IAsyncDisposable
         }
         await response.WriteAsync("data: [DONE]\n\n", http.RequestAborted).ConfigureAwait(false);
         await response.Body.FlushAsync(http.RequestAborted).ConfigureAwait(false);
+    }
+
+    /// <summary>A token of prompt <see cref="Index"/>, or (<see cref="Done"/> set) its end.</summary>
+    private sealed record StreamEvent(int Index, long Token, Task<GeneratedSequence>? Done = null);
+
+    private sealed class TokenSink(ChannelWriter<StreamEvent> events, int index) : IProgress<GeneratedToken>
+    {
+        public void Report(GeneratedToken value) => events.TryWrite(new StreamEvent(index, value.Id));
     }
 
     private sealed record Choice(IReadOnlyList<long> Ids, string Text, string FinishReason);

@@ -10,6 +10,8 @@ using FlexGen.Actors.Pipeline;
 internal sealed class BlockExecution
 {
     private readonly int[] _tasksLeftPerToken;
+    private readonly long[]?[] _validIds; // per token: the valid rows' ids once every GPU batch's were handed over
+    private readonly int[] _rowsWritten;
     private int _prefillTasksLeft;
     private bool _stopApplied;
 
@@ -21,6 +23,8 @@ internal sealed class BlockExecution
         Started = started;
         Tokens = run.Block.ExecuteGenLen;
         _tasksLeftPerToken = new int[Tokens];
+        _validIds = new long[]?[Tokens];
+        _rowsWritten = new int[Tokens];
     }
 
     public int Index { get; }
@@ -68,6 +72,11 @@ internal sealed class BlockExecution
     {
         var task = completed.Task;
         Dispatcher.Complete(task, completed.Actor);
+        if (completed.Tokens is { } written && written.Token < Tokens)
+        {
+            Collect(written);
+        }
+
         int before = TokensDone;
         if (Dispatcher.IsDone(task))
         {
@@ -94,6 +103,27 @@ internal sealed class BlockExecution
         }
 
         return TokensDone - before;
+    }
+
+    /// <summary>
+    /// The valid rows' ids of token <paramref name="token"/> (0-based), when every row's was handed over; null otherwise.
+    /// </summary>
+    public GeneratedTokens? NewTokens(int token) =>
+        token < Tokens && _validIds[token] is { } ids && _rowsWritten[token] >= ids.Length ? new GeneratedTokens(token, 0, [.. ids]) : null;
+
+    private void Collect(GeneratedTokens written)
+    {
+        int validRows = Run.Block.ValidRows;
+        var ids = _validIds[written.Token] ??= new long[validRows];
+        for (int r = 0; r < written.Ids.Length; r++)
+        {
+            int row = written.FirstRow + r;
+            if (row < validRows)
+            {
+                ids[row] = written.Ids[r];
+                _rowsWritten[written.Token]++;
+            }
+        }
     }
 
     /// <summary>A stop token ended the block early: its remaining tokens are pads, and the block is complete.</summary>

@@ -47,7 +47,7 @@ internal sealed class RequestExecution
         int done = block.Complete(completed, Trace.Now);
         for (int token = block.TokensDone - done + 1; token <= block.TokensDone; token++)
         {
-            Report(block, token);
+            Report(block, token, block.NewTokens(token - 1));
         }
     }
 
@@ -61,12 +61,14 @@ internal sealed class RequestExecution
         var now = Trace.Now;
         _prefill += (block.PrefillEnded ?? now) - block.Started;
         _decode += now - (block.PrefillEnded ?? now);
+        var ids = block.Run.OutputIds();
         if (block.CompleteRemainingTokens())
         {
-            Report(block, block.Tokens);
+            // The positions after the stop: pads, as the output holds them.
+            int last = block.Tokens - 1;
+            Report(block, block.Tokens, new GeneratedTokens(last, 0, [.. ids.Take(block.Run.Block.ValidRows).Select(row => row[last])]));
         }
 
-        var ids = block.Run.OutputIds();
         for (int row = 0; row < block.Run.Block.ValidRows; row++)
         {
             _outputs.Add(ids[row].ToImmutableArray());
@@ -88,6 +90,6 @@ internal sealed class RequestExecution
     public GenerationResult Result(IReadOnlyDictionary<string, long> peakBytes) =>
         new(Request.RequestId, _outputs.ToImmutable(), new PhaseTimings(_prefill, _decode), peakBytes.ToImmutableDictionary(), Trace.ToTrace());
 
-    private void Report(BlockExecution block, int token) =>
-        Request.ProgressTo?.Tell(new GenerationProgress(Request.RequestId, block.Index, _blocks.Count, token, block.Tokens, Trace.Now));
+    private void Report(BlockExecution block, int token, GeneratedTokens? newTokens) =>
+        Request.ProgressTo?.Tell(new GenerationProgress(Request.RequestId, block.Index, _blocks.Count, token, block.Tokens, Trace.Now, newTokens));
 }

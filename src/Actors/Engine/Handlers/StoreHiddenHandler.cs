@@ -1,12 +1,14 @@
 namespace FlexGen.Actors.Engine.Handlers;
 
 using FlexGen.Actors.Engine.Buffers;
+using FlexGen.Actors.Pipeline;
+using FlexGen.Actors.Schedule;
 using FlexGen.Tensors.Tiers;
 
 /// <summary>
 /// StoreHidden(i, j, k): after the last layer, writes the token ids to the output; otherwise parks the output at the
 /// activation home (taken over as it is when that home is the GPU tier). The compute's output is freed after this
-/// part's release.
+/// part's release. The ids a last-layer part wrote go back to the coordinator in its part result (<see cref="Written"/>).
 /// </summary>
 internal sealed class StoreHiddenHandler(BlockRunContext run) : ITaskHandler
 {
@@ -29,4 +31,8 @@ internal sealed class StoreHiddenHandler(BlockRunContext run) : ITaskHandler
         run.Buffers.ParkedHidden.Add(key, TierCopy.CopyTo(output, run.Backend.TierOf(home)), part); // (b, s, h)
         return output.Bytes;
     }
+
+    /// <summary>The token ids <paramref name="task"/>'s part wrote: those of the last layer; null for other layers.</summary>
+    public GeneratedTokens? Written(BlockTask task) =>
+        task.Layer == run.Plan.Schedule.Shape.NumLayers - 1 ? run.Tokens.Written(task.Token, task.Batch) : null;
 }
