@@ -1,8 +1,5 @@
 namespace FlexGen.Actors.Tests.Numerics;
 
-using System.Collections.Concurrent;
-using FlexGen.Actors.Engine;
-using FlexGen.Actors.Messages;
 using FlexGen.Actors.Tests.Support;
 using FlexGen.Tensors.Compression;
 using FlexGen.Tensors.Families.Llama;
@@ -14,19 +11,11 @@ using TorchSharp;
 using Xunit.Abstractions;
 
 /// <summary>The llama-tiny fixture (GQA: 4 query heads on 2 KV heads, untied head) run through one actor system.</summary>
-public sealed class LlamaPolicyRuns : IAsyncLifetime
+public sealed class LlamaPolicyRuns() : PolicyRunsFixture(Model, "llama-policies", Rows("prompt_ids.npy"), Fixtures.Mask(Rows("prompt_mask.npy")))
 {
-    private readonly ConcurrentDictionary<Policy, long[][]> _tokens = new();
-    private readonly SemaphoreSlim _gate = new(1, 1);
-    private FlexGenSystem? _system;
-
     public static string Dir => Path.Combine(AppContext.BaseDirectory, "Fixtures", "llama-tiny");
 
     public static string Model => Path.Combine(Dir, "model");
-
-    public IReadOnlyDictionary<string, Policy> Policies { get; } = Fixtures.Policies();
-
-    public string OffloadDir { get; } = Fixtures.NewOffloadDir();
 
     public static long[][] Rows(string file)
     {
@@ -34,54 +23,6 @@ public sealed class LlamaPolicyRuns : IAsyncLifetime
         long cols = t.shape[1];
         var flat = t.data<long>().ToArray();
         return flat.Chunk((int)cols).ToArray();
-    }
-
-    public Task InitializeAsync()
-    {
-        _system = FlexGenSystem.Start(new EngineSettings { ModelPath = Model, Policy = Policies["all_gpu"], OffloadDirectory = OffloadDir }, "llama-policies");
-        return Task.CompletedTask;
-    }
-
-    public async Task<long[][]> Tokens(Policy policy)
-    {
-        if (_tokens.TryGetValue(policy, out var cached))
-        {
-            return cached;
-        }
-
-        await _gate.WaitAsync();
-        try
-        {
-            if (_tokens.TryGetValue(policy, out cached))
-            {
-                return cached;
-            }
-
-            var result = await _system!.GenerateAsync(new GenerateRequest
-            {
-                PromptIds = Rows("prompt_ids.npy").ToRows(),
-                AttentionMask = Rows("prompt_mask.npy").Select(r => r.Select(v => v != 0).ToArray()).ToArray().ToRows(),
-                Generation = new(10),
-                Policy = policy,
-            });
-            var tokens = result.OutputIds.Select(r => r.ToArray()).ToArray();
-            _tokens[policy] = tokens;
-            return tokens;
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
-
-    public async Task DisposeAsync()
-    {
-        if (_system is not null)
-        {
-            await _system.DisposeAsync();
-        }
-
-        Directory.Delete(OffloadDir, recursive: true);
     }
 }
 

@@ -1,9 +1,6 @@
 namespace FlexGen.Actors.Tests.Numerics;
 
 using FlexGen.Tensors.Families.Opt;
-using System.Collections.Concurrent;
-using FlexGen.Actors.Engine;
-using FlexGen.Actors.Messages;
 using FlexGen.Actors.Tests.Support;
 using FlexGen.Tensors.Compression;
 using FlexGen.Tensors.Layers;
@@ -14,66 +11,13 @@ using TorchSharp;
 using Xunit.Abstractions;
 
 /// <summary>Runs every fixture policy (and its overlap / sep-layer variants) once through one actor system.</summary>
-public sealed class PolicyRuns : IAsyncLifetime
+public sealed class PolicyRuns() : PolicyRunsFixture(Fixtures.Model, "policies", Fixtures.PromptIds(), Fixtures.PromptMask())
 {
-    private readonly ConcurrentDictionary<(string Name, bool Overlap, bool Sep), long[][]> _tokens = new();
-    private FlexGenSystem? _system;
-    private readonly SemaphoreSlim _gate = new(1, 1);
-
-    public IReadOnlyDictionary<string, Policy> Policies { get; } = Fixtures.Policies();
-
-    public string OffloadDir { get; } = Fixtures.NewOffloadDir();
-
-    public Task InitializeAsync()
-    {
-        var first = Policies["all_gpu"];
-        _system = FlexGenSystem.Start(new EngineSettings { ModelPath = Fixtures.Model, Policy = first, OffloadDirectory = OffloadDir }, "policies");
-        return Task.CompletedTask;
-    }
-
-    public async Task<long[][]> Tokens(string name, bool? overlap = null, bool? sep = null)
+    /// <summary>The tokens of fixture policy <paramref name="name"/>, with overlap and sep_layer as given (null: the policy's own).</summary>
+    public Task<long[][]> Tokens(string name, bool? overlap = null, bool? sep = null)
     {
         var policy = Policies[name];
-        var variant = policy with { Overlap = overlap ?? policy.Overlap, SepLayer = sep ?? policy.SepLayer };
-        var key = (name, variant.Overlap, variant.SepLayer);
-        if (_tokens.TryGetValue(key, out var cached))
-        {
-            return cached;
-        }
-
-        await _gate.WaitAsync();
-        try
-        {
-            if (_tokens.TryGetValue(key, out cached))
-            {
-                return cached;
-            }
-
-            var result = await _system!.GenerateAsync(new GenerateRequest
-            {
-                PromptIds = Fixtures.PromptIds().ToRows(),
-                AttentionMask = Fixtures.PromptMask().ToRows(),
-                Generation = new(10),
-                Policy = variant,
-            });
-            var tokens = result.OutputIds.Select(r => r.ToArray()).ToArray();
-            _tokens[key] = tokens;
-            return tokens;
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
-
-    public async Task DisposeAsync()
-    {
-        if (_system is not null)
-        {
-            await _system.DisposeAsync();
-        }
-
-        Directory.Delete(OffloadDir, recursive: true);
+        return Tokens(policy with { Overlap = overlap ?? policy.Overlap, SepLayer = sep ?? policy.SepLayer });
     }
 }
 

@@ -23,7 +23,10 @@ public static class Fixtures
 
     public static long[][] PromptIds() => Int64Rows("prompt_ids.npy");
 
-    public static bool[][] PromptMask() => Int64Rows("prompt_mask.npy").Select(r => r.Select(v => v != 0).ToArray()).ToArray();
+    public static bool[][] PromptMask() => Mask(Int64Rows("prompt_mask.npy"));
+
+    /// <summary>An attention mask read as int64 rows, as booleans (true = real token).</summary>
+    public static bool[][] Mask(long[][] rows) => rows.Select(r => r.Select(v => v != 0).ToArray()).ToArray();
 
     public static long[][] HfTokens() => Int64Rows("hf_fp32_tokens.npy");
 

@@ -1,8 +1,5 @@
 namespace FlexGen.Host.Tests.UnseenModels;
 
-using System.Globalization;
-using FlexGen.Tensors.Npy;
-using FlexGen.Tensors.Policies;
 using TorchSharp;
 
 /// <summary>
@@ -40,43 +37,17 @@ public sealed record LlamaPromptSet(string Name, int Width, int[] Lengths, ulong
 }
 
 /// <summary>A random Hugging Face Llama-family checkpoint converted with `flexgen convert`, its weights for the oracle, in a temp folder.</summary>
-public sealed class ConvertedLlamaModel : IDisposable
+public sealed class ConvertedLlamaModel : ConvertedCheckpoint<LlamaShape>
 {
-    private readonly TempFolder _folder = new();
     private readonly Dictionary<(LlamaPromptSet, int), HfLlamaOracle.Result> _oracle = [];
 
-    private ConvertedLlamaModel(LlamaShape shape, CheckpointLayout layout) => (Shape, Layout) = (shape, layout);
-
-    public LlamaShape Shape { get; }
-
-    public CheckpointLayout Layout { get; }
-
-    public string Folder => _folder.File("flexgen");
-
-    public string HfFolder => _folder.File("hf");
-
-    public Dictionary<string, torch.Tensor> HfWeights { get; private set; } = [];
-
-    /// <summary>`flexgen convert`'s output.</summary>
-    public string ConvertOutput { get; private set; } = "";
-
-    public static async Task<ConvertedLlamaModel> CreateAsync(LlamaShape shape, CheckpointLayout layout, ulong seed = 7)
+    private ConvertedLlamaModel(LlamaShape shape, CheckpointLayout layout)
+        : base(shape, layout)
     {
-        var model = new ConvertedLlamaModel(shape, layout);
-        try
-        {
-            model.HfWeights = RandomLlamaCheckpoint.Write(model.HfFolder, shape, layout, seed);
-            var convert = await CliRunner.RunAsync("convert", model.HfFolder, model.Folder);
-            if (convert.ExitCode != 0) throw new InvalidOperationException($"convert failed for {shape}:\n{convert}");
-            model.ConvertOutput = convert.Output;
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
     }
+
+    public static Task<ConvertedLlamaModel> CreateAsync(LlamaShape shape, CheckpointLayout layout, ulong seed = 7) =>
+        ConvertAsync(new ConvertedLlamaModel(shape, layout), model => RandomLlamaCheckpoint.Write(model.HfFolder, shape, layout, seed));
 
     /// <summary>Hugging Face's greedy tokens and top-2 gaps (the plain float32 oracle on the checkpoint's own weights), computed once per prompt set.</summary>
     public HfLlamaOracle.Result HuggingFace(LlamaPromptSet prompts, int genLen)
@@ -90,31 +61,6 @@ public sealed class ConvertedLlamaModel : IDisposable
             }
             return result;
         }
-    }
-
-    /// <summary>
-    /// `flexgen generate --model out --input-ids ids.npy --output-ids out.npy --compute-dtype float32` plus the policy's
-    /// flags. Checks the output file is int64 (n, gen_len); returns it, or the CLI result when it failed.
-    /// </summary>
-    public async Task<(long[,]? Tokens, CliRunner.CliResult Result)> GenerateAsync(long[,] ids, Policy policy, int genLen)
-    {
-        string run = _folder.File("run-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(run);
-        string input = Path.Combine(run, "ids.npy"), output = Path.Combine(run, "out.npy");
-        using (var tensor = torch.tensor(ConvertedModel.Flatten(ids), [ids.GetLength(0), ids.GetLength(1)]))
-            NpyFile.Write(input, tensor);
-        var result = await CliRunner.RunAsync([
-            "generate", "--model", Folder, "--input-ids", input, "--output-ids", output, "--compute-dtype", "float32",
-            "--gen-len", genLen.ToString(CultureInfo.InvariantCulture), "--trace", "", "--offload-dir", Path.Combine(run, "offload"),
-            .. PolicyMatrixTests.Flags(policy)]);
-        if (result.ExitCode != 0) return (null, result);
-        var header = NpyFile.ReadHeader(output);
-        if (header.DType != torch.ScalarType.Int64 || !header.Shape.SequenceEqual([ids.GetLength(0), (long)genLen]))
-            throw new InvalidOperationException(
-                $"output ids: {header.Descr} ({string.Join(", ", header.Shape)}), expected int64 ({ids.GetLength(0)}, {genLen})");
-        var tokens = Fixture.ReadInt64Matrix(output);
-        Directory.Delete(run, recursive: true);
-        return (tokens, result);
     }
 
     /// <summary>
@@ -141,11 +87,5 @@ public sealed class ConvertedLlamaModel : IDisposable
             }
         }
         return (mismatches, compared);
-    }
-
-    public void Dispose()
-    {
-        foreach (var t in HfWeights.Values) t.Dispose();
-        _folder.Dispose();
     }
 }

@@ -1,7 +1,6 @@
 namespace FlexGen.Host.Tests.UnseenModels;
 
 using System.Text.Json;
-using FlexGen.Host.Checkpoints;
 using TorchSharp;
 
 /// <summary>
@@ -20,76 +19,37 @@ public static class RandomLlamaCheckpoint
         WriteConfig(Path.Combine(folder, "config.json"), shape, layout.Dtype);
         var rounding = layout.Dtype == torch.ScalarType.BFloat16 ? torch.ScalarType.BFloat16 : torch.ScalarType.Float16;
         var weights = MakeWeights(shape, seed, rounding);
-        var stored = new List<KeyValuePair<string, torch.Tensor>>();
-        try
-        {
-            foreach (var (name, value) in weights)
-                stored.Add(new(name == "lm_head.weight" || !layout.ModelPrefix ? name : "model." + name, value.to_type(layout.Dtype)));
-            var metadata = new Dictionary<string, string> { ["format"] = "pt" };
-            if (layout.Shards <= 1)
-            {
-                SafetensorsWriter.Write(Path.Combine(folder, SafetensorsCheckpoint.SingleFileName), stored, metadata);
-                return weights;
-            }
-            var map = new Dictionary<string, string>();
-            int per = (stored.Count + layout.Shards - 1) / layout.Shards;
-            for (int s = 0; s < layout.Shards; s++)
-            {
-                string shard = $"model-{s + 1:D5}-of-{layout.Shards:D5}.safetensors";
-                var part = stored.Skip(s * per).Take(per).ToList();
-                SafetensorsWriter.Write(Path.Combine(folder, shard), part, metadata);
-                foreach (var t in part) map[t.Key] = shard;
-            }
-            SafetensorsWriter.WriteIndex(Path.Combine(folder, SafetensorsCheckpoint.IndexFileName), map,
-                stored.Sum(t => t.Value.numel() * t.Value.element_size()));
-            return weights;
-        }
-        catch
-        {
-            foreach (var t in weights.Values) t.Dispose();
-            throw;
-        }
-        finally
-        {
-            foreach (var t in stored) t.Value.Dispose();
-        }
+        return RandomCheckpoint.WriteSafetensors(folder, weights, layout.Shards, weights.Select(w => KeyValuePair.Create(
+            w.Key == "lm_head.weight" || !layout.ModelPrefix ? w.Key : "model." + w.Key, w.Value.to_type(layout.Dtype))));
     }
 
     private static Dictionary<string, torch.Tensor> MakeWeights(LlamaShape shape, ulong seed, torch.ScalarType rounding)
     {
-        using var generator = new torch.Generator(seed);
-        var weights = new Dictionary<string, torch.Tensor>(StringComparer.Ordinal);
+        using var random = new SeededWeights(seed, rounding);
         int h = shape.Hidden, q = shape.Heads * shape.HeadDim, kv = shape.KvHeads * shape.HeadDim;
-        void Add(string name, long[] dims, double std, double mean = 0)
-        {
-            using var raw = torch.randn(dims, torch.ScalarType.Float32, generator: generator);
-            using var scaled = raw.mul(std).add(mean);
-            using var rounded = scaled.to_type(rounding);
-            weights[name] = rounded.to_type(torch.ScalarType.Float32);
-        }
         // Scales that keep attention non-uniform and the logits separated (few greedy near-ties). A tied head scores the
         // last hidden state against the embeddings: a small embedding keeps it from repeating the input token.
-        Add("embed_tokens.weight", [shape.Vocab, h], shape.Tied ? 0.1 : 1.0);
+        random.Add("embed_tokens.weight", [shape.Vocab, h], shape.Tied ? 0.1 : 1.0);
         for (int l = 0; l < shape.Layers; l++)
         {
             string p = $"layers.{l}.";
-            Add(p + "self_attn.q_proj.weight", [q, h], 2.0 / Math.Sqrt(h));
-            if (shape.QkvBias) Add(p + "self_attn.q_proj.bias", [q], 0.5);
-            Add(p + "self_attn.k_proj.weight", [kv, h], 2.0 / Math.Sqrt(h));
-            if (shape.QkvBias) Add(p + "self_attn.k_proj.bias", [kv], 0.5);
-            Add(p + "self_attn.v_proj.weight", [kv, h], 1.0 / Math.Sqrt(h));
-            if (shape.QkvBias) Add(p + "self_attn.v_proj.bias", [kv], 0.5);
-            Add(p + "self_attn.o_proj.weight", [h, q], 1.0 / Math.Sqrt(q));
-            if (shape.OutBias) Add(p + "self_attn.o_proj.bias", [h], 0.5);
-            Add(p + "mlp.gate_proj.weight", [shape.Ffn, h], 1.0 / Math.Sqrt(h));
-            Add(p + "mlp.up_proj.weight", [shape.Ffn, h], 1.0 / Math.Sqrt(h));
-            Add(p + "mlp.down_proj.weight", [h, shape.Ffn], 1.0 / Math.Sqrt(shape.Ffn));
-            Add(p + "input_layernorm.weight", [h], 0.1, 1);
-            Add(p + "post_attention_layernorm.weight", [h], 0.1, 1);
+            random.Add(p + "self_attn.q_proj.weight", [q, h], 2.0 / Math.Sqrt(h));
+            if (shape.QkvBias) random.Add(p + "self_attn.q_proj.bias", [q], 0.5);
+            random.Add(p + "self_attn.k_proj.weight", [kv, h], 2.0 / Math.Sqrt(h));
+            if (shape.QkvBias) random.Add(p + "self_attn.k_proj.bias", [kv], 0.5);
+            random.Add(p + "self_attn.v_proj.weight", [kv, h], 1.0 / Math.Sqrt(h));
+            if (shape.QkvBias) random.Add(p + "self_attn.v_proj.bias", [kv], 0.5);
+            random.Add(p + "self_attn.o_proj.weight", [h, q], 1.0 / Math.Sqrt(q));
+            if (shape.OutBias) random.Add(p + "self_attn.o_proj.bias", [h], 0.5);
+            random.Add(p + "mlp.gate_proj.weight", [shape.Ffn, h], 1.0 / Math.Sqrt(h));
+            random.Add(p + "mlp.up_proj.weight", [shape.Ffn, h], 1.0 / Math.Sqrt(h));
+            random.Add(p + "mlp.down_proj.weight", [h, shape.Ffn], 1.0 / Math.Sqrt(shape.Ffn));
+            random.Add(p + "input_layernorm.weight", [h], 0.1, 1);
+            random.Add(p + "post_attention_layernorm.weight", [h], 0.1, 1);
         }
-        Add("norm.weight", [h], 0.1, 1);
-        if (!shape.Tied) Add("lm_head.weight", [shape.Vocab, h], 0.5);
-        return weights;
+        random.Add("norm.weight", [h], 0.1, 1);
+        if (!shape.Tied) random.Add("lm_head.weight", [shape.Vocab, h], 0.5);
+        return random.ByName;
     }
 
     private static void WriteConfig(string path, LlamaShape shape, torch.ScalarType dtype)

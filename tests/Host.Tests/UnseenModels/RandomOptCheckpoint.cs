@@ -2,7 +2,6 @@ namespace FlexGen.Host.Tests.UnseenModels;
 
 using FlexGen.Tensors.Families.Opt;
 using System.Text.Json;
-using FlexGen.Host.Checkpoints;
 using TorchSharp;
 
 /// <summary>The shape of a made-up OPT model, as a Hugging Face config.json describes it.</summary>
@@ -32,82 +31,44 @@ public static class RandomOptCheckpoint
         torch.ScalarType? rounding = !layout.Float16Exact ? null
             : layout.Dtype == torch.ScalarType.BFloat16 ? torch.ScalarType.BFloat16 : torch.ScalarType.Float16;
         var weights = MakeWeights(shape, seed, rounding);
-        var stored = new List<KeyValuePair<string, torch.Tensor>>();
-        try
+        return RandomCheckpoint.WriteSafetensors(folder, weights, layout.Shards, Stored());
+
+        IEnumerable<KeyValuePair<string, torch.Tensor>> Stored()
         {
             foreach (var (name, value) in weights)
-                stored.Add(new((layout.ModelPrefix ? "model." : "") + name, value.to_type(layout.Dtype)));
-            if (layout.TiedLmHead) stored.Add(new("lm_head.weight", weights["decoder.embed_tokens.weight"].to_type(layout.Dtype)));
-            if (layout.Shards <= 1)
-            {
-                SafetensorsWriter.Write(Path.Combine(folder, SafetensorsCheckpoint.SingleFileName), stored,
-                    new Dictionary<string, string> { ["format"] = "pt" });
-                return weights;
-            }
-            var map = new Dictionary<string, string>();
-            int per = (stored.Count + layout.Shards - 1) / layout.Shards;
-            for (int s = 0; s < layout.Shards; s++)
-            {
-                string shard = $"model-{s + 1:D5}-of-{layout.Shards:D5}.safetensors";
-                var part = stored.Skip(s * per).Take(per).ToList();
-                SafetensorsWriter.Write(Path.Combine(folder, shard), part, new Dictionary<string, string> { ["format"] = "pt" });
-                foreach (var t in part) map[t.Key] = shard;
-            }
-            SafetensorsWriter.WriteIndex(Path.Combine(folder, SafetensorsCheckpoint.IndexFileName), map,
-                stored.Sum(t => t.Value.numel() * t.Value.element_size()));
-            return weights;
-        }
-        catch
-        {
-            foreach (var t in weights.Values) t.Dispose();
-            throw;
-        }
-        finally
-        {
-            foreach (var t in stored) t.Value.Dispose();
+                yield return new((layout.ModelPrefix ? "model." : "") + name, value.to_type(layout.Dtype));
+            if (layout.TiedLmHead) yield return new("lm_head.weight", weights["decoder.embed_tokens.weight"].to_type(layout.Dtype));
         }
     }
 
     private static Dictionary<string, torch.Tensor> MakeWeights(OptShape shape, ulong seed, torch.ScalarType? rounding)
     {
-        using var generator = new torch.Generator(seed);
-        var weights = new Dictionary<string, torch.Tensor>(StringComparer.Ordinal);
+        using var random = new SeededWeights(seed, rounding);
         int h = shape.Hidden;
         // Scales that keep attention non-uniform and logits well separated (no greedy near-ties).
-        void Add(string name, long[] dims, double std, double mean = 0)
-        {
-            using var raw = torch.randn(dims, torch.ScalarType.Float32, generator: generator);
-            using var scaled = raw.mul(std).add(mean);
-            if (rounding is { } dtype)
-            {
-                using var rounded = scaled.to_type(dtype);
-                weights[name] = rounded.to_type(torch.ScalarType.Float32);
-            }
-            else weights[name] = scaled.clone();
-        }
-        Add("decoder.embed_tokens.weight", [shape.Vocab, h], 0.5);
-        Add("decoder.embed_positions.weight", [shape.MaxPositions + 2, h], 0.5);
+        random.Add("decoder.embed_tokens.weight", [shape.Vocab, h], 0.5);
+        random.Add("decoder.embed_positions.weight", [shape.MaxPositions + 2, h], 0.5);
         double linear = 1.0 / Math.Sqrt(h);
         for (int l = 0; l < shape.Layers; l++)
         {
             string p = $"decoder.layers.{l}.";
             foreach (var proj in new[] { "k_proj", "v_proj", "q_proj", "out_proj" })
             {
-                Add(p + $"self_attn.{proj}.weight", [h, h], 1.5 * linear);
-                Add(p + $"self_attn.{proj}.bias", [h], 0.1);
+                random.Add(p + $"self_attn.{proj}.weight", [h, h], 1.5 * linear);
+                random.Add(p + $"self_attn.{proj}.bias", [h], 0.1);
             }
-            Add(p + "self_attn_layer_norm.weight", [h], 0.2, 1);
-            Add(p + "self_attn_layer_norm.bias", [h], 0.1);
-            Add(p + "fc1.weight", [shape.Ffn, h], linear);
-            Add(p + "fc1.bias", [shape.Ffn], 0.1);
-            Add(p + "fc2.weight", [h, shape.Ffn], 1.0 / Math.Sqrt(shape.Ffn));
-            Add(p + "fc2.bias", [h], 0.1);
-            Add(p + "final_layer_norm.weight", [h], 0.2, 1);
-            Add(p + "final_layer_norm.bias", [h], 0.1);
+            random.Add(p + "self_attn_layer_norm.weight", [h], 0.2, 1);
+            random.Add(p + "self_attn_layer_norm.bias", [h], 0.1);
+            random.Add(p + "fc1.weight", [shape.Ffn, h], linear);
+            random.Add(p + "fc1.bias", [shape.Ffn], 0.1);
+            random.Add(p + "fc2.weight", [h, shape.Ffn], 1.0 / Math.Sqrt(shape.Ffn));
+            random.Add(p + "fc2.bias", [h], 0.1);
+            random.Add(p + "final_layer_norm.weight", [h], 0.2, 1);
+            random.Add(p + "final_layer_norm.bias", [h], 0.1);
         }
-        Add("decoder.final_layer_norm.weight", [h], 0.2, 1);
-        Add("decoder.final_layer_norm.bias", [h], 0.1);
-        return weights;
+        random.Add("decoder.final_layer_norm.weight", [h], 0.2, 1);
+        random.Add("decoder.final_layer_norm.bias", [h], 0.1);
+        return random.ByName;
     }
 
     private static void WriteConfig(string path, OptShape shape, torch.ScalarType dtype)

@@ -1,7 +1,6 @@
 namespace FlexGen.Host.Tests.UnseenModels;
 
 using FlexGen.Tensors.Families.Opt;
-using System.Globalization;
 using FlexGen.Tensors.Compression;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
@@ -29,40 +28,15 @@ public sealed record PromptSet(string Name, int Width, int[] Lengths, ulong Seed
 }
 
 /// <summary>An HF checkpoint converted with `flexgen convert`, its weights for the HF oracle, in a temp folder.</summary>
-public sealed class ConvertedModel : IDisposable
+public sealed class ConvertedModel : ConvertedCheckpoint<OptShape>
 {
-    private readonly TempFolder _folder = new();
-
-    private ConvertedModel(OptShape shape, CheckpointLayout layout) => (Shape, Layout) = (shape, layout);
-
-    public OptShape Shape { get; }
-
-    public CheckpointLayout Layout { get; }
-
-    public string Folder => _folder.File("flexgen");
-
-    public string HfFolder => _folder.File("hf");
-
-    public Dictionary<string, torch.Tensor> HfWeights { get; private set; } = [];
-
-    public string Scratch(string name) => _folder.File(name);
-
-    public static async Task<ConvertedModel> CreateAsync(OptShape shape, CheckpointLayout layout, ulong seed = 5)
+    private ConvertedModel(OptShape shape, CheckpointLayout layout)
+        : base(shape, layout)
     {
-        var model = new ConvertedModel(shape, layout);
-        try
-        {
-            model.HfWeights = RandomOptCheckpoint.Write(model.HfFolder, shape, layout, seed);
-            var convert = await CliRunner.RunAsync("convert", model.HfFolder, model.Folder);
-            if (convert.ExitCode != 0) throw new InvalidOperationException($"convert failed for {shape}:\n{convert}");
-            return model;
-        }
-        catch
-        {
-            model.Dispose();
-            throw;
-        }
     }
+
+    public static Task<ConvertedModel> CreateAsync(OptShape shape, CheckpointLayout layout, ulong seed = 5) =>
+        ConvertAsync(new ConvertedModel(shape, layout), model => RandomOptCheckpoint.Write(model.HfFolder, shape, layout, seed));
 
     /// <summary>The plain reference generator (float32) on the converted weights.</summary>
     public long[,] Reference(long[,] ids, int genLen)
@@ -105,32 +79,6 @@ public sealed class ConvertedModel : IDisposable
     /// <summary>Hugging Face's greedy tokens (plain float32 re-implementation on the checkpoint's own weights).</summary>
     public long[,] HuggingFace(long[,] ids, int genLen) => HfOptOracle.Greedy(HfWeights, Shape, ids, genLen);
 
-    /// <summary>
-    /// `flexgen generate --model out --input-ids ids.npy --output-ids out.npy --compute-dtype float32` plus the policy's
-    /// flags. Checks the output file is int64 (n, gen_len); returns it, or the CLI result when it failed.
-    /// </summary>
-    public async Task<(long[,]? Tokens, CliRunner.CliResult Result)> GenerateAsync(long[,] ids, Policy policy, int genLen,
-        torch.ScalarType inputDtype = torch.ScalarType.Int64)
-    {
-        string run = Scratch("run-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(run);
-        string input = Path.Combine(run, "ids.npy"), output = Path.Combine(run, "out.npy");
-        using (var tensor = torch.tensor(Flatten(ids), [ids.GetLength(0), ids.GetLength(1)]).to_type(inputDtype))
-            NpyFile.Write(input, tensor);
-        var result = await CliRunner.RunAsync([
-            "generate", "--model", Folder, "--input-ids", input, "--output-ids", output, "--compute-dtype", "float32",
-            "--gen-len", genLen.ToString(CultureInfo.InvariantCulture), "--trace", "", "--offload-dir", Path.Combine(run, "offload"),
-            .. PolicyMatrixTests.Flags(policy)]);
-        if (result.ExitCode != 0) return (null, result);
-        var header = NpyFile.ReadHeader(output);
-        if (header.DType != torch.ScalarType.Int64 || !header.Shape.SequenceEqual([ids.GetLength(0), (long)genLen]))
-            throw new InvalidOperationException(
-                $"output ids: {header.Descr} ({string.Join(", ", header.Shape)}), expected int64 ({ids.GetLength(0)}, {genLen})");
-        var tokens = Fixture.ReadInt64Matrix(output);
-        Directory.Delete(run, recursive: true);
-        return (tokens, result);
-    }
-
     public static long[] Flatten(long[,] m)
     {
         var flat = new long[m.Length];
@@ -153,12 +101,6 @@ public sealed class ConvertedModel : IDisposable
         var x = Flatten(a);
         var y = Flatten(b);
         return x.Zip(y).Count(p => p.First == p.Second) / (double)x.Length;
-    }
-
-    public void Dispose()
-    {
-        foreach (var t in HfWeights.Values) t.Dispose();
-        _folder.Dispose();
     }
 }
 
