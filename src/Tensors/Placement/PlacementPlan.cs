@@ -12,7 +12,8 @@ namespace FlexGen.Tensors.Placement;
 /// <param name="MidPercent">Where the midpoint of its cumulative size falls on the 0..100 line of its group.</param>
 /// <param name="Compressed">Stored 4-bit compressed (compress_weight and rank &gt;= 2).</param>
 /// <param name="Pinned">Pinned host memory (CPU home and: rank &lt; 2, or pin_weight).</param>
-/// <param name="Bytes">Bytes at home: the float16 tensor, or packed data + scales when compressed.</param>
+/// <param name="Bytes">Bytes at home: the float16 tensor (on the GPU tier: in the compute dtype, converted once at load),
+/// or packed data + scales when compressed.</param>
 public sealed record WeightPlacement(WeightSpec Spec, TierKind Home, double MidPercent, bool Compressed, bool Pinned, long Bytes);
 
 /// <summary>The weights of one layer of the execution order, in FlexGen's order.</summary>
@@ -100,7 +101,7 @@ public sealed record PlacementPlan
         Activations = activations;
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
         ComputeDtypeBytes = computeDtypeBytes;
-        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers), cache, activations, computeDtypeBytes);
+        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes), cache, activations, computeDtypeBytes);
     }
 
     public ModelConfig Config { get; }
@@ -163,7 +164,7 @@ public sealed record PlacementPlan
             CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes), budgets);
         }
 
-        var layers = PlaceLayers(config, policy);
+        var layers = PlaceLayers(config, policy, computeDtypeBytes);
         if (layers.Count(l => l.Layer.HasKvCache) != cache.AttentionLayers)
         {
             cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache));
@@ -223,10 +224,10 @@ public sealed record PlacementPlan
         }
     }
 
-    private static LayerPlacement[] PlaceLayers(ModelConfig config, Policy policy) =>
+    private static LayerPlacement[] PlaceLayers(ModelConfig config, Policy policy, int computeDtypeBytes) =>
         config.Layers(policy.SepLayer)
             .Select(layer => new LayerPlacement(layer,
-                layer.WeightGroups.SelectMany(group => PlaceWeightGroup(group, policy)).ToArray()))
+                layer.WeightGroups.SelectMany(group => PlaceWeightGroup(group, policy, computeDtypeBytes)).ToArray()))
             .ToArray();
 
     private static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen,
@@ -237,8 +238,8 @@ public sealed record PlacementPlan
         {
             var (one, two) = (config.WithBlocks(1), config.WithBlocks(2));
             // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
-            var a = WeightSummary.Of(one, PlaceLayers(one, policy));
-            var b = WeightSummary.Of(two, PlaceLayers(two, policy));
+            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes);
+            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes);
             long more = config.NumBlocks - 1L;
             weights = new WeightSummary(
                 new TierBytes(
@@ -250,7 +251,7 @@ public sealed record PlacementPlan
         }
         else
         {
-            weights = WeightSummary.Of(config, PlaceLayers(config, policy));
+            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes);
         }
 
         return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes);
@@ -298,18 +299,20 @@ public sealed record PlacementPlan
 
     /// <summary>
     /// What the need formulas take from the weights: bytes per tier, the largest layer's bytes streamed to the GPU
-    /// (homed elsewhere, or compressed: float16 during compute), the widest block intermediate (largest block weight / h).
+    /// (homed elsewhere: converted to the compute dtype as they are loaded; or compressed: float16 during compute), the
+    /// widest block intermediate (largest block weight / h).
     /// </summary>
     private sealed record WeightSummary(TierBytes Bytes, long LargestStreamedLayer, long WidestIntermediate)
     {
-        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers)
+        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes)
         {
             long streamed = 0, widest = config.HiddenSize;
             var bytes = TierBytes.Zero;
             foreach (var layer in layers)
             {
                 bytes += layer.Bytes;
-                streamed = Math.Max(streamed, layer.Weights.Where(w => w.Home != TierKind.Gpu || w.Compressed).Sum(w => w.Spec.Bytes));
+                streamed = Math.Max(streamed, layer.Weights.Where(w => w.Home != TierKind.Gpu || w.Compressed)
+                    .Sum(w => w.Compressed ? w.Spec.Bytes : w.Spec.ElementCount * computeDtypeBytes));
                 if (layer.Layer.BlockIndex is not null && config.HiddenSize > 0)
                 {
                     foreach (var w in layer.Weights.Where(w => w.Spec.Rank >= 2))
@@ -322,8 +325,9 @@ public sealed record PlacementPlan
     }
 
     // FlexGen's init_weight_list: the tensors of one group lie end to end on a 0..100 line; each goes to the tier
-    // whose band (disk | cpu | gpu, in that order) holds the midpoint of its span.
-    private static IEnumerable<WeightPlacement> PlaceWeightGroup(IReadOnlyList<WeightSpec> group, Policy policy)
+    // whose band (disk | cpu | gpu, in that order) holds the midpoint of its span. A plain weight homed on the GPU tier
+    // (the compute tier) is kept in the compute dtype, converted once at load: its bytes count that dtype.
+    private static IEnumerable<WeightPlacement> PlaceWeightGroup(IReadOnlyList<WeightSpec> group, Policy policy, int computeDtypeBytes)
     {
         double diskEnd = policy.WDiskPercent;
         double cpuEnd = diskEnd + policy.WCpuPercent;
@@ -345,7 +349,7 @@ public sealed record PlacementPlan
             long bytes = compressed
                 ? CompressedBytes(spec.Shape, policy.CompWeightConfig, $"weight {spec.FileName}",
                     "Policy.CompWeightConfig")
-                : spec.Bytes;
+                : home == TierKind.Gpu ? spec.ElementCount * computeDtypeBytes : spec.Bytes;
             yield return new WeightPlacement(spec, home, midPercent, compressed, pinned, bytes);
         }
     }
