@@ -31,6 +31,14 @@ public sealed class CliSignals : IDisposable
     /// <summary>Signals received so far.</summary>
     public int Count => Volatile.Read(ref _count);
 
+    private int _cancelledLineClaimed;
+
+    /// <summary>
+    /// True once, for whoever writes the one <c>cancelled</c> line first: an abandoned command's step can end and report
+    /// its cancellation at the moment the CLI reports it for it.
+    /// </summary>
+    public bool ClaimCancelledLine() => Interlocked.Exchange(ref _cancelledLineClaimed, 1) == 0;
+
     /// <summary>Handles SIGINT and SIGTERM of this process until disposed.</summary>
     public static CliSignals Register()
     {

@@ -53,7 +53,7 @@ public static class FlexGenCli
                 {
                     // A later signal: the offload files go now, from under the step; the process exits without waiting for it.
                     signals.RunAbandonCleanup();
-                    await error.WriteLineAsync("cancelled").ConfigureAwait(false);
+                    if (signals.ClaimCancelledLine()) await error.WriteLineAsync("cancelled").ConfigureAwait(false);
                     return signals.ExitCode;
                 }
             }
@@ -62,7 +62,8 @@ public static class FlexGenCli
             if (signals.ExitCode == 0) return code;
             // Its cleanup cut short by a later signal: the files go now.
             if (signals.Abandoned.IsCancellationRequested) signals.RunAbandonCleanup();
-            if (!signals.Cancelled.IsCancellationRequested || code != ExitCodes.Failure) await error.WriteLineAsync("cancelled").ConfigureAwait(false);
+            if ((!signals.Cancelled.IsCancellationRequested || code != ExitCodes.Failure) && signals.ClaimCancelledLine())
+                await error.WriteLineAsync("cancelled").ConfigureAwait(false);
             return signals.ExitCode;
         }
         finally
@@ -106,8 +107,9 @@ public static class FlexGenCli
         }
         catch (Exception) when (cancellation.IsCancellationRequested)
         {
-            // Whatever the cancellation surfaced as (a cancelled request, a load given up, a task stopped): one line.
-            await error.WriteLineAsync("cancelled");
+            // Whatever the cancellation surfaced as (a cancelled request, a load given up, a task stopped): one line
+            // (not a second one when the CLI already reported it for an abandoned step).
+            if (CurrentSignals.Value?.ClaimCancelledLine() ?? true) await error.WriteLineAsync("cancelled");
             return ExitCodes.Failure;
         }
         catch (Exception ex) when (ex is UsageException or FlexGenOptionsException)
