@@ -52,9 +52,9 @@ public class BudgetCommandTests
 
         var result = await RefusedAsync(offload, "generate", "--model", model.Path, "--gpu-mem", "80", "--trace", "");
 
-        // (3,348,608 + 3,217,536 + 1,000,000 * 49,984) elements * 2 bytes, against --gpu-mem 80 = 85,899,345,920 bytes.
+        // (3,348,608 + 3,217,536 + 1,000,000 * 49,984) elements * 4 bytes (float32 compute: the GPU tier keeps weights in the compute dtype), against --gpu-mem 80 = 85,899,345,920 bytes.
         Assert.Contains("error: The Gpu tier needs ", result.Error);
-        Assert.Contains("weights 99,981,132,288", result.Error);
+        Assert.Contains("weights 199,962,264,576", result.Error);
         Assert.Contains("but its budget is 85,899,345,920 bytes (80.00 GiB, --gpu-mem)", result.Error);
     }
 
@@ -67,7 +67,7 @@ public class BudgetCommandTests
             "--prompt-len", "64", "--gen-len", "8", "--no-log", "--gpu-mem", "40", "--cpu-mem", "40");
 
         Assert.Contains("error: The Gpu tier needs ", result.Error);
-        Assert.Contains("weights 60,669,779,968", result.Error);
+        Assert.Contains("weights 121,339,559,936", result.Error);
         Assert.Contains("(40.00 GiB, --gpu-mem)", result.Error);
     }
 
@@ -90,7 +90,7 @@ public class BudgetCommandTests
 
         var result = await RefusedAsync(offload, "bench-pipeline", "--hidden-size", "65536", "--heads", "64", "--blocks", "8", "--weights-disk-percent", "0");
 
-        Assert.Contains("weights 825,730,007,040", result.Error);
+        Assert.Contains("weights 1,651,460,014,080", result.Error); // float32 compute: GPU-homed weights count 4 bytes
     }
 
     [Theory]

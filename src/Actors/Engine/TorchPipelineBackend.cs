@@ -196,6 +196,6 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         var source = Settings.DummyWeights
             ? WeightSource.Dummy(random: true, seed: (int)Settings.DummySeed)
             : WeightSource.FromDirectory(Settings.ModelPath ?? throw new ArgumentException("EngineSettings.ModelPath is required without DummyWeights", nameof(Settings)));
-        _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress, cancellationToken);
+        _weights = ModelWeights.Load(WeightPlan, Tiers, source, progress, cancellationToken, Settings.Compute.Dtype);
     }
 }

@@ -17,7 +17,6 @@ public sealed class CliSignals : IDisposable
     private readonly List<Action> _cleanups = [];
     private int _exitCode;
     private int _count;
-    private int _cancelledSaid;
     private bool _disposed;
 
     /// <summary>Signalled by the first SIGINT/SIGTERM.</summary>
@@ -31,6 +30,14 @@ public sealed class CliSignals : IDisposable
 
     /// <summary>Signals received so far.</summary>
     public int Count => Volatile.Read(ref _count);
+
+    private int _cancelledLineClaimed;
+
+    /// <summary>
+    /// True once, for whoever writes the one <c>cancelled</c> line first: an abandoned command's step can end and report
+    /// its cancellation at the moment the CLI reports it for it.
+    /// </summary>
+    public bool ClaimCancelledLine() => Interlocked.Exchange(ref _cancelledLineClaimed, 1) == 0;
 
     /// <summary>Handles SIGINT and SIGTERM of this process until disposed.</summary>
     public static CliSignals Register()
@@ -79,12 +86,6 @@ public sealed class CliSignals : IDisposable
     }
 
     /// <summary>Runs every <see cref="OnAbandon"/> cleanup now, on this thread; a failing one does not stop the others.</summary>
-    /// <summary>
-    /// True for the first caller only: the command and the signal path may both reach the end of a cancelled run at once,
-    /// and the user gets one <c>cancelled</c> line.
-    /// </summary>
-    public bool ClaimCancelledLine() => Interlocked.Exchange(ref _cancelledSaid, 1) == 0;
-
     public void RunAbandonCleanup()
     {
         Action[] cleanups;

@@ -10,7 +10,7 @@ using FlexGen.Tensors.Tiers;
 /// <summary>Benchmarks of single parts: the disk tier (bench-disk) and the pipeline's overlap (bench-pipeline).</summary>
 public static class ExtraCommands
 {
-    public static IEnumerable<Command> Build() => [BenchDisk(), BenchPipeline()];
+    public static IEnumerable<Command> Build() => [BenchDisk(), BenchPipeline(), ProfileCommand.Build()];
 
     private static Command BenchDisk()
     {

@@ -63,8 +63,8 @@ public sealed partial record PlacementPlan
         {
             var (one, two) = (config.WithBlocks(1), config.WithBlocks(2));
             // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
-            var a = WeightSummary.Of(one, PlaceLayers(one, policy));
-            var b = WeightSummary.Of(two, PlaceLayers(two, policy));
+            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes);
+            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes);
             long more = config.NumBlocks - 1L;
             weights = new WeightSummary(
                 new TierBytes(
@@ -76,7 +76,7 @@ public sealed partial record PlacementPlan
         }
         else
         {
-            weights = WeightSummary.Of(config, PlaceLayers(config, policy));
+            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes);
         }
 
         return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes);
@@ -124,18 +124,20 @@ public sealed partial record PlacementPlan
 
     /// <summary>
     /// What the need formulas take from the weights: bytes per tier, the largest layer's bytes streamed to the GPU
-    /// (homed elsewhere, or compressed: float16 during compute), the widest block intermediate (largest block weight / h).
+    /// (homed elsewhere: converted to the compute dtype as they are loaded; or compressed: float16 during compute), the
+    /// widest block intermediate (largest block weight / h).
     /// </summary>
     private sealed record WeightSummary(TierBytes Bytes, long LargestStreamedLayer, long WidestIntermediate)
     {
-        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers)
+        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes)
         {
             long streamed = 0, widest = config.HiddenSize;
             var bytes = TierBytes.Zero;
             foreach (var layer in layers)
             {
                 bytes += layer.Bytes;
-                streamed = Math.Max(streamed, layer.Weights.Where(w => w.Home != TierKind.Gpu || w.Compressed).Sum(w => w.Spec.Bytes));
+                streamed = Math.Max(streamed, layer.Weights.Where(w => w.Home != TierKind.Gpu || w.Compressed)
+                    .Sum(w => w.Compressed ? w.Spec.Bytes : w.Spec.ElementCount * computeDtypeBytes));
                 if (layer.Layer.BlockIndex is not null && config.HiddenSize > 0)
                 {
                     foreach (var w in layer.Weights.Where(w => w.Spec.Rank >= 2))

@@ -23,7 +23,7 @@ public sealed partial record PlacementPlan
         Activations = activations;
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
         ComputeDtypeBytes = computeDtypeBytes;
-        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers), cache, activations, computeDtypeBytes);
+        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes), cache, activations, computeDtypeBytes);
     }
 
     public ModelConfig Config { get; }
@@ -86,7 +86,7 @@ public sealed partial record PlacementPlan
             CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes), budgets);
         }
 
-        var layers = PlaceLayers(config, policy);
+        var layers = PlaceLayers(config, policy, computeDtypeBytes);
         if (layers.Count(l => l.Layer.HasKvCache) != cache.AttentionLayers)
         {
             cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache));
@@ -98,15 +98,16 @@ public sealed partial record PlacementPlan
         return plan;
     }
 
-    private static LayerPlacement[] PlaceLayers(ModelConfig config, Policy policy) =>
+    private static LayerPlacement[] PlaceLayers(ModelConfig config, Policy policy, int computeDtypeBytes) =>
         config.Layers(policy.SepLayer)
             .Select(layer => new LayerPlacement(layer,
-                layer.WeightGroups.SelectMany(group => PlaceWeightGroup(group, policy)).ToArray()))
+                layer.WeightGroups.SelectMany(group => PlaceWeightGroup(group, policy, computeDtypeBytes)).ToArray()))
             .ToArray();
 
     // FlexGen's init_weight_list: the tensors of one group lie end to end on a 0..100 line; each goes to the tier
-    // whose band (disk | cpu | gpu, in that order) holds the midpoint of its span.
-    private static IEnumerable<WeightPlacement> PlaceWeightGroup(IReadOnlyList<WeightSpec> group, Policy policy)
+    // whose band (disk | cpu | gpu, in that order) holds the midpoint of its span. A plain weight homed on the GPU tier
+    // (the compute tier) is kept in the compute dtype, converted once at load: its bytes count that dtype.
+    private static IEnumerable<WeightPlacement> PlaceWeightGroup(IReadOnlyList<WeightSpec> group, Policy policy, int computeDtypeBytes)
     {
         double diskEnd = policy.WDiskPercent;
         double cpuEnd = diskEnd + policy.WCpuPercent;
@@ -128,7 +129,7 @@ public sealed partial record PlacementPlan
             long bytes = compressed
                 ? CompressedBytes(spec.Shape, policy.CompWeightConfig, $"weight {spec.FileName}",
                     "Policy.CompWeightConfig")
-                : spec.Bytes;
+                : home == TierKind.Gpu ? spec.ElementCount * computeDtypeBytes : spec.Bytes;
             yield return new WeightPlacement(spec, home, midPercent, compressed, pinned, bytes);
         }
     }

@@ -12,7 +12,8 @@ namespace FlexGen.Tensors.Placement;
 /// <param name="MidPercent">Where the midpoint of its cumulative size falls on the 0..100 line of its group.</param>
 /// <param name="Compressed">Stored 4-bit compressed (compress_weight and rank &gt;= 2).</param>
 /// <param name="Pinned">Pinned host memory (CPU home and: rank &lt; 2, or pin_weight).</param>
-/// <param name="Bytes">Bytes at home: the float16 tensor, or packed data + scales when compressed.</param>
+/// <param name="Bytes">Bytes at home: the float16 tensor (on the GPU tier: in the compute dtype, converted once at load),
+/// or packed data + scales when compressed.</param>
 public sealed record WeightPlacement(WeightSpec Spec, TierKind Home, double MidPercent, bool Compressed, bool Pinned, long Bytes);
 
 /// <summary>The weights of one layer of the execution order, in FlexGen's order.</summary>

@@ -83,6 +83,18 @@ public sealed record HardwareProfile
         return Parse(text, path);
     }
 
+    /// <summary>This profile as the JSON object <see cref="Read"/> reads: every <see cref="JsonNames"/> key in order.</summary>
+    public string ToJson()
+    {
+        double[] values = [CtogBdw, GtocBdwCache, GtocBdwHidden, DtocBdw, CtodBdwCacheP, CtodBdwHiddenP, CtodBdwG,
+            MmFlopsP, MmFlopsG, BmmFlopsP, BmmFlopsG, CpuFlops, C1, C2, C3];
+        var lines = JsonNames.Select((name, i) => $"  \"{name}\": {values[i].ToString("R", CultureInfo.InvariantCulture)}");
+        return "{\n" + string.Join(",\n", lines) + "\n}\n";
+    }
+
+    /// <summary>FlexLLMGen's defaults of the CPU attention correction (<c>CostModelConfig</c>: c1, c2, c3).</summary>
+    public static (double C1, double C2, double C3) DefaultCorrection { get; } = (0.0168, 0.0328, 0.0621);
+
     /// <summary>A profile from JSON text (see <see cref="Read"/>); <paramref name="source"/> names it in errors.</summary>
     public static HardwareProfile Parse(string json, string source)
     {

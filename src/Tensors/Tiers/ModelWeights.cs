@@ -66,16 +66,26 @@ public sealed class ModelWeights : IDisposable
     /// Loads every weight of <paramref name="plan"/> into its home among <paramref name="tiers"/>. Weight files are all
     /// checked (present, .npy, shape and dtype as the config says, long enough) before anything is allocated; on any
     /// failure everything allocated so far is freed. <paramref name="progress"/> hears of each layer, in order, on the
-    /// loading thread.
+    /// loading thread. Plain weights homed on the GPU tier (the compute tier) are kept in <paramref name="computeDtype"/>,
+    /// converted once here so that no compute step converts them (null: float32 when the plan's compute element is 4
+    /// bytes, else the weights' own dtype); its element size must be the plan's <see cref="PlacementPlan.ComputeDtypeBytes"/>,
+    /// which the plan's GPU bytes count. Weights on other tiers and compressed ones keep their stored dtype.
     /// </summary>
     /// <exception cref="WeightLoadException">A weight file is missing, corrupt, truncated or disagrees with the config.</exception>
     /// <exception cref="TierBudgetExceededException">A tier's budget would be exceeded.</exception>
     public static ModelWeights Load(PlacementPlan plan, MemoryTiers tiers, WeightSource options,
-        IProgress<WeightLoadProgress>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<WeightLoadProgress>? progress = null, CancellationToken cancellationToken = default,
+        torch.ScalarType? computeDtype = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(tiers);
         ArgumentNullException.ThrowIfNull(options);
+        if (computeDtype is { } given && WeightSpec.DtypeSize(given) != plan.ComputeDtypeBytes)
+        {
+            throw new ArgumentException(
+                $"Compute dtype {given} has {WeightSpec.DtypeSize(given)}-byte elements; the plan counts {plan.ComputeDtypeBytes}.",
+                nameof(computeDtype));
+        }
         if (options.Source == WeightSourceKind.Files)
         {
             WeightFiles.Check(
@@ -97,7 +107,7 @@ public sealed class ModelWeights : IDisposable
                 for (var w = 0; w < placements.Count; w++)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j);
+                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j, computeDtype);
                     loadedBytes += placements[w].Spec.Bytes;
                 }
 
@@ -126,20 +136,34 @@ public sealed class ModelWeights : IDisposable
     }
 
     private static TieredTensor LoadOne(PlacementPlan plan, MemoryTiers tiers, WeightSource options, WeightPlacement placement,
-        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer)
+        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer, torch.ScalarType? computeDtype)
     {
         var spec = placement.Spec;
         var shape = spec.Shape.ToArray();
         var home = tiers[placement.Home];
         var name = $"j{layer}.{spec.FileName}";
+        // The compute tier keeps plain weights in the compute dtype (its placement bytes count that dtype).
+        var dtype = placement.Home == TierKind.Gpu && !placement.Compressed
+            ? computeDtype ?? (plan.ComputeDtypeBytes == 4 ? torch.ScalarType.Float32 : spec.Dtype)
+            : spec.Dtype;
 
         // Read (or make) the float16 values where they can go straight in: the home itself when it is CPU memory.
         if (!placement.Compressed && home is DeviceTier { Device.type: DeviceType.CPU } memory)
         {
-            var tensor = memory.Allocate(shape, spec.Dtype, name, pin: placement.Pinned);
+            var tensor = memory.Allocate(shape, dtype, name, pin: placement.Pinned);
             try
             {
-                Fill(tensor.Data, options, placement);
+                if (dtype == spec.Dtype)
+                {
+                    Fill(tensor.Data, options, placement);
+                }
+                else
+                {
+                    using var values = torch.empty(shape, spec.Dtype, torch.CPU).DetachFromDisposeScope();
+                    Fill(values, options, placement);
+                    tensor.Data.copy_(values); // converted once, here
+                }
+
                 return tensor;
             }
             catch
@@ -149,8 +173,9 @@ public sealed class ModelWeights : IDisposable
             }
         }
 
-        using var staging = torch.empty(shape, spec.Dtype, torch.CPU).DetachFromDisposeScope();
-        Fill(staging, options, placement);
+        using var read = torch.empty(shape, spec.Dtype, torch.CPU).DetachFromDisposeScope();
+        Fill(read, options, placement);
+        using var staging = dtype == spec.Dtype ? read.alias() : read.to(dtype);
         MemoryTier destination = home;
         if (placement.Compressed)
         {
@@ -164,7 +189,7 @@ public sealed class ModelWeights : IDisposable
             destination = compressed;
         }
 
-        var stored = destination.Allocate(shape, spec.Dtype, name);
+        var stored = destination.Allocate(shape, dtype, name);
         try
         {
             TierCopy.CopyFrom(stored, null, staging);

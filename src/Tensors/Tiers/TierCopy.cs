@@ -54,6 +54,50 @@ public static class TierCopy
     }
 
     /// <summary>
+    /// A new tensor on <paramref name="tier"/> holding the whole of <paramref name="src"/> converted to
+    /// <paramref name="dtype"/> (the one place a tier transfer converts: a weight streamed to the compute tier in the
+    /// compute dtype, once per load). The same as <see cref="CopyTo"/> when the dtypes agree. A plain in-memory source is
+    /// converted straight into the new tensor; others (disk) are read in their dtype first. The caller owns the result.
+    /// </summary>
+    public static TieredTensor CopyToAs(TieredTensor src, MemoryTier tier, torch.ScalarType dtype, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(src);
+        ArgumentNullException.ThrowIfNull(tier);
+        if (src.Dtype == dtype)
+        {
+            return CopyTo(src, tier, null, name);
+        }
+
+        if (src is CompressedTensor || tier is not DeviceTier device)
+        {
+            throw new ArgumentException(
+                $"Converting copy of '{src.Name}' ({src.Dtype}) to {dtype} on {tier.Name}: only plain tensors convert, into device memory.");
+        }
+
+        src.ThrowIfDisposed();
+        var dst = device.Allocate(src.ShapeArray, dtype, name ?? src.Name);
+        try
+        {
+            if (src is DeviceTensor plain)
+            {
+                dst.Data.copy_(plain.Data);
+            }
+            else
+            {
+                using var read = ToTorch(src, null, torch.CPU);
+                dst.Data.copy_(read);
+            }
+
+            return dst;
+        }
+        catch
+        {
+            dst.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
     /// <c>dst[dstRanges] = source</c> from a plain torch tensor (e.g. a compute result, which stays the caller's), on
     /// any device; compresses when <paramref name="dst"/> is compressed.
     /// </summary>

@@ -364,4 +364,19 @@ public sealed class LayerMathTests : IDisposable
 
         public void Dispose() => Weights.Dispose();
     }
+
+    [Fact]
+    public void ToCompute_of_a_tensor_already_in_the_compute_dtype_on_its_device_should_not_copy()
+    {
+        using var weight = torch.randn([64, 32], dtype: ScalarType.Float32);
+        using var same = LayerMath.ToCompute(weight, F32, CPU);
+        same.fill_(3.0f); // the same storage: no conversion, no copy
+        Assert.Equal(3.0f, weight[63, 31].item<float>());
+
+        using var half = weight.to(ScalarType.Float16);
+        using var converted = LayerMath.ToCompute(half, F32, CPU);
+        converted.fill_(5.0f);
+        Assert.NotEqual(5.0f, half[0, 0].to(ScalarType.Float32).item<float>());
+        Assert.Equal(ScalarType.Float32, converted.dtype);
+    }
 }

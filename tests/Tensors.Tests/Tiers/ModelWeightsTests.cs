@@ -234,4 +234,73 @@ public class ModelWeightsTests
         Assert.True(error.IsOutOfSpace, error.Message);
         bed.AssertNothingLeft();
     }
+
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void Plain_weights_homed_on_the_gpu_tier_should_be_kept_in_the_compute_dtype_with_the_converted_file_values(ScalarType dtype)
+    {
+        using var bed = new TierTestBed();
+        int dtypeBytes = dtype == ScalarType.Float32 ? 4 : 2;
+        var policy = Policy.FromPercent([30, 40, 100, 0, 100, 0], gpuBatchSize: 4, numGpuBatches: 2);
+        var plan = PlacementPlan.Create(TinyConfig, policy, promptLen: 12, genLen: 10, computeDtypeBytes: dtypeBytes);
+        using (var weights = ModelWeights.Load(plan, bed.Tiers, WeightSource.FromDirectory(ModelDirectory), computeDtype: dtype))
+        {
+            var kinds = new HashSet<TierKind>();
+            for (var j = 0; j < weights.LayerCount; j++)
+            {
+                for (var w = 0; w < weights.Layer(j).Count; w++)
+                {
+                    var placement = plan.Weight(j, w);
+                    var home = weights.Layer(j)[w];
+                    kinds.Add(placement.Home);
+                    // The GPU tier (the compute tier) holds the compute dtype; CPU and disk keep the file's float16.
+                    Assert.Equal(placement.Home == TierKind.Gpu ? dtype : ScalarType.Float16, home.Dtype);
+                    Assert.Equal(placement.Home == TierKind.Gpu ? placement.Spec.ElementCount * dtypeBytes : placement.Spec.Bytes, placement.Bytes);
+                    using var stored = TierCopy.ToTorch(home, null, CPU);
+                    using var file = NpyFile.Read(Path.Combine(ModelDirectory, placement.Spec.FileName));
+                    using var expected = file.to(home.Dtype); // converted once: the values a per-call conversion gives
+                    Assert.True(TierTestBed.BitEqual(expected, stored), $"{placement.Spec.FileName} on {placement.Home}");
+                }
+            }
+
+            Assert.Equal(3, kinds.Count); // every tier holds some
+            Assert.Equal(plan.WeightBytes.Gpu, bed.Tiers.Gpu.Stats.CurrentBytes);
+            Assert.Equal(plan.WeightBytes.Cpu, bed.Tiers.Cpu.Stats.CurrentBytes);
+            Assert.Equal(plan.WeightBytes.Disk, bed.Tiers.Disk.Stats.CurrentBytes);
+        }
+
+        bed.AssertNothingLeft();
+    }
+
+    [Fact]
+    public void A_compute_dtype_whose_size_the_plan_does_not_count_should_be_refused_before_loading()
+    {
+        using var bed = new TierTestBed();
+        var error = Assert.Throws<ArgumentException>(() =>
+            ModelWeights.Load(Plan(100, 0), bed.Tiers, WeightSource.Dummy(), computeDtype: ScalarType.Float32));
+        Assert.Contains("the plan counts 2", error.Message);
+        bed.AssertNothingLeft();
+    }
+
+    [Theory]
+    [InlineData(TierKind.Cpu)]
+    [InlineData(TierKind.Disk)]
+    public void A_converting_copy_to_the_compute_tier_should_give_the_converted_values_in_the_compute_dtype(TierKind from)
+    {
+        using var bed = new TierTestBed();
+        using var values = torch.randn([33, 17], dtype: ScalarType.Float32).to(ScalarType.Float16);
+        using var home = bed.Tiers[from].Allocate([33, 17], ScalarType.Float16, "w");
+        TierCopy.CopyFrom(home, null, values);
+
+        using var converted = TierCopy.CopyToAs(home, bed.Tiers.Gpu, ScalarType.Float32, "w@gpu");
+        using var same = TierCopy.CopyToAs(home, bed.Tiers.Gpu, ScalarType.Float16, "w16@gpu");
+
+        Assert.Equal(ScalarType.Float32, converted.Dtype);
+        Assert.Equal(33L * 17 * 4, converted.Bytes);
+        using var got = TierCopy.ToTorch(converted, null, CPU);
+        using var expected = values.to(ScalarType.Float32);
+        Assert.True(TierTestBed.BitEqual(expected, got));
+        Assert.Equal(ScalarType.Float16, same.Dtype);
+    }
 }

@@ -21,9 +21,12 @@ internal sealed class LoadWeightHandler(BlockRunContext run) : ITaskHandler
         long bytes = 0;
         foreach (int w in mine)
         {
-            // Compressed weights travel compressed and are decompressed by the compute that uses them.
-            MemoryTier destination = homes[w] is CompressedTensor ? run.Backend.GpuCompressedWeights! : run.Gpu;
-            loaded.Tensors[w] = TierCopy.CopyTo(homes[w], destination, name: $"{homes[w].Name}@i{task.Token}");
+            // Compressed weights travel compressed and are decompressed by the compute that uses them; plain ones
+            // arrive in the compute dtype, converted once per load (not per GPU batch and call).
+            var name = $"{homes[w].Name}@i{task.Token}";
+            loaded.Tensors[w] = homes[w] is CompressedTensor
+                ? TierCopy.CopyTo(homes[w], run.Backend.GpuCompressedWeights!, name: name)
+                : TierCopy.CopyToAs(homes[w], run.Gpu, run.GpuCompute.Dtype, name);
             bytes += TierTensors.StoredBytes(homes[w]);
         }
 

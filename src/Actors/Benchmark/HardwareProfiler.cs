@@ -1,0 +1,190 @@
+namespace FlexGen.Actors.Benchmark;
+
+using System.Diagnostics;
+using FlexGen.Actors.Engine;
+using FlexGen.Tensors;
+using FlexGen.Tensors.Planning;
+using FlexGen.Tensors.Tiers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>What <see cref="HardwareProfiler.Measure"/> measures with.</summary>
+/// <param name="OffloadDirectory">A folder on the disk the disk tier would use (a scratch file is made and deleted there).</param>
+/// <param name="TransferBytes">Bytes of each link transfer (rounded down to 4 KiB).</param>
+/// <param name="ComputeDtype">The GPU tier's compute dtype (float16 with CUDA; float32 or bfloat16 on the CPU).</param>
+/// <param name="DirectIo">Disk transfers with O_DIRECT (as the disk tier runs them by default in bench).</param>
+/// <param name="SecondsPerMeasure">How long each constant is measured for (at least one repetition).</param>
+public sealed record HardwareProfileOptions(
+    string OffloadDirectory, long TransferBytes = 256L << 20, ScalarType ComputeDtype = ScalarType.Float32, bool DirectIo = true,
+    double SecondsPerMeasure = 1.5);
+
+/// <summary>One measured constant, as reported while the profile runs.</summary>
+/// <param name="Name">FlexLLMGen's name (ctog_bdw, mm_flops_p, ...).</param>
+/// <param name="Value">bytes/s or FLOP/s.</param>
+/// <param name="What">What was measured, in words.</param>
+public sealed record ProfileStep(string Name, double Value, string What);
+
+/// <summary>
+/// Measures this machine's constants of FlexLLMGen's cost model (<see cref="HardwareProfile"/>) through this engine's own
+/// tiers and libtorch: each link by <see cref="TierCopy"/> between the tiers (without CUDA the GPU tier is CPU memory,
+/// so CPU - GPU is a memory copy), disk with the disk tier, matmul and batched matmul rates in the compute dtype on the
+/// GPU tier's device at prefill and decode shapes, the CPU attention rate as float32 bmm on the CPU. The best of the
+/// repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/> counts. c1, c2, c3 are FlexLLMGen's defaults.
+/// </summary>
+public static class HardwareProfiler
+{
+    // Shapes (OPT-1.3B-like width, kept small enough for a CPU): prefill 1024 rows, decode 32 rows of a 2048 x 8192 weight;
+    // attention over 32 sequences x 16 heads of head_dim 128, prompt 512 (prefill) and a 1024-position cache (decode).
+    private const long Hidden = 2048, Ffn = 8192, PrefillRows = 1024, DecodeRows = 32;
+    private const long HeadRows = 32 * 16, HeadDim = 128, PrefillSeq = 512, DecodeSeq = 1024;
+
+    public static HardwareProfile Measure(HardwareProfileOptions options, IProgress<ProfileStep>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Directory.CreateDirectory(options.OffloadDirectory);
+        long bytes = Math.Max(4096L, options.TransferBytes & ~4095L); // whole O_DIRECT blocks
+        string scratch = Path.Combine(options.OffloadDirectory, $"flexgen-profile-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        var values = new Dictionary<string, double>();
+        void Report(string name, double value, string what)
+        {
+            values[name] = value;
+            progress?.Report(new ProfileStep(name, value, what));
+        }
+
+        try
+        {
+            OffloadFolders.CreatePrivate(scratch);
+            using var tiers = new MemoryTiers(new TierSettings
+            {
+                OffloadDirectory = scratch,
+                PinCpuMemory = true,
+                Disk = new DiskTierSettings(DirectIo: options.DirectIo),
+            });
+            using var scope = NewDisposeScope();
+            long elements = bytes / 2;
+            using var cpu = tiers.Cpu.Allocate([elements], ScalarType.Float16, "profile-cpu");
+            using var gpu = tiers.Gpu.Allocate([elements], ScalarType.Float16, "profile-gpu");
+            using var disk = tiers.Disk.Allocate([elements], ScalarType.Float16, "profile-disk");
+            cpu.Data.fill_(1);
+            gpu.Data.fill_(1);
+            string mib = $"{bytes / (double)(1 << 20):0} MiB";
+            string gpuName = tiers.Gpu.Device.type == DeviceType.CUDA ? "GPU" : "GPU tier (CPU memory)";
+
+            double ctog = Bandwidth(bytes, () => TierCopy.Copy(gpu, cpu), options, cancellationToken);
+            Report("ctog_bdw", ctog, $"{mib} CPU -> {gpuName}");
+            double gtoc = Bandwidth(bytes, () => TierCopy.Copy(cpu, gpu), options, cancellationToken);
+            Report("gtoc_bdw_cache", gtoc, $"{mib} {gpuName} -> CPU");
+            // Hidden states are a few MiB per store: the same link at that size.
+            long hiddenBytes = Math.Min(bytes, 8L << 20);
+            var hiddenRange = new[] { new IndexRange(0, hiddenBytes / 2) };
+            double gtocHidden = Bandwidth(hiddenBytes, () => TierCopy.Copy(cpu, hiddenRange, gpu, hiddenRange), options, cancellationToken);
+            Report("gtoc_bdw_hidden", gtocHidden, $"{hiddenBytes >> 20} MiB {gpuName} -> CPU");
+
+            string io = options.DirectIo ? "O_DIRECT" : "buffered";
+            double ctod = Bandwidth(bytes, () => TierCopy.Copy(disk, cpu), options, cancellationToken);
+            Report("ctod_bdw_cache_p", ctod, $"{mib} CPU -> disk ({io})");
+            double ctodHidden = Bandwidth(hiddenBytes, () => TierCopy.Copy(disk, hiddenRange, cpu, hiddenRange), options, cancellationToken);
+            Report("ctod_bdw_hidden_p", ctodHidden, $"{hiddenBytes >> 20} MiB CPU -> disk ({io})");
+            Report("ctod_bdw_g", ctodHidden, "as ctod_bdw_hidden_p (decode stores are hidden-sized)");
+            double dtoc = Bandwidth(bytes, () => TierCopy.Copy(cpu, disk), options, cancellationToken);
+            Report("dtoc_bdw", dtoc, $"{mib} disk -> CPU ({io})");
+
+            var device = tiers.Gpu.Device;
+            var dtype = options.ComputeDtype;
+            string on = $"{dtype} on {gpuName}";
+            Report("mm_flops_p", Matmul(PrefillRows, device, dtype, options, cancellationToken), $"({PrefillRows} x {Hidden}) @ ({Hidden} x {Ffn}) {on}");
+            Report("mm_flops_g", Matmul(DecodeRows, device, dtype, options, cancellationToken), $"({DecodeRows} x {Hidden}) @ ({Hidden} x {Ffn}) {on}");
+            Report("bmm_flops_p", Bmm(PrefillSeq, PrefillSeq, device, dtype, options, cancellationToken),
+                $"{HeadRows} x ({PrefillSeq} x {HeadDim}) @ ({HeadDim} x {PrefillSeq}) {on}");
+            Report("bmm_flops_g", Bmm(1, DecodeSeq, device, dtype, options, cancellationToken),
+                $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) {on}");
+            Report("cpu_flops", Bmm(1, DecodeSeq, CPU, ScalarType.Float32, options, cancellationToken),
+                $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) Float32 on the CPU");
+        }
+        finally
+        {
+            try
+            {
+                if (Directory.Exists(scratch))
+                {
+                    Directory.Delete(scratch, recursive: true);
+                }
+            }
+            catch (IOException)
+            {
+            }
+        }
+
+        var (c1, c2, c3) = HardwareProfile.DefaultCorrection;
+        return new HardwareProfile
+        {
+            CtogBdw = values["ctog_bdw"],
+            GtocBdwCache = values["gtoc_bdw_cache"],
+            GtocBdwHidden = values["gtoc_bdw_hidden"],
+            DtocBdw = values["dtoc_bdw"],
+            CtodBdwCacheP = values["ctod_bdw_cache_p"],
+            CtodBdwHiddenP = values["ctod_bdw_hidden_p"],
+            CtodBdwG = values["ctod_bdw_g"],
+            MmFlopsP = values["mm_flops_p"],
+            MmFlopsG = values["mm_flops_g"],
+            BmmFlopsP = values["bmm_flops_p"],
+            BmmFlopsG = values["bmm_flops_g"],
+            CpuFlops = values["cpu_flops"],
+            C1 = c1,
+            C2 = c2,
+            C3 = c3,
+        };
+    }
+
+    private static double Matmul(long rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    {
+        using var scope = NewDisposeScope();
+        var x = randn([rows, Hidden], dtype: dtype, device: device);
+        var w = randn([Ffn, Hidden], dtype: dtype, device: device);
+        double flops = 2.0 * rows * Hidden * Ffn;
+        var wt = w.t();
+        return Rate(flops, () => torch.mm(x, wt).Dispose(), options, token);
+    }
+
+    private static double Bmm(long queries, long keys, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    {
+        using var scope = NewDisposeScope();
+        var q = randn([HeadRows, queries, HeadDim], dtype: dtype, device: device);
+        var k = randn([HeadRows, HeadDim, keys], dtype: dtype, device: device);
+        double flops = 2.0 * HeadRows * queries * HeadDim * keys;
+        return Rate(flops, () => torch.bmm(q, k).Dispose(), options, token);
+    }
+
+    private static double Bandwidth(long bytes, Action copy, HardwareProfileOptions options, CancellationToken token) =>
+        Rate(bytes, copy, options, token);
+
+    /// <summary>Units of work per second of the fastest repetition: one untimed warm-up, then repetitions for the time given.</summary>
+    private static double Rate(double work, Action step, HardwareProfileOptions options, CancellationToken token)
+    {
+        token.ThrowIfCancellationRequested();
+        step();
+        Synchronize();
+        double best = double.MaxValue;
+        var total = Stopwatch.StartNew();
+        do
+        {
+            token.ThrowIfCancellationRequested();
+            var clock = Stopwatch.StartNew();
+            step();
+            Synchronize();
+            best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        while (total.Elapsed.TotalSeconds < options.SecondsPerMeasure);
+
+        return work / Math.Max(best, 1e-9);
+    }
+
+    private static void Synchronize()
+    {
+        if (TorchRuntime.CudaAvailable)
+        {
+            torch.cuda.synchronize();
+        }
+    }
+}

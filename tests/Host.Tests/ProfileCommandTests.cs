@@ -1,0 +1,37 @@
+namespace FlexGen.Host.Tests;
+
+using FlexGen.Tensors.Planning;
+
+public class ProfileCommandTests
+{
+    [Fact]
+    public async Task Profile_should_write_a_hardware_file_that_plan_reads_with_a_line_per_constant()
+    {
+        using var folder = new TempFolder();
+        string file = folder.File("hw.json");
+
+        var result = await CliRunner.RunAsync("profile", "--output", file, "--offload-dir", folder.Path, "--size-mb", "4", "--seconds", "0.01");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var profile = HardwareProfile.Read(file); // every key, rates positive
+        Assert.Equal(HardwareProfile.DefaultCorrection, (profile.C1, profile.C2, profile.C3));
+        foreach (var name in HardwareProfile.JsonNames.Take(12)) Assert.Contains(name, result.Error);
+        Assert.Equal(["hw.json"], Directory.GetFileSystemEntries(folder.Path).Select(Path.GetFileName)); // no scratch left
+
+        var plan = await CliRunner.RunAsync("plan", "--model", "opt-125m", "--prompt-len", "64", "--gen-len", "8", "--gpu-mem", "1",
+            "--cpu-mem", "4", "--disk-mem", "10", "--hardware", file, "--json");
+        Assert.True(plan.ExitCode == 0, plan.ToString());
+    }
+
+    [Fact]
+    public void A_profile_should_survive_its_json_round_trip()
+    {
+        var profile = new HardwareProfile
+        {
+            CtogBdw = 13840532111.36, GtocBdwCache = 1041529569.28, GtocBdwHidden = 5175435591.68, DtocBdw = 507879882.752,
+            CtodBdwCacheP = 801011400.704, CtodBdwHiddenP = 2163589775.36, CtodBdwG = 2163589775.36, MmFlopsP = 21.24e12,
+            MmFlopsG = 4.3e12, BmmFlopsP = 9.97e12, BmmFlopsG = 79e9, CpuFlops = 12.3e9, C1 = 0.0168, C2 = 0.0328, C3 = 0.0621,
+        };
+        Assert.Equal(profile, HardwareProfile.Parse(profile.ToJson(), "round trip"));
+    }
+}
