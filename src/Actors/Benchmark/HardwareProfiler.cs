@@ -33,7 +33,7 @@ public sealed record ProfileStep(string Name, double Value, string What);
 /// </summary>
 public static class HardwareProfiler
 {
-    // Shapes (OPT-1.3B-like width, kept small enough for a CPU): prefill 1024 rows, decode 32 rows of a 2048 x 8192 weight;
+    // Shapes (a 1.3B-model-like width, kept small enough for a CPU): prefill 1024 rows, decode 32 rows of a 2048 x 8192 weight;
     // attention over 32 sequences x 16 heads of head_dim 128, prompt 512 (prefill) and a 1024-position cache (decode).
     private const long Hidden = 2048, Ffn = 8192, PrefillRows = 1024, DecodeRows = 32;
     private const long HeadRows = 32 * 16, HeadDim = 128, PrefillSeq = 512, DecodeSeq = 1024;
@@ -116,25 +116,8 @@ public static class HardwareProfiler
             }
         }
 
-        var (c1, c2, c3) = HardwareProfile.DefaultCorrection;
-        return new HardwareProfile
-        {
-            CtogBdw = values["ctog_bdw"],
-            GtocBdwCache = values["gtoc_bdw_cache"],
-            GtocBdwHidden = values["gtoc_bdw_hidden"],
-            DtocBdw = values["dtoc_bdw"],
-            CtodBdwCacheP = values["ctod_bdw_cache_p"],
-            CtodBdwHiddenP = values["ctod_bdw_hidden_p"],
-            CtodBdwG = values["ctod_bdw_g"],
-            MmFlopsP = values["mm_flops_p"],
-            MmFlopsG = values["mm_flops_g"],
-            BmmFlopsP = values["bmm_flops_p"],
-            BmmFlopsG = values["bmm_flops_g"],
-            CpuFlops = values["cpu_flops"],
-            C1 = c1,
-            C2 = c2,
-            C3 = c3,
-        };
+        (values["c1"], values["c2"], values["c3"]) = HardwareProfile.DefaultCorrection;
+        return HardwareProfile.FromNamed(values);
     }
 
     private static double Matmul(long rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)

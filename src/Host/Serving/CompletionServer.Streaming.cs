@@ -1,19 +1,10 @@
 namespace FlexGen.Host.Serving;
 
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using FlexGen.Host.Generation;
-using FlexGen.Host.Text;
-using FlexGen.Tensors.Models;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
 
 /// <summary>Streamed completions: one server-sent event per token as the block produces it.</summary>
 public sealed partial class CompletionServer

@@ -123,6 +123,13 @@ public sealed record HardwareProfile
         foreach (var name in JsonNames.Except(CorrectionCoefficients))
             if (values[name] <= 0)
                 throw new HardwareProfileException(source, $"\"{name}\" must be positive, got {values[name].ToString(CultureInfo.InvariantCulture)}");
+        return FromNamed(values);
+    }
+
+    /// <summary>A profile from its FlexLLMGen names (<see cref="JsonNames"/>): every name present.</summary>
+    public static HardwareProfile FromNamed(IReadOnlyDictionary<string, double> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
         return new HardwareProfile
         {
             CtogBdw = values["ctog_bdw"],
