@@ -158,9 +158,6 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     /// </summary>
     public void ResetPeaks() => Tiers.ResetPeaks();
 
-    /// <summary>The physical tier of a placement home.</summary>
-    public MemoryTier TierOf(TierKind home) => Tiers[home];
-
     public void Dispose()
     {
         if (_disposed)

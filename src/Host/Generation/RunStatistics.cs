@@ -40,5 +40,5 @@ public interface IRunTimeline
     string Breakdown { get; }
 
     /// <summary>Bytes each tier actor moved or computed on ("disk-io", "copy", "gpu-compute", "cpu-compute"), as traced.</summary>
-    IReadOnlyDictionary<string, long> BytesByTier => new Dictionary<string, long>();
+    IReadOnlyDictionary<string, long> BytesByTier { get; }
 }

@@ -28,7 +28,7 @@ internal sealed class StoreHiddenHandler(BlockRunContext run) : ITaskHandler
             return 0;
         }
 
-        run.Buffers.ParkedHidden.Add(key, TierCopy.CopyTo(output, run.Backend.TierOf(home)), part); // (b, s, h)
+        run.Buffers.ParkedHidden.Add(key, TierCopy.CopyTo(output, run.Backend.Tiers[home]), part); // (b, s, h)
         return output.Bytes;
     }
 
