@@ -220,6 +220,8 @@ public class BatchJobTests
 [Collection(SignalCollection.Name)]
 public class BatchJobKillTests
 {
+    private const int Prompts = 200;
+
     [Fact]
     public async Task A_batch_job_killed_mid_run_should_finish_on_rerun_with_every_id_exactly_once()
     {
@@ -227,9 +229,10 @@ public class BatchJobKillTests
         string input = folder.File("in.jsonl"), output = folder.File("out.jsonl"), offload = folder.File("offload");
         Directory.CreateDirectory(offload);
         var random = new Random(7);
-        File.WriteAllLines(input, Enumerable.Range(0, 40).Select(i =>
+        File.WriteAllLines(input, Enumerable.Range(0, Prompts).Select(i =>
             BatchJobTests.IdsLine($"k{i}", Enumerable.Range(0, random.Next(2, 10)).Select(_ => (long)random.Next(3, 50000)))));
-        // 20 blocks of 2 prompts, 4 tokens each: a few seconds of lines appended one block at a time.
+        // 100 blocks of 2 prompts, 4 tokens each, appended one block at a time: 20 blocks took 1.2 s on a quiet 2-core
+        // machine, too short for the kill below to land mid-run every time; 100 leave several seconds.
         string[] args = ["generate", "--prompts-file", input, "--output", output, "--gen-len", "4", "--gpu-batch-size", "2",
             "--percent", "0", "100", "0", "100", "100", "0", "--offload-dir", offload, "--warmup", "false", "--trace", ""];
 
@@ -241,18 +244,18 @@ public class BatchJobKillTests
             child.Signal(9);
             await child.WaitForExit();
             linesAtKill = Lines(output);
-            Assert.True(linesAtKill is >= 4 and < 40, $"{linesAtKill} lines when killed\n{child}");
+            Assert.True(linesAtKill is >= 4 and < Prompts, $"{linesAtKill} lines when killed\n{child}");
         }
 
         using (var rerun = FlexGenProcess.Start(args))
         {
             int code = await rerun.WaitForExit();
             Assert.True(code == 0, rerun.ToString());
-            Assert.Contains(rerun.ErrorLines, l => l.StartsWith("generate: 40 prompts, ", StringComparison.Ordinal) && !l.Contains(", 0 already", StringComparison.Ordinal));
+            Assert.Contains(rerun.ErrorLines, l => l.StartsWith($"generate: {Prompts} prompts, ", StringComparison.Ordinal) && !l.Contains(", 0 already", StringComparison.Ordinal));
         }
 
         var lines = BatchJobTests.ReadOutput(output);
-        Assert.Equal(Enumerable.Range(0, 40).Select(i => $"k{i}").Order(), lines.Select(l => l.Id).Order());
+        Assert.Equal(Enumerable.Range(0, Prompts).Select(i => $"k{i}").Order(), lines.Select(l => l.Id).Order());
         Assert.All(lines, l => Assert.Equal(4, l.TokenIds.Length));
     }
 
