@@ -7,12 +7,14 @@ using FlexGen.Actors.Schedule;
 public class BlockDispatcherTests
 {
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void Dropping_the_tokens_after_a_stop_should_finish_the_block_without_them(bool overlap)
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    [InlineData(false, true)]
+    public void Dropping_the_tokens_after_a_stop_should_finish_the_block_without_them(bool overlap, bool grouped)
     {
         const int stopAfter = 1, genLen = 5, batches = 2;
-        var shape = new ScheduleShape(LayerKinds.BuildLayers(2, true), batches, genLen, genLen, overlap);
+        var shape = new ScheduleShape(LayerKinds.BuildLayers(2, true), batches, genLen, genLen, overlap, grouped);
         var schedule = BlockSchedule.Create(shape);
         var dispatcher = new BlockDispatcher(schedule, task => task.Kind == TaskKind.ComputeLayer
             ? [PipelineActorKind.GpuCompute, PipelineActorKind.CpuCompute] // two parts, as with CPU attention

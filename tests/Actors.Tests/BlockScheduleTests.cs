@@ -61,6 +61,25 @@ public class BlockScheduleTests
     }
 
     [Fact]
+    public void Grouped_compute_should_follow_the_single_batch_loop_with_each_task_for_every_batch()
+    {
+        // generation_loop_overlap_single_batch's order, each task issued for k = 0 and 1 in turn; C(i,j,0) computes both.
+        var expected = Split(
+            "LW(0,0,0) " +
+            "LW(0,1,0) LH(0,0,0) LH(0,0,1) C(0,0,0) C(0,0,1) SH(0,0,0) SH(0,0,1) " +
+            "LW(0,2,0) LH(0,1,0) LH(0,1,1) C(0,1,0) C(0,1,1) SH(0,1,0) SH(0,1,1) " +
+            "LW(1,0,0) LH(0,2,0) LH(0,2,1) C(0,2,0) C(0,2,1) SC(0,1,0) SC(0,1,1) SH(0,2,0) SH(0,2,1) " +
+            "LW(1,1,0) LC(1,1,0) LC(1,1,1) LH(1,0,0) LH(1,0,1) C(1,0,0) C(1,0,1) SH(1,0,0) SH(1,0,1) " +
+            "LW(1,2,0) LH(1,1,0) LH(1,1,1) C(1,1,0) C(1,1,1) SH(1,1,0) SH(1,1,1) " +
+            "LH(1,2,0) LH(1,2,1) C(1,2,0) C(1,2,1) SH(1,2,0) SH(1,2,1)");
+        var schedule = BlockSchedule.Create(new ScheduleShape(LayerKinds.BuildLayers(1, false), 2, 2, 2, Overlap: true, GroupedCompute: true));
+        Assert.Equal(expected, schedule.Tasks.Select(t => Abbrev(t.Task)).ToArray());
+        Assert.Equal((0, 2), schedule.BatchesComputedBy(new BlockTask(TaskKind.ComputeLayer, 1, 1, 0)));
+        Assert.Equal((1, 0), schedule.BatchesComputedBy(new BlockTask(TaskKind.ComputeLayer, 1, 1, 1)));
+        Assert.Contains(new BlockTask(TaskKind.LoadHidden, 1, 1, 1), schedule.DependenciesOf(new BlockTask(TaskKind.ComputeLayer, 1, 1, 0)));
+    }
+
+    [Fact]
     public void Normal_loop_should_load_compute_and_store_in_order()
     {
         var expected = Split(
@@ -96,9 +115,9 @@ public class BlockScheduleTests
         Assert.DoesNotContain("LC(1,2,0)", order); // the MLP layer has no cache
     }
 
-    public static TheoryData<int, bool, int, int, bool> Shapes()
+    public static TheoryData<int, bool, int, int, bool, bool> Shapes()
     {
-        var data = new TheoryData<int, bool, int, int, bool>();
+        var data = new TheoryData<int, bool, int, int, bool, bool>();
         foreach (int blocks in new[] { 1, 2, 3 })
         {
             foreach (bool sep in new[] { false, true })
@@ -109,7 +128,8 @@ public class BlockScheduleTests
                     {
                         foreach (bool overlap in new[] { false, true })
                         {
-                            data.Add(blocks, sep, batches, gen, overlap);
+                            data.Add(blocks, sep, batches, gen, overlap, false);
+                            data.Add(blocks, sep, batches, gen, overlap, true);
                         }
                     }
                 }
@@ -121,10 +141,10 @@ public class BlockScheduleTests
 
     [Theory]
     [MemberData(nameof(Shapes))]
-    public void Every_schedule_should_compute_each_step_once_load_weights_once_per_token_and_depend_only_backwards(int blocks, bool sep, int batches, int gen, bool overlap)
+    public void Every_schedule_should_compute_each_step_once_load_weights_once_per_token_and_depend_only_backwards(int blocks, bool sep, int batches, int gen, bool overlap, bool grouped)
     {
         var layers = LayerKinds.BuildLayers(blocks, sep);
-        var schedule = BlockSchedule.Create(new ScheduleShape(layers, batches, gen, gen, overlap));
+        var schedule = BlockSchedule.Create(new ScheduleShape(layers, batches, gen, gen, overlap, grouped));
         var tasks = schedule.Tasks.Select(t => t.Task).ToArray();
 
         var computes = tasks.Where(t => t.Kind == TaskKind.ComputeLayer).ToArray();

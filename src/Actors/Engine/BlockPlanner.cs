@@ -23,14 +23,17 @@ internal sealed class BlockPlanner
     private readonly int _kvRowsPerSequence;
     private readonly TierBudgets _budgets;
     private readonly int _computeDtypeBytes;
+    private readonly bool _computesOnCpu;
 
     /// <param name="weightPlan">Where each layer's weights live (the same for every block).</param>
     /// <param name="kvRowsPerSequence">Rows of dim 1 of the KV cache per sequence (the model's KV heads).</param>
     /// <param name="budgets">What each tier may hold: a block whose homes and working buffers exceed them is refused.</param>
     /// <param name="computeDtypeBytes">Bytes of a compute element (the working buffers).</param>
+    /// <param name="computesOnCpu">The GPU tier is CPU memory (no CUDA): its compute runs on the CPU.</param>
     public BlockPlanner(ModelConfig config, Policy policy, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence,
-        TierBudgets? budgets = null, int computeDtypeBytes = 2)
+        TierBudgets? budgets = null, int computeDtypeBytes = 2, bool computesOnCpu = false)
     {
+        _computesOnCpu = computesOnCpu;
         _budgets = budgets ?? TierBudgets.Unlimited;
         _computeDtypeBytes = computeDtypeBytes;
         _config = config;
@@ -57,7 +60,14 @@ internal sealed class BlockPlanner
             (int)(cache.DiskLength / _kvRowsPerSequence),
             placement.Activations.Home,
             _policy.CpuCacheCompute);
-        var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen, _policy.Overlap));
+        // On the CPU a matmul over few rows is bound by reading the weight (3-4x less efficient per FLOP at 8 rows than at
+        // 32), so the GPU batches of a layer compute together. The price is every batch's activations of one layer held at
+        // once; so only where no cache is loaded per batch (the whole cache attended in place on the GPU tier) and without
+        // CPU attention (whose parts split each batch's rows).
+        bool grouped = _computesOnCpu && _policy.NumGpuBatches > 1 && !_policy.CpuCacheCompute
+            && cache.CpuLength == 0 && cache.DiskLength == 0;
+        var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen,
+            _policy.Overlap, grouped));
         return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
     }
 }

@@ -28,13 +28,13 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         LayerCompute = Config.Compute();
         WeightPlan = weightPlan;
         Budgets = budgets;
-        _planner = new BlockPlanner(Config, policy, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence,
-            budgets, settings.ComputeDtypeBytes);
         // Private (700): the folder holds the model's weights and every prompt's KV cache.
         OffloadFolders.CreatePrivate(settings.OffloadDirectory);
         OffloadFolder = Path.Combine(settings.OffloadDirectory, OffloadFolders.NewName());
         OffloadFolders.CreatePrivate(OffloadFolder);
         Tiers = new MemoryTiers(settings.Tiers with { OffloadDirectory = OffloadFolder, PinCpuMemory = policy.PinWeight });
+        _planner = new BlockPlanner(Config, policy, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence,
+            budgets, settings.ComputeDtypeBytes, computesOnCpu: Tiers.Gpu.Device.type == TorchSharp.DeviceType.CPU);
         if (policy.CompressWeight)
         {
             GpuCompressedWeights = new CompressedTier(Tiers.Gpu, policy.CompWeightConfig);

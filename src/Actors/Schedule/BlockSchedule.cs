@@ -7,7 +7,10 @@ using FlexGen.Tensors.Models;
 /// <param name="GenLen">Tokens to generate (FlexGen's task.gen_len; the last token stores no cache).</param>
 /// <param name="ExecuteGenLen">Tokens actually run (cut_gen_len when given, else <see cref="GenLen"/>).</param>
 /// <param name="Overlap">FlexGen's overlapped loops (true) or generation_loop_normal (false).</param>
-public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap)
+/// <param name="GroupedCompute">The GPU batches of a layer compute together: ComputeLayer(i, j, 0) runs the layer for
+/// every k at once (one matmul over all their rows; attention per GPU batch over its own cache), so each layer's loads
+/// of every k come before its computes and its stores after them, as FlexGen's single-batch loop orders one batch's.</param>
+public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap, bool GroupedCompute = false)
 {
     public int NumLayers => Layers.Count;
 
@@ -43,7 +46,8 @@ public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBa
 /// cases are applied as it applies them: indices wrap across batch, layer and token boundaries;
 /// calls that fall outside the run, loads of the prefill cache, cache stores of the last token, cache
 /// traffic of layers without attention and weight loads for k &gt; 0 (weights are loaded once per
-/// layer and token, shared by all GPU batches) do nothing and are left out.
+/// layer and token, shared by all GPU batches) do nothing and are left out. With <see cref="ScheduleShape.GroupedCompute"/>
+/// each of those loops runs each task of a layer for every k in turn (loads, then computes, then stores).
 /// </summary>
 public sealed class BlockSchedule
 {
@@ -67,7 +71,11 @@ public sealed class BlockSchedule
     public static BlockSchedule Create(ScheduleShape shape)
     {
         var schedule = new BlockSchedule(shape);
-        if (!shape.Overlap)
+        if (shape.GroupedCompute)
+        {
+            schedule.BuildGrouped();
+        }
+        else if (!shape.Overlap)
         {
             schedule.BuildNormal();
         }
@@ -93,11 +101,19 @@ public sealed class BlockSchedule
     public int StepOf(int i, int j, int k) => ((i * Shape.NumLayers) + j) * Shape.NumGpuBatches + k;
 
     /// <summary>
+    /// The GPU batches whose layer math the part of ComputeLayer(i, j, k) runs: batch k alone, or with grouped compute
+    /// every batch of the layer at k = 0 and none at k &gt; 0 (their results were made by the k = 0 part).
+    /// </summary>
+    public (int First, int Count) BatchesComputedBy(BlockTask compute) =>
+        !Shape.GroupedCompute ? (compute.Batch, 1) : compute.Batch == 0 ? (0, Shape.NumGpuBatches) : (compute.Batch, 0);
+
+    /// <summary>
     /// The tasks whose data <paramref name="task"/> consumes or whose buffer it overwrites, as far as they are
     /// in the schedule. All of them come earlier in block order, so a pipeline that starts each tier's tasks
     /// in block order once their dependencies completed cannot deadlock.
     /// <list type="bullet">
-    /// <item>ComputeLayer(i, j, k): LoadWeight(i, j), LoadCache(i, j, k), LoadHidden(i, j, k).</item>
+    /// <item>ComputeLayer(i, j, k): LoadWeight(i, j), LoadCache(i, j, k), LoadHidden(i, j, k). Grouped: at k = 0 the
+    /// loads of every k of the layer; at k &gt; 0 ComputeLayer(i, j, 0), which made batch k's results.</item>
     /// <item>LoadHidden(i, j, k): ComputeLayer and StoreHidden of (i, j-1, k); for j = 0 and i &gt; 0 the token
     /// written by StoreHidden(i-1, last layer, k).</item>
     /// <item>StoreHidden / StoreCache (i, j, k): ComputeLayer(i, j, k).</item>
@@ -110,6 +126,10 @@ public sealed class BlockSchedule
         var (kind, i, j, k) = (task.Kind, task.Token, task.Layer, task.Batch);
         var candidates = kind switch
         {
+            TaskKind.ComputeLayer when Shape.GroupedCompute && k > 0 => new[] { new BlockTask(TaskKind.ComputeLayer, i, j, 0) },
+            TaskKind.ComputeLayer when Shape.GroupedCompute => Enumerable.Range(0, Shape.NumGpuBatches)
+                .SelectMany(b => new[] { new BlockTask(TaskKind.LoadCache, i, j, b), new BlockTask(TaskKind.LoadHidden, i, j, b) })
+                .Prepend(new BlockTask(TaskKind.LoadWeight, i, j, 0)).ToArray(),
             TaskKind.ComputeLayer => new[]
             {
                 new BlockTask(TaskKind.LoadWeight, i, j, 0),
@@ -199,6 +219,55 @@ public sealed class BlockSchedule
         }
 
         StoreHidden(Shape.ExecuteGenLen - 1, Shape.NumLayers - 1, Shape.NumGpuBatches - 1, StepCount);
+    }
+
+    /// <summary>
+    /// Grouped compute: FlexGen's single-batch loops (overlap on: the next layer's weights and cache load and the previous
+    /// layer's cache stores while a layer computes; off: load, compute, store), each task issued for every k in turn.
+    /// Every task of layer (i, j) belongs to its first step, so with overlap the next layer's loads wait only for the
+    /// previous layer's computes.
+    /// </summary>
+    private void BuildGrouped()
+    {
+        int batches = Shape.NumGpuBatches;
+        void ForEachBatch(Action<int> issue)
+        {
+            for (int k = 0; k < batches; k++)
+            {
+                issue(k);
+            }
+        }
+
+        if (Shape.Overlap)
+        {
+            LoadWeight(0, 0, 0, -1);
+        }
+
+        for (int i = 0; i < Shape.ExecuteGenLen; i++)
+        {
+            for (int j = 0; j < Shape.NumLayers; j++)
+            {
+                int step = StepOf(i, j, 0);
+                if (Shape.Overlap)
+                {
+                    LoadWeight(i, j + 1, 0, step);
+                    ForEachBatch(k => LoadCache(i, j + 1, k, step));
+                    ForEachBatch(k => LoadHidden(i, j, k, step));
+                    ForEachBatch(k => Compute(i, j, k, step));
+                    ForEachBatch(k => StoreCache(i, j - 1, k, step));
+                    ForEachBatch(k => StoreHidden(i, j, k, step));
+                }
+                else
+                {
+                    LoadWeight(i, j, 0, step);
+                    ForEachBatch(k => LoadCache(i, j, k, step));
+                    ForEachBatch(k => LoadHidden(i, j, k, step));
+                    ForEachBatch(k => Compute(i, j, k, step));
+                    ForEachBatch(k => StoreHidden(i, j, k, step));
+                    ForEachBatch(k => StoreCache(i, j, k, step));
+                }
+            }
+        }
     }
 
     private void Add(TaskKind kind, int i, int j, int k, int step)

@@ -73,9 +73,8 @@ public interface ILayerCompute
     /// <summary>(batch, seq, h) -> (batch, seq, h).</summary>
     Tensor Mlp(Tensor hidden, IReadOnlyList<Tensor> weights, ComputeSettings compute);
 
-    /// <summary>(batch, seq, h) -> next token ids (batch, 1) int64.</summary>
-    Tensor Output(Tensor hidden, IReadOnlyList<Tensor> weights, ComputeSettings compute, SamplingOptions sampling,
-        Generator? generator);
+    /// <summary>(batch, seq, h) -> logits of the last position (batch, vocab); the engine chooses the tokens (<see cref="TokenChoice"/>).</summary>
+    Tensor Logits(Tensor hidden, IReadOnlyList<Tensor> weights, ComputeSettings compute);
 }
 
 /// <summary>

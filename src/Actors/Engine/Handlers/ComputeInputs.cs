@@ -27,15 +27,18 @@ internal sealed class ComputeInputs(BlockRunContext run)
         return result;
     }
 
-    /// <summary>(b, prompt_len + i) bool: the prompt mask of GPU batch k, then i generated (real) positions.</summary>
-    public Tensor Mask(int i, int k, Device device)
+    /// <summary>
+    /// (count * b, prompt_len + i) bool: the prompt masks of GPU batches [first, first + count), then i generated (real)
+    /// positions.
+    /// </summary>
+    public Tensor Mask(int i, int first, int count, Device device)
     {
-        int rows = run.BatchRows;
+        int rows = run.BatchRows * count;
         long width = run.Block.PromptLen + i;
         var flat = new bool[rows * width];
         for (int r = 0; r < rows; r++)
         {
-            run.Block.AttentionMask[k * rows + r].CopyTo(0, flat, (int)(r * width), run.Block.PromptLen);
+            run.Block.AttentionMask[first * run.BatchRows + r].CopyTo(0, flat, (int)(r * width), run.Block.PromptLen);
             Array.Fill(flat, true, (int)(r * width + run.Block.PromptLen), i);
         }
 

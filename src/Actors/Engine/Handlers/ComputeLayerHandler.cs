@@ -4,13 +4,17 @@ using FlexGen.Actors.Engine.Buffers;
 using FlexGen.Actors.Schedule;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
+using TorchSharp;
 using static TorchSharp.torch;
 
 /// <summary>
 /// ComputeLayer(i, j, k): the model family's layer math (<see cref="ILayerCompute"/>) on the compute's inputs (hidden-in,
 /// weights, loaded cache); the output goes to hidden-out and, for attention, the new cache entries to new-cache. Decode
 /// attention with cpu_cache_compute runs in two parts (GPU-cached rows, CPU/disk-cached rows) that write their rows into
-/// one output. A joint block's weights are split by the layer's weight groups (attention, then MLP).
+/// one output. A joint block's weights are split by the layer's weight groups (attention, then MLP). With grouped
+/// compute (<see cref="BlockSchedule.BatchesComputedBy"/>) the k = 0 part runs the layer for every GPU batch at once: the
+/// batches' rows concatenated for each weight's matmul, attention per batch over its own cache segments, the results split
+/// back into each batch's buffers.
 /// </summary>
 internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
 {
@@ -37,13 +41,22 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
     {
         var key = BatchKey.Of(part.Task);
         var (i, j, k) = (key.Token, key.Layer, key.Batch);
+        var (first, count) = run.Plan.Schedule.BatchesComputedBy(part.Task);
+        if (count == 0)
+        {
+            return 0; // grouped compute: the layer's k = 0 part made this batch's results
+        }
+
         var weights = _inputs.Weights(i, j, run.DeviceOf(part.Actor), temporaries, out long bytes);
         if (kind.HasKvCache() && i > 0 && run.CpuAttention)
         {
             return bytes + ComputeDecodeRows(part, kind, weights, temporaries);
         }
 
-        var hidden = run.Buffers.HiddenIn.Get(key).Data; // (b, s) ids at j = 0, else (b, s, h)
+        // The rows of every batch computed here, in batch order: one matmul per weight for all of them.
+        var batches = Enumerable.Range(first, count).Select(b => key with { Batch = b }).ToArray();
+        var inputs = batches.Select(b => run.Buffers.HiddenIn.Get(b).Data).ToArray(); // each (b, s) ids at j = 0, else (b, s, h)
+        var hidden = inputs.Length == 1 ? inputs[0] : torch.cat(inputs, 0); // (count * b, ...)
         var device = run.Gpu.Device;
         var compute = run.GpuCompute;
         var math = run.Backend.LayerCompute;
@@ -51,18 +64,21 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
         switch (kind)
         {
             case LayerKind.InputEmbedding:
-                output = math.Embed(hidden, _inputs.Mask(i, k, device), weights, compute);
+                output = math.Embed(hidden, _inputs.Mask(i, first, count, device), weights, compute);
                 break;
             case LayerKind.Mlp:
                 output = math.Mlp(hidden, weights, compute);
                 break;
             case LayerKind.OutputEmbedding:
-                output = math.Output(hidden, weights, compute, run.Block.Generation.Sampling, run.Generator);
+                // Logits for all rows at once; tokens chosen batch by batch, so a sampling generator draws as per batch.
+                var logits = math.Logits(hidden, weights, compute); // (count * b, vocab)
+                output = torch.cat(batches.Select((_, n) => TokenChoice.Select(
+                    logits.narrow(0, n * run.BatchRows, run.BatchRows), run.Block.Generation.Sampling, run.Generator)).ToArray(), 0);
                 break;
             case LayerKind.Attention or LayerKind.Block:
             {
                 var attention = AttentionWeights(j, weights);
-                var mask = _inputs.Mask(i, k, device);
+                var mask = _inputs.Mask(i, first, count, device);
                 AttentionOutput result;
                 if (i == 0)
                 {
@@ -70,10 +86,17 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
                 }
                 else
                 {
+                    // Each batch's cache segments cover its own rows; together, in batch order, they cover all rows.
                     var fetched = new ValueRowBytes();
-                    var segments = _cache.Segments(part.Task, part.Actor, compute, temporaries, fetched, out long cacheBytes);
+                    var segments = new List<CacheSegment>();
+                    foreach (var b in batches)
+                    {
+                        segments.AddRange(_cache.Segments(b.Task(TaskKind.ComputeLayer), part.Actor, compute, temporaries, fetched, out long cacheBytes));
+                        bytes += cacheBytes;
+                    }
+
                     result = math.Decode(hidden, mask, attention, segments, compute, run.Policy.AttnSparsity);
-                    bytes += cacheBytes + fetched.Bytes;
+                    bytes += fetched.Bytes;
                 }
 
                 output = result.Hidden;
@@ -82,8 +105,16 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
                     output = math.Mlp(output, run.Backend.Layers[j].Group(weights, LayerSpec.MlpGroup), compute);
                 }
 
-                var newEntries = TierTensors.AllOrNone(() => run.Gpu.Adopt(result.NewKey), () => run.Gpu.Adopt(result.NewValue));
-                run.Buffers.NewCache.Add(key, new CacheEntries(newEntries[0], newEntries[1]), part);
+                long cacheRows = run.BatchRows * run.KvRowsPerSequence;
+                foreach (var (b, n) in batches.Select((b, n) => (b, n)))
+                {
+                    // (s, b * kv_heads, head_dim) of batch b: a strided view, made contiguous by Adopt.
+                    var newEntries = TierTensors.AllOrNone(
+                        () => run.Gpu.Adopt(result.NewKey.narrow(1, n * cacheRows, cacheRows)),
+                        () => run.Gpu.Adopt(result.NewValue.narrow(1, n * cacheRows, cacheRows)));
+                    run.Buffers.NewCache.Add(b, new CacheEntries(newEntries[0], newEntries[1]), part);
+                }
+
                 break;
             }
 
@@ -91,7 +122,12 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
                 throw new InvalidOperationException($"unknown layer kind {kind}");
         }
 
-        run.Buffers.HiddenOut.Add(key, run.Gpu.Adopt(output, $"hidden.i{i}.j{j}.k{k}"), part);
+        foreach (var (b, n) in batches.Select((b, n) => (b, n)))
+        {
+            // Rows of batch b: a contiguous view sharing the output's storage.
+            run.Buffers.HiddenOut.Add(b, run.Gpu.Adopt(output.narrow(0, n * run.BatchRows, run.BatchRows), $"hidden.i{i}.j{j}.k{b.Batch}"), part);
+        }
+
         return bytes;
     }
 
@@ -120,7 +156,7 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
 
         var input = run.Buffers.HiddenIn.Get(key).Data; // (b, 1, h)
         var hidden = input.narrow(0, firstRow, rowCount).to(device); // (rows, 1, h)
-        var mask = _inputs.Mask(i, k, device).narrow(0, firstRow, rowCount);
+        var mask = _inputs.Mask(i, k, 1, device).narrow(0, firstRow, rowCount);
         var attention = AttentionWeights(j, weights);
         var fetched = new ValueRowBytes();
         var segments = _cache.Segments(part.Task, part.Actor, compute, temporaries, fetched, out long bytes);

@@ -164,14 +164,6 @@ public sealed class LlamaLayerCompute : ILayerCompute
         return Linear(RmsNorm(last, weights[0], compute), weights[1], null, compute).MoveToOuterDisposeScope();
     }
 
-    public Tensor Output(Tensor hidden, IReadOnlyList<Tensor> weights, ComputeSettings compute, SamplingOptions sampling,
-        Generator? generator)
-    {
-        using var scope = NewDisposeScope();
-        var logits = Logits(hidden, weights, compute);
-        return TokenChoice.Select(logits, sampling, generator).MoveToOuterDisposeScope();
-    }
-
     private double Scaling => Math.Pow(_config.HeadDim, -0.5);
 
     // Hugging Face's LlamaRMSNorm: in float32, back to the input dtype, times the weight.

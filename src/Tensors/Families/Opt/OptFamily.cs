@@ -87,10 +87,8 @@ public sealed class OptLayerCompute(OptConfig config) : ILayerCompute
     public Tensor Mlp(Tensor hidden, IReadOnlyList<Tensor> weights, ComputeSettings compute) =>
         Opt.Mlp.Forward(hidden, MlpWeights.FromOrdered(weights) with { LayerNormEps = config.LayerNormEps }, compute);
 
-    public Tensor Output(Tensor hidden, IReadOnlyList<Tensor> weights, ComputeSettings compute, SamplingOptions sampling,
-        Generator? generator) =>
-        OutputEmbed.Forward(hidden, OutputEmbedWeights.FromOrdered(weights) with { LayerNormEps = config.LayerNormEps },
-            compute, sampling, generator);
+    public Tensor Logits(Tensor hidden, IReadOnlyList<Tensor> weights, ComputeSettings compute) =>
+        OutputEmbed.Logits(hidden, OutputEmbedWeights.FromOrdered(weights) with { LayerNormEps = config.LayerNormEps }, compute);
 
     private SelfAttentionWeights Attention(IReadOnlyList<Tensor> weights) =>
         SelfAttentionWeights.FromOrdered(weights) with { LayerNormEps = config.LayerNormEps };

@@ -20,14 +20,4 @@ public static class OutputEmbed
         var logits = nn.functional.linear(normed, LayerMath.ToCompute(weights.TokenEmbedding, compute, device)); // (b, vocab)
         return logits.MoveToOuterDisposeScope();
     }
-
-    /// <summary>Logits then token choice: (batch, seq, h) -> (batch, 1) int64.</summary>
-    public static Tensor Forward(
-        Tensor hidden, OutputEmbedWeights weights, ComputeSettings compute, SamplingOptions sampling,
-        Generator? generator = null)
-    {
-        using var scope = NewDisposeScope();
-        var logits = Logits(hidden, weights, compute);
-        return TokenChoice.Select(logits, sampling, generator).MoveToOuterDisposeScope();
-    }
 }
