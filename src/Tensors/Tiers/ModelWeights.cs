@@ -69,7 +69,8 @@ public sealed class ModelWeights : IDisposable
     /// loading thread. Plain weights homed on the GPU tier (the compute tier) are kept in <paramref name="computeDtype"/>,
     /// converted once here so that no compute step converts them (null: float32 when the plan's compute element is 4
     /// bytes, else the weights' own dtype); its element size must be the plan's <see cref="PlacementPlan.ComputeDtypeBytes"/>,
-    /// which the plan's GPU bytes count. Weights on other tiers and compressed ones keep their stored dtype.
+    /// which the plan's GPU bytes count. Plain weights on other tiers are kept in it too when its elements are as wide as
+    /// the stored ones (bfloat16 for float16); otherwise they, and compressed ones, keep their stored dtype.
     /// </summary>
     /// <exception cref="WeightLoadException">A weight file is missing, corrupt, truncated or disagrees with the config.</exception>
     /// <exception cref="TierBudgetExceededException">A tier's budget would be exceeded.</exception>
@@ -142,9 +143,12 @@ public sealed class ModelWeights : IDisposable
         var shape = spec.Shape.ToArray();
         var home = tiers[placement.Home];
         var name = $"j{layer}.{spec.FileName}";
-        // The compute tier keeps plain weights in the compute dtype (its placement bytes count that dtype).
-        var dtype = placement.Home == TierKind.Gpu && !placement.Compressed
-            ? computeDtype ?? (plan.ComputeDtypeBytes == 4 ? torch.ScalarType.Float32 : spec.Dtype)
+        // The compute tier keeps plain weights in the compute dtype (its placement bytes count that dtype). Other tiers
+        // do too when its elements are as wide as the stored ones (bfloat16 for float16): same bytes, and no load
+        // converts them (float16 -> bfloat16 on the CPU costs about as much as reading the weight from disk).
+        var compute = computeDtype ?? (plan.ComputeDtypeBytes == 4 ? torch.ScalarType.Float32 : spec.Dtype);
+        var dtype = placement.Compressed ? spec.Dtype
+            : placement.Home == TierKind.Gpu || WeightSpec.DtypeSize(compute) == WeightSpec.DtypeSize(spec.Dtype) ? compute
             : spec.Dtype;
 
         // Read (or make) the float16 values where they can go straight in: the home itself when it is CPU memory.

@@ -9,7 +9,7 @@ using TorchSharp;
 /// caller keeps both tensors alive until it returns. <see cref="Dispatch"/> routes each copy to
 /// <see cref="PlainCopy"/> or <see cref="CompressedCopy"/>, per mixed segment.
 /// </summary>
-public static class TierCopy
+public static unsafe class TierCopy
 {
     /// <summary><c>dst[dstRanges] = src[srcRanges]</c>, done when it returns. Null ranges mean the whole tensor.</summary>
     public static void Copy(TieredTensor dst, IReadOnlyList<IndexRange>? dstRanges, TieredTensor src, IReadOnlyList<IndexRange>? srcRanges)
@@ -78,7 +78,16 @@ public static class TierCopy
         var dst = device.Allocate(src.ShapeArray, dtype, name ?? src.Name);
         try
         {
-            if (src is DeviceTensor plain)
+            bool widensOnCpu = src.Dtype == torch.ScalarType.Float16 && dtype == torch.ScalarType.Float32 && device.Device.type == DeviceType.CPU;
+            if (widensOnCpu && src is DiskTensor disk)
+            {
+                ReadWidened(disk, dst.Data);
+            }
+            else if (widensOnCpu && src is DeviceTensor { Data.device_type: DeviceType.CPU } memory)
+            {
+                HalfConversion.ToSingle((ushort*)TensorMemory.Pointer(memory.Data), (float*)TensorMemory.Pointer(dst.Data), src.ElementCount);
+            }
+            else if (src is DeviceTensor plain)
             {
                 dst.Data.copy_(plain.Data);
             }
@@ -95,6 +104,32 @@ public static class TierCopy
             dst.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// A float16 disk tensor into a float32 CPU tensor, chunk by chunk: each chunk read into a pooled buffer and widened
+    /// into its place, the chunks spread over the disk tier's I/O threads, so widening one overlaps reading others.
+    /// </summary>
+    private static void ReadWidened(DiskTensor src, torch.Tensor destination)
+    {
+        long bytes = src.Bytes;
+        int chunk = src.Tier.Options.ChunkBytes;
+        int count = (int)((bytes + chunk - 1) / chunk);
+        var target = (nint)TensorMemory.Pointer(destination);
+        src.Tier.RunChunks(count, n =>
+        {
+            long offset = (long)n * chunk, length = Math.Min(chunk, bytes - offset);
+            var buffer = src.Tier.RentBuffer(chunk);
+            try
+            {
+                src.ReadRuns([(offset, length)], buffer);
+                HalfConversion.ToSingle((ushort*)buffer, (float*)target + (offset / 2), length / 2);
+            }
+            finally
+            {
+                src.Tier.ReturnBuffer(buffer, chunk);
+            }
+        });
     }
 
     /// <summary>

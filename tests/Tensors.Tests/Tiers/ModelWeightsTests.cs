@@ -238,7 +238,7 @@ public class ModelWeightsTests
     [Theory]
     [InlineData(ScalarType.Float32)]
     [InlineData(ScalarType.BFloat16)]
-    public void Plain_weights_homed_on_the_gpu_tier_should_be_kept_in_the_compute_dtype_with_the_converted_file_values(ScalarType dtype)
+    public void Plain_weights_should_be_kept_in_the_compute_dtype_on_the_gpu_tier_and_where_it_is_as_wide_with_the_converted_file_values(ScalarType dtype)
     {
         using var bed = new TierTestBed();
         int dtypeBytes = dtype == ScalarType.Float32 ? 4 : 2;
@@ -254,8 +254,9 @@ public class ModelWeightsTests
                     var placement = plan.Weight(j, w);
                     var home = weights.Layer(j)[w];
                     kinds.Add(placement.Home);
-                    // The GPU tier (the compute tier) holds the compute dtype; CPU and disk keep the file's float16.
-                    Assert.Equal(placement.Home == TierKind.Gpu ? dtype : ScalarType.Float16, home.Dtype);
+                    // The GPU tier (the compute tier) holds the compute dtype; CPU and disk too when it is as wide as the
+                    // file's float16 (bfloat16: same bytes, no conversion per load), else they keep float16.
+                    Assert.Equal(placement.Home == TierKind.Gpu || dtypeBytes == 2 ? dtype : ScalarType.Float16, home.Dtype);
                     Assert.Equal(placement.Home == TierKind.Gpu ? placement.Spec.ElementCount * dtypeBytes : placement.Spec.Bytes, placement.Bytes);
                     using var stored = TierCopy.ToTorch(home, null, CPU);
                     using var file = NpyFile.Read(Path.Combine(ModelDirectory, placement.Spec.FileName));
