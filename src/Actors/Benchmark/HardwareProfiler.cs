@@ -3,7 +3,9 @@ namespace FlexGen.Actors.Benchmark;
 using System.Diagnostics;
 using FlexGen.Actors.Engine;
 using FlexGen.Tensors;
+using FlexGen.Tensors.Compression;
 using FlexGen.Tensors.Planning;
+using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -38,6 +40,14 @@ public static class HardwareProfiler
     private const long Hidden = 2048, Ffn = 8192, PrefillRows = 1024, DecodeRows = 32;
     private const long HeadRows = 32 * 16, HeadDim = 128, PrefillSeq = 512, DecodeSeq = 1024;
 
+    // The matmul curve: a 1024 x 4096 weight (between a 125M and a 1.3B model's) at 1 ... 2048 activation rows.
+    private const long CurveHidden = 1024, CurveFfn = 4096;
+    private static readonly int[] CurveRows = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+    private const long CompressedRows = 4096;
+
+    /// <summary>How many measurements a profile reports (the progress line's count).</summary>
+    public static int StepCount => 13 + CurveRows.Length;
+
     public static HardwareProfile Measure(HardwareProfileOptions options, IProgress<ProfileStep>? progress = null,
         CancellationToken cancellationToken = default)
     {
@@ -46,6 +56,7 @@ public static class HardwareProfiler
         long bytes = Math.Max(4096L, options.TransferBytes & ~4095L); // whole O_DIRECT blocks
         string scratch = Path.Combine(options.OffloadDirectory, $"flexgen-profile-{Environment.ProcessId}-{Guid.NewGuid():N}");
         var values = new Dictionary<string, double>();
+        var curve = new List<(int Rows, double Flops)>();
         void Report(string name, double value, string what)
         {
             values[name] = value;
@@ -101,6 +112,15 @@ public static class HardwareProfiler
                 $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) {on}");
             Report("cpu_flops", Bmm(1, DecodeSeq, CPU, ScalarType.Float32, options, cancellationToken),
                 $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) Float32 on the CPU");
+            Report(HardwareProfile.CompBdwName, Dequantize(device, dtype, options, cancellationToken),
+                $"4-bit groups of 64 -> {dtype}, ({CompressedRows} x {CompressedRows}) on {gpuName}");
+            // The curve the engine's terms read at a GPU batch's rows (FlexLLMGen's two constants are two of its points).
+            foreach (int rows in CurveRows)
+            {
+                double rate = Matmul(rows, CurveHidden, CurveFfn, device, dtype, options with { SecondsPerMeasure = options.SecondsPerMeasure / 4 }, cancellationToken);
+                curve.Add((rows, rate));
+                progress?.Report(new ProfileStep($"{HardwareProfile.MmFlopsRowsName}[{rows}]", rate, $"({rows} x {CurveHidden}) @ ({CurveHidden} x {CurveFfn}) {on}"));
+            }
         }
         finally
         {
@@ -117,15 +137,18 @@ public static class HardwareProfiler
         }
 
         (values["c1"], values["c2"], values["c3"]) = HardwareProfile.DefaultCorrection;
-        return HardwareProfile.FromNamed(values);
+        return HardwareProfile.FromNamed(values) with { MmFlopsByRows = curve };
     }
 
-    private static double Matmul(long rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    private static double Matmul(long rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token) =>
+        Matmul(rows, Hidden, Ffn, device, dtype, options, token);
+
+    private static double Matmul(long rows, long hidden, long ffn, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
     {
         using var scope = NewDisposeScope();
-        var x = randn([rows, Hidden], dtype: dtype, device: device);
-        var w = randn([Ffn, Hidden], dtype: dtype, device: device);
-        double flops = 2.0 * rows * Hidden * Ffn;
+        var x = randn([rows, hidden], dtype: dtype, device: device);
+        var w = randn([ffn, hidden], dtype: dtype, device: device);
+        double flops = 2.0 * rows * hidden * ffn;
         var wt = w.t();
         return Rate(flops, () => torch.mm(x, wt).Dispose(), options, token);
     }
@@ -137,6 +160,15 @@ public static class HardwareProfiler
         var k = randn([HeadRows, HeadDim, keys], dtype: dtype, device: device);
         double flops = 2.0 * HeadRows * queries * HeadDim * keys;
         return Rate(flops, () => torch.bmm(q, k).Dispose(), options, token);
+    }
+
+    /// <summary>Float16 bytes per second of dequantizing FlexLLMGen's 4-bit layout into the compute dtype.</summary>
+    private static double Dequantize(Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    {
+        using var scope = NewDisposeScope();
+        var weight = randn([CompressedRows, CompressedRows], dtype: ScalarType.Float16, device: device);
+        using var packed = GroupQuantizer.Compress(weight, CompressionConfig.DefaultWeight);
+        return Rate(2.0 * CompressedRows * CompressedRows, () => GroupQuantizer.Decompress(packed, dtype).Dispose(), options, token);
     }
 
     private static double Bandwidth(long bytes, Action copy, HardwareProfileOptions options, CancellationToken token) =>

@@ -43,7 +43,7 @@ public static class ProfileCommand
             var options = new HardwareProfileOptions(folder, (long)mib << 20, FlexGenSetup.ParseDtype(parse.GetValue(dtype)),
                 PolicyFlags.GetBool(parse, direct), perMeasure);
             await console.Error.WriteLineAsync(
-                $"profile: 12 constants, about {perMeasure * 12:0} s (plus start-up); {mib} MiB per transfer in {Path.GetFullPath(folder)}");
+                $"profile: {HardwareProfiler.StepCount} measurements, about {perMeasure * 16:0} s (plus start-up); {mib} MiB per transfer in {Path.GetFullPath(folder)}");
             var progress = new SyncProgress(step => console.Error.WriteLine(
                 $"  {step.Name,-18} {Format(step)}  {step.What}"));
             var profile = await Task.Run(() => HardwareProfiler.Measure(options, progress, cancellation), cancellation);
