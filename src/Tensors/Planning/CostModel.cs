@@ -113,12 +113,17 @@ public static class CostModel
             Value(fractions, PlacementFraction.WeightsGpu), Value(fractions, PlacementFraction.WeightsCpu),
             Value(fractions, PlacementFraction.CacheGpu), Value(fractions, PlacementFraction.CacheCpu),
             Value(fractions, PlacementFraction.HiddenGpu), Value(fractions, PlacementFraction.HiddenCpu));
-        return Describe(terms, placement);
+        return Predict(terms, placement);
     }
 
-    /// <summary>Times, throughput and memory of a placement the program accepted, from the same terms.</summary>
-    private static PlanEvaluation Describe(CostTerms terms, PlanPlacement placement)
+    /// <summary>
+    /// Times, throughput and memory of a placement from the terms, its memory unchecked: for a placement the program
+    /// accepted, or one the engine already admitted (bench's bounds).
+    /// </summary>
+    public static PlanEvaluation Predict(CostTerms terms, PlanPlacement placement)
     {
+        ArgumentNullException.ThrowIfNull(terms);
+        ArgumentNullException.ThrowIfNull(placement);
         var prefill = Phase(terms.PrefillBounds, placement, terms.PrefillSteps);
         var decode = Phase(terms.DecodeBounds, placement, terms.DecodeSteps);
         var budgets = terms.Problem.Budgets;

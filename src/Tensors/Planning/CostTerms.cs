@@ -49,10 +49,10 @@ public sealed class CostTerms
         double blockElements = m.AttentionWeightElements + m.MlpWeightElements;
         double headPerLayer = engine is null ? 0 : m.HeadWeightElements / l;
         double wi16 = 2 * (blockElements + headPerLayer);
-        double wi = wi16 * (engine is { CompressWeight: true } ? engine.CompressedFraction : 1);
+        double wi = wi16 * (engine is { CompressWeight: true } ? EngineTerms.CompressedFraction(engine.WeightGroupSize) : 1);
         LayerWeightBytes = wi;
         // k and v of one token of one sequence in one layer, as stored.
-        double cacheToken = 4 * kvw * (engine is { CompressCache: true } ? engine.CompressedFraction : 1);
+        double cacheToken = 4 * kvw * (engine is { CompressCache: true } ? EngineTerms.CompressedFraction(engine.CacheGroupSize) : 1);
         // The decode step reads on average half the generated tokens' cache besides the prompt's.
         double decodeSeq = s + n / 2;
 

@@ -86,14 +86,17 @@ public sealed record PlanProblem(ModelShape Model, int PromptLen, int GenLen, Pl
 /// <param name="Overlap">Transfers run beside the compute (a phase takes the longest of its bounds); false: one after another (their sum).</param>
 public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = false, bool CompressCache = false, bool Overlap = true)
 {
-    /// <summary>Elements per quantization group (FlexLLMGen's default, 64).</summary>
-    public int CompressionGroupSize { get; init; } = 64;
+    /// <summary>Elements per quantization group of the weights (FlexLLMGen's default, 64).</summary>
+    public int WeightGroupSize { get; init; } = 64;
+
+    /// <summary>Elements per quantization group of the cache (FlexLLMGen's default, 64).</summary>
+    public int CacheGroupSize { get; init; } = 64;
 
     /// <summary>
     /// Bytes of the 4-bit layout per byte of float16: per group, group/2 bytes of packed data and a float16 (scale, min)
     /// pair (the layout of <c>CompressedLayout</c>): 0.28 for groups of 64.
     /// </summary>
-    public double CompressedFraction => (CompressionGroupSize / 2.0 + 4) / (2.0 * CompressionGroupSize);
+    public static double CompressedFraction(int groupSize) => (groupSize / 2.0 + 4) / (2.0 * groupSize);
 }
 
 /// <summary>A block: <see cref="NumGpuBatches"/> GPU batches of <see cref="GpuBatchSize"/> sequences (FlexLLMGen's gbs and bls / gbs).</summary>
