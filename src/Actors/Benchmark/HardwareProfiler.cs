@@ -4,6 +4,8 @@ using System.Diagnostics;
 using FlexGen.Actors.Engine;
 using FlexGen.Tensors;
 using FlexGen.Tensors.Compression;
+using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Planning;
 using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
@@ -40,8 +42,8 @@ public static class HardwareProfiler
     private const long Hidden = 2048, Ffn = 8192, PrefillRows = 1024, DecodeRows = 32;
     private const long HeadRows = 32 * 16, HeadDim = 128, PrefillSeq = 512, DecodeSeq = 1024;
 
-    // The matmul curve: a 1024 x 4096 weight (between a 125M and a 1.3B model's) at 1 ... 2048 activation rows.
-    private const long CurveHidden = 1024, CurveFfn = 4096;
+    // The matmul curve: an MLP of hidden 1024 (between a 125M and a 1.3B model's) at 1 ... 2048 activation rows.
+    private const long CurveHidden = 1024;
     private static readonly int[] CurveRows = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
     private const long CompressedRows = 4096;
 
@@ -82,8 +84,9 @@ public static class HardwareProfiler
             string mib = $"{bytes / (double)(1 << 20):0} MiB";
             string gpuName = tiers.Gpu.Device.type == DeviceType.CUDA ? "GPU" : "GPU tier (CPU memory)";
 
-            double ctog = Bandwidth(bytes, () => TierCopy.Copy(gpu, cpu), options, cancellationToken);
-            Report("ctog_bdw", ctog, $"{mib} CPU -> {gpuName}");
+            // As the engine streams a weight: float16 on the CPU into a new tensor of the compute dtype on the GPU tier.
+            double ctog = Bandwidth(bytes, () => TierCopy.CopyToAs(cpu, tiers.Gpu, options.ComputeDtype, "profile-ctog").Dispose(), options, cancellationToken);
+            Report("ctog_bdw", ctog, $"{mib} float16 CPU -> {options.ComputeDtype} {gpuName} (float16 bytes/s)");
             double gtoc = Bandwidth(bytes, () => TierCopy.Copy(cpu, gpu), options, cancellationToken);
             Report("gtoc_bdw_cache", gtoc, $"{mib} {gpuName} -> CPU");
             // Hidden states are a few MiB per store: the same link at that size.
@@ -114,12 +117,13 @@ public static class HardwareProfiler
                 $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) Float32 on the CPU");
             Report(HardwareProfile.CompBdwName, Dequantize(device, dtype, options, cancellationToken),
                 $"4-bit groups of 64 -> {dtype}, ({CompressedRows} x {CompressedRows}) on {gpuName}");
-            // The curve the engine's terms read at a GPU batch's rows (FlexLLMGen's two constants are two of its points).
+            // The curve the engine's terms read at a GPU batch's rows (FlexLLMGen's two constants are two of its points): the
+            // rate of the engine's own MLP layer math (norm, two matmuls, activation, residual), FLOPs of its matrices.
             foreach (int rows in CurveRows)
             {
-                double rate = Matmul(rows, CurveHidden, CurveFfn, device, dtype, options with { SecondsPerMeasure = options.SecondsPerMeasure / 4 }, cancellationToken);
+                double rate = MlpLayer(rows, device, dtype, options with { SecondsPerMeasure = options.SecondsPerMeasure / 4 }, cancellationToken);
                 curve.Add((rows, rate));
-                progress?.Report(new ProfileStep($"{HardwareProfile.MmFlopsRowsName}[{rows}]", rate, $"({rows} x {CurveHidden}) @ ({CurveHidden} x {CurveFfn}) {on}"));
+                progress?.Report(new ProfileStep($"{HardwareProfile.MmFlopsRowsName}[{rows}]", rate, $"MLP layer, {rows} rows of hidden {CurveHidden}, {on}"));
             }
         }
         finally
@@ -160,6 +164,22 @@ public static class HardwareProfiler
         var k = randn([HeadRows, HeadDim, keys], dtype: dtype, device: device);
         double flops = 2.0 * HeadRows * queries * HeadDim * keys;
         return Rate(flops, () => torch.bmm(q, k).Dispose(), options, token);
+    }
+
+    /// <summary>FLOP/s of the first registered family's MLP layer (hidden <see cref="CurveHidden"/>) over <paramref name="rows"/> rows.</summary>
+    private static double MlpLayer(int rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    {
+        using var scope = NewDisposeScope();
+        var config = ModelFamilies.All[0].OfSize("profile", 1, (int)CurveHidden, 16, 64, 64);
+        var specs = config.Layers(sepLayer: true).Single(l => l.Kind == LayerKind.Mlp).Weights;
+        var weights = specs.Select(w => w.Init == WeightInit.NormScale
+            ? ones([.. w.Shape], dtype: dtype, device: device)
+            : randn([.. w.Shape], dtype: dtype, device: device).mul_(0.02)).ToList();
+        double flops = 2.0 * rows * specs.Where(w => w.Rank >= 2).Sum(w => w.ElementCount);
+        var hidden = randn([rows, 1, CurveHidden], dtype: dtype, device: device);
+        var compute = config.Compute();
+        var settings = new ComputeSettings(dtype);
+        return Rate(flops, () => compute.Mlp(hidden, weights, settings).Dispose(), options, token);
     }
 
     /// <summary>Float16 bytes per second of dequantizing FlexLLMGen's 4-bit layout into the compute dtype.</summary>

@@ -106,7 +106,7 @@ public static class BenchCommand
                 $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
                 $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
             console.Output.WriteLine(log);
-            console.Output.Write(DescribeBounds(PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile), hardware.Source, prefillTput, decodeTput));
+            console.Output.Write(DescribeBounds(PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile), hardware.Source, prefillTput, decodeTput, totalTput));
             if (debug == DebugMode.Breakdown && result.Timeline is { } timeline)
             {
                 // FlexGen's breakdown header (flex_opt.py generation_loop_debug_normal), then the time per task kind.
@@ -133,7 +133,7 @@ public static class BenchCommand
     /// throughput the compute alone and each link alone would allow, the prediction, the measured throughput and the
     /// efficiency = measured / the tightest bound.
     /// </summary>
-    public static string DescribeBounds(RunPrediction prediction, string hardwareSource, double prefillMeasured, double decodeMeasured)
+    public static string DescribeBounds(RunPrediction prediction, string hardwareSource, double prefillMeasured, double decodeMeasured, double totalMeasured)
     {
         var text = new System.Text.StringBuilder($"bounds (the cost model at this policy and block; hardware {hardwareSource}):\n");
         foreach (var (phase, measured, predicted) in new[]
@@ -149,6 +149,8 @@ public static class BenchCommand
                 $"  {phase + ":",-8} bound {string.Join(", ", bounds)} token/s; predicted {predicted:F1}, measured {measured:F1} token/s; " +
                 $"efficiency {measured / tightest.TokensPerSecond:F3} (measured / {tightest.Name} bound)\n");
         }
+        double total = prediction.Evaluation.Throughput;
+        text.Append(CultureInfo.InvariantCulture, $"  {"total:",-8} predicted {total:F1}, measured {totalMeasured:F1} token/s; measured / predicted {totalMeasured / total:F3}\n");
         return text.ToString();
     }
 
