@@ -45,9 +45,12 @@ for config in "${CONFIGS[@]}"; do
   [[ -n "$ONLY" && "$ONLY" != *",$i,"* ]] && continue
   IFS='|' read -r name model gbs nb percent cpu <<< "$config"
   # shellcheck disable=SC2086
-  out=$($FLEXGEN bench --model "$model" --path _DUMMY_ --gpu-batch-size "$gbs" --num-gpu-batches "$nb" --percent $percent \
+  if ! out=$($FLEXGEN bench --model "$model" --path _DUMMY_ --gpu-batch-size "$gbs" --num-gpu-batches "$nb" --percent $percent \
         --cpu-cache-compute "$cpu" --prompt-len 64 --gen-len 16 --compute-dtype float32 --no-log \
-        --offload-dir "$OFFLOAD_DIR" --hardware "$HARDWARE" 2>/dev/null)
+        --offload-dir "$OFFLOAD_DIR" --hardware "$HARDWARE" 2>&1); then
+    printf '| %-2s | %-24s | failed: %s\n' "$i" "$name" "$(grep -E '^(error|failed)' <<< "$out" | head -1)"
+    continue
+  fi
   line=$(grep -E '^  total: +predicted' <<< "$out")
   predicted=$(sed -E 's/.*predicted ([0-9.]+),.*/\1/' <<< "$line")
   measured=$(sed -E 's/.*measured ([0-9.]+) token.*/\1/' <<< "$line")

@@ -1,6 +1,8 @@
 namespace FlexGen.Actors.Benchmark;
 
+using System.Collections.Immutable;
 using System.Diagnostics;
+using FlexGen.Actors.Messages;
 using FlexGen.Actors.Engine;
 using FlexGen.Tensors;
 using FlexGen.Tensors.Compression;
@@ -46,9 +48,10 @@ public static class HardwareProfiler
     private const long CurveHidden = 1024;
     private static readonly int[] CurveRows = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
     private const long CompressedRows = 4096;
+    private const long TaskModelHidden = 64;
 
     /// <summary>How many measurements a profile reports (the progress line's count).</summary>
-    public static int StepCount => 13 + CurveRows.Length;
+    public static int StepCount => 14 + CurveRows.Length;
 
     public static HardwareProfile Measure(HardwareProfileOptions options, IProgress<ProfileStep>? progress = null,
         CancellationToken cancellationToken = default)
@@ -117,6 +120,8 @@ public static class HardwareProfiler
                 $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) Float32 on the CPU");
             Report(HardwareProfile.CompBdwName, Dequantize(device, dtype, options, cancellationToken),
                 $"4-bit groups of 64 -> {dtype}, ({CompressedRows} x {CompressedRows}) on {gpuName}");
+            Report(HardwareProfile.TaskSecondsName, TaskOverhead(options, cancellationToken),
+                $"seconds per layer task of a GPU batch: decode of a {TaskModelHidden}-wide model through the pipeline, {dtype} on {gpuName}");
             // The curve the engine's terms read at a GPU batch's rows (FlexLLMGen's two constants are two of its points): the
             // rate of the engine's own MLP layer math (norm, two matmuls, activation, residual), FLOPs of its matrices.
             foreach (int rows in CurveRows)
@@ -144,15 +149,12 @@ public static class HardwareProfiler
         return HardwareProfile.FromNamed(values) with { MmFlopsByRows = curve };
     }
 
-    private static double Matmul(long rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token) =>
-        Matmul(rows, Hidden, Ffn, device, dtype, options, token);
-
-    private static double Matmul(long rows, long hidden, long ffn, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    private static double Matmul(long rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
     {
         using var scope = NewDisposeScope();
-        var x = randn([rows, hidden], dtype: dtype, device: device);
-        var w = randn([ffn, hidden], dtype: dtype, device: device);
-        double flops = 2.0 * rows * hidden * ffn;
+        var x = randn([rows, Hidden], dtype: dtype, device: device);
+        var w = randn([Ffn, Hidden], dtype: dtype, device: device);
+        double flops = 2.0 * rows * Hidden * Ffn;
         var wt = w.t();
         return Rate(flops, () => torch.mm(x, wt).Dispose(), options, token);
     }
@@ -164,6 +166,55 @@ public static class HardwareProfiler
         var k = randn([HeadRows, HeadDim, keys], dtype: dtype, device: device);
         double flops = 2.0 * HeadRows * queries * HeadDim * keys;
         return Rate(flops, () => torch.bmm(q, k).Dispose(), options, token);
+    }
+
+    /// <summary>
+    /// The engine's own time per layer task of a GPU batch (dispatch, buffers, the many small ops of a layer): the decode
+    /// of a model too narrow for its FLOPs to count (the first family's, hidden <see cref="TaskModelHidden"/>), all on the
+    /// GPU tier, through the real pipeline; its decode time over the tasks it ran.
+    /// </summary>
+    private static double TaskOverhead(HardwareProfileOptions options, CancellationToken token)
+    {
+        const int Blocks = 4, GpuBatch = 8, PromptLen = 8, GenLen = 16;
+        var model = ModelFamilies.All[0].OfSize("profile-tasks", Blocks, (int)TaskModelHidden, 4, 256, 64);
+        string folder = Path.Combine(options.OffloadDirectory, $"flexgen-profile-tasks-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        var policy = Policy.FromPercent([.. Policy.AllGpuPercent], GpuBatch, 1);
+        var settings = new EngineSettings
+        {
+            Model = model,
+            DummyWeights = true,
+            Policy = policy,
+            OffloadDirectory = folder,
+            Compute = new ComputeSettings(options.ComputeDtype),
+            CpuCompute = options.ComputeDtype == ScalarType.Float32 ? ComputeSettings.Float32 : ComputeSettings.BFloat16,
+        };
+        try
+        {
+            OffloadFolders.CreatePrivate(folder);
+            return Task.Run(async () =>
+            {
+                await using var flexgen = FlexGenSystem.Start(settings, "flexgen-profile", Hosting.StandardErrorLogging.Config("WARNING"));
+                var prompts = Enumerable.Range(0, GpuBatch)
+                    .Select(r => Enumerable.Range(0, PromptLen).Select(c => (long)(3 + (r * 31 + c * 7) % 250)).ToImmutableArray())
+                    .ToImmutableArray();
+                double best = double.MaxValue;
+                var total = Stopwatch.StartNew();
+                // A warm-up, then the best of the repetitions in the time given (at least one).
+                await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, Generation = new(2) }, token).ConfigureAwait(false);
+                do
+                {
+                    var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, Generation = new(GenLen) }, token).ConfigureAwait(false);
+                    best = Math.Min(best, result.Timings.Decode.TotalSeconds);
+                }
+                while (total.Elapsed.TotalSeconds < options.SecondsPerMeasure);
+                int tasksPerStep = model.Layers(policy.SepLayer).Count;
+                return best / ((GenLen - 1) * tasksPerStep);
+            }, token).GetAwaiter().GetResult();
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
     }
 
     /// <summary>FLOP/s of the first registered family's MLP layer (hidden <see cref="CurveHidden"/>) over <paramref name="rows"/> rows.</summary>

@@ -5,6 +5,7 @@ using System.Globalization;
 using FlexGen.Actors.Benchmark;
 using FlexGen.Actors.Engine;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Planning;
 
 /// <summary>
 /// <c>flexgen profile</c>: measures this machine's constants of FlexLLMGen's cost model (links through the tiers, matmul
@@ -54,8 +55,9 @@ public static class ProfileCommand
         return command;
     }
 
-    private static string Format(ProfileStep step) => step.Name.Contains("flops", StringComparison.Ordinal)
-        ? string.Create(CultureInfo.InvariantCulture, $"{step.Value / 1e9,10:0.00} GFLOP/s")
+    private static string Format(ProfileStep step) =>
+        step.Name.Contains("flops", StringComparison.Ordinal) ? string.Create(CultureInfo.InvariantCulture, $"{step.Value / 1e9,10:0.00} GFLOP/s")
+        : step.Name == HardwareProfile.TaskSecondsName ? string.Create(CultureInfo.InvariantCulture, $"{step.Value * 1e3,10:0.000} ms      ")
         : string.Create(CultureInfo.InvariantCulture, $"{step.Value / 1e9,10:0.00} GB/s    ");
 
     /// <summary>Reports on the measuring thread, in order (Progress&lt;T&gt; would post to the thread pool).</summary>

@@ -105,7 +105,7 @@ public sealed class FlexGenSetup
             if (options.Hardware is { } file) return new ResolvedHardware(HardwareProfile.Read(file), Path.GetFullPath(file));
             var cache = HardwareProfileCache.Default;
             if (!File.Exists(cache.PathFor(computeDtype)))
-                say?.Invoke($"hardware profile: measuring this machine once (about {HardwareProfiler.StepCount} s), cached at {cache.PathFor(computeDtype)}");
+                say?.Invoke($"hardware profile: measuring this machine once (about 30 s), cached at {cache.PathFor(computeDtype)}");
             var (profile, path, _) = cache.LoadOrMeasure(computeDtype, new HardwareProfileOptions(offloadDir, ComputeDtype: computeDtype));
             return new ResolvedHardware(profile, path);
         }

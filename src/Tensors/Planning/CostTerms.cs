@@ -67,8 +67,13 @@ public sealed class CostTerms
         // the output head computes the last position only.
         double mmPrefill = engine is null ? hw.MmFlopsP : hw.MatmulFlops(gbs * s, hw.MmFlopsP);
         double mmDecode = engine is null ? hw.MmFlopsG : hw.MatmulFlops(gbs, hw.MmFlopsG);
+        // The engine's own work per layer task of a GPU batch (the profile's task_s): the block's tasks, and the embedding
+        // and output tasks of a step spread over the layers.
+        double taskSeconds = engine is not null && hw.TaskSeconds is { } perTask
+            ? perTask * block.NumGpuBatches * ((engine.SepLayer ? 2 : 1) + 2 / l)
+            : 0;
         ComputePrefill = LinearTerm.Of(bls * 2 * s * blockElements / mmPrefill + bls * 2 * headPerLayer / mmDecode
-                                       + 4 * bls * s * s * aw / hw.BmmFlopsP)
+                                       + 4 * bls * s * s * aw / hw.BmmFlopsP + taskSeconds)
                          + Dequantize(engine, hw, wi16, 4 * kvw * (s + 1) * bls);
 
         // ---- decode: the cpu->gpu load runs before everything else of the step
@@ -83,7 +88,7 @@ public sealed class CostTerms
         var offGpuAttention = engine is { CpuCacheCompute: false }
             ? (1 / hw.BmmFlopsG) * Of(attentionFlops, CacheCpu, CacheDisk)
             : (1 / CpuAttentionFlops) * Of(attentionFlops, CacheCpu, CacheDisk);
-        ComputeDecode = LinearTerm.Of(2 * bls * (blockElements + headPerLayer) / mmDecode)
+        ComputeDecode = LinearTerm.Of(2 * bls * (blockElements + headPerLayer) / mmDecode + taskSeconds)
                         + (1 / hw.BmmFlopsG) * Of(attentionFlops, CacheGpu)
                         + offGpuAttention
                         + Dequantize(engine, hw, wi16, 4 * kvw * decodeSeq * bls);

@@ -99,8 +99,19 @@ public sealed record HardwareProfile
         "mm_flops_p", "mm_flops_g", "bmm_flops_p", "bmm_flops_g", "cpu_flops", "c1", "c2", "c3",
     ];
 
-    /// <summary>The JSON name of <see cref="CompBdw"/>, the one optional key.</summary>
+    /// <summary>The JSON name of <see cref="CompBdw"/>.</summary>
     public const string CompBdwName = "comp_bdw";
+
+    /// <summary>
+    /// Seconds of the engine's own work per layer task of a GPU batch, apart from its FLOPs and bytes (JSON <c>task_s</c>):
+    /// dispatch, buffers, a layer's small ops. Beyond FlexLLMGen's names, so optional: only the engine's terms read it.
+    /// </summary>
+    public double? TaskSeconds { get; init; }
+
+    /// <summary>The JSON name of <see cref="TaskSeconds"/>.</summary>
+    public const string TaskSecondsName = "task_s";
+
+    private static readonly string[] OptionalNames = [CompBdwName, TaskSecondsName];
 
     private static readonly string[] CorrectionCoefficients = ["c1", "c2", "c3"];
 
@@ -130,6 +141,7 @@ public sealed record HardwareProfile
             MmFlopsP, MmFlopsG, BmmFlopsP, BmmFlopsG, CpuFlops, C1, C2, C3];
         var named = JsonNames.Select((name, i) => (name, values[i])).ToList();
         if (CompBdw is { } comp) named.Add((CompBdwName, comp));
+        if (TaskSeconds is { } task) named.Add((TaskSecondsName, task));
         var lines = named.Select(p => $"  \"{p.name}\": {R(p.Item2)}").ToList();
         if (MmFlopsByRows is { } curve)
             lines.Add($"  \"{MmFlopsRowsName}\": {{ {string.Join(", ", curve.Select(p => $"\"{p.Rows}\": {R(p.Flops)}"))} }}");
@@ -158,8 +170,8 @@ public sealed record HardwareProfile
                     curve = ParseCurve(property.Value, source);
                     continue;
                 }
-                if (!JsonNames.Contains(property.Name) && property.Name != CompBdwName)
-                    throw new HardwareProfileException(source, $"unknown key \"{property.Name}\" (keys: {string.Join(", ", JsonNames)}; optional {CompBdwName}, {MmFlopsRowsName})");
+                if (!JsonNames.Contains(property.Name) && !OptionalNames.Contains(property.Name))
+                    throw new HardwareProfileException(source, $"unknown key \"{property.Name}\" (keys: {string.Join(", ", JsonNames)}; optional {string.Join(", ", OptionalNames)}, {MmFlopsRowsName})");
                 if (property.Value.ValueKind != JsonValueKind.Number || !property.Value.TryGetDouble(out double value) || !double.IsFinite(value))
                     throw new HardwareProfileException(source, $"\"{property.Name}\" must be a number");
                 values[property.Name] = value;
@@ -172,7 +184,7 @@ public sealed record HardwareProfile
         var missing = JsonNames.Where(n => !values.ContainsKey(n)).ToList();
         if (missing.Count > 0) throw new HardwareProfileException(source, $"missing {string.Join(", ", missing)}");
         // The rates divide bytes and FLOPs; the c's are free coefficients of a correction FlexLLMGen clamps itself.
-        foreach (var name in JsonNames.Except(CorrectionCoefficients).Append(CompBdwName).Where(values.ContainsKey))
+        foreach (var name in JsonNames.Except(CorrectionCoefficients).Concat(OptionalNames).Where(values.ContainsKey))
             if (values[name] <= 0)
                 throw new HardwareProfileException(source, $"\"{name}\" must be positive, got {values[name].ToString(CultureInfo.InvariantCulture)}");
         return FromNamed(values) with { MmFlopsByRows = curve };
@@ -217,6 +229,7 @@ public sealed record HardwareProfile
             C2 = values["c2"],
             C3 = values["c3"],
             CompBdw = values.TryGetValue(CompBdwName, out double comp) ? comp : null,
+            TaskSeconds = values.TryGetValue(TaskSecondsName, out double task) ? task : null,
         };
     }
 }

@@ -84,7 +84,8 @@ public sealed record PlanProblem(ModelShape Model, int PromptLen, int GenLen, Pl
 /// <param name="CompressWeight">Weights stored and moved 4-bit (<see cref="CompressionGroupSize"/>), dequantized at each use.</param>
 /// <param name="CompressCache">The KV cache stored and moved 4-bit, quantized as it is stored and dequantized as it is read.</param>
 /// <param name="Overlap">Transfers run beside the compute (a phase takes the longest of its bounds); false: one after another (their sum).</param>
-public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = false, bool CompressCache = false, bool Overlap = true)
+/// <param name="SepLayer">Attention and MLP run as two layer tasks (one with false): the tasks the profile's task_s is paid for.</param>
+public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = false, bool CompressCache = false, bool Overlap = true, bool SepLayer = true)
 {
     /// <summary>Elements per quantization group of the weights (FlexLLMGen's default, 64).</summary>
     public int WeightGroupSize { get; init; } = 64;

@@ -28,7 +28,7 @@ public static class PolicyCost
     public static EngineTerms EngineTermsOf(Policy policy)
     {
         ArgumentNullException.ThrowIfNull(policy);
-        return new EngineTerms(policy.CpuCacheCompute, policy.CompressWeight, policy.CompressCache, policy.Overlap)
+        return new EngineTerms(policy.CpuCacheCompute, policy.CompressWeight, policy.CompressCache, policy.Overlap, policy.SepLayer)
         {
             WeightGroupSize = policy.CompWeightConfig.GroupSize,
             CacheGroupSize = policy.CompCacheConfig.GroupSize,

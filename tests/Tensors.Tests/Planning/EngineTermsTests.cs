@@ -177,4 +177,62 @@ public class EngineTermsTests
         Near(terms.GpuDecode.Bytes.Evaluate(half) + terms.CpuDecode.Bytes.Evaluate(half), shared.Peak.Bytes.Evaluate(half));
         Assert.DoesNotContain(new CostTerms(OnT4("opt-1.3b", 256, 32), new PlanBlock(4, 1)).MemoryLimits(), l => l.Name.StartsWith("gpu + cpu", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public void The_profiles_optional_keys_should_survive_their_json_round_trip()
+    {
+        var profile = Hw with { MmFlopsByRows = [(8, 40e9), (1, 10e9), (512, 140e9)] };
+
+        var read = HardwareProfile.Parse(profile.ToJson(), "round trip");
+
+        Assert.Equal(profile.CompBdw, read.CompBdw);
+        Assert.Equal([(1, 10e9), (8, 40e9), (512, 140e9)], read.MmFlopsByRows!);
+        Assert.Equal(profile.ToJson(), read.ToJson());
+        Assert.Null(HardwareProfile.Parse(T4.ToJson(), "FlexLLMGen's keys only").MmFlopsByRows);
+    }
+
+    [Theory]
+    [InlineData("\"mm_flops_rows\": 3", "must be an object")]
+    [InlineData("\"mm_flops_rows\": { \"0\": 1e9 }", "\"0\" must be rows >= 1")]
+    [InlineData("\"mm_flops_rows\": { \"8\": -1 }", "\"8\" must be rows >= 1 with a positive FLOP/s")]
+    [InlineData("\"mm_flops_rows\": { }", "has no points")]
+    [InlineData("\"comp_bdw\": 0", "\"comp_bdw\" must be positive")]
+    public void A_bad_optional_key_should_be_refused_by_name(string entry, string reason)
+    {
+        string json = T4.ToJson().TrimEnd().TrimEnd('}') + ", " + entry + " }";
+
+        var ex = Assert.Throws<HardwareProfileException>(() => HardwareProfile.Parse(json, "hw.json"));
+
+        Assert.Contains(reason, ex.Message);
+    }
+
+    [Fact]
+    public void The_ranked_search_should_hold_blocks_to_the_cap_and_rank_best_first()
+    {
+        var problem = OnT4("opt-1.3b", 64, 16) with { Engine = new EngineTerms(CpuCacheCompute: true) };
+
+        var ranked = PolicySearch.Ranked(problem, maxBlockSize: 48);
+
+        Assert.NotEmpty(ranked.Feasible);
+        Assert.All(ranked.Feasible, e => Assert.True(e.Block.BlockSize <= 48, $"{e.Block}"));
+        Assert.Equal(ranked.Feasible.Select(e => e.Throughput).OrderByDescending(t => t), ranked.Feasible.Select(e => e.Throughput));
+        Assert.Contains(ranked.Feasible, e => e.Block.BlockSize == 48);
+    }
+
+    [Fact]
+    public void The_engines_task_time_should_be_paid_per_layer_task_of_each_gpu_batch()
+    {
+        var withTasks = Hw with { TaskSeconds = 1e-3 };
+        var block = new PlanBlock(8, 3);
+        double l = 32; // opt-6.7b's blocks: two tasks each (attention, MLP), and the embedding and output tasks of a step
+        var plain = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = Hw, Engine = new EngineTerms(true) }, block);
+        var tasks = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = withTasks, Engine = new EngineTerms(true) }, block);
+        var joint = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = withTasks, Engine = new EngineTerms(true, SepLayer: false) }, block);
+
+        Near(plain.ComputeDecode.Evaluate(AllGpu) + 1e-3 * 3 * (2 + 2 / l), tasks.ComputeDecode.Evaluate(AllGpu));
+        Near(plain.ComputePrefill.Evaluate(AllGpu) + 1e-3 * 3 * (1 + 2 / l), joint.ComputePrefill.Evaluate(AllGpu));
+        // FlexLLMGen's model has no such term.
+        Near(new CostTerms(OnT4("opt-6.7b", 256, 32), block).ComputeDecode.Evaluate(AllGpu),
+            new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = T4 with { TaskSeconds = 1e-3 } }, block).ComputeDecode.Evaluate(AllGpu));
+    }
 }
