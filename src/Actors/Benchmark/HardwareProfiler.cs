@@ -26,16 +26,19 @@ public sealed record HardwareProfileOptions(
 
 /// <summary>One measured constant, as reported while the profile runs.</summary>
 /// <param name="Name">FlexLLMGen's name (ctog_bdw, mm_flops_p, ...).</param>
-/// <param name="Value">bytes/s or FLOP/s.</param>
+/// <param name="Value">bytes/s, FLOP/s or (task_s) seconds.</param>
 /// <param name="What">What was measured, in words.</param>
 public sealed record ProfileStep(string Name, double Value, string What);
 
 /// <summary>
 /// Measures this machine's constants of FlexLLMGen's cost model (<see cref="HardwareProfile"/>) through this engine's own
 /// tiers and libtorch: each link by <see cref="TierCopy"/> between the tiers (without CUDA the GPU tier is CPU memory,
-/// so CPU - GPU is a memory copy), disk with the disk tier, matmul and batched matmul rates in the compute dtype on the
-/// GPU tier's device at prefill and decode shapes, the CPU attention rate as float32 bmm on the CPU. The best of the
-/// repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/> counts. c1, c2, c3 are FlexLLMGen's defaults.
+/// so CPU - GPU is a memory copy; CPU -> GPU converts float16 into the compute dtype as a streamed weight is), disk with
+/// the disk tier, matmul and batched matmul rates in the compute dtype on the GPU tier's device at prefill and decode
+/// shapes, the CPU attention rate as float32 bmm on the CPU. Beyond FlexLLMGen's names, for the engine's terms: the 4-bit
+/// dequantization rate (comp_bdw), the pipeline's own time per layer task (task_s) and the family's MLP layer rate by
+/// rows (mm_flops_rows). The best of the repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/>
+/// counts. c1, c2, c3 are FlexLLMGen's defaults.
 /// </summary>
 public static class HardwareProfiler
 {
