@@ -1,9 +1,15 @@
 namespace FlexGen.Actors.Benchmark;
 
+using System.Collections.Immutable;
 using System.Diagnostics;
+using FlexGen.Actors.Messages;
 using FlexGen.Actors.Engine;
 using FlexGen.Tensors;
+using FlexGen.Tensors.Compression;
+using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Planning;
+using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,16 +26,19 @@ public sealed record HardwareProfileOptions(
 
 /// <summary>One measured constant, as reported while the profile runs.</summary>
 /// <param name="Name">FlexLLMGen's name (ctog_bdw, mm_flops_p, ...).</param>
-/// <param name="Value">bytes/s or FLOP/s.</param>
+/// <param name="Value">bytes/s, FLOP/s or (task_s) seconds.</param>
 /// <param name="What">What was measured, in words.</param>
 public sealed record ProfileStep(string Name, double Value, string What);
 
 /// <summary>
 /// Measures this machine's constants of FlexLLMGen's cost model (<see cref="HardwareProfile"/>) through this engine's own
 /// tiers and libtorch: each link by <see cref="TierCopy"/> between the tiers (without CUDA the GPU tier is CPU memory,
-/// so CPU - GPU is a memory copy), disk with the disk tier, matmul and batched matmul rates in the compute dtype on the
-/// GPU tier's device at prefill and decode shapes, the CPU attention rate as float32 bmm on the CPU. The best of the
-/// repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/> counts. c1, c2, c3 are FlexLLMGen's defaults.
+/// so CPU - GPU is a memory copy; CPU -> GPU converts float16 into the compute dtype as a streamed weight is), disk with
+/// the disk tier, matmul and batched matmul rates in the compute dtype on the GPU tier's device at prefill and decode
+/// shapes, the CPU attention rate as float32 bmm on the CPU. Beyond FlexLLMGen's names, for the engine's terms: the 4-bit
+/// dequantization rate (comp_bdw), the pipeline's own time per layer task (task_s) and the family's MLP layer rate by
+/// rows (mm_flops_rows). The best of the repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/>
+/// counts. c1, c2, c3 are FlexLLMGen's defaults.
 /// </summary>
 public static class HardwareProfiler
 {
@@ -37,6 +46,15 @@ public static class HardwareProfiler
     // attention over 32 sequences x 16 heads of head_dim 128, prompt 512 (prefill) and a 1024-position cache (decode).
     private const long Hidden = 2048, Ffn = 8192, PrefillRows = 1024, DecodeRows = 32;
     private const long HeadRows = 32 * 16, HeadDim = 128, PrefillSeq = 512, DecodeSeq = 1024;
+
+    // The matmul curve: an MLP of hidden 1024 (between a 125M and a 1.3B model's) at 1 ... 2048 activation rows.
+    private const long CurveHidden = 1024;
+    private static readonly int[] CurveRows = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+    private const long CompressedRows = 4096;
+    private const long TaskModelHidden = 64;
+
+    /// <summary>How many measurements a profile reports (the progress line's count).</summary>
+    public static int StepCount => 14 + CurveRows.Length;
 
     public static HardwareProfile Measure(HardwareProfileOptions options, IProgress<ProfileStep>? progress = null,
         CancellationToken cancellationToken = default)
@@ -46,6 +64,7 @@ public static class HardwareProfiler
         long bytes = Math.Max(4096L, options.TransferBytes & ~4095L); // whole O_DIRECT blocks
         string scratch = Path.Combine(options.OffloadDirectory, $"flexgen-profile-{Environment.ProcessId}-{Guid.NewGuid():N}");
         var values = new Dictionary<string, double>();
+        var curve = new List<(int Rows, double Flops)>();
         void Report(string name, double value, string what)
         {
             values[name] = value;
@@ -71,8 +90,9 @@ public static class HardwareProfiler
             string mib = $"{bytes / (double)(1 << 20):0} MiB";
             string gpuName = tiers.Gpu.Device.type == DeviceType.CUDA ? "GPU" : "GPU tier (CPU memory)";
 
-            double ctog = Bandwidth(bytes, () => TierCopy.Copy(gpu, cpu), options, cancellationToken);
-            Report("ctog_bdw", ctog, $"{mib} CPU -> {gpuName}");
+            // As the engine streams a weight: float16 on the CPU into a new tensor of the compute dtype on the GPU tier.
+            double ctog = Bandwidth(bytes, () => TierCopy.CopyToAs(cpu, tiers.Gpu, options.ComputeDtype, "profile-ctog").Dispose(), options, cancellationToken);
+            Report("ctog_bdw", ctog, $"{mib} float16 CPU -> {options.ComputeDtype} {gpuName} (float16 bytes/s)");
             double gtoc = Bandwidth(bytes, () => TierCopy.Copy(cpu, gpu), options, cancellationToken);
             Report("gtoc_bdw_cache", gtoc, $"{mib} {gpuName} -> CPU");
             // Hidden states are a few MiB per store: the same link at that size.
@@ -101,6 +121,18 @@ public static class HardwareProfiler
                 $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) {on}");
             Report("cpu_flops", Bmm(1, DecodeSeq, CPU, ScalarType.Float32, options, cancellationToken),
                 $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) Float32 on the CPU");
+            Report(HardwareProfile.CompBdwName, Dequantize(device, dtype, options, cancellationToken),
+                $"4-bit groups of 64 -> {dtype}, ({CompressedRows} x {CompressedRows}) on {gpuName}");
+            Report(HardwareProfile.TaskSecondsName, TaskOverhead(options, cancellationToken),
+                $"seconds per layer task of a GPU batch: decode of a {TaskModelHidden}-wide model through the pipeline, {dtype} on {gpuName}");
+            // The curve the engine's terms read at a GPU batch's rows (FlexLLMGen's two constants are two of its points): the
+            // rate of the engine's own MLP layer math (norm, two matmuls, activation, residual), FLOPs of its matrices.
+            foreach (int rows in CurveRows)
+            {
+                double rate = MlpLayer(rows, device, dtype, options with { SecondsPerMeasure = options.SecondsPerMeasure / 4 }, cancellationToken);
+                curve.Add((rows, rate));
+                progress?.Report(new ProfileStep($"{HardwareProfile.MmFlopsRowsName}[{rows}]", rate, $"MLP layer, {rows} rows of hidden {CurveHidden}, {on}"));
+            }
         }
         finally
         {
@@ -117,7 +149,7 @@ public static class HardwareProfiler
         }
 
         (values["c1"], values["c2"], values["c3"]) = HardwareProfile.DefaultCorrection;
-        return HardwareProfile.FromNamed(values);
+        return HardwareProfile.FromNamed(values) with { MmFlopsByRows = curve };
     }
 
     private static double Matmul(long rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
@@ -137,6 +169,80 @@ public static class HardwareProfiler
         var k = randn([HeadRows, HeadDim, keys], dtype: dtype, device: device);
         double flops = 2.0 * HeadRows * queries * HeadDim * keys;
         return Rate(flops, () => torch.bmm(q, k).Dispose(), options, token);
+    }
+
+    /// <summary>
+    /// The engine's own time per layer task of a GPU batch (dispatch, buffers, the many small ops of a layer): the decode
+    /// of a model too narrow for its FLOPs to count (the first family's, hidden <see cref="TaskModelHidden"/>), all on the
+    /// GPU tier, through the real pipeline; its decode time over the tasks it ran.
+    /// </summary>
+    private static double TaskOverhead(HardwareProfileOptions options, CancellationToken token)
+    {
+        const int Blocks = 4, GpuBatch = 8, PromptLen = 8, GenLen = 16;
+        var model = ModelFamilies.All[0].OfSize("profile-tasks", Blocks, (int)TaskModelHidden, 4, 256, 64);
+        string folder = Path.Combine(options.OffloadDirectory, $"flexgen-profile-tasks-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        var policy = Policy.FromPercent([.. Policy.AllGpuPercent], GpuBatch, 1);
+        var settings = new EngineSettings
+        {
+            Model = model,
+            DummyWeights = true,
+            Policy = policy,
+            OffloadDirectory = folder,
+            Compute = new ComputeSettings(options.ComputeDtype),
+            CpuCompute = options.ComputeDtype == ScalarType.Float32 ? ComputeSettings.Float32 : ComputeSettings.BFloat16,
+        };
+        try
+        {
+            OffloadFolders.CreatePrivate(folder);
+            return Task.Run(async () =>
+            {
+                await using var flexgen = FlexGenSystem.Start(settings, "flexgen-profile", Hosting.StandardErrorLogging.Config("WARNING"));
+                var prompts = Enumerable.Range(0, GpuBatch)
+                    .Select(r => Enumerable.Range(0, PromptLen).Select(c => (long)(3 + (r * 31 + c * 7) % 250)).ToImmutableArray())
+                    .ToImmutableArray();
+                double best = double.MaxValue;
+                var total = Stopwatch.StartNew();
+                // A warm-up, then the best of the repetitions in the time given (at least one).
+                await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, Generation = new(2) }, token).ConfigureAwait(false);
+                do
+                {
+                    var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, Generation = new(GenLen) }, token).ConfigureAwait(false);
+                    best = Math.Min(best, result.Timings.Decode.TotalSeconds);
+                }
+                while (total.Elapsed.TotalSeconds < options.SecondsPerMeasure);
+                int tasksPerStep = model.Layers(policy.SepLayer).Count;
+                return best / ((GenLen - 1) * tasksPerStep);
+            }, token).GetAwaiter().GetResult();
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>FLOP/s of the first registered family's MLP layer (hidden <see cref="CurveHidden"/>) over <paramref name="rows"/> rows.</summary>
+    private static double MlpLayer(int rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    {
+        using var scope = NewDisposeScope();
+        var config = ModelFamilies.All[0].OfSize("profile", 1, (int)CurveHidden, 16, 64, 64);
+        var specs = config.Layers(sepLayer: true).Single(l => l.Kind == LayerKind.Mlp).Weights;
+        var weights = specs.Select(w => w.Init == WeightInit.NormScale
+            ? ones([.. w.Shape], dtype: dtype, device: device)
+            : randn([.. w.Shape], dtype: dtype, device: device).mul_(0.02)).ToList();
+        double flops = 2.0 * rows * specs.Where(w => w.Rank >= 2).Sum(w => w.ElementCount);
+        var hidden = randn([rows, 1, CurveHidden], dtype: dtype, device: device);
+        var compute = config.Compute();
+        var settings = new ComputeSettings(dtype);
+        return Rate(flops, () => compute.Mlp(hidden, weights, settings).Dispose(), options, token);
+    }
+
+    /// <summary>Float16 bytes per second of dequantizing FlexLLMGen's 4-bit layout into the compute dtype.</summary>
+    private static double Dequantize(Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    {
+        using var scope = NewDisposeScope();
+        var weight = randn([CompressedRows, CompressedRows], dtype: ScalarType.Float16, device: device);
+        using var packed = GroupQuantizer.Compress(weight, CompressionConfig.DefaultWeight);
+        return Rate(2.0 * CompressedRows * CompressedRows, () => GroupQuantizer.Decompress(packed, dtype).Dispose(), options, token);
     }
 
     private static double Bandwidth(long bytes, Action copy, HardwareProfileOptions options, CancellationToken token) =>

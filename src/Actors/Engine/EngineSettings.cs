@@ -59,7 +59,10 @@ public sealed record EngineSettings
         Budgets ?? TierBudgets.Detect(OffloadDirectory, cuda: TorchRuntime.CudaAvailable && !Tiers.ForceEmulatedGpu);
 
     /// <summary>Bytes of one element of the GPU compute's working buffers.</summary>
-    public int ComputeDtypeBytes => Compute.Dtype is TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
+    public int ComputeDtypeBytes => BytesOf(Compute.Dtype);
+
+    /// <summary>Bytes of one element of a compute dtype (float32, or a 16-bit one).</summary>
+    public static int BytesOf(TorchSharp.torch.ScalarType computeDtype) => computeDtype is TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
 
     /// <summary>The model config: <see cref="Model"/>, else ModelPath/config.json.</summary>
     public ModelConfig ResolveModel() =>

@@ -7,6 +7,7 @@ using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Planning;
 
 /// <summary>
 /// <c>flexgen bench</c>: FlexGen's benchmark run (flex_opt.py): one block of gpu_batch_size x num_gpu_batches
@@ -52,8 +53,11 @@ public static class BenchCommand
             if (!model.Config.Fits(prompt, genLen))
                 throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
 
+            (options.Policy.PlanPromptLen, options.Policy.PlanGenLen) = (prompt, genLen);
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (prompt, genLen));
             var policy = runtime.Policy;
+            // Before the measured run: a first use measures this machine's profile.
+            var hardware = runtime.Setup.Hardware(line => console.Error.WriteLine(line));
             int numPrompts = policy.GpuBatchSize * policy.NumGpuBatches;
             var config = model.Config;
             long modelBytes = config.ModelBytes();
@@ -102,6 +106,7 @@ public static class BenchCommand
                 $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
                 $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
             console.Output.WriteLine(log);
+            console.Output.Write(DescribeBounds(PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile), hardware.Source, prefillTput, decodeTput, totalTput));
             if (debug == DebugMode.Breakdown && result.Timeline is { } timeline)
             {
                 // FlexGen's breakdown header (flex_opt.py generation_loop_debug_normal), then the time per task kind.
@@ -121,6 +126,32 @@ public static class BenchCommand
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    /// <summary>
+    /// The run's bounds from the cost model's terms at its policy and block (the planner's terms): per phase the
+    /// throughput the compute alone and each link alone would allow, the prediction, the measured throughput and the
+    /// efficiency = measured / the tightest bound.
+    /// </summary>
+    public static string DescribeBounds(RunPrediction prediction, string hardwareSource, double prefillMeasured, double decodeMeasured, double totalMeasured)
+    {
+        var text = new System.Text.StringBuilder($"bounds (the cost model at this policy and block; hardware {hardwareSource}):\n");
+        foreach (var (phase, measured, predicted) in new[]
+                 {
+                     ("prefill", prefillMeasured, prediction.Evaluation.PrefillThroughput),
+                     ("decode", decodeMeasured, prediction.Evaluation.DecodeThroughput),
+                 })
+        {
+            var bounds = prediction.Bounds.Where(b => b.Phase == phase)
+                .Select(b => $"{b.Name} {(double.IsPositiveInfinity(b.TokensPerSecond) ? "-" : b.TokensPerSecond.ToString("F1", CultureInfo.InvariantCulture))}");
+            var tightest = prediction.Tightest(phase);
+            text.Append(CultureInfo.InvariantCulture,
+                $"  {phase + ":",-8} bound {string.Join(", ", bounds)} token/s; predicted {predicted:F1}, measured {measured:F1} token/s; " +
+                $"efficiency {measured / tightest.TokensPerSecond:F3} (measured / {tightest.Name} bound)\n");
+        }
+        double total = prediction.Evaluation.Throughput;
+        text.Append(CultureInfo.InvariantCulture, $"  {"total:",-8} predicted {total:F1}, measured {totalMeasured:F1} token/s; measured / predicted {totalMeasured / total:F3}\n");
+        return text.ToString();
     }
 
     /// <summary>(n, len) token ids, deterministic, avoiding the special ids 0..3.</summary>

@@ -126,6 +126,12 @@ public static class FlexGenCli
             await error.WriteLineAsync(UsageHint(parse));
             return ExitCodes.Usage;
         }
+        catch (NoPolicyFitsException ex)
+        {
+            // --policy auto within budgets nothing fits: the user's budgets, a usage error like a refused run.
+            await error.WriteLineAsync($"error: --policy auto: {ex.Message} --gpu-mem, --cpu-mem and --disk-mem set the budgets (GB of 2^30 bytes).");
+            return ExitCodes.Usage;
+        }
         catch (Exception ex) when (GenerationFlags.BudgetRefusal(ex) is { } refused)
         {
             // The user asked for more than a tier's budget: refused up front, a usage error in one line.

@@ -47,7 +47,7 @@ public sealed class FlexGenRuntime : IAsyncDisposable
         CancellationToken cancellation, (int PromptLen, int GenLen)? geometry = null)
     {
         options.AkkaLogLevel ??= console.Verbose ? "INFO" : "WARNING";
-        var setup = FlexGenSetup.Create(options, model);
+        var setup = FlexGenSetup.Create(options, model, line => console.Error.WriteLine(line));
         if (geometry is { } run) setup.CheckFits(run.PromptLen, run.GenLen);
         // A later signal stops every wait: the files go now, also from under a step still running.
         var abandoned = console.Signals?.OnAbandon(setup.DeleteOffloadFilesNow);

@@ -99,6 +99,7 @@ public static class GenerateCommand
 
             if (ids is null)
             {
+                if (options.Policy.Auto) throw new UsageException("--policy auto plans one run's prompt length and prompt count; a --prompts-file job has many: give its policy.");
                 // --prompts-file: per prompt its max_tokens, and the EOS stop of text prompts as above.
                 bool eosStop = settings.StopTokenId is null && model.Config.Family.Tokenizer(model.Config).StopAtEos;
                 GenerationSettings SettingsOf(BatchPrompt p) => settings with
@@ -109,6 +110,7 @@ public static class GenerateCommand
                     PolicyFlags.GetBool(parse, warmup), parse.GetValue(flags.Trace)), cancellation);
             }
 
+            (options.Policy.PlanPromptLen, options.Policy.PlanGenLen, options.Policy.PlanMaxBlockSize) = (ids.GetLength(1), genLen, ids.GetLength(0));
             var clock = Stopwatch.StartNew();
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (ids.GetLength(1), genLen));
             console.Output.WriteLine(GenerationFlags.Describe(runtime));
@@ -141,6 +143,10 @@ public static class GenerateCommand
                 $"throughput: prefill {stats.PrefillThroughput:F1} token/s, decode {stats.DecodeThroughput:F1} token/s, " +
                 $"total {stats.TotalThroughput:F1} token/s ({n} x {genLen} tokens in {stats.Total.TotalSeconds:F3} s; " +
                 $"{clock.Elapsed.TotalSeconds:F2} s with start-up)");
+            if (runtime.Setup.AutoPlan is { } auto)
+                console.Output.WriteLine(
+                    $"auto predicted vs measured: prefill {auto.Prediction.PrefillThroughput:F1} vs {stats.PrefillThroughput:F1}, " +
+                    $"decode {auto.Prediction.DecodeThroughput:F1} vs {stats.DecodeThroughput:F1}, total {auto.Prediction.Throughput:F1} vs {stats.TotalThroughput:F1} token/s");
             GenerationFlags.PrintPeaks(console.Output, stats);
             if (outputPath is not null)
             {

@@ -49,6 +49,29 @@ public sealed class GenerationFlags
 
     public PolicyFlags Policy { get; } = new();
 
+    /// <summary>--policy auto (generate, bench): the cost model chooses the block, placement and CPU attention.</summary>
+    public Option<string?> PolicyMode { get; } = AutoOnly(new Option<string?>("--policy")
+    {
+        Description = "auto: choose --gpu-batch-size, --num-gpu-batches, --percent and --cpu-cache-compute with the cost model for this run " +
+                      "within the budgets (--gpu-mem, --cpu-mem, --disk-mem or detected) and the hardware profile (--hardware or this machine's); " +
+                      "prints the choice and its prediction, then predicted vs measured.",
+        HelpName = "auto",
+    });
+
+    private static Option<string?> AutoOnly(Option<string?> option)
+    {
+        option.AcceptOnlyFromAmong("auto");
+        return option;
+    }
+
+    /// <summary>--hardware (generate, bench): the hardware profile for bench's bounds and --policy auto.</summary>
+    public Option<string?> Hardware { get; } = new("--hardware")
+    {
+        Description = "Hardware profile JSON (flexgen profile writes one) for bench's bounds and --policy auto; default: this machine's, " +
+                      "measured on first use and cached under $FLEXGEN_CACHE_DIR (else $XDG_CACHE_HOME/flexgen, else ~/.cache/flexgen).",
+        HelpName = "FILE.json",
+    };
+
     /// <summary>Top-k sampling (generate; added by <see cref="AddSamplingTo"/>).</summary>
     public Option<int?> TopK { get; } = new("--top-k")
     {
@@ -121,12 +144,14 @@ public sealed class GenerationFlags
         command.Options.Add(DiskMem);
     }
 
-    /// <summary>Those and --gen-len and --trace (generate, bench).</summary>
+    /// <summary>Those and --gen-len, --trace, --policy and --hardware (generate, bench).</summary>
     public void AddTo(Command command)
     {
         AddModelAndPolicyTo(command);
         command.Options.Add(GenLen);
         command.Options.Add(Trace);
+        command.Options.Add(PolicyMode);
+        command.Options.Add(Hardware);
     }
 
     /// <summary>
@@ -145,7 +170,16 @@ public sealed class GenerationFlags
             CpuMem = parse.GetValue(CpuMem),
             DiskMem = parse.GetValue(DiskMem),
             Policy = Policy.ToOptions(parse),
+            Hardware = parse.GetResult(Hardware) is null ? null : parse.GetValue(Hardware),
         };
+        if (parse.GetResult(PolicyMode) is { Implicit: false })
+        {
+            // The planner chooses these: a value given beside it would be silently replaced.
+            foreach (var chosen in new Option[] { Policy.GpuBatchSize, Policy.NumGpuBatches, Policy.Percent, Policy.CpuCacheCompute })
+                if (parse.GetResult(chosen) is { Implicit: false })
+                    throw new UsageException($"{chosen.Name}: --policy auto chooses it; give one or the other.");
+            options.Policy.Auto = true;
+        }
         // The policy is checked here, before the model is read; the other options when the host is set up.
         _ = options.Policy.ToPolicy();
         return options;
@@ -165,6 +199,7 @@ public sealed class GenerationFlags
         FlexGenOptionKeys.NumGpuBatches => "--num-gpu-batches",
         FlexGenOptionKeys.Percent => "--percent",
         FlexGenOptionKeys.AttnSparsity => "--attn-sparsity",
+        FlexGenOptionKeys.Hardware => "--hardware",
         _ => key,
     };
 
@@ -194,8 +229,9 @@ public sealed class GenerationFlags
         return genLen;
     }
 
-    /// <summary>Text lines FlexGen-style: model, policy, compute dtype.</summary>
+    /// <summary>Text lines FlexGen-style: model, policy, compute dtype (and the auto policy's choice and prediction).</summary>
     public static string Describe(FlexGenRuntime runtime) =>
+        (runtime.Setup.AutoPlan is { } auto ? auto.Describe() + "\n" : "") +
         $"model: {runtime.Model.Config.Name} ({(runtime.Model.Location.DummyWeights ? "dummy weights" : runtime.Model.Location.WeightsFolder)})\n" +
         $"policy: gpu-batch-size {runtime.Policy.GpuBatchSize} x num-gpu-batches {runtime.Policy.NumGpuBatches}, " +
         $"percent {string.Join(' ', runtime.Policy.Percent)}, sep-layer {Bool(runtime.Policy.SepLayer)}, overlap {Bool(runtime.Policy.Overlap)}, " +

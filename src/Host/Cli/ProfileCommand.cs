@@ -5,6 +5,7 @@ using System.Globalization;
 using FlexGen.Actors.Benchmark;
 using FlexGen.Actors.Engine;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Planning;
 
 /// <summary>
 /// <c>flexgen profile</c>: measures this machine's constants of FlexLLMGen's cost model (links through the tiers, matmul
@@ -43,7 +44,7 @@ public static class ProfileCommand
             var options = new HardwareProfileOptions(folder, (long)mib << 20, FlexGenSetup.ParseDtype(parse.GetValue(dtype)),
                 PolicyFlags.GetBool(parse, direct), perMeasure);
             await console.Error.WriteLineAsync(
-                $"profile: 12 constants, about {perMeasure * 12:0} s (plus start-up); {mib} MiB per transfer in {Path.GetFullPath(folder)}");
+                $"profile: {HardwareProfiler.StepCount} measurements, about {perMeasure * 16:0} s (plus start-up); {mib} MiB per transfer in {Path.GetFullPath(folder)}");
             var progress = new SyncProgress(step => console.Error.WriteLine(
                 $"  {step.Name,-18} {Format(step)}  {step.What}"));
             var profile = await Task.Run(() => HardwareProfiler.Measure(options, progress, cancellation), cancellation);
@@ -54,8 +55,9 @@ public static class ProfileCommand
         return command;
     }
 
-    private static string Format(ProfileStep step) => step.Name.Contains("flops", StringComparison.Ordinal)
-        ? string.Create(CultureInfo.InvariantCulture, $"{step.Value / 1e9,10:0.00} GFLOP/s")
+    private static string Format(ProfileStep step) =>
+        step.Name.Contains("flops", StringComparison.Ordinal) ? string.Create(CultureInfo.InvariantCulture, $"{step.Value / 1e9,10:0.00} GFLOP/s")
+        : step.Name == HardwareProfile.TaskSecondsName ? string.Create(CultureInfo.InvariantCulture, $"{step.Value * 1e3,10:0.000} ms      ")
         : string.Create(CultureInfo.InvariantCulture, $"{step.Value / 1e9,10:0.00} GB/s    ");
 
     /// <summary>Reports on the measuring thread, in order (Progress&lt;T&gt; would post to the thread pool).</summary>

@@ -31,6 +31,13 @@ public sealed class FlexGenOptions
     /// <summary>Disk budget in GB (2^30 bytes); null: the free space of the offload folder's file system.</summary>
     public double? DiskMem { get; set; }
 
+    /// <summary>
+    /// A hardware profile (the JSON <c>flexgen profile</c> writes) for <see cref="PolicyOptions.Auto"/> and bench's bounds;
+    /// null: this machine's, cached under <c>$FLEXGEN_CACHE_DIR</c> (else <c>$XDG_CACHE_HOME/flexgen</c>, else
+    /// <c>~/.cache/flexgen</c>) and measured on first use.
+    /// </summary>
+    public string? Hardware { get; set; }
+
     /// <summary>How long the service waits for more requests to fill a block after the first (milliseconds).</summary>
     public int BatchWindowMs { get; set; } = 5;
 
@@ -62,6 +69,23 @@ public sealed class PolicyOptions
     public double AttnSparsity { get; set; } = 1.0;
     public bool CompressWeight { get; set; }
     public bool CompressCache { get; set; }
+
+    /// <summary>
+    /// Let the cost model choose the block, the placement and CPU attention (<c>--policy auto</c>) for a workload of
+    /// <see cref="PlanPromptLen"/> + <see cref="PlanGenLen"/> tokens within the tier budgets; the other fields here
+    /// (overlap, compression, ...) are kept, <see cref="GpuBatchSize"/>, <see cref="NumGpuBatches"/>,
+    /// <see cref="Percent"/> and <see cref="CpuCacheCompute"/> are replaced.
+    /// </summary>
+    public bool Auto { get; set; }
+
+    /// <summary>The prompt tokens per sequence <see cref="Auto"/> plans for.</summary>
+    public int PlanPromptLen { get; set; } = 512;
+
+    /// <summary>The new tokens per sequence <see cref="Auto"/> plans for.</summary>
+    public int PlanGenLen { get; set; } = 32;
+
+    /// <summary>The most sequences a block <see cref="Auto"/> chooses may hold (e.g. the prompts of a job); null: <see cref="AutoPolicy.DefaultMaxBlockSize"/>.</summary>
+    public int? PlanMaxBlockSize { get; set; }
 
     /// <summary>The validated policy.</summary>
     /// <exception cref="FlexGenOptionsException">A broken policy rule, named by the option key (e.g. <c>FlexGen:Policy:Percent</c>).</exception>
@@ -99,4 +123,14 @@ public sealed class PolicyOptions
         CompressWeight = policy.CompressWeight,
         CompressCache = policy.CompressCache,
     };
+
+    /// <summary>The workload <see cref="Auto"/> plans for.</summary>
+    /// <exception cref="FlexGenOptionsException">a length or block limit below 1 (names its key).</exception>
+    public (int PromptLen, int GenLen, int? MaxBlockSize) PlanWorkload()
+    {
+        if (PlanPromptLen < 1) throw new FlexGenOptionsException(FlexGenOptionKeys.PlanPromptLen, $"{PlanPromptLen}", "must be >= 1.");
+        if (PlanGenLen < 1) throw new FlexGenOptionsException(FlexGenOptionKeys.PlanGenLen, $"{PlanGenLen}", "must be >= 1.");
+        if (PlanMaxBlockSize is < 1) throw new FlexGenOptionsException(FlexGenOptionKeys.PlanMaxBlockSize, $"{PlanMaxBlockSize}", "must be >= 1 (or unset: no limit).");
+        return (PlanPromptLen, PlanGenLen, PlanMaxBlockSize);
+    }
 }

@@ -45,10 +45,16 @@ public static class FlexGenOptionKeys
     public const string NumGpuBatches = PolicySection + nameof(PolicyOptions.NumGpuBatches);
     public const string Percent = PolicySection + nameof(PolicyOptions.Percent);
     public const string AttnSparsity = PolicySection + nameof(PolicyOptions.AttnSparsity);
+    public const string Hardware = Section + nameof(FlexGenOptions.Hardware);
+    public const string PlanPromptLen = PolicySection + nameof(PolicyOptions.PlanPromptLen);
+    public const string PlanGenLen = PolicySection + nameof(PolicyOptions.PlanGenLen);
+    public const string PlanMaxBlockSize = PolicySection + nameof(PolicyOptions.PlanMaxBlockSize);
 
     /// <summary>The keys a <see cref="FlexGenOptionsException"/> names (the other options are switches, HOCON or a log level).</summary>
     public static IReadOnlyList<string> Checked { get; } =
-        [Model, Path, OffloadDir, ComputeDtype, GpuMem, CpuMem, DiskMem, GpuBatchSize, NumGpuBatches, Percent, AttnSparsity];
+        [Model, Path, OffloadDir, ComputeDtype, GpuMem, CpuMem, DiskMem, GpuBatchSize, NumGpuBatches, Percent, AttnSparsity, Hardware];
+
+    // PlanPromptLen, PlanGenLen and PlanMaxBlockSize are named too, but the CLI derives them from its run, never from a flag.
 
     /// <summary>
     /// The option key of a <see cref="PolicyValidationException.Field"/> ("Policy.WGpuPercent" comes from the

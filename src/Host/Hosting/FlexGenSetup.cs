@@ -1,10 +1,12 @@
 namespace FlexGen.Host.Hosting;
 
+using FlexGen.Actors.Benchmark;
 using FlexGen.Actors.Engine;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Host.Text;
 using FlexGen.Tensors;
 using FlexGen.Tensors.Layers;
+using FlexGen.Tensors.Planning;
 using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
@@ -21,8 +23,10 @@ public sealed class FlexGenSetup
     private readonly bool _ownsOffloadDir;
 
     private FlexGenSetup(FlexGenOptions options, ResolvedModel model, Policy policy, torch.ScalarType computeDtype,
-        string offloadDir, bool ownsOffloadDir, BpeTokenizer? tokenizer, TierBudgets budgets)
+        string offloadDir, bool ownsOffloadDir, BpeTokenizer? tokenizer, TierBudgets budgets, AutoPlan? autoPlan, ResolvedHardware? hardware)
     {
+        AutoPlan = autoPlan;
+        _hardware = hardware;
         Budgets = budgets;
         Options = options;
         Model = model;
@@ -55,7 +59,9 @@ public sealed class FlexGenSetup
     public TierBudgets Budgets { get; }
 
     /// <exception cref="FlexGenOptionsException">A bad model, policy, dtype or offload folder (names the option key and the rule).</exception>
-    public static FlexGenSetup Create(FlexGenOptions options, ResolvedModel? model = null)
+    /// <param name="say">Hears a line when the hardware profile is measured (<see cref="PolicyOptions.Auto"/> on first use).</param>
+    /// <exception cref="NoPolicyFitsException"><see cref="PolicyOptions.Auto"/> finds no policy within the budgets.</exception>
+    public static FlexGenSetup Create(FlexGenOptions options, ResolvedModel? model = null, Action<string>? say = null)
     {
         model ??= ModelResolver.Resolve(options.Model, options.Path);
         var policy = options.Policy.ToPolicy();
@@ -66,7 +72,47 @@ public sealed class FlexGenSetup
             : Path.GetFullPath(options.OffloadDir!);
         if (!owns && File.Exists(offload)) throw new FlexGenOptionsException(FlexGenOptionKeys.OffloadDir, options.OffloadDir, "a file is in the way.");
         var budgets = ResolveBudgets(options, offload);
-        return new FlexGenSetup(options, model, policy, dtype, offload, owns, LoadTokenizer(model), budgets);
+        AutoPlan? auto = null;
+        ResolvedHardware? hardware = null;
+        if (options.Policy.Auto)
+        {
+            var (promptLen, genLen, maxBlock) = options.Policy.PlanWorkload();
+            hardware = ResolveHardware(options, dtype, offload, say);
+            auto = AutoPolicy.Choose(model.Config, policy, promptLen, genLen, budgets, hardware.Profile, hardware.Source,
+                EngineSettings.BytesOf(dtype), maxBlock);
+            policy = auto.Policy;
+        }
+        return new FlexGenSetup(options, model, policy, dtype, offload, owns, LoadTokenizer(model), budgets, auto, hardware);
+    }
+
+    /// <summary>The policy <see cref="PolicyOptions.Auto"/> chose and its prediction; null when the policy was given.</summary>
+    public AutoPlan? AutoPlan { get; }
+
+    private ResolvedHardware? _hardware;
+
+    /// <summary>
+    /// The hardware profile of <see cref="FlexGenOptions.Hardware"/>, else this machine's cached one, measured now if
+    /// there is none (<paramref name="say"/> hears where it goes); resolved once per setup.
+    /// </summary>
+    public ResolvedHardware Hardware(Action<string>? say = null) => _hardware ??= ResolveHardware(Options, ComputeDtype, OffloadDir, say);
+
+    /// <exception cref="FlexGenOptionsException">a <see cref="FlexGenOptions.Hardware"/> file (or a cached one) that cannot be read.</exception>
+    public static ResolvedHardware ResolveHardware(FlexGenOptions options, torch.ScalarType computeDtype, string offloadDir, Action<string>? say = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        try
+        {
+            if (options.Hardware is { } file) return new ResolvedHardware(HardwareProfile.Read(file), Path.GetFullPath(file));
+            var cache = HardwareProfileCache.Default;
+            if (!File.Exists(cache.PathFor(computeDtype)))
+                say?.Invoke($"hardware profile: measuring this machine once (about 30 s), cached at {cache.PathFor(computeDtype)}");
+            var (profile, path, _) = cache.LoadOrMeasure(computeDtype, new HardwareProfileOptions(offloadDir, ComputeDtype: computeDtype));
+            return new ResolvedHardware(profile, path);
+        }
+        catch (HardwareProfileException ex)
+        {
+            throw new FlexGenOptionsException(FlexGenOptionKeys.Hardware, ex.Origin, ex.Reason, ex);
+        }
     }
 
     /// <summary>The budgets of <paramref name="options"/> (in GB of 2^30 bytes), the machine's where not given.</summary>
@@ -279,3 +325,6 @@ public sealed class FlexGenSetup
         return done;
     }
 }
+
+/// <summary>A hardware profile and where it came from (the file given, or this machine's cached one).</summary>
+public sealed record ResolvedHardware(HardwareProfile Profile, string Source);

@@ -40,6 +40,12 @@ public sealed record PlanEvaluation
     /// <summary>Generated tokens per second: bls * n / (prefill + decode); 0 when infeasible (as FlexLLMGen's search counts it).</summary>
     public double Throughput { get; init; }
 
+    /// <summary>Prompt tokens per second of the prefill, bls * s / prefill (bench's prefill throughput); 0 when infeasible.</summary>
+    public double PrefillThroughput { get; init; }
+
+    /// <summary>Generated tokens per second of the decode, bls * (n - 1) / decode (bench's decode throughput); 0 when infeasible.</summary>
+    public double DecodeThroughput { get; init; }
+
     public double TotalSeconds => (Prefill?.TotalSeconds ?? 0) + (Decode?.TotalSeconds ?? 0);
 }
 
@@ -107,12 +113,17 @@ public static class CostModel
             Value(fractions, PlacementFraction.WeightsGpu), Value(fractions, PlacementFraction.WeightsCpu),
             Value(fractions, PlacementFraction.CacheGpu), Value(fractions, PlacementFraction.CacheCpu),
             Value(fractions, PlacementFraction.HiddenGpu), Value(fractions, PlacementFraction.HiddenCpu));
-        return Describe(terms, placement);
+        return Predict(terms, placement);
     }
 
-    /// <summary>Times, throughput and memory of a placement the program accepted, from the same terms.</summary>
-    private static PlanEvaluation Describe(CostTerms terms, PlanPlacement placement)
+    /// <summary>
+    /// Times, throughput and memory of a placement from the terms, its memory unchecked: for a placement the program
+    /// accepted, or one the engine already admitted (bench's bounds).
+    /// </summary>
+    public static PlanEvaluation Predict(CostTerms terms, PlanPlacement placement)
     {
+        ArgumentNullException.ThrowIfNull(terms);
+        ArgumentNullException.ThrowIfNull(placement);
         var prefill = Phase(terms.PrefillBounds, placement, terms.PrefillSteps);
         var decode = Phase(terms.DecodeBounds, placement, terms.DecodeSteps);
         var budgets = terms.Problem.Budgets;
@@ -129,7 +140,13 @@ public static class CostModel
             Cpu = new TierUse(terms.CpuPrefill.Bytes.Evaluate(placement), terms.CpuDecode.Bytes.Evaluate(placement), budgets.CpuBytes * alpha),
             Disk = new TierUse(disk, disk, budgets.DiskBytes * alpha),
         };
-        return evaluation with { Throughput = terms.Block.BlockSize * (double)terms.Problem.GenLen / evaluation.TotalSeconds };
+        double bls = terms.Block.BlockSize;
+        return evaluation with
+        {
+            Throughput = bls * terms.Problem.GenLen / evaluation.TotalSeconds,
+            PrefillThroughput = bls * terms.Problem.PromptLen / prefill.TotalSeconds,
+            DecodeThroughput = decode.TotalSeconds > 0 ? bls * (terms.Problem.GenLen - 1) / decode.TotalSeconds : 0,
+        };
     }
 
     private static PhaseTime Phase(IReadOnlyList<PhaseBound> bounds, PlanPlacement placement, double steps)

@@ -13,11 +13,19 @@ public sealed record TierPeak(LinearTerm Home, LinearTerm Working)
     public LinearTerm Bytes => Home + Working;
 }
 
+/// <summary>One link's (or the compute's) seconds per layer step of a phase under a placement.</summary>
+/// <param name="Phase">"prefill" or "decode".</param>
+/// <param name="Name">"cpu->gpu", "gpu->cpu", "disk->cpu", "cpu->disk" or "compute".</param>
+public sealed record StepTime(string Phase, string Name, double SecondsPerStep);
+
 /// <summary>
 /// FlexLLMGen's cost model (experimental/cost_model.py) for one block, term by term, as linear functions of the
 /// placement: the per-layer time of each link and of the compute in prefill and decode, how they overlap into a
 /// phase's time, and the peak memory of each tier. Sizes are bytes of float16 (2 per element), times seconds per
-/// layer. The exact port: nothing its model leaves out (CPU attention delegation, compression, grouped KV heads) is here.
+/// layer. The model's geometry comes from <see cref="ModelShape"/> (FlexLLMGen's formulas for OPT's). With
+/// <see cref="PlanProblem.Engine"/> null the terms are FlexLLMGen's exactly; with it, the terms it leaves out are added
+/// (<see cref="EngineTerms"/>): where off-GPU cache is attended and what moves for it, 4-bit compression, overlap off,
+/// the output head.
 /// </summary>
 public sealed class CostTerms
 {
@@ -28,79 +36,126 @@ public sealed class CostTerms
         Problem = problem;
         Block = block;
         var hw = problem.Hardware;
-        double s = problem.PromptLen, n = problem.GenLen, l = problem.Model.Layers;
-        double h1 = problem.Model.HiddenSize, h2 = problem.Model.FfnSize, nh = problem.Model.Heads;
+        var m = problem.Model;
+        var engine = problem.Engine;
+        double s = problem.PromptLen, n = problem.GenLen, l = m.Layers;
+        double h1 = m.HiddenSize, nh = m.Heads;
         double bls = block.BlockSize, gbs = block.GpuBatchSize;
+        // Attention FLOPs run over every query head; the cache holds the KV heads only (h1 both, for OPT).
+        double aw = m.AttentionWidth, kvw = m.KvWidth;
 
-        // A layer's weights: attention 4 h1^2 and MLP 2 h1 h2 parameters (no biases), float16.
-        double wi = LayerWeightBytes;
+        // A layer's weights, float16 (FlexLLMGen's 8 h1^2 + 4 h1 h2 for OPT); with the engine's terms the output head
+        // too, spread over the layers. Compressed, a quarter of that plus the group scales.
+        double blockElements = m.AttentionWeightElements + m.MlpWeightElements;
+        double headPerLayer = engine is null ? 0 : m.HeadWeightElements / l;
+        double wi16 = 2 * (blockElements + headPerLayer);
+        double wi = wi16 * (engine is { CompressWeight: true } ? EngineTerms.CompressedFraction(engine.WeightGroupSize) : 1);
+        LayerWeightBytes = wi;
+        // k and v of one token of one sequence in one layer, as stored.
+        double cacheToken = 4 * kvw * (engine is { CompressCache: true } ? EngineTerms.CompressedFraction(engine.CacheGroupSize) : 1);
         // The decode step reads on average half the generated tokens' cache besides the prompt's.
         double decodeSeq = s + n / 2;
 
         // ---- prefill: loads (cpu->gpu, then disk->cpu) and stores (gpu->cpu, then cpu->disk) overlap the compute
         CtogPrefill = (1 / hw.CtogBdw) * (Of(wi, WeightsCpu, WeightsDisk) + Of(2 * s * h1 * bls, HiddenCpu, HiddenDisk));
-        GtocPrefill = (1 / hw.GtocBdwCache) * Of(4 * (s + 1) * h1 * bls, CacheCpu, CacheDisk)
+        GtocPrefill = (1 / hw.GtocBdwCache) * Of(cacheToken * (s + 1) * bls, CacheCpu, CacheDisk)
                       + (1 / hw.GtocBdwHidden) * Of(2 * s * h1 * bls, HiddenCpu, HiddenDisk);
         DtocPrefill = (1 / hw.DtocBdw) * (Of(wi, WeightsDisk) + Of(2 * s * h1 * bls, HiddenDisk));
-        CtodPrefill = (1 / hw.CtodBdwCacheP) * Of(4 * bls * (s + 1) * h1, CacheDisk)
+        CtodPrefill = (1 / hw.CtodBdwCacheP) * Of(cacheToken * bls * (s + 1), CacheDisk)
                       + (1 / hw.CtodBdwHiddenP) * Of(2 * s * h1 * bls, HiddenDisk);
-        ComputePrefill = LinearTerm.Of(bls * (8 * s * h1 * h1 + 4 * s * h1 * h2) / hw.MmFlopsP
-                                       + 4 * bls * s * s * h1 / hw.BmmFlopsP);
-        PrefillBounds =
-        [
-            new("cpu->gpu + disk->cpu", CtogPrefill + DtocPrefill),
-            new("gpu->cpu + cpu->disk", GtocPrefill + CtodPrefill),
-            new("gpu compute", ComputePrefill),
-        ];
+        // With the engine's terms the matmul rate is the profile's at a GPU batch's rows (FlexLLMGen: one per phase);
+        // the output head computes the last position only.
+        double mmPrefill = engine is null ? hw.MmFlopsP : hw.MatmulFlops(gbs * s, hw.MmFlopsP);
+        double mmDecode = engine is null ? hw.MmFlopsG : hw.MatmulFlops(gbs, hw.MmFlopsG);
+        // The engine's own work per layer task of a GPU batch (the profile's task_s): the block's tasks, and the embedding
+        // and output tasks of a step spread over the layers.
+        double taskSeconds = engine is not null && hw.TaskSeconds is { } perTask
+            ? perTask * block.NumGpuBatches * ((engine.SepLayer ? 2 : 1) + 2 / l)
+            : 0;
+        ComputePrefill = LinearTerm.Of(bls * 2 * s * blockElements / mmPrefill + bls * 2 * headPerLayer / mmDecode
+                                       + 4 * bls * s * s * aw / hw.BmmFlopsP + taskSeconds)
+                         + Dequantize(engine, hw, wi16, 4 * kvw * (s + 1) * bls);
 
         // ---- decode: the cpu->gpu load runs before everything else of the step
         CtogDecode = (1 / hw.CtogBdw) * (Of(wi, WeightsCpu, WeightsDisk) + Of(2 * h1 * bls, HiddenCpu, HiddenDisk));
         GtocDecode = (1 / hw.GtocBdwHidden) * Of(2 * h1 * bls, HiddenCpu, HiddenDisk);
         // FlexLLMGen reads weights from disk at 95% of the disk's bandwidth in decode.
-        DtocDecode = (1 / hw.DtocBdw) * (Of(4 * bls * decodeSeq * h1, CacheDisk) + Of(2 * h1 * bls, HiddenDisk))
+        DtocDecode = (1 / hw.DtocBdw) * (Of(cacheToken * bls * decodeSeq, CacheDisk) + Of(2 * h1 * bls, HiddenDisk))
                      + (1 / (hw.DtocBdw * 0.95)) * Of(wi, WeightsDisk);
-        CtodDecode = (1 / hw.CtodBdwG) * (Of(4 * bls * h1, CacheDisk) + Of(2 * h1 * bls, HiddenDisk));
+        CtodDecode = (1 / hw.CtodBdwG) * (Of(cacheToken * bls, CacheDisk) + Of(2 * h1 * bls, HiddenDisk));
         CpuAttentionFlops = EffectiveCpuFlops(hw, gbs, h1);
-        ComputeDecode = LinearTerm.Of(bls * (8 * h1 * h1 + 4 * h1 * h2) / hw.MmFlopsG)
-                        + (1 / hw.BmmFlopsG) * Of(4 * bls * decodeSeq * h1, CacheGpu)
-                        + (1 / CpuAttentionFlops) * Of(4 * bls * decodeSeq * h1, CacheCpu, CacheDisk);
-        DecodeBounds =
-        [
-            new("cpu->gpu + gpu->cpu", CtogDecode + GtocDecode),
-            new("cpu->gpu + disk->cpu", CtogDecode + DtocDecode),
-            new("cpu->gpu + cpu->disk", CtogDecode + CtodDecode),
-            new("cpu->gpu + compute", CtogDecode + ComputeDecode),
-        ];
+        var attentionFlops = 4 * bls * decodeSeq * aw;
+        var offGpuAttention = engine is { CpuCacheCompute: false }
+            ? (1 / hw.BmmFlopsG) * Of(attentionFlops, CacheCpu, CacheDisk)
+            : (1 / CpuAttentionFlops) * Of(attentionFlops, CacheCpu, CacheDisk);
+        ComputeDecode = LinearTerm.Of(2 * bls * (blockElements + headPerLayer) / mmDecode + taskSeconds)
+                        + (1 / hw.BmmFlopsG) * Of(attentionFlops, CacheGpu)
+                        + offGpuAttention
+                        + Dequantize(engine, hw, wi16, 4 * kvw * decodeSeq * bls);
+        if (engine is { CpuCacheCompute: true })
+        {
+            // The CPU attends the rows cached off the GPU: their q, k, v go down, the attention output comes back.
+            GtocDecode += (1 / hw.GtocBdwHidden) * Of(2 * (aw + 2 * kvw) * bls, CacheCpu, CacheDisk);
+            CtogDecode += (1 / hw.CtogBdw) * Of(2 * aw * bls, CacheCpu, CacheDisk);
+        }
+        else if (engine is not null)
+        {
+            // The GPU attends every row: the cache homed off it comes up each step, as stored.
+            CtogDecode += (1 / hw.CtogBdw) * Of(cacheToken * bls * decodeSeq, CacheCpu, CacheDisk);
+        }
+
+        if (engine is { Overlap: false })
+        {
+            // Nothing runs beside anything else: a phase takes the sum of its terms.
+            PrefillBounds = [new("serial: links + compute", CtogPrefill + DtocPrefill + GtocPrefill + CtodPrefill + ComputePrefill)];
+            DecodeBounds = [new("serial: links + compute", CtogDecode + GtocDecode + DtocDecode + CtodDecode + ComputeDecode)];
+        }
+        else
+        {
+            PrefillBounds =
+            [
+                new("cpu->gpu + disk->cpu", CtogPrefill + DtocPrefill),
+                new("gpu->cpu + cpu->disk", GtocPrefill + CtodPrefill),
+                new("gpu compute", ComputePrefill),
+            ];
+            DecodeBounds =
+            [
+                new("cpu->gpu + gpu->cpu", CtogDecode + GtocDecode),
+                new("cpu->gpu + disk->cpu", CtogDecode + DtocDecode),
+                new("cpu->gpu + cpu->disk", CtogDecode + CtodDecode),
+                new("cpu->gpu + compute", CtogDecode + ComputeDecode),
+            ];
+        }
 
         // ---- peak memory (FlexLLMGen's gpu_home / gpu_w, cpu_home / cpu_w, nvme_peak)
         double prefillIntermediates = 8 * gbs * s * h1            // q, k, v
                                       + gbs * (2 * s * h1 + 2 * nh * s * s) // attention scores
                                       + gbs * (2 * s * h1)
                                       + 4 * gbs * s * h1
-                                      + 2 * gbs * s * h2            // MLP inner activations
+                                      + 2 * gbs * s * m.FfnSize     // MLP inner activations
                                       + 2 * gbs * s * h1;
         GpuPrefill = new TierPeak(
-            Of(wi * l, WeightsGpu) + Of(2 * s * h1 * bls, HiddenGpu) + Of(4 * (s + n) * h1 * bls * l, CacheGpu),
+            Of(wi * l, WeightsGpu) + Of(2 * s * h1 * bls, HiddenGpu) + Of(cacheToken * (s + n) * bls * l, CacheGpu),
             // two layers' weights in flight (the one computed and the one prefetched)
             LinearTerm.Of(2 * wi) + Of(-2 * wi, WeightsGpu) + LinearTerm.Of(2 * s * h1 * gbs) + Of(-2 * s * h1 * gbs, HiddenGpu)
             + prefillIntermediates);
-        var decodeIntermediates = LinearTerm.Of(8 * gbs * h1 + 4 * gbs * h1 + 2 * gbs * h2 + 2 * gbs * h1)
-                                  + Of(gbs * (2 * h1 + 2 * (s + n) * h1 + 2 * nh * (s + n)), CacheGpu)
-                                  + Of(gbs * (2 * (s + n) * h1 + 2 * h1), CacheGpu);
+        var decodeIntermediates = LinearTerm.Of(8 * gbs * h1 + 4 * gbs * h1 + 2 * gbs * m.FfnSize + 2 * gbs * h1)
+                                  + Of(gbs * (2 * h1 + 2 * (s + n) * kvw + 2 * nh * (s + n)), CacheGpu)
+                                  + Of(gbs * (2 * (s + n) * kvw + 2 * h1), CacheGpu);
         GpuDecode = new TierPeak(
-            Of(wi * l, WeightsGpu) + Of(2 * h1 * bls, HiddenGpu) + Of(4 * (s + n) * h1 * bls * l, CacheGpu),
+            Of(wi * l, WeightsGpu) + Of(2 * h1 * bls, HiddenGpu) + Of(cacheToken * (s + n) * bls * l, CacheGpu),
             LinearTerm.Of(2 * wi) + Of(-2 * wi, WeightsGpu) + LinearTerm.Of(2 * h1 * gbs) + Of(-2 * h1 * gbs, HiddenGpu)
-            + Of(2 * 2 * gbs * (s + n) * h1, CacheGpu)
+            + Of(2 * 2 * gbs * (s + n) * kvw, CacheGpu)
             + decodeIntermediates);
         CpuPrefill = new TierPeak(
-            Of(wi * l, WeightsCpu) + Of(2 * s * h1 * bls, HiddenCpu) + Of(4 * s * h1 * bls * l, CacheCpu),
+            Of(wi * l, WeightsCpu) + Of(2 * s * h1 * bls, HiddenCpu) + Of(cacheToken * s * bls * l, CacheCpu),
             LinearTerm.Of(wi) + Of(-wi, WeightsGpu) + LinearTerm.Of(2 * s * h1 * gbs) + Of(-2 * s * h1 * gbs, HiddenGpu));
         CpuDecode = new TierPeak(
-            Of(wi * l, WeightsCpu) + Of(2 * h1 * bls, HiddenCpu) + Of(4 * (s + n) * h1 * bls * l, CacheCpu),
-            Of(wi, WeightsDisk) + Of(4 * h1 * gbs, HiddenDisk) + Of(8 * (s + n) * h1 * gbs, CacheDisk)
+            Of(wi * l, WeightsCpu) + Of(2 * h1 * bls, HiddenCpu) + Of(cacheToken * (s + n) * bls * l, CacheCpu),
+            Of(wi, WeightsDisk) + Of(4 * h1 * gbs, HiddenDisk) + Of(8 * (s + n) * kvw * gbs, CacheDisk)
             + LinearTerm.Of(2 * nh * (s + n) * gbs + 2 * h1 * gbs));
         Disk = new TierPeak(
-            Of(wi * l, WeightsDisk) + Of(2 * s * h1 * bls, HiddenDisk) + Of(4 * (s + n) * h1 * bls * l, CacheDisk),
+            Of(wi * l, WeightsDisk) + Of(2 * s * h1 * bls, HiddenDisk) + Of(cacheToken * (s + n) * bls * l, CacheDisk),
             LinearTerm.Zero);
     }
 
@@ -108,9 +163,8 @@ public sealed class CostTerms
 
     public PlanBlock Block { get; }
 
-    /// <summary>FlexLLMGen's <c>wi</c>: 8 h1^2 + 4 h1 h2 bytes.</summary>
-    public double LayerWeightBytes => 8.0 * Problem.Model.HiddenSize * Problem.Model.HiddenSize
-                                      + 4.0 * Problem.Model.HiddenSize * Problem.Model.FfnSize;
+    /// <summary>FlexLLMGen's <c>wi</c>, a layer's weight bytes as stored: 8 h1^2 + 4 h1 h2 for OPT (with the engine's terms, plus the output head's share, compressed when the weights are).</summary>
+    public double LayerWeightBytes { get; }
 
     public LinearTerm CtogPrefill { get; }
     public LinearTerm GtocPrefill { get; }
@@ -149,7 +203,34 @@ public sealed class CostTerms
         yield return ("cpu prefill", CpuPrefill, budgets.CpuBytes * alpha);
         yield return ("cpu decode", CpuDecode, budgets.CpuBytes * alpha);
         yield return ("disk", Disk, budgets.DiskBytes * alpha);
+        if (!budgets.GpuInCpuMemory) yield break;
+        // The emulated GPU tier lives in the same memory as the CPU tier.
+        yield return ("gpu + cpu prefill", new TierPeak(GpuPrefill.Home + CpuPrefill.Home, GpuPrefill.Working + CpuPrefill.Working), budgets.CpuBytes * alpha);
+        yield return ("gpu + cpu decode", new TierPeak(GpuDecode.Home + CpuDecode.Home, GpuDecode.Working + CpuDecode.Working), budgets.CpuBytes * alpha);
     }
+
+    /// <summary>Each link's and the compute's seconds per layer step of both phases under a placement (0 where nothing moves).</summary>
+    public IReadOnlyList<StepTime> StepTimes(PlanPlacement placement)
+    {
+        ArgumentNullException.ThrowIfNull(placement);
+        return
+        [
+            new("prefill", "cpu->gpu", CtogPrefill.Evaluate(placement)),
+            new("prefill", "gpu->cpu", GtocPrefill.Evaluate(placement)),
+            new("prefill", "disk->cpu", DtocPrefill.Evaluate(placement)),
+            new("prefill", "cpu->disk", CtodPrefill.Evaluate(placement)),
+            new("prefill", "compute", ComputePrefill.Evaluate(placement)),
+            new("decode", "cpu->gpu", CtogDecode.Evaluate(placement)),
+            new("decode", "gpu->cpu", GtocDecode.Evaluate(placement)),
+            new("decode", "disk->cpu", DtocDecode.Evaluate(placement)),
+            new("decode", "cpu->disk", CtodDecode.Evaluate(placement)),
+            new("decode", "compute", ComputeDecode.Evaluate(placement)),
+        ];
+    }
+
+    /// <summary>Tokens per second a phase would reach if a step took <paramref name="secondsPerStep"/>: prompt tokens in prefill, generated tokens in decode.</summary>
+    public double Throughput(string phase, double secondsPerStep) =>
+        (phase == "prefill" ? Block.BlockSize * (double)Problem.PromptLen : Block.BlockSize) / (Problem.Model.Layers * secondsPerStep);
 
     /// <summary>Layer steps of the whole generation: the objective is (l Tpre + (n - 1) l Tgen) / bls.</summary>
     public double PrefillSteps => Problem.Model.Layers;
@@ -169,4 +250,16 @@ public sealed class CostTerms
     }
 
     private static LinearTerm Of(double coefficient, params PlacementFraction[] fractions) => LinearTerm.Of(coefficient, fractions);
+
+    /// <summary>
+    /// The (de)quantization a step computes with compression: every weight dequantized at its use, and the cache bytes
+    /// the step quantizes or reads (<paramref name="cacheFloat16Bytes"/>); needs the profile's <c>comp_bdw</c>.
+    /// </summary>
+    private static LinearTerm Dequantize(EngineTerms? engine, HardwareProfile hw, double weightFloat16Bytes, double cacheFloat16Bytes)
+    {
+        if (engine is not ({ CompressWeight: true } or { CompressCache: true })) return LinearTerm.Zero;
+        double rate = hw.CompBdw ?? throw new HardwareProfileException("the hardware profile",
+            $"compression needs {HardwareProfile.CompBdwName} (float16 bytes (de)quantized per second); flexgen profile measures it");
+        return LinearTerm.Of(((engine.CompressWeight ? weightFloat16Bytes : 0) + (engine.CompressCache ? cacheFloat16Bytes : 0)) / rate);
+    }
 }

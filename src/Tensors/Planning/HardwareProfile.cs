@@ -55,12 +55,63 @@ public sealed record HardwareProfile
     /// <summary>Coefficient of the correction's log2(4096/h) term.</summary>
     public required double C3 { get; init; }
 
+    /// <summary>
+    /// Float16 bytes 4-bit (de)quantized per second on the GPU tier (JSON <c>comp_bdw</c>); beyond FlexLLMGen's names, so
+    /// optional: only the compression terms (<see cref="EngineTerms"/>) read it.
+    /// </summary>
+    public double? CompBdw { get; init; }
+
+    /// <summary>
+    /// The GPU tier's matmul rate by the rows of the activation (JSON <c>mm_flops_rows</c>: an object of rows -> FLOP/s),
+    /// measured on one weight: FlexLLMGen's two constants (mm_flops_p, mm_flops_g) are this curve at two points. Beyond its
+    /// names, so optional: only the engine's terms (<see cref="EngineTerms"/>) read it, at the rows of a GPU batch.
+    /// </summary>
+    public IReadOnlyList<(int Rows, double Flops)>? MmFlopsByRows
+    {
+        get;
+        init => field = value is null ? null : [.. value.OrderBy(p => p.Rows)];
+    }
+
+    /// <summary>The JSON name of <see cref="MmFlopsByRows"/>.</summary>
+    public const string MmFlopsRowsName = "mm_flops_rows";
+
+    /// <summary>
+    /// The matmul rate at <paramref name="rows"/> activation rows: the curve interpolated linearly in log(rows) and clamped
+    /// to its ends; without one, <paramref name="flatRate"/> (FlexLLMGen's constant of the phase).
+    /// </summary>
+    public double MatmulFlops(double rows, double flatRate)
+    {
+        if (MmFlopsByRows is not { Count: > 0 } curve) return flatRate;
+        if (rows <= curve[0].Rows) return curve[0].Flops;
+        if (rows >= curve[^1].Rows) return curve[^1].Flops;
+        int i = 1;
+        while (curve[i].Rows < rows) i++;
+        var (r0, f0) = curve[i - 1];
+        var (r1, f1) = curve[i];
+        double t = (Math.Log(rows) - Math.Log(r0)) / (Math.Log(r1) - Math.Log(r0));
+        return f0 + t * (f1 - f0);
+    }
+
     /// <summary>The JSON names (FlexLLMGen's), in the order the file lists them.</summary>
     public static IReadOnlyList<string> JsonNames { get; } =
     [
         "ctog_bdw", "gtoc_bdw_cache", "gtoc_bdw_hidden", "dtoc_bdw", "ctod_bdw_cache_p", "ctod_bdw_hidden_p", "ctod_bdw_g",
         "mm_flops_p", "mm_flops_g", "bmm_flops_p", "bmm_flops_g", "cpu_flops", "c1", "c2", "c3",
     ];
+
+    /// <summary>The JSON name of <see cref="CompBdw"/>.</summary>
+    public const string CompBdwName = "comp_bdw";
+
+    /// <summary>
+    /// Seconds of the engine's own work per layer task of a GPU batch, apart from its FLOPs and bytes (JSON <c>task_s</c>):
+    /// dispatch, buffers, a layer's small ops. Beyond FlexLLMGen's names, so optional: only the engine's terms read it.
+    /// </summary>
+    public double? TaskSeconds { get; init; }
+
+    /// <summary>The JSON name of <see cref="TaskSeconds"/>.</summary>
+    public const string TaskSecondsName = "task_s";
+
+    private static readonly string[] OptionalNames = [CompBdwName, TaskSecondsName];
 
     private static readonly string[] CorrectionCoefficients = ["c1", "c2", "c3"];
 
@@ -88,9 +139,16 @@ public sealed record HardwareProfile
     {
         double[] values = [CtogBdw, GtocBdwCache, GtocBdwHidden, DtocBdw, CtodBdwCacheP, CtodBdwHiddenP, CtodBdwG,
             MmFlopsP, MmFlopsG, BmmFlopsP, BmmFlopsG, CpuFlops, C1, C2, C3];
-        var lines = JsonNames.Select((name, i) => $"  \"{name}\": {values[i].ToString("R", CultureInfo.InvariantCulture)}");
+        var named = JsonNames.Select((name, i) => (name, values[i])).ToList();
+        if (CompBdw is { } comp) named.Add((CompBdwName, comp));
+        if (TaskSeconds is { } task) named.Add((TaskSecondsName, task));
+        var lines = named.Select(p => $"  \"{p.name}\": {R(p.Item2)}").ToList();
+        if (MmFlopsByRows is { } curve)
+            lines.Add($"  \"{MmFlopsRowsName}\": {{ {string.Join(", ", curve.Select(p => $"\"{p.Rows}\": {R(p.Flops)}"))} }}");
         return "{\n" + string.Join(",\n", lines) + "\n}\n";
     }
+
+    private static string R(double value) => value.ToString("R", CultureInfo.InvariantCulture);
 
     /// <summary>FlexLLMGen's defaults of the CPU attention correction (<c>CostModelConfig</c>: c1, c2, c3).</summary>
     public static (double C1, double C2, double C3) DefaultCorrection { get; } = (0.0168, 0.0328, 0.0621);
@@ -99,6 +157,7 @@ public sealed record HardwareProfile
     public static HardwareProfile Parse(string json, string source)
     {
         Dictionary<string, double> values = new(StringComparer.Ordinal);
+        List<(int Rows, double Flops)>? curve = null;
         try
         {
             using var document = JsonDocument.Parse(json);
@@ -106,8 +165,13 @@ public sealed record HardwareProfile
                 throw new HardwareProfileException(source, "expected one JSON object of hardware constants");
             foreach (var property in document.RootElement.EnumerateObject())
             {
-                if (!JsonNames.Contains(property.Name))
-                    throw new HardwareProfileException(source, $"unknown key \"{property.Name}\" (keys: {string.Join(", ", JsonNames)})");
+                if (property.Name == MmFlopsRowsName)
+                {
+                    curve = ParseCurve(property.Value, source);
+                    continue;
+                }
+                if (!JsonNames.Contains(property.Name) && !OptionalNames.Contains(property.Name))
+                    throw new HardwareProfileException(source, $"unknown key \"{property.Name}\" (keys: {string.Join(", ", JsonNames)}; optional {string.Join(", ", OptionalNames)}, {MmFlopsRowsName})");
                 if (property.Value.ValueKind != JsonValueKind.Number || !property.Value.TryGetDouble(out double value) || !double.IsFinite(value))
                     throw new HardwareProfileException(source, $"\"{property.Name}\" must be a number");
                 values[property.Name] = value;
@@ -120,13 +184,30 @@ public sealed record HardwareProfile
         var missing = JsonNames.Where(n => !values.ContainsKey(n)).ToList();
         if (missing.Count > 0) throw new HardwareProfileException(source, $"missing {string.Join(", ", missing)}");
         // The rates divide bytes and FLOPs; the c's are free coefficients of a correction FlexLLMGen clamps itself.
-        foreach (var name in JsonNames.Except(CorrectionCoefficients))
+        foreach (var name in JsonNames.Except(CorrectionCoefficients).Concat(OptionalNames).Where(values.ContainsKey))
             if (values[name] <= 0)
                 throw new HardwareProfileException(source, $"\"{name}\" must be positive, got {values[name].ToString(CultureInfo.InvariantCulture)}");
-        return FromNamed(values);
+        return FromNamed(values) with { MmFlopsByRows = curve };
     }
 
-    /// <summary>A profile from its FlexLLMGen names (<see cref="JsonNames"/>): every name present.</summary>
+    /// <summary><c>mm_flops_rows</c>: an object of positive integer rows to positive FLOP/s.</summary>
+    private static List<(int Rows, double Flops)> ParseCurve(JsonElement element, string source)
+    {
+        if (element.ValueKind != JsonValueKind.Object)
+            throw new HardwareProfileException(source, $"\"{MmFlopsRowsName}\" must be an object of rows -> FLOP/s");
+        var curve = new List<(int, double)>();
+        foreach (var point in element.EnumerateObject())
+        {
+            if (!int.TryParse(point.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int rows) || rows < 1
+                || point.Value.ValueKind != JsonValueKind.Number || !point.Value.TryGetDouble(out double flops) || !(flops > 0) || !double.IsFinite(flops))
+                throw new HardwareProfileException(source, $"\"{MmFlopsRowsName}\": \"{point.Name}\" must be rows >= 1 with a positive FLOP/s");
+            curve.Add((rows, flops));
+        }
+        if (curve.Count == 0) throw new HardwareProfileException(source, $"\"{MmFlopsRowsName}\" has no points");
+        return curve;
+    }
+
+    /// <summary>A profile from its FlexLLMGen names (<see cref="JsonNames"/>): every name present (<c>comp_bdw</c> optional).</summary>
     public static HardwareProfile FromNamed(IReadOnlyDictionary<string, double> values)
     {
         ArgumentNullException.ThrowIfNull(values);
@@ -147,6 +228,8 @@ public sealed record HardwareProfile
             C1 = values["c1"],
             C2 = values["c2"],
             C3 = values["c3"],
+            CompBdw = values.TryGetValue(CompBdwName, out double comp) ? comp : null,
+            TaskSeconds = values.TryGetValue(TaskSecondsName, out double task) ? task : null,
         };
     }
 }

@@ -16,6 +16,9 @@ public enum SearchKind
 /// <summary>A search's best block (null when no block fits) and what it cost.</summary>
 public sealed record PlanSearchResult(PlanEvaluation? Best, int ProgramsSolved, TimeSpan Elapsed);
 
+/// <summary>Every feasible block a search found, best first, and what it cost.</summary>
+public sealed record PlanRanking(IReadOnlyList<PlanEvaluation> Feasible, int ProgramsSolved, TimeSpan Elapsed);
+
 /// <summary>
 /// The block searches over <see cref="CostModel.Evaluate"/>. Feasibility only shrinks as a block grows (every memory
 /// term grows with gbs and bls), which both searches rely on to bound the number of GPU batches.
@@ -64,26 +67,38 @@ public static class PolicySearch
     /// </summary>
     public static PlanSearchResult Grid(PlanProblem problem, PlanPlacement? fixedPlacement = null)
     {
+        var ranked = Ranked(problem, fixedPlacement);
+        return new PlanSearchResult(ranked.Feasible.FirstOrDefault(), ranked.ProgramsSolved, ranked.Elapsed);
+    }
+
+    /// <summary>
+    /// Every feasible block of the grid (and FlexLLMGen's search's), best first by <see cref="Grid"/>'s order; with
+    /// <paramref name="maxBlockSize"/>, only blocks of at most that many sequences (a run with fewer prompts gains
+    /// nothing from a larger block).
+    /// </summary>
+    public static PlanRanking Ranked(PlanProblem problem, PlanPlacement? fixedPlacement = null, long? maxBlockSize = null)
+    {
         var counter = new Counter(problem, fixedPlacement);
         var clock = Stopwatch.StartNew();
-        var flexLlmGen = FlexLlmGen(problem, fixedPlacement);
+        var flexLlmGen = maxBlockSize is null ? FlexLlmGen(problem, fixedPlacement) : null;
         var blocks = new List<PlanBlock>();
         foreach (int gbs in GridGpuBatchSizes())
         {
-            int maxBatches = MaxNumGpuBatches(counter, gbs);
+            if (gbs > maxBlockSize) break;
+            int maxBatches = MaxNumGpuBatches(counter, gbs, maxBlockSize is { } cap ? (int)Math.Min(int.MaxValue, cap / gbs) : int.MaxValue);
             if (maxBatches == 0) break;
             blocks.AddRange(GridNumGpuBatches(maxBatches).Select(nb => new PlanBlock(gbs, nb)));
         }
         // The programs are independent: solve them on every core.
         var results = new ConcurrentBag<PlanEvaluation>();
         Parallel.ForEach(blocks, block => results.Add(counter.Evaluate(block)));
-        if (flexLlmGen.Best is { } theirs) results.Add(theirs);
-        var best = results.Where(r => r.Feasible)
+        if (flexLlmGen?.Best is { } theirs) results.Add(theirs);
+        var feasible = results.Where(r => r.Feasible)
             .OrderByDescending(r => r.Throughput)
             .ThenBy(r => r.Block.GpuBatchSize)
             .ThenBy(r => r.Block.NumGpuBatches)
-            .FirstOrDefault();
-        return new PlanSearchResult(best, counter.Solved + flexLlmGen.ProgramsSolved, clock.Elapsed);
+            .ToList();
+        return new PlanRanking(feasible, counter.Solved + (flexLlmGen?.ProgramsSolved ?? 0), clock.Elapsed);
     }
 
     /// <summary>Up to this many GPU batches the grid takes every count.</summary>
@@ -117,8 +132,11 @@ public static class PolicySearch
     /// FlexLLMGen's <c>get_nb_ub</c>: the most GPU batches of <paramref name="gpuBatchSize"/> whose block fits, by
     /// doubling until one does not and bisecting between; 0 when one GPU batch does not fit.
     /// </summary>
-    private static int MaxNumGpuBatches(Counter counter, int gpuBatchSize)
+    private static int MaxNumGpuBatches(Counter counter, int gpuBatchSize, int cap = int.MaxValue)
     {
+        if (cap < 1) return 0;
+        // A capped count that fits is the answer (feasibility only shrinks as the block grows); else the answer is below it.
+        if (cap < int.MaxValue && counter.Evaluate(new PlanBlock(gpuBatchSize, cap)).Feasible) return cap;
         int nb = 1;
         while (counter.Evaluate(new PlanBlock(gpuBatchSize, nb)).Feasible) nb *= 2;
         int left = Math.Max(nb / 2, 1), right = nb;

@@ -1,0 +1,57 @@
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Policies;
+
+namespace FlexGen.Tensors.Planning;
+
+/// <summary>What bounds a phase's throughput: one link, or the compute, alone.</summary>
+/// <param name="Phase">"prefill" or "decode".</param>
+/// <param name="Name">"compute", "cpu->gpu", "gpu->cpu", "disk->cpu" or "cpu->disk".</param>
+/// <param name="TokensPerSecond">The phase's throughput if this were all it did (infinite where it does nothing).</param>
+public sealed record ThroughputBound(string Phase, string Name, double SecondsPerStep, double TokensPerSecond);
+
+/// <summary>The cost model's prediction of a run and each of its bounds.</summary>
+public sealed record RunPrediction(PlanEvaluation Evaluation, IReadOnlyList<ThroughputBound> Bounds)
+{
+    /// <summary>The tightest bound of a phase.</summary>
+    public ThroughputBound Tightest(string phase) => Bounds.Where(b => b.Phase == phase).MinBy(b => b.TokensPerSecond)!;
+}
+
+/// <summary>
+/// The cost model at a policy this engine runs: its block, its placement and its engine terms (CPU attention,
+/// compression, overlap) from the policy, so bench's bounds, <c>--policy auto</c> and <c>plan</c> read the same terms.
+/// </summary>
+public static class PolicyCost
+{
+    /// <summary>Budgets no run reaches: a prediction of a run the engine already admitted.</summary>
+    private static readonly PlanBudgets Unbounded = new(1L << 60, 1L << 60, 1L << 60);
+
+    public static EngineTerms EngineTermsOf(Policy policy)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        return new EngineTerms(policy.CpuCacheCompute, policy.CompressWeight, policy.CompressCache, policy.Overlap, policy.SepLayer)
+        {
+            WeightGroupSize = policy.CompWeightConfig.GroupSize,
+            CacheGroupSize = policy.CompCacheConfig.GroupSize,
+        };
+    }
+
+    public static PlanBlock BlockOf(Policy policy) => new(policy.GpuBatchSize, policy.NumGpuBatches);
+
+    public static PlanPlacement PlacementOf(Policy policy) => PlanPlacement.FromPercent([.. policy.Percent]);
+
+    /// <summary>The problem of a run of <paramref name="config"/> under the engine's terms of <paramref name="policy"/>.</summary>
+    public static PlanProblem ProblemOf(ModelConfig config, Policy policy, int promptLen, int genLen, PlanBudgets budgets, HardwareProfile hardware) =>
+        new(ModelShape.Of(config), promptLen, genLen, budgets, hardware) { Engine = EngineTermsOf(policy) };
+
+    /// <summary>The prediction and bounds of a run under <paramref name="policy"/> (its memory unchecked).</summary>
+    public static RunPrediction Predict(ModelConfig config, Policy policy, int promptLen, int genLen, HardwareProfile hardware)
+    {
+        var terms = new CostTerms(ProblemOf(config, policy, promptLen, genLen, Unbounded, hardware), BlockOf(policy));
+        var placement = PlacementOf(policy);
+        var bounds = terms.StepTimes(placement)
+            .Select(t => new ThroughputBound(t.Phase, t.Name, t.SecondsPerStep,
+                t.SecondsPerStep > 0 ? terms.Throughput(t.Phase, t.SecondsPerStep) : double.PositiveInfinity))
+            .ToList();
+        return new RunPrediction(CostModel.Predict(terms, placement), bounds);
+    }
+}

@@ -1,0 +1,187 @@
+namespace FlexGen.Host.Tests;
+
+using System.Globalization;
+using System.Text.RegularExpressions;
+using FlexGen.Actors.Benchmark;
+using FlexGen.Host.Hosting;
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Placement;
+using FlexGen.Tensors.Planning;
+using FlexGen.Tensors.Policies;
+using static TorchSharp.torch;
+
+/// <summary>bench's bounds, the hardware profile cache, and --policy auto (CLI and hosting option).</summary>
+public class AutoPolicyTests
+{
+    private static string[] Bench(params string[] more) =>
+        ["bench", "--model", TestPaths.BundledModel, "--prompt-len", "8", "--gen-len", "4", "--gpu-batch-size", "2", "--no-log", "--warmup", "false", "--compute-dtype", "float32", .. more];
+
+    [Fact]
+    public async Task Bench_should_print_each_bound_from_the_planners_terms_with_the_prediction_and_efficiency()
+    {
+        using var folder = new TempFolder();
+        string hardware = TestHardwareCache.WriteFile(folder);
+
+        var result = await CliRunner.RunAsync(Bench("--percent", "0", "100", "100", "0", "100", "0", "--hardware", hardware, "--offload-dir", folder.Path));
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains($"bounds (the cost model at this policy and block; hardware {hardware}):", result.Output);
+        var config = ModelFamilies.FromNameOrPath(TestPaths.BundledModel);
+        var policy = Policy.FromPercent([0, 100, 100, 0, 100, 0], 2, 1);
+        var expected = PolicyCost.Predict(config, policy, 8, 4, TestHardwareCache.Profile);
+        foreach (var phase in new[] { "prefill", "decode" })
+        {
+            var line = Regex.Match(result.Output, $@"  {phase}: +bound (.*) token/s; predicted ([\d.]+), measured ([\d.]+) token/s; efficiency ([\d.]+) \(measured / (\S+) bound\)");
+            Assert.True(line.Success, result.Output);
+            // Weights on the CPU: the cpu->gpu link bounds too; nothing touches the disk.
+            string Bound(string name) => expected.Bounds.Single(b => b.Phase == phase && b.Name == name).TokensPerSecond.ToString("F1", CultureInfo.InvariantCulture);
+            Assert.Contains($"compute {Bound("compute")}", line.Groups[1].Value);
+            Assert.Contains($"cpu->gpu {Bound("cpu->gpu")}", line.Groups[1].Value);
+            Assert.Contains("disk->cpu -", line.Groups[1].Value);
+            var tightest = expected.Tightest(phase);
+            Assert.Equal(tightest.Name, line.Groups[5].Value);
+            double measured = double.Parse(line.Groups[3].Value, CultureInfo.InvariantCulture);
+            Assert.Equal(measured / tightest.TokensPerSecond, double.Parse(line.Groups[4].Value, CultureInfo.InvariantCulture), 2);
+        }
+    }
+
+    [Fact]
+    public async Task Bench_without_a_hardware_file_should_read_the_cached_profile_outside_the_users_home()
+    {
+        using var folder = new TempFolder();
+
+        var result = await CliRunner.RunAsync(Bench("--offload-dir", folder.Path));
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains($"hardware {HardwareProfileCache.Default.PathFor(ScalarType.Float32)}", result.Output);
+        Assert.StartsWith(TestHardwareCache.Directory, HardwareProfileCache.Default.PathFor(ScalarType.Float32));
+    }
+
+    [Fact]
+    public void The_cache_should_measure_on_first_use_and_read_the_file_after()
+    {
+        using var folder = new TempFolder();
+        var cache = new HardwareProfileCache(folder.File("cache"));
+        var options = new HardwareProfileOptions(folder.File("scratch"), TransferBytes: 1 << 20, SecondsPerMeasure: 0.01);
+
+        var first = cache.LoadOrMeasure(ScalarType.Float32, options);
+        var second = cache.LoadOrMeasure(ScalarType.Float32, options);
+
+        Assert.True(first.Measured);
+        Assert.False(second.Measured);
+        Assert.Equal(first.Path, second.Path);
+        Assert.Equal(first.Profile.ToJson(), second.Profile.ToJson());
+        Assert.Contains(HardwareProfileCache.MachineKey(), Path.GetFileName(first.Path));
+        Assert.NotNull(second.Profile.MmFlopsByRows);
+        Assert.Equal([Path.GetFileName(first.Path)], Directory.GetFiles(cache.Directory).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public async Task Generate_policy_auto_should_choose_print_and_run_a_policy_on_the_bundled_model()
+    {
+        using var folder = new TempFolder();
+
+        var result = await CliRunner.RunAsync("generate", "--policy", "auto", "--hardware", TestHardwareCache.WriteFile(folder), "--gen-len", "4",
+            "--compute-dtype", "float32", "--offload-dir", folder.Path, "--trace", "", "--warmup", "false");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var chosen = Regex.Match(result.Output, @"auto policy: --gpu-batch-size (\d+) --num-gpu-batches (\d+) --percent ([\d. ]+) --cpu-cache-compute");
+        Assert.True(chosen.Success, result.Output);
+        // The built-in prompt set has 8 prompts: a larger block would only pad.
+        Assert.True(int.Parse(chosen.Groups[1].Value, CultureInfo.InvariantCulture) * int.Parse(chosen.Groups[2].Value, CultureInfo.InvariantCulture) <= 8);
+        Assert.Matches(@"auto predicted: prefill [\d.]+ token/s, decode [\d.]+ token/s, total [\d.]+ token/s", result.Output);
+        Assert.Matches(@"auto predicted vs measured: prefill [\d.]+ vs [\d.]+, decode [\d.]+ vs [\d.]+, total [\d.]+ vs [\d.]+ token/s", result.Output);
+        Assert.Contains($"policy: gpu-batch-size {chosen.Groups[1].Value} x num-gpu-batches {chosen.Groups[2].Value}", result.Output);
+    }
+
+    [Fact]
+    public async Task Bench_policy_auto_should_run_its_choice_and_print_predicted_against_measured()
+    {
+        using var folder = new TempFolder();
+
+        var result = await CliRunner.RunAsync("bench", "--model", TestPaths.BundledModel, "--policy", "auto", "--prompt-len", "8", "--gen-len", "4",
+            "--no-log", "--warmup", "false", "--compute-dtype", "float32", "--offload-dir", folder.Path, "--cpu-mem", "2");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("auto policy: --gpu-batch-size", result.Output);
+        Assert.Matches(@"decode: +bound .* predicted [\d.]+, measured [\d.]+ token/s", result.Output);
+    }
+
+    [Fact]
+    public async Task Policy_auto_should_refuse_with_exit_2_naming_the_budgets_and_the_smallest_need_when_nothing_fits()
+    {
+        using var folder = new TempFolder();
+
+        var result = await CliRunner.RunAsync("generate", "--policy", "auto", "--hardware", TestHardwareCache.WriteFile(folder), "--gen-len", "4",
+            "--compute-dtype", "float32", "--offload-dir", folder.Path, "--cpu-mem", "0.0001", "--disk-mem", "0.0001", "--trace", "");
+
+        Assert.True(result.ExitCode == 2, result.ToString());
+        Assert.Contains("error: --policy auto: no policy of opt-tiny fits the budgets (gpu", result.Error);
+        Assert.Matches(@"the smallest run \(a block of 1 x 1, weights and cache on disk, activations on the CPU\) needs gpu [\d.]+ GiB, cpu [\d.]+ GiB, disk [\d.]+ GiB", result.Error);
+        Assert.Contains("--cpu-mem", result.Error);
+    }
+
+    [Theory]
+    [InlineData("--percent", "100", "0", "100", "0", "100", "0")]
+    [InlineData("--gpu-batch-size", "4")]
+    [InlineData("--cpu-cache-compute")]
+    public async Task Policy_auto_beside_a_flag_it_chooses_should_be_a_usage_error(params string[] flag)
+    {
+        var result = await CliRunner.RunAsync(["generate", "--policy", "auto", .. flag]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"{flag[0]}: --policy auto chooses it", result.Error);
+    }
+
+    [Fact]
+    public void The_hosting_option_should_choose_a_policy_the_engine_places_within_the_budgets()
+    {
+        using var folder = new TempFolder();
+        var options = new FlexGenOptions
+        {
+            Model = TestPaths.BundledModel, ComputeDtype = "float32", OffloadDir = folder.File("offload"), CpuMem = 2, Hardware = TestHardwareCache.WriteFile(folder),
+            Policy = new PolicyOptions { Auto = true, PlanPromptLen = 16, PlanGenLen = 8, PlanMaxBlockSize = 32 },
+        };
+
+        var setup = FlexGenSetup.Create(options);
+
+        var auto = Assert.IsType<AutoPlan>(setup.AutoPlan);
+        Assert.Same(auto.Policy, setup.Policy);
+        Assert.True(auto.Policy.GpuBatchSize * auto.Policy.NumGpuBatches <= 32);
+        Assert.All(auto.Policy.Percent, p => Assert.Equal(Math.Round(p), p));
+        PlacementPlan.Create(setup.Model.Config, setup.Policy, 16, 8, budgets: setup.Budgets, computeDtypeBytes: 4); // does not throw
+        Assert.True(auto.Prediction.Throughput > 0);
+    }
+
+    [Theory]
+    [InlineData(0, 8, null, FlexGenOptionKeys.PlanPromptLen)]
+    [InlineData(16, 0, null, FlexGenOptionKeys.PlanGenLen)]
+    [InlineData(16, 8, 0, FlexGenOptionKeys.PlanMaxBlockSize)]
+    public void The_hosting_option_should_name_a_bad_workload_by_its_key(int promptLen, int genLen, int? maxBlock, string key)
+    {
+        var options = new FlexGenOptions
+        {
+            Model = TestPaths.BundledModel, ComputeDtype = "float32",
+            Policy = new PolicyOptions { Auto = true, PlanPromptLen = promptLen, PlanGenLen = genLen, PlanMaxBlockSize = maxBlock },
+        };
+
+        var ex = Assert.Throws<FlexGenOptionsException>(() => FlexGenSetup.Create(options));
+
+        Assert.Equal(key, ex.Key);
+    }
+
+    [Fact]
+    public void The_hosting_option_should_name_a_missing_hardware_file_by_its_key()
+    {
+        var options = new FlexGenOptions
+        {
+            Model = TestPaths.BundledModel, ComputeDtype = "float32", Hardware = "/nonexistent/hw.json",
+            Policy = new PolicyOptions { Auto = true },
+        };
+
+        var ex = Assert.Throws<FlexGenOptionsException>(() => FlexGenSetup.Create(options));
+
+        Assert.Equal(FlexGenOptionKeys.Hardware, ex.Key);
+        Assert.Contains("file not found", ex.Message);
+    }
+}

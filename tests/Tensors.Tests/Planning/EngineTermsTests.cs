@@ -1,0 +1,238 @@
+namespace FlexGen.Tensors.Tests.Planning;
+
+using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Planning;
+using static FlexGen.Tensors.Tests.Planning.PlanningTestSupport;
+
+/// <summary>The terms beyond FlexLLMGen's model (<see cref="EngineTerms"/>), one at a time, against the exact port.</summary>
+public class EngineTermsTests
+{
+    private static readonly PlanPlacement AllGpu = PlanPlacement.FromPercent([100, 0, 100, 0, 100, 0]);
+    private static readonly PlanPlacement WeightsCpu = PlanPlacement.FromPercent([0, 100, 100, 0, 100, 0]);
+    private static readonly PlanPlacement CacheCpu = PlanPlacement.FromPercent([100, 0, 0, 100, 100, 0]);
+    private static readonly PlanPlacement CacheDisk = PlanPlacement.FromPercent([100, 0, 0, 0, 100, 0]);
+
+    private static readonly HardwareProfile Hw = T4 with { CompBdw = 100e9 };
+
+    private static CostTerms Terms(string preset, EngineTerms? engine, PlanBlock? block = null, HardwareProfile? hardware = null) =>
+        new(OnT4(preset, 256, 32) with { Engine = engine, Hardware = hardware ?? Hw }, block ?? new PlanBlock(8, 2));
+
+    [Fact]
+    public void Compression_should_cut_the_weight_bytes_term_to_a_quarter_plus_the_group_scales()
+    {
+        var plain = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true));
+        var compressed = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true, CompressWeight: true));
+
+        Near(plain.LayerWeightBytes * (32 + 4) / 128.0, compressed.LayerWeightBytes);
+        // cpu->gpu in prefill carries the weights homed on the CPU (and no hidden states when those are on the GPU).
+        Near(plain.CtogPrefill.Evaluate(WeightsCpu) * 0.28125, compressed.CtogPrefill.Evaluate(WeightsCpu));
+        var weightsOnDisk = PlanPlacement.FromPercent([0, 0, 100, 0, 100, 0]);
+        Near(plain.Disk.Bytes.Evaluate(weightsOnDisk) * 0.28125, compressed.Disk.Bytes.Evaluate(weightsOnDisk));
+    }
+
+    [Fact]
+    public void Compression_should_cost_its_dequantization_on_the_compute()
+    {
+        var plain = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true));
+        var compressed = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true, CompressWeight: true));
+        double wi16 = plain.LayerWeightBytes;
+
+        Near(plain.ComputeDecode.Evaluate(AllGpu) + wi16 / Hw.CompBdw!.Value, compressed.ComputeDecode.Evaluate(AllGpu));
+    }
+
+    [Fact]
+    public void Compression_without_the_profiles_comp_bdw_should_be_refused_by_name()
+    {
+        var ex = Assert.Throws<HardwareProfileException>(() => Terms("opt-6.7b", new EngineTerms(true, CompressCache: true), hardware: T4));
+
+        Assert.Contains("comp_bdw", ex.Message);
+    }
+
+    [Fact]
+    public void A_compressed_cache_should_store_and_move_a_quarter_of_the_cache_bytes()
+    {
+        var plain = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true));
+        var compressed = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true, CompressCache: true));
+
+        Near(plain.DtocDecode.Evaluate(CacheDisk) * 0.28125, compressed.DtocDecode.Evaluate(CacheDisk));
+        Near(plain.Disk.Bytes.Evaluate(CacheDisk) * 0.28125, compressed.Disk.Bytes.Evaluate(CacheDisk));
+    }
+
+    [Fact]
+    public void Grouped_query_attention_should_scale_the_cache_by_kv_heads_over_heads()
+    {
+        var config = ModelFamilies.FromPreset("llama-3.1-8b");
+        Assert.Equal(4, config.NumHeads / config.KvHeads); // 32 heads, 8 KV heads
+        var shape = ModelShape.Of(config);
+        var problem = new PlanProblem(shape, 256, 32, new PlanBudgets(1L << 40, 1L << 40, 1L << 40), Hw) { Engine = new EngineTerms(true) };
+        var asIfMha = problem with { Model = shape with { KvHeads = shape.Heads } };
+        var block = new PlanBlock(8, 2);
+
+        var gqa = new CostTerms(problem, block);
+        var mha = new CostTerms(asIfMha, block);
+
+        Near(mha.Disk.Bytes.Evaluate(CacheDisk) / 4, gqa.Disk.Bytes.Evaluate(CacheDisk));
+        Near(mha.GtocPrefill.Evaluate(CacheCpu) / 4, gqa.GtocPrefill.Evaluate(CacheCpu));
+        // Attention FLOPs run over every query head: the CPU's attention time is the same.
+        Near(mha.ComputeDecode.Evaluate(CacheCpu), gqa.ComputeDecode.Evaluate(CacheCpu));
+    }
+
+    [Fact]
+    public void A_three_matrix_mlp_should_count_its_weights_and_flops_from_the_family()
+    {
+        var config = ModelFamilies.FromPreset("llama-3.1-8b");
+        var shape = ModelShape.Of(config);
+        long h = config.HiddenSize, ffn = config.FfnSize, kv = (long)config.KvHeads * config.HeadDim;
+
+        Assert.Equal(3 * h * ffn, shape.MlpWeightElements);
+        Assert.Equal(2 * h * h + 2 * h * kv, shape.AttentionWeightElements);
+        var terms = new CostTerms(new PlanProblem(shape, 256, 32, new PlanBudgets(1L << 40, 1L << 40, 1L << 40), Hw), new PlanBlock(4, 1));
+        Near(2.0 * (2 * h * h + 2 * h * kv + 3 * h * ffn), terms.LayerWeightBytes);
+        Near(4 * 2.0 * (2 * h * h + 2 * h * kv + 3 * h * ffn) / Hw.MmFlopsG + 4 * 4 * (256 + 16) * h / Hw.BmmFlopsG,
+            terms.ComputeDecode.Evaluate(AllGpu));
+    }
+
+    [Fact]
+    public void Cpu_cache_compute_should_move_no_cache_over_cpu_to_gpu_but_the_attention_rows()
+    {
+        var block = new PlanBlock(8, 2);
+        var onCpu = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true), block);
+        double h1 = 4096, bls = 16;
+
+        // Only the attention output of the CPU-attended rows comes back (the weights and hidden states are on the GPU).
+        Near(2 * h1 * bls / Hw.CtogBdw, onCpu.CtogDecode.Evaluate(CacheCpu));
+        // Their q, k and v go down.
+        Near(2 * 3 * h1 * bls / Hw.GtocBdwHidden, onCpu.GtocDecode.Evaluate(CacheCpu));
+        // The CPU attends them at FlexLLMGen's CPU rate.
+        var port = Terms("opt-6.7b", null, block);
+        Near(port.ComputeDecode.Evaluate(CacheCpu), onCpu.ComputeDecode.Evaluate(CacheCpu) - onCpu.ComputeDecode.Evaluate(AllGpu) + port.ComputeDecode.Evaluate(AllGpu), 1e-6);
+    }
+
+    [Fact]
+    public void Without_cpu_cache_compute_the_cpu_cache_should_come_to_the_gpu_every_step()
+    {
+        var block = new PlanBlock(8, 2);
+        var onGpu = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: false), block);
+        double h1 = 4096, bls = 16, seq = 256 + 32 / 2.0;
+
+        Near(4 * h1 * bls * seq / Hw.CtogBdw, onGpu.CtogDecode.Evaluate(CacheCpu));
+        Assert.Equal(0, onGpu.GtocDecode.Evaluate(CacheCpu));
+        // ... and the GPU attends it at the GPU's rate: the same time wherever the cache lives.
+        Near(onGpu.ComputeDecode.Evaluate(AllGpu), onGpu.ComputeDecode.Evaluate(CacheCpu));
+    }
+
+    [Fact]
+    public void Overlap_off_should_add_the_terms_instead_of_taking_the_longest()
+    {
+        var block = new PlanBlock(8, 2);
+        var serial = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true, Overlap: false), block);
+        var overlapped = Terms("opt-6.7b", new EngineTerms(CpuCacheCompute: true), block);
+        var p = PlanPlacement.FromPercent([0, 50, 0, 100, 100, 0]);
+
+        double sum = serial.StepTimes(p).Where(t => t.Phase == "decode").Sum(t => t.SecondsPerStep);
+        Near(sum, Assert.Single(serial.DecodeBounds).Seconds.Evaluate(p));
+        Assert.True(overlapped.DecodeBounds.Max(b => b.Seconds.Evaluate(p)) < sum);
+    }
+
+    [Fact]
+    public void The_engines_terms_should_leave_nothing_of_FlexLLMGens_for_opt_but_the_output_head()
+    {
+        // With the head left out (its elements zero) and CPU attention, only the q, k, v traffic differs, and only for cache off the GPU.
+        var shape = ModelShape.Of(ModelFamilies.FromPreset("opt-6.7b")) with { HeadWeightElements = 0 };
+        var problem = OnT4("opt-6.7b", 256, 32) with { Model = shape, Hardware = Hw };
+        var block = new PlanBlock(8, 2);
+        var port = new CostTerms(problem, block);
+        var engine = new CostTerms(problem with { Engine = new EngineTerms(CpuCacheCompute: true) }, block);
+        var p = PlanPlacement.FromPercent([30, 50, 100, 0, 100, 0]);
+
+        Assert.Equal(port.StepTimes(p).Select(t => t.SecondsPerStep), engine.StepTimes(p).Select(t => t.SecondsPerStep));
+        Near(port.GpuDecode.Bytes.Evaluate(p), engine.GpuDecode.Bytes.Evaluate(p));
+    }
+
+    [Fact]
+    public void The_matmul_curve_should_set_the_rate_at_a_gpu_batchs_rows_with_the_engines_terms_only()
+    {
+        var curved = Hw with { MmFlopsByRows = [(1, 1e12), (16, 2e12), (256, 4e12)] };
+        Near(1.5e12, curved.MatmulFlops(4, 0)); // halfway in log2 between 1 and 16
+        Near(4e12, curved.MatmulFlops(4096, 0));
+        Near(1e12, curved.MatmulFlops(0.5, 0));
+        Assert.Equal(7, Hw.MatmulFlops(4, 7));
+
+        var block = new PlanBlock(16, 1);
+        var port = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = curved }, block);
+        Near(new CostTerms(OnT4("opt-6.7b", 256, 32), block).ComputeDecode.Evaluate(AllGpu), port.ComputeDecode.Evaluate(AllGpu));
+        var engine = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = curved, Model = ModelShape.Of(ModelFamilies.FromPreset("opt-6.7b")) with { HeadWeightElements = 0 }, Engine = new EngineTerms(true) }, block);
+        double blockElements = 4.0 * 4096 * 4096 + 2.0 * 4096 * 16384;
+        Near(2 * 16 * blockElements / 2e12 + 4 * 16 * (256 + 16) * 4096 / Hw.BmmFlopsG, engine.ComputeDecode.Evaluate(AllGpu));
+    }
+
+    [Fact]
+    public void An_emulated_gpu_should_share_the_cpu_budget()
+    {
+        var problem = OnT4("opt-1.3b", 256, 32, gpuGb: 4, cpuGb: 4) with { Budgets = new PlanBudgets(4L << 30, 4L << 30, 100L << 30) { GpuInCpuMemory = true } };
+        var terms = new CostTerms(problem, new PlanBlock(4, 1));
+
+        var shared = terms.MemoryLimits().Single(l => l.Name == "gpu + cpu decode");
+        var half = PlanPlacement.FromPercent([50, 50, 100, 0, 100, 0]);
+        Near(terms.GpuDecode.Bytes.Evaluate(half) + terms.CpuDecode.Bytes.Evaluate(half), shared.Peak.Bytes.Evaluate(half));
+        Assert.DoesNotContain(new CostTerms(OnT4("opt-1.3b", 256, 32), new PlanBlock(4, 1)).MemoryLimits(), l => l.Name.StartsWith("gpu + cpu", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void The_profiles_optional_keys_should_survive_their_json_round_trip()
+    {
+        var profile = Hw with { MmFlopsByRows = [(8, 40e9), (1, 10e9), (512, 140e9)] };
+
+        var read = HardwareProfile.Parse(profile.ToJson(), "round trip");
+
+        Assert.Equal(profile.CompBdw, read.CompBdw);
+        Assert.Equal([(1, 10e9), (8, 40e9), (512, 140e9)], read.MmFlopsByRows!);
+        Assert.Equal(profile.ToJson(), read.ToJson());
+        Assert.Null(HardwareProfile.Parse(T4.ToJson(), "FlexLLMGen's keys only").MmFlopsByRows);
+    }
+
+    [Theory]
+    [InlineData("\"mm_flops_rows\": 3", "must be an object")]
+    [InlineData("\"mm_flops_rows\": { \"0\": 1e9 }", "\"0\" must be rows >= 1")]
+    [InlineData("\"mm_flops_rows\": { \"8\": -1 }", "\"8\" must be rows >= 1 with a positive FLOP/s")]
+    [InlineData("\"mm_flops_rows\": { }", "has no points")]
+    [InlineData("\"comp_bdw\": 0", "\"comp_bdw\" must be positive")]
+    public void A_bad_optional_key_should_be_refused_by_name(string entry, string reason)
+    {
+        string json = T4.ToJson().TrimEnd().TrimEnd('}') + ", " + entry + " }";
+
+        var ex = Assert.Throws<HardwareProfileException>(() => HardwareProfile.Parse(json, "hw.json"));
+
+        Assert.Contains(reason, ex.Message);
+    }
+
+    [Fact]
+    public void The_ranked_search_should_hold_blocks_to_the_cap_and_rank_best_first()
+    {
+        var problem = OnT4("opt-1.3b", 64, 16) with { Engine = new EngineTerms(CpuCacheCompute: true) };
+
+        var ranked = PolicySearch.Ranked(problem, maxBlockSize: 48);
+
+        Assert.NotEmpty(ranked.Feasible);
+        Assert.All(ranked.Feasible, e => Assert.True(e.Block.BlockSize <= 48, $"{e.Block}"));
+        Assert.Equal(ranked.Feasible.Select(e => e.Throughput).OrderByDescending(t => t), ranked.Feasible.Select(e => e.Throughput));
+        Assert.Contains(ranked.Feasible, e => e.Block.BlockSize == 48);
+    }
+
+    [Fact]
+    public void The_engines_task_time_should_be_paid_per_layer_task_of_each_gpu_batch()
+    {
+        var withTasks = Hw with { TaskSeconds = 1e-3 };
+        var block = new PlanBlock(8, 3);
+        double l = 32; // opt-6.7b's blocks: two tasks each (attention, MLP), and the embedding and output tasks of a step
+        var plain = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = Hw, Engine = new EngineTerms(true) }, block);
+        var tasks = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = withTasks, Engine = new EngineTerms(true) }, block);
+        var joint = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = withTasks, Engine = new EngineTerms(true, SepLayer: false) }, block);
+
+        Near(plain.ComputeDecode.Evaluate(AllGpu) + 1e-3 * 3 * (2 + 2 / l), tasks.ComputeDecode.Evaluate(AllGpu));
+        Near(plain.ComputePrefill.Evaluate(AllGpu) + 1e-3 * 3 * (1 + 2 / l), joint.ComputePrefill.Evaluate(AllGpu));
+        // FlexLLMGen's model has no such term.
+        Near(new CostTerms(OnT4("opt-6.7b", 256, 32), block).ComputeDecode.Evaluate(AllGpu),
+            new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = T4 with { TaskSeconds = 1e-3 } }, block).ComputeDecode.Evaluate(AllGpu));
+    }
+}
