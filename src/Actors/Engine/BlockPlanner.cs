@@ -18,6 +18,7 @@ internal sealed class BlockPlanner
 {
     private readonly ModelConfig _config;
     private readonly Policy _policy;
+    private readonly LayerRange? _stage;
     private readonly IReadOnlyList<LayerKind> _layers;
     private readonly IReadOnlyList<LayerWeightHomes> _weightHomes;
     private readonly int _kvRowsPerSequence;
@@ -28,13 +29,15 @@ internal sealed class BlockPlanner
     /// <param name="kvRowsPerSequence">Rows of dim 1 of the KV cache per sequence (the model's KV heads).</param>
     /// <param name="budgets">What each tier may hold: a block whose homes and working buffers exceed them is refused.</param>
     /// <param name="computeDtypeBytes">Bytes of a compute element (the working buffers).</param>
-    public BlockPlanner(ModelConfig config, Policy policy, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence,
+    /// <param name="stage">The model's layers this planner's <paramref name="layers"/> are when they are one pipeline stage; null: all.</param>
+    public BlockPlanner(ModelConfig config, Policy policy, LayerRange? stage, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence,
         TierBudgets? budgets = null, int computeDtypeBytes = 2)
     {
         _budgets = budgets ?? TierBudgets.Unlimited;
         _computeDtypeBytes = computeDtypeBytes;
         _config = config;
         _policy = policy;
+        _stage = stage;
         _layers = layers;
         _kvRowsPerSequence = kvRowsPerSequence;
         _weightHomes = weightPlan.Layers.Select(l => new LayerWeightHomes(
@@ -47,7 +50,7 @@ internal sealed class BlockPlanner
     {
         // The same budget rule as the weights' plan, now with the block's geometry: before its run allocates anything.
         var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.Generation.GenLen,
-            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes);
+            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes, stage: _stage);
         var cache = placement.Cache;
         var routing = new RoutingPlan(
             _layers,
@@ -57,7 +60,8 @@ internal sealed class BlockPlanner
             (int)(cache.DiskLength / _kvRowsPerSequence),
             placement.Activations.Home,
             _policy.CpuCacheCompute);
-        var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen, _policy.Overlap));
+        var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen, _policy.Overlap,
+            FirstStage: _stage?.IsFirst ?? true, LastStage: _stage?.IsLast ?? true));
         return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
     }
 }

@@ -24,6 +24,7 @@ public sealed class BlockDispatcher
     private readonly Dictionary<BlockTask, int> _partsLeft = new();
     private readonly BlockTask[][] _dependencies; // by position in block order
     private readonly HashSet<BlockTask> _done = new();
+    private readonly HashSet<BlockTask> _arrived = new(); // inputs from other pipeline stages (BlockSchedule.StageInput)
     private readonly bool[] _computeDone;
     private int _firstNotDone;
 
@@ -160,6 +161,20 @@ public sealed class BlockDispatcher
         return dropped;
     }
 
+    /// <summary>
+    /// Records that another pipeline stage delivered <paramref name="input"/> (a <see cref="BlockSchedule.StageInput"/>):
+    /// the part that reads it may start.
+    /// </summary>
+    public void Arrived(BlockTask input)
+    {
+        if (!BlockSchedule.IsStageInput(input))
+        {
+            throw new ArgumentException($"{input} is not an input from another stage", nameof(input));
+        }
+
+        _arrived.Add(input);
+    }
+
     /// <summary>Records that a handed-out part will not run (skipped or lost with its actor).</summary>
     public void Abandon(PipelineActorKind tier) => Release(tier);
 
@@ -181,7 +196,7 @@ public sealed class BlockDispatcher
         int position = _schedule.PositionOf(task);
         if (!_schedule.Shape.Overlap)
         {
-            return _firstNotDone == position;
+            return _firstNotDone == position && _dependencies[position].All(d => !BlockSchedule.IsStageInput(d) || _arrived.Contains(d));
         }
 
         int step = _schedule.Tasks[position].Step;
@@ -193,7 +208,7 @@ public sealed class BlockDispatcher
 
         foreach (var dependency in _dependencies[position])
         {
-            if (!_done.Contains(dependency))
+            if (!_done.Contains(dependency) && !_arrived.Contains(dependency))
             {
                 return false;
             }
