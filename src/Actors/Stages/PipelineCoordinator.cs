@@ -164,7 +164,6 @@ public sealed class PipelineCoordinator : UntypedActor, IWithTimers
                 FailRunning(new StageLostException($"stage {failed.Index} ({_plan?.Stages[failed.Index].Layers}) on {failed.Node} failed: {failed.Reason}"));
                 break;
             case StageBlockAborted aborted when _running is { Aborting: true } running && running.Run == aborted.Run:
-                running.Done[aborted.Index] = null;
                 if (--running.AbortsLeft == 0)
                 {
                     AnswerFailure(running);
@@ -174,7 +173,7 @@ public sealed class PipelineCoordinator : UntypedActor, IWithTimers
             case AbortTimeout timeout when _running is { Aborting: true } running && running.Run == timeout.Run:
                 AnswerFailure(running);
                 break;
-            case Terminated terminated when Array.IndexOf(_stages, terminated.ActorRef) is var index and >= 0:
+            case Terminated terminated when _stages.Contains(terminated.ActorRef):
                 Lost(terminated.ActorRef.Path.Address, "stopped its stage actor");
                 break;
             case StageDescription or StageLoaded or StageLoadFailed or FormTimeout or StageTokens or StageStopped or StageBlockDone or StageBlockFailed
