@@ -39,8 +39,8 @@ public class CliUsageTests
     [InlineData(new[] { "bench", "--nope", "3" }, "'bench' does not take '--nope', '3'")]
     [InlineData(new[] { "bench-disk", "--nope" }, "'bench-disk' does not take '--nope'")]
     [InlineData(new[] { "bench-pipeline", "--nope" }, "'bench-pipeline' does not take '--nope'")]
-    [InlineData(new[] { "frobnicate", "x" }, "unknown command 'frobnicate' (commands: generate, bench, serve, convert, bench-disk, bench-pipeline, profile, plan)")]
-    [InlineData(new string[0], "no command given (commands: generate, bench, serve, convert, bench-disk, bench-pipeline, profile, plan)")]
+    [InlineData(new[] { "frobnicate", "x" }, "unknown command 'frobnicate' (commands: generate, bench, serve, worker, convert, bench-disk, bench-pipeline, profile, plan)")]
+    [InlineData(new string[0], "no command given (commands: generate, bench, serve, worker, convert, bench-disk, bench-pipeline, profile, plan)")]
     public async Task Parse_errors_should_be_one_line_naming_what_is_missing_or_unknown(string[] args, string expected)
     {
         var result = await CliRunner.RunAsync(args);

@@ -138,11 +138,13 @@ public sealed partial class FlexGenProcess : IDisposable
 
     public void Signal(int signal) => Assert.True(SysKill(_process.Id, signal) == 0, $"kill({_process.Id}, {signal}) failed");
 
-    /// <summary>Waits (at most 60 s) for a line of standard error; false if the process ended or time ran out first.</summary>
-    public async Task<bool> WaitForErrorLine(Func<string, bool> match)
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Waits (at most <paramref name="limit"/>, 60 s by default) for a line of standard error; false if the process ended or time ran out first.</summary>
+    public async Task<bool> WaitForErrorLine(Func<string, bool> match, TimeSpan? limit = null)
     {
         var clock = Stopwatch.StartNew();
-        while (clock.Elapsed < TimeSpan.FromSeconds(60))
+        while (clock.Elapsed < (limit ?? TimeSpan.FromSeconds(60)))
         {
             if (ErrorLines.Any(match)) return true;
             if (_process.HasExited) return ErrorLines.Any(match);
@@ -151,10 +153,10 @@ public sealed partial class FlexGenProcess : IDisposable
         return false;
     }
 
-    /// <summary>The exit code, once the process and its output have ended (at most 60 s, then it is killed).</summary>
-    public async Task<int> WaitForExit()
+    /// <summary>The exit code, once the process and its output have ended (at most <paramref name="limit"/>, 60 s by default, then it is killed).</summary>
+    public async Task<int> WaitForExit(TimeSpan? limit = null)
     {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var timeout = new CancellationTokenSource(limit ?? TimeSpan.FromSeconds(60));
         try
         {
             await _process.WaitForExitAsync(timeout.Token);
@@ -163,7 +165,7 @@ public sealed partial class FlexGenProcess : IDisposable
         catch (OperationCanceledException)
         {
             _process.Kill(entireProcessTree: true);
-            Assert.Fail($"flexgen did not exit within 60 s\n{this}");
+            Assert.Fail($"flexgen did not exit within {(limit ?? TimeSpan.FromSeconds(60)).TotalSeconds:0} s\n{this}");
         }
         return _process.ExitCode;
     }

@@ -18,6 +18,7 @@ internal sealed class BlockPlanner
 {
     private readonly ModelConfig _config;
     private readonly Policy _policy;
+    private readonly LayerRange? _stage;
     private readonly IReadOnlyList<LayerKind> _layers;
     private readonly IReadOnlyList<LayerWeightHomes> _weightHomes;
     private readonly int _kvRowsPerSequence;
@@ -29,8 +30,9 @@ internal sealed class BlockPlanner
     /// <param name="kvRowsPerSequence">Rows of dim 1 of the KV cache per sequence (the model's KV heads).</param>
     /// <param name="budgets">What each tier may hold: a block whose homes and working buffers exceed them is refused.</param>
     /// <param name="computeDtypeBytes">Bytes of a compute element (the working buffers).</param>
+    /// <param name="stage">The model's layers this planner's <paramref name="layers"/> are when they are one pipeline stage; null: all.</param>
     /// <param name="computesOnCpu">The GPU tier is CPU memory (no CUDA): its compute runs on the CPU.</param>
-    public BlockPlanner(ModelConfig config, Policy policy, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence,
+    public BlockPlanner(ModelConfig config, Policy policy, LayerRange? stage, IReadOnlyList<LayerKind> layers, PlacementPlan weightPlan, int kvRowsPerSequence,
         TierBudgets? budgets = null, int computeDtypeBytes = 2, bool computesOnCpu = false)
     {
         _computesOnCpu = computesOnCpu;
@@ -38,6 +40,7 @@ internal sealed class BlockPlanner
         _computeDtypeBytes = computeDtypeBytes;
         _config = config;
         _policy = policy;
+        _stage = stage;
         _layers = layers;
         _kvRowsPerSequence = kvRowsPerSequence;
         _weightHomes = weightPlan.Layers.Select(l => new LayerWeightHomes(
@@ -50,7 +53,7 @@ internal sealed class BlockPlanner
     {
         // The same budget rule as the weights' plan, now with the block's geometry: before its run allocates anything.
         var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.Generation.GenLen,
-            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes);
+            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes, stage: _stage);
         var cache = placement.Cache;
         var routing = new RoutingPlan(
             _layers,
@@ -67,7 +70,7 @@ internal sealed class BlockPlanner
         bool grouped = _computesOnCpu && _policy.NumGpuBatches > 1 && !_policy.CpuCacheCompute
             && cache.CpuLength == 0 && cache.DiskLength == 0;
         var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen,
-            _policy.Overlap, grouped));
+            _policy.Overlap, grouped, FirstStage: _stage?.IsFirst ?? true, LastStage: _stage?.IsLast ?? true));
         return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
     }
 }

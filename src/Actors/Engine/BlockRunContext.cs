@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 
 /// <summary>What the task handlers of one block share: the backend, the block and its plan, the cache homes, the buffers, the output.</summary>
 internal sealed class BlockRunContext(
-    TorchPipelineBackend backend, BlockRequest block, TorchBlockPlan plan, BlockCacheHomes cache, BlockBuffers buffers, TokenOutput tokens, Generator? generator)
+    TorchPipelineBackend backend, BlockRequest block, TorchBlockPlan plan, BlockCacheHomes cache, BlockBuffers buffers, TokenOutput tokens, StageLink stage, Generator? generator)
 {
     public TorchPipelineBackend Backend { get; } = backend;
 
@@ -27,6 +27,15 @@ internal sealed class BlockRunContext(
     public BlockBuffers Buffers { get; } = buffers;
 
     public TokenOutput Tokens { get; } = tokens;
+
+    /// <summary>What the block exchanges with the other stages of a pipeline (unused when the backend holds the whole model).</summary>
+    public StageLink Stage { get; } = stage;
+
+    /// <summary>The first layer reads its input from another stage: the hidden state of the stage before.</summary>
+    public bool InputFromStage => !Plan.Schedule.Shape.FirstStage;
+
+    /// <summary>The last layer's output goes to the next stage instead of being sampled here.</summary>
+    public bool OutputToStage => !Plan.Schedule.Shape.LastStage;
 
     /// <summary>The sampling generator of the block (null when greedy).</summary>
     public Generator? Generator { get; } = generator;

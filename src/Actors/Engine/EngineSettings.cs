@@ -48,6 +48,12 @@ public sealed record EngineSettings
     /// <summary>CPU attention (cpu_cache_compute): float32 or bfloat16.</summary>
     public ComputeSettings CpuCompute { get; init; } = ComputeSettings.Float32;
 
+    /// <summary>
+    /// The layers this node holds and runs as one stage of a pipeline over several nodes; null: the whole model. Only
+    /// the stage's weights are checked and loaded, and only its layers get a cache.
+    /// </summary>
+    public LayerRange? Stage { get; init; }
+
     /// <summary>Pipeline tuning; null: flexgen.pipeline of the actor system's HOCON.</summary>
     public PipelineSettings? Pipeline { get; init; }
 

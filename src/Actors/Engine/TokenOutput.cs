@@ -46,7 +46,13 @@ internal sealed class TokenOutput
     public long Write(int i, int k, DeviceTensor ids)
     {
         using var onCpu = ids.Data.to(CPU);
-        var values = onCpu.data<long>().ToArray();
+        Write(i, k, onCpu.data<long>().ToArray());
+        return ids.Bytes;
+    }
+
+    /// <summary>Writes token i of GPU batch k: <paramref name="values"/> (b) as sampled.</summary>
+    public void Write(int i, int k, IReadOnlyList<long> values)
+    {
         for (int r = 0; r < _batchRows; r++)
         {
             int row = k * _batchRows + r;
@@ -62,7 +68,5 @@ internal sealed class TokenOutput
 
             _ids[row][i] = id;
         }
-
-        return ids.Bytes;
     }
 }

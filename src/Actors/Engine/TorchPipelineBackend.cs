@@ -28,12 +28,13 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         LayerCompute = Config.Compute();
         WeightPlan = weightPlan;
         Budgets = budgets;
+        Stage = settings.Stage ?? LayerRange.All(Layers.Count);
         // Private (700): the folder holds the model's weights and every prompt's KV cache.
         OffloadFolders.CreatePrivate(settings.OffloadDirectory);
         OffloadFolder = Path.Combine(settings.OffloadDirectory, OffloadFolders.NewName());
         OffloadFolders.CreatePrivate(OffloadFolder);
         Tiers = new MemoryTiers(settings.Tiers with { OffloadDirectory = OffloadFolder, PinCpuMemory = policy.PinWeight });
-        _planner = new BlockPlanner(Config, policy, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence,
+        _planner = new BlockPlanner(Config, policy, settings.Stage, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence,
             budgets, settings.ComputeDtypeBytes, computesOnCpu: Tiers.Gpu.Device.type == TorchSharp.DeviceType.CPU);
         if (policy.CompressWeight)
         {
@@ -58,8 +59,11 @@ public sealed class TorchPipelineBackend : IPipelineBackend
 
     public int PadTokenId => Config.PadTokenId;
 
-    /// <summary>FlexGen's layer list (index j).</summary>
+    /// <summary>FlexGen's layer list (index j): the stage's layers when this node runs one stage of a pipeline.</summary>
     public IReadOnlyList<LayerSpec> Layers { get; }
+
+    /// <summary>Which of the model's layers <see cref="Layers"/> are (all of them unless <see cref="EngineSettings.Stage"/> says otherwise).</summary>
+    public LayerRange Stage { get; }
 
     public PlacementPlan WeightPlan { get; }
 
@@ -129,7 +133,8 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         var config = settings.ResolveModel();
         budgets = settings.ResolveBudgets();
         // Weights do not depend on the batch geometry; this plan also rejects impossible policies early.
-        var plan = PlacementPlan.Create(config, policy, promptLen: 1, genLen: 1, budgets: budgets, computeDtypeBytes: settings.ComputeDtypeBytes);
+        var plan = PlacementPlan.Create(config, policy, promptLen: 1, genLen: 1, budgets: budgets, computeDtypeBytes: settings.ComputeDtypeBytes,
+            stage: settings.Stage);
         if (!settings.DummyWeights)
         {
             WeightFiles.Check(settings.ModelPath ?? throw new ArgumentException("EngineSettings.ModelPath is required without DummyWeights", nameof(settings)),

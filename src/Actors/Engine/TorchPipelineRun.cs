@@ -12,11 +12,13 @@ using static TorchSharp.torch;
 /// used last through the block's <see cref="BlockBuffers"/>, and owns the block's KV cache homes (on their tiers, files
 /// included), its buffers and its output. The coordinator runs a part only after the parts it reads from completed.
 /// </summary>
-internal sealed class TorchPipelineRun : IPipelineRun
+internal sealed class TorchPipelineRun : IStageRun
 {
     private readonly BlockBuffers _buffers;
     private readonly BlockCacheHomes _cache;
     private readonly TokenOutput _tokens;
+    private readonly StageLink _stage = new();
+    private readonly bool _firstStage;
     private readonly Generator? _generator;
     private readonly LoadWeightHandler _loadWeight;
     private readonly LoadCacheHandler _loadCache;
@@ -49,7 +51,8 @@ internal sealed class TorchPipelineRun : IPipelineRun
             throw;
         }
 
-        var run = new BlockRunContext(backend, block, plan, _cache, _buffers, _tokens, _generator);
+        _firstStage = plan.Schedule.Shape.FirstStage;
+        var run = new BlockRunContext(backend, block, plan, _cache, _buffers, _tokens, _stage, _generator);
         _loadWeight = new LoadWeightHandler(run);
         _loadCache = new LoadCacheHandler(run);
         _loadHidden = new LoadHiddenHandler(run);
@@ -90,6 +93,21 @@ internal sealed class TorchPipelineRun : IPipelineRun
         var written = task.Kind == TaskKind.StoreHidden ? _storeHidden.Written(task) : null;
         return new PartResult(bytes, _tokens.StoppedAfterToken, written);
     }
+
+    /// <summary>The first stage's input of token i is the ids the last stage sampled at i - 1: they join the output here.</summary>
+    public void Deliver(StageTensor input)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_firstStage)
+        {
+            _tokens.Write(input.Token - 1, input.Batch, input.Payload.ToIds());
+            return;
+        }
+
+        _stage.Deliver(input);
+    }
+
+    public StageTensor TakeOutput(int token, int batch) => _stage.TakeOutput(token, batch);
 
     public void Release(BlockTask task, PipelineActorKind actor)
     {

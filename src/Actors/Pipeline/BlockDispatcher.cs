@@ -12,6 +12,9 @@ using FlexGen.Actors.Schedule;
 /// s+1 and the stores of step s-1 run while step s computes, as in FlexGen; bounded prefetch buffers);</item>
 /// <item>its tier has fewer than <c>maxInFlightPerTier</c> parts outstanding.</item>
 /// </list>
+/// In a pipeline stage, a part still waiting for another stage's input (<see cref="BlockSchedule.StageInput"/>) does not
+/// hold up the later parts of its tier: the schedule issues the next token's first load before this token's last
+/// store, and that store feeds the round trip through the other stages that the load waits for.
 /// </summary>
 public sealed class BlockDispatcher
 {
@@ -19,11 +22,12 @@ public sealed class BlockDispatcher
     private readonly Func<BlockTask, IReadOnlyList<PipelineActorKind>> _route;
     private readonly int _maxInFlight;
     private readonly int _prefetchSteps;
-    private readonly Dictionary<PipelineActorKind, Queue<BlockTask>> _queues = new();
+    private readonly Dictionary<PipelineActorKind, List<BlockTask>> _queues = new();
     private readonly Dictionary<PipelineActorKind, int> _inFlight = new();
     private readonly Dictionary<BlockTask, int> _partsLeft = new();
     private readonly BlockTask[][] _dependencies; // by position in block order
     private readonly HashSet<BlockTask> _done = new();
+    private readonly HashSet<BlockTask> _arrived = new(); // inputs from other pipeline stages (BlockSchedule.StageInput)
     private readonly bool[] _computeDone;
     private int _firstNotDone;
 
@@ -47,7 +51,7 @@ public sealed class BlockDispatcher
         _dependencies = schedule.Tasks.Select(t => schedule.DependenciesOf(t.Task).ToArray()).ToArray();
         foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
-            _queues[tier] = new Queue<BlockTask>();
+            _queues[tier] = new List<BlockTask>();
             _inFlight[tier] = 0;
         }
 
@@ -61,7 +65,7 @@ public sealed class BlockDispatcher
 
             foreach (var tier in tiers)
             {
-                _queues[tier].Enqueue(scheduled.Task);
+                _queues[tier].Add(scheduled.Task);
             }
 
             _partsLeft[scheduled.Task] = tiers.Count;
@@ -85,11 +89,24 @@ public sealed class BlockDispatcher
             progress = false;
             foreach (var (tier, queue) in _queues)
             {
-                while (queue.Count > 0 && _inFlight[tier] < _maxInFlight && IsReady(queue.Peek()))
+                int at = 0;
+                while (at < queue.Count && _inFlight[tier] < _maxInFlight)
                 {
-                    ready.Add((queue.Dequeue(), tier));
-                    _inFlight[tier]++;
-                    progress = true;
+                    if (IsReady(queue[at]))
+                    {
+                        ready.Add((queue[at], tier));
+                        queue.RemoveAt(at);
+                        _inFlight[tier]++;
+                        progress = true;
+                    }
+                    else if (AwaitsStageInput(queue[at]))
+                    {
+                        at++;
+                    }
+                    else
+                    {
+                        break;
+                    }
                 }
             }
         }
@@ -135,7 +152,6 @@ public sealed class BlockDispatcher
         int dropped = 0;
         foreach (var queue in _queues.Values)
         {
-            var kept = queue.Where(t => t.Token <= token).ToArray();
             foreach (var task in queue.Where(t => t.Token > token))
             {
                 dropped++;
@@ -145,11 +161,7 @@ public sealed class BlockDispatcher
                 }
             }
 
-            queue.Clear();
-            foreach (var task in kept)
-            {
-                queue.Enqueue(task);
-            }
+            queue.RemoveAll(t => t.Token > token);
         }
 
         while (_firstNotDone < _schedule.Tasks.Count && _done.Contains(_schedule.Tasks[_firstNotDone].Task))
@@ -158,6 +170,20 @@ public sealed class BlockDispatcher
         }
 
         return dropped;
+    }
+
+    /// <summary>
+    /// Records that another pipeline stage delivered <paramref name="input"/> (a <see cref="BlockSchedule.StageInput"/>):
+    /// the part that reads it may start.
+    /// </summary>
+    public void Arrived(BlockTask input)
+    {
+        if (!BlockSchedule.IsStageInput(input))
+        {
+            throw new ArgumentException($"{input} is not an input from another stage", nameof(input));
+        }
+
+        _arrived.Add(input);
     }
 
     /// <summary>Records that a handed-out part will not run (skipped or lost with its actor).</summary>
@@ -176,12 +202,16 @@ public sealed class BlockDispatcher
         _inFlight[tier]--;
     }
 
+    /// <summary>True when <paramref name="task"/> waits for an input another pipeline stage has not sent yet.</summary>
+    private bool AwaitsStageInput(BlockTask task) =>
+        _dependencies[_schedule.PositionOf(task)].Any(d => BlockSchedule.IsStageInput(d) && !_arrived.Contains(d));
+
     private bool IsReady(BlockTask task)
     {
         int position = _schedule.PositionOf(task);
         if (!_schedule.Shape.Overlap)
         {
-            return _firstNotDone == position;
+            return _firstNotDone == position && _dependencies[position].All(d => !BlockSchedule.IsStageInput(d) || _arrived.Contains(d));
         }
 
         int step = _schedule.Tasks[position].Step;
@@ -193,7 +223,7 @@ public sealed class BlockDispatcher
 
         foreach (var dependency in _dependencies[position])
         {
-            if (!_done.Contains(dependency))
+            if (!_done.Contains(dependency) && !_arrived.Contains(dependency))
             {
                 return false;
             }

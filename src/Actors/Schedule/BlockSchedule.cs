@@ -10,15 +10,26 @@ using FlexGen.Tensors.Models;
 /// <param name="GroupedCompute">The GPU batches of a layer compute together: ComputeLayer(i, j, 0) runs the layer for
 /// every k at once (one matmul over all their rows; attention per GPU batch over its own cache), so each layer's loads
 /// of every k come before its computes and its stores after them, as FlexGen's single-batch loop orders one batch's.</param>
-public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap, bool GroupedCompute = false)
+/// <param name="FirstStage">The layers start the model (they embed the tokens); false for a later pipeline stage, whose
+/// first layer's input comes from the stage before.</param>
+/// <param name="LastStage">The layers end the model (they sample); false for an earlier pipeline stage, whose last
+/// layer's output goes to the stage after.</param>
+public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap,
+    bool GroupedCompute = false, bool FirstStage = true, bool LastStage = true)
 {
     public int NumLayers => Layers.Count;
 
+    /// <summary>The whole model in one schedule: the last layer's tokens feed the first layer of the next token here.</summary>
+    public bool WholeModel => FirstStage && LastStage;
+
     public void Validate()
     {
-        if (Layers.Count < 2 || Layers[0] != LayerKind.InputEmbedding || Layers[^1] != LayerKind.OutputEmbedding)
+        if (Layers.Count < 1 || FirstStage != (Layers[0] == LayerKind.InputEmbedding) || LastStage != (Layers[^1] == LayerKind.OutputEmbedding)
+            || Layers.Skip(1).Contains(LayerKind.InputEmbedding) || Layers.SkipLast(1).Contains(LayerKind.OutputEmbedding))
         {
-            throw new ArgumentException("Layers must start with InputEmbedding and end with OutputEmbedding", nameof(Layers));
+            throw new ArgumentException(
+                "Layers must start with InputEmbedding exactly when they are the first stage and end with OutputEmbedding exactly when they are the last",
+                nameof(Layers));
         }
 
         if (NumGpuBatches < 1)
@@ -120,9 +131,17 @@ public sealed class BlockSchedule
     /// <item>LoadCache(i, j, k): StoreCache(i-1, j, k).</item>
     /// <item>LoadWeight: none (weight homes are read-only).</item>
     /// </list>
+    /// In a pipeline stage (not <see cref="ScheduleShape.WholeModel"/>) LoadHidden(i, 0, k) depends instead on
+    /// <see cref="StageInput"/>(i, k), the hidden state (or, on the first stage, the tokens) another stage sends; the
+    /// first stage's prompt (i = 0) needs none.
     /// </summary>
     public IEnumerable<BlockTask> DependenciesOf(BlockTask task)
     {
+        if (task is { Kind: TaskKind.LoadHidden, Layer: 0 } && !Shape.WholeModel)
+        {
+            return Shape.FirstStage && task.Token == 0 ? [] : [StageInput(task.Token, task.Batch)];
+        }
+
         var (kind, i, j, k) = (task.Kind, task.Token, task.Layer, task.Batch);
         var candidates = kind switch
         {
@@ -148,6 +167,16 @@ public sealed class BlockSchedule
         };
         return candidates.Where(Contains);
     }
+
+    /// <summary>
+    /// The input of token i, GPU batch k at this stage's first layer when another stage provides it: that stage's last
+    /// StoreHidden, seen from here at layer -1 (never a task of this schedule; <see cref="BlockDispatcher.Arrived"/>
+    /// records it).
+    /// </summary>
+    public static BlockTask StageInput(int i, int k) => new(TaskKind.StoreHidden, i, -1, k);
+
+    /// <summary>True when <paramref name="dependency"/> is an input from another stage (<see cref="StageInput"/>).</summary>
+    public static bool IsStageInput(BlockTask dependency) => dependency is { Kind: TaskKind.StoreHidden, Layer: -1 };
 
     private void BuildNormal()
     {

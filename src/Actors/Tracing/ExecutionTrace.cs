@@ -11,6 +11,22 @@ public sealed record ExecutionTrace(ImmutableArray<TraceEvent> Events)
     /// <summary>The events of one tier in the order it ran them.</summary>
     public IReadOnlyList<TraceEvent> EventsOf(PipelineActorKind tier) => Events.Where(e => e.Tier == tier).ToArray();
 
+    /// <summary>The nodes the events ran on, in order of first appearance (one null entry for a one-node trace).</summary>
+    public IReadOnlyList<string?> Nodes => Events.Select(e => e.Node).Distinct().ToArray();
+
+    /// <summary>
+    /// One trace of the traces several nodes recorded: each node's events labelled with its name and moved onto
+    /// <paramref name="originUtc"/>'s time line by the difference of the nodes' wall clocks.
+    /// </summary>
+    public static ExecutionTrace Merge(DateTime originUtc, IEnumerable<(string Node, DateTime OriginUtc, IEnumerable<TraceEvent> Events)> nodes) =>
+        new([.. nodes.SelectMany(n => n.Events.Select(e => e with
+            {
+                Node = n.Node,
+                Start = e.Start + (n.OriginUtc - originUtc),
+                End = e.End + (n.OriginUtc - originUtc),
+            }))
+            .OrderBy(e => e.Start).ThenBy(e => e.Tier)]);
+
     public TraceSummary Summarize() => TraceSummary.From(this);
 
     /// <summary>Time per task kind and phase (FlexGen's debug_mode "breakdown").</summary>

@@ -14,6 +14,9 @@ public sealed class TraceRecorder
     private readonly List<TraceEvent> _events = new();
     private readonly long _origin = Stopwatch.GetTimestamp();
 
+    /// <summary>The wall-clock moment the times count from (to line up the traces of several nodes).</summary>
+    public DateTime OriginUtc { get; } = DateTime.UtcNow;
+
     /// <summary>Offset of "now" from the recorder's origin.</summary>
     public TimeSpan Now => Stopwatch.GetElapsedTime(_origin);
 

@@ -26,6 +26,7 @@ public static class FlexGenCli
         root.Subcommands.Add(GenerateCommand.Build());
         root.Subcommands.Add(BenchCommand.Build());
         root.Subcommands.Add(ServeCommand.Build());
+        root.Subcommands.Add(WorkerCommand.Build());
         root.Subcommands.Add(ConvertCommand.Build());
         foreach (var extra in ExtraCommands.Build()) root.Subcommands.Add(extra);
         root.Subcommands.Add(PlanCommand.Build());

@@ -1,6 +1,10 @@
 namespace FlexGen.Host.Cli;
 
+using Akka.Actor;
 using Akka.Hosting;
+using FlexGen.Actors.Actors;
+using FlexGen.Actors.Messages;
+using FlexGen.Actors.Stages;
 using FlexGen.Actors.Hosting;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
@@ -85,6 +89,44 @@ public sealed class FlexGenRuntime : IAsyncDisposable
             host.Dispose();
             setup.DeleteOwnedOffloadDir();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// On the coordinating node of a pipeline over several nodes: waits for the other stages, plans their layer ranges and
+    /// has them load (<see cref="FormPipeline"/>).
+    /// </summary>
+    /// <exception cref="PipelinePlanException">The stages did not come, or the plan is refused (with the numbers).</exception>
+    public async Task<PipelinePlan> FormPipelineAsync(CancellationToken cancellation)
+    {
+        var coordinator = await Services.GetRequiredService<IRequiredActor<GenerationCoordinator>>().GetAsync(cancellation).ConfigureAwait(false);
+        var cluster = Setup.Options.Cluster ?? throw new InvalidOperationException("this node is not part of a pipeline over several nodes");
+        // The coordinator answers within the stage wait plus the stages' loading (its own timeouts bound both).
+        return await coordinator.Ask<PipelinePlan>(FormPipeline.Instance, TimeSpan.FromSeconds(cluster.StageWaitSeconds) + TimeSpan.FromMinutes(11), cancellation)
+            .ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// On a stage worker: completes once this node's cluster membership is over: the coordinating node it served has left
+    /// or is gone, or this node was removed (downed), or the actor system stopped. Returns why.
+    /// </summary>
+    public async Task<string> WhenClusterSessionEndsAsync(CancellationToken cancellation)
+    {
+        var system = Services.GetRequiredService<ActorSystem>();
+        var cluster = Akka.Cluster.Cluster.Get(system);
+        bool joined = false, served = false;
+        while (true)
+        {
+            if (system.WhenTerminated.IsCompleted) return "this node's actor system stopped";
+            // Before it has joined, a node's own status reads Removed too.
+            joined |= cluster.SelfMember.Status == Akka.Cluster.MemberStatus.Up;
+            if (joined && (cluster.IsTerminated || cluster.SelfMember.Status is Akka.Cluster.MemberStatus.Down or Akka.Cluster.MemberStatus.Removed or Akka.Cluster.MemberStatus.Exiting))
+                return "this node was removed from the cluster";
+            bool coordinatorUp = cluster.State.Members.Any(m => m.HasRole(FlexGenHostingExtensions.CoordinatorRole) && m.Status == Akka.Cluster.MemberStatus.Up
+                && !cluster.State.Unreachable.Contains(m));
+            if (served && !coordinatorUp) return "the coordinating node left";
+            served |= coordinatorUp;
+            await Task.Delay(500, cancellation).ConfigureAwait(false);
         }
     }
 

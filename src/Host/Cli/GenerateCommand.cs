@@ -52,11 +52,21 @@ public static class GenerateCommand
             Description = "Stop token: an id, or text that encodes to one token (needs the tokenizer). Later positions hold the pad id. Default: none, or the model's EOS for text prompts of families that end their text with it (Llama).",
         };
 
+        var clusterListen = new Option<string?>("--cluster-listen")
+        {
+            Description = "Run as the coordinating node of a pipeline over several nodes: form the cluster at this host:port (the workers' --seed), be its first stage, plan the other stages' layers, run, and leave.",
+        };
+        var stages = new Option<int>("--stages") { Description = "Stages of the pipeline (with --cluster-listen), this node's included.", DefaultValueFactory = _ => 2 };
+        var stageWait = new Option<double>("--stage-wait-s")
+        {
+            Description = "How long to wait for the other stages' workers to join (with --cluster-listen).",
+            DefaultValueFactory = _ => 60,
+        };
         var warmup = PolicyFlags.Bool("--warmup", true, "Run one short generation first so the measured throughput excludes start-up costs");
         var command = new Command("generate", "Generate tokens for prompts; prints the ids (and text), throughput and the trace file.");
         flags.AddTo(command);
         flags.AddSamplingTo(command);
-        foreach (var o in new Option[] { inputIds, outputIds, prompt, promptsFile, output, doSample, temperature, seed, stop, warmup }) command.Options.Add(o);
+        foreach (var o in new Option[] { inputIds, outputIds, prompt, promptsFile, output, doSample, temperature, seed, stop, warmup, clusterListen, stages, stageWait }) command.Options.Add(o);
 
         command.SetAction(async (parse, cancellation) =>
         {
@@ -74,6 +84,12 @@ public static class GenerateCommand
             if (batchPath is not null && outputPath is not null) throw new UsageException("--output-ids cannot be used with --prompts-file: its results go to --output.");
             if (batchPath is not null && batchOutput is null) throw new UsageException("--prompts-file needs --output <file.jsonl>: where the results go, and what a rerun resumes from.");
             if (batchPath is null && batchOutput is not null) throw new UsageException("--output is the result file of --prompts-file; --input-ids and --prompt write --output-ids.");
+
+            string? listen = parse.GetValue(clusterListen);
+            if (listen is null && (parse.GetResult(stages) is { Implicit: false } || parse.GetResult(stageWait) is { Implicit: false }))
+                throw new UsageException("--stages and --stage-wait-s need --cluster-listen.");
+            if (listen is not null && batchPath is not null) throw new UsageException("--prompts-file cannot be used with --cluster-listen.");
+            if (parse.GetValue(stageWait) is var wait && (!double.IsFinite(wait) || wait <= 0)) throw new UsageException($"--stage-wait-s {wait}: must be > 0.");
 
             var model = ModelResolver.Resolve(options.Model, options.Path);
             var tokenizer = FlexGenSetup.LoadTokenizer(model);
@@ -111,9 +127,24 @@ public static class GenerateCommand
             }
 
             (options.Policy.PlanPromptLen, options.Policy.PlanGenLen, options.Policy.PlanMaxBlockSize) = (ids.GetLength(1), genLen, ids.GetLength(0));
+            if (listen is not null)
+            {
+                // The planner chooses one node's policy; each stage of a cluster runs under its own.
+                if (options.Policy.Auto) throw new UsageException("--policy auto cannot be used with --cluster-listen: give this stage's policy (each worker gives its own).");
+                options.Cluster = new StageClusterOptions
+                {
+                    Listen = listen, Stages = parse.GetValue(stages), StageWaitSeconds = parse.GetValue(stageWait), MaxPromptLen = ids.GetLength(1), MaxGenLen = genLen,
+                };
+            }
+
             var clock = Stopwatch.StartNew();
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (ids.GetLength(1), genLen));
             console.Output.WriteLine(GenerationFlags.Describe(runtime));
+            if (listen is not null)
+            {
+                console.Error.WriteLine($"cluster: formed at {listen}; waiting up to {parse.GetValue(stageWait):0} s for {parse.GetValue(stages) - 1} workers ...");
+                console.Output.WriteLine(await runtime.FormPipelineAsync(cancellation));
+            }
             int n = ids.GetLength(0);
             if (PolicyFlags.GetBool(parse, warmup))
             {

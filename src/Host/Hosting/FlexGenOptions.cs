@@ -50,6 +50,38 @@ public sealed class FlexGenOptions
 
     /// <summary>Akka log level for the embedded system (e.g. WARNING); null: Akka's default.</summary>
     public string? AkkaLogLevel { get; set; }
+
+    /// <summary>A pipeline over several nodes (Akka.Cluster); null: this node runs the whole model alone.</summary>
+    public StageClusterOptions? Cluster { get; set; }
+}
+
+/// <summary>
+/// This node's part in a pipeline over several nodes: the coordinating node (no <see cref="Seed"/>: it forms the cluster
+/// at <see cref="Listen"/> and is the first stage) or a stage worker (joins <see cref="Seed"/>). Each node runs its layers
+/// under its own policy and budgets (the options above).
+/// </summary>
+public sealed class StageClusterOptions
+{
+    /// <summary>host:port this node listens on (127.0.0.1:0 picks a free port).</summary>
+    public string Listen { get; set; } = "127.0.0.1:0";
+
+    /// <summary>host:port of the coordinating node, for a worker; null: this node coordinates (and is the seed).</summary>
+    public string? Seed { get; set; }
+
+    /// <summary>Stages in all (the coordinating node's included), for the coordinating node.</summary>
+    public int Stages { get; set; } = 2;
+
+    /// <summary>How long the coordinating node waits for the other stages' nodes (seconds).</summary>
+    public double StageWaitSeconds { get; set; } = 60;
+
+    /// <summary>The longest prompt a request may bring (the coordinating node sizes its frames for it).</summary>
+    public int MaxPromptLen { get; set; } = 512;
+
+    /// <summary>The most tokens a request may generate (the size of a stage's result).</summary>
+    public int MaxGenLen { get; set; } = 512;
+
+    /// <summary>A worker's largest accepted message (MiB): the remoting's frame size.</summary>
+    public double MaxFrameMb { get; set; } = 64;
 }
 
 /// <summary>A bindable form of <see cref="Tensors.Policies.Policy"/> (FlexGen's flags and defaults).</summary>

@@ -41,6 +41,10 @@ public static class FlexGenOptionKeys
     public const string GpuMem = Section + nameof(FlexGenOptions.GpuMem);
     public const string CpuMem = Section + nameof(FlexGenOptions.CpuMem);
     public const string DiskMem = Section + nameof(FlexGenOptions.DiskMem);
+    public const string ClusterListen = Section + nameof(FlexGenOptions.Cluster) + ":" + nameof(StageClusterOptions.Listen);
+    public const string ClusterSeed = Section + nameof(FlexGenOptions.Cluster) + ":" + nameof(StageClusterOptions.Seed);
+    public const string ClusterStages = Section + nameof(FlexGenOptions.Cluster) + ":" + nameof(StageClusterOptions.Stages);
+    public const string ClusterMaxFrameMb = Section + nameof(FlexGenOptions.Cluster) + ":" + nameof(StageClusterOptions.MaxFrameMb);
     public const string GpuBatchSize = PolicySection + nameof(PolicyOptions.GpuBatchSize);
     public const string NumGpuBatches = PolicySection + nameof(PolicyOptions.NumGpuBatches);
     public const string Percent = PolicySection + nameof(PolicyOptions.Percent);

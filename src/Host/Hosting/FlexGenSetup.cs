@@ -2,6 +2,7 @@ namespace FlexGen.Host.Hosting;
 
 using FlexGen.Actors.Benchmark;
 using FlexGen.Actors.Engine;
+using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Host.Text;
 using FlexGen.Tensors;
@@ -189,7 +190,26 @@ public sealed class FlexGenSetup
     /// The model backend the coordinator drives, built for a policy (weights placed in their tiers). The coordinator
     /// cancels <paramref name="cancellationToken"/> when the request waiting for this load is cancelled.
     /// </summary>
-    public IPipelineBackend CreateBackend(Policy policy, CancellationToken cancellationToken)
+    public IPipelineBackend CreateBackend(Policy policy, CancellationToken cancellationToken) => CreateBackend(Settings, policy, cancellationToken);
+
+    /// <summary>
+    /// The backend of one stage of a pipeline over several nodes: the layers <paramref name="load"/> names of the model it
+    /// names (resolved here, as on the coordinating node: a folder at the same path, or a preset), under this node's policy,
+    /// budgets and offload folder.
+    /// </summary>
+    public IPipelineBackend CreateStageBackend(LoadStage load, Policy policy, CancellationToken cancellationToken)
+    {
+        var model = ModelResolver.Resolve(load.Model.Model, load.Model.Path);
+        return CreateBackend(Settings with
+        {
+            ModelPath = model.Location.WeightsFolder,
+            Model = model.Config,
+            DummyWeights = model.Location.DummyWeights,
+            Stage = load.Layers,
+        }, policy, cancellationToken);
+    }
+
+    private TorchPipelineBackend CreateBackend(EngineSettings settings, Policy policy, CancellationToken cancellationToken)
     {
         OffloadFolders.CreatePrivate(OffloadDir);
         RemoveStaleOffloadFolders();
@@ -199,7 +219,7 @@ public sealed class FlexGenSetup
         BackendOpened();
         try
         {
-            backend = TorchPipelineBackend.Create(Settings, policy, new LoadProgress(this), cancellationToken);
+            backend = TorchPipelineBackend.Create(settings, policy, new LoadProgress(this), cancellationToken);
         }
         catch (Exception ex)
         {

@@ -68,9 +68,11 @@ public sealed partial record PlacementPlan
     /// <param name="budgets">The memory each tier may use for the run, homes and working buffers (null: unlimited):
     /// checked by the byte formulas before the layers are laid out, then against the plan (<see cref="CheckBudgets"/>).</param>
     /// <param name="computeDtypeBytes">Bytes of a compute element (the working buffers' dtype).</param>
+    /// <param name="stage">The layers a pipeline stage holds (null: the whole model): only they are placed, and only
+    /// their attention layers have a cache.</param>
     /// <exception cref="TierCapacityExceededException">a tier would hold more than its capacity, or need more than its budget.</exception>
     public static PlacementPlan Create(ModelConfig config, Policy policy, int promptLen, int genLen,
-        TierCapacities? capacities = null, TierBudgets? budgets = null, int computeDtypeBytes = 2)
+        TierCapacities? capacities = null, TierBudgets? budgets = null, int computeDtypeBytes = 2, LayerRange? stage = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
@@ -80,13 +82,21 @@ public sealed partial record PlacementPlan
 
         var cache = PlaceCache(config, policy, promptLen, genLen, config.NumBlocks);
         var activations = PlaceActivations(config, policy, promptLen);
-        // The byte formulas first: a model too large for a budget is refused before its layers are laid out.
-        if (budgets != TierBudgets.Unlimited)
+        // The byte formulas first: a model too large for a budget is refused before its layers are laid out (they count
+        // the whole model, so a stage is checked against its laid-out layers only).
+        if (budgets != TierBudgets.Unlimited && stage is null)
         {
             CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes), budgets);
         }
 
         var layers = PlaceLayers(config, policy, computeDtypeBytes);
+        if (stage is not null)
+        {
+            if (stage.Total != layers.Length)
+                throw new PlacementException($"Stage {stage} does not fit {config.Name}, which has {layers.Length} layers.");
+            layers = layers[stage.First..stage.End];
+        }
+
         if (layers.Count(l => l.Layer.HasKvCache) != cache.AttentionLayers)
         {
             cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache));

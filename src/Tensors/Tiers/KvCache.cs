@@ -41,11 +41,16 @@ public sealed class KvCache : IDisposable
         var homes = new Dictionary<(int, int), (TieredTensor, TieredTensor)>();
         try
         {
-            foreach (var layer in plan.Layers.Where(l => l.Layer.HasKvCache))
+            // j is the position in the plan's layers: a pipeline stage's plan holds a slice of the model's.
+            for (var j = 0; j < plan.Layers.Count; j++)
             {
+                if (!plan.Layers[j].Layer.HasKvCache)
+                {
+                    continue;
+                }
+
                 for (var k = 0; k < plan.Policy.NumGpuBatches; k++)
                 {
-                    var j = layer.Layer.Index;
                     var key = Make(home, shape, cache, $"cache.j{j}.k{k}.key");
                     try
                     {

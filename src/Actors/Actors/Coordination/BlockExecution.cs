@@ -2,6 +2,7 @@ namespace FlexGen.Actors.Actors.Coordination;
 
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
+using FlexGen.Actors.Schedule;
 
 /// <summary>
 /// The bookkeeping of one running block: its run (registered in the coordinator's <see cref="RunRegistry"/>), what may
@@ -15,8 +16,9 @@ internal sealed class BlockExecution
     private int _prefillTasksLeft;
     private bool _stopApplied;
 
-    private BlockExecution(int index, IPipelineRun run, BlockDispatcher dispatcher, TimeSpan started)
+    private BlockExecution(int index, IPipelineRun run, BlockDispatcher dispatcher, ScheduleShape shape, TimeSpan started)
     {
+        Shape = shape;
         Index = index;
         Run = run;
         Dispatcher = dispatcher;
@@ -32,6 +34,9 @@ internal sealed class BlockExecution
     public IPipelineRun Run { get; }
 
     public BlockDispatcher Dispatcher { get; }
+
+    /// <summary>The block schedule's shape (its layers; whether they are a pipeline's first or last stage).</summary>
+    public ScheduleShape Shape { get; }
 
     /// <summary>The tokens this block runs (cut_gen_len or gen_len).</summary>
     public int Tokens { get; }
@@ -50,7 +55,7 @@ internal sealed class BlockExecution
         var dispatcher = new BlockDispatcher(plan.Schedule, plan.Route, options.MaxInFlightPerTier, options.PrefetchSteps);
         var run = backend.CreateRun(id, block, plan, trace);
         runs.Add(run);
-        var execution = new BlockExecution(index, run, dispatcher, trace.Now);
+        var execution = new BlockExecution(index, run, dispatcher, plan.Schedule.Shape, trace.Now);
         foreach (var scheduled in plan.Schedule.Tasks)
         {
             if (scheduled.Task.Token == 0)
@@ -95,14 +100,28 @@ internal sealed class BlockExecution
             }
         }
 
-        if (!_stopApplied && completed.StoppedAfterToken is { } stoppedAfter)
+        if (completed.StoppedAfterToken is { } stoppedAfter)
         {
-            // Every sequence of the block emitted the stop token: its later positions stay pads (FlexGen breaks here too).
-            _stopApplied = true;
-            Dispatcher.DropAfterToken(stoppedAfter);
+            StopAfter(stoppedAfter);
         }
 
         return TokensDone - before;
+    }
+
+    /// <summary>
+    /// Every sequence of the block emitted the stop token by <paramref name="token"/>: its later positions stay pads
+    /// (FlexGen breaks here too), so their parts not yet started are dropped. Applied once. Returns whether it was new.
+    /// </summary>
+    public bool StopAfter(int token)
+    {
+        if (_stopApplied)
+        {
+            return false;
+        }
+
+        _stopApplied = true;
+        Dispatcher.DropAfterToken(token);
+        return true;
     }
 
     /// <summary>

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 
 /// <summary>
 /// LoadHidden(i, j, k): the compute's input on the GPU tier. At j = 0 the token ids (the prompt at i = 0, else the
-/// tokens generated at i - 1); otherwise the previous layer's output from the activation home, taken over as it is when
+/// tokens generated at i - 1), or on a later pipeline stage the hidden state the stage before sent; otherwise the previous layer's output from the activation home, taken over as it is when
 /// that home is the GPU tier, else copied (the parked copy is freed after this part's release).
 /// </summary>
 internal sealed class LoadHiddenHandler(BlockRunContext run) : ITaskHandler
@@ -16,6 +16,14 @@ internal sealed class LoadHiddenHandler(BlockRunContext run) : ITaskHandler
     {
         var key = BatchKey.Of(part.Task);
         var (i, j, k) = (key.Token, key.Layer, key.Batch);
+        if (j == 0 && run.InputFromStage)
+        {
+            using var received = run.Stage.TakeInput(i, k).ToTensor(); // (b, s, h)
+            var input = run.Gpu.CopyOf(received, $"stage-input.i{i}.k{k}");
+            run.Buffers.HiddenIn.Add(key, input, part);
+            return input.Bytes;
+        }
+
         if (j == 0)
         {
             var ids = i == 0

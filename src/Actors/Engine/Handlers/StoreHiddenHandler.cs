@@ -6,7 +6,8 @@ using FlexGen.Actors.Schedule;
 using FlexGen.Tensors.Tiers;
 
 /// <summary>
-/// StoreHidden(i, j, k): after the last layer, writes the token ids to the output; otherwise parks the output at the
+/// StoreHidden(i, j, k): after the last layer, writes the token ids to the output, or on an earlier pipeline stage
+/// hands the hidden state to the stage link for the next stage; otherwise parks the output at the
 /// activation home (taken over as it is when that home is the GPU tier). The compute's output is freed after this
 /// part's release. The ids a last-layer part wrote go back to the coordinator in its part result (<see cref="Written"/>).
 /// </summary>
@@ -16,6 +17,12 @@ internal sealed class StoreHiddenHandler(BlockRunContext run) : ITaskHandler
     {
         var key = BatchKey.Of(part.Task);
         var output = run.Buffers.HiddenOut.Get(key);
+        if (key.Layer == run.Plan.Schedule.Shape.NumLayers - 1 && run.OutputToStage)
+        {
+            run.Stage.Send(key.Token, key.Batch, TensorPayload.Of(output.Data)); // (b, s, h)
+            return output.Bytes;
+        }
+
         if (key.Layer == run.Plan.Schedule.Shape.NumLayers - 1)
         {
             return run.Tokens.Write(key.Token, key.Batch, output); // (b, 1) ids
@@ -34,5 +41,5 @@ internal sealed class StoreHiddenHandler(BlockRunContext run) : ITaskHandler
 
     /// <summary>The token ids <paramref name="task"/>'s part wrote: those of the last layer; null for other layers.</summary>
     public GeneratedTokens? Written(BlockTask task) =>
-        task.Layer == run.Plan.Schedule.Shape.NumLayers - 1 ? run.Tokens.Written(task.Token, task.Batch) : null;
+        task.Layer == run.Plan.Schedule.Shape.NumLayers - 1 && !run.OutputToStage ? run.Tokens.Written(task.Token, task.Batch) : null;
 }
