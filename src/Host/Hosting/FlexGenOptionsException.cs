@@ -41,6 +41,8 @@ public static class FlexGenOptionKeys
     public const string GpuMem = Section + nameof(FlexGenOptions.GpuMem);
     public const string CpuMem = Section + nameof(FlexGenOptions.CpuMem);
     public const string DiskMem = Section + nameof(FlexGenOptions.DiskMem);
+    public const string ComputeThreads = Section + nameof(FlexGenOptions.ComputeThreads);
+    public const string IoThreads = Section + nameof(FlexGenOptions.IoThreads);
     public const string GpuBatchSize = PolicySection + nameof(PolicyOptions.GpuBatchSize);
     public const string NumGpuBatches = PolicySection + nameof(PolicyOptions.NumGpuBatches);
     public const string Percent = PolicySection + nameof(PolicyOptions.Percent);
@@ -52,7 +54,7 @@ public static class FlexGenOptionKeys
 
     /// <summary>The keys a <see cref="FlexGenOptionsException"/> names (the other options are switches, HOCON or a log level).</summary>
     public static IReadOnlyList<string> Checked { get; } =
-        [Model, Path, OffloadDir, ComputeDtype, GpuMem, CpuMem, DiskMem, GpuBatchSize, NumGpuBatches, Percent, AttnSparsity, Hardware];
+        [Model, Path, OffloadDir, ComputeDtype, GpuMem, CpuMem, DiskMem, ComputeThreads, IoThreads, GpuBatchSize, NumGpuBatches, Percent, AttnSparsity, Hardware];
 
     // PlanPromptLen, PlanGenLen and PlanMaxBlockSize are named too, but the CLI derives them from its run, never from a flag.
 
