@@ -16,7 +16,7 @@ public class PipelineBenchmarkTests
             var options = new PipelineBenchmarkOptions
             {
                 HiddenSize = 64, Heads = 4, Blocks = 2, VocabSize = 256, GpuBatchSize = 2, GenLen = 3,
-                OffloadDirectory = offload, TracePath = trace, ComputeThreads = null,
+                OffloadDirectory = offload, TracePath = trace,
             };
             using var output = new StringWriter();
             var result = await PipelineBenchmark.RunAsync(options, output);

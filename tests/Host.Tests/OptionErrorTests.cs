@@ -26,6 +26,8 @@ public class OptionErrorTests
         { "FlexGen:GpuMem", "0", FlexGenOptionKeys.GpuMem, "must be a positive number of GB (2^30 bytes)" },
         { "FlexGen:CpuMem", "-1", FlexGenOptionKeys.CpuMem, "must be a positive number of GB" },
         { "FlexGen:DiskMem", "-0.5", FlexGenOptionKeys.DiskMem, "must be a positive number of GB" },
+        { "FlexGen:ComputeThreads", "0", FlexGenOptionKeys.ComputeThreads, "must be a thread count in 1..1024" },
+        { "FlexGen:IoThreads", "1025", FlexGenOptionKeys.IoThreads, "must be a thread count in 1..1024" },
     };
 
     [Theory]
@@ -82,6 +84,10 @@ public class OptionErrorTests
     [InlineData(new[] { "generate", "--compute-dtype", "int8" }, "--compute-dtype int8: expected float32, bfloat16 or float16.")]
     [InlineData(new[] { "generate", "--model", "./no/such/folder" }, "--model ./no/such/folder: model folder not found.")]
     [InlineData(new[] { "bench", "--model", "opt-125m", "--path", "/no/such/weights" }, "--path /no/such/weights: no weights folder")]
+    [InlineData(new[] { "generate", "--compute-threads", "0" }, "--compute-threads 0: must be a thread count in 1..1024.")]
+    [InlineData(new[] { "bench", "--io-threads", "2000" }, "--io-threads 2000: must be a thread count in 1..1024.")]
+    [InlineData(new[] { "serve", "--compute-threads", "-1" }, "--compute-threads -1: must be a thread count in 1..1024.")]
+    [InlineData(new[] { "bench-pipeline", "--compute-threads", "0" }, "--compute-threads 0: must be a thread count in 1..1024.")]
     [InlineData(new[] { "generate", "--num-gpu-batches", "0" }, "--num-gpu-batches: Policy.NumGpuBatches = 0 is invalid: must be >= 1.")]
     public async Task The_CLI_should_name_the_flag_not_the_key_with_exit_code_2(string[] args, string expected)
     {

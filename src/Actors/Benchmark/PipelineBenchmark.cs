@@ -7,6 +7,7 @@ using FlexGen.Actors.Engine;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tracing;
+using FlexGen.Tensors;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
@@ -44,8 +45,8 @@ public sealed record PipelineBenchmarkOptions
 
     public ComputeSettings Compute { get; init; } = ComputeSettings.Float32;
 
-    /// <summary>libtorch intra-op threads for the run (null: leave as is). On 2 cores, 1 leaves a core to the disk reads.</summary>
-    public int? ComputeThreads { get; init; } = 1;
+    /// <summary>libtorch intra-op threads for the run (<see cref="EngineSettings.ComputeThreads"/>); restored afterwards.</summary>
+    public int ComputeThreads { get; init; } = TorchRuntime.DefaultComputeThreads;
 
     /// <summary>How far loads may run ahead of compute (see PipelineSettings.PrefetchSteps).</summary>
     public int PrefetchSteps { get; init; } = 2;
@@ -110,18 +111,15 @@ public static class PipelineBenchmark
             model.Name, model.NumBlocks, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
         output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), prefetch {6} step(s)",
             options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
-            options.ComputeThreads ?? TorchSharp.torch.get_num_threads(), options.PrefetchSteps));
+            options.ComputeThreads, options.PrefetchSteps));
 
         // The budgets refuse a model or batch that does not fit before any actor system starts (each backend checks again).
         var planned = SettingsOf(options, overlap: true);
         PlacementPlan.Create(model, planned.Policy, options.PromptLen, options.GenLen, budgets: planned.ResolveBudgets(),
             computeDtypeBytes: planned.ComputeDtypeBytes);
 
-        int threads = TorchSharp.torch.get_num_threads();
-        if (options.ComputeThreads is { } computeThreads)
-        {
-            TorchSharp.torch.set_num_threads(computeThreads);
-        }
+        // Each backend sets the run's threads; the caller's come back afterwards.
+        int threads = TorchRuntime.ComputeThreads;
 
         PipelineBenchmarkRun off, on;
         try
@@ -131,7 +129,7 @@ public static class PipelineBenchmark
         }
         finally
         {
-            TorchSharp.torch.set_num_threads(threads);
+            TorchRuntime.SetComputeThreads(threads);
         }
 
         var result = new PipelineBenchmarkResult(off, on);
@@ -150,6 +148,7 @@ public static class PipelineBenchmark
         Budgets = options.Budgets,
         Compute = options.Compute,
         CpuCompute = options.Compute,
+        ComputeThreads = options.ComputeThreads,
         Pipeline = new Actors.PipelineSettings(PrefetchSteps: options.PrefetchSteps),
     };
 

@@ -34,7 +34,10 @@ public sealed record EngineSettings
     /// The memory tiers' budgets and disk I/O (O_DIRECT by default). The backend sets the disk tier's folder (a subfolder
     /// of <see cref="OffloadDirectory"/>) and pinning (the policy's pin_weight) itself.
     /// </summary>
-    public TierSettings Tiers { get; init; } = new() { Disk = new DiskTierSettings(DirectIo: true) };
+    public TierSettings Tiers { get; init; } = DefaultTiers;
+
+    /// <summary>The default <see cref="Tiers"/>: unbounded, O_DIRECT disk I/O on the disk tier's default I/O threads.</summary>
+    public static TierSettings DefaultTiers { get; } = new() { Disk = new DiskTierSettings(DirectIo: true) };
 
     /// <summary>
     /// What each tier may hold for a run (homes and working buffers), checked before anything is allocated: at backend
@@ -53,6 +56,12 @@ public sealed record EngineSettings
     /// the stage's weights are checked and loaded, and only its layers get a cache.
     /// </summary>
     public LayerRange? Stage { get; init; }
+
+    /// <summary>
+    /// libtorch's intra-op threads, set (process-wide) when a backend is created; the disk tier's I/O threads are
+    /// <see cref="DiskTierSettings.IoThreads"/> of <see cref="Tiers"/>. Default: <see cref="TorchRuntime.DefaultComputeThreads"/>.
+    /// </summary>
+    public int ComputeThreads { get; init; } = TorchRuntime.DefaultComputeThreads;
 
     /// <summary>Pipeline tuning; null: flexgen.pipeline of the actor system's HOCON.</summary>
     public PipelineSettings? Pipeline { get; init; }

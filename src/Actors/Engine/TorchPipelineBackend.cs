@@ -3,6 +3,7 @@ namespace FlexGen.Actors.Engine;
 using FlexGen.Actors.Engine.Buffers;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Tracing;
+using FlexGen.Tensors;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
@@ -102,12 +103,14 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     /// Loads the model's weights into their homes under <paramref name="policy"/>; <paramref name="weightProgress"/>
     /// hears of each layer loaded. When <paramref name="cancellationToken"/> is signalled during the load, throws
     /// <see cref="OperationCanceledException"/> having freed the weights loaded so far and deleted the offload folder.
+    /// Sets libtorch's intra-op threads to <see cref="EngineSettings.ComputeThreads"/> (process-wide) first.
     /// </summary>
     public static TorchPipelineBackend Create(EngineSettings settings, Policy policy, IProgress<WeightLoadProgress>? weightProgress = null,
         CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var weightPlan = PlanWeights(settings, policy, out var budgets);
+        TorchRuntime.SetComputeThreads(settings.ComputeThreads);
         var backend = new TorchPipelineBackend(settings, policy, weightPlan, budgets);
         try
         {

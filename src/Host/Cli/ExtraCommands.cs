@@ -59,11 +59,7 @@ public static class ExtraCommands
         var direct = PolicyFlags.Bool("--direct-io", defaults.DirectIo, "Read and write the disk tier with O_DIRECT");
         var dir = new Option<string?>("--offload-dir") { Description = "Folder for the disk tier (default: a temp folder, deleted after)." };
         var dtype = new Option<string?>("--compute-dtype") { Description = "float32 | bfloat16 (| float16 with CUDA)." };
-        var threads = new Option<int?>("--compute-threads")
-        {
-            Description = "libtorch intra-op threads during the run (default 1: leaves a core to the disk reads).",
-            DefaultValueFactory = _ => defaults.ComputeThreads,
-        };
+        var threads = GenerationFlags.ComputeThreadsOption();
         var prefetch = new Option<int>("--prefetch-steps") { Description = "How far loads may run ahead of compute.", DefaultValueFactory = _ => defaults.PrefetchSteps };
         var trace = new Option<string?>("--trace") { Description = "Write the overlap-on trace here (Chrome trace JSON; the off trace beside it)." };
         var gpuMem = GenerationFlags.BudgetOption("--gpu-mem", "GPU memory", "the CUDA device's free memory; without CUDA the GPU tier is CPU memory and counts against --cpu-mem");
@@ -83,7 +79,8 @@ public static class ExtraCommands
                 throw new UsageException($"--hidden-size {parse.GetValue(hidden)} is not a multiple of --heads {parse.GetValue(heads)}.");
             double diskPercent = parse.GetValue(disk);
             if (!(diskPercent >= 0 && diskPercent <= 100)) throw new UsageException($"--weights-disk-percent {diskPercent}: must be within [0, 100].");
-            if (parse.GetValue(threads) is < 1) throw new UsageException($"--compute-threads {parse.GetValue(threads)}: must be >= 1.");
+            // Checked and defaulted as generate's flag is (a bad count is named by its flag).
+            int computeThreads = new FlexGenOptions { ComputeThreads = parse.GetValue(threads) }.ResolveThreads().ComputeThreads;
             string? userDir = parse.GetValue(dir);
             if (userDir is not null && !Directory.Exists(userDir)) throw new UsageException($"--offload-dir {userDir}: folder not found.");
             string folder = userDir ?? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName("flexgen-bench"));
@@ -102,7 +99,7 @@ public static class ExtraCommands
                 DirectIo = PolicyFlags.GetBool(parse, direct),
                 OffloadDirectory = folder,
                 Compute = new ComputeSettings(FlexGenSetup.ParseDtype(parse.GetValue(dtype))),
-                ComputeThreads = parse.GetValue(threads),
+                ComputeThreads = computeThreads,
                 PrefetchSteps = parse.GetValue(prefetch),
                 TracePath = parse.GetValue(trace),
                 Budgets = budgets,

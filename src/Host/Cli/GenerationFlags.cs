@@ -1,8 +1,10 @@
 namespace FlexGen.Host.Cli;
 
 using System.CommandLine;
+using FlexGen.Actors.Engine;
 using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
@@ -46,6 +48,21 @@ public sealed class GenerationFlags
     /// <summary>Bytes of a budget flag in GB (2^30 bytes); null when absent.</summary>
     public static long? BudgetBytes(ParseResult parse, Option<double?> option) => parse.GetValue(option) is not { } gb ? null
         : TierBudgets.BytesOfGb(gb) ?? throw new UsageException($"{option.Name} {gb}: must be a positive number of GB (2^30 bytes).");
+
+    public Option<int?> ComputeThreads { get; } = ComputeThreadsOption();
+
+    public Option<int?> IoThreads { get; } = new("--io-threads")
+    {
+        Description = $"The disk tier's I/O threads, 1..{TorchRuntime.MaxThreads} (default: {EngineSettings.DefaultTiers.Disk.IoThreads}).",
+        HelpName = "N",
+    };
+
+    /// <summary>--compute-threads: libtorch's intra-op threads (also bench-pipeline's).</summary>
+    public static Option<int?> ComputeThreadsOption() => new("--compute-threads")
+    {
+        Description = $"libtorch intra-op threads, 1..{TorchRuntime.MaxThreads} (default: OMP_NUM_THREADS when it holds a valid count, else every core).",
+        HelpName = "N",
+    };
 
     public PolicyFlags Policy { get; } = new();
 
@@ -132,7 +149,7 @@ public sealed class GenerationFlags
         };
     }
 
-    /// <summary>The model, policy, dtype and budget flags alone (serve: no --gen-len, no --trace).</summary>
+    /// <summary>The model, policy, dtype, budget and thread flags alone (serve: no --gen-len, no --trace).</summary>
     public void AddModelAndPolicyTo(Command command)
     {
         command.Options.Add(Model);
@@ -142,6 +159,8 @@ public sealed class GenerationFlags
         command.Options.Add(GpuMem);
         command.Options.Add(CpuMem);
         command.Options.Add(DiskMem);
+        command.Options.Add(ComputeThreads);
+        command.Options.Add(IoThreads);
     }
 
     /// <summary>Those and --gen-len, --trace, --policy and --hardware (generate, bench).</summary>
@@ -169,6 +188,8 @@ public sealed class GenerationFlags
             GpuMem = parse.GetValue(GpuMem),
             CpuMem = parse.GetValue(CpuMem),
             DiskMem = parse.GetValue(DiskMem),
+            ComputeThreads = parse.GetValue(ComputeThreads),
+            IoThreads = parse.GetValue(IoThreads),
             Policy = Policy.ToOptions(parse),
             Hardware = parse.GetResult(Hardware) is null ? null : parse.GetValue(Hardware),
         };
@@ -180,8 +201,9 @@ public sealed class GenerationFlags
                     throw new UsageException($"{chosen.Name}: --policy auto chooses it; give one or the other.");
             options.Policy.Auto = true;
         }
-        // The policy is checked here, before the model is read; the other options when the host is set up.
+        // The policy and threads are checked here, before the model is read; the other options when the host is set up.
         _ = options.Policy.ToPolicy();
+        _ = options.ResolveThreads();
         return options;
     }
 
@@ -199,6 +221,8 @@ public sealed class GenerationFlags
         FlexGenOptionKeys.GpuMem => "--gpu-mem",
         FlexGenOptionKeys.CpuMem => "--cpu-mem",
         FlexGenOptionKeys.DiskMem => "--disk-mem",
+        FlexGenOptionKeys.ComputeThreads => "--compute-threads",
+        FlexGenOptionKeys.IoThreads => "--io-threads",
         FlexGenOptionKeys.GpuBatchSize => "--gpu-batch-size",
         FlexGenOptionKeys.NumGpuBatches => "--num-gpu-batches",
         FlexGenOptionKeys.Percent => "--percent",
@@ -233,7 +257,7 @@ public sealed class GenerationFlags
         return genLen;
     }
 
-    /// <summary>Text lines FlexGen-style: model, policy, compute dtype (and the auto policy's choice and prediction).</summary>
+    /// <summary>Text lines FlexGen-style: model, policy, compute dtype and threads (and the auto policy's choice and prediction).</summary>
     public static string Describe(FlexGenRuntime runtime) =>
         (runtime.Setup.AutoPlan is { } auto ? auto.Describe() + "\n" : "") +
         $"model: {runtime.Model.Config.Name} ({(runtime.Model.Location.DummyWeights ? "dummy weights" : runtime.Model.Location.WeightsFolder)})\n" +
@@ -241,7 +265,7 @@ public sealed class GenerationFlags
         $"percent {string.Join(' ', runtime.Policy.Percent)}, sep-layer {Bool(runtime.Policy.SepLayer)}, overlap {Bool(runtime.Policy.Overlap)}, " +
         $"cpu-cache-compute {Bool(runtime.Policy.CpuCacheCompute)}, attn-sparsity {runtime.Policy.AttnSparsity}, " +
         $"compress-weight {Bool(runtime.Policy.CompressWeight)}, compress-cache {Bool(runtime.Policy.CompressCache)}\n" +
-        $"compute: {runtime.ComputeDtype} on {runtime.Device}";
+        $"compute: {runtime.ComputeDtype} on {runtime.Device}, {runtime.Setup.ComputeThreads} compute thread(s), {runtime.Setup.IoThreads} disk I/O thread(s)";
 
     public static string Bool(bool b) => b ? "true" : "false";
 

@@ -38,6 +38,28 @@ public sealed class FlexGenOptions
     /// </summary>
     public string? Hardware { get; set; }
 
+    /// <summary>
+    /// libtorch's intra-op threads (1..1024); null: <c>OMP_NUM_THREADS</c> when it holds a valid count, else every core
+    /// (<see cref="Tensors.TorchRuntime.DefaultComputeThreads"/>).
+    /// </summary>
+    public int? ComputeThreads { get; set; }
+
+    /// <summary>The disk tier's I/O threads (1..1024); null: the engine's default (<see cref="Actors.Engine.EngineSettings.DefaultTiers"/>).</summary>
+    public int? IoThreads { get; set; }
+
+    /// <summary>
+    /// The validated thread counts: <see cref="ComputeThreads"/>, <see cref="IoThreads"/>, defaults where not given.
+    /// </summary>
+    /// <exception cref="FlexGenOptionsException">a count outside 1..1024 (names its key).</exception>
+    public (int ComputeThreads, int IoThreads) ResolveThreads() =>
+        (ThreadCount(FlexGenOptionKeys.ComputeThreads, ComputeThreads) ?? Tensors.TorchRuntime.DefaultComputeThreads,
+         ThreadCount(FlexGenOptionKeys.IoThreads, IoThreads) ?? Actors.Engine.EngineSettings.DefaultTiers.Disk.IoThreads);
+
+    private static int? ThreadCount(string key, int? threads) =>
+        threads is { } n && !Tensors.TorchRuntime.IsValidThreadCount(n)
+            ? throw new FlexGenOptionsException(key, $"{n}", $"must be a thread count in 1..{Tensors.TorchRuntime.MaxThreads}.")
+            : threads;
+
     /// <summary>How long the service waits for more requests to fill a block after the first (milliseconds).</summary>
     public int BatchWindowMs { get; set; } = 5;
 

@@ -45,6 +45,8 @@ public static class FlexGenOptionKeys
     public const string ClusterSeed = Section + nameof(FlexGenOptions.Cluster) + ":" + nameof(StageClusterOptions.Seed);
     public const string ClusterStages = Section + nameof(FlexGenOptions.Cluster) + ":" + nameof(StageClusterOptions.Stages);
     public const string ClusterMaxFrameMb = Section + nameof(FlexGenOptions.Cluster) + ":" + nameof(StageClusterOptions.MaxFrameMb);
+    public const string ComputeThreads = Section + nameof(FlexGenOptions.ComputeThreads);
+    public const string IoThreads = Section + nameof(FlexGenOptions.IoThreads);
     public const string GpuBatchSize = PolicySection + nameof(PolicyOptions.GpuBatchSize);
     public const string NumGpuBatches = PolicySection + nameof(PolicyOptions.NumGpuBatches);
     public const string Percent = PolicySection + nameof(PolicyOptions.Percent);
@@ -56,7 +58,7 @@ public static class FlexGenOptionKeys
 
     /// <summary>The keys a <see cref="FlexGenOptionsException"/> names (the other options are switches, HOCON or a log level).</summary>
     public static IReadOnlyList<string> Checked { get; } =
-        [Model, Path, OffloadDir, ComputeDtype, GpuMem, CpuMem, DiskMem, GpuBatchSize, NumGpuBatches, Percent, AttnSparsity, Hardware];
+        [Model, Path, OffloadDir, ComputeDtype, GpuMem, CpuMem, DiskMem, ComputeThreads, IoThreads, GpuBatchSize, NumGpuBatches, Percent, AttnSparsity, Hardware];
 
     // PlanPromptLen, PlanGenLen and PlanMaxBlockSize are named too, but the CLI derives them from its run, never from a flag.
 

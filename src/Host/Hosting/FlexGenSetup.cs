@@ -23,9 +23,11 @@ public sealed class FlexGenSetup
 
     private readonly bool _ownsOffloadDir;
 
-    private FlexGenSetup(FlexGenOptions options, ResolvedModel model, Policy policy, torch.ScalarType computeDtype,
+    private FlexGenSetup(FlexGenOptions options, ResolvedModel model, Policy policy, torch.ScalarType computeDtype, (int Compute, int Io) threads,
         string offloadDir, bool ownsOffloadDir, BpeTokenizer? tokenizer, TierBudgets budgets, AutoPlan? autoPlan, ResolvedHardware? hardware)
     {
+        ComputeThreads = threads.Compute;
+        IoThreads = threads.Io;
         AutoPlan = autoPlan;
         _hardware = hardware;
         Budgets = budgets;
@@ -45,6 +47,12 @@ public sealed class FlexGenSetup
     public Policy Policy { get; }
 
     public torch.ScalarType ComputeDtype { get; }
+
+    /// <summary>libtorch's intra-op threads (<see cref="FlexGenOptions.ComputeThreads"/> or the default rule).</summary>
+    public int ComputeThreads { get; }
+
+    /// <summary>The disk tier's I/O threads (<see cref="FlexGenOptions.IoThreads"/> or the tier's default).</summary>
+    public int IoThreads { get; }
 
     /// <summary>"cuda" or "cpu (GPU tier emulated in CPU memory)".</summary>
     public string Device => TorchRuntime.CudaAvailable ? "cuda" : "cpu (GPU tier emulated in CPU memory)";
@@ -67,6 +75,7 @@ public sealed class FlexGenSetup
         model ??= ModelResolver.Resolve(options.Model, options.Path);
         var policy = options.Policy.ToPolicy();
         var dtype = ParseDtype(options.ComputeDtype);
+        var threads = options.ResolveThreads();
         bool owns = string.IsNullOrEmpty(options.OffloadDir);
         string offload = owns
             ? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName(OwnedOffloadPrefix))
@@ -83,7 +92,7 @@ public sealed class FlexGenSetup
                 EngineSettings.BytesOf(dtype), maxBlock);
             policy = auto.Policy;
         }
-        return new FlexGenSetup(options, model, policy, dtype, offload, owns, LoadTokenizer(model), budgets, auto, hardware);
+        return new FlexGenSetup(options, model, policy, dtype, threads, offload, owns, LoadTokenizer(model), budgets, auto, hardware);
     }
 
     /// <summary>The policy <see cref="PolicyOptions.Auto"/> chose and its prediction; null when the policy was given.</summary>
@@ -160,7 +169,7 @@ public sealed class FlexGenSetup
         _ => throw new FlexGenOptionsException(FlexGenOptionKeys.ComputeDtype, name, "expected float32, bfloat16 or float16."),
     };
 
-    /// <summary>What the pipeline runs: model, weights (or dummy ones), default policy, offload folder, compute dtype.</summary>
+    /// <summary>What the pipeline runs: model, weights (or dummy ones), default policy, offload folder, compute dtype and threads.</summary>
     public EngineSettings Settings => new()
     {
         ModelPath = Model.Location.WeightsFolder,
@@ -172,6 +181,8 @@ public sealed class FlexGenSetup
         Compute = new ComputeSettings(ComputeDtype),
         // CPU attention never runs float16 (1 GFLOP/s on the CPU): bfloat16 when the GPU computes in 16 bits.
         CpuCompute = ComputeDtype == torch.ScalarType.Float32 ? ComputeSettings.Float32 : ComputeSettings.BFloat16,
+        ComputeThreads = ComputeThreads,
+        Tiers = EngineSettings.DefaultTiers with { Disk = EngineSettings.DefaultTiers.Disk with { IoThreads = IoThreads } },
     };
 
     /// <summary>Raised when the coordinator starts placing the model's weights in their tiers for a policy.</summary>
