@@ -37,7 +37,7 @@ public class BudgetTests
 
         Assert.Equal(TierKind.Gpu, ex.Tier);
         // The same rule as every block's plan, with a one-token block.
-        var need = PlacementPlan.Create(Tiny, settings.Policy, 1, 1, computeDtypeBytes: settings.ComputeDtypeBytes).Need;
+        var need = PlacementPlan.Create(Tiny, settings.Policy, 1, 1, computeDtypeBytes: settings.ComputeDtypeBytes, computesOnCpu: settings.GpuComputesOnCpu).Need;
         Assert.Equal(need.Gpu.Total, ex.NeededBytes);
         Assert.Equal(26_864_384, ex.Need!.Gpu.Weights); // float32 compute: the GPU tier keeps the weights in float32
         Assert.Empty(Directory.EnumerateFileSystemEntries(offload));
@@ -72,8 +72,10 @@ public class BudgetTests
     {
         string offload = Fixtures.NewOffloadDir();
         var policy = Policy.FromPercent(Policy.AllGpuPercent, 4, 2);
-        // A budget that holds a block of 12-token prompts generating 4 tokens, not one of 600-token prompts.
-        var fits = PlacementPlan.Create(Tiny, policy, 12, 4, computeDtypeBytes: 4).Need.Gpu.Total;
+        // A budget that holds a block of 12-token prompts generating 4 tokens, not one of 600-token prompts (on the CPU
+        // the two GPU batches compute together: their activations count twice).
+        bool onCpu = Settings(offload, TierBudgets.Unlimited).GpuComputesOnCpu;
+        var fits = PlacementPlan.Create(Tiny, policy, 12, 4, computeDtypeBytes: 4, computesOnCpu: onCpu).Need.Gpu.Total;
         var settings = Settings(offload, new TierBudgets { Gpu = new TierBudget(fits, "test") });
         await using var flexgen = FlexGenSystem.Start(settings, "budget-blocks");
         GenerateRequest Request(int promptLen) => new()
@@ -86,7 +88,7 @@ public class BudgetTests
 
         var refused = Assert.IsType<TierCapacityExceededException>(error.InnerException);
         Assert.Equal(TierKind.Gpu, refused.Tier);
-        Assert.Equal(PlacementPlan.Create(Tiny, policy, 600, 4, computeDtypeBytes: 4).Need.Gpu.Total, refused.NeededBytes);
+        Assert.Equal(PlacementPlan.Create(Tiny, policy, 600, 4, computeDtypeBytes: 4, computesOnCpu: onCpu).Need.Gpu.Total, refused.NeededBytes);
         Assert.Equal(fits, refused.CapacityBytes);
         var ok = await flexgen.GenerateAsync(Request(12));
         Assert.Equal(8, ok.OutputIds.Length);

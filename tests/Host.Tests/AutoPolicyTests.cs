@@ -28,7 +28,7 @@ public class AutoPolicyTests
         Assert.Contains($"bounds (the cost model at this policy and block; hardware {hardware}):", result.Output);
         var config = ModelFamilies.FromNameOrPath(TestPaths.BundledModel);
         var policy = Policy.FromPercent([0, 100, 100, 0, 100, 0], 2, 1);
-        var expected = PolicyCost.Predict(config, policy, 8, 4, TestHardwareCache.Profile);
+        var expected = PolicyCost.Predict(config, policy, 8, 4, TestHardwareCache.Profile, computesOnCpu: !FlexGen.Tensors.TorchRuntime.CudaAvailable);
         foreach (var phase in new[] { "prefill", "decode" })
         {
             var line = Regex.Match(result.Output, $@"  {phase}: +bound (.*) token/s; predicted ([\d.]+), measured ([\d.]+) token/s; efficiency ([\d.]+) \(measured / (\S+) bound\)");
@@ -43,6 +43,31 @@ public class AutoPolicyTests
             double measured = double.Parse(line.Groups[3].Value, CultureInfo.InvariantCulture);
             Assert.Equal(measured / tightest.TokensPerSecond, double.Parse(line.Groups[4].Value, CultureInfo.InvariantCulture), 2);
         }
+    }
+
+    [Fact]
+    public void Bench_efficiency_at_a_grouped_block_should_be_near_one_where_the_compute_bounds_it()
+    {
+        // A CPU-like profile: the matmul rate climbs with the rows (each matmul reads its weight), and a task costs time.
+        var profile = TestHardwareCache.Profile with { MmFlopsByRows = [(8, 10e9), (32, 30e9), (512, 40e9)], TaskSeconds = 1e-4 };
+        var config = ModelFamilies.FromPreset("opt-125m");
+        var grouped = Policy.FromPercent([.. Policy.AllGpuPercent], 8, 4);
+        // A 32 x 1 block runs the matmuls a grouped 8 x 4 block runs, over as many rows, with as many tasks per layer:
+        // its compute bound is what a grouped run reaches where the compute bounds it.
+        double reached = PolicyCost.Predict(config, Policy.FromPercent([.. Policy.AllGpuPercent], 32, 1), 64, 16, profile, computesOnCpu: true)
+            .Tightest("decode").TokensPerSecond;
+        double Efficiency(bool computesOnCpu)
+        {
+            var prediction = PolicyCost.Predict(config, grouped, 64, 16, profile, computesOnCpu);
+            string text = FlexGen.Host.Cli.BenchCommand.DescribeBounds(prediction, "hw.json", 1, reached, 1);
+            var line = Regex.Match(text, @"  decode: .* efficiency ([\d.]+) \(measured / compute bound\)");
+            Assert.True(line.Success, text);
+            return double.Parse(line.Groups[1].Value, CultureInfo.InvariantCulture);
+        }
+
+        Assert.InRange(Efficiency(computesOnCpu: true), 0.9, 1.1);
+        // Per GPU batch (on a GPU), the terms read the rate at 8 rows and pay 4 batches' tasks: a grouped run would exceed them.
+        Assert.True(Efficiency(computesOnCpu: false) > 2, "per-batch terms");
     }
 
     [Fact]
@@ -149,7 +174,7 @@ public class AutoPolicyTests
         Assert.Same(auto.Policy, setup.Policy);
         Assert.True(auto.Policy.GpuBatchSize * auto.Policy.NumGpuBatches <= 32);
         Assert.All(auto.Policy.Percent, p => Assert.Equal(Math.Round(p), p));
-        PlacementPlan.Create(setup.Model.Config, setup.Policy, 16, 8, budgets: setup.Budgets, computeDtypeBytes: 4); // does not throw
+        PlacementPlan.Create(setup.Model.Config, setup.Policy, 16, 8, budgets: setup.Budgets, computeDtypeBytes: 4, computesOnCpu: setup.Budgets.GpuInCpuMemory); // does not throw
         Assert.True(auto.Prediction.Throughput > 0);
     }
 

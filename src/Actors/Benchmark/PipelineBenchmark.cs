@@ -116,7 +116,7 @@ public static class PipelineBenchmark
         // The budgets refuse a model or batch that does not fit before any actor system starts (each backend checks again).
         var planned = SettingsOf(options, overlap: true);
         PlacementPlan.Create(model, planned.Policy, options.PromptLen, options.GenLen, budgets: planned.ResolveBudgets(),
-            computeDtypeBytes: planned.ComputeDtypeBytes);
+            computeDtypeBytes: planned.ComputeDtypeBytes, computesOnCpu: planned.GpuComputesOnCpu);
 
         // Each backend sets the run's threads; the caller's come back afterwards.
         int threads = TorchRuntime.ComputeThreads;

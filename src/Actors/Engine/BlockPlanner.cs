@@ -52,8 +52,9 @@ internal sealed class BlockPlanner
     public TorchBlockPlan Plan(BlockRequest block)
     {
         // The same budget rule as the weights' plan, now with the block's geometry: before its run allocates anything.
+        // Grouped compute (PlacementPlan.ComputesBatchesTogether) is decided there, so its working memory is counted.
         var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.Generation.GenLen,
-            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes, stage: _stage);
+            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes, computesOnCpu: _computesOnCpu, stage: _stage);
         var cache = placement.Cache;
         var routing = new RoutingPlan(
             _layers,
@@ -63,14 +64,8 @@ internal sealed class BlockPlanner
             (int)(cache.DiskLength / _kvRowsPerSequence),
             placement.Activations.Home,
             _policy.CpuCacheCompute);
-        // On the CPU a matmul over few rows is bound by reading the weight (3-4x less efficient per FLOP at 8 rows than at
-        // 32), so the GPU batches of a layer compute together. The price is every batch's activations of one layer held at
-        // once; so only where no cache is loaded per batch (the whole cache attended in place on the GPU tier) and without
-        // CPU attention (whose parts split each batch's rows).
-        bool grouped = _computesOnCpu && _policy.NumGpuBatches > 1 && !_policy.CpuCacheCompute
-            && cache.CpuLength == 0 && cache.DiskLength == 0;
         var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen,
-            _policy.Overlap, grouped, FirstStage: _stage?.IsFirst ?? true, LastStage: _stage?.IsLast ?? true));
+            _policy.Overlap, placement.GroupedCompute, FirstStage: _stage?.IsFirst ?? true, LastStage: _stage?.IsLast ?? true));
         return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
     }
 }

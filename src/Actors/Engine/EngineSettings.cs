@@ -71,7 +71,10 @@ public sealed record EngineSettings
     /// CUDA, or with <see cref="TierSettings.ForceEmulatedGpu"/>), MemAvailable, the free space at <see cref="OffloadDirectory"/>.
     /// </summary>
     public TierBudgets ResolveBudgets() =>
-        Budgets ?? TierBudgets.Detect(OffloadDirectory, cuda: TorchRuntime.CudaAvailable && !Tiers.ForceEmulatedGpu);
+        Budgets ?? TierBudgets.Detect(OffloadDirectory, cuda: !GpuComputesOnCpu);
+
+    /// <summary>The GPU tier is CPU memory (no CUDA, or <see cref="TierSettings.ForceEmulatedGpu"/>): its compute runs on the CPU.</summary>
+    public bool GpuComputesOnCpu => !TorchRuntime.CudaAvailable || Tiers.ForceEmulatedGpu;
 
     /// <summary>Bytes of one element of the GPU compute's working buffers.</summary>
     public int ComputeDtypeBytes => BytesOf(Compute.Dtype);

@@ -36,7 +36,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         OffloadFolders.CreatePrivate(OffloadFolder);
         Tiers = new MemoryTiers(settings.Tiers with { OffloadDirectory = OffloadFolder, PinCpuMemory = policy.PinWeight });
         _planner = new BlockPlanner(Config, policy, settings.Stage, Layers.Select(l => l.Kind).ToArray(), WeightPlan, KvRowsPerSequence,
-            budgets, settings.ComputeDtypeBytes, computesOnCpu: Tiers.Gpu.Device.type == TorchSharp.DeviceType.CPU);
+            budgets, settings.ComputeDtypeBytes, settings.GpuComputesOnCpu);
         if (policy.CompressWeight)
         {
             GpuCompressedWeights = new CompressedTier(Tiers.Gpu, policy.CompWeightConfig);
@@ -137,7 +137,7 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         budgets = settings.ResolveBudgets();
         // Weights do not depend on the batch geometry; this plan also rejects impossible policies early.
         var plan = PlacementPlan.Create(config, policy, promptLen: 1, genLen: 1, budgets: budgets, computeDtypeBytes: settings.ComputeDtypeBytes,
-            stage: settings.Stage);
+            computesOnCpu: settings.GpuComputesOnCpu, stage: settings.Stage);
         if (!settings.DummyWeights)
         {
             WeightFiles.Check(settings.ModelPath ?? throw new ArgumentException("EngineSettings.ModelPath is required without DummyWeights", nameof(settings)),

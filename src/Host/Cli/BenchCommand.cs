@@ -106,7 +106,8 @@ public static class BenchCommand
                 $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
                 $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
             console.Output.WriteLine(log);
-            console.Output.Write(DescribeBounds(PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile), hardware.Source, prefillTput, decodeTput, totalTput));
+            console.Output.Write(DescribeBounds(PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile,
+                computesOnCpu: runtime.Setup.Budgets.GpuInCpuMemory), hardware.Source, prefillTput, decodeTput, totalTput));
             if (debug == DebugMode.Breakdown && result.Timeline is { } timeline)
             {
                 // FlexGen's breakdown header (flex_opt.py generation_loop_debug_normal), then the time per task kind.

@@ -38,7 +38,8 @@ public sealed class NoPolicyFitsException(string model, TierBudgets budgets, Mem
 
 /// <summary>
 /// <c>--policy auto</c>: the cost model's search (<see cref="PolicySearch.Ranked"/>) under the engine's terms of the
-/// user's other settings (overlap, compression), with and without CPU attention, over the budgets the engine holds the
+/// user's other settings (overlap, compression), with and without CPU attention (and, computing on the CPU, with the
+/// GPU batches grouped: <see cref="EngineTerms.GroupedBatches"/>), over the budgets the engine holds the
 /// run to; each ranked block snapped to what the engine runs (whole percents, activations on one tier, a compressed
 /// cache on one tier, CPU attention only where some cache is off the GPU) and checked by the engine's own placement
 /// (<see cref="PlacementPlan.Create"/> against the budgets). Of the blocks that pass, the smallest within
@@ -77,9 +78,12 @@ public static class AutoPolicy
         {
             GpuInCpuMemory = budgets.GpuInCpuMemory,
         };
+        // Per-batch compute with and without CPU attention; on an emulated GPU also grouped compute (the whole cache on
+        // the GPU tier, PlacementPlan.ComputesBatchesTogether), which the search ranks as its own problem.
         var problems = new[] { false, true }
-            .Select(cpuAttention => PolicyCost.ProblemOf(config, template with { CpuCacheCompute = cpuAttention }, promptLen, genLen, planBudgets, hardware))
+            .Select(cpuAttention => Searched(PolicyCost.ProblemOf(config, template with { CpuCacheCompute = cpuAttention }, promptLen, genLen, planBudgets, hardware), grouped: false))
             .ToList();
+        if (budgets.GpuInCpuMemory) problems.Add(Searched(problems[0], grouped: true));
         var ranked = problems
             .SelectMany(problem => PolicySearch.Ranked(problem, maxBlockSize: maxBlockSize ?? DefaultMaxBlockSize).Feasible.Select(e => (problem, e)))
             .OrderByDescending(c => c.e.Throughput)
@@ -91,6 +95,7 @@ public static class AutoPolicy
             if (passing.Count == Checked) break;
             var policy = Snap(template with { CpuCacheCompute = problem.Engine!.CpuCacheCompute }, candidate);
             if (passing.Any(p => p.Policy == policy)) continue;
+            // The snapped policy's own problem: grouped or not as the engine will run it.
             var snapped = CostModel.Evaluate(PolicyCost.ProblemOf(config, policy, promptLen, genLen, planBudgets, hardware),
                 PolicyCost.BlockOf(policy), PolicyCost.PlacementOf(policy));
             if (!snapped.Feasible || !EngineRuns(config, policy, promptLen, genLen, budgets, computeDtypeBytes)) continue;
@@ -137,11 +142,15 @@ public static class AutoPolicy
         };
     }
 
+    private static PlanProblem Searched(PlanProblem problem, bool grouped) =>
+        problem with { Engine = problem.Engine! with { GroupedBatches = grouped } };
+
     private static bool EngineRuns(ModelConfig config, Policy policy, int promptLen, int genLen, TierBudgets budgets, int computeDtypeBytes)
     {
         try
         {
-            PlacementPlan.Create(config, policy, promptLen, genLen, budgets: budgets, computeDtypeBytes: computeDtypeBytes);
+            PlacementPlan.Create(config, policy, promptLen, genLen, budgets: budgets, computeDtypeBytes: computeDtypeBytes,
+                computesOnCpu: budgets.GpuInCpuMemory);
             return true;
         }
         catch (PlacementException)

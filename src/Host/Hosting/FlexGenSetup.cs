@@ -148,7 +148,8 @@ public sealed class FlexGenSetup
     /// </summary>
     /// <exception cref="Tensors.Placement.TierCapacityExceededException">a tier's budget is exceeded.</exception>
     public Tensors.Placement.PlacementPlan CheckFits(int promptLen, int genLen) =>
-        Tensors.Placement.PlacementPlan.Create(Model.Config, Policy, promptLen, genLen, budgets: Budgets, computeDtypeBytes: Settings.ComputeDtypeBytes);
+        Tensors.Placement.PlacementPlan.Create(Model.Config, Policy, promptLen, genLen, budgets: Budgets, computeDtypeBytes: Settings.ComputeDtypeBytes,
+            computesOnCpu: Budgets.GpuInCpuMemory);
 
     /// <summary>The model folder's tokenizer, when it has the files its family's tokenizer kind reads.</summary>
     public static BpeTokenizer? LoadTokenizer(ResolvedModel model) =>

@@ -11,8 +11,8 @@ using FlexGen.Tensors.Tiers;
 /// <param name="Hidden">The hidden-state home (act home): one (gpu_batch_size, prompt_len, h) float16 tensor per GPU batch.</param>
 /// <param name="StreamedWeights">Weights of a layer copied to the compute tier for its compute (the largest layer; two with overlap).</param>
 /// <param name="LoadedCache">KV cache of a layer and GPU batch copied to where its attention runs (two with overlap).</param>
-/// <param name="LoadedHidden">Hidden states of a GPU batch copied to the compute tier from their home (two with overlap).</param>
-/// <param name="Activations">The compute's intermediates of a GPU batch: layer input and output, the largest intermediate, the logits.</param>
+/// <param name="LoadedHidden">Hidden states of a GPU batch (every GPU batch with grouped compute) copied to the compute tier from their home (two with overlap).</param>
+/// <param name="Activations">The compute's intermediates of a GPU batch (every GPU batch with grouped compute): layer input and output, the largest intermediate, the logits.</param>
 public readonly record struct TierNeed(long Weights, long Cache, long Hidden, long StreamedWeights, long LoadedCache, long LoadedHidden, long Activations)
 {
     /// <summary>Bytes of the homes (what <see cref="PlacementPlan.TotalBytes"/> counts).</summary>
@@ -84,6 +84,8 @@ public readonly record struct TierNeed(long Weights, long Cache, long Hidden, lo
 /// <item>activations, on the GPU tier: d * b * (2 * s * h [a layer's input and output] + max(s * F, H * s * s,
 /// H * (s + g - 1)) [the MLP intermediate or the attention scores] + V [the logits]).</item>
 /// </list>
+/// With grouped compute (<see cref="PlacementPlan.ComputesBatchesTogether"/>) a layer computes all n GPU batches at once:
+/// loaded hidden and activations are n times the above (no cache is loaded then: it is all on the GPU tier).
 /// Without CUDA the GPU tier is CPU memory: its need counts against the CPU budget too (<see cref="TierBudgets.GpuInCpuMemory"/>).
 /// </summary>
 public sealed record MemoryNeed(TierNeed Gpu, TierNeed Cpu, TierNeed Disk)

@@ -12,13 +12,14 @@ public sealed partial record PlacementPlan
     /// the weights of a model of any depth from a 1- and a 2-block copy of it (its blocks are alike), so nothing is laid
     /// out per layer (<see cref="ModelConfig.WithBlocks"/>); equal to <see cref="Need"/> of the plan.
     /// </summary>
-    public static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen, int computeDtypeBytes = 2)
+    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU: the GPU batches may compute together (<see cref="ComputesBatchesTogether"/>).</param>
+    public static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen, int computeDtypeBytes = 2, bool computesOnCpu = false)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
         CheckGeometry(config, promptLen, genLen);
         return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks),
-            PlaceActivations(config, policy, promptLen), computeDtypeBytes);
+            PlaceActivations(config, policy, promptLen), computeDtypeBytes, ComputesBatchesTogether(config, policy, computesOnCpu));
     }
 
     /// <summary>
@@ -56,7 +57,7 @@ public sealed partial record PlacementPlan
     }
 
     private static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen,
-        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool groupedCompute)
     {
         WeightSummary weights;
         if (config.NumBlocks > 2)
@@ -79,14 +80,16 @@ public sealed partial record PlacementPlan
             weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes);
         }
 
-        return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes);
+        return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes, groupedCompute);
     }
 
     /// <summary>The formulas of <see cref="MemoryNeed"/> over a weight summary, the cache and the activations.</summary>
     private static MemoryNeed NeedOf(ModelConfig config, Policy policy, int promptLen, int genLen, WeightSummary weights,
-        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool groupedCompute)
     {
         long b = policy.GpuBatchSize;
+        // Grouped compute holds every GPU batch's loaded hidden states and activations of a layer at once.
+        long together = groupedCompute ? policy.NumGpuBatches : 1;
         long s = promptLen;
         long seq = promptLen + genLen - 1L;
         long h = config.HiddenSize;
@@ -108,11 +111,11 @@ public sealed partial record PlacementPlan
         long loadedCacheGpu = TierNeed.Product(2, offGpuRows, rowBytes, copies);
         long loadedCacheCpu = TierNeed.Product(2, offCpuRows, rowBytes, copies);
 
-        long loadedHidden = activations.Home == TierKind.Gpu ? 0 : TierNeed.Product(b, s, h, config.DtypeBytes, copies);
+        long loadedHidden = activations.Home == TierKind.Gpu ? 0 : TierNeed.Product(together, b, s, h, config.DtypeBytes, copies);
         long widest = Math.Max(
             TierNeed.Product(s, weights.WidestIntermediate),
             Math.Max(TierNeed.Product(heads, s, s), TierNeed.Product(heads, seq)));
-        long activationBytes = TierNeed.Product(computeDtypeBytes, b,
+        long activationBytes = TierNeed.Product(together, computeDtypeBytes, b,
             TierNeed.Sum(TierNeed.Product(2, s, h), widest, config.VocabSize));
 
         return new MemoryNeed(

@@ -12,7 +12,7 @@ namespace FlexGen.Tensors.Placement;
 public sealed partial record PlacementPlan
 {
     private PlacementPlan(ModelConfig config, Policy policy, int promptLen, int genLen,
-        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes)
+        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool groupedCompute)
     {
         Config = config;
         Policy = policy;
@@ -23,7 +23,9 @@ public sealed partial record PlacementPlan
         Activations = activations;
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
         ComputeDtypeBytes = computeDtypeBytes;
-        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes), cache, activations, computeDtypeBytes);
+        GroupedCompute = groupedCompute;
+        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes), cache, activations,
+            computeDtypeBytes, groupedCompute);
     }
 
     public ModelConfig Config { get; }
@@ -55,6 +57,9 @@ public sealed partial record PlacementPlan
     /// <summary>What the run needs per tier: the homes above and the working buffers (see <see cref="MemoryNeed"/>).</summary>
     public MemoryNeed Need { get; }
 
+    /// <summary>The GPU batches of a layer compute together (see <see cref="ComputesBatchesTogether"/>).</summary>
+    public bool GroupedCompute { get; }
+
     /// <summary>Home of weight <paramref name="weightIndex"/> of layer <paramref name="layerIndex"/> (j).</summary>
     public WeightPlacement Weight(int layerIndex, int weightIndex) => Layers[layerIndex].Weights[weightIndex];
 
@@ -68,11 +73,13 @@ public sealed partial record PlacementPlan
     /// <param name="budgets">The memory each tier may use for the run, homes and working buffers (null: unlimited):
     /// checked by the byte formulas before the layers are laid out, then against the plan (<see cref="CheckBudgets"/>).</param>
     /// <param name="computeDtypeBytes">Bytes of a compute element (the working buffers' dtype).</param>
+    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU (no CUDA): decides <see cref="GroupedCompute"/>.</param>
     /// <param name="stage">The layers a pipeline stage holds (null: the whole model): only they are placed, and only
     /// their attention layers have a cache.</param>
     /// <exception cref="TierCapacityExceededException">a tier would hold more than its capacity, or need more than its budget.</exception>
     public static PlacementPlan Create(ModelConfig config, Policy policy, int promptLen, int genLen,
-        TierCapacities? capacities = null, TierBudgets? budgets = null, int computeDtypeBytes = 2, LayerRange? stage = null)
+        TierCapacities? capacities = null, TierBudgets? budgets = null, int computeDtypeBytes = 2, bool computesOnCpu = false,
+        LayerRange? stage = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
@@ -82,11 +89,12 @@ public sealed partial record PlacementPlan
 
         var cache = PlaceCache(config, policy, promptLen, genLen, config.NumBlocks);
         var activations = PlaceActivations(config, policy, promptLen);
+        bool grouped = ComputesBatchesTogether(config, policy, computesOnCpu);
         // The byte formulas first: a model too large for a budget is refused before its layers are laid out (they count
         // the whole model, so a stage is checked against its laid-out layers only).
         if (budgets != TierBudgets.Unlimited && stage is null)
         {
-            CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes), budgets);
+            CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes, grouped), budgets);
         }
 
         var layers = PlaceLayers(config, policy, computeDtypeBytes);
@@ -102,10 +110,38 @@ public sealed partial record PlacementPlan
             cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache));
         }
 
-        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations, computeDtypeBytes);
+        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations, computeDtypeBytes, grouped);
         plan.CheckCapacities(capacities ?? TierCapacities.Unlimited);
         CheckBudgets(plan.Need, budgets);
         return plan;
+    }
+
+    /// <summary>
+    /// Whether the engine computes the GPU batches of a layer together (one matmul over all their rows, attention per
+    /// batch): on the CPU a matmul over few rows is bound by reading the weight (3-4x less efficient per FLOP at 8 rows
+    /// than at 32). The price is every batch's working activations of a layer held at once (<see cref="MemoryNeed"/>),
+    /// so only where no cache is loaded per batch (the whole cache attended in place on the GPU tier) and without CPU
+    /// attention (whose parts split each batch's rows). The one rule the engine's schedule, the memory need and the
+    /// planner's terms (<c>EngineTerms.GroupedBatches</c>) follow.
+    /// </summary>
+    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU (its memory is CPU memory: no CUDA).</param>
+    public static bool ComputesBatchesTogether(ModelConfig config, Policy policy, bool computesOnCpu)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(policy);
+        if (!computesOnCpu || policy.NumGpuBatches == 1 || policy.CpuCacheCompute) return false;
+        var (_, cpuRows, diskRows) = CacheRows(config, policy);
+        return cpuRows == 0 && diskRows == 0;
+    }
+
+    /// <summary>Rows of the cache's dim 1 (gpu_batch_size * kv_heads) on each tier: one tier's whole, or the percentages' split.</summary>
+    private static (long Gpu, long Cpu, long Disk) CacheRows(ModelConfig config, Policy policy)
+    {
+        long dim1 = policy.GpuBatchSize * (long)config.KvHeads;
+        return policy.CacheGpuPercent == 100 ? (dim1, 0, 0)
+            : policy.CacheCpuPercent == 100 ? (0, dim1, 0)
+            : policy.CacheDiskPercent == 100 ? (0, 0, dim1)
+            : CachePlacement.SplitSegments(dim1, policy.CacheGpuPercent, policy.CacheCpuPercent, config.KvHeads);
     }
 
     private static LayerPlacement[] PlaceLayers(ModelConfig config, Policy policy, int computeDtypeBytes) =>
@@ -175,7 +211,7 @@ public sealed partial record PlacementPlan
                 $"{policy.CacheGpuPercent}%, cpu {policy.CacheCpuPercent}%, disk {policy.CacheDiskPercent}%); " +
                 "FlexGen refuses this too. Put the whole cache on one tier or turn compress_cache off.");
 
-        var (gpuLength, cpuLength, diskLength) = CachePlacement.SplitSegments(dim1, policy.CacheGpuPercent, policy.CacheCpuPercent, kvHeads);
+        var (gpuLength, cpuLength, diskLength) = CacheRows(config, policy);
 
         if (policy.CpuCacheCompute && policy.AttnSparsity < 1 && gpuLength > 0)
             throw new PlacementException(

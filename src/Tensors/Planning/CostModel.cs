@@ -79,6 +79,13 @@ public static class CostModel
         SumIsOne(solver, Fraction(PlacementFraction.HiddenGpu), Fraction(PlacementFraction.HiddenCpu), Fraction(PlacementFraction.HiddenDisk));
         SumIsOne(solver, Fraction(PlacementFraction.HiddenGpu), Fraction(PlacementFraction.HiddenCpu));
 
+        if (problem.Engine is { GroupedBatches: true })
+        {
+            // Grouped compute runs only with the whole cache on the GPU tier (PlacementPlan.ComputesBatchesTogether).
+            var row = solver.MakeConstraint(1, 1);
+            row.SetCoefficient(Fraction(PlacementFraction.CacheGpu), 1);
+        }
+
         if (fixedPlacement is not null)
         {
             foreach (var f in new[]

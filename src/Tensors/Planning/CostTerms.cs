@@ -41,6 +41,10 @@ public sealed class CostTerms
         double s = problem.PromptLen, n = problem.GenLen, l = m.Layers;
         double h1 = m.HiddenSize, nh = m.Heads;
         double bls = block.BlockSize, gbs = block.GpuBatchSize;
+        // Rows one compute runs over and the tasks a layer step pays: a GPU batch's, per GPU batch; grouped, the block's, once.
+        bool grouped = engine is { GroupedBatches: true };
+        double computeRows = grouped ? bls : gbs;
+        double computesPerLayer = grouped ? 1 : block.NumGpuBatches;
         // Attention FLOPs run over every query head; the cache holds the KV heads only (h1 both, for OPT).
         double aw = m.AttentionWidth, kvw = m.KvWidth;
 
@@ -63,14 +67,14 @@ public sealed class CostTerms
         DtocPrefill = (1 / hw.DtocBdw) * (Of(wi, WeightsDisk) + Of(2 * s * h1 * bls, HiddenDisk));
         CtodPrefill = (1 / hw.CtodBdwCacheP) * Of(cacheToken * bls * (s + 1), CacheDisk)
                       + (1 / hw.CtodBdwHiddenP) * Of(2 * s * h1 * bls, HiddenDisk);
-        // With the engine's terms the matmul rate is the profile's at a GPU batch's rows (FlexLLMGen: one per phase);
+        // With the engine's terms the matmul rate is the profile's at the rows of one compute (FlexLLMGen: one per phase);
         // the output head computes the last position only.
-        double mmPrefill = engine is null ? hw.MmFlopsP : hw.MatmulFlops(gbs * s, hw.MmFlopsP);
-        double mmDecode = engine is null ? hw.MmFlopsG : hw.MatmulFlops(gbs, hw.MmFlopsG);
-        // The engine's own work per layer task of a GPU batch (the profile's task_s): the block's tasks, and the embedding
-        // and output tasks of a step spread over the layers.
+        double mmPrefill = engine is null ? hw.MmFlopsP : hw.MatmulFlops(computeRows * s, hw.MmFlopsP);
+        double mmDecode = engine is null ? hw.MmFlopsG : hw.MatmulFlops(computeRows, hw.MmFlopsG);
+        // The engine's own work per layer task (the profile's task_s): the block's tasks, and the embedding and output
+        // tasks of a step spread over the layers.
         double taskSeconds = engine is not null && hw.TaskSeconds is { } perTask
-            ? perTask * block.NumGpuBatches * ((engine.SepLayer ? 2 : 1) + 2 / l)
+            ? perTask * computesPerLayer * ((engine.SepLayer ? 2 : 1) + 2 / l)
             : 0;
         ComputePrefill = LinearTerm.Of(bls * 2 * s * blockElements / mmPrefill + bls * 2 * headPerLayer / mmDecode
                                        + 4 * bls * s * s * aw / hw.BmmFlopsP + taskSeconds)
@@ -127,25 +131,27 @@ public sealed class CostTerms
             ];
         }
 
-        // ---- peak memory (FlexLLMGen's gpu_home / gpu_w, cpu_home / cpu_w, nvme_peak)
-        double prefillIntermediates = 8 * gbs * s * h1            // q, k, v
-                                      + gbs * (2 * s * h1 + 2 * nh * s * s) // attention scores
-                                      + gbs * (2 * s * h1)
-                                      + 4 * gbs * s * h1
-                                      + 2 * gbs * s * m.FfnSize     // MLP inner activations
-                                      + 2 * gbs * s * h1;
+        // ---- peak memory (FlexLLMGen's gpu_home / gpu_w, cpu_home / cpu_w, nvme_peak); grouped, the GPU's working
+        // activations and loaded hidden states are every GPU batch's at once (wbs sequences, not gbs).
+        double wbs = computeRows;
+        double prefillIntermediates = 8 * wbs * s * h1            // q, k, v
+                                      + wbs * (2 * s * h1 + 2 * nh * s * s) // attention scores
+                                      + wbs * (2 * s * h1)
+                                      + 4 * wbs * s * h1
+                                      + 2 * wbs * s * m.FfnSize     // MLP inner activations
+                                      + 2 * wbs * s * h1;
         GpuPrefill = new TierPeak(
             Of(wi * l, WeightsGpu) + Of(2 * s * h1 * bls, HiddenGpu) + Of(cacheToken * (s + n) * bls * l, CacheGpu),
             // two layers' weights in flight (the one computed and the one prefetched)
-            LinearTerm.Of(2 * wi) + Of(-2 * wi, WeightsGpu) + LinearTerm.Of(2 * s * h1 * gbs) + Of(-2 * s * h1 * gbs, HiddenGpu)
+            LinearTerm.Of(2 * wi) + Of(-2 * wi, WeightsGpu) + LinearTerm.Of(2 * s * h1 * wbs) + Of(-2 * s * h1 * wbs, HiddenGpu)
             + prefillIntermediates);
-        var decodeIntermediates = LinearTerm.Of(8 * gbs * h1 + 4 * gbs * h1 + 2 * gbs * m.FfnSize + 2 * gbs * h1)
-                                  + Of(gbs * (2 * h1 + 2 * (s + n) * kvw + 2 * nh * (s + n)), CacheGpu)
-                                  + Of(gbs * (2 * (s + n) * kvw + 2 * h1), CacheGpu);
+        var decodeIntermediates = LinearTerm.Of(8 * wbs * h1 + 4 * wbs * h1 + 2 * wbs * m.FfnSize + 2 * wbs * h1)
+                                  + Of(wbs * (2 * h1 + 2 * (s + n) * kvw + 2 * nh * (s + n)), CacheGpu)
+                                  + Of(wbs * (2 * (s + n) * kvw + 2 * h1), CacheGpu);
         GpuDecode = new TierPeak(
             Of(wi * l, WeightsGpu) + Of(2 * h1 * bls, HiddenGpu) + Of(cacheToken * (s + n) * bls * l, CacheGpu),
-            LinearTerm.Of(2 * wi) + Of(-2 * wi, WeightsGpu) + LinearTerm.Of(2 * h1 * gbs) + Of(-2 * h1 * gbs, HiddenGpu)
-            + Of(2 * 2 * gbs * (s + n) * kvw, CacheGpu)
+            LinearTerm.Of(2 * wi) + Of(-2 * wi, WeightsGpu) + LinearTerm.Of(2 * h1 * wbs) + Of(-2 * h1 * wbs, HiddenGpu)
+            + Of(2 * 2 * wbs * (s + n) * kvw, CacheGpu)
             + decodeIntermediates);
         CpuPrefill = new TierPeak(
             Of(wi * l, WeightsCpu) + Of(2 * s * h1 * bls, HiddenCpu) + Of(cacheToken * s * bls * l, CacheCpu),

@@ -90,6 +90,14 @@ public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = fal
     /// <summary>Elements per quantization group of the weights (FlexLLMGen's default, 64).</summary>
     public int WeightGroupSize { get; init; } = 64;
 
+    /// <summary>
+    /// The GPU batches of a layer compute together (the engine's grouped compute on the CPU, decided by
+    /// <c>PlacementPlan.ComputesBatchesTogether</c>): one matmul over all the block's rows, the layer's tasks paid once,
+    /// every batch's working activations held at once. It needs the whole cache on the GPU tier, so the planner's program
+    /// holds it there.
+    /// </summary>
+    public bool GroupedBatches { get; init; }
+
     /// <summary>Elements per quantization group of the cache (FlexLLMGen's default, 64).</summary>
     public int CacheGroupSize { get; init; } = 64;
 

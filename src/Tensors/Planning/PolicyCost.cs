@@ -1,4 +1,5 @@
 using FlexGen.Tensors.Models;
+using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
 
 namespace FlexGen.Tensors.Planning;
@@ -25,13 +26,15 @@ public static class PolicyCost
     /// <summary>Budgets no run reaches: a prediction of a run the engine already admitted.</summary>
     private static readonly PlanBudgets Unbounded = new(1L << 60, 1L << 60, 1L << 60);
 
-    public static EngineTerms EngineTermsOf(Policy policy)
+    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU: the engine may compute the GPU batches together.</param>
+    public static EngineTerms EngineTermsOf(ModelConfig config, Policy policy, bool computesOnCpu)
     {
         ArgumentNullException.ThrowIfNull(policy);
         return new EngineTerms(policy.CpuCacheCompute, policy.CompressWeight, policy.CompressCache, policy.Overlap, policy.SepLayer)
         {
             WeightGroupSize = policy.CompWeightConfig.GroupSize,
             CacheGroupSize = policy.CompCacheConfig.GroupSize,
+            GroupedBatches = PlacementPlan.ComputesBatchesTogether(config, policy, computesOnCpu),
         };
     }
 
@@ -39,14 +42,22 @@ public static class PolicyCost
 
     public static PlanPlacement PlacementOf(Policy policy) => PlanPlacement.FromPercent([.. policy.Percent]);
 
-    /// <summary>The problem of a run of <paramref name="config"/> under the engine's terms of <paramref name="policy"/>.</summary>
-    public static PlanProblem ProblemOf(ModelConfig config, Policy policy, int promptLen, int genLen, PlanBudgets budgets, HardwareProfile hardware) =>
-        new(ModelShape.Of(config), promptLen, genLen, budgets, hardware) { Engine = EngineTermsOf(policy) };
+    /// <summary>
+    /// The problem of a run of <paramref name="config"/> under the engine's terms of <paramref name="policy"/>; an emulated
+    /// GPU tier (<see cref="PlanBudgets.GpuInCpuMemory"/>) computes on the CPU, where the engine may group the GPU batches.
+    /// </summary>
+    public static PlanProblem ProblemOf(ModelConfig config, Policy policy, int promptLen, int genLen, PlanBudgets budgets, HardwareProfile hardware)
+    {
+        ArgumentNullException.ThrowIfNull(budgets);
+        return new(ModelShape.Of(config), promptLen, genLen, budgets, hardware) { Engine = EngineTermsOf(config, policy, budgets.GpuInCpuMemory) };
+    }
 
     /// <summary>The prediction and bounds of a run under <paramref name="policy"/> (its memory unchecked).</summary>
-    public static RunPrediction Predict(ModelConfig config, Policy policy, int promptLen, int genLen, HardwareProfile hardware)
+    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU (no CUDA).</param>
+    public static RunPrediction Predict(ModelConfig config, Policy policy, int promptLen, int genLen, HardwareProfile hardware, bool computesOnCpu)
     {
-        var terms = new CostTerms(ProblemOf(config, policy, promptLen, genLen, Unbounded, hardware), BlockOf(policy));
+        var budgets = Unbounded with { GpuInCpuMemory = computesOnCpu };
+        var terms = new CostTerms(ProblemOf(config, policy, promptLen, genLen, budgets, hardware), BlockOf(policy));
         var placement = PlacementOf(policy);
         var bounds = terms.StepTimes(placement)
             .Select(t => new ThroughputBound(t.Phase, t.Name, t.SecondsPerStep,

@@ -235,4 +235,88 @@ public class EngineTermsTests
         Near(new CostTerms(OnT4("opt-6.7b", 256, 32), block).ComputeDecode.Evaluate(AllGpu),
             new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = T4 with { TaskSeconds = 1e-3 } }, block).ComputeDecode.Evaluate(AllGpu));
     }
+
+    [Fact]
+    public void Grouped_batches_should_take_the_matmul_rate_at_the_blocks_rows_and_pay_the_tasks_once_per_layer()
+    {
+        // 8 x 4: a GPU batch's rows are 8 (decode) and 8 * 256 (prefill); the block's, 32 and 32 * 256.
+        var curved = Hw with { MmFlopsByRows = [(8, 1e12), (32, 3e12), (2048, 5e12), (8192, 6e12)], TaskSeconds = 1e-3 };
+        double blockElements = 4.0 * 4096 * 4096 + 2.0 * 4096 * 16384, l = 32, bls = 32, s = 256;
+        double attention = 4 * bls * (s + 16) * 4096 / Hw.BmmFlopsG;
+        double prefillAttention = 4 * bls * s * s * 4096 / Hw.BmmFlopsP;
+        double tasks = 1e-3 * (2 + 2 / l); // one GPU batch's layer tasks of a layer step
+
+        var perBatch = Grouped(false, curved);
+        var grouped = Grouped(true, curved);
+
+        Near(2 * bls * blockElements / 1e12 + attention + 4 * tasks, perBatch.ComputeDecode.Evaluate(AllGpu));
+        Near(2 * bls * blockElements / 3e12 + attention + tasks, grouped.ComputeDecode.Evaluate(AllGpu));
+        Near(2 * bls * s * blockElements / 5e12 + prefillAttention + 4 * tasks, perBatch.ComputePrefill.Evaluate(AllGpu));
+        Near(2 * bls * s * blockElements / 6e12 + prefillAttention + tasks, grouped.ComputePrefill.Evaluate(AllGpu));
+    }
+
+    [Fact]
+    public void Grouped_batches_should_run_the_output_head_once_over_the_blocks_rows()
+    {
+        var curved = Hw with { MmFlopsByRows = [(8, 1e12), (32, 3e12)] };
+        var shape = ModelShape.Of(ModelFamilies.FromPreset("opt-6.7b"));
+        double HeadSeconds(bool grouped) =>
+            Grouped(grouped, curved, shape).ComputeDecode.Evaluate(AllGpu) - Grouped(grouped, curved).ComputeDecode.Evaluate(AllGpu);
+
+        // The head's share of a layer step: 2 * bls * (V * h / l) FLOPs at the rate of the rows computed together.
+        Assert.True(shape.HeadWeightElements > 0);
+        Near(2 * 32.0 * shape.HeadWeightElements / 32 / 3e12, HeadSeconds(true), 1e-6);
+        Near(2 * 32.0 * shape.HeadWeightElements / 32 / 1e12, HeadSeconds(false), 1e-6);
+    }
+
+    [Fact]
+    public void Grouped_batches_should_hold_every_gpu_batchs_working_activations_in_the_gpu_peaks()
+    {
+        var perBatch = Grouped(false, Hw);
+        var grouped = Grouped(true, Hw);
+
+        // All resident, the working terms left are the activations and the attended cache: per sequence computed at once.
+        Assert.True(perBatch.GpuDecode.Working.Evaluate(AllGpu) > 0);
+        Near(4 * perBatch.GpuDecode.Working.Evaluate(AllGpu), grouped.GpuDecode.Working.Evaluate(AllGpu));
+        Near(4 * perBatch.GpuPrefill.Working.Evaluate(AllGpu), grouped.GpuPrefill.Working.Evaluate(AllGpu));
+        Near(perBatch.GpuDecode.Home.Evaluate(AllGpu), grouped.GpuDecode.Home.Evaluate(AllGpu));
+        Near(perBatch.CpuDecode.Bytes.Evaluate(AllGpu), grouped.CpuDecode.Bytes.Evaluate(AllGpu));
+    }
+
+    [Fact]
+    public void Grouped_batches_should_keep_the_whole_cache_on_the_gpu_in_the_program()
+    {
+        var problem = OnT4("opt-1.3b", 256, 32) with { Engine = new EngineTerms(CpuCacheCompute: false) { GroupedBatches = true } };
+        var block = new PlanBlock(8, 4);
+
+        var solved = CostModel.Evaluate(problem, block);
+
+        Assert.True(solved.Feasible);
+        Near(1, solved.Placement![PlacementFraction.CacheGpu]);
+        Assert.False(CostModel.Evaluate(problem, block, CacheCpu).Feasible);
+    }
+
+    [Fact]
+    public void The_policys_engine_terms_should_group_by_the_engines_rule()
+    {
+        var config = ModelFamilies.FromPreset("opt-125m");
+        var resident = FlexGen.Tensors.Policies.Policy.FromPercent([100, 0, 100, 0, 100, 0], 8, 4);
+        var budgets = new PlanBudgets(1L << 40, 1L << 40, 1L << 40);
+
+        Assert.True(PolicyCost.EngineTermsOf(config, resident, computesOnCpu: true).GroupedBatches);
+        Assert.False(PolicyCost.EngineTermsOf(config, resident, computesOnCpu: false).GroupedBatches);
+        Assert.False(PolicyCost.EngineTermsOf(config, FlexGen.Tensors.Policies.Policy.FromPercent([100, 0, 0, 100, 100, 0], 8, 4), computesOnCpu: true).GroupedBatches);
+        // An emulated GPU tier computes on the CPU.
+        Assert.True(PolicyCost.ProblemOf(config, resident, 64, 16, budgets with { GpuInCpuMemory = true }, Hw).Engine!.GroupedBatches);
+        Assert.False(PolicyCost.ProblemOf(config, resident, 64, 16, budgets, Hw).Engine!.GroupedBatches);
+    }
+
+    /// <summary>opt-6.7b at 8 x 4 under the engine's terms, per GPU batch or grouped; without its output head unless <paramref name="shape"/> has one.</summary>
+    private static CostTerms Grouped(bool grouped, HardwareProfile hardware, ModelShape? shape = null) =>
+        new(OnT4("opt-6.7b", 256, 32) with
+        {
+            Hardware = hardware,
+            Model = shape ?? ModelShape.Of(ModelFamilies.FromPreset("opt-6.7b")) with { HeadWeightElements = 0 },
+            Engine = new EngineTerms(CpuCacheCompute: false) { GroupedBatches = grouped },
+        }, new PlanBlock(8, 4));
 }
