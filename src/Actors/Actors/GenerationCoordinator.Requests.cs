@@ -60,11 +60,7 @@ public sealed partial class GenerationCoordinator
 
     private void Dispatch(RequestExecution execution)
     {
-        var block = execution.Block!;
-        foreach (var (task, tier) in block.Dispatcher.TakeReady())
-        {
-            _tiers[tier].Tell(new ExecuteTask(block.Run.Id, task, tier));
-        }
+        execution.Block!.DispatchReady(_tiers);
     }
 
     private void OnCompleted(RequestExecution execution, TaskCompleted completed)

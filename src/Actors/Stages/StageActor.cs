@@ -310,10 +310,7 @@ public sealed class StageActor : UntypedActor
 
     private void Continue(StageBlock block)
     {
-        foreach (var (task, tier) in block.Execution.Dispatcher.TakeReady())
-        {
-            _tiers[tier].Tell(new ExecuteTask(block.Run.Id, task, tier));
-        }
+        block.Execution.DispatchReady(_tiers);
     }
 
     private void Fail(StageBlock block, string reason)

@@ -127,16 +127,11 @@ public static class AutoPolicy
             (cg, cc) = cg >= cc && cg >= cd ? (100, 0) : cc >= cd ? (0, 100) : (0, 0);
         }
         (double hg, double hc) = p[4] >= p[5] ? (100.0, 0.0) : (0.0, 100.0);
-        return Policy.FromPercent([wg, wc, cg, cc, hg, hc], candidate.Block.GpuBatchSize, candidate.Block.NumGpuBatches) with
+        // Only the placement and the block change: every other setting stays the template's.
+        return template.WithWeightPercent(wg, wc).WithCachePercent(cg, cc).WithActPercent(hg, hc) with
         {
-            Overlap = template.Overlap,
-            SepLayer = template.SepLayer,
-            PinWeight = template.PinWeight,
-            AttnSparsity = template.AttnSparsity,
-            CompressWeight = template.CompressWeight,
-            CompWeightConfig = template.CompWeightConfig,
-            CompressCache = template.CompressCache,
-            CompCacheConfig = template.CompCacheConfig,
+            GpuBatchSize = candidate.Block.GpuBatchSize,
+            NumGpuBatches = candidate.Block.NumGpuBatches,
             // CPU attention means something only where some cache is off the GPU.
             CpuCacheCompute = template.CpuCacheCompute && cg < 100,
         };

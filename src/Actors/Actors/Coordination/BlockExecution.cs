@@ -1,5 +1,6 @@
 namespace FlexGen.Actors.Actors.Coordination;
 
+using Akka.Actor;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
@@ -70,6 +71,15 @@ internal sealed class BlockExecution
         }
 
         return execution;
+    }
+
+    /// <summary>Sends every part that may start now to its pipeline actor (from inside the owning actor: it is the sender).</summary>
+    public void DispatchReady(IReadOnlyDictionary<PipelineActorKind, IActorRef> tiers)
+    {
+        foreach (var (task, tier) in Dispatcher.TakeReady())
+        {
+            tiers[tier].Tell(new ExecuteTask(Run.Id, task, tier));
+        }
     }
 
     /// <summary>Records a completed part at <paramref name="now"/>; returns how many more tokens are done.</summary>
