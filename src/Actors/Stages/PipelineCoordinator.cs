@@ -4,6 +4,7 @@ using System.Collections.Immutable;
 using Akka.Actor;
 using Akka.Cluster;
 using Akka.Event;
+using FlexGen.Actors.Actors.Coordination;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Tracing;
@@ -48,7 +49,7 @@ public sealed class PipelineCoordinator : UntypedActor, IWithTimers
     private readonly IActorRef _localStage;
     private readonly Cluster _cluster = Cluster.Get(Context.System);
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly Queue<(GenerateRequest Request, IActorRef ReplyTo)> _queue = new();
+    private readonly PendingRequests _queue = new();
     private readonly HashSet<Address> _upStages = new();
     private readonly HashSet<Address> _unreachable = new();
     private Forming? _forming;
@@ -83,7 +84,7 @@ public sealed class PipelineCoordinator : UntypedActor, IWithTimers
             running.ReplyTo.Tell(Failure(running.Request.RequestId, stopped));
         }
 
-        foreach (var (request, replyTo) in _queue)
+        foreach (var (request, replyTo) in _queue.TakeAll())
         {
             replyTo.Tell(Failure(request.RequestId, stopped));
         }
@@ -137,7 +138,7 @@ public sealed class PipelineCoordinator : UntypedActor, IWithTimers
                     : $"waited {_settings.StageWait.TotalSeconds:0} s for {_settings.Stages - 1} stage nodes (role {StagePipelineSettings.StageRole}); {OtherStages().Count} are up: {string.Join(", ", OtherStages())}");
                 break;
             case GenerateRequest request:
-                _queue.Enqueue((request, Sender));
+                _queue.Add(request, Sender);
                 StartNext();
                 break;
             case CancelGeneration cancel when _running?.Request.RequestId == cancel.RequestId:
@@ -274,7 +275,7 @@ public sealed class PipelineCoordinator : UntypedActor, IWithTimers
 
     private void StartNext()
     {
-        while (_running is null && _forming is null && _queue.TryDequeue(out var next))
+        while (_running is null && _forming is null && _queue.TryTake(out var next))
         {
             try
             {
@@ -399,14 +400,10 @@ public sealed class PipelineCoordinator : UntypedActor, IWithTimers
 
     private void Cancel(Guid requestId)
     {
-        var kept = _queue.Where(q => q.Request.RequestId != requestId).ToArray();
-        foreach (var (request, replyTo) in _queue.Where(q => q.Request.RequestId == requestId))
+        if (_queue.TryRemove(requestId, out var queued))
         {
-            replyTo.Tell(Failure(requestId, new OperationCanceledException($"request {requestId} was cancelled before it started")));
+            queued.ReplyTo.Tell(Failure(requestId, new OperationCanceledException($"request {requestId} was cancelled before it started")));
         }
-
-        _queue.Clear();
-        Array.ForEach(kept, _queue.Enqueue);
     }
 
     /// <summary>Every stage frees its layers (tiers, offload folder); the plan is gone.</summary>
