@@ -1,8 +1,10 @@
 namespace FlexGen.Actors.Tests;
 
 using FlexGen.Actors.Messages;
+using FlexGen.Actors.Schedule;
 using FlexGen.Actors.Tests.Numerics;
 using FlexGen.Actors.Tests.Support;
+using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
 using Xunit.Abstractions;
 
@@ -37,6 +39,20 @@ public class StagePipelineTests(ITestOutputHelper output)
 
         Assert.Equal(Fixtures.HfTokens(), result.OutputIds.Select(r => r.ToArray()).ToArray());
         Assert.Equal(3, result.Trace.Nodes.Count);
+
+        // The hidden-state messages between stages appear in the trace with their size: the StoreHidden of each sending
+        // stage's last layer carries its (b, s, h) float32 payload (s = the prompt at prefill, then 1).
+        int hidden = ModelFamilies.FromConfigFile(Fixtures.Model).HiddenSize;
+        int rows = ThreePolicies()[0].GpuBatchSize, promptLen = Fixtures.PromptIds()[0].Length;
+        for (int s = 0; s < plan.Stages.Length - 1; s++)
+        {
+            int lastLayer = plan.Stages[s].Layers.Count - 1;
+            var sends = result.Trace.Events
+                .Where(e => e.Node!.StartsWith($"stage {s} ", StringComparison.Ordinal) && e.Task.Kind == TaskKind.StoreHidden && e.Task.Layer == lastLayer)
+                .ToArray();
+            Assert.Equal(10 * ThreePolicies()[0].NumGpuBatches, sends.Length);
+            Assert.All(sends, e => Assert.Equal((long)rows * (e.Task.Token == 0 ? promptLen : 1) * hidden * sizeof(float), e.Bytes));
+        }
     }
 
     [Fact]
