@@ -72,9 +72,24 @@ public sealed record CacheSegment(Tensor Key, Tensor? Value, ComputeSettings Com
 public static class SegmentAttention
 {
     /// <summary>
+    /// The dtype decode attention computes in on <paramref name="device"/>: on the CPU float32 whatever the compute
+    /// dtype (FlexGen's CPU attention is float32 too). libtorch's bfloat16 batched matmuls over the permuted cache are
+    /// 4-10x slower than float32 here (cache of 64-256 positions x 96-384 rows: 2.1-20 ms vs 0.28-6 ms per layer),
+    /// and float32 scores and softmax only remove roundings; the values are converted back by the caller. Elsewhere
+    /// the compute dtype.
+    /// </summary>
+    public static ComputeSettings AttentionCompute(ComputeSettings compute, Device device)
+    {
+        ArgumentNullException.ThrowIfNull(compute);
+        return device.type == DeviceType.CPU && compute.Dtype != ScalarType.Float32
+            ? new ComputeSettings(ScalarType.Float32, compute.MaskFill)
+            : compute;
+    }
+
+    /// <summary>
     /// Attention of the projected new token over every segment of a cache split along dim 1 (consecutive, covering
     /// all batch * kv_heads rows, FlexGen's mixed-device attention); each segment is computed where its tensors
-    /// live, in its own dtype. Returns each segment's (segment rows, groups, head_dim) values, in row order.
+    /// live, in its own dtype (<see cref="AttentionCompute"/>). Returns each segment's (segment rows, groups, head_dim) values, in row order.
     /// </summary>
     public static IReadOnlyList<Tensor> AttendAll(
         DecodeProjection projection, Tensor attentionMask, IReadOnlyList<CacheSegment> segments, int kvHeads,
@@ -119,7 +134,7 @@ public static class SegmentAttention
     /// (<paramref name="attnSparsity"/> &lt; 1, FlexGen's <c>_sparse_attention_value</c>): the same softmax weights,
     /// then only the top k = (int)(attnSparsity * t) cached positions per row plus the new token contribute, not
     /// renormalised (with grouped queries, each query head picks its own top k). Returns (segment rows, groups,
-    /// head_dim) in the segment's compute dtype on its device.
+    /// head_dim) on the segment's device in <see cref="AttentionCompute"/>'s dtype (float32 on the CPU).
     /// </summary>
     public static Tensor AttendSegment(
         DecodeProjection projection, Tensor attentionMask, Tensor keyCache, Tensor valueCache, long rowStart,
@@ -173,6 +188,7 @@ public static class SegmentAttention
 
         var device = keyCache.device;
         compute.EnsureSupportedOn(device);
+        compute = AttentionCompute(compute, device);
         long rows = projection.Query.shape[0], groups = projection.Query.shape[1], headDim = projection.Query.shape[2];
         long segRows = keyCache.shape[1];
         if (rowStart < 0 || rowStart % kvHeads != 0 || segRows % kvHeads != 0 || rowStart + segRows > rows)

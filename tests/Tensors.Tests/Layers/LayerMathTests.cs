@@ -190,8 +190,10 @@ public sealed class LayerMathTests : IDisposable
     }
 
     [Fact]
-    public void Segment_in_bfloat16_should_stay_close_to_float32()
+    public void Segment_in_bfloat16_should_attend_in_float32_on_the_cpu()
     {
+        // Decode attention over a CPU segment runs in float32 whatever the segment's compute dtype
+        // (SegmentAttention.AttentionCompute): a bfloat16 segment gives the float32 numbers exactly.
         using var scope = NewDisposeScope();
         var (past, hidden, mask) = PastAndNext(seq: 8, pads: [0, 2]);
         var w = _model.Weights.Attention[0];
@@ -204,9 +206,34 @@ public sealed class LayerMathTests : IDisposable
         ];
         var split = SelfAttention.DecodeSegmented(hidden, mask, w, nHead, segments, F32);
         Assert.Equal(ScalarType.Float32, split.Hidden.dtype);
-        Assert.Equal(0, SmallOpt.MaxAbsDiff(whole.Hidden.narrow(0, 0, 1), split.Hidden.narrow(0, 0, 1)));
-        double diff = SmallOpt.MaxAbsDiff(whole.Hidden.narrow(0, 1, 1), split.Hidden.narrow(0, 1, 1));
-        Assert.InRange(diff, 1e-7, 5e-2);
+        Assert.Equal(0, SmallOpt.MaxAbsDiff(whole.Hidden, split.Hidden));
+    }
+
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.BFloat16)]
+    public void VocabLogits_should_equal_the_linear_product(ScalarType dtype)
+    {
+        // float32 on the CPU multiplies with the table as the left operand (a transposed view comes back).
+        using var scope = NewDisposeScope();
+        var compute = new ComputeSettings(dtype);
+        var x = randn(5, 16, generator: new Generator(3)).to(dtype); // (rows, h)
+        var table = randn(40, 16, generator: new Generator(4)).to(ScalarType.Float16); // (vocab, h), stored float16
+        var logits = LayerMath.VocabLogits(x, table, compute);
+        var expected = nn.functional.linear(x.to(ScalarType.Float32), table.to(ScalarType.Float32));
+        Assert.Equal(dtype, logits.dtype);
+        Assert.Equal([5L, 40L], logits.shape);
+        Assert.InRange(SmallOpt.MaxAbsDiff(expected, logits.to(ScalarType.Float32)), 0, dtype == ScalarType.Float32 ? 1e-5 : 0.1);
+    }
+
+    [Fact]
+    public void AttentionCompute_should_be_float32_on_the_cpu_keeping_the_mask_fill()
+    {
+        var bf16 = new ComputeSettings(ScalarType.BFloat16, MaskFill.DtypeMin);
+        var onCpu = SegmentAttention.AttentionCompute(bf16, CPU);
+        Assert.Equal(ScalarType.Float32, onCpu.Dtype);
+        Assert.Equal(MaskFill.DtypeMin, onCpu.MaskFill);
+        Assert.Same(F32, SegmentAttention.AttentionCompute(F32, CPU));
     }
 
     [Fact]

@@ -161,7 +161,7 @@ public sealed class LlamaLayerCompute : ILayerCompute
         CheckCount(weights, 2, "output embedding");
         using var scope = NewDisposeScope();
         var last = LayerMath.ToCompute(hidden.select(1, hidden.shape[1] - 1), compute, device); // (b, h)
-        return Linear(RmsNorm(last, weights[0], compute), weights[1], null, compute).MoveToOuterDisposeScope();
+        return LayerMath.VocabLogits(RmsNorm(last, weights[0], compute), weights[1], compute).MoveToOuterDisposeScope();
     }
 
     private double Scaling => Math.Pow(_config.HeadDim, -0.5);

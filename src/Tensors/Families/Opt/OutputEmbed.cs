@@ -17,7 +17,7 @@ public static class OutputEmbed
         using var scope = NewDisposeScope();
         var last = LayerMath.ToCompute(hidden.select(1, hidden.shape[1] - 1), compute, device); // (b, h)
         var normed = LayerMath.LayerNorm(last, weights.LayerNormWeight, weights.LayerNormBias, weights.LayerNormEps, compute);
-        var logits = nn.functional.linear(normed, LayerMath.ToCompute(weights.TokenEmbedding, compute, device)); // (b, vocab)
+        var logits = LayerMath.VocabLogits(normed, weights.TokenEmbedding, compute); // (b, vocab)
         return logits.MoveToOuterDisposeScope();
     }
 }
