@@ -24,6 +24,18 @@ public class ProfileCommandTests
     }
 
     [Fact]
+    public async Task Profile_should_refuse_a_compute_thread_count_out_of_range_before_measuring()
+    {
+        using var folder = new TempFolder();
+
+        var result = await CliRunner.RunAsync("profile", "--output", folder.File("hw.json"), "--offload-dir", folder.Path, "--compute-threads", "0");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--compute-threads 0", result.Error);
+        Assert.Empty(Directory.GetFileSystemEntries(folder.Path));
+    }
+
+    [Fact]
     public void A_profile_should_survive_its_json_round_trip()
     {
         var profile = new HardwareProfile

@@ -5,6 +5,7 @@ using System.Globalization;
 using FlexGen.Actors.Benchmark;
 using FlexGen.Actors.Engine;
 using FlexGen.Host.Hosting;
+using FlexGen.Tensors;
 using FlexGen.Tensors.Planning;
 
 /// <summary>
@@ -25,11 +26,12 @@ public static class ProfileCommand
         var seconds = new Option<double>("--seconds") { Description = "Seconds per constant (the best repetition counts).", DefaultValueFactory = _ => 1.5 };
         var dtype = new Option<string?>("--compute-dtype") { Description = "float32 | bfloat16 | float16 (default: float16 with CUDA, float32 on the CPU)." };
         var direct = PolicyFlags.Bool("--direct-io", true, "Read and write the disk with O_DIRECT");
+        var threads = GenerationFlags.ComputeThreadsOption();
         var command = new Command("profile",
             "Measure this machine's constants of FlexLLMGen's cost model (bytes/s of each link, FLOP/s of matmuls) and write them " +
             "as a hardware JSON for plan --hardware.")
         {
-            output, dir, size, seconds, dtype, direct,
+            output, dir, size, seconds, dtype, direct, threads,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -41,10 +43,15 @@ public static class ProfileCommand
             string folder = parse.GetValue(dir) ?? Path.GetTempPath();
             if (!Directory.Exists(folder)) throw new UsageException($"--offload-dir {folder}: folder not found.");
             string path = parse.GetValue(output)!;
+            int computeThreads = parse.GetValue(threads) ?? TorchRuntime.DefaultComputeThreads;
+            if (!TorchRuntime.IsValidThreadCount(computeThreads))
+                throw new UsageException($"--compute-threads {computeThreads}: must be within [1, {TorchRuntime.MaxThreads}].");
+            // The matmul rates and task_s hold for the threads they were measured with: measure with the run's.
+            TorchRuntime.SetComputeThreads(computeThreads);
             var options = new HardwareProfileOptions(folder, (long)mib << 20, FlexGenSetup.ParseDtype(parse.GetValue(dtype)),
                 PolicyFlags.GetBool(parse, direct), perMeasure);
             await console.Error.WriteLineAsync(
-                $"profile: {HardwareProfiler.StepCount} measurements, about {perMeasure * 16:0} s (plus start-up); {mib} MiB per transfer in {Path.GetFullPath(folder)}");
+                $"profile: {HardwareProfiler.StepCount} measurements, about {perMeasure * 16:0} s (plus start-up); {mib} MiB per transfer in {Path.GetFullPath(folder)}; {computeThreads} compute thread(s)");
             var progress = new SyncProgress(step => console.Error.WriteLine(
                 $"  {step.Name,-18} {Format(step)}  {step.What}"));
             var profile = await Task.Run(() => HardwareProfiler.Measure(options, progress, cancellation), cancellation);
