@@ -11,12 +11,15 @@ using FlexGen.Tensors;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
+using FlexGen.Tensors.Planning;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
-/// The overlap benchmark's knobs. Defaults: a dummy-weights model of the first registered family (hidden 1024, 8 blocks) whose weights all
-/// live on disk and are read with O_DIRECT each decode step, with a batch sized so that one layer's disk read takes
-/// about as long as its compute on a 2-core CPU (float32): the case where overlapping I/O with compute pays most.
+/// The overlap benchmark's knobs. Defaults: a dummy-weights model of the first registered family (hidden 1024, 8 blocks) whose
+/// weights all live on disk and are read with O_DIRECT each decode step, computed in bfloat16. Overlap pays most when the
+/// disk reads and the compute take about as long with overlap off (perfect overlap then halves the time):
+/// <see cref="PipelineBenchmark.BalancedBatch"/> picks the batch for that from the machine's hardware profile, and the run
+/// reports the measured balance.
 /// </summary>
 public sealed record PipelineBenchmarkOptions
 {
@@ -43,10 +46,18 @@ public sealed record PipelineBenchmarkOptions
 
     public string OffloadDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "flexgen-bench");
 
-    public ComputeSettings Compute { get; init; } = ComputeSettings.Float32;
+    /// <summary>
+    /// bfloat16: the disk holds the weights in the compute dtype, so a read is only I/O. In float32 the disk tier widens each
+    /// float16 chunk on its I/O threads, CPU work that takes the compute's cores while they overlap (on 2 cores the
+    /// widening and the matmuls share them), so overlap would measure core sharing more than I/O hidden behind compute.
+    /// </summary>
+    public ComputeSettings Compute { get; init; } = ComputeSettings.BFloat16;
 
     /// <summary>libtorch intra-op threads for the run (<see cref="EngineSettings.ComputeThreads"/>); restored afterwards.</summary>
     public int ComputeThreads { get; init; } = TorchRuntime.DefaultComputeThreads;
+
+    /// <summary>The disk tier's I/O threads (<see cref="DiskTierSettings.IoThreads"/>).</summary>
+    public int IoThreads { get; init; } = EngineSettings.DefaultTiers.Disk.IoThreads;
 
     /// <summary>How far loads may run ahead of compute (see PipelineSettings.PrefetchSteps).</summary>
     public int PrefetchSteps { get; init; } = 2;
@@ -81,16 +92,38 @@ public sealed record PipelineBenchmarkOptions
     };
 }
 
+/// <summary>The cost model's decode layer step of a benchmark config with overlap off: its compute and its disk reads.</summary>
+public sealed record PipelineBalance(int GpuBatchSize, double ComputeSeconds, double DiskSeconds)
+{
+    /// <summary>Disk over compute: 1 is balanced, above 1 disk-bound.</summary>
+    public double DiskOverCompute => DiskSeconds / ComputeSeconds;
+}
+
 /// <summary>One run of the benchmark.</summary>
 public sealed record PipelineBenchmarkRun(bool Overlap, int Tokens, PhaseTimings Timings, TraceSummary Summary)
 {
     public double TokensPerSecond => Tokens / Timings.Total.TotalSeconds;
+
+    /// <summary>Busy time of the compute tiers (GPU and CPU compute).</summary>
+    public TimeSpan ComputeBusy => TimeSpan.FromTicks(Summary.Tiers.Where(t => t.Tier.IsCompute()).Sum(t => t.Busy.Ticks));
+
+    /// <summary>Busy time of the disk tier's actor (its reads, and in float32 their widening).</summary>
+    public TimeSpan DiskBusy => Summary.Of(PipelineActorKind.DiskIo)?.Busy ?? TimeSpan.Zero;
 }
 
 /// <summary>Both runs and how they compare.</summary>
 public sealed record PipelineBenchmarkResult(PipelineBenchmarkRun Off, PipelineBenchmarkRun On)
 {
     public double Speedup => On.TokensPerSecond / Off.TokensPerSecond;
+
+    /// <summary>Disk busy over compute busy with overlap off: near 1 the config is balanced, and overlap can come near 2x.</summary>
+    public double DiskOverCompute => Off.DiskBusy / Off.ComputeBusy;
+
+    /// <summary>
+    /// The speedup perfect overlap would give at the overlap-off tier times: the off run's wall over its busiest tier
+    /// (its schedule efficiency). A run can beat it when its tiers themselves get faster with overlap on.
+    /// </summary>
+    public double OverlapBound => Off.Summary.ScheduleEfficiency;
 
     /// <summary>The targets: overlap on at least 1.5x faster, with schedule efficiency at most 1.15.</summary>
     public bool MeetsTargets => Speedup >= 1.5 && On.Summary.ScheduleEfficiency <= 1.15;
@@ -107,11 +140,11 @@ public static class PipelineBenchmark
         var c = CultureInfo.InvariantCulture;
         var model = options.Model;
         long layerBytes = 12L * model.HiddenSize * model.HiddenSize * 2;
-        output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of float16 weights per block, {4:F0}% on disk ({5})",
+        output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of 16-bit weights per block, {4:F0}% on disk ({5})",
             model.Name, model.NumBlocks, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
-        output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), prefetch {6} step(s)",
+        output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), {6} disk I/O thread(s), prefetch {7} step(s)",
             options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
-            options.ComputeThreads, options.PrefetchSteps));
+            options.ComputeThreads, options.IoThreads, options.PrefetchSteps));
 
         // The budgets refuse a model or batch that does not fit before any actor system starts (each backend checks again).
         var planned = SettingsOf(options, overlap: true);
@@ -133,10 +166,41 @@ public static class PipelineBenchmark
         }
 
         var result = new PipelineBenchmarkResult(off, on);
+        output.WriteLine();
+        output.WriteLine(string.Format(c, "balance with overlap off: compute busy {0:F0} ms, disk busy {1:F0} ms, disk / compute {2:F2} (balanced near 1); perfect overlap: at most {3:F2}x",
+            off.ComputeBusy.TotalMilliseconds, off.DiskBusy.TotalMilliseconds, result.DiskOverCompute, result.OverlapBound));
+        // Each tier's time growing with overlap on shows the two sharing something (cores, memory bandwidth, the disk).
+        output.WriteLine(string.Format(c, "with overlap on: compute busy {0:F0} ms ({1:+0;-0}%), disk busy {2:F0} ms ({3:+0;-0}%)",
+            on.ComputeBusy.TotalMilliseconds, Percent(on.ComputeBusy, off.ComputeBusy), on.DiskBusy.TotalMilliseconds, Percent(on.DiskBusy, off.DiskBusy)));
         output.WriteLine(string.Format(c, "speedup overlap on / off: {0:F2}x (target >= 1.5), schedule efficiency with overlap {1:F3} (target <= 1.15): {2}",
             result.Speedup, on.Summary.ScheduleEfficiency, result.MeetsTargets ? "targets met" : "targets NOT met"));
         return result;
     }
+
+    /// <summary>
+    /// The cost model's overlap-off decode layer step of <paramref name="options"/> on <paramref name="hardware"/>: the
+    /// compute and the disk reads (the weights' disk -> CPU link).
+    /// </summary>
+    public static PipelineBalance Predict(PipelineBenchmarkOptions options, HardwareProfile hardware)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var settings = SettingsOf(options, overlap: false);
+        var bounds = PolicyCost.Predict(options.Model, settings.Policy, options.PromptLen, options.GenLen, hardware, settings.GpuComputesOnCpu).Bounds;
+        double Of(string name) => bounds.Single(b => b.Phase == "decode" && b.Name == name).SecondsPerStep;
+        return new PipelineBalance(options.GpuBatchSize, Of("compute"), Of("disk->cpu"));
+    }
+
+    /// <summary>
+    /// The GPU batch size (1 .. <paramref name="maxGpuBatchSize"/>, the other knobs as given) whose predicted decode step has
+    /// its compute closest to its disk reads: the batch changes the compute, not the weights read per step.
+    /// </summary>
+    public static PipelineBalance BalancedBatch(PipelineBenchmarkOptions options, HardwareProfile hardware, int maxGpuBatchSize = 256) =>
+        Enumerable.Range(1, maxGpuBatchSize)
+            .Select(batch => Predict(options with { GpuBatchSize = batch }, hardware))
+            .MinBy(p => Math.Abs(Math.Log(p.DiskOverCompute)))!;
+
+    private static double Percent(TimeSpan value, TimeSpan reference) =>
+        reference > TimeSpan.Zero ? 100 * (value / reference - 1) : 0;
 
     private static EngineSettings SettingsOf(PipelineBenchmarkOptions options, bool overlap) => new()
     {
@@ -144,7 +208,7 @@ public static class PipelineBenchmark
         DummyWeights = true,
         Policy = options.Policy(overlap),
         OffloadDirectory = options.OffloadDirectory,
-        Tiers = new TierSettings { Disk = new DiskTierSettings(DirectIo: options.DirectIo) },
+        Tiers = new TierSettings { Disk = new DiskTierSettings(DirectIo: options.DirectIo, IoThreads: options.IoThreads) },
         Budgets = options.Budgets,
         Compute = options.Compute,
         CpuCompute = options.Compute,
