@@ -1,7 +1,6 @@
 namespace FlexGen.Host.Cli;
 
 using System.CommandLine;
-using System.Globalization;
 using FlexGen.Actors.Benchmark;
 using FlexGen.Actors.Engine;
 using FlexGen.Host.Hosting;
@@ -48,10 +47,10 @@ public static class ExtraCommands
         var hidden = new Option<int>("--hidden-size") { Description = "Hidden size of the dummy model.", DefaultValueFactory = _ => defaults.HiddenSize };
         var heads = new Option<int>("--heads") { Description = "Attention heads.", DefaultValueFactory = _ => defaults.Heads };
         var blocks = new Option<int>("--blocks") { Description = "Transformer blocks.", DefaultValueFactory = _ => defaults.Blocks };
-        var gbs = new Option<int?>("--gpu-batch-size")
+        var gbs = new Option<int>("--gpu-batch-size")
         {
-            Description = "Sequences per GPU batch (default: the one whose compute the cost model balances with the disk reads, " +
-                          "from this machine's hardware profile, measured once on first use).",
+            Description = "Sequences per GPU batch: sets the compute, not the bytes read, so it balances the two (the run prints the balance).",
+            DefaultValueFactory = _ => defaults.GpuBatchSize,
         };
         var ngb = new Option<int>("--num-gpu-batches") { Description = "GPU batches per block.", DefaultValueFactory = _ => defaults.NumGpuBatches };
         var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens.", DefaultValueFactory = _ => defaults.PromptLen };
@@ -66,6 +65,11 @@ public static class ExtraCommands
         var dtype = new Option<string?>("--compute-dtype") { Description = "bfloat16 (default) | float32 (| float16 with CUDA)." };
         var threads = GenerationFlags.ComputeThreadsOption();
         var ioThreads = GenerationFlags.IoThreadsOption();
+        var repeats = new Option<int>("--repeats")
+        {
+            Description = "Measured requests per mode, taken in turns (off on, on off, ...) so that a drift in the disk's or host's speed hits both.",
+            DefaultValueFactory = _ => defaults.Repeats,
+        };
         var prefetch = new Option<int>("--prefetch-steps") { Description = "How far loads may run ahead of compute.", DefaultValueFactory = _ => defaults.PrefetchSteps };
         var trace = new Option<string?>("--trace") { Description = "Write the overlap-on trace here (Chrome trace JSON; the off trace beside it)." };
         var gpuMem = GenerationFlags.BudgetOption("--gpu-mem", "GPU memory", "the CUDA device's free memory; without CUDA the GPU tier is CPU memory and counts against --cpu-mem");
@@ -74,14 +78,13 @@ public static class ExtraCommands
         var command = new Command("bench-pipeline",
             "The same generation with overlap off and on through the actor pipeline: tokens/s, per-tier busy time, schedule efficiency.")
         {
-            hidden, heads, blocks, gbs, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, ioThreads, prefetch, trace, gpuMem, cpuMem, diskMem,
+            hidden, heads, blocks, gbs, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, ioThreads, repeats, prefetch, trace, gpuMem, cpuMem, diskMem,
         };
         command.SetAction(async (parse, cancellation) =>
         {
             var console = FlexGenCli.ConsoleOf(parse);
-            foreach (var (option, min) in new[] { (hidden, 1), (heads, 1), (blocks, 1), (ngb, 1), (promptLen, 1), (genLen, 1), (prefetch, 0) })
+            foreach (var (option, min) in new[] { (hidden, 1), (heads, 1), (blocks, 1), (gbs, 1), (ngb, 1), (promptLen, 1), (genLen, 1), (repeats, 1), (prefetch, 0) })
                 if (parse.GetValue(option) < min) throw new UsageException($"{option.Name} {parse.GetValue(option)}: must be >= {min}.");
-            if (parse.GetValue(gbs) is < 1 and var batch) throw new UsageException($"--gpu-batch-size {batch}: must be >= 1.");
             if (parse.GetValue(hidden) % parse.GetValue(heads) != 0)
                 throw new UsageException($"--hidden-size {parse.GetValue(hidden)} is not a multiple of --heads {parse.GetValue(heads)}.");
             double diskPercent = parse.GetValue(disk);
@@ -98,6 +101,7 @@ public static class ExtraCommands
                 HiddenSize = parse.GetValue(hidden),
                 Heads = parse.GetValue(heads),
                 Blocks = parse.GetValue(blocks),
+                GpuBatchSize = parse.GetValue(gbs),
                 NumGpuBatches = parse.GetValue(ngb),
                 PromptLen = parse.GetValue(promptLen),
                 GenLen = parse.GetValue(genLen),
@@ -107,6 +111,7 @@ public static class ExtraCommands
                 Compute = parse.GetValue(dtype) is { } name ? new ComputeSettings(FlexGenSetup.ParseDtype(name)) : defaults.Compute,
                 ComputeThreads = computeThreads,
                 IoThreads = diskThreads,
+                Repeats = parse.GetValue(repeats),
                 PrefetchSteps = parse.GetValue(prefetch),
                 TracePath = parse.GetValue(trace),
                 Budgets = budgets,
@@ -114,22 +119,6 @@ public static class ExtraCommands
             };
             try
             {
-                if (parse.GetValue(gbs) is { } given)
-                {
-                    options = options with { GpuBatchSize = given };
-                }
-                else
-                {
-                    // The profile's disk measurement writes into the offload folder.
-                    OffloadFolders.CreatePrivate(folder);
-                    var hardware = FlexGenSetup.ResolveHardware(new FlexGenOptions(), options.Compute.Dtype, folder, console.Output.WriteLine);
-                    var balance = PipelineBenchmark.BalancedBatch(options, hardware.Profile);
-                    options = options with { GpuBatchSize = balance.GpuBatchSize };
-                    console.Output.WriteLine(string.Format(CultureInfo.InvariantCulture,
-                        "--gpu-batch-size {0}: the cost model's balance of a decode layer step with overlap off, compute {1:F1} ms vs disk reads {2:F1} ms (hardware profile {3})",
-                        balance.GpuBatchSize, balance.ComputeSeconds * 1e3, balance.DiskSeconds * 1e3, hardware.Source));
-                }
-
                 await PipelineBenchmark.RunAsync(options, console.Output, cancellation);
             }
             finally
