@@ -39,6 +39,26 @@ public class TracingTests
     }
 
     [Fact]
+    public void Summed_summaries_should_add_walls_and_tier_times_and_take_the_efficiency_of_the_sums()
+    {
+        var one = Sample().Summarize();
+        var diskOnly = new ExecutionTrace([new TraceEvent(PipelineActorKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 0, 0, 0), Ms(0), Ms(49), 4096)]).Summarize();
+
+        var sum = TraceSummary.Sum([one, diskOnly]);
+
+        Assert.Equal(Ms(100), sum.Wall);
+        Assert.Equal(Ms(40), sum.Of(PipelineActorKind.GpuCompute)!.Busy);
+        var disk = sum.Of(PipelineActorKind.DiskIo)!;
+        Assert.Equal(Ms(69), disk.Busy);
+        Assert.Equal(3, disk.Tasks);
+        Assert.Equal(3 * 4096, disk.Bytes);
+        Assert.Equal(Ms(2), disk.LongestGap);
+        Assert.Equal(Ms(10), sum.IoComputeOverlap);
+        // The busiest tier of the sums (disk, 69 ms), not of either part.
+        Assert.Equal(100.0 / 69.0, sum.ScheduleEfficiency, 6);
+    }
+
+    [Fact]
     public void Chrome_trace_should_be_trace_event_json_with_one_complete_event_per_task_part()
     {
         using var stream = new MemoryStream();

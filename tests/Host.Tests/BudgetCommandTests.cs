@@ -88,7 +88,8 @@ public class BudgetCommandTests
     {
         using var offload = new TempFolder();
 
-        var result = await RefusedAsync(offload, "bench-pipeline", "--hidden-size", "65536", "--heads", "64", "--blocks", "8", "--weights-disk-percent", "0");
+        var result = await RefusedAsync(offload, "bench-pipeline", "--hidden-size", "65536", "--heads", "64", "--blocks", "8", "--weights-disk-percent", "0",
+            "--compute-dtype", "float32");
 
         Assert.Contains("weights 1,651,460,014,080", result.Error); // float32 compute: GPU-homed weights count 4 bytes
     }

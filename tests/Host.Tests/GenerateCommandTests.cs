@@ -274,10 +274,22 @@ public class BenchPipelineCommandTests
         using var folder = new TempFolder();
         var result = await CliRunner.RunAsync("bench-pipeline", "--hidden-size", "64", "--heads", "4", "--blocks", "2",
             "--gpu-batch-size", "2", "--num-gpu-batches", "2", "--gen-len", "3", "--offload-dir", folder.Path,
-            "--trace", folder.File("pipeline.trace.json"));
+            "--repeats", "1", "--io-threads", "1", "--trace", folder.File("pipeline.trace.json"));
         Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("compute BFloat16 on", result.Output);
+        Assert.Contains("1 disk I/O thread(s)", result.Output);
+        Assert.Contains("1 request(s) per mode in turns", result.Output);
+        Assert.Contains("balance with overlap off: compute busy", result.Output);
         Assert.Contains("speedup overlap on / off:", result.Output);
         Assert.True(File.Exists(folder.File("pipeline.trace.json")));
+    }
+
+    [Fact]
+    public async Task Bench_pipeline_should_refuse_zero_repeats_naming_the_flag()
+    {
+        var result = await CliRunner.RunAsync("bench-pipeline", "--repeats", "0");
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--repeats 0: must be >= 1.", result.Error);
     }
 
     [Fact]

@@ -14,9 +14,11 @@ using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
-/// The overlap benchmark's knobs. Defaults: a dummy-weights model of the first registered family (hidden 1024, 8 blocks) whose weights all
-/// live on disk and are read with O_DIRECT each decode step, with a batch sized so that one layer's disk read takes
-/// about as long as its compute on a 2-core CPU (float32): the case where overlapping I/O with compute pays most.
+/// The overlap benchmark's knobs. Defaults: a dummy-weights model of the first registered family (hidden 1024, 8 blocks) whose
+/// weights all live on disk and are read with O_DIRECT each decode step, computed in bfloat16. Overlap pays most when the
+/// disk reads and the compute take about as long with overlap off (perfect overlap then halves the time). The batch
+/// (<see cref="GpuBatchSize"/>) sets the compute without changing the bytes read per step, so it is the knob that balances
+/// the two; the run prints the measured balance, which says which way to move it on another machine.
 /// </summary>
 public sealed record PipelineBenchmarkOptions
 {
@@ -28,7 +30,12 @@ public sealed record PipelineBenchmarkOptions
 
     public int VocabSize { get; init; } = 4096;
 
-    public int GpuBatchSize { get; init; } = 12;
+    /// <summary>
+    /// 64 x 2 GPU batches: balanced on a 2-core VM (O_DIRECT reads ~1.3 GB/s, bfloat16 matmuls): with overlap off the
+    /// compute and the disk reads took 4.5-5.5 s each over 12 tokens (disk / compute 0.9-1.1), where 12 x 2 was disk-bound
+    /// (disk / compute ~2.4, so overlap could give at most ~1.4x) and the cost model's balance (129 x 2) compute-bound (0.66).
+    /// </summary>
+    public int GpuBatchSize { get; init; } = 64;
 
     public int NumGpuBatches { get; init; } = 2;
 
@@ -43,10 +50,24 @@ public sealed record PipelineBenchmarkOptions
 
     public string OffloadDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "flexgen-bench");
 
-    public ComputeSettings Compute { get; init; } = ComputeSettings.Float32;
+    /// <summary>
+    /// bfloat16: the disk holds the weights in the compute dtype, so a read is only I/O. In float32 the disk tier widens each
+    /// float16 chunk on its I/O threads, CPU work that takes the compute's cores while they overlap (on 2 cores the
+    /// widening and the matmuls share them), so overlap would measure core sharing more than I/O hidden behind compute.
+    /// </summary>
+    public ComputeSettings Compute { get; init; } = ComputeSettings.BFloat16;
 
     /// <summary>libtorch intra-op threads for the run (<see cref="EngineSettings.ComputeThreads"/>); restored afterwards.</summary>
     public int ComputeThreads { get; init; } = TorchRuntime.DefaultComputeThreads;
+
+    /// <summary>The disk tier's I/O threads (<see cref="DiskTierSettings.IoThreads"/>).</summary>
+    public int IoThreads { get; init; } = EngineSettings.DefaultTiers.Disk.IoThreads;
+
+    /// <summary>
+    /// Measured requests per mode, taken in turns (off on, on off, off on, ...): the disk's and the host's speed drift by
+    /// tens of percent over seconds on a shared VM, and turns let a drift hit both modes alike instead of one.
+    /// </summary>
+    public int Repeats { get; init; } = 3;
 
     /// <summary>How far loads may run ahead of compute (see PipelineSettings.PrefetchSteps).</summary>
     public int PrefetchSteps { get; init; } = 2;
@@ -81,16 +102,31 @@ public sealed record PipelineBenchmarkOptions
     };
 }
 
-/// <summary>One run of the benchmark.</summary>
+/// <summary>One mode's measured requests of the benchmark, their timings and trace summaries summed.</summary>
 public sealed record PipelineBenchmarkRun(bool Overlap, int Tokens, PhaseTimings Timings, TraceSummary Summary)
 {
     public double TokensPerSecond => Tokens / Timings.Total.TotalSeconds;
+
+    /// <summary>Busy time of the compute tiers (GPU and CPU compute).</summary>
+    public TimeSpan ComputeBusy => TimeSpan.FromTicks(Summary.Tiers.Where(t => t.Tier.IsCompute()).Sum(t => t.Busy.Ticks));
+
+    /// <summary>Busy time of the disk tier's actor (its reads, and in float32 their widening).</summary>
+    public TimeSpan DiskBusy => Summary.Of(PipelineActorKind.DiskIo)?.Busy ?? TimeSpan.Zero;
 }
 
 /// <summary>Both runs and how they compare.</summary>
 public sealed record PipelineBenchmarkResult(PipelineBenchmarkRun Off, PipelineBenchmarkRun On)
 {
     public double Speedup => On.TokensPerSecond / Off.TokensPerSecond;
+
+    /// <summary>Disk busy over compute busy with overlap off: near 1 the config is balanced, and overlap can come near 2x.</summary>
+    public double DiskOverCompute => Off.DiskBusy / Off.ComputeBusy;
+
+    /// <summary>
+    /// The speedup perfect overlap would give at the overlap-off tier times: the off run's wall over its busiest tier
+    /// (its schedule efficiency). A run can beat it when its tiers themselves get faster with overlap on.
+    /// </summary>
+    public double OverlapBound => Off.Summary.ScheduleEfficiency;
 
     /// <summary>The targets: overlap on at least 1.5x faster, with schedule efficiency at most 1.15.</summary>
     public bool MeetsTargets => Speedup >= 1.5 && On.Summary.ScheduleEfficiency <= 1.15;
@@ -107,11 +143,11 @@ public static class PipelineBenchmark
         var c = CultureInfo.InvariantCulture;
         var model = options.Model;
         long layerBytes = 12L * model.HiddenSize * model.HiddenSize * 2;
-        output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of float16 weights per block, {4:F0}% on disk ({5})",
+        output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of 16-bit weights per block, {4:F0}% on disk ({5})",
             model.Name, model.NumBlocks, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
-        output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), prefetch {6} step(s)",
+        output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), {6} disk I/O thread(s), prefetch {7} step(s), {8} request(s) per mode in turns",
             options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
-            options.ComputeThreads, options.PrefetchSteps));
+            options.ComputeThreads, options.IoThreads, options.PrefetchSteps, options.Repeats));
 
         // The budgets refuse a model or batch that does not fit before any actor system starts (each backend checks again).
         var planned = SettingsOf(options, overlap: true);
@@ -121,22 +157,52 @@ public static class PipelineBenchmark
         // Each backend sets the run's threads; the caller's come back afterwards.
         int threads = TorchRuntime.ComputeThreads;
 
-        PipelineBenchmarkRun off, on;
+        var measured = new Dictionary<bool, List<GenerationResult>> { [false] = [], [true] = [] };
         try
         {
-            off = await RunOnceAsync(options, overlap: false, output, cancellationToken).ConfigureAwait(false);
-            on = await RunOnceAsync(options, overlap: true, output, cancellationToken).ConfigureAwait(false);
+            await using var serial = await StartAsync(options, overlap: false, cancellationToken).ConfigureAwait(false);
+            await using var overlapped = await StartAsync(options, overlap: true, cancellationToken).ConfigureAwait(false);
+            for (int turn = 0; turn < options.Repeats; turn++)
+            {
+                foreach (bool overlap in turn % 2 == 0 ? [false, true] : new[] { true, false })
+                {
+                    var one = await MeasureAsync(overlap ? overlapped : serial, options, cancellationToken).ConfigureAwait(false);
+                    measured[overlap].Add(one);
+                    output.WriteLine(string.Format(c, "overlap {0} #{1}: {2:F1} tokens/s (prefill {3:F0} ms, decode {4:F0} ms)",
+                        overlap ? "on" : "off", turn + 1, TokensOf(options) / one.Timings.Total.TotalSeconds,
+                        one.Timings.Prefill.TotalMilliseconds, one.Timings.Decode.TotalMilliseconds));
+                }
+            }
         }
         finally
         {
             TorchRuntime.SetComputeThreads(threads);
         }
 
+        var off = Summed(options, overlap: false, measured[false], output);
+        var on = Summed(options, overlap: true, measured[true], output);
         var result = new PipelineBenchmarkResult(off, on);
+        output.WriteLine();
+        output.WriteLine(string.Format(c, "balance with overlap off: compute busy {0:F0} ms, disk busy {1:F0} ms, disk / compute {2:F2} ({3}); perfect overlap: at most {4:F2}x",
+            off.ComputeBusy.TotalMilliseconds, off.DiskBusy.TotalMilliseconds, result.DiskOverCompute, BalanceAdvice(result.DiskOverCompute), result.OverlapBound));
+        // Each tier's time growing with overlap on shows the two sharing something (cores, memory bandwidth, the disk).
+        output.WriteLine(string.Format(c, "with overlap on: compute busy {0:F0} ms ({1:+0;-0}%), disk busy {2:F0} ms ({3:+0;-0}%)",
+            on.ComputeBusy.TotalMilliseconds, Percent(on.ComputeBusy, off.ComputeBusy), on.DiskBusy.TotalMilliseconds, Percent(on.DiskBusy, off.DiskBusy)));
         output.WriteLine(string.Format(c, "speedup overlap on / off: {0:F2}x (target >= 1.5), schedule efficiency with overlap {1:F3} (target <= 1.15): {2}",
             result.Speedup, on.Summary.ScheduleEfficiency, result.MeetsTargets ? "targets met" : "targets NOT met"));
         return result;
     }
+
+    /// <summary>What the balance says: within 20% of 1 overlap can come near 2x; otherwise which way the batch moves it.</summary>
+    public static string BalanceAdvice(double diskOverCompute) => diskOverCompute switch
+    {
+        > 1.2 => "disk-bound: a larger --gpu-batch-size adds compute to hide the reads behind",
+        < 1 / 1.2 => "compute-bound: a smaller --gpu-batch-size balances it",
+        _ => "balanced",
+    };
+
+    private static double Percent(TimeSpan value, TimeSpan reference) =>
+        reference > TimeSpan.Zero ? 100 * (value / reference - 1) : 0;
 
     private static EngineSettings SettingsOf(PipelineBenchmarkOptions options, bool overlap) => new()
     {
@@ -144,7 +210,7 @@ public static class PipelineBenchmark
         DummyWeights = true,
         Policy = options.Policy(overlap),
         OffloadDirectory = options.OffloadDirectory,
-        Tiers = new TierSettings { Disk = new DiskTierSettings(DirectIo: options.DirectIo) },
+        Tiers = new TierSettings { Disk = new DiskTierSettings(DirectIo: options.DirectIo, IoThreads: options.IoThreads) },
         Budgets = options.Budgets,
         Compute = options.Compute,
         CpuCompute = options.Compute,
@@ -152,32 +218,51 @@ public static class PipelineBenchmark
         Pipeline = new Actors.PipelineSettings(PrefetchSteps: options.PrefetchSteps),
     };
 
-    private static async Task<PipelineBenchmarkRun> RunOnceAsync(PipelineBenchmarkOptions options, bool overlap, TextWriter output, CancellationToken cancellationToken)
+    private static int TokensOf(PipelineBenchmarkOptions options) => options.GpuBatchSize * options.NumGpuBatches * options.GenLen;
+
+    /// <summary>A system of one mode, warmed up: the weights loaded and every code path run once.</summary>
+    private static async Task<FlexGenSystem> StartAsync(PipelineBenchmarkOptions options, bool overlap, CancellationToken cancellationToken)
     {
         OffloadFolders.CreatePrivate(options.OffloadDirectory);
-        var settings = SettingsOf(options, overlap);
-        await using var flexgen = FlexGenSystem.Start(settings, overlap ? "bench-overlap" : "bench-serial",
+        var flexgen = FlexGenSystem.Start(SettingsOf(options, overlap), overlap ? "bench-overlap" : "bench-serial",
             Hosting.StandardErrorLogging.Config(options.AkkaLogLevel));
-        int rows = options.GpuBatchSize * options.NumGpuBatches;
+        try
+        {
+            await flexgen.GenerateAsync(new GenerateRequest { PromptIds = PromptsOf(options), Generation = new(2) }, cancellationToken).ConfigureAwait(false);
+            return flexgen;
+        }
+        catch
+        {
+            await flexgen.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static Task<GenerationResult> MeasureAsync(FlexGenSystem flexgen, PipelineBenchmarkOptions options, CancellationToken cancellationToken) =>
+        flexgen.GenerateAsync(new GenerateRequest { PromptIds = PromptsOf(options), Generation = new(options.GenLen) }, cancellationToken);
+
+    private static ImmutableArray<ImmutableArray<long>> PromptsOf(PipelineBenchmarkOptions options)
+    {
         var random = new Random(5);
-        var prompts = Enumerable.Range(0, rows)
+        return Enumerable.Range(0, options.GpuBatchSize * options.NumGpuBatches)
             .Select(_ => Enumerable.Range(0, options.PromptLen).Select(_ => (long)random.Next(3, options.VocabSize)).ToImmutableArray())
             .ToImmutableArray();
+    }
 
-        // Warm-up (loads the weights, touches every code path once), then the measured request.
-        await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, Generation = new(2) }, cancellationToken).ConfigureAwait(false);
-        var result = await flexgen.GenerateAsync(new GenerateRequest { PromptIds = prompts, Generation = new(options.GenLen) }, cancellationToken).ConfigureAwait(false);
-
-        var run = new PipelineBenchmarkRun(overlap, rows * options.GenLen, result.Timings, result.Trace.Summarize());
-        var c = CultureInfo.InvariantCulture;
+    /// <summary>A mode's requests as one run: timings and tier times summed; its tier table printed, its last trace written.</summary>
+    private static PipelineBenchmarkRun Summed(PipelineBenchmarkOptions options, bool overlap, IReadOnlyList<GenerationResult> results, TextWriter output)
+    {
+        var timings = new PhaseTimings(
+            TimeSpan.FromTicks(results.Sum(r => r.Timings.Prefill.Ticks)), TimeSpan.FromTicks(results.Sum(r => r.Timings.Decode.Ticks)));
+        var run = new PipelineBenchmarkRun(overlap, TokensOf(options) * results.Count, timings, TraceSummary.Sum(results.Select(r => r.Trace.Summarize())));
         output.WriteLine();
-        output.WriteLine(string.Format(c, "overlap {0}: {1:F1} tokens/s (prefill {2:F0} ms, decode {3:F0} ms)",
-            overlap ? "on" : "off", run.TokensPerSecond, result.Timings.Prefill.TotalMilliseconds, result.Timings.Decode.TotalMilliseconds));
+        output.WriteLine(string.Format(CultureInfo.InvariantCulture, "overlap {0}, {1} request(s): {2:F1} tokens/s",
+            overlap ? "on" : "off", results.Count, run.TokensPerSecond));
         run.Summary.WriteTo(output);
         if (options.TracePath is { } path)
         {
             var file = overlap ? path : Path.ChangeExtension(path, null) + ".overlap-off.json";
-            result.Trace.WriteChromeJson(file);
+            results[^1].Trace.WriteChromeJson(file);
             output.WriteLine($"trace: {file}");
         }
 

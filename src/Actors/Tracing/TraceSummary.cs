@@ -66,6 +66,22 @@ public sealed record TraceSummary(TimeSpan Wall, IReadOnlyList<TierSummary> Tier
         return new TraceSummary(wall, tiers, overlap, efficiency);
     }
 
+    /// <summary>
+    /// Several traces (e.g. repeated requests) as one: walls, busy and idle times, tasks, bytes, gaps and overlap added per
+    /// tier, the longest gap the longest of any, the efficiency of the sums.
+    /// </summary>
+    public static TraceSummary Sum(IEnumerable<TraceSummary> summaries)
+    {
+        var all = summaries.ToList();
+        var wall = TimeSpan.FromTicks(all.Sum(s => s.Wall.Ticks));
+        var tiers = all.SelectMany(s => s.Tiers).GroupBy(t => t.Tier).OrderBy(g => g.Key)
+            .Select(g => new TierSummary(g.Key, g.Sum(t => t.Tasks), g.Sum(t => t.Bytes), TimeSpan.FromTicks(g.Sum(t => t.Busy.Ticks)),
+                TimeSpan.FromTicks(g.Sum(t => t.Idle.Ticks)), g.Sum(t => t.IdleGaps), g.Max(t => t.LongestGap)))
+            .ToList();
+        var busiest = tiers.Count > 0 ? tiers.Max(t => t.Busy) : TimeSpan.Zero;
+        return new TraceSummary(wall, tiers, TimeSpan.FromTicks(all.Sum(s => s.IoComputeOverlap.Ticks)), busiest > TimeSpan.Zero ? wall / busiest : 1.0);
+    }
+
     /// <summary>A small fixed-width table: one line per tier, then overlap and efficiency.</summary>
     public void WriteTo(TextWriter writer)
     {

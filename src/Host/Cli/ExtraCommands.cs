@@ -47,7 +47,11 @@ public static class ExtraCommands
         var hidden = new Option<int>("--hidden-size") { Description = "Hidden size of the dummy model.", DefaultValueFactory = _ => defaults.HiddenSize };
         var heads = new Option<int>("--heads") { Description = "Attention heads.", DefaultValueFactory = _ => defaults.Heads };
         var blocks = new Option<int>("--blocks") { Description = "Transformer blocks.", DefaultValueFactory = _ => defaults.Blocks };
-        var gbs = new Option<int>("--gpu-batch-size") { Description = "Sequences per GPU batch.", DefaultValueFactory = _ => defaults.GpuBatchSize };
+        var gbs = new Option<int>("--gpu-batch-size")
+        {
+            Description = "Sequences per GPU batch: sets the compute, not the bytes read, so it balances the two (the run prints the balance).",
+            DefaultValueFactory = _ => defaults.GpuBatchSize,
+        };
         var ngb = new Option<int>("--num-gpu-batches") { Description = "GPU batches per block.", DefaultValueFactory = _ => defaults.NumGpuBatches };
         var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens.", DefaultValueFactory = _ => defaults.PromptLen };
         var genLen = new Option<int>("--gen-len") { Description = "New tokens.", DefaultValueFactory = _ => defaults.GenLen };
@@ -58,8 +62,14 @@ public static class ExtraCommands
         };
         var direct = PolicyFlags.Bool("--direct-io", defaults.DirectIo, "Read and write the disk tier with O_DIRECT");
         var dir = new Option<string?>("--offload-dir") { Description = "Folder for the disk tier (default: a temp folder, deleted after)." };
-        var dtype = new Option<string?>("--compute-dtype") { Description = "float32 | bfloat16 (| float16 with CUDA)." };
+        var dtype = new Option<string?>("--compute-dtype") { Description = "bfloat16 (default) | float32 (| float16 with CUDA)." };
         var threads = GenerationFlags.ComputeThreadsOption();
+        var ioThreads = GenerationFlags.IoThreadsOption();
+        var repeats = new Option<int>("--repeats")
+        {
+            Description = "Measured requests per mode, taken in turns (off on, on off, ...) so that a drift in the disk's or host's speed hits both.",
+            DefaultValueFactory = _ => defaults.Repeats,
+        };
         var prefetch = new Option<int>("--prefetch-steps") { Description = "How far loads may run ahead of compute.", DefaultValueFactory = _ => defaults.PrefetchSteps };
         var trace = new Option<string?>("--trace") { Description = "Write the overlap-on trace here (Chrome trace JSON; the off trace beside it)." };
         var gpuMem = GenerationFlags.BudgetOption("--gpu-mem", "GPU memory", "the CUDA device's free memory; without CUDA the GPU tier is CPU memory and counts against --cpu-mem");
@@ -68,19 +78,19 @@ public static class ExtraCommands
         var command = new Command("bench-pipeline",
             "The same generation with overlap off and on through the actor pipeline: tokens/s, per-tier busy time, schedule efficiency.")
         {
-            hidden, heads, blocks, gbs, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, prefetch, trace, gpuMem, cpuMem, diskMem,
+            hidden, heads, blocks, gbs, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, ioThreads, repeats, prefetch, trace, gpuMem, cpuMem, diskMem,
         };
         command.SetAction(async (parse, cancellation) =>
         {
             var console = FlexGenCli.ConsoleOf(parse);
-            foreach (var (option, min) in new[] { (hidden, 1), (heads, 1), (blocks, 1), (gbs, 1), (ngb, 1), (promptLen, 1), (genLen, 1), (prefetch, 0) })
+            foreach (var (option, min) in new[] { (hidden, 1), (heads, 1), (blocks, 1), (gbs, 1), (ngb, 1), (promptLen, 1), (genLen, 1), (repeats, 1), (prefetch, 0) })
                 if (parse.GetValue(option) < min) throw new UsageException($"{option.Name} {parse.GetValue(option)}: must be >= {min}.");
             if (parse.GetValue(hidden) % parse.GetValue(heads) != 0)
                 throw new UsageException($"--hidden-size {parse.GetValue(hidden)} is not a multiple of --heads {parse.GetValue(heads)}.");
             double diskPercent = parse.GetValue(disk);
             if (!(diskPercent >= 0 && diskPercent <= 100)) throw new UsageException($"--weights-disk-percent {diskPercent}: must be within [0, 100].");
             // Checked and defaulted as generate's flag is (a bad count is named by its flag).
-            int computeThreads = new FlexGenOptions { ComputeThreads = parse.GetValue(threads) }.ResolveThreads().ComputeThreads;
+            var (computeThreads, diskThreads) = new FlexGenOptions { ComputeThreads = parse.GetValue(threads), IoThreads = parse.GetValue(ioThreads) }.ResolveThreads();
             string? userDir = parse.GetValue(dir);
             if (userDir is not null && !Directory.Exists(userDir)) throw new UsageException($"--offload-dir {userDir}: folder not found.");
             string folder = userDir ?? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName("flexgen-bench"));
@@ -98,8 +108,10 @@ public static class ExtraCommands
                 WeightsOnDiskPercent = diskPercent,
                 DirectIo = PolicyFlags.GetBool(parse, direct),
                 OffloadDirectory = folder,
-                Compute = new ComputeSettings(FlexGenSetup.ParseDtype(parse.GetValue(dtype))),
+                Compute = parse.GetValue(dtype) is { } name ? new ComputeSettings(FlexGenSetup.ParseDtype(name)) : defaults.Compute,
                 ComputeThreads = computeThreads,
+                IoThreads = diskThreads,
+                Repeats = parse.GetValue(repeats),
                 PrefetchSteps = parse.GetValue(prefetch),
                 TracePath = parse.GetValue(trace),
                 Budgets = budgets,

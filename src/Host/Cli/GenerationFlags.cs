@@ -51,7 +51,10 @@ public sealed class GenerationFlags
 
     public Option<int?> ComputeThreads { get; } = ComputeThreadsOption();
 
-    public Option<int?> IoThreads { get; } = new("--io-threads")
+    public Option<int?> IoThreads { get; } = IoThreadsOption();
+
+    /// <summary>--io-threads: the disk tier's I/O threads (also bench-pipeline's).</summary>
+    public static Option<int?> IoThreadsOption() => new("--io-threads")
     {
         Description = $"The disk tier's I/O threads, 1..{TorchRuntime.MaxThreads} (default: {EngineSettings.DefaultTiers.Disk.IoThreads}).",
         HelpName = "N",
