@@ -107,11 +107,12 @@ public sealed partial class FlexGenProcess : IDisposable
     private readonly TaskCompletionSource _outputDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _errorDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    private FlexGenProcess(string[] args)
+    private FlexGenProcess(string[] args, IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "flexgen.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         _process = new Process { StartInfo = start };
         _process.OutputDataReceived += (_, e) => Add(e.Data, _output, _outputLines, _outputDone);
         _process.ErrorDataReceived += (_, e) => Add(e.Data, _error, _errorLines, _errorDone);
@@ -121,6 +122,9 @@ public sealed partial class FlexGenProcess : IDisposable
     }
 
     public static FlexGenProcess Start(params string[] args) => new(args);
+
+    /// <summary>Starts flexgen with these environment variables set (beside the test process's own).</summary>
+    public static FlexGenProcess StartWith(IReadOnlyDictionary<string, string> environment, params string[] args) => new(args, environment);
 
     public string Output { get { lock (_output) return _output.ToString(); } }
 

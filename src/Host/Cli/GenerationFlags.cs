@@ -268,7 +268,8 @@ public sealed class GenerationFlags
         $"percent {string.Join(' ', runtime.Policy.Percent)}, sep-layer {Bool(runtime.Policy.SepLayer)}, overlap {Bool(runtime.Policy.Overlap)}, " +
         $"cpu-cache-compute {Bool(runtime.Policy.CpuCacheCompute)}, attn-sparsity {runtime.Policy.AttnSparsity}, " +
         $"compress-weight {Bool(runtime.Policy.CompressWeight)}, compress-cache {Bool(runtime.Policy.CompressCache)}\n" +
-        $"compute: {runtime.ComputeDtype} on {runtime.Device}, {runtime.Setup.ComputeThreads} compute thread(s), {runtime.Setup.IoThreads} disk I/O thread(s)";
+        $"compute: {runtime.ComputeDtype} on {runtime.Device}, {runtime.Setup.ComputeThreads} compute thread(s), {runtime.Setup.IoThreads} disk I/O thread(s)" +
+        (MklCpuDispatch.Active ? $", MKL with its Intel code paths ({MklCpuDispatch.LibraryName} preloaded)" : "");
 
     public static string Bool(bool b) => b ? "true" : "false";
 
