@@ -177,6 +177,25 @@ public sealed class ModelWeights : IDisposable
             }
         }
 
+        // Dummy weights on disk: written as their repeating pattern, never made whole in memory (disk speed).
+        if (!placement.Compressed && home is DiskTier disk && options.Source != WeightSourceKind.Files)
+        {
+            var file = disk.Allocate(shape, dtype, name);
+            try
+            {
+                using var pattern = DummyPattern(options, spec, TensorShapes.ElementCount(shape)); // (min(count, DrawnElements)) float32
+                using var rounded = pattern.to(spec.Dtype); // rounded as the stored dtype, then (bfloat16 homes) as the home's
+                using var tile = rounded.to(dtype);
+                TierCopy.FillTiled(file, tile);
+                return file;
+            }
+            catch
+            {
+                file.Dispose();
+                throw;
+            }
+        }
+
         using var read = torch.empty(shape, spec.Dtype, torch.CPU).DetachFromDisposeScope();
         Fill(read, options, placement);
         using var staging = dtype == spec.Dtype ? read.alias() : read.to(dtype);
@@ -205,6 +224,14 @@ public sealed class ModelWeights : IDisposable
             throw;
         }
     }
+
+    /// <summary>The values a dummy weight of <paramref name="count"/> elements repeats (float32; see <see cref="DummyWeights.Pattern"/>).</summary>
+    private static torch.Tensor DummyPattern(WeightSource options, WeightSpec spec, long count) => options.Source switch
+    {
+        WeightSourceKind.DummyOnes => torch.ones([Math.Min(count, DummyWeights.DrawnElements)], torch.ScalarType.Float32),
+        WeightSourceKind.DummyRandom => DummyWeights.Pattern(spec, count, unchecked((ulong)options.Seed)),
+        _ => throw new ArgumentOutOfRangeException(nameof(options), options.Source, "Not a dummy weight source."),
+    };
 
     private static void Fill(torch.Tensor destination, WeightSource options, WeightPlacement placement)
     {
