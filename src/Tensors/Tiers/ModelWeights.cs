@@ -96,6 +96,7 @@ public sealed class ModelWeights : IDisposable
         }
 
         var compressedTiers = new Dictionary<MemoryTier, CompressedTier>();
+        using var tiles = new DummyTiles(plan, options, computeDtype);
         var layers = new TieredTensor[plan.Layers.Count][];
         long totalBytes = plan.Layers.Sum(l => l.Weights.Sum(w => w.Spec.Bytes));
         long loadedBytes = 0;
@@ -108,7 +109,7 @@ public sealed class ModelWeights : IDisposable
                 for (var w = 0; w < placements.Count; w++)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j, computeDtype);
+                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j, computeDtype, tiles);
                     loadedBytes += placements[w].Spec.Bytes;
                 }
 
@@ -137,19 +138,13 @@ public sealed class ModelWeights : IDisposable
     }
 
     private static TieredTensor LoadOne(PlacementPlan plan, MemoryTiers tiers, WeightSource options, WeightPlacement placement,
-        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer, torch.ScalarType? computeDtype)
+        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer, torch.ScalarType? computeDtype, DummyTiles tiles)
     {
         var spec = placement.Spec;
         var shape = spec.Shape.ToArray();
         var home = tiers[placement.Home];
         var name = $"j{layer}.{spec.FileName}";
-        // The compute tier keeps plain weights in the compute dtype (its placement bytes count that dtype). Other tiers
-        // do too when its elements are as wide as the stored ones (bfloat16 for float16): same bytes, and no load
-        // converts them (float16 -> bfloat16 on the CPU costs about as much as reading the weight from disk).
-        var compute = computeDtype ?? (plan.ComputeDtypeBytes == 4 ? torch.ScalarType.Float32 : spec.Dtype);
-        var dtype = placement.Compressed ? spec.Dtype
-            : placement.Home == TierKind.Gpu || WeightSpec.DtypeSize(compute) == WeightSpec.DtypeSize(spec.Dtype) ? compute
-            : spec.Dtype;
+        var dtype = HomeDtype(plan, placement, computeDtype);
 
         // Read (or make) the float16 values where they can go straight in: the home itself when it is CPU memory.
         if (!placement.Compressed && home is DeviceTier { Device.type: DeviceType.CPU } memory)
@@ -178,14 +173,12 @@ public sealed class ModelWeights : IDisposable
         }
 
         // Dummy weights on disk: written as their repeating pattern, never made whole in memory (disk speed).
-        if (!placement.Compressed && home is DiskTier disk && options.Source != WeightSourceKind.Files)
+        if (DummyTiles.Writes(options, placement) && home is DiskTier disk)
         {
             var file = disk.Allocate(shape, dtype, name);
             try
             {
-                using var pattern = DummyPattern(options, spec, TensorShapes.ElementCount(shape)); // (min(count, DrawnElements)) float32
-                using var rounded = pattern.to(spec.Dtype); // rounded as the stored dtype, then (bfloat16 homes) as the home's
-                using var tile = rounded.to(dtype);
+                using var tile = tiles.Take(placement);
                 TierCopy.FillTiled(file, tile);
                 return file;
             }
@@ -225,13 +218,18 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
-    /// <summary>The values a dummy weight of <paramref name="count"/> elements repeats (float32; see <see cref="DummyWeights.Pattern"/>).</summary>
-    private static torch.Tensor DummyPattern(WeightSource options, WeightSpec spec, long count) => options.Source switch
+    /// <summary>The dtype a weight is kept in at its home.</summary>
+    internal static torch.ScalarType HomeDtype(PlacementPlan plan, WeightPlacement placement, torch.ScalarType? computeDtype)
     {
-        WeightSourceKind.DummyOnes => torch.ones([Math.Min(count, DummyWeights.DrawnElements)], torch.ScalarType.Float32),
-        WeightSourceKind.DummyRandom => DummyWeights.Pattern(spec, count, unchecked((ulong)options.Seed)),
-        _ => throw new ArgumentOutOfRangeException(nameof(options), options.Source, "Not a dummy weight source."),
-    };
+        var spec = placement.Spec;
+        // The compute tier keeps plain weights in the compute dtype (its placement bytes count that dtype). Other tiers
+        // do too when its elements are as wide as the stored ones (bfloat16 for float16): same bytes, and no load
+        // converts them (float16 -> bfloat16 on the CPU costs about as much as reading the weight from disk).
+        var compute = computeDtype ?? (plan.ComputeDtypeBytes == 4 ? torch.ScalarType.Float32 : spec.Dtype);
+        return placement.Compressed ? spec.Dtype
+            : placement.Home == TierKind.Gpu || WeightSpec.DtypeSize(compute) == WeightSpec.DtypeSize(spec.Dtype) ? compute
+            : spec.Dtype;
+    }
 
     private static void Fill(torch.Tensor destination, WeightSource options, WeightPlacement placement)
     {
