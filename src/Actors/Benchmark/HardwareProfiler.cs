@@ -90,8 +90,9 @@ public static class HardwareProfiler
             string mib = $"{bytes / (double)(1 << 20):0} MiB";
             string gpuName = tiers.Gpu.Device.type == DeviceType.CUDA ? "GPU" : "GPU tier (CPU memory)";
 
-            // As the engine streams a weight: float16 on the CPU into a new tensor of the compute dtype on the GPU tier.
-            double ctog = Bandwidth(bytes, () => TierCopy.CopyToAs(cpu, tiers.Gpu, options.ComputeDtype, "profile-ctog").Dispose(), options, cancellationToken);
+            // As the engine streams a weight: float16 on the CPU into a reused buffer of the compute dtype on the GPU tier.
+            using var converted = tiers.Gpu.Allocate([elements], options.ComputeDtype, "profile-ctog");
+            double ctog = Bandwidth(bytes, () => TierCopy.CopyAs(converted, cpu), options, cancellationToken);
             Report("ctog_bdw", ctog, $"{mib} float16 CPU -> {options.ComputeDtype} {gpuName} (float16 bytes/s)");
             double gtoc = Bandwidth(bytes, () => TierCopy.Copy(cpu, gpu), options, cancellationToken);
             Report("gtoc_bdw_cache", gtoc, $"{mib} {gpuName} -> CPU");

@@ -10,7 +10,8 @@ using static TorchSharp.torch;
 
 /// <summary>What the task handlers of one block share: the backend, the block and its plan, the cache homes, the buffers, the output.</summary>
 internal sealed class BlockRunContext(
-    TorchPipelineBackend backend, BlockRequest block, TorchBlockPlan plan, BlockCacheHomes cache, BlockBuffers buffers, TokenOutput tokens, StageLink stage, Generator? generator)
+    TorchPipelineBackend backend, BlockRequest block, TorchBlockPlan plan, BlockCacheHomes cache, BlockBuffers buffers, TokenOutput tokens, StageLink stage, Generator? generator,
+    WeightBufferPool weightBuffers)
 {
     public TorchPipelineBackend Backend { get; } = backend;
 
@@ -27,6 +28,9 @@ internal sealed class BlockRunContext(
     public BlockBuffers Buffers { get; } = buffers;
 
     public TokenOutput Tokens { get; } = tokens;
+
+    /// <summary>The GPU-tier buffers streamed weights are loaded into, reused across tokens.</summary>
+    public WeightBufferPool WeightBuffers { get; } = weightBuffers;
 
     /// <summary>What the block exchanges with the other stages of a pipeline (unused when the backend holds the whole model).</summary>
     public StageLink Stage { get; } = stage;

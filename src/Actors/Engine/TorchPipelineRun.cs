@@ -15,6 +15,7 @@ using static TorchSharp.torch;
 internal sealed class TorchPipelineRun : IStageRun
 {
     private readonly BlockBuffers _buffers;
+    private readonly WeightBufferPool _weightBuffers;
     private readonly BlockCacheHomes _cache;
     private readonly TokenOutput _tokens;
     private readonly StageLink _stage = new();
@@ -35,6 +36,7 @@ internal sealed class TorchPipelineRun : IStageRun
         Block = block;
         Trace = trace;
         _buffers = new BlockBuffers(id, plan, observer);
+        _weightBuffers = new WeightBufferPool(backend.Tiers.Gpu);
         _tokens = new TokenOutput(block, backend.PadTokenId, backend.Policy.GpuBatchSize);
         if (!block.Generation.Sampling.IsGreedy)
         {
@@ -52,7 +54,7 @@ internal sealed class TorchPipelineRun : IStageRun
         }
 
         _firstStage = plan.Schedule.Shape.FirstStage;
-        var run = new BlockRunContext(backend, block, plan, _cache, _buffers, _tokens, _stage, _generator);
+        var run = new BlockRunContext(backend, block, plan, _cache, _buffers, _tokens, _stage, _generator, _weightBuffers);
         _loadWeight = new LoadWeightHandler(run);
         _loadCache = new LoadCacheHandler(run);
         _loadHidden = new LoadHiddenHandler(run);
@@ -124,7 +126,8 @@ internal sealed class TorchPipelineRun : IStageRun
 
         _disposed = true;
         _cancelled = true;
-        _buffers.Dispose();
+        _buffers.Dispose(); // returns the weight buffers it still held to the pool, which frees them next
+        _weightBuffers.Dispose();
         _cache.Dispose();
         _generator?.Dispose();
     }

@@ -129,29 +129,34 @@ public static class DummyWeights
     /// Fills <paramref name="destination"/> (contiguous, any device and dtype) with normal(0, <paramref name="std"/>)
     /// values drawn in float32 from a generator seeded by <paramref name="seed"/> and the spec's file name; a
     /// <see cref="WeightInit.NormScale"/> weight gets 1 + normal(0, std), so a random model keeps its activations in range.
-    /// Beyond <see cref="DrawnElements"/> elements the drawn values repeat.
+    /// Beyond <see cref="DrawnElements"/> elements the drawn values repeat (<see cref="Pattern"/>).
     /// </summary>
     public static void FillRandom(torch.Tensor destination, WeightSpec spec, ulong seed, double std = DefaultStd)
     {
         ArgumentNullException.ThrowIfNull(destination);
-        ArgumentNullException.ThrowIfNull(spec);
         using var scope = torch.NewDisposeScope();
-        using var generator = new torch.Generator(SeedOf(spec.FileName, seed), torch.CPU);
         long count = destination.NumberOfElements;
-        long drawn = Math.Min(count, DrawnElements);
-        var values = torch.randn([drawn], torch.ScalarType.Float32, generator: generator).mul_(std); // (drawn)
-        if (spec.Init == WeightInit.NormScale)
-        {
-            values.add_(1.0);
-        }
-
         var flat = destination.view(-1); // (count)
-        var pattern = values.to(destination.dtype, destination.device);
+        var pattern = Pattern(spec, count, seed, std).to(destination.dtype, destination.device); // (min(count, DrawnElements))
+        long drawn = pattern.NumberOfElements;
         for (long at = 0; at < count; at += drawn)
         {
             long length = Math.Min(drawn, count - at);
             flat.narrow(0, at, length).copy_(pattern.narrow(0, 0, length));
         }
+    }
+
+    /// <summary>
+    /// The float32 values <see cref="FillRandom"/> repeats over a weight of <paramref name="count"/> elements: the first
+    /// min(count, <see cref="DrawnElements"/>) of them; element e of the weight is element e mod that of the pattern (so
+    /// a disk tier can write the weight as the pattern over and over). The caller owns the result.
+    /// </summary>
+    public static torch.Tensor Pattern(WeightSpec spec, long count, ulong seed, double std = DefaultStd)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        using var generator = new torch.Generator(SeedOf(spec.FileName, seed), torch.CPU);
+        var values = torch.randn([Math.Min(count, DrawnElements)], torch.ScalarType.Float32, generator: generator).mul_(std); // (drawn)
+        return spec.Init == WeightInit.NormScale ? values.add_(1.0) : values;
     }
 
     /// <summary>A weight's own seed: <paramref name="seed"/> mixed with a stable (FNV-1a) hash of its file name.</summary>

@@ -9,7 +9,7 @@ using FlexGen.Tensors.Tiers;
 /// <param name="Weights">Weight homes.</param>
 /// <param name="Cache">KV cache homes (k and v of every attention layer and GPU batch).</param>
 /// <param name="Hidden">The hidden-state home (act home): one (gpu_batch_size, prompt_len, h) float16 tensor per GPU batch.</param>
-/// <param name="StreamedWeights">Weights of a layer copied to the compute tier for its compute (the largest layer; two with overlap).</param>
+/// <param name="StreamedWeights">Weights copied to the compute tier for their compute: the reused buffers they land in (per shape, what one layer, or two neighbours with overlap, streams).</param>
 /// <param name="LoadedCache">KV cache of a layer and GPU batch copied to where its attention runs (two with overlap).</param>
 /// <param name="LoadedHidden">Hidden states of a GPU batch (every GPU batch with grouped compute) copied to the compute tier from their home (two with overlap).</param>
 /// <param name="Activations">The compute's intermediates of a GPU batch (every GPU batch with grouped compute): layer input and output, the largest intermediate, the logits.</param>
@@ -76,8 +76,9 @@ public readonly record struct TierNeed(long Weights, long Cache, long Hidden, lo
 /// <list type="bullet">
 /// <item>homes, on their tiers: weights (the plan's sum per tier), KV cache (2 * attention layers * n tensors of
 /// (s + g - 1, b * kv_heads, head_dim), split as the plan splits them), hidden b * n * s * h * 2;</item>
-/// <item>streamed weights, on the GPU tier: the largest layer's weights homed off the GPU (or compressed), float16,
-/// times 2 with overlap (the next layer loads while this one computes);</item>
+/// <item>streamed weights, on the GPU tier: weights homed off the GPU, in d, in buffers reused across loads (one pool
+/// per shape), which hold per shape the most weights of that shape one layer (two neighbouring layers with overlap: the
+/// next loads while this one computes) streams; compressed ones: the largest layer's, float16, times 2 with overlap;</item>
 /// <item>loaded cache, where attention runs (GPU; CPU for the disk part with cpu_cache_compute): k and v of one layer
 /// and GPU batch homed elsewhere, 2 * (s + g - 1) * b * kv_heads * head_dim * 2, times 2 with overlap;</item>
 /// <item>loaded hidden, on the GPU tier when the act home is elsewhere: b * s * h * 2, times 2 with overlap;</item>

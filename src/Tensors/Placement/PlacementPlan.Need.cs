@@ -64,20 +64,21 @@ public sealed partial record PlacementPlan
         {
             var (one, two) = (config.WithBlocks(1), config.WithBlocks(2));
             // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
-            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes);
-            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes);
+            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap);
+            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap);
             long more = config.NumBlocks - 1L;
             weights = new WeightSummary(
                 new TierBytes(
                     TierNeed.Sum(a.Bytes.Gpu, TierNeed.Product(b.Bytes.Gpu - a.Bytes.Gpu, more)),
                     TierNeed.Sum(a.Bytes.Cpu, TierNeed.Product(b.Bytes.Cpu - a.Bytes.Cpu, more)),
                     TierNeed.Sum(a.Bytes.Disk, TierNeed.Product(b.Bytes.Disk - a.Bytes.Disk, more))),
-                Math.Max(a.LargestStreamedLayer, b.LargestStreamedLayer),
+                // Two blocks hold every pair of neighbouring layer kinds that N blocks do (the streamed buffers' windows).
+                Math.Max(a.Streamed, b.Streamed),
                 Math.Max(a.WidestIntermediate, b.WidestIntermediate));
         }
         else
         {
-            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes);
+            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap);
         }
 
         return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes, groupedCompute);
@@ -120,27 +121,24 @@ public sealed partial record PlacementPlan
 
         return new MemoryNeed(
             new TierNeed(weights.Bytes.Gpu, cacheHomes.Gpu, hiddenHome.Gpu,
-                TierNeed.Product(weights.LargestStreamedLayer, copies), loadedCacheGpu, loadedHidden, activationBytes),
+                weights.Streamed, loadedCacheGpu, loadedHidden, activationBytes),
             new TierNeed(weights.Bytes.Cpu, cacheHomes.Cpu, hiddenHome.Cpu, 0, loadedCacheCpu, 0, 0),
             new TierNeed(weights.Bytes.Disk, cacheHomes.Disk, hiddenHome.Disk, 0, 0, 0, 0));
     }
 
     /// <summary>
-    /// What the need formulas take from the weights: bytes per tier, the largest layer's bytes streamed to the GPU
-    /// (homed elsewhere: converted to the compute dtype as they are loaded; or compressed: float16 during compute), the
-    /// widest block intermediate (largest block weight / h).
+    /// What the need formulas take from the weights: bytes per tier, the bytes streamed to the GPU (<see cref="StreamedBytes"/>),
+    /// the widest block intermediate (largest block weight / h).
     /// </summary>
-    private sealed record WeightSummary(TierBytes Bytes, long LargestStreamedLayer, long WidestIntermediate)
+    private sealed record WeightSummary(TierBytes Bytes, long Streamed, long WidestIntermediate)
     {
-        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes)
+        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, bool overlap)
         {
-            long streamed = 0, widest = config.HiddenSize;
+            long widest = config.HiddenSize;
             var bytes = TierBytes.Zero;
             foreach (var layer in layers)
             {
                 bytes += layer.Bytes;
-                streamed = Math.Max(streamed, layer.Weights.Where(w => w.Home != TierKind.Gpu || w.Compressed)
-                    .Sum(w => w.Compressed ? w.Spec.Bytes : w.Spec.ElementCount * computeDtypeBytes));
                 if (layer.Layer.BlockIndex is not null && config.HiddenSize > 0)
                 {
                     foreach (var w in layer.Weights.Where(w => w.Spec.Rank >= 2))
@@ -148,7 +146,43 @@ public sealed partial record PlacementPlan
                 }
             }
 
-            return new WeightSummary(bytes, streamed, widest);
+            return new WeightSummary(bytes, StreamedBytes(layers, computeDtypeBytes, overlap), widest);
+        }
+
+        /// <summary>
+        /// The GPU-tier bytes of weights homed elsewhere (or compressed) while they are loaded for a compute: the layers in
+        /// flight at once are one, or with overlap two neighbours (the next loads while this one computes; the last and the
+        /// first neighbour across tokens). Plain weights arrive in the compute dtype in buffers reused across loads, one
+        /// pool per shape: it holds, per shape, the most weights of that shape any window of layers in flight loads.
+        /// Compressed weights arrive compressed, in fresh buffers: the largest layer's, times the layers in flight.
+        /// </summary>
+        private static long StreamedBytes(IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, bool overlap)
+        {
+            int window = overlap ? 2 : 1;
+            var pooled = new Dictionary<string, (long Count, long Bytes)>();
+            long compressed = 0;
+            for (int j = 0; j < layers.Count; j++)
+            {
+                var counts = new Dictionary<string, (long Count, long Bytes)>();
+                for (int n = 0; n < window; n++)
+                {
+                    foreach (var w in layers[(j + n) % layers.Count].Weights.Where(w => w.Home != TierKind.Gpu && !w.Compressed))
+                    {
+                        var key = string.Join("x", w.Spec.Shape);
+                        counts[key] = (counts.GetValueOrDefault(key).Count + 1, w.Spec.ElementCount * computeDtypeBytes);
+                    }
+                }
+
+                foreach (var (key, held) in counts)
+                {
+                    if (held.Count > pooled.GetValueOrDefault(key).Count)
+                        pooled[key] = held;
+                }
+
+                compressed = Math.Max(compressed, layers[j].Weights.Where(w => w.Compressed).Sum(w => w.Spec.Bytes));
+            }
+
+            return TierNeed.Sum(TierNeed.Sum(pooled.Values.Select(p => TierNeed.Product(p.Count, p.Bytes)).ToArray()), TierNeed.Product(compressed, window));
         }
     }
 }

@@ -24,7 +24,7 @@ public sealed partial record PlacementPlan
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
         ComputeDtypeBytes = computeDtypeBytes;
         GroupedCompute = groupedCompute;
-        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes), cache, activations,
+        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes, policy.Overlap), cache, activations,
             computeDtypeBytes, groupedCompute);
     }
 

@@ -25,6 +25,9 @@ public sealed unsafe class DiskTensor : TieredTensor
     /// <summary>Writes <paramref name="source"/>, a contiguous buffer of the box's size, into the box <paramref name="region"/>.</summary>
     internal void WriteRegion(Region region, byte* source) => DiskTransfer.Transfer(this, region, source, write: true);
 
+    /// <summary>Writes the whole tensor as <paramref name="pattern"/> (<paramref name="patternBytes"/>) repeated (see <see cref="DiskTransfer.WriteTiled"/>).</summary>
+    internal void WriteTiled(byte* pattern, long patternBytes) => DiskTransfer.WriteTiled(this, pattern, patternBytes);
+
     /// <summary>
     /// Reads the byte runs (file offset, length) one after another into <paramref name="destination"/> (their total size):
     /// positional reads of scattered rows, e.g. the value rows sparse attention picks.

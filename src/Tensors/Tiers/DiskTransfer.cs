@@ -54,6 +54,47 @@ internal static unsafe class DiskTransfer
     }
 
     /// <summary>
+    /// <see cref="DiskTensor.WriteTiled"/>: the whole file of <paramref name="tensor"/> written as <paramref name="pattern"/>
+    /// (<paramref name="patternBytes"/>, at most the tensor's bytes) over and over. The pattern is laid out once, as
+    /// often as fits a chunk, in an aligned buffer, and that buffer is written at every chunk's place by the tier's I/O
+    /// threads: nothing the size of the tensor is made in memory.
+    /// </summary>
+    public static void WriteTiled(DiskTensor tensor, byte* pattern, long patternBytes)
+    {
+        tensor.ThrowIfDisposed();
+        long total = tensor.Bytes;
+        if (patternBytes <= 0 || patternBytes > total)
+        {
+            throw new ArgumentOutOfRangeException(nameof(patternBytes), $"a tile of {patternBytes} bytes does not fit '{tensor.Name}' ({total} bytes)");
+        }
+
+        // Each piece starts at a multiple of the pattern, so the same bytes serve every piece.
+        long piece = patternBytes * Math.Max(1, tensor.Tier.Options.ChunkBytes / patternBytes);
+        piece = Math.Min(piece, patternBytes * ((total + patternBytes - 1) / patternBytes));
+        var buffer = tensor.Tier.RentBuffer(piece);
+        try
+        {
+            for (long at = 0; at < piece; at += patternBytes)
+            {
+                Buffer.MemoryCopy(pattern, buffer + at, patternBytes, patternBytes);
+            }
+
+            using var files = new FilePair(tensor, write: true);
+            var count = (int)((total + piece - 1) / piece);
+            var source = (nint)buffer;
+            tensor.Tier.RunChunks(count, i =>
+            {
+                long offset = i * piece;
+                WritePiece(tensor, files, offset, Math.Min(piece, total - offset), (byte*)source);
+            });
+        }
+        finally
+        {
+            tensor.Tier.ReturnBuffer(buffer, piece);
+        }
+    }
+
+    /// <summary>
     /// <see cref="DiskTensor.ReadRuns"/>: each run read whole on the calling thread, checked against the tensor's bytes
     /// before it is read.
     /// </summary>

@@ -96,6 +96,7 @@ public sealed class ModelWeights : IDisposable
         }
 
         var compressedTiers = new Dictionary<MemoryTier, CompressedTier>();
+        using var tiles = new DummyTiles(plan, options, computeDtype);
         var layers = new TieredTensor[plan.Layers.Count][];
         long totalBytes = plan.Layers.Sum(l => l.Weights.Sum(w => w.Spec.Bytes));
         long loadedBytes = 0;
@@ -108,7 +109,7 @@ public sealed class ModelWeights : IDisposable
                 for (var w = 0; w < placements.Count; w++)
                 {
                     cancellationToken.ThrowIfCancellationRequested();
-                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j, computeDtype);
+                    layers[j][w] = LoadOne(plan, tiers, options, placements[w], compressedTiers, j, computeDtype, tiles);
                     loadedBytes += placements[w].Spec.Bytes;
                 }
 
@@ -137,19 +138,13 @@ public sealed class ModelWeights : IDisposable
     }
 
     private static TieredTensor LoadOne(PlacementPlan plan, MemoryTiers tiers, WeightSource options, WeightPlacement placement,
-        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer, torch.ScalarType? computeDtype)
+        Dictionary<MemoryTier, CompressedTier> compressedTiers, int layer, torch.ScalarType? computeDtype, DummyTiles tiles)
     {
         var spec = placement.Spec;
         var shape = spec.Shape.ToArray();
         var home = tiers[placement.Home];
         var name = $"j{layer}.{spec.FileName}";
-        // The compute tier keeps plain weights in the compute dtype (its placement bytes count that dtype). Other tiers
-        // do too when its elements are as wide as the stored ones (bfloat16 for float16): same bytes, and no load
-        // converts them (float16 -> bfloat16 on the CPU costs about as much as reading the weight from disk).
-        var compute = computeDtype ?? (plan.ComputeDtypeBytes == 4 ? torch.ScalarType.Float32 : spec.Dtype);
-        var dtype = placement.Compressed ? spec.Dtype
-            : placement.Home == TierKind.Gpu || WeightSpec.DtypeSize(compute) == WeightSpec.DtypeSize(spec.Dtype) ? compute
-            : spec.Dtype;
+        var dtype = HomeDtype(plan, placement, computeDtype);
 
         // Read (or make) the float16 values where they can go straight in: the home itself when it is CPU memory.
         if (!placement.Compressed && home is DeviceTier { Device.type: DeviceType.CPU } memory)
@@ -173,6 +168,23 @@ public sealed class ModelWeights : IDisposable
             catch
             {
                 tensor.Dispose();
+                throw;
+            }
+        }
+
+        // Dummy weights on disk: written as their repeating pattern, never made whole in memory (disk speed).
+        if (DummyTiles.Writes(options, placement) && home is DiskTier disk)
+        {
+            var file = disk.Allocate(shape, dtype, name);
+            try
+            {
+                using var tile = tiles.Take(placement);
+                TierCopy.FillTiled(file, tile);
+                return file;
+            }
+            catch
+            {
+                file.Dispose();
                 throw;
             }
         }
@@ -204,6 +216,19 @@ public sealed class ModelWeights : IDisposable
             stored.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The dtype a weight is kept in at its home.</summary>
+    internal static torch.ScalarType HomeDtype(PlacementPlan plan, WeightPlacement placement, torch.ScalarType? computeDtype)
+    {
+        var spec = placement.Spec;
+        // The compute tier keeps plain weights in the compute dtype (its placement bytes count that dtype). Other tiers
+        // do too when its elements are as wide as the stored ones (bfloat16 for float16): same bytes, and no load
+        // converts them (float16 -> bfloat16 on the CPU costs about as much as reading the weight from disk).
+        var compute = computeDtype ?? (plan.ComputeDtypeBytes == 4 ? torch.ScalarType.Float32 : spec.Dtype);
+        return placement.Compressed ? spec.Dtype
+            : placement.Home == TierKind.Gpu || WeightSpec.DtypeSize(compute) == WeightSpec.DtypeSize(spec.Dtype) ? compute
+            : spec.Dtype;
     }
 
     private static void Fill(torch.Tensor destination, WeightSource options, WeightPlacement placement)

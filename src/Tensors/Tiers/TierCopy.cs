@@ -55,9 +55,8 @@ public static unsafe class TierCopy
 
     /// <summary>
     /// A new tensor on <paramref name="tier"/> holding the whole of <paramref name="src"/> converted to
-    /// <paramref name="dtype"/> (the one place a tier transfer converts: a weight streamed to the compute tier in the
-    /// compute dtype, once per load). The same as <see cref="CopyTo"/> when the dtypes agree. A plain in-memory source is
-    /// converted straight into the new tensor; others (disk) are read in their dtype first. The caller owns the result.
+    /// <paramref name="dtype"/> (see <see cref="CopyAs"/>). The same as <see cref="CopyTo"/> when the dtypes agree. The
+    /// caller owns the result.
     /// </summary>
     public static TieredTensor CopyToAs(TieredTensor src, MemoryTier tier, torch.ScalarType dtype, string? name = null)
     {
@@ -68,41 +67,72 @@ public static unsafe class TierCopy
             return CopyTo(src, tier, null, name);
         }
 
-        if (src is CompressedTensor || tier is not DeviceTier device)
+        if (tier is not DeviceTier device)
         {
             throw new ArgumentException(
                 $"Converting copy of '{src.Name}' ({src.Dtype}) to {dtype} on {tier.Name}: only plain tensors convert, into device memory.");
         }
 
-        src.ThrowIfDisposed();
         var dst = device.Allocate(src.ShapeArray, dtype, name ?? src.Name);
         try
         {
-            bool widensOnCpu = src.Dtype == torch.ScalarType.Float16 && dtype == torch.ScalarType.Float32 && device.Device.type == DeviceType.CPU;
-            if (widensOnCpu && src is DiskTensor disk)
-            {
-                ReadWidened(disk, dst.Data);
-            }
-            else if (widensOnCpu && src is DeviceTensor { Data.device_type: DeviceType.CPU } memory)
-            {
-                HalfConversion.ToSingle((ushort*)TensorMemory.Pointer(memory.Data), (float*)TensorMemory.Pointer(dst.Data), src.ElementCount);
-            }
-            else if (src is DeviceTensor plain)
-            {
-                dst.Data.copy_(plain.Data);
-            }
-            else
-            {
-                using var read = ToTorch(src, null, torch.CPU);
-                dst.Data.copy_(read);
-            }
-
+            CopyAs(dst, src);
             return dst;
         }
         catch
         {
             dst.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// <c>dst = src</c> converted to <paramref name="dst"/>'s dtype (the one place a tier transfer converts: a weight
+    /// streamed to the compute tier in the compute dtype, once per load, into a buffer the caller may reuse across
+    /// loads). The same as <see cref="Copy(TieredTensor, TieredTensor)"/> when the dtypes agree. A plain in-memory source
+    /// is converted straight into <paramref name="dst"/>; a float16 disk source widened to float32 chunk by chunk on the
+    /// disk tier's I/O threads; others are read in their dtype first.
+    /// </summary>
+    public static void CopyAs(DeviceTensor dst, TieredTensor src)
+    {
+        ArgumentNullException.ThrowIfNull(dst);
+        ArgumentNullException.ThrowIfNull(src);
+        if (src.Dtype == dst.Dtype)
+        {
+            Copy(dst, src);
+            return;
+        }
+
+        if (src is CompressedTensor)
+        {
+            throw new ArgumentException(
+                $"Converting copy of '{src.Name}' ({src.Dtype}) to {dst.Dtype} on {dst.Tier.Name}: only plain tensors convert, into device memory.");
+        }
+
+        src.ThrowIfDisposed();
+        if (!src.ShapeArray.AsSpan().SequenceEqual(dst.ShapeArray))
+        {
+            throw new ArgumentException(
+                $"Converting copy of '{src.Name}' {TensorShapes.Format(src.ShapeArray)} into '{dst.Name}' {TensorShapes.Format(dst.ShapeArray)}: the shapes differ.");
+        }
+
+        bool widensOnCpu = src.Dtype == torch.ScalarType.Float16 && dst.Dtype == torch.ScalarType.Float32 && dst.Tier.Device.type == DeviceType.CPU;
+        if (widensOnCpu && src is DiskTensor disk)
+        {
+            ReadWidened(disk, dst.Data);
+        }
+        else if (widensOnCpu && src is DeviceTensor { Data.device_type: DeviceType.CPU } memory)
+        {
+            HalfConversion.ToSingle((ushort*)TensorMemory.Pointer(memory.Data), (float*)TensorMemory.Pointer(dst.Data), src.ElementCount);
+        }
+        else if (src is DeviceTensor plain)
+        {
+            dst.Data.copy_(plain.Data);
+        }
+        else
+        {
+            using var read = ToTorch(src, null, torch.CPU);
+            dst.Data.copy_(read);
         }
     }
 
@@ -130,6 +160,25 @@ public static unsafe class TierCopy
                 src.Tier.ReturnBuffer(buffer, chunk);
             }
         });
+    }
+
+    /// <summary>
+    /// <c>dst</c> = <paramref name="pattern"/> repeated over its elements in order (element e is pattern[e mod n]): a
+    /// disk tensor written straight from the pattern, chunk by chunk on the disk tier's I/O threads, with nothing of the
+    /// tensor's size made in memory (dummy weights at disk speed). <paramref name="pattern"/> is 1-D, of
+    /// <paramref name="dst"/>'s dtype, at most its elements, and stays the caller's.
+    /// </summary>
+    public static void FillTiled(DiskTensor dst, torch.Tensor pattern)
+    {
+        ArgumentNullException.ThrowIfNull(dst);
+        ArgumentNullException.ThrowIfNull(pattern);
+        if (pattern.dtype != dst.Dtype || pattern.dim() != 1)
+        {
+            throw new ArgumentException($"A tile for '{dst.Name}' ({dst.Dtype}) must be 1-D {dst.Dtype}, got {pattern.dtype} {TensorShapes.Format(pattern.shape)}.", nameof(pattern));
+        }
+
+        using var staged = pattern.device_type == DeviceType.CPU ? pattern.contiguous() : pattern.cpu();
+        dst.WriteTiled(TensorMemory.Pointer(staged), staged.NumberOfElements * TensorShapes.ElementSize(dst.Dtype));
     }
 
     /// <summary>

@@ -5,13 +5,20 @@ using FlexGen.Tensors.Tiers;
 
 /// <summary>
 /// The weights of one layer loaded for one token, by index in the layer's weight list; null where the weight is read in
-/// place (homed on the GPU tier) or not loaded by this kind of part. Load parts (disk-io, copy) fill distinct indices.
+/// place (homed on the GPU tier) or not loaded by this kind of part. Load parts (disk-io, copy) fill distinct indices,
+/// plain weights with buffers rented from <paramref name="pool"/>, which get them back here.
 /// </summary>
-internal sealed class LoadedWeights(int count) : IDisposable
+internal sealed class LoadedWeights(int count, WeightBufferPool pool) : IDisposable
 {
     public TieredTensor?[] Tensors { get; } = new TieredTensor?[count];
 
-    public void Dispose() => TierTensors.DisposeAll(Tensors);
+    public void Dispose()
+    {
+        foreach (var tensor in Tensors)
+        {
+            pool.Return(tensor);
+        }
+    }
 }
 
 /// <summary>

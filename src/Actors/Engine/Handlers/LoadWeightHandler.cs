@@ -17,16 +17,23 @@ internal sealed class LoadWeightHandler(BlockRunContext run) : ITaskHandler
             return 0; // every weight is read in place (homed on the GPU tier): nothing to hold
         }
 
-        var loaded = run.Buffers.Weights.GetOrAdd(LayerKey.Of(task), () => new LoadedWeights(homes.Count), part);
+        var loaded = run.Buffers.Weights.GetOrAdd(LayerKey.Of(task), () => new LoadedWeights(homes.Count, run.WeightBuffers), part);
         long bytes = 0;
         foreach (int w in mine)
         {
             // Compressed weights travel compressed and are decompressed by the compute that uses them; plain ones
-            // arrive in the compute dtype, converted once per load (not per GPU batch and call).
-            var name = $"{homes[w].Name}@i{task.Token}";
-            loaded.Tensors[w] = homes[w] is CompressedTensor
-                ? TierCopy.CopyTo(homes[w], run.Backend.GpuCompressedWeights!, name: name)
-                : TierCopy.CopyToAs(homes[w], run.Gpu, run.GpuCompute.Dtype, name);
+            // arrive in the compute dtype, converted once per load (not per GPU batch and call), into a reused buffer.
+            if (homes[w] is CompressedTensor)
+            {
+                loaded.Tensors[w] = TierCopy.CopyTo(homes[w], run.Backend.GpuCompressedWeights!, name: $"{homes[w].Name}@i{task.Token}");
+            }
+            else
+            {
+                // Held by the layer's buffer from here on, so a failed copy returns it with the rest.
+                var buffer = run.WeightBuffers.Rent(homes[w].Shape, run.GpuCompute.Dtype);
+                loaded.Tensors[w] = buffer;
+                TierCopy.CopyAs(buffer, homes[w]);
+            }
             bytes += TierTensors.StoredBytes(homes[w]);
         }
 
