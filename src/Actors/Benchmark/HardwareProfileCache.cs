@@ -62,7 +62,17 @@ public sealed class HardwareProfileCache(string directory)
         }
     }
 
-    /// <summary>Host name, cores and a short hash of the CPU model: a profile belongs to one machine.</summary>
+    /// <summary>
+    /// Bumped when the profiler measures a constant differently (2: ctog converts into a reused buffer, as the engine
+    /// streams), so older cached files are measured again.
+    /// </summary>
+    public const int ProfilerVersion = 2;
+
+    /// <summary>
+    /// Host name, cores and a short hash of the CPU model, the profiler's version and the preloaded libraries
+    /// (<c>LD_PRELOAD</c>: flexgen preloads MKL's Intel code paths on AMD, which changes the float32 rates): a profile
+    /// belongs to one machine as this process runs on it.
+    /// </summary>
     public static string MachineKey()
     {
         string host = new([.. Environment.MachineName.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' ? c : '_')]);
@@ -75,7 +85,9 @@ public sealed class HardwareProfileCache(string directory)
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
         }
-        string hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(cpu)))[..8];
+        string preloaded = string.Join(',', (Environment.GetEnvironmentVariable("LD_PRELOAD") ?? "")
+            .Split([':', ' '], StringSplitOptions.RemoveEmptyEntries).Select(Path.GetFileName));
+        string hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{cpu}|v{ProfilerVersion}|{preloaded}")))[..8];
         return $"{host}-{Environment.ProcessorCount}c-{hash}";
     }
 }
