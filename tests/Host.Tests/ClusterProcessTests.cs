@@ -101,8 +101,11 @@ public class ClusterProcessTests
     }
 }
 
-/// <summary>The cluster process tests run one at a time: each starts several processes.</summary>
-[CollectionDefinition(Name)]
+/// <summary>
+/// The cluster process tests run one at a time and alone: each starts several processes and times Akka's failure
+/// detection; next to the rest of the suite a killed worker's request once failed to end within 30 s.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class ClusterProcesses
 {
     public const string Name = "cluster processes";

@@ -38,8 +38,10 @@ public class MklCpuDispatchTests
         using var folder = new TempFolder();
         string on = folder.File("on.npy"), off = folder.File("off.npy");
 
-        using (var preloaded = FlexGenProcess.Start("generate", "--output-ids", on))
-        using (var plain = FlexGenProcess.StartWith(new Dictionary<string, string> { [MklCpuDispatch.OptOutVariable] = "0" }, "generate", "--output-ids", off))
+        // Each writes its own trace (both would write flexgen.trace.json in the working folder).
+        using (var preloaded = FlexGenProcess.Start("generate", "--output-ids", on, "--trace", folder.File("on.trace.json")))
+        using (var plain = FlexGenProcess.StartWith(new Dictionary<string, string> { [MklCpuDispatch.OptOutVariable] = "0" },
+                   "generate", "--output-ids", off, "--trace", folder.File("off.trace.json")))
         {
             Assert.True(await preloaded.WaitForExit(TimeSpan.FromMinutes(2)) == 0, preloaded.ToString());
             Assert.True(await plain.WaitForExit(TimeSpan.FromMinutes(2)) == 0, plain.ToString());
