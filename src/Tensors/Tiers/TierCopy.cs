@@ -54,39 +54,6 @@ public static unsafe class TierCopy
     }
 
     /// <summary>
-    /// A new tensor on <paramref name="tier"/> holding the whole of <paramref name="src"/> converted to
-    /// <paramref name="dtype"/> (see <see cref="CopyAs"/>). The same as <see cref="CopyTo"/> when the dtypes agree. The
-    /// caller owns the result.
-    /// </summary>
-    public static TieredTensor CopyToAs(TieredTensor src, MemoryTier tier, torch.ScalarType dtype, string? name = null)
-    {
-        ArgumentNullException.ThrowIfNull(src);
-        ArgumentNullException.ThrowIfNull(tier);
-        if (src.Dtype == dtype)
-        {
-            return CopyTo(src, tier, null, name);
-        }
-
-        if (tier is not DeviceTier device)
-        {
-            throw new ArgumentException(
-                $"Converting copy of '{src.Name}' ({src.Dtype}) to {dtype} on {tier.Name}: only plain tensors convert, into device memory.");
-        }
-
-        var dst = device.Allocate(src.ShapeArray, dtype, name ?? src.Name);
-        try
-        {
-            CopyAs(dst, src);
-            return dst;
-        }
-        catch
-        {
-            dst.Dispose();
-            throw;
-        }
-    }
-
-    /// <summary>
     /// <c>dst = src</c> converted to <paramref name="dst"/>'s dtype (the one place a tier transfer converts: a weight
     /// streamed to the compute tier in the compute dtype, once per load, into a buffer the caller may reuse across
     /// loads). The same as <see cref="Copy(TieredTensor, TieredTensor)"/> when the dtypes agree. A plain in-memory source

@@ -41,7 +41,8 @@ public class HalfConversionTests
         using var values = TierTestBed.RandomTensor([3, 3001], ScalarType.Float16, seed: 5);
         using var onDisk = bed.Tiers.Disk.Allocate([3, 3001], ScalarType.Float16, "w");
         TierCopy.CopyFrom(onDisk, null, values);
-        using var widened = (DeviceTensor)TierCopy.CopyToAs(onDisk, bed.Tiers.Gpu, ScalarType.Float32);
+        using var widened = bed.Tiers.Gpu.Allocate([3, 3001], ScalarType.Float32, "w@gpu");
+        TierCopy.CopyAs(widened, onDisk);
         using var expected = values.to(ScalarType.Float32);
         Assert.True(TierTestBed.BitEqual(expected, widened.Data));
     }

@@ -294,8 +294,10 @@ public class ModelWeightsTests
         using var home = bed.Tiers[from].Allocate([33, 17], ScalarType.Float16, "w");
         TierCopy.CopyFrom(home, null, values);
 
-        using var converted = TierCopy.CopyToAs(home, bed.Tiers.Gpu, ScalarType.Float32, "w@gpu");
-        using var same = TierCopy.CopyToAs(home, bed.Tiers.Gpu, ScalarType.Float16, "w16@gpu");
+        using var converted = bed.Tiers.Gpu.Allocate([33, 17], ScalarType.Float32, "w@gpu");
+        TierCopy.CopyAs(converted, home);
+        using var same = bed.Tiers.Gpu.Allocate([33, 17], ScalarType.Float16, "w16@gpu");
+        TierCopy.CopyAs(same, home);
 
         Assert.Equal(ScalarType.Float32, converted.Dtype);
         Assert.Equal(33L * 17 * 4, converted.Bytes);
@@ -303,5 +305,6 @@ public class ModelWeightsTests
         using var expected = values.to(ScalarType.Float32);
         Assert.True(TierTestBed.BitEqual(expected, got));
         Assert.Equal(ScalarType.Float16, same.Dtype);
+        Assert.True(TierTestBed.BitEqual(values, same.Data));
     }
 }
