@@ -60,10 +60,7 @@ public sealed record TraceSummary(TimeSpan Wall, IReadOnlyList<TierSummary> Tier
 
         var io = Union(events.Where(e => e.Tier.IsIo()).Select(e => (e.Start, e.End)));
         var compute = Union(events.Where(e => e.Tier.IsCompute()).Select(e => (e.Start, e.End)));
-        var overlap = Intersection(io, compute);
-        var busiest = tiers.Max(t => t.Busy);
-        double efficiency = busiest > TimeSpan.Zero ? wall / busiest : 1.0;
-        return new TraceSummary(wall, tiers, overlap, efficiency);
+        return Of(wall, tiers, Intersection(io, compute));
     }
 
     /// <summary>
@@ -78,8 +75,14 @@ public sealed record TraceSummary(TimeSpan Wall, IReadOnlyList<TierSummary> Tier
             .Select(g => new TierSummary(g.Key, g.Sum(t => t.Tasks), g.Sum(t => t.Bytes), TimeSpan.FromTicks(g.Sum(t => t.Busy.Ticks)),
                 TimeSpan.FromTicks(g.Sum(t => t.Idle.Ticks)), g.Sum(t => t.IdleGaps), g.Max(t => t.LongestGap)))
             .ToList();
+        return Of(wall, tiers, TimeSpan.FromTicks(all.Sum(s => s.IoComputeOverlap.Ticks)));
+    }
+
+    // The schedule efficiency: wall over the busiest tier's busy time (1 with nothing busy).
+    private static TraceSummary Of(TimeSpan wall, List<TierSummary> tiers, TimeSpan overlap)
+    {
         var busiest = tiers.Count > 0 ? tiers.Max(t => t.Busy) : TimeSpan.Zero;
-        return new TraceSummary(wall, tiers, TimeSpan.FromTicks(all.Sum(s => s.IoComputeOverlap.Ticks)), busiest > TimeSpan.Zero ? wall / busiest : 1.0);
+        return new TraceSummary(wall, tiers, overlap, busiest > TimeSpan.Zero ? wall / busiest : 1.0);
     }
 
     /// <summary>A small fixed-width table: one line per tier, then overlap and efficiency.</summary>
