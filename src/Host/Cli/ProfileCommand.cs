@@ -43,9 +43,8 @@ public static class ProfileCommand
             string folder = parse.GetValue(dir) ?? Path.GetTempPath();
             if (!Directory.Exists(folder)) throw new UsageException($"--offload-dir {folder}: folder not found.");
             string path = parse.GetValue(output)!;
-            int computeThreads = parse.GetValue(threads) ?? TorchRuntime.DefaultComputeThreads;
-            if (!TorchRuntime.IsValidThreadCount(computeThreads))
-                throw new UsageException($"--compute-threads {computeThreads}: must be within [1, {TorchRuntime.MaxThreads}].");
+            // Checked and defaulted as generate's flag is (a bad count is named by its flag).
+            int computeThreads = new FlexGenOptions { ComputeThreads = parse.GetValue(threads) }.ResolveThreads().ComputeThreads;
             // The matmul rates and task_s hold for the threads they were measured with: measure with the run's.
             TorchRuntime.SetComputeThreads(computeThreads);
             var options = new HardwareProfileOptions(folder, (long)mib << 20, FlexGenSetup.ParseDtype(parse.GetValue(dtype)),
