@@ -22,35 +22,57 @@ internal static unsafe class DiskTransfer
         }
 
         using var files = new FilePair(tensor, write);
-        var chunk = (long)tensor.Tier.Options.ChunkBytes;
         foreach (var (offset, length) in runs)
         {
-            // Chunks are aligned in the file (all but the run's first and last start and end on 4 KiB boundaries).
-            var first = NativeFile.AlignDown(offset) / chunk * chunk;
-            var count = (int)((offset + length - first + chunk - 1) / chunk);
-            var runMemory = (nint)memory;
-            void Piece(int i)
-            {
-                var start = Math.Max(offset, first + (i * chunk));
-                var end = Math.Min(offset + length, first + ((i + 1) * chunk));
-                if (end > start)
-                {
-                    var at = (byte*)runMemory + (start - offset);
-                    if (write)
-                    {
-                        WritePiece(tensor, files, start, end - start, at);
-                    }
-                    else
-                    {
-                        ReadPiece(tensor, files, start, end - start, at);
-                    }
-                }
-            }
-
-            tensor.Tier.RunChunks(count, Piece);
-
+            TransferRun(tensor, files, offset, length, memory, write);
             memory += length;
         }
+    }
+
+    /// <summary>
+    /// Bytes [<paramref name="offset"/>, + <paramref name="length"/>) of <paramref name="tensor"/>'s file into
+    /// <paramref name="destination"/>, cut into chunks the tier's I/O threads share, as <see cref="Transfer"/> reads.
+    /// </summary>
+    public static void ReadBytes(DiskTensor tensor, long offset, long length, byte* destination)
+    {
+        tensor.ThrowIfDisposed();
+        if (offset < 0 || length < 0 || offset + length > tensor.Bytes)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), $"byte run [{offset}, {offset + length}) lies outside '{tensor.Name}' ({tensor.Bytes} bytes)");
+        }
+
+        using var files = new FilePair(tensor, write: false);
+        TransferRun(tensor, files, offset, length, destination, write: false);
+    }
+
+    /// <summary>One contiguous run of the file from or into <paramref name="memory"/>, its chunks spread over the tier's I/O threads.</summary>
+    private static void TransferRun(DiskTensor tensor, FilePair files, long offset, long length, byte* memory, bool write)
+    {
+        var chunk = (long)tensor.Tier.Options.ChunkBytes;
+
+        // Chunks are aligned in the file (all but the run's first and last start and end on 4 KiB boundaries).
+        var first = NativeFile.AlignDown(offset) / chunk * chunk;
+        var count = (int)((offset + length - first + chunk - 1) / chunk);
+        var runMemory = (nint)memory;
+        void Piece(int i)
+        {
+            var start = Math.Max(offset, first + (i * chunk));
+            var end = Math.Min(offset + length, first + ((i + 1) * chunk));
+            if (end > start)
+            {
+                var at = (byte*)runMemory + (start - offset);
+                if (write)
+                {
+                    WritePiece(tensor, files, start, end - start, at);
+                }
+                else
+                {
+                    ReadPiece(tensor, files, start, end - start, at);
+                }
+            }
+        }
+
+        tensor.Tier.RunChunks(count, Piece);
     }
 
     /// <summary>

@@ -8,7 +8,13 @@ using System.Runtime.Intrinsics;
 /// </summary>
 internal static unsafe class HalfConversion
 {
-    /// <summary>Widens <paramref name="count"/> float16 values at <paramref name="source"/> into <paramref name="destination"/>.</summary>
+    /// <summary>
+    /// Widens <paramref name="count"/> float16 values at <paramref name="source"/> into <paramref name="destination"/>.
+    /// In place works: the source may lie in the destination's memory when it starts at least
+    /// <paramref name="count"/> * 2 bytes after it (a float32 buffer whose upper half holds the float16 values): the
+    /// values are widened front to back, each group loaded before its results are stored, and a store never reaches
+    /// values not yet loaded.
+    /// </summary>
     public static void ToSingle(ushort* source, float* destination, long count)
     {
         long n = 0;
@@ -24,7 +30,8 @@ internal static unsafe class HalfConversion
 
         for (; n < count; n++)
         {
-            destination[n] = (float)BitConverter.UInt16BitsToHalf(source[n]);
+            // The vector recipe on one value, so a value widens to the same bits wherever it lies (NaN payloads too).
+            destination[n] = Widen(Vector256.Create((uint)source[n])).AsSingle().ToScalar();
         }
     }
 

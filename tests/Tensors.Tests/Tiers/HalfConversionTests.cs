@@ -32,6 +32,85 @@ public class HalfConversionTests
     }
 
     [Theory]
+    [InlineData(65539)] // the whole input widened in one call
+    [InlineData(4096)]
+    [InlineData(1000)]
+    [InlineData(17)]
+    public unsafe void Widening_in_place_segment_by_segment_should_equal_widening_into_other_memory(int segment)
+    {
+        // Every bit pattern and 3 more: the float16 values in the upper half of their float32 buffer, widened front to
+        // back a segment at a time, as the disk tier widens a weight it has read.
+        var bits = Enumerable.Range(0, 65536 + 3).Select(n => (ushort)((n * 40503) % 65536)).ToArray();
+        int count = bits.Length;
+        var expected = new float[count];
+        var buffer = new float[count];
+        fixed (ushort* source = bits)
+        fixed (float* destination = expected)
+        fixed (float* target = buffer)
+        {
+            HalfConversion.ToSingle(source, destination, count);
+            var half = (ushort*)target + count; // the upper half: (count) float16
+            bits.AsSpan().CopyTo(new Span<ushort>(half, count));
+            for (int at = 0; at < count; at += segment)
+            {
+                HalfConversion.ToSingle(half + at, target + at, Math.Min(segment, count - at));
+            }
+        }
+
+        for (int n = 0; n < count; n++)
+        {
+            Assert.True(BitConverter.SingleToInt32Bits(expected[n]) == BitConverter.SingleToInt32Bits(buffer[n]), $"value {n} (0x{bits[n]:X4}): {buffer[n]} instead of {expected[n]}");
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Several_float16_disk_tensors_copied_at_once_should_each_arrive_widened_with_libtorchs_values(bool directIo)
+    {
+        // Chunks of 4 KiB, so segments of 2048 values: tensors of one segment, of several ending inside one, of fewer
+        // values than a disk block, and a float32 pair that is copied, not widened, in the same call.
+        using var bed = new TierTestBed(directIo: directIo, chunkBytes: 4096);
+        long[][] shapes = [[3, 3001], [7], [2048], [5, 1000]];
+        var sources = new List<TieredTensor>();
+        var expected = new List<Tensor>();
+        var copies = new List<(DeviceTensor Destination, TieredTensor Source)>();
+        try
+        {
+            for (int t = 0; t < shapes.Length; t++)
+            {
+                using var values = TierTestBed.RandomTensor(shapes[t], ScalarType.Float16, seed: 11 + t);
+                var onDisk = bed.Tiers.Disk.Allocate(shapes[t], ScalarType.Float16, $"w{t}");
+                sources.Add(onDisk);
+                TierCopy.CopyFrom(onDisk, null, values);
+                expected.Add(values.to(ScalarType.Float32));
+                copies.Add((bed.Tiers.Gpu.Allocate(shapes[t], ScalarType.Float32, $"w{t}@gpu"), onDisk));
+            }
+
+            using var plain = TierTestBed.RandomTensor([9, 3], ScalarType.Float32, seed: 3);
+            var plainOnDisk = bed.Tiers.Disk.Allocate([9, 3], ScalarType.Float32, "plain");
+            sources.Add(plainOnDisk);
+            TierCopy.CopyFrom(plainOnDisk, null, plain);
+            expected.Add(plain.clone());
+            copies.Add((bed.Tiers.Gpu.Allocate([9, 3], ScalarType.Float32, "plain@gpu"), plainOnDisk));
+
+            TierCopy.CopyAs(copies);
+
+            for (int t = 0; t < copies.Count; t++)
+            {
+                Assert.True(TierTestBed.BitEqual(expected[t], copies[t].Destination.Data), $"tensor {t} ({copies[t].Source.Name})");
+            }
+        }
+        finally
+        {
+            foreach (var owned in copies.Select(c => (IDisposable)c.Destination).Concat(sources).Concat(expected))
+            {
+                owned.Dispose();
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void A_float16_disk_tensor_should_arrive_widened_to_float32_with_libtorchs_values(bool directIo)

@@ -19,6 +19,7 @@ internal sealed class LoadWeightHandler(BlockRunContext run) : ITaskHandler
 
         var loaded = run.Buffers.Weights.GetOrAdd(LayerKey.Of(task), () => new LoadedWeights(homes.Count, run.WeightBuffers), part);
         long bytes = 0;
+        var conversions = new List<(DeviceTensor, TieredTensor)>(mine.Length);
         foreach (int w in mine)
         {
             // Compressed weights travel compressed and are decompressed by the compute that uses them; plain ones
@@ -32,10 +33,13 @@ internal sealed class LoadWeightHandler(BlockRunContext run) : ITaskHandler
                 // Held by the layer's buffer from here on, so a failed copy returns it with the rest.
                 var buffer = run.WeightBuffers.Rent(homes[w].Shape, run.GpuCompute.Dtype);
                 loaded.Tensors[w] = buffer;
-                TierCopy.CopyAs(buffer, homes[w]);
+                conversions.Add((buffer, homes[w]));
             }
             bytes += TierTensors.StoredBytes(homes[w]);
         }
+
+        // All at once, so the disk reads the next weight while the last one is converted.
+        TierCopy.CopyAs(conversions);
 
         return bytes;
     }
