@@ -57,15 +57,15 @@ public static unsafe class TierCopy
     /// <c>dst = src</c> converted to <paramref name="dst"/>'s dtype (the one place a tier transfer converts: a weight
     /// streamed to the compute tier in the compute dtype, once per load, into a buffer the caller may reuse across
     /// loads). The same as <see cref="Copy(TieredTensor, TieredTensor)"/> when the dtypes agree. A plain in-memory source
-    /// is converted straight into <paramref name="dst"/>; a float16 disk source widened to float32 piece by piece as the
-    /// disk tier's I/O threads read it; others are read in their dtype first.
+    /// is converted straight into <paramref name="dst"/>; a float16 disk source read into <paramref name="dst"/>'s upper
+    /// half and widened there (<see cref="ReadWidened"/>); others are read in their dtype first.
     /// </summary>
     public static void CopyAs(DeviceTensor dst, TieredTensor src) => CopyAs([(dst, src)]);
 
     /// <summary>
     /// <see cref="CopyAs(DeviceTensor, TieredTensor)"/> for several pairs at once (a layer's weights): the float16 disk
-    /// sources widened to float32 go through one read pipeline, so the disk reads the next weight while the last one
-    /// is widened.
+    /// sources widened to float32 are read one after another while the ones read are widened, so the disk reads the
+    /// next weight while the last one is widened.
     /// </summary>
     public static void CopyAs(IReadOnlyList<(DeviceTensor Destination, TieredTensor Source)> copies)
     {
