@@ -126,6 +126,37 @@ public class HalfConversionTests
         Assert.True(TierTestBed.BitEqual(expected, widened.Data));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_truncated_float16_disk_file_should_fail_the_widening_copy_by_its_path_and_the_tier_should_stay_usable(bool directIo)
+    {
+        // The first tensor is read and widened in several segments while the second's file turns out truncated: the
+        // call throws the disk tier's typed error, the widening thread is released, and the next copy works.
+        using var bed = new TierTestBed(directIo: directIo, chunkBytes: 4096);
+        using (var good = TierTestBed.RandomTensor([4, 3000], ScalarType.Float16, seed: 21))
+        using (var bad = TierTestBed.RandomTensor([5000], ScalarType.Float16, seed: 22))
+        using (var goodOnDisk = bed.Tiers.Disk.Allocate([4, 3000], ScalarType.Float16, "good"))
+        using (var badOnDisk = bed.Tiers.Disk.Allocate([5000], ScalarType.Float16, "bad"))
+        using (var goodWidened = bed.Tiers.Gpu.Allocate([4, 3000], ScalarType.Float32, "good@gpu"))
+        using (var badWidened = bed.Tiers.Gpu.Allocate([5000], ScalarType.Float32, "bad@gpu"))
+        {
+            TierCopy.CopyFrom(goodOnDisk, null, good);
+            TierCopy.CopyFrom(badOnDisk, null, bad);
+            File.WriteAllBytes(badOnDisk.Path, []);
+
+            var error = Assert.Throws<DiskTierIOException>(() => TierCopy.CopyAs([(goodWidened, goodOnDisk), (badWidened, badOnDisk)]));
+            Assert.Contains(badOnDisk.Path, error.Message);
+            Assert.Contains("truncated", error.Message);
+
+            TierCopy.CopyAs(goodWidened, goodOnDisk);
+            using var expected = good.to(ScalarType.Float32);
+            Assert.True(TierTestBed.BitEqual(expected, goodWidened.Data));
+        }
+
+        bed.AssertNothingLeft();
+    }
+
     [Fact]
     public void Dummy_random_weights_larger_than_the_drawn_values_should_repeat_them_and_keep_their_distribution()
     {
