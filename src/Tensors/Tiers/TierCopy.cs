@@ -131,7 +131,6 @@ public static unsafe class TierCopy
     /// </summary>
     private static void ReadWidened(DiskTier tier, (DiskTensor Source, torch.Tensor Destination)[] copies)
     {
-        long segment = tier.Options.ChunkBytes / 2; // elements: a chunk of float16
         using var segments = new System.Collections.Concurrent.BlockingCollection<(nint Source, nint Destination, long Count)>();
         using var widened = new ManualResetEventSlim();
         void Widen()
@@ -154,15 +153,11 @@ public static unsafe class TierCopy
         {
             foreach (var (src, dst) in copies.OrderByDescending(c => c.Source.ElementCount))
             {
-                long n = src.ElementCount;
                 var target = (nint)TensorMemory.Pointer(dst); // (n) float32
-                var half = target + (nint)(2 * n); // its upper half: (n) float16
-                for (long at = 0; at < n; at += segment)
-                {
-                    long count = Math.Min(segment, n - at);
-                    DiskTransfer.ReadBytes(src, 2 * at, 2 * count, (byte*)half + (2 * at));
-                    segments.Add((half + (nint)(2 * at), target + (nint)(4 * at), count));
-                }
+                var half = target + (nint)src.Bytes; // its upper half: (n) float16
+                // A chunk of float16 at a time; each segment read is widened while the next is read.
+                src.ReadSegments((byte*)half, tier.Options.ChunkBytes, (offset, length) =>
+                    segments.Add((half + (nint)offset, target + (nint)(2 * offset), length / 2)));
             }
         }
         finally
