@@ -24,13 +24,13 @@ internal sealed class WeightBufferPool(DeviceTier tier) : IDisposable
     /// <summary>An idle buffer of <paramref name="shape"/> and <paramref name="dtype"/> on the tier, or a new one; its contents are stale.</summary>
     public DeviceTensor Rent(IReadOnlyList<long> shape, ScalarType dtype)
     {
-        var key = (string.Join("x", shape), dtype);
+        var key = Key(shape, dtype);
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (!_idle.TryGetValue(key, out var idle) || !idle.TryPop(out var buffer))
             {
-                buffer = tier.Allocate(shape.ToArray(), dtype, $"streamed-weight[{key.Item1}] {dtype}");
+                buffer = tier.Allocate(shape.ToArray(), dtype, $"streamed-weight[{key.Shape}] {dtype}");
                 Allocations++;
             }
 
@@ -51,7 +51,7 @@ internal sealed class WeightBufferPool(DeviceTier tier) : IDisposable
         {
             if (tensor is DeviceTensor buffer && _rented.Remove(buffer) && !_disposed)
             {
-                var key = (string.Join("x", buffer.Shape), buffer.Dtype);
+                var key = Key(buffer.Shape, buffer.Dtype);
                 if (!_idle.TryGetValue(key, out var idle))
                 {
                     _idle[key] = idle = new Stack<DeviceTensor>();
@@ -64,6 +64,8 @@ internal sealed class WeightBufferPool(DeviceTier tier) : IDisposable
 
         tensor.Dispose();
     }
+
+    private static (string Shape, ScalarType Dtype) Key(IReadOnlyList<long> shape, ScalarType dtype) => (string.Join("x", shape), dtype);
 
     /// <summary>Frees the idle buffers; a buffer still rented is freed when it is returned.</summary>
     public void Dispose()
