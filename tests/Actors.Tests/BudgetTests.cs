@@ -36,9 +36,10 @@ public class BudgetTests
         var ex = Assert.Throws<TierCapacityExceededException>(() => TorchPipelineBackend.Create(settings, settings.Policy));
 
         Assert.Equal(TierKind.Gpu, ex.Tier);
-        // The same rule as every block's plan, with a one-token block.
-        var need = PlacementPlan.Create(Tiny, settings.Policy, 1, 1, computeDtypeBytes: settings.ComputeDtypeBytes, computesOnCpu: settings.GpuComputesOnCpu).Need;
-        Assert.Equal(need.Gpu.Total, ex.NeededBytes);
+        // The same rule as every block's plan, with a one-token block (and its float16 cache: the float32 one fits even less).
+        var planned = Assert.Throws<TierCapacityExceededException>(() => PlacementPlan.Create(Tiny, settings.Policy, 1, 1,
+            budgets: settings.Budgets, computeDtypeBytes: settings.ComputeDtypeBytes, computesOnCpu: settings.GpuComputesOnCpu));
+        Assert.Equal(planned.NeededBytes, ex.NeededBytes);
         Assert.Equal(26_864_384, ex.Need!.Gpu.Weights); // float32 compute: the GPU tier keeps the weights in float32
         Assert.Empty(Directory.EnumerateFileSystemEntries(offload));
     }
@@ -88,7 +89,9 @@ public class BudgetTests
 
         var refused = Assert.IsType<TierCapacityExceededException>(error.InnerException);
         Assert.Equal(TierKind.Gpu, refused.Tier);
-        Assert.Equal(PlacementPlan.Create(Tiny, policy, 600, 4, computeDtypeBytes: 4, computesOnCpu: onCpu).Need.Gpu.Total, refused.NeededBytes);
+        var planned = Assert.Throws<TierCapacityExceededException>(() => PlacementPlan.Create(Tiny, policy, 600, 4,
+            budgets: new TierBudgets { Gpu = new TierBudget(fits, "test") }, computeDtypeBytes: 4, computesOnCpu: onCpu));
+        Assert.Equal(planned.NeededBytes, refused.NeededBytes);
         Assert.Equal(fits, refused.CapacityBytes);
         var ok = await flexgen.GenerateAsync(Request(12));
         Assert.Equal(8, ok.OutputIds.Length);

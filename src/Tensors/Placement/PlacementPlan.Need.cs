@@ -10,7 +10,8 @@ public sealed partial record PlacementPlan
     /// <summary>
     /// What a run of <paramref name="config"/> under <paramref name="policy"/> needs per tier, from the byte formulas:
     /// the weights of a model of any depth from a 1- and a 2-block copy of it (its blocks are alike), so nothing is laid
-    /// out per layer (<see cref="ModelConfig.WithBlocks"/>); equal to <see cref="Need"/> of the plan.
+    /// out per layer (<see cref="ModelConfig.WithBlocks"/>); equal to <see cref="Need"/> of the plan (whose cache is float32
+    /// where <see cref="KeepsCacheInFloat32"/> says so and the budgets allow).
     /// </summary>
     /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU: the GPU batches may compute together (<see cref="ComputesBatchesTogether"/>).</param>
     public static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen, int computeDtypeBytes = 2, bool computesOnCpu = false)
@@ -18,7 +19,8 @@ public sealed partial record PlacementPlan
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
         CheckGeometry(config, promptLen, genLen);
-        return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks),
+        int cacheElementBytes = KeepsCacheInFloat32(config, policy, computesOnCpu) ? 4 : 2;
+        return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheElementBytes),
             PlaceActivations(config, policy, promptLen), computeDtypeBytes, ComputesBatchesTogether(config, policy, computesOnCpu));
     }
 
@@ -105,8 +107,8 @@ public sealed partial record PlacementPlan
             TierNeed.Product(cache.BytesPerTensor.Disk, tensors));
         var hiddenHome = TierBytes.On(activations.Home, activations.Bytes);
 
-        // Loaded cache: k and v of one layer and GPU batch, float16, copied from their homes to where attention runs.
-        long rowBytes = TierNeed.Product(cache.Shape[0], cache.Shape[2], config.DtypeBytes);
+        // Loaded cache: k and v of one layer and GPU batch, as stored, copied from their homes to where attention runs.
+        long rowBytes = TierNeed.Product(cache.Shape[0], cache.Shape[2], cache.ElementBytes);
         long offGpuRows = policy.CpuCacheCompute ? 0 : cache.CpuLength + cache.DiskLength;
         long offCpuRows = policy.CpuCacheCompute ? cache.DiskLength : 0;
         long loadedCacheGpu = TierNeed.Product(2, offGpuRows, rowBytes, copies);

@@ -24,10 +24,12 @@ public sealed record LayerPlacement(LayerSpec Layer, IReadOnlyList<WeightPlaceme
 
 /// <summary>
 /// Where the KV cache lives. One k and one v tensor per attention layer and GPU batch, each of
-/// <see cref="Shape"/> = (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim), float16 or compressed.
+/// <see cref="Shape"/> = (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim), float16 (FlexGen's), float32
+/// (<see cref="ElementBytes"/> 4: see <c>PlacementPlan.Create</c>) or compressed.
 /// A whole-tier cache has <see cref="Home"/> set; a mixed one (<see cref="Home"/> null) is split along dim 1 into
 /// GPU, CPU and disk segments of <see cref="GpuLength"/>, <see cref="CpuLength"/>, <see cref="DiskLength"/> rows.
 /// </summary>
+/// <param name="ElementBytes">Bytes of a stored element before compression: 2 (float16) or 4 (float32).</param>
 public sealed record CachePlacement(
     IReadOnlyList<long> Shape,
     TierKind? Home,
@@ -37,9 +39,13 @@ public sealed record CachePlacement(
     CompressionConfig? Compression,
     int AttentionLayers,
     int NumGpuBatches,
-    TierBytes BytesPerTensor)
+    TierBytes BytesPerTensor,
+    int ElementBytes)
 {
     public bool IsMixed => Home is null;
+
+    /// <summary>The cache is kept in float32 (the dtype CPU attention computes in) rather than FlexGen's float16.</summary>
+    public bool IsFloat32 => ElementBytes == 4;
 
     public bool Compressed => Compression is not null;
 

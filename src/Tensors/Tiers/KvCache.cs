@@ -5,8 +5,8 @@ using TorchSharp;
 
 /// <summary>
 /// The KV cache of a placement plan: one key and one value tensor of shape
-/// (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim) per attention layer j and GPU batch k, each in its
-/// home (GPU, CPU, disk, or mixed along dim 1; compressed along dim 2 where the policy says so). Owned here; data moves
+/// (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim) per attention layer j and GPU batch k, in the plan's
+/// dtype (float16, or float32 for CPU attention), each in its home (GPU, CPU, disk, or mixed along dim 1; compressed along dim 2 where the policy says so). Owned here; data moves
 /// in and out of each <see cref="Home"/> through <see cref="TierCopy"/> (FlexGen's load_cache / store_cache).
 /// </summary>
 public sealed class KvCache : IDisposable
@@ -78,11 +78,15 @@ public sealed class KvCache : IDisposable
         }
     }
 
-    private static TieredTensor Make(MemoryTier home, long[] shape, CachePlacement cache, string name) => home switch
+    private static TieredTensor Make(MemoryTier home, long[] shape, CachePlacement cache, string name)
     {
-        MixedTier mixed => mixed.Allocate(shape, torch.ScalarType.Float16, [cache.GpuLength, cache.CpuLength, cache.DiskLength], name),
-        _ => home.Allocate(shape, torch.ScalarType.Float16, name),
-    };
+        var dtype = cache.IsFloat32 ? torch.ScalarType.Float32 : torch.ScalarType.Float16;
+        return home switch
+        {
+            MixedTier mixed => mixed.Allocate(shape, dtype, [cache.GpuLength, cache.CpuLength, cache.DiskLength], name),
+            _ => home.Allocate(shape, dtype, name),
+        };
+    }
 
     /// <summary>The home key and value tensors of attention layer <paramref name="layer"/> (j) and GPU batch <paramref name="batch"/> (k).</summary>
     public (TieredTensor Key, TieredTensor Value) Home(int layer, int batch) =>

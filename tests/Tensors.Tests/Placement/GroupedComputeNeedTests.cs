@@ -49,7 +49,10 @@ public class GroupedComputeNeedTests
         Assert.Equal(BatchActivations, single.Need.Gpu.Working);
         Assert.Equal(BatchActivations, perBatch.Need.Gpu.Working);
         Assert.Equal(4 * BatchActivations, grouped.Need.Gpu.Working);
-        Assert.Equal(perBatch.Need.Gpu.Homes, grouped.Need.Gpu.Homes);
+        Assert.Equal(perBatch.Need.Gpu.Weights, grouped.Need.Gpu.Weights);
+        Assert.Equal(perBatch.Need.Gpu.Hidden, grouped.Need.Gpu.Hidden);
+        // Attended on the CPU, the cache is kept in float32: twice the float16 cache of the CUDA plan.
+        Assert.Equal(2 * perBatch.Need.Gpu.Cache, grouped.Need.Gpu.Cache);
         // The byte formulas agree with the plan, so a grouped block too large is refused before its layers are laid out.
         Assert.Equal(grouped.Need, PlacementPlan.EstimateNeed(Tiny, Resident4x4, 12, 10, computeDtypeBytes: 4, computesOnCpu: true));
     }

@@ -89,6 +89,36 @@ public class KvCacheTests
         Assert.Throws<ArgumentOutOfRangeException>(() => cache.Home(j, 2));
     }
 
+    [Theory]
+    [InlineData(100, 0, ScalarType.Float32)] // the GPU tier: CPU memory without CUDA
+    [InlineData(0, 100, ScalarType.Float32)]
+    [InlineData(50, 50, ScalarType.Float32)] // mixed without a disk share
+    [InlineData(0, 0, ScalarType.Float16)] // on disk
+    [InlineData(25, 50, ScalarType.Float16)] // mixed with a disk share
+    public void A_cache_the_cpu_attends_should_be_allocated_in_its_plans_dtype_and_keep_what_is_stored(double gpu, double cpu, ScalarType dtype)
+    {
+        using var bed = new TierTestBed();
+        var policy = Policy.FromPercent([100, 0, gpu, cpu, 100, 0], gpuBatchSize: 4, numGpuBatches: 2);
+        var plan = PlacementPlan.Create(Tiny, policy, promptLen: 12, genLen: 10, computesOnCpu: true);
+        using (var cache = KvCache.Allocate(plan, bed.Tiers))
+        {
+            var j = plan.Layers.First(l => l.Layer.HasKvCache).Layer.Index;
+            var (keyHome, valueHome) = cache.Home(j, 1);
+            Assert.Equal(dtype, keyHome.Dtype);
+            Assert.Equal(dtype, valueHome.Dtype);
+
+            using var key = TierTestBed.RandomTensor([12, 16, 16], dtype, 5);
+            using var value = TierTestBed.RandomTensor([12, 16, 16], dtype, 6);
+            Store(cache, j, 1, 0, key, value);
+            using var keyBack = TierCopy.ToTorch(keyHome, [new(0, 12)], CPU);
+            using var valueBack = TierCopy.ToTorch(valueHome, [new(0, 12)], CPU);
+            Assert.True(TierTestBed.BitEqual(key, keyBack));
+            Assert.True(TierTestBed.BitEqual(value, valueBack));
+        }
+
+        bed.AssertNothingLeft();
+    }
+
     /// <summary>Writes new rows at <paramref name="position"/> of the cache of (j, k), as the engine stores a step's cache.</summary>
     private static void Store(KvCache cache, int layer, int batch, long position, Tensor key, Tensor value)
     {

@@ -108,10 +108,13 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
                 long cacheRows = run.BatchRows * run.KvRowsPerSequence;
                 foreach (var (b, n) in batches.Select((b, n) => (b, n)))
                 {
-                    // (s, b * kv_heads, head_dim) of batch b: a strided view, made contiguous by Adopt.
+                    // (s, b * kv_heads, head_dim) of batch b in its cache's dtype: converted here, by the compute's own
+                    // threads, so StoreCache only copies (a conversion on the copy actor's thread competes with the
+                    // compute for the cores). A strided view, made contiguous by Adopt.
+                    var dtype = run.Cache[j, b.Batch].Key.Dtype;
                     var newEntries = TierTensors.AllOrNone(
-                        () => run.Gpu.Adopt(result.NewKey.narrow(1, n * cacheRows, cacheRows)),
-                        () => run.Gpu.Adopt(result.NewValue.narrow(1, n * cacheRows, cacheRows)));
+                        () => run.Gpu.Adopt(result.NewKey.narrow(1, n * cacheRows, cacheRows).to(dtype)),
+                        () => run.Gpu.Adopt(result.NewValue.narrow(1, n * cacheRows, cacheRows).to(dtype)));
                     run.Buffers.NewCache.Add(b, new CacheEntries(newEntries[0], newEntries[1]), part);
                 }
 
@@ -175,8 +178,8 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
         {
             long[] shape = [1, (long)run.BatchRows * kvRows, home.Key.Shape[2]]; // (1, b * kv_heads, head_dim)
             var made = TierTensors.AllOrNone(
-                () => run.Gpu.Allocate(shape, run.GpuCompute.Dtype, $"newkey.i{i}.j{j}.k{k}"),
-                () => run.Gpu.Allocate(shape, run.GpuCompute.Dtype, $"newvalue.i{i}.j{j}.k{k}"));
+                () => run.Gpu.Allocate(shape, home.Key.Dtype, $"newkey.i{i}.j{j}.k{k}"),
+                () => run.Gpu.Allocate(shape, home.Key.Dtype, $"newvalue.i{i}.j{j}.k{k}"));
             return new CacheEntries(made[0], made[1]);
         }, part);
         hiddenOut.Data.narrow(0, firstRow, rowCount).copy_(output);
