@@ -105,8 +105,8 @@ public sealed partial record PlacementPlan
     /// Whether the cache is kept in float32 where the budgets allow: when the computation runs on the CPU, an
     /// uncompressed cache without a disk share is read by CPU attention, which computes in float32
     /// (<c>SegmentAttention.AttentionCompute</c>). A float16 cache is widened whole at every decode step, which costs more
-    /// than the step's matmuls once the context is long (OPT-1.3B, bfloat16, 16 x 2, prompt 512: 9.7 token/s against
-    /// 27.1 in float32). On disk it stays float16: reading twice the bytes costs more than widening them. With CUDA it
+    /// than the step's matmuls once the context is long (OPT-1.3B, bfloat16, 16 x 2, prompt 512: 9.4-9.7 token/s against
+    /// 22-27 in float32). On disk it stays float16: reading twice the bytes costs more than widening them. With CUDA it
     /// stays float16 (FlexGen's placement), even for a CPU-homed cache under cpu_cache_compute.
     /// </summary>
     public static bool KeepsCacheInFloat32(ModelConfig config, Policy policy, bool computesOnCpu)
