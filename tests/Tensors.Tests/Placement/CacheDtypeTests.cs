@@ -47,7 +47,7 @@ public class CacheDtypeTests
     [Fact]
     public void A_budget_that_holds_only_the_float16_cache_should_get_the_float16_cache_not_a_refusal()
     {
-        var float16Need = Plan(100, 0, computesOnCpu: true, budgets: Budget(Plan(100, 0, computesOnCpu: true).Need.Gpu.Total - 1)).Need;
+        var float16Need = Float16Plan().Need;
         var budget = Budget(float16Need.Gpu.Total);
 
         var plan = Plan(100, 0, computesOnCpu: true, budgets: budget);
@@ -61,7 +61,7 @@ public class CacheDtypeTests
     [Fact]
     public void A_budget_too_small_for_either_cache_should_be_refused_with_the_float16_need()
     {
-        long float16Total = Plan(100, 0, computesOnCpu: true, budgets: Budget(Plan(100, 0, computesOnCpu: true).Need.Gpu.Total - 1)).Need.Gpu.Total;
+        long float16Total = Float16Plan().Need.Gpu.Total;
 
         var ex = Assert.Throws<TierCapacityExceededException>(() => Plan(100, 0, computesOnCpu: true, budgets: Budget(float16Total - 1)));
 
@@ -70,4 +70,12 @@ public class CacheDtypeTests
     }
 
     private static TierBudgets Budget(long gpuBytes) => new() { Gpu = new TierBudget(gpuBytes, "--gpu-mem") };
+
+    // The resident plan on the CPU under a budget one byte short of its float32 cache: the float16 one.
+    private static PlacementPlan Float16Plan()
+    {
+        var plan = Plan(100, 0, computesOnCpu: true, budgets: Budget(Plan(100, 0, computesOnCpu: true).Need.Gpu.Total - 1));
+        Assert.False(plan.Cache.IsFloat32);
+        return plan;
+    }
 }
