@@ -8,6 +8,8 @@
 //
 // Defaults: OPT-1.3B's shapes, bfloat16, batch 256, 20 cached positions (prompt 16 + gen 8 midway). Prints the median
 // and best step time, the token/s they give, and the matmul FLOP/s; compare the token/s with bench's compute bound.
+// float32 on an AMD CPU: run with LD_PRELOAD=native/mkl-cpu/libflexgen_mkl_cpu.so as flexgen does (see the README),
+// or MKL takes its generic kernels.
 using System.Diagnostics;
 using System.Globalization;
 using TorchSharp;
