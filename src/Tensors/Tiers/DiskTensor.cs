@@ -29,13 +29,6 @@ public sealed unsafe class DiskTensor : TieredTensor
     internal void WriteTiled(byte* pattern, long patternBytes) => DiskTransfer.WriteTiled(this, pattern, patternBytes);
 
     /// <summary>
-    /// Reads the whole tensor into <paramref name="destination"/> <paramref name="segmentBytes"/> at a time, calling
-    /// <paramref name="segmentRead"/>(offset, length) after each segment (see <see cref="DiskTransfer.ReadSegments"/>).
-    /// </summary>
-    internal void ReadSegments(byte* destination, long segmentBytes, Action<long, long> segmentRead) =>
-        DiskTransfer.ReadSegments(this, destination, segmentBytes, segmentRead);
-
-    /// <summary>
     /// Reads the byte runs (file offset, length) one after another into <paramref name="destination"/> (their total size):
     /// positional reads of scattered rows, e.g. the value rows sparse attention picks.
     /// </summary>

@@ -29,25 +29,6 @@ internal static unsafe class DiskTransfer
         }
     }
 
-    /// <summary>
-    /// <see cref="DiskTensor.ReadSegments"/>: the whole file of <paramref name="tensor"/> into <paramref name="destination"/>
-    /// (the tensor's bytes), <paramref name="segmentBytes"/> at a time, each segment's chunks shared with the tier's I/O
-    /// threads as <see cref="Transfer"/> reads; after each segment <paramref name="segmentRead"/>(offset, length), so the
-    /// caller can hand it on while the next is read. The file is opened once.
-    /// </summary>
-    public static void ReadSegments(DiskTensor tensor, byte* destination, long segmentBytes, Action<long, long> segmentRead)
-    {
-        tensor.ThrowIfDisposed();
-        ArgumentOutOfRangeException.ThrowIfLessThan(segmentBytes, 1);
-        using var files = new FilePair(tensor, write: false);
-        for (long offset = 0; offset < tensor.Bytes; offset += segmentBytes)
-        {
-            long length = Math.Min(segmentBytes, tensor.Bytes - offset);
-            TransferRun(tensor, files, offset, length, destination + offset, write: false);
-            segmentRead(offset, length);
-        }
-    }
-
     /// <summary>One contiguous run of the file from or into <paramref name="memory"/>, its chunks spread over the tier's I/O threads.</summary>
     private static void TransferRun(DiskTensor tensor, FilePair files, long offset, long length, byte* memory, bool write)
     {

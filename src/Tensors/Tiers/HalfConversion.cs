@@ -35,6 +35,37 @@ internal static unsafe class HalfConversion
         }
     }
 
+    /// <summary>
+    /// Widens the <paramref name="count"/> float16 values held in the upper half of the float32 buffer
+    /// <paramref name="target"/> (bytes [2 * count, 4 * count)) into the whole buffer, on up to <paramref name="threads"/>
+    /// threads (the caller's and the thread pool's). In stages: each widens the first half of the values left, whose
+    /// results land below every value not yet widened, so its pieces run in parallel without a store reaching a value
+    /// another piece still has to load; the last few values go front to back on the caller (<see cref="ToSingle"/> in place).
+    /// </summary>
+    public static void WidenInPlace(float* target, long count, int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
+        var half = (ushort*)((byte*)target + (2 * count));
+        long done = 0;
+        for (long left = count; threads > 1 && left >= ParallelStageMinimum; left = count - done)
+        {
+            long stage = left / 2, start = done, piece = (stage + threads - 1) / threads;
+            var (from, to) = ((nint)half, (nint)target);
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, p =>
+            {
+                long first = start + (p * piece), end = Math.Min(start + stage, first + piece);
+                if (end > first) ToSingle((ushort*)from + first, (float*)to + first, end - first);
+            });
+            done += stage;
+        }
+
+        ToSingle(half + done, target + done, count - done);
+    }
+
+    // Below this many values left, a parallel stage costs more in hand-offs than it saves.
+    private const long ParallelStageMinimum = 1 << 16;
+
     // The bit recipe of F. Giesen's half_to_float: move exponent and mantissa into place and rebias; then Inf/NaN get
     // the full exponent, and zeros/subnormals are renormalised by subtracting 2^-14 as a float.
     private static Vector256<uint> Widen(Vector256<uint> h)

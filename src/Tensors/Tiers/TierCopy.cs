@@ -58,19 +58,19 @@ public static unsafe class TierCopy
     /// streamed to the compute tier in the compute dtype, once per load, into a buffer the caller may reuse across
     /// loads). The same as <see cref="Copy(TieredTensor, TieredTensor)"/> when the dtypes agree. A plain in-memory source
     /// is converted straight into <paramref name="dst"/>; a float16 disk source read into <paramref name="dst"/>'s upper
-    /// half and widened there (<see cref="ReadWidened"/>); others are read in their dtype first.
+    /// half, to be widened there by the returned <see cref="DeferredWidening"/> before <paramref name="dst"/> is used
+    /// (empty for every other copy); others are read in their dtype first.
     /// </summary>
-    public static void CopyAs(DeviceTensor dst, TieredTensor src) => CopyAs([(dst, src)]);
+    public static DeferredWidening CopyAs(DeviceTensor dst, TieredTensor src) => CopyAs([(dst, src)]);
 
     /// <summary>
-    /// <see cref="CopyAs(DeviceTensor, TieredTensor)"/> for several pairs at once (a layer's weights): the float16 disk
-    /// sources widened to float32 are read one after another while the ones read are widened, so the disk reads the
-    /// next weight while the last one is widened.
+    /// <see cref="CopyAs(DeviceTensor, TieredTensor)"/> for several pairs at once (a layer's weights): one
+    /// <see cref="DeferredWidening"/> for every float16 disk source read into a float32 CPU destination.
     /// </summary>
-    public static void CopyAs(IReadOnlyList<(DeviceTensor Destination, TieredTensor Source)> copies)
+    public static DeferredWidening CopyAs(IReadOnlyList<(DeviceTensor Destination, TieredTensor Source)> copies)
     {
         ArgumentNullException.ThrowIfNull(copies);
-        var widened = new List<(DiskTensor Source, torch.Tensor Destination)>();
+        var widening = new DeferredWidening();
         foreach (var (dst, src) in copies)
         {
             ArgumentNullException.ThrowIfNull(dst);
@@ -98,7 +98,11 @@ public static unsafe class TierCopy
             bool widensOnCpu = src.Dtype == torch.ScalarType.Float16 && dst.Dtype == torch.ScalarType.Float32 && dst.Tier.Device.type == DeviceType.CPU;
             if (widensOnCpu && src is DiskTensor disk)
             {
-                widened.Add((disk, dst.Data));
+                // The float16 bytes go to the upper half of the float32 buffer, read as any disk read (chunks over the
+                // I/O threads, straight into tensor memory); the widening in place is left to the user.
+                var target = (float*)TensorMemory.Pointer(dst.Data); // (n) float32
+                disk.ReadRuns([(0, disk.Bytes)], (byte*)target + disk.Bytes); // its upper half: (n) float16
+                widening.Add(target, disk.ElementCount);
             }
             else if (widensOnCpu && src is DeviceTensor { Data.device_type: DeviceType.CPU } memory)
             {
@@ -115,61 +119,7 @@ public static unsafe class TierCopy
             }
         }
 
-        foreach (var onTier in widened.GroupBy(w => w.Source.Tier))
-        {
-            ReadWidened(onTier.Key, onTier.ToArray());
-        }
-    }
-
-    /// <summary>
-    /// float16 disk tensors into float32 CPU tensors, each widened in place: its float16 bytes are read (as any disk read:
-    /// chunks over the I/O threads, straight into tensor memory) into the upper half of its float32 destination, and
-    /// one I/O thread widens each read segment forward while the caller reads the next; largest tensors first, so
-    /// little widening is left when the last read ends. Reading and widening chunk by chunk on the same threads, into
-    /// bounce buffers, left the disk without requests during every widening (a third slower than a bfloat16 read of
-    /// the same bytes here).
-    /// </summary>
-    private static void ReadWidened(DiskTier tier, (DiskTensor Source, torch.Tensor Destination)[] copies)
-    {
-        using var segments = new System.Collections.Concurrent.BlockingCollection<(nint Source, nint Destination, long Count)>();
-        using var widened = new ManualResetEventSlim();
-        void Widen()
-        {
-            try
-            {
-                foreach (var (source, destination, count) in segments.GetConsumingEnumerable())
-                {
-                    HalfConversion.ToSingle((ushort*)source, (float*)destination, count);
-                }
-            }
-            finally
-            {
-                widened.Set();
-            }
-        }
-
-        bool widener = tier.IoPool.TryQueue(Widen);
-        try
-        {
-            foreach (var (src, dst) in copies.OrderByDescending(c => c.Source.ElementCount))
-            {
-                var target = (nint)TensorMemory.Pointer(dst); // (n) float32
-                var half = target + (nint)src.Bytes; // its upper half: (n) float16
-                // A chunk of float16 at a time; each segment read is widened while the next is read.
-                src.ReadSegments((byte*)half, tier.Options.ChunkBytes, (offset, length) =>
-                    segments.Add((half + (nint)offset, target + (nint)(2 * offset), length / 2)));
-            }
-        }
-        finally
-        {
-            segments.CompleteAdding();
-            if (!widener)
-            {
-                Widen(); // the pool is shut down: widen here
-            }
-
-            widened.Wait();
-        }
+        return widening;
     }
 
     /// <summary>

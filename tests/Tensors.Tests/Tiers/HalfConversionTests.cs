@@ -64,9 +64,38 @@ public class HalfConversionTests
     }
 
     [Theory]
+    [InlineData(65539, 2)] // every bit pattern and 3 more: the parallel stages, then a scalar tail
+    [InlineData(65539, 3)]
+    [InlineData(1 << 20, 2)] // several parallel stages
+    [InlineData(200_003, 7)]
+    [InlineData(65539, 1)]
+    [InlineData(1, 2)]
+    [InlineData(0, 2)]
+    public unsafe void Widening_in_place_on_several_threads_should_equal_widening_into_other_memory(int count, int threads)
+    {
+        // The float16 values in the upper half of their float32 buffer, as a disk read leaves a weight.
+        var bits = Enumerable.Range(0, count).Select(n => (ushort)((n * 40503L) % 65536)).ToArray();
+        var expected = new float[count];
+        var buffer = new float[count];
+        fixed (ushort* source = bits)
+        fixed (float* destination = expected)
+        fixed (float* target = buffer)
+        {
+            HalfConversion.ToSingle(source, destination, count);
+            bits.AsSpan().CopyTo(new Span<ushort>((ushort*)target + count, count));
+            HalfConversion.WidenInPlace(target, count, threads);
+        }
+
+        for (int n = 0; n < count; n++)
+        {
+            Assert.True(BitConverter.SingleToInt32Bits(expected[n]) == BitConverter.SingleToInt32Bits(buffer[n]), $"value {n} (0x{bits[n]:X4}): {buffer[n]} instead of {expected[n]}");
+        }
+    }
+
+    [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void Several_float16_disk_tensors_copied_at_once_should_each_arrive_widened_with_libtorchs_values(bool directIo)
+    public unsafe void Several_float16_disk_tensors_copied_at_once_should_each_arrive_widened_with_libtorchs_values(bool directIo)
     {
         // Chunks of 4 KiB, so segments of 2048 values: tensors of one segment, of several ending inside one, of fewer
         // values than a disk block, and a float32 pair that is copied, not widened, in the same call.
@@ -94,8 +123,19 @@ public class HalfConversionTests
             expected.Add(plain.clone());
             copies.Add((bed.Tiers.Gpu.Allocate([9, 3], ScalarType.Float32, "plain@gpu"), plainOnDisk));
 
-            TierCopy.CopyAs(copies);
+            var widening = TierCopy.CopyAs(copies);
 
+            // Read, not yet widened: each float16 tensor's bytes sit in the upper half of its float32 buffer.
+            Assert.False(widening.IsEmpty);
+            using (var read = expected[2].to(ScalarType.Float16))
+            {
+                var upperHalf = new ReadOnlySpan<ushort>((ushort*)TensorMemory.Pointer(copies[2].Destination.Data) + 2048, 2048);
+                Assert.True(upperHalf.SequenceEqual(new ReadOnlySpan<ushort>(TensorMemory.Pointer(read), 2048)));
+            }
+
+            widening.Complete(threads: 2);
+            Assert.True(widening.IsEmpty);
+            widening.Complete(); // nothing left: a second call changes nothing
             for (int t = 0; t < copies.Count; t++)
             {
                 Assert.True(TierTestBed.BitEqual(expected[t], copies[t].Destination.Data), $"tensor {t} ({copies[t].Source.Name})");
@@ -121,7 +161,7 @@ public class HalfConversionTests
         using var onDisk = bed.Tiers.Disk.Allocate([3, 3001], ScalarType.Float16, "w");
         TierCopy.CopyFrom(onDisk, null, values);
         using var widened = bed.Tiers.Gpu.Allocate([3, 3001], ScalarType.Float32, "w@gpu");
-        TierCopy.CopyAs(widened, onDisk);
+        TierCopy.CopyAs(widened, onDisk).Complete();
         using var expected = values.to(ScalarType.Float32);
         Assert.True(TierTestBed.BitEqual(expected, widened.Data));
     }
@@ -131,8 +171,8 @@ public class HalfConversionTests
     [InlineData(true)]
     public void A_truncated_float16_disk_file_should_fail_the_widening_copy_by_its_path_and_the_tier_should_stay_usable(bool directIo)
     {
-        // The first tensor is read and widened in several segments while the second's file turns out truncated: the
-        // call throws the disk tier's typed error, the widening thread is released, and the next copy works.
+        // The first tensor is read in several chunks, then the second's file turns out truncated: the call throws the
+        // disk tier's typed error, and the next copy works.
         using var bed = new TierTestBed(directIo: directIo, chunkBytes: 4096);
         using (var good = TierTestBed.RandomTensor([4, 3000], ScalarType.Float16, seed: 21))
         using (var bad = TierTestBed.RandomTensor([5000], ScalarType.Float16, seed: 22))
@@ -149,7 +189,7 @@ public class HalfConversionTests
             Assert.Contains(badOnDisk.Path, error.Message);
             Assert.Contains("truncated", error.Message);
 
-            TierCopy.CopyAs(goodWidened, goodOnDisk);
+            TierCopy.CopyAs(goodWidened, goodOnDisk).Complete();
             using var expected = good.to(ScalarType.Float32);
             Assert.True(TierTestBed.BitEqual(expected, goodWidened.Data));
         }

@@ -295,9 +295,9 @@ public class ModelWeightsTests
         TierCopy.CopyFrom(home, null, values);
 
         using var converted = bed.Tiers.Gpu.Allocate([33, 17], ScalarType.Float32, "w@gpu");
-        TierCopy.CopyAs(converted, home);
+        TierCopy.CopyAs(converted, home).Complete();
         using var same = bed.Tiers.Gpu.Allocate([33, 17], ScalarType.Float16, "w16@gpu");
-        TierCopy.CopyAs(same, home);
+        Assert.True(TierCopy.CopyAs(same, home).IsEmpty); // the same dtype: nothing to widen
 
         Assert.Equal(ScalarType.Float32, converted.Dtype);
         Assert.Equal(33L * 17 * 4, converted.Bytes);

@@ -10,7 +10,27 @@ using FlexGen.Tensors.Tiers;
 /// </summary>
 internal sealed class LoadedWeights(int count, WeightBufferPool pool) : IDisposable
 {
+    private readonly ConcurrentQueue<DeferredWidening> _widenings = new();
+
     public TieredTensor?[] Tensors { get; } = new TieredTensor?[count];
+
+    /// <summary>A load part's float16 disk weights still to widen in their float32 buffers (<see cref="Widen"/>).</summary>
+    public void Add(DeferredWidening widening)
+    {
+        if (!widening.IsEmpty) _widenings.Enqueue(widening);
+    }
+
+    /// <summary>
+    /// Widens what the loads left, on the compute's threads right before its matmuls (see <see cref="DeferredWidening"/>);
+    /// the first compute of the layer does it, later ones (other GPU batches, the CPU's attention part) find it done.
+    /// </summary>
+    public void Widen()
+    {
+        foreach (var widening in _widenings)
+        {
+            widening.Complete();
+        }
+    }
 
     public void Dispose()
     {

@@ -38,8 +38,8 @@ internal sealed class LoadWeightHandler(BlockRunContext run) : ITaskHandler
             bytes += TierTensors.StoredBytes(homes[w]);
         }
 
-        // All at once, so the disk reads the next weight while the last one is converted.
-        TierCopy.CopyAs(conversions);
+        // All at once; float16 disk weights bound for float32 are left for the compute to widen (LoadedWeights.Widen).
+        loaded.Add(TierCopy.CopyAs(conversions));
 
         return bytes;
     }
