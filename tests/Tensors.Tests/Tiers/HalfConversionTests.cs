@@ -36,32 +36,16 @@ public class HalfConversionTests
     [InlineData(4096)]
     [InlineData(1000)]
     [InlineData(17)]
-    public unsafe void Widening_in_place_segment_by_segment_should_equal_widening_into_other_memory(int segment)
-    {
-        // Every bit pattern and 3 more: the float16 values in the upper half of their float32 buffer, widened front to
-        // back a segment at a time, as the disk tier widens a weight it has read.
-        var bits = Enumerable.Range(0, 65536 + 3).Select(n => (ushort)((n * 40503) % 65536)).ToArray();
-        int count = bits.Length;
-        var expected = new float[count];
-        var buffer = new float[count];
-        fixed (ushort* source = bits)
-        fixed (float* destination = expected)
-        fixed (float* target = buffer)
+    public unsafe void Widening_in_place_segment_by_segment_should_equal_widening_into_other_memory(int segment) =>
+        // Front to back, as the last stage of WidenInPlace runs: every bit pattern and 3 more.
+        AssertWidenedInPlace(65536 + 3, (target, count) =>
         {
-            HalfConversion.ToSingle(source, destination, count);
-            var half = (ushort*)target + count; // the upper half: (count) float16
-            bits.AsSpan().CopyTo(new Span<ushort>(half, count));
+            var half = (ushort*)target + count;
             for (int at = 0; at < count; at += segment)
             {
                 HalfConversion.ToSingle(half + at, target + at, Math.Min(segment, count - at));
             }
-        }
-
-        for (int n = 0; n < count; n++)
-        {
-            Assert.True(BitConverter.SingleToInt32Bits(expected[n]) == BitConverter.SingleToInt32Bits(buffer[n]), $"value {n} (0x{bits[n]:X4}): {buffer[n]} instead of {expected[n]}");
-        }
-    }
+        });
 
     [Theory]
     [InlineData(65539, 2)] // every bit pattern and 3 more: the parallel stages, then a scalar tail
@@ -71,9 +55,15 @@ public class HalfConversionTests
     [InlineData(65539, 1)]
     [InlineData(1, 2)]
     [InlineData(0, 2)]
-    public unsafe void Widening_in_place_on_several_threads_should_equal_widening_into_other_memory(int count, int threads)
+    public unsafe void Widening_in_place_on_several_threads_should_equal_widening_into_other_memory(int count, int threads) =>
+        AssertWidenedInPlace(count, (target, n) => HalfConversion.WidenInPlace(target, n, threads));
+
+    private unsafe delegate void InPlaceWidening(float* target, int count);
+
+    // The float16 values in the upper half of their float32 buffer, as a disk read leaves a weight, widened there by
+    // widen: bit for bit what widening into other memory gives.
+    private static unsafe void AssertWidenedInPlace(int count, InPlaceWidening widen)
     {
-        // The float16 values in the upper half of their float32 buffer, as a disk read leaves a weight.
         var bits = Enumerable.Range(0, count).Select(n => (ushort)((n * 40503L) % 65536)).ToArray();
         var expected = new float[count];
         var buffer = new float[count];
@@ -83,7 +73,7 @@ public class HalfConversionTests
         {
             HalfConversion.ToSingle(source, destination, count);
             bits.AsSpan().CopyTo(new Span<ushort>((ushort*)target + count, count));
-            HalfConversion.WidenInPlace(target, count, threads);
+            widen(target, count);
         }
 
         for (int n = 0; n < count; n++)
