@@ -15,15 +15,15 @@ internal sealed class StoreCacheHandler(BlockRunContext run) : ITaskHandler
         var task = part.Task;
         var home = run.Cache[task.Layer, task.Batch];
         var entries = run.Buffers.NewCache.Get(BatchKey.Of(task));
-        var dtype = home.Key.Dtype;
         long start = task.Token == 0 ? 0 : run.PastLength(task.Token);
         long length = entries.Key.Shape[0];
         long bytes = 0;
         foreach (var segment in home.Segments.Where(s => TaskRouter.CacheStorer(s.Home) == part.Actor))
         {
             IndexRange[] ranges = [new(start, start + length), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
-            var key = entries.Key.Data.narrow(1, segment.Start, segment.Length).to(dtype).contiguous(); // (s, rows, d)
-            var value = entries.Value.Data.narrow(1, segment.Start, segment.Length).to(dtype).contiguous();
+            // (s, rows, d), already in the home's dtype: the compute made the entries so (a mismatch is refused by the copy).
+            var key = entries.Key.Data.narrow(1, segment.Start, segment.Length).contiguous();
+            var value = entries.Value.Data.narrow(1, segment.Start, segment.Length).contiguous();
             TierCopy.CopyFrom(segment.Key, ranges, key);
             TierCopy.CopyFrom(segment.Value, ranges, value);
             bytes += 2 * key.NumberOfElements * key.ElementSize;
