@@ -22,41 +22,35 @@ internal static unsafe class DiskTransfer
         }
 
         using var files = new FilePair(tensor, write);
+        var chunk = (long)tensor.Tier.Options.ChunkBytes;
         foreach (var (offset, length) in runs)
         {
-            TransferRun(tensor, files, offset, length, memory, write);
-            memory += length;
-        }
-    }
-
-    /// <summary>One contiguous run of the file from or into <paramref name="memory"/>, its chunks spread over the tier's I/O threads.</summary>
-    private static void TransferRun(DiskTensor tensor, FilePair files, long offset, long length, byte* memory, bool write)
-    {
-        var chunk = (long)tensor.Tier.Options.ChunkBytes;
-
-        // Chunks are aligned in the file (all but the run's first and last start and end on 4 KiB boundaries).
-        var first = NativeFile.AlignDown(offset) / chunk * chunk;
-        var count = (int)((offset + length - first + chunk - 1) / chunk);
-        var runMemory = (nint)memory;
-        void Piece(int i)
-        {
-            var start = Math.Max(offset, first + (i * chunk));
-            var end = Math.Min(offset + length, first + ((i + 1) * chunk));
-            if (end > start)
+            // Chunks are aligned in the file (all but the run's first and last start and end on 4 KiB boundaries).
+            var first = NativeFile.AlignDown(offset) / chunk * chunk;
+            var count = (int)((offset + length - first + chunk - 1) / chunk);
+            var runMemory = (nint)memory;
+            void Piece(int i)
             {
-                var at = (byte*)runMemory + (start - offset);
-                if (write)
+                var start = Math.Max(offset, first + (i * chunk));
+                var end = Math.Min(offset + length, first + ((i + 1) * chunk));
+                if (end > start)
                 {
-                    WritePiece(tensor, files, start, end - start, at);
-                }
-                else
-                {
-                    ReadPiece(tensor, files, start, end - start, at);
+                    var at = (byte*)runMemory + (start - offset);
+                    if (write)
+                    {
+                        WritePiece(tensor, files, start, end - start, at);
+                    }
+                    else
+                    {
+                        ReadPiece(tensor, files, start, end - start, at);
+                    }
                 }
             }
-        }
 
-        tensor.Tier.RunChunks(count, Piece);
+            tensor.Tier.RunChunks(count, Piece);
+
+            memory += length;
+        }
     }
 
     /// <summary>
