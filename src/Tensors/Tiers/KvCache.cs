@@ -6,8 +6,9 @@ using TorchSharp;
 /// <summary>
 /// The KV cache of a placement plan: one key and one value tensor of shape
 /// (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim) per attention layer j and GPU batch k, in the plan's
-/// dtype (float16, or float32 for CPU attention), each in its home (GPU, CPU, disk, or mixed along dim 1; compressed along dim 2 where the policy says so). Owned here; data moves
-/// in and out of each <see cref="Home"/> through <see cref="TierCopy"/> (FlexGen's load_cache / store_cache).
+/// dtype (float16, or float32 for CPU attention), each in its home (GPU, CPU, disk, or mixed along dim 1; compressed
+/// along dim 2 where the policy says so). Owned here; data moves in and out of each <see cref="Home"/> through
+/// <see cref="TierCopy"/> (FlexGen's load_cache / store_cache).
 /// </summary>
 public sealed class KvCache : IDisposable
 {
