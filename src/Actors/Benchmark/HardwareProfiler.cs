@@ -92,7 +92,11 @@ public static class HardwareProfiler
 
             // As the engine streams a weight: float16 on the CPU into a reused buffer of the compute dtype on the GPU tier.
             using var converted = tiers.Gpu.Allocate([elements], options.ComputeDtype, "profile-ctog");
-            double ctog = Bandwidth(bytes, () => TierCopy.CopyAs(converted, cpu).Complete(), options, cancellationToken);
+            double ctog = Bandwidth(bytes, () =>
+            {
+                using var conversion = TierCopy.CopyAs(converted, cpu);
+                conversion.Complete();
+            }, options, cancellationToken);
             Report("ctog_bdw", ctog, $"{mib} float16 CPU -> {options.ComputeDtype} {gpuName} (float16 bytes/s)");
             double gtoc = Bandwidth(bytes, () => TierCopy.Copy(cpu, gpu), options, cancellationToken);
             Report("gtoc_bdw_cache", gtoc, $"{mib} {gpuName} -> CPU");

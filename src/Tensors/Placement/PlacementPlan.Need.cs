@@ -21,7 +21,7 @@ public sealed partial record PlacementPlan
         CheckGeometry(config, promptLen, genLen);
         int cacheElementBytes = KeepsCacheInFloat32(config, policy, computesOnCpu) ? 4 : 2;
         return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheElementBytes),
-            PlaceActivations(config, policy, promptLen), computeDtypeBytes, ComputesBatchesTogether(config, policy, computesOnCpu));
+            PlaceActivations(config, policy, promptLen), computeDtypeBytes, computesOnCpu);
     }
 
     /// <summary>
@@ -59,15 +59,15 @@ public sealed partial record PlacementPlan
     }
 
     private static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen,
-        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool groupedCompute)
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool computesOnCpu)
     {
         WeightSummary weights;
         if (config.NumBlocks > 2)
         {
             var (one, two) = (config.WithBlocks(1), config.WithBlocks(2));
             // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
-            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap);
-            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap);
+            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap, computesOnCpu);
+            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap, computesOnCpu);
             long more = config.NumBlocks - 1L;
             weights = new WeightSummary(
                 new TierBytes(
@@ -80,10 +80,11 @@ public sealed partial record PlacementPlan
         }
         else
         {
-            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap);
+            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap, computesOnCpu);
         }
 
-        return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes, groupedCompute);
+        return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes,
+            ComputesBatchesTogether(config, policy, computesOnCpu));
     }
 
     /// <summary>The formulas of <see cref="MemoryNeed"/> over a weight summary, the cache and the activations.</summary>
@@ -134,7 +135,7 @@ public sealed partial record PlacementPlan
     /// </summary>
     private sealed record WeightSummary(TierBytes Bytes, long Streamed, long WidestIntermediate)
     {
-        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, bool overlap)
+        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, bool overlap, bool computesOnCpu)
         {
             long widest = config.HiddenSize;
             var bytes = TierBytes.Zero;
@@ -148,30 +149,36 @@ public sealed partial record PlacementPlan
                 }
             }
 
-            return new WeightSummary(bytes, StreamedBytes(layers, computeDtypeBytes, overlap), widest);
+            return new WeightSummary(bytes, StreamedBytes(layers, computeDtypeBytes, overlap, computesOnCpu), widest);
         }
 
         /// <summary>
         /// The GPU-tier bytes of weights homed elsewhere (or compressed) while they are loaded for a compute: the layers in
         /// flight at once are one, or with overlap two neighbours (the next loads while this one computes; the last and the
         /// first neighbour across tokens). Plain weights arrive in the compute dtype in buffers reused across loads, one
-        /// pool per shape: it holds, per shape, the most weights of that shape any window of layers in flight loads.
+        /// pool per shape and dtype: it holds, per key, the most buffers of it any window of layers in flight loads. On the
+        /// CPU a disk weight stored in another dtype than the compute's is read into a staging buffer of its own dtype,
+        /// from the same pool, which its compute converts from (<c>TierCopy.CopyAs</c>): counted per window as well.
         /// Compressed weights arrive compressed, in fresh buffers: the largest layer's, times the layers in flight.
         /// </summary>
-        private static long StreamedBytes(IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, bool overlap)
+        private static long StreamedBytes(IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, bool overlap, bool computesOnCpu)
         {
             int window = overlap ? 2 : 1;
-            var pooled = new Dictionary<string, (long Count, long Bytes)>();
+            var pooled = new Dictionary<(string Shape, bool Staging), (long Count, long Bytes)>();
             long compressed = 0;
             for (int j = 0; j < layers.Count; j++)
             {
-                var counts = new Dictionary<string, (long Count, long Bytes)>();
+                var counts = new Dictionary<(string Shape, bool Staging), (long Count, long Bytes)>();
+                void Count((string, bool) key, long bytes) => counts[key] = (counts.GetValueOrDefault(key).Count + 1, bytes);
                 for (int n = 0; n < window; n++)
                 {
                     foreach (var w in layers[(j + n) % layers.Count].Weights.Where(w => w.Home != TierKind.Gpu && !w.Compressed))
                     {
-                        var key = string.Join("x", w.Spec.Shape);
-                        counts[key] = (counts.GetValueOrDefault(key).Count + 1, w.Spec.ElementCount * computeDtypeBytes);
+                        var shape = string.Join("x", w.Spec.Shape);
+                        long computeBytes = w.Spec.ElementCount * computeDtypeBytes;
+                        Count((shape, false), computeBytes);
+                        if (computesOnCpu && w.Home == TierKind.Disk && w.Bytes != computeBytes)
+                            Count((shape, true), w.Bytes);
                     }
                 }
 

@@ -12,7 +12,7 @@ namespace FlexGen.Tensors.Placement;
 public sealed partial record PlacementPlan
 {
     private PlacementPlan(ModelConfig config, Policy policy, int promptLen, int genLen,
-        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool groupedCompute)
+        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool computesOnCpu)
     {
         Config = config;
         Policy = policy;
@@ -23,9 +23,9 @@ public sealed partial record PlacementPlan
         Activations = activations;
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
         ComputeDtypeBytes = computeDtypeBytes;
-        GroupedCompute = groupedCompute;
-        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes, policy.Overlap), cache, activations,
-            computeDtypeBytes, groupedCompute);
+        GroupedCompute = ComputesBatchesTogether(config, policy, computesOnCpu);
+        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes, policy.Overlap, computesOnCpu), cache,
+            activations, computeDtypeBytes, GroupedCompute);
     }
 
     public ModelConfig Config { get; }
@@ -73,7 +73,7 @@ public sealed partial record PlacementPlan
     /// <param name="budgets">The memory each tier may use for the run, homes and working buffers (null: unlimited):
     /// checked by the byte formulas before the layers are laid out, then against the plan (<see cref="CheckBudgets"/>).</param>
     /// <param name="computeDtypeBytes">Bytes of a compute element (the working buffers' dtype).</param>
-    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU (no CUDA): decides <see cref="GroupedCompute"/>.</param>
+    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU (no CUDA): decides <see cref="GroupedCompute"/> and whether streamed disk weights are staged in their stored dtype (<see cref="Need"/>).</param>
     /// <param name="stage">The layers a pipeline stage holds (null: the whole model): only they are placed, and only
     /// their attention layers have a cache.</param>
     /// <exception cref="TierCapacityExceededException">a tier would hold more than its capacity, or need more than its budget.</exception>
@@ -122,12 +122,11 @@ public sealed partial record PlacementPlan
     {
         var cache = PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheElementBytes);
         var activations = PlaceActivations(config, policy, promptLen);
-        bool grouped = ComputesBatchesTogether(config, policy, computesOnCpu);
         // The byte formulas first: a model too large for a budget is refused before its layers are laid out (they count
         // the whole model, so a stage is checked against its laid-out layers only).
         if (budgets != TierBudgets.Unlimited && stage is null)
         {
-            CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes, grouped), budgets);
+            CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes, computesOnCpu), budgets);
         }
 
         var layers = PlaceLayers(config, policy, computeDtypeBytes);
@@ -143,7 +142,7 @@ public sealed partial record PlacementPlan
             cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache), cacheElementBytes);
         }
 
-        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations, computeDtypeBytes, grouped);
+        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations, computeDtypeBytes, computesOnCpu);
         plan.CheckCapacities(capacities ?? TierCapacities.Unlimited);
         CheckBudgets(plan.Need, budgets);
         return plan;

@@ -56,70 +56,97 @@ public static unsafe class TierCopy
     /// <summary>
     /// <c>dst = src</c> converted to <paramref name="dst"/>'s dtype (the one place a tier transfer converts: a weight
     /// streamed to the compute tier in the compute dtype, once per load, into a buffer the caller may reuse across
-    /// loads). The same as <see cref="Copy(TieredTensor, TieredTensor)"/> when the dtypes agree. A plain in-memory source
-    /// is converted straight into <paramref name="dst"/>; a float16 disk source read into <paramref name="dst"/>'s upper
-    /// half, to be widened there by the returned <see cref="DeferredWidening"/> before <paramref name="dst"/> is used
-    /// (empty for every other copy); others are read in their dtype first.
+    /// loads). The same as <see cref="Copy(TieredTensor, TieredTensor)"/> when the dtypes agree. Into CPU memory the
+    /// conversion is left to the returned <see cref="DeferredConversion"/>, for whoever uses <paramref name="dst"/> to run
+    /// on its own threads before it does: a source in memory is converted from where it is, any other is first read in
+    /// its own dtype into a staging buffer (rented from <paramref name="staging"/>, or made and freed here when none is
+    /// given). Into CUDA memory it is converted at once (empty result).
     /// </summary>
-    public static DeferredWidening CopyAs(DeviceTensor dst, TieredTensor src) => CopyAs([(dst, src)]);
+    public static DeferredConversion CopyAs(DeviceTensor dst, TieredTensor src, ITensorBufferPool? staging = null) =>
+        CopyAs([(dst, src)], staging);
 
     /// <summary>
-    /// <see cref="CopyAs(DeviceTensor, TieredTensor)"/> for several pairs at once (a layer's weights): one
-    /// <see cref="DeferredWidening"/> for every float16 disk source read into a float32 CPU destination.
+    /// <see cref="CopyAs(DeviceTensor, TieredTensor, ITensorBufferPool?)"/> for several pairs at once (a layer's weights):
+    /// one <see cref="DeferredConversion"/> for them all. When a read fails, what was staged is given back and the
+    /// failure thrown.
     /// </summary>
-    public static DeferredWidening CopyAs(IReadOnlyList<(DeviceTensor Destination, TieredTensor Source)> copies)
+    public static DeferredConversion CopyAs(IReadOnlyList<(DeviceTensor Destination, TieredTensor Source)> copies, ITensorBufferPool? staging = null)
     {
         ArgumentNullException.ThrowIfNull(copies);
-        var widening = new DeferredWidening();
-        foreach (var (dst, src) in copies)
+        var conversion = new DeferredConversion();
+        try
         {
-            ArgumentNullException.ThrowIfNull(dst);
-            ArgumentNullException.ThrowIfNull(src);
-            if (src.Dtype == dst.Dtype)
+            foreach (var (dst, src) in copies)
             {
-                Copy(dst, src);
-                continue;
-            }
+                ArgumentNullException.ThrowIfNull(dst);
+                ArgumentNullException.ThrowIfNull(src);
+                if (src.Dtype == dst.Dtype)
+                {
+                    Copy(dst, src);
+                    continue;
+                }
 
-            if (src is CompressedTensor)
-            {
-                throw new ArgumentException(
-                    $"Converting copy of '{src.Name}' ({src.Dtype}) to {dst.Dtype} on {dst.Tier.Name}: only plain tensors convert, into device memory.");
-            }
+                if (src is CompressedTensor)
+                {
+                    throw new ArgumentException(
+                        $"Converting copy of '{src.Name}' ({src.Dtype}) to {dst.Dtype} on {dst.Tier.Name}: only plain tensors convert, into device memory.");
+                }
 
-            src.ThrowIfDisposed();
-            dst.ThrowIfDisposed();
-            if (!src.ShapeArray.AsSpan().SequenceEqual(dst.ShapeArray))
-            {
-                throw new ArgumentException(
-                    $"Converting copy of '{src.Name}' {TensorShapes.Format(src.ShapeArray)} into '{dst.Name}' {TensorShapes.Format(dst.ShapeArray)}: the shapes differ.");
-            }
+                src.ThrowIfDisposed();
+                dst.ThrowIfDisposed();
+                if (!src.ShapeArray.AsSpan().SequenceEqual(dst.ShapeArray))
+                {
+                    throw new ArgumentException(
+                        $"Converting copy of '{src.Name}' {TensorShapes.Format(src.ShapeArray)} into '{dst.Name}' {TensorShapes.Format(dst.ShapeArray)}: the shapes differ.");
+                }
 
-            bool widensOnCpu = src.Dtype == torch.ScalarType.Float16 && dst.Dtype == torch.ScalarType.Float32 && dst.Tier.Device.type == DeviceType.CPU;
-            if (widensOnCpu && src is DiskTensor disk)
-            {
-                // The float16 bytes go to the upper half of the float32 buffer, read as any disk read (chunks over the
-                // I/O threads, straight into tensor memory); the widening in place is left to the user.
-                var target = (float*)TensorMemory.Pointer(dst.Data); // (n) float32
-                disk.ReadRuns([(0, disk.Bytes)], (byte*)target + disk.Bytes); // its upper half: (n) float16
-                widening.Add(target, disk.ElementCount);
-            }
-            else if (widensOnCpu && src is DeviceTensor { Data.device_type: DeviceType.CPU } memory)
-            {
-                HalfConversion.ToSingle((ushort*)TensorMemory.Pointer(memory.Data), (float*)TensorMemory.Pointer(dst.Data), src.ElementCount);
-            }
-            else if (src is DeviceTensor plain)
-            {
-                dst.Data.copy_(plain.Data);
-            }
-            else
-            {
-                using var read = ToTorch(src, null, torch.CPU);
-                dst.Data.copy_(read);
+                if (dst.Tier.Device.type != DeviceType.CPU)
+                {
+                    ConvertNow(dst, src);
+                }
+                else if (src is DeviceTensor { Data.device_type: DeviceType.CPU } memory)
+                {
+                    conversion.Add(dst, memory, release: null);
+                }
+                else
+                {
+                    Action<DeviceTensor> release = staging is null ? tensor => tensor.Dispose() : staging.Return;
+                    var staged = staging?.Rent(src.ShapeArray, src.Dtype) ?? dst.Tier.Allocate(src.ShapeArray, src.Dtype, $"{src.Name} (staged)");
+                    try
+                    {
+                        Copy(staged, src);
+                    }
+                    catch
+                    {
+                        release(staged);
+                        throw;
+                    }
+
+                    conversion.Add(dst, staged, release);
+                }
             }
         }
+        catch
+        {
+            conversion.Dispose();
+            throw;
+        }
 
-        return widening;
+        return conversion;
+    }
+
+    // Into CUDA memory: libtorch's copy_ converts as it copies.
+    private static void ConvertNow(DeviceTensor dst, TieredTensor src)
+    {
+        if (src is DeviceTensor plain)
+        {
+            dst.Data.copy_(plain.Data);
+        }
+        else
+        {
+            using var read = ToTorch(src, null, torch.CPU);
+            dst.Data.copy_(read);
+        }
     }
 
     /// <summary>

@@ -67,6 +67,22 @@ public class MemoryNeedTests
     }
 
     [Theory]
+    [InlineData(4, 1.5)] // float32 from float16 files: a float16 staging buffer beside each float32 one
+    [InlineData(2, 1.0)] // bfloat16: the weights are read in the compute dtype, nothing staged
+    public void On_the_cpu_disk_weights_stored_in_another_dtype_should_count_their_staging_buffers(int computeDtypeBytes, double ratio)
+    {
+        var policy = Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 2);
+        long withCuda = PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: computeDtypeBytes).Need.Gpu.StreamedWeights;
+        long onCpu = PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true).Need.Gpu.StreamedWeights;
+
+        Assert.Equal((long)(withCuda * ratio), onCpu);
+        var deeper = Tiny with { NumHiddenLayers = 7 };
+        Assert.Equal(
+            PlacementPlan.Create(deeper, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true).Need,
+            PlacementPlan.EstimateNeed(deeper, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true));
+    }
+
+    [Theory]
     [InlineData(new double[] { 100, 0, 100, 0, 100, 0 }, true)]
     [InlineData(new double[] { 20, 30, 0, 100, 100, 0 }, true)]
     [InlineData(new double[] { 30, 30, 30, 30, 0, 100 }, false)]

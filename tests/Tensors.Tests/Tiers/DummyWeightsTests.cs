@@ -6,6 +6,7 @@ using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
 using FlexGen.Tensors.Tiers;
+using TorchSharp;
 using static TorchSharp.torch;
 
 [Collection(TierCollection.Name)]
@@ -56,5 +57,18 @@ public class DummyWeightsTests
         }
 
         bed.AssertNothingLeft();
+    }
+
+    [Fact]
+    public void Dummy_random_weights_larger_than_the_drawn_values_should_repeat_them_and_keep_their_distribution()
+    {
+        using var scope = NewDisposeScope();
+        var spec = new WeightSpec("w", [3, DummyWeights.DrawnElements], ScalarType.Float16, WeightInit.NormScale);
+        using var filled = torch.empty([3, DummyWeights.DrawnElements], ScalarType.Float16);
+        DummyWeights.FillRandom(filled, spec, seed: 7);
+        Assert.True(TierTestBed.BitEqual(filled[0], filled[2]));
+        using var asFloat = filled.to(ScalarType.Float32);
+        Assert.InRange(asFloat.mean().item<float>(), 0.999, 1.001); // 1 + normal(0, 0.02)
+        Assert.InRange(asFloat.std().item<float>(), 0.019, 0.021);
     }
 }

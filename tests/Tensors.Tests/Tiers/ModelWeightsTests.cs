@@ -295,9 +295,16 @@ public class ModelWeightsTests
         TierCopy.CopyFrom(home, null, values);
 
         using var converted = bed.Tiers.Gpu.Allocate([33, 17], ScalarType.Float32, "w@gpu");
-        TierCopy.CopyAs(converted, home).Complete();
+        using (var conversion = TierCopy.CopyAs(converted, home))
+        {
+            conversion.Complete();
+        }
+
         using var same = bed.Tiers.Gpu.Allocate([33, 17], ScalarType.Float16, "w16@gpu");
-        Assert.True(TierCopy.CopyAs(same, home).IsEmpty); // the same dtype: nothing to widen
+        using (var copied = TierCopy.CopyAs(same, home))
+        {
+            Assert.True(copied.IsEmpty); // the same dtype: copied, nothing to convert
+        }
 
         Assert.Equal(ScalarType.Float32, converted.Dtype);
         Assert.Equal(33L * 17 * 4, converted.Bytes);

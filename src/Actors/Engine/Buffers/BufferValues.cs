@@ -10,30 +10,42 @@ using FlexGen.Tensors.Tiers;
 /// </summary>
 internal sealed class LoadedWeights(int count, WeightBufferPool pool) : IDisposable
 {
-    private readonly ConcurrentQueue<DeferredWidening> _widenings = new();
+    private readonly ConcurrentQueue<DeferredConversion> _conversions = new();
 
     public TieredTensor?[] Tensors { get; } = new TieredTensor?[count];
 
-    /// <summary>A load part's float16 disk weights still to widen in their float32 buffers (<see cref="Widen"/>).</summary>
-    public void Add(DeferredWidening widening)
+    /// <summary>A load part's weights still to convert into their compute-dtype buffers (<see cref="Convert"/>).</summary>
+    public void Add(DeferredConversion conversion)
     {
-        if (!widening.IsEmpty) _widenings.Enqueue(widening);
+        if (conversion.IsEmpty)
+        {
+            conversion.Dispose();
+            return;
+        }
+
+        _conversions.Enqueue(conversion);
     }
 
     /// <summary>
-    /// Widens what the loads left, on the compute's threads right before its matmuls (see <see cref="DeferredWidening"/>);
+    /// Converts what the loads left, on the compute's threads right before its matmuls (see <see cref="DeferredConversion"/>);
     /// the first compute of the layer does it, later ones (other GPU batches, the CPU's attention part) find it done.
     /// </summary>
-    public void Widen()
+    public void Convert()
     {
-        foreach (var widening in _widenings)
+        foreach (var conversion in _conversions)
         {
-            widening.Complete();
+            conversion.Complete();
         }
     }
 
     public void Dispose()
     {
+        // Staging buffers of a load whose compute never ran go back first.
+        foreach (var conversion in _conversions)
+        {
+            conversion.Dispose();
+        }
+
         foreach (var tensor in Tensors)
         {
             pool.Return(tensor);

@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 /// counts it); idle buffers stay booked on the tier until the run is disposed. Thread-safe: loads rent on the I/O
 /// actors' threads, compute parts return on theirs.
 /// </summary>
-internal sealed class WeightBufferPool(DeviceTier tier) : IDisposable
+internal sealed class WeightBufferPool(DeviceTier tier) : ITensorBufferPool, IDisposable
 {
     private readonly object _gate = new();
     private readonly Dictionary<(string Shape, ScalarType Dtype), Stack<DeviceTensor>> _idle = new();

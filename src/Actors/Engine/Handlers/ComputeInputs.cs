@@ -8,14 +8,14 @@ internal sealed class ComputeInputs(BlockRunContext run)
 {
     /// <summary>
     /// The weights of layer j for token i as torch tensors on <paramref name="device"/>, in the layer's order: GPU-homed
-    /// ones in place, others as loaded (float16 disk weights still in their float32 buffers' upper halves widened here
-    /// first, <see cref="LoadedWeights.Widen"/>); compressed ones decompressed here (the copies go to <paramref name="temporaries"/>).
+    /// ones in place, others as loaded (those loaded in another dtype converted here first, <see cref="LoadedWeights.Convert"/>);
+    /// compressed ones decompressed here (the copies go to <paramref name="temporaries"/>).
     /// </summary>
     public Tensor[] Weights(int i, int j, Device device, List<Tensor> temporaries, out long bytes)
     {
         var homes = run.Backend.WeightHomes(j);
         run.Buffers.Weights.TryGet(new LayerKey(i, j), out var loaded);
-        loaded?.Widen();
+        loaded?.Convert();
         var result = new Tensor[homes.Count];
         bytes = 0;
         for (int w = 0; w < homes.Count; w++)

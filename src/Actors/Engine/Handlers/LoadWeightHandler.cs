@@ -38,8 +38,9 @@ internal sealed class LoadWeightHandler(BlockRunContext run) : ITaskHandler
             bytes += TierTensors.StoredBytes(homes[w]);
         }
 
-        // All at once; float16 disk weights bound for float32 are left for the compute to widen (LoadedWeights.Widen).
-        loaded.Add(TierCopy.CopyAs(conversions));
+        // All at once; weights of another dtype are read in their own into staging buffers of the pool, and the compute
+        // converts them (LoadedWeights.Convert).
+        loaded.Add(TierCopy.CopyAs(conversions, run.WeightBuffers));
 
         return bytes;
     }

@@ -1,0 +1,73 @@
+namespace FlexGen.Tensors.Tiers;
+
+using TorchSharp;
+
+/// <summary>
+/// Weights brought into memory in their stored dtype, to be converted into their compute-dtype buffers right before
+/// they are used (<see cref="Complete"/>; <see cref="TierCopy.CopyAs(IReadOnlyList{ValueTuple{DeviceTensor, TieredTensor}}, ITensorBufferPool?)"/>
+/// makes them). The engine's compute converts a streamed layer's weights right before its matmuls, with libtorch's
+/// <c>copy_</c> on the same intra-op threads its matmuls use (float16 -> float32 into reused memory: 5-6 G values/s on 2
+/// cores, bit-exact). Converted by another thread beside the matmuls, the two fought over the cores: on 2 cores a plain
+/// float32 decode step took 1.49 s alone and 1.89 s beside a thread widening a quarter of the time, and 1.2 G values a
+/// step of OPT-1.3B at batch 64 from disk widened by hand-written vector code on the thread pool cost 0.35-0.95 s against
+/// 0.14-0.3 s by libtorch. Holds the targets (their owner's, who must keep them alive) and the sources: a staging buffer
+/// (given back when converted or disposed) or a home in memory (its owner's).
+/// </summary>
+public sealed class DeferredConversion : IDisposable
+{
+    private readonly List<(DeviceTensor Target, DeviceTensor Source, Action<DeviceTensor>? Release)> _pending = [];
+    private readonly Lock _gate = new();
+
+    /// <summary>Nothing to convert.</summary>
+    public bool IsEmpty
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _pending.Count == 0;
+            }
+        }
+    }
+
+    /// <summary><paramref name="target"/> = <paramref name="source"/> in target's dtype at <see cref="Complete"/>; then <paramref name="release"/>(source), if given.</summary>
+    internal void Add(DeviceTensor target, DeviceTensor source, Action<DeviceTensor>? release)
+    {
+        lock (_gate)
+        {
+            _pending.Add((target, source, release));
+        }
+    }
+
+    /// <summary>
+    /// Converts every pair not converted yet, on libtorch's intra-op threads, and gives back their staging buffers; a
+    /// second call, or one from another thread after the first, finds nothing left.
+    /// </summary>
+    public void Complete()
+    {
+        lock (_gate)
+        {
+            while (_pending.Count > 0)
+            {
+                var (target, source, release) = _pending[^1];
+                target.Data.copy_(source.Data);
+                _pending.RemoveAt(_pending.Count - 1);
+                release?.Invoke(source);
+            }
+        }
+    }
+
+    /// <summary>Gives back the staging buffers of the pairs not converted (a load whose compute never ran).</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var (_, source, release) in _pending)
+            {
+                release?.Invoke(source);
+            }
+
+            _pending.Clear();
+        }
+    }
+}
