@@ -44,4 +44,62 @@ public class BlockDispatcherTests
         Assert.DoesNotContain(handedOut, t => t.Token > stopAfter + 1);
         Assert.True(handedOut.Distinct().Count() < schedule.Tasks.Count);
     }
+
+    [Theory]
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    [InlineData(2, true)]
+    [InlineData(3, true)]
+    public void Weight_loads_should_run_as_many_layers_ahead_of_the_compute_as_the_shape_says(int lookahead, bool grouped)
+    {
+        const int batches = 2, genLen = 3;
+        var shape = new ScheduleShape(LayerKinds.BuildLayers(3, true), batches, genLen, genLen, Overlap: true, grouped,
+            WeightLookahead: lookahead);
+        var schedule = BlockSchedule.Create(shape);
+        var dispatcher = new BlockDispatcher(schedule, task => [task.Kind switch
+        {
+            TaskKind.ComputeLayer => PipelineActorKind.GpuCompute,
+            TaskKind.LoadWeight => PipelineActorKind.DiskIo,
+            _ => PipelineActorKind.Copy,
+        }]);
+        int Index(BlockTask task) => (task.Token * shape.NumLayers) + task.Layer;
+
+        // Every transfer finishes as soon as it is handed out; the computes finish one at a time, in block order. When
+        // a layer's first compute comes up, the furthest weight load handed out says how far the loads ran ahead.
+        var computes = new Queue<(BlockTask Task, PipelineActorKind Tier)>();
+        int furthestLoad = -1;
+        var ahead = new List<int>();
+        while (!dispatcher.IsFinished)
+        {
+            for (var ready = dispatcher.TakeReady(); ready.Count > 0; ready = dispatcher.TakeReady())
+            {
+                foreach (var (task, tier) in ready)
+                {
+                    if (task.Kind == TaskKind.ComputeLayer)
+                    {
+                        computes.Enqueue((task, tier));
+                        continue;
+                    }
+
+                    if (task.Kind == TaskKind.LoadWeight) furthestLoad = Math.Max(furthestLoad, Index(task));
+                    dispatcher.Complete(task, tier);
+                }
+            }
+
+            if (computes.Count == 0)
+            {
+                Assert.True(dispatcher.IsFinished, "stuck with nothing to run");
+                break;
+            }
+
+            var compute = computes.Dequeue();
+            if (compute.Task.Batch == 0) ahead.Add(furthestLoad - Index(compute.Task));
+            dispatcher.Complete(compute.Task, compute.Tier);
+        }
+
+        // The last layers have fewer left to load.
+        Assert.Equal(genLen * shape.NumLayers, ahead.Count);
+        Assert.All(ahead.SkipLast(lookahead), layers => Assert.Equal(lookahead, layers));
+        Assert.Equal(Enumerable.Range(0, lookahead).Reverse(), ahead.TakeLast(lookahead));
+    }
 }

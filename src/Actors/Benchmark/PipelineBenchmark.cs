@@ -51,9 +51,9 @@ public sealed record PipelineBenchmarkOptions
     public string OffloadDirectory { get; init; } = Path.Combine(Path.GetTempPath(), "flexgen-bench");
 
     /// <summary>
-    /// bfloat16: the disk holds the weights in the compute dtype, so a read is only I/O. In float32 the disk tier widens each
-    /// float16 chunk on its I/O threads, CPU work that takes the compute's cores while they overlap (on 2 cores the
-    /// widening and the matmuls share them), so overlap would measure core sharing more than I/O hidden behind compute.
+    /// bfloat16: the disk holds the weights in the compute dtype, so a read is only I/O and the compute's time is only
+    /// compute. In float32 the compute also converts each float16 weight it was streamed, so the two modes' balance
+    /// would hinge on that conversion's speed more than on I/O hidden behind compute.
     /// </summary>
     public ComputeSettings Compute { get; init; } = ComputeSettings.BFloat16;
 
@@ -110,7 +110,7 @@ public sealed record PipelineBenchmarkRun(bool Overlap, int Tokens, PhaseTimings
     /// <summary>Busy time of the compute tiers (GPU and CPU compute).</summary>
     public TimeSpan ComputeBusy => TimeSpan.FromTicks(Summary.Tiers.Where(t => t.Tier.IsCompute()).Sum(t => t.Busy.Ticks));
 
-    /// <summary>Busy time of the disk tier's actor (its reads, and in float32 their widening).</summary>
+    /// <summary>Busy time of the disk tier's actor (its reads).</summary>
     public TimeSpan DiskBusy => Summary.Of(PipelineActorKind.DiskIo)?.Busy ?? TimeSpan.Zero;
 }
 

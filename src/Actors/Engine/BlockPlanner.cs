@@ -65,7 +65,8 @@ internal sealed class BlockPlanner
             placement.Activations.Home,
             _policy.CpuCacheCompute);
         var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen,
-            _policy.Overlap, placement.GroupedCompute, FirstStage: _stage?.IsFirst ?? true, LastStage: _stage?.IsLast ?? true));
+            _policy.Overlap, placement.GroupedCompute, FirstStage: _stage?.IsFirst ?? true, LastStage: _stage?.IsLast ?? true,
+            WeightLookahead: placement.WeightLookahead));
         return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
     }
 }

@@ -9,7 +9,8 @@ using FlexGen.Actors.Schedule;
 /// <item>overlap off: every earlier task in block order has completed (load -&gt; compute -&gt; store, one at a time);</item>
 /// <item>overlap on: the tasks it depends on (<see cref="BlockSchedule.DependenciesOf"/>) have completed, and the
 /// compute of the step <c>prefetchSteps</c> before the step that issues it has completed (with 1, the loads for step
-/// s+1 and the stores of step s-1 run while step s computes, as in FlexGen; bounded prefetch buffers);</item>
+/// s+1 and the stores of step s-1 run while step s computes, as in FlexGen; bounded prefetch buffers); a weight load
+/// may run <see cref="ScheduleShape.WeightLookahead"/> layers ahead, whatever <c>prefetchSteps</c> says below that;</item>
 /// <item>its tier has fewer than <c>maxInFlightPerTier</c> parts outstanding.</item>
 /// </list>
 /// In a pipeline stage, a part still waiting for another stage's input (<see cref="BlockSchedule.StageInput"/>) does not
@@ -22,6 +23,7 @@ public sealed class BlockDispatcher
     private readonly Func<BlockTask, IReadOnlyList<PipelineActorKind>> _route;
     private readonly int _maxInFlight;
     private readonly int _prefetchSteps;
+    private readonly int _weightPrefetchSteps;
     private readonly Dictionary<PipelineActorKind, List<BlockTask>> _queues = new();
     private readonly Dictionary<PipelineActorKind, int> _inFlight = new();
     private readonly Dictionary<BlockTask, int> _partsLeft = new();
@@ -48,6 +50,9 @@ public sealed class BlockDispatcher
         _maxInFlight = maxInFlightPerTier;
         _prefetchSteps = prefetchSteps;
         _computeDone = new bool[schedule.StepCount];
+        // A weight load of layer j + 1 sits at step (j, 0); W layers ahead of compute (c, 0) is the one at step
+        // (c + W - 1, 0), whose gate must be the compute before (c, 0).
+        _weightPrefetchSteps = Math.Max(prefetchSteps, 1 + ((schedule.Shape.WeightLookahead - 1) * schedule.Shape.NumGpuBatches));
         _dependencies = schedule.Tasks.Select(t => schedule.DependenciesOf(t.Task).ToArray()).ToArray();
         foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
@@ -215,7 +220,8 @@ public sealed class BlockDispatcher
         }
 
         int step = _schedule.Tasks[position].Step;
-        int gate = Math.Min(step, _computeDone.Length) - _prefetchSteps;
+        int prefetch = _schedule.Tasks[position].Task.Kind == TaskKind.LoadWeight ? _weightPrefetchSteps : _prefetchSteps;
+        int gate = Math.Min(step, _computeDone.Length) - prefetch;
         if (gate >= 0 && !_computeDone[gate])
         {
             return false;

@@ -14,8 +14,11 @@ using FlexGen.Tensors.Models;
 /// first layer's input comes from the stage before.</param>
 /// <param name="LastStage">The layers end the model (they sample); false for an earlier pipeline stage, whose last
 /// layer's output goes to the stage after.</param>
+/// <param name="WeightLookahead">With overlap, how many layers ahead of the running compute the weights may load: 1 is
+/// FlexGen's (the next layer's load runs while this one computes); the plan decides (<c>PlacementPlan.WeightLookahead</c>),
+/// as it counts the buffers in flight. The block order is FlexGen's either way; only the dispatcher's gate moves.</param>
 public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap,
-    bool GroupedCompute = false, bool FirstStage = true, bool LastStage = true)
+    bool GroupedCompute = false, bool FirstStage = true, bool LastStage = true, int WeightLookahead = 1)
 {
     public int NumLayers => Layers.Count;
 
@@ -35,6 +38,11 @@ public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBa
         if (NumGpuBatches < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(NumGpuBatches), NumGpuBatches, "must be >= 1");
+        }
+
+        if (WeightLookahead < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(WeightLookahead), WeightLookahead, "must be >= 1");
         }
 
         if (GenLen < 1)

@@ -9,7 +9,7 @@ using FlexGen.Tensors.Tiers;
 /// <param name="Weights">Weight homes.</param>
 /// <param name="Cache">KV cache homes (k and v of every attention layer and GPU batch).</param>
 /// <param name="Hidden">The hidden-state home (act home): one (gpu_batch_size, prompt_len, h) float16 tensor per GPU batch.</param>
-/// <param name="StreamedWeights">Weights copied to the compute tier for their compute: the reused buffers they land in (per shape, what one layer, or two neighbours with overlap, streams), and on the CPU the staging buffers of disk weights stored in another dtype.</param>
+/// <param name="StreamedWeights">Weights copied to the compute tier for their compute: the reused buffers they land in (per shape, what one layer, or with overlap the computed one and those loading ahead of it, streams), and on the CPU the staging buffers of disk weights stored in another dtype.</param>
 /// <param name="LoadedCache">KV cache of a layer and GPU batch copied to where its attention runs (two with overlap).</param>
 /// <param name="LoadedHidden">Hidden states of a GPU batch (every GPU batch with grouped compute) copied to the compute tier from their home (two with overlap).</param>
 /// <param name="Activations">The compute's intermediates of a GPU batch (every GPU batch with grouped compute): layer input and output, the largest intermediate, the logits.</param>

@@ -66,8 +66,8 @@ public sealed partial record PlacementPlan
         {
             var (one, two) = (config.WithBlocks(1), config.WithBlocks(2));
             // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
-            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap, computesOnCpu);
-            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap, computesOnCpu);
+            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu);
+            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu);
             long more = config.NumBlocks - 1L;
             weights = new WeightSummary(
                 new TierBytes(
@@ -80,7 +80,7 @@ public sealed partial record PlacementPlan
         }
         else
         {
-            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes, policy.Overlap, computesOnCpu);
+            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu);
         }
 
         return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes,
@@ -135,7 +135,7 @@ public sealed partial record PlacementPlan
     /// </summary>
     private sealed record WeightSummary(TierBytes Bytes, long Streamed, long WidestIntermediate)
     {
-        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, bool overlap, bool computesOnCpu)
+        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, Policy policy, bool computesOnCpu)
         {
             long widest = config.HiddenSize;
             var bytes = TierBytes.Zero;
@@ -149,21 +149,21 @@ public sealed partial record PlacementPlan
                 }
             }
 
-            return new WeightSummary(bytes, StreamedBytes(layers, computeDtypeBytes, overlap, computesOnCpu), widest);
+            int window = policy.Overlap ? 1 + WeightLookaheadOf(policy, computesOnCpu) : 1;
+            return new WeightSummary(bytes, StreamedBytes(layers, computeDtypeBytes, window, computesOnCpu), widest);
         }
 
         /// <summary>
         /// The GPU-tier bytes of weights homed elsewhere (or compressed) while they are loaded for a compute: the layers in
-        /// flight at once are one, or with overlap two neighbours (the next loads while this one computes; the last and the
-        /// first neighbour across tokens). Plain weights arrive in the compute dtype in buffers reused across loads, one
+        /// flight at once (<paramref name="window"/>) are one, or with overlap the computed one and the
+        /// <see cref="WeightLookaheadOf"/> after it (the last and the first are neighbours across tokens). Plain weights arrive in the compute dtype in buffers reused across loads, one
         /// pool per shape and dtype: it holds, per key, the most buffers of it any window of layers in flight loads. On the
         /// CPU a disk weight stored in another dtype than the compute's is read into a staging buffer of its own dtype,
         /// from the same pool, which its compute converts from (<c>TierCopy.CopyAs</c>): counted per window as well.
         /// Compressed weights arrive compressed, in fresh buffers: the largest layer's, times the layers in flight.
         /// </summary>
-        private static long StreamedBytes(IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, bool overlap, bool computesOnCpu)
+        private static long StreamedBytes(IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, int window, bool computesOnCpu)
         {
-            int window = overlap ? 2 : 1;
             var pooled = new Dictionary<(string Shape, bool Staging), (long Count, long Bytes)>();
             long compressed = 0;
             for (int j = 0; j < layers.Count; j++)

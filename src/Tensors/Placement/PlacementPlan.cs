@@ -24,7 +24,8 @@ public sealed partial record PlacementPlan
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
         ComputeDtypeBytes = computeDtypeBytes;
         GroupedCompute = ComputesBatchesTogether(config, policy, computesOnCpu);
-        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes, policy.Overlap, computesOnCpu), cache,
+        WeightLookahead = WeightLookaheadOf(policy, computesOnCpu);
+        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes, policy, computesOnCpu), cache,
             activations, computeDtypeBytes, GroupedCompute);
     }
 
@@ -56,6 +57,23 @@ public sealed partial record PlacementPlan
 
     /// <summary>What the run needs per tier: the homes above and the working buffers (see <see cref="MemoryNeed"/>).</summary>
     public MemoryNeed Need { get; }
+
+    /// <summary>How many layers ahead of the running compute its weights load (see <see cref="WeightLookaheadOf"/>).</summary>
+    public int WeightLookahead { get; }
+
+    /// <summary>
+    /// How many layers ahead of the running compute the weight loads may run, with overlap: FlexGen's 1 (the next layer
+    /// loads while this one computes), or 2 when the compute runs on the CPU. With sep_layer the layers alternate between
+    /// attention (a third of a block's weights) and MLP (two thirds); one layer ahead, the disk idles behind each MLP
+    /// compute and the compute waits behind each MLP load (OPT-1.3B float32, 32 x 2, weights on disk: 25.7 token/s; two
+    /// ahead: 29.2; a whole block as one layer: 30.3). The GPU tier is CPU memory there, where one more layer's buffers
+    /// (<see cref="MemoryNeed"/> counts them) cost little; with CUDA its memory is what the policy spends, so FlexGen's 1.
+    /// </summary>
+    public static int WeightLookaheadOf(Policy policy, bool computesOnCpu)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        return policy.Overlap && computesOnCpu ? 2 : 1;
+    }
 
     /// <summary>The GPU batches of a layer compute together (see <see cref="ComputesBatchesTogether"/>).</summary>
     public bool GroupedCompute { get; }

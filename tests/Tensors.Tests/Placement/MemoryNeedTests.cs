@@ -71,7 +71,8 @@ public class MemoryNeedTests
     [InlineData(2, 1.0)] // bfloat16: the weights are read in the compute dtype, nothing staged
     public void On_the_cpu_disk_weights_stored_in_another_dtype_should_count_their_staging_buffers(int computeDtypeBytes, double ratio)
     {
-        var policy = Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 2);
+        // Without overlap both count one layer in flight, so only the staging differs.
+        var policy = Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 2) with { Overlap = false };
         long withCuda = PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: computeDtypeBytes).Need.Gpu.StreamedWeights;
         long onCpu = PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true).Need.Gpu.StreamedWeights;
 
@@ -80,6 +81,25 @@ public class MemoryNeedTests
         Assert.Equal(
             PlacementPlan.Create(deeper, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true).Need,
             PlacementPlan.EstimateNeed(deeper, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true));
+    }
+
+    [Fact]
+    public void On_the_cpu_with_overlap_the_weights_of_two_layers_ahead_should_be_counted_as_by_hand()
+    {
+        // bfloat16 (d = 2, nothing staged), every weight on disk. With CUDA two neighbouring layers are in flight:
+        // (V, h) x 2 12,869,632; (2050, h) 262,400; (h, h) x 4 32,768; (h) x 9 1,152; (F, h), (h, F) x 1 32,768 each;
+        // (F) x 1 512: 13,232,000 (the remarks' streamed weights at d = 2). On the CPU three, the computed one and two
+        // ahead: (h, h) x 8 (attention, MLP, attention) 65,536; (h) x 15 (6 + 3 + 6) 1,920; (F, h), (h, F), (F) x 2
+        // (MLP, attention, MLP) 65,536, 65,536, 1,024; the rest as with CUDA: 13,331,584.
+        var policy = Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 2);
+        var withCuda = PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: 2);
+        var onCpu = PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: 2, computesOnCpu: true);
+
+        Assert.Equal(1, withCuda.WeightLookahead);
+        Assert.Equal(2, onCpu.WeightLookahead);
+        Assert.Equal(13_232_000, withCuda.Need.Gpu.StreamedWeights);
+        Assert.Equal(13_331_584, onCpu.Need.Gpu.StreamedWeights);
+        Assert.Equal(1, PlacementPlan.Create(Tiny, policy with { Overlap = false }, 12, 10, computeDtypeBytes: 2, computesOnCpu: true).WeightLookahead);
     }
 
     [Theory]

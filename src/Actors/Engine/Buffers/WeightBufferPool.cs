@@ -5,7 +5,8 @@ using static TorchSharp.torch;
 
 /// <summary>
 /// The GPU-tier buffers streamed weights land in, reused across loads: a load rents one per weight (by shape and dtype),
-/// the last consumer's release of the layer returns it. Fresh large tensors page-fault their memory in (on these VMs a
+/// the last consumer's release of the layer returns it; a disk weight stored in another dtype also rents a staging buffer
+/// in that dtype, which its compute returns once it has converted it (<see cref="TierCopy.CopyAs(IReadOnlyList{ValueTuple{DeviceTensor, TieredTensor}}, ITensorBufferPool?)"/>). Fresh large tensors page-fault their memory in (on these VMs a
 /// fresh 154 MB tensor costs 2.4x a reused one), so after the first token a decode step allocates no weight memory.
 /// The pool holds what was in flight at once per shape and dtype (<see cref="FlexGen.Tensors.Placement.MemoryNeed"/>
 /// counts it); idle buffers stay booked on the tier until the run is disposed. Thread-safe: loads rent on the I/O
