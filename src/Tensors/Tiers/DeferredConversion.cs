@@ -6,12 +6,12 @@ using TorchSharp;
 /// Weights brought into memory in their stored dtype, to be converted into their compute-dtype buffers right before
 /// they are used (<see cref="Complete"/>; <see cref="TierCopy.CopyAs(IReadOnlyList{ValueTuple{DeviceTensor, TieredTensor}}, ITensorBufferPool?)"/>
 /// makes them). The engine's compute converts a streamed layer's weights right before its matmuls, with libtorch's
-/// <c>copy_</c> on the same intra-op threads its matmuls use (float16 -> float32 into reused memory: 5-6 G values/s on 2
-/// cores, bit-exact). Converted by another thread beside the matmuls, the two fought over the cores: on 2 cores a plain
-/// float32 decode step took 1.49 s alone and 1.89 s beside a thread widening a quarter of the time, and 1.2 G values a
-/// step of OPT-1.3B at batch 64 from disk widened by hand-written vector code on the thread pool cost 0.35-0.95 s against
-/// 0.14-0.3 s by libtorch. Holds the targets (their owner's, who must keep them alive) and the sources: a staging buffer
-/// (given back when converted or disposed) or a home in memory (its owner's).
+/// <c>copy_</c> on the intra-op threads its matmuls use: bit-exact, and on 2 cores it widens float16 into reused memory
+/// at 4.8-9.9 G values/s. Hand-written vector code on the thread pool reached 3.2-4.3, and its hand-offs to and from the
+/// matmul threads cost more still: OPT-1.3B's 96 block matrices at batch 64 took 1.12-1.22 s a step as resident float32
+/// matmuls, 1.37-1.42 s widened first by libtorch, 1.66-2.09 s widened first on the thread pool. Converted on an I/O
+/// thread beside the matmuls, the two fought over the cores. Holds the targets (their owner's, who must keep them
+/// alive) and the sources: a staging buffer (given back when converted or disposed) or a home in memory (its owner's).
 /// </summary>
 public sealed class DeferredConversion : IDisposable
 {
