@@ -57,7 +57,10 @@ public interface IModelFamily
 /// </summary>
 public interface ILayerCompute
 {
-    /// <summary>(batch, new_seq) int64 ids, (batch, total_seq) mask -> hidden (batch, new_seq, h).</summary>
+    /// <summary>
+    /// (batch, new_seq) int64 ids, (batch, total_seq) mask -> hidden (batch, new_seq, h). Gathers the rows it needs before
+    /// converting them: streamed tables arrive in their stored dtype (<see cref="LayerKinds.GathersWeightRows"/>).
+    /// </summary>
     Tensor Embed(Tensor tokenIds, Tensor attentionMask, IReadOnlyList<Tensor> weights, ComputeSettings compute);
 
     /// <summary>Attention over the prompt: hidden (batch, s, h), mask (batch, s) -> hidden and the cache entries of [0, s).</summary>

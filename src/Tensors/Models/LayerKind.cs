@@ -26,6 +26,13 @@ public static class LayerKinds
     public static bool HasKvCache(this LayerKind kind) => kind is LayerKind.Block or LayerKind.Attention;
 
     /// <summary>
+    /// Layers that read only the rows of their weights the token ids pick (the embedding tables): streamed to the compute
+    /// tier, their weights stay in their stored dtype and the family converts the rows it gathers
+    /// (<see cref="ILayerCompute.Embed"/>), instead of the whole table being converted at every step.
+    /// </summary>
+    public static bool GathersWeightRows(this LayerKind kind) => kind is LayerKind.InputEmbedding;
+
+    /// <summary>
     /// The layer list FlexGen builds for a model of <paramref name="numBlocks"/> transformer blocks:
     /// InputEmbedding, per block one Block (or Attention + Mlp with sep-layer), OutputEmbedding.
     /// </summary>

@@ -156,42 +156,47 @@ public sealed partial record PlacementPlan
         /// <summary>
         /// The GPU-tier bytes of weights homed elsewhere (or compressed) while they are loaded for a compute: the layers in
         /// flight at once (<paramref name="window"/>) are one, or with overlap the computed one and the
-        /// <see cref="WeightLookaheadOf"/> after it (the last and the first are neighbours across tokens). Plain weights arrive in the compute dtype in buffers reused across loads, one
-        /// pool per shape and dtype: it holds, per key, the most buffers of it any window of layers in flight loads. On the
-        /// CPU a disk weight stored in another dtype than the compute's is read into a staging buffer of its own dtype,
-        /// from the same pool, which its compute converts from (<c>TierCopy.CopyAs</c>): counted per window as well.
-        /// Compressed weights arrive compressed, in fresh buffers: the largest layer's, times the layers in flight.
+        /// <see cref="WeightLookaheadOf"/> after it (the last and the first are neighbours across tokens). Plain weights
+        /// arrive in the compute dtype (an embedding table in its stored one, <see cref="LayerKinds.GathersWeightRows"/>)
+        /// in buffers reused across loads, one pool per shape and dtype: it holds, per key, the most buffers of it any
+        /// window of layers in flight loads. On the CPU a disk weight stored in another dtype than the compute's is read
+        /// into a staging buffer of its own dtype, from the same pool, which its compute converts from
+        /// (<c>TierCopy.CopyAs</c>): counted per window as well. Compressed weights arrive compressed, in fresh buffers:
+        /// the largest layer's, times the layers in flight.
         /// </summary>
         private static long StreamedBytes(IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, int window, bool computesOnCpu)
         {
-            var pooled = new Dictionary<(string Shape, bool Staging), (long Count, long Bytes)>();
+            // Keyed as the engine's pool is: by shape and dtype (here its bytes per buffer).
+            var pooled = new Dictionary<(string Shape, long Bytes), long>();
             long compressed = 0;
             for (int j = 0; j < layers.Count; j++)
             {
-                var counts = new Dictionary<(string Shape, bool Staging), (long Count, long Bytes)>();
-                void Count((string, bool) key, long bytes) => counts[key] = (counts.GetValueOrDefault(key).Count + 1, bytes);
+                var counts = new Dictionary<(string Shape, long Bytes), long>();
+                void Count(string shape, long bytes) => counts[(shape, bytes)] = counts.GetValueOrDefault((shape, bytes)) + 1;
                 for (int n = 0; n < window; n++)
                 {
-                    foreach (var w in layers[(j + n) % layers.Count].Weights.Where(w => w.Home != TierKind.Gpu && !w.Compressed))
+                    var layer = layers[(j + n) % layers.Count];
+                    bool gathersRows = layer.Layer.Kind.GathersWeightRows();
+                    foreach (var w in layer.Weights.Where(w => w.Home != TierKind.Gpu && !w.Compressed))
                     {
                         var shape = string.Join("x", w.Spec.Shape);
                         long computeBytes = w.Spec.ElementCount * computeDtypeBytes;
-                        Count((shape, false), computeBytes);
-                        if (computesOnCpu && w.Home == TierKind.Disk && w.Bytes != computeBytes)
-                            Count((shape, true), w.Bytes);
+                        Count(shape, gathersRows ? w.Bytes : computeBytes);
+                        if (computesOnCpu && w.Home == TierKind.Disk && !gathersRows && w.Bytes != computeBytes)
+                            Count(shape, w.Bytes);
                     }
                 }
 
                 foreach (var (key, held) in counts)
                 {
-                    if (held.Count > pooled.GetValueOrDefault(key).Count)
+                    if (held > pooled.GetValueOrDefault(key))
                         pooled[key] = held;
                 }
 
                 compressed = Math.Max(compressed, layers[j].Weights.Where(w => w.Compressed).Sum(w => w.Spec.Bytes));
             }
 
-            return TierNeed.Sum(TierNeed.Sum(pooled.Values.Select(p => TierNeed.Product(p.Count, p.Bytes)).ToArray()), TierNeed.Product(compressed, window));
+            return TierNeed.Sum(TierNeed.Sum(pooled.Select(p => TierNeed.Product(p.Value, p.Key.Bytes)).ToArray()), TierNeed.Product(compressed, window));
         }
     }
 }

@@ -15,21 +15,23 @@ namespace FlexGen.Tensors.Tests.Placement;
 /// compute (d = 4), weights and cache on the CPU, activations on the GPU, overlap on (2 copies of each load):
 /// <code>
 /// homes:   weights (cpu) 13,432,192; KV cache (cpu) 129,024; hidden (gpu) 8 * 12 * 64 * 2 = 12,288
-/// streamed weights (gpu): converted to the compute dtype as they are loaded, into buffers reused per shape; per shape the
-///                    most weights two neighbouring layers load (sep_layer: embed, attention, MLP, ..., output):
-///                    (V, h) x 2 (output, then the next token's embed) 2 * V*h * d = 25,739,264; (2050, h) x 1: 524,800;
+/// streamed weights (gpu): converted to the compute dtype as they are loaded (the embedding tables kept in their stored
+///                    float16: the embedding converts the rows it gathers), into buffers reused per shape and dtype; per
+///                    key the most weights two neighbouring layers load (sep_layer: embed, attention, MLP, ..., output):
+///                    (V, h) x 1 (output) V*h * d = 12,869,632 and in float16 x 1 (the next token's embed) 6,434,816;
+///                    (2050, h) in float16 x 1: 262,400;
 ///                    (h, h) x 4 (q, k, v, out): 65,536; (h) x 9 (attention's 4 biases and 2 norms + MLP's bias and 2 norms): 2,304;
-///                    (F, h), (h, F) x 1: 65,536 each; (F) x 1: 1,024;  together 26,464,000
+///                    (F, h), (h, F) x 1: 65,536 each; (F) x 1: 1,024;  together 19,766,784
 /// loaded cache (gpu): k and v of one layer and GPU batch: 2 * 16 rows * (21 * 16 * 2 = 672) = 21,504, x 2 = 43,008
 /// loaded hidden: 0 (the act home is the GPU)
 /// activations (gpu): d * b * (2*s*h + max(s*F, H*s*s, H*(s+g-1)) + V) = 4 * 4 * (1,536 + max(3,072, 576, 84) + 50,272)
 ///                    = 16 * 54,880 = 878,080
-/// gpu: 12,288 + 26,464,000 + 43,008 + 878,080 = 27,397,376;  cpu: 13,432,192 + 129,024 = 13,561,216
+/// gpu: 12,288 + 19,766,784 + 43,008 + 878,080 = 20,700,160;  cpu: 13,432,192 + 129,024 = 13,561,216
 /// </code>
 /// </remarks>
 public class MemoryNeedTests
 {
-    private const long GpuNeed = 27_397_376;
+    private const long GpuNeed = 20_700_160;
     private const long CpuNeed = 13_561_216;
 
     private static readonly OptConfig Tiny =
@@ -45,7 +47,7 @@ public class MemoryNeedTests
     {
         var need = Plan(CpuWeightsAndCache).Need;
 
-        Assert.Equal(new TierNeed(0, 0, 12_288, 26_464_000, 43_008, 0, 878_080), need.Gpu);
+        Assert.Equal(new TierNeed(0, 0, 12_288, 19_766_784, 43_008, 0, 878_080), need.Gpu);
         Assert.Equal(new TierNeed(13_432_192, 129_024, 0, 0, 0, 0, 0), need.Cpu);
         Assert.Equal(default, need.Disk);
         Assert.Equal(new TierBytes(GpuNeed, CpuNeed, 0), need.Total);
@@ -56,27 +58,29 @@ public class MemoryNeedTests
     public void Without_overlap_each_load_should_be_counted_once_and_an_act_home_off_the_gpu_loaded()
     {
         // activations on the CPU: loaded hidden b * s * h * 2 = 4 * 12 * 64 * 2 = 6,144 (x 1 without overlap). Streamed
-        // weights: per shape the most one layer loads: (V, h) 12,869,632; (2050, h) 524,800; (h, h) x 4, (F, h), (h, F)
-        // 65,536 each; (h) x 6 (attention) 1,536; (F) 1,024: 13,593,600.
+        // weights: per shape and dtype the most one layer loads: (V, h) 12,869,632 (output) and in float16 6,434,816
+        // (embed: the two no longer share a buffer); (2050, h) in float16 262,400; (h, h) x 4, (F, h), (h, F) 65,536 each;
+        // (h) x 6 (attention) 1,536; (F) 1,024: 19,766,016.
         var policy = Policy.FromPercent([0, 100, 0, 100, 0, 100], 4, 2) with { Overlap = false };
 
         var need = Plan(policy).Need;
 
-        Assert.Equal(new TierNeed(0, 0, 0, 13_593_600, 21_504, 6_144, 878_080), need.Gpu);
+        Assert.Equal(new TierNeed(0, 0, 0, 19_766_016, 21_504, 6_144, 878_080), need.Gpu);
         Assert.Equal(new TierNeed(13_432_192, 129_024, 12_288, 0, 0, 0, 0), need.Cpu);
     }
 
     [Theory]
-    [InlineData(4, 1.5)] // float32 from float16 files: a float16 staging buffer beside each float32 one
-    [InlineData(2, 1.0)] // bfloat16: the weights are read in the compute dtype, nothing staged
-    public void On_the_cpu_disk_weights_stored_in_another_dtype_should_count_their_staging_buffers(int computeDtypeBytes, double ratio)
+    [InlineData(4, 19_766_016, 19_865_600)]
+    [InlineData(2, 6_796_800, 6_796_800)] // bfloat16: read in the compute dtype, nothing staged (both tables share a buffer)
+    public void On_the_cpu_disk_weights_stored_in_another_dtype_should_count_their_staging_buffers(int computeDtypeBytes, long withCuda, long onCpu)
     {
-        // Without overlap both count one layer in flight, so only the staging differs.
+        // Every weight on disk, no overlap (one layer in flight either way). float32 on the CPU reads the attention's and
+        // the MLP's float16 weights into staging buffers: (h, h) x 4 32,768; (h) x 6 768; (F, h), (h, F) 32,768 each;
+        // (F) 512: 99,584 more. The output table's staging buffer is the embedding's float16 one (same shape and dtype).
         var policy = Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 2) with { Overlap = false };
-        long withCuda = PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: computeDtypeBytes).Need.Gpu.StreamedWeights;
-        long onCpu = PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true).Need.Gpu.StreamedWeights;
 
-        Assert.Equal((long)(withCuda * ratio), onCpu);
+        Assert.Equal(withCuda, PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: computeDtypeBytes).Need.Gpu.StreamedWeights);
+        Assert.Equal(onCpu, PlacementPlan.Create(Tiny, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true).Need.Gpu.StreamedWeights);
         var deeper = Tiny with { NumHiddenLayers = 7 };
         Assert.Equal(
             PlacementPlan.Create(deeper, policy, 12, 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true).Need,
@@ -121,21 +125,21 @@ public class MemoryNeedTests
     [Fact]
     public void A_run_over_the_cpu_budget_with_the_gpu_emulated_in_cpu_memory_should_be_refused_naming_tier_need_and_budget()
     {
-        // Without CUDA the GPU tier is CPU memory: 27,397,376 + 13,561,216 = 40,958,592 bytes count against the CPU budget.
-        var fits = new TierBudgets { Cpu = new TierBudget(40_958_592, "test"), GpuInCpuMemory = true };
+        // Without CUDA the GPU tier is CPU memory: 20,700,160 + 13,561,216 = 34,261,376 bytes count against the CPU budget.
+        var fits = new TierBudgets { Cpu = new TierBudget(34_261_376, "test"), GpuInCpuMemory = true };
         Plan(CpuWeightsAndCache, fits);
 
         var ex = Assert.Throws<TierCapacityExceededException>(() =>
-            Plan(CpuWeightsAndCache, fits with { Cpu = new TierBudget(40_958_591, "MemAvailable of /proc/meminfo") }));
+            Plan(CpuWeightsAndCache, fits with { Cpu = new TierBudget(34_261_375, "MemAvailable of /proc/meminfo") }));
 
         Assert.Equal(TierKind.Cpu, ex.Tier);
-        Assert.Equal(40_958_592, ex.NeededBytes);
-        Assert.Equal(40_958_591, ex.CapacityBytes);
+        Assert.Equal(34_261_376, ex.NeededBytes);
+        Assert.Equal(34_261_375, ex.CapacityBytes);
         Assert.Equal("MemAvailable of /proc/meminfo", ex.BudgetSource);
         Assert.Equal(
-            "The Cpu tier (with the Gpu tier, emulated in CPU memory) needs 40,958,592 bytes (0.04 GiB: cpu weights 13,432,192, " +
-            "KV cache 129,024; gpu hidden 12,288, streamed weights 26,464,000, loaded cache 43,008, activations 878,080) " +
-            "but its budget is 40,958,591 bytes (0.04 GiB, MemAvailable of /proc/meminfo).", ex.Message);
+            "The Cpu tier (with the Gpu tier, emulated in CPU memory) needs 34,261,376 bytes (0.03 GiB: cpu weights 13,432,192, " +
+            "KV cache 129,024; gpu hidden 12,288, streamed weights 19,766,784, loaded cache 43,008, activations 878,080) " +
+            "but its budget is 34,261,375 bytes (0.03 GiB, MemAvailable of /proc/meminfo).", ex.Message);
     }
 
     [Fact]
@@ -146,8 +150,8 @@ public class MemoryNeedTests
 
         var gpu = Assert.Throws<TierCapacityExceededException>(() => Plan(CpuWeightsAndCache, budgets with { Gpu = new TierBudget(GpuNeed - 1, "--gpu-mem") }));
         Assert.Equal((TierKind.Gpu, GpuNeed), (gpu.Tier, gpu.NeededBytes));
-        Assert.StartsWith("The Gpu tier needs 27,397,376 bytes (0.03 GiB: hidden 12,288, streamed weights 26,464,000, ", gpu.Message);
-        Assert.EndsWith("but its budget is 27,397,375 bytes (0.03 GiB, --gpu-mem).", gpu.Message);
+        Assert.StartsWith("The Gpu tier needs 20,700,160 bytes (0.02 GiB: hidden 12,288, streamed weights 19,766,784, ", gpu.Message);
+        Assert.EndsWith("but its budget is 20,700,159 bytes (0.02 GiB, --gpu-mem).", gpu.Message);
 
         var cpu = Assert.Throws<TierCapacityExceededException>(() => Plan(CpuWeightsAndCache, budgets with { Cpu = new TierBudget(CpuNeed - 1, "--cpu-mem") }));
         Assert.Equal((TierKind.Cpu, CpuNeed), (cpu.Tier, cpu.NeededBytes));
