@@ -140,17 +140,19 @@ public sealed class CostTerms
                                       + 4 * wbs * s * h1
                                       + 2 * wbs * s * m.FfnSize     // MLP inner activations
                                       + 2 * wbs * s * h1;
+        // FlexLLMGen's two layers' weights in flight (the one computed and the one prefetched); the engine's lookahead
+        // may hold more (EngineTerms.WeightLayersInFlight).
+        double inFlight = engine?.WeightLayersInFlight ?? 2;
         GpuPrefill = new TierPeak(
             Of(wi * l, WeightsGpu) + Of(2 * s * h1 * bls, HiddenGpu) + Of(cacheToken * (s + n) * bls * l, CacheGpu),
-            // two layers' weights in flight (the one computed and the one prefetched)
-            LinearTerm.Of(2 * wi) + Of(-2 * wi, WeightsGpu) + LinearTerm.Of(2 * s * h1 * wbs) + Of(-2 * s * h1 * wbs, HiddenGpu)
+            LinearTerm.Of(inFlight * wi) + Of(-inFlight * wi, WeightsGpu) + LinearTerm.Of(2 * s * h1 * wbs) + Of(-2 * s * h1 * wbs, HiddenGpu)
             + prefillIntermediates);
         var decodeIntermediates = LinearTerm.Of(8 * wbs * h1 + 4 * wbs * h1 + 2 * wbs * m.FfnSize + 2 * wbs * h1)
                                   + Of(wbs * (2 * h1 + 2 * (s + n) * kvw + 2 * nh * (s + n)), CacheGpu)
                                   + Of(wbs * (2 * (s + n) * kvw + 2 * h1), CacheGpu);
         GpuDecode = new TierPeak(
             Of(wi * l, WeightsGpu) + Of(2 * h1 * bls, HiddenGpu) + Of(cacheToken * (s + n) * bls * l, CacheGpu),
-            LinearTerm.Of(2 * wi) + Of(-2 * wi, WeightsGpu) + LinearTerm.Of(2 * h1 * wbs) + Of(-2 * h1 * wbs, HiddenGpu)
+            LinearTerm.Of(inFlight * wi) + Of(-inFlight * wi, WeightsGpu) + LinearTerm.Of(2 * h1 * wbs) + Of(-2 * h1 * wbs, HiddenGpu)
             + Of(2 * 2 * wbs * (s + n) * kvw, CacheGpu)
             + decodeIntermediates);
         CpuPrefill = new TierPeak(

@@ -102,6 +102,20 @@ public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = fal
     public int CacheGroupSize { get; init; } = 64;
 
     /// <summary>
+    /// How many layers ahead of the compute the weights load (<c>PlacementPlan.WeightLookaheadOf</c>): FlexGen's 1, or 2
+    /// with overlap when the compute runs on the CPU. It sets how many layers' weights the GPU tier holds at once.
+    /// </summary>
+    public int WeightLookahead { get; init; } = 1;
+
+    /// <summary>
+    /// A layer's (FlexLLMGen's wi, a whole block's) weights held on the GPU tier at once: FlexLLMGen's 2 (the one
+    /// computed and the one prefetched). Without sep_layer an engine layer is a block, so 1 + <see cref="WeightLookahead"/>
+    /// of them. With sep_layer an engine layer is an attention (a third of a block) or an MLP (two thirds): 1 + 2 of
+    /// them hold at most 5/3 of a block, within FlexLLMGen's 2.
+    /// </summary>
+    public double WeightLayersInFlight => SepLayer ? 2 : 1 + WeightLookahead;
+
+    /// <summary>
     /// Bytes of the 4-bit layout per byte of float16: per group, group/2 bytes of packed data and a float16 (scale, min)
     /// pair (the layout of <c>CompressedLayout</c>): 0.28 for groups of 64.
     /// </summary>

@@ -35,6 +35,7 @@ public static class PolicyCost
             WeightGroupSize = policy.CompWeightConfig.GroupSize,
             CacheGroupSize = policy.CompCacheConfig.GroupSize,
             GroupedBatches = PlacementPlan.ComputesBatchesTogether(config, policy, computesOnCpu),
+            WeightLookahead = PlacementPlan.WeightLookaheadOf(policy, computesOnCpu),
         };
     }
 

@@ -226,6 +226,53 @@ public sealed class LayerMathTests : IDisposable
         Assert.InRange(SmallOpt.MaxAbsDiff(expected, logits.to(ScalarType.Float32)), 0, dtype == ScalarType.Float32 ? 1e-5 : 0.1);
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32, true, 3)]
+    [InlineData(ScalarType.Float32, false, 3)]
+    [InlineData(ScalarType.Float32, true, 1)]
+    [InlineData(ScalarType.BFloat16, true, 3)]
+    public void Linear_should_equal_the_plain_product_in_the_input_shape(ScalarType dtype, bool withBias, int batch)
+    {
+        // float32 on the CPU with more than 8 rows (15 here, 5 at batch 1) multiplies with the weight as the left
+        // operand and returns a transposed view.
+        using var scope = NewDisposeScope();
+        var compute = new ComputeSettings(dtype);
+        var x = randn(batch, 5, 16, generator: new Generator(5)).to(dtype); // (b, s, in)
+        var weight = randn(24, 16, generator: new Generator(6)).to(ScalarType.Float16); // (out, in), stored float16
+        var bias = withBias ? randn(24, generator: new Generator(7)).to(ScalarType.Float16) : null;
+        var y = LayerMath.Linear(x, weight, bias, compute);
+        var expected = nn.functional.linear(x.to(ScalarType.Float32), weight.to(ScalarType.Float32),
+            bias?.to(ScalarType.Float32));
+        Assert.Equal(dtype, y.dtype);
+        Assert.Equal([batch, 5L, 24L], y.shape);
+        Assert.Equal(dtype == ScalarType.Float32 && batch * 5 > LayerMath.MaxRowsWeightOnRight, !y.is_contiguous());
+        Assert.InRange(SmallOpt.MaxAbsDiff(expected, y.to(ScalarType.Float32)), 0, dtype == ScalarType.Float32 ? 1e-5 : 0.1);
+
+        // A transposed result feeds the next projection without a copy and reshapes like any tensor.
+        var next = LayerMath.Linear(y, randn(8, 24, generator: new Generator(8)), null, compute);
+        Assert.Equal([batch, 5L, 8L], next.shape);
+        Assert.Equal([batch * 5L, 24L], y.reshape(batch * 5, 24).shape);
+    }
+
+    [Fact]
+    public void AddResidual_should_give_a_contiguous_sum_for_a_transposed_projection()
+    {
+        using var scope = NewDisposeScope();
+        var residual = randn(4, 1, 12, generator: new Generator(9)); // (b, 1, h)
+        var transposed = randn(12, 4, generator: new Generator(10)).t().view(4, 1, 12); // a float32 CPU Linear's layout
+        Assert.False(transposed.is_contiguous());
+        var expected = transposed.add(residual);
+        var sum = LayerMath.AddResidual(transposed, residual);
+        Assert.True(sum.is_contiguous());
+        Assert.Equal(0, SmallOpt.MaxAbsDiff(expected, sum));
+
+        // A contiguous projection (every other dtype and device) takes the sum in place.
+        var contiguous = randn(4, 1, 12, generator: new Generator(11));
+        var expectedInPlace = contiguous.add(residual);
+        LayerMath.AddResidual(contiguous, residual);
+        Assert.Equal(0, SmallOpt.MaxAbsDiff(expectedInPlace, contiguous));
+    }
+
     [Fact]
     public void AttentionCompute_should_be_float32_on_the_cpu_keeping_the_mask_fill()
     {

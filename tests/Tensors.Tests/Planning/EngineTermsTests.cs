@@ -311,6 +311,32 @@ public class EngineTermsTests
         Assert.False(PolicyCost.ProblemOf(config, resident, 64, 16, budgets, Hw).Engine!.GroupedBatches);
     }
 
+    [Fact]
+    public void The_weight_lookahead_should_hold_one_more_block_on_the_gpu_tier_only_without_sep_layer()
+    {
+        var block = new PlanBlock(8, 2);
+        var onDisk = PlanPlacement.FromPercent([0, 0, 100, 0, 100, 0]);
+        var one = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true, SepLayer: false), block);
+        var two = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true, SepLayer: false) { WeightLookahead = 2 }, block);
+        Near(one.LayerWeightBytes, two.GpuDecode.Bytes.Evaluate(onDisk) - one.GpuDecode.Bytes.Evaluate(onDisk));
+        Near(one.LayerWeightBytes, two.GpuPrefill.Bytes.Evaluate(onDisk) - one.GpuPrefill.Bytes.Evaluate(onDisk));
+        // Weights homed on the GPU tier load nothing: the lookahead holds nothing more.
+        var resident = PlanPlacement.FromPercent([100, 0, 100, 0, 100, 0]);
+        Near(one.GpuDecode.Bytes.Evaluate(resident), two.GpuDecode.Bytes.Evaluate(resident));
+
+        // With sep_layer three half-block layers fit in FlexLLMGen's two blocks.
+        var sepOne = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true), block);
+        var sepTwo = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true) { WeightLookahead = 2 }, block);
+        Near(sepOne.GpuDecode.Bytes.Evaluate(onDisk), sepTwo.GpuDecode.Bytes.Evaluate(onDisk));
+
+        // The policy's terms take the engine's lookahead: 2 computing on the CPU with overlap, else FlexGen's 1.
+        var config = ModelFamilies.FromPreset("opt-1.3b");
+        var policy = FlexGen.Tensors.Policies.Policy.FromPercent([0, 0, 100, 0, 100, 0], 8, 2);
+        Assert.Equal(2, PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true).WeightLookahead);
+        Assert.Equal(1, PolicyCost.EngineTermsOf(config, policy, computesOnCpu: false).WeightLookahead);
+        Assert.Equal(1, PolicyCost.EngineTermsOf(config, policy with { Overlap = false }, computesOnCpu: true).WeightLookahead);
+    }
+
     /// <summary>opt-6.7b at 8 x 4 under the engine's terms, per GPU batch or grouped; without its output head unless <paramref name="shape"/> has one.</summary>
     private static CostTerms Grouped(bool grouped, HardwareProfile hardware, ModelShape? shape = null) =>
         new(OnT4("opt-6.7b", 256, 32) with

@@ -90,10 +90,10 @@ public sealed class LlamaLayerCompute : ILayerCompute
         var x = LayerMath.ToCompute(hidden, compute, device);
         var normed = RmsNorm(x, w.Norm, compute);
         var (cos, sin) = CosSin(Positions(attentionMask).to(device), compute); // (b, s, d)
-        var q = Rotate(Linear(normed, w.Q, w.QBias, compute).view(b, s, n, d).transpose(1, 2), cos, sin)
+        var q = Rotate(LayerMath.Linear(normed, w.Q, w.QBias, compute).view(b, s, n, d).transpose(1, 2), cos, sin)
             .mul(Scaling); // (b, n, s, d)
-        var k = Rotate(Linear(normed, w.K, w.KBias, compute).view(b, s, kv, d).transpose(1, 2), cos, sin); // (b, kv, s, d)
-        var v = Linear(normed, w.V, w.VBias, compute).view(b, s, kv, d).transpose(1, 2); // (b, kv, s, d)
+        var k = Rotate(LayerMath.Linear(normed, w.K, w.KBias, compute).view(b, s, kv, d).transpose(1, 2), cos, sin); // (b, kv, s, d)
+        var v = LayerMath.Linear(normed, w.V, w.VBias, compute).view(b, s, kv, d).transpose(1, 2); // (b, kv, s, d)
 
         var keys = k.reshape(b * kv, s, d);
         var values = v.reshape(b * kv, s, d);
@@ -104,7 +104,7 @@ public sealed class LlamaLayerCompute : ILayerCompute
         scores = scores.masked_fill(allowed.logical_not(), compute.MaskValue);
         var probs = Softmax(scores, compute).view(b * kv, g * s, s);
         var attended = torch.bmm(probs, values).view(b, n, s, d).transpose(1, 2).reshape(b, s, n * d);
-        var output = Linear(attended, w.O, w.OBias, compute).add_(x);
+        var output = LayerMath.AddResidual(LayerMath.Linear(attended, w.O, w.OBias, compute), x);
 
         var newKey = k.permute(2, 0, 1, 3).reshape(s, b * kv, d).contiguous(); // (s, b*kv, d)
         var newValue = v.permute(2, 0, 1, 3).reshape(s, b * kv, d).contiguous();
@@ -128,16 +128,16 @@ public sealed class LlamaLayerCompute : ILayerCompute
         var normed = RmsNorm(x, w.Norm, compute);
         var position = Positions(attentionMask).to(device).narrow(1, attentionMask.shape[1] - 1, 1); // (b, 1)
         var (cos, sin) = CosSin(position, compute);
-        var q = Rotate(Linear(normed, w.Q, w.QBias, compute).view(b, 1, n, d).transpose(1, 2), cos, sin).mul(Scaling);
-        var k = Rotate(Linear(normed, w.K, w.KBias, compute).view(b, 1, kv, d).transpose(1, 2), cos, sin);
-        var v = Linear(normed, w.V, w.VBias, compute).view(b, 1, kv, d);
+        var q = Rotate(LayerMath.Linear(normed, w.Q, w.QBias, compute).view(b, 1, n, d).transpose(1, 2), cos, sin).mul(Scaling);
+        var k = Rotate(LayerMath.Linear(normed, w.K, w.KBias, compute).view(b, 1, kv, d).transpose(1, 2), cos, sin);
+        var v = LayerMath.Linear(normed, w.V, w.VBias, compute).view(b, 1, kv, d);
 
         // One cache row per (sequence, KV head); its query heads are the row's g query columns.
         var projection = new DecodeProjection(q.reshape(b * kv, g, d), k.reshape(1, b * kv, d), v.reshape(1, b * kv, d));
         var parts = SegmentAttention.AttendAll(projection, attentionMask, segments, (int)kv, attnSparsity)
             .Select(p => LayerMath.ToCompute(p, compute, device)).ToArray();
         var value = (parts.Length == 1 ? parts[0] : torch.cat(parts, 0)).reshape(b, 1, n * d);
-        var output = Linear(value, w.O, w.OBias, compute).add_(x);
+        var output = LayerMath.AddResidual(LayerMath.Linear(value, w.O, w.OBias, compute), x);
         scope.MoveToOuter(output, projection.NewKey, projection.NewValue);
         return new AttentionOutput(output, projection.NewKey, projection.NewValue);
     }
@@ -149,9 +149,9 @@ public sealed class LlamaLayerCompute : ILayerCompute
         using var scope = NewDisposeScope();
         var x = LayerMath.ToCompute(hidden, compute, device);
         var normed = RmsNorm(x, weights[3], compute);
-        var gate = nn.functional.silu(Linear(normed, weights[0], null, compute));
-        var inner = gate.mul_(Linear(normed, weights[1], null, compute));
-        return Linear(inner, weights[2], null, compute).add_(x).MoveToOuterDisposeScope();
+        var gate = nn.functional.silu(LayerMath.Linear(normed, weights[0], null, compute));
+        var inner = gate.mul_(LayerMath.Linear(normed, weights[1], null, compute));
+        return LayerMath.AddResidual(LayerMath.Linear(inner, weights[2], null, compute), x).MoveToOuterDisposeScope();
     }
 
     /// <summary>Logits of the last position: (batch, seq, h) -> (batch, vocab) in the compute dtype.</summary>
@@ -175,10 +175,6 @@ public sealed class LlamaLayerCompute : ILayerCompute
         var y = xf.mul(variance.add(_config.RmsNormEps).rsqrt()).to(x.dtype);
         return y.mul(LayerMath.ToCompute(weight, compute, x.device)).MoveToOuterDisposeScope();
     }
-
-    private static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, ComputeSettings compute) =>
-        nn.functional.linear(x, LayerMath.ToCompute(weight, compute, x.device),
-            bias is null ? null : LayerMath.ToCompute(bias, compute, x.device));
 
     // Softmax in float32 (as Hugging Face), back to the compute dtype.
     private static Tensor Softmax(Tensor scores, ComputeSettings compute) =>

@@ -15,7 +15,7 @@ public static class Mlp
         var x = LayerMath.ToCompute(hidden, compute, hidden.device);
         var normed = LayerMath.LayerNorm(x, weights.LayerNormWeight, weights.LayerNormBias, weights.LayerNormEps, compute);
         var inner = LayerMath.Linear(normed, weights.Fc1Weight, weights.Fc1Bias, compute).relu_(); // (b, s, ffn)
-        var output = LayerMath.Linear(inner, weights.Fc2Weight, weights.Fc2Bias, compute).add_(x); // (b, s, h)
+        var output = LayerMath.AddResidual(LayerMath.Linear(inner, weights.Fc2Weight, weights.Fc2Bias, compute), x); // (b, s, h)
         return output.MoveToOuterDisposeScope();
     }
 }

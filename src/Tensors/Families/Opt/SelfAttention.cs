@@ -49,7 +49,7 @@ public static class SelfAttention
         var probs = scores.view(b * nHead, s, s).softmax(2);
 
         var value = torch.bmm(probs, v4).view(b, nHead, s, headDim).transpose(1, 2).reshape(b, s, h);
-        var output = LayerMath.Linear(value, weights.OutWeight, weights.OutBias, compute).add_(x); // (b, s, h)
+        var output = LayerMath.AddResidual(LayerMath.Linear(value, weights.OutWeight, weights.OutBias, compute), x); // (b, s, h)
 
         var newKey = kT.permute(2, 0, 1).contiguous(); // (s, b*n, d)
         var newValue = v4.permute(1, 0, 2).contiguous(); // (s, b*n, d)
@@ -112,9 +112,9 @@ public static class SelfAttention
         var k = LayerMath.Linear(normed, weights.KWeight, weights.KBias, compute);
         var v = LayerMath.Linear(normed, weights.VWeight, weights.VBias, compute);
 
-        var query = q.view(b * nHead, 1, headDim); // (b*n, 1, d): row b * n_head + head
-        var newKey = k.view(1, b * nHead, headDim); // (1, b*n, d)
-        var newValue = v.view(1, b * nHead, headDim);
+        var query = q.reshape(b * nHead, 1, headDim); // (b*n, 1, d): row b * n_head + head
+        var newKey = k.reshape(1, b * nHead, headDim); // (1, b*n, d)
+        var newValue = v.reshape(1, b * nHead, headDim);
         scope.MoveToOuter(query, newKey, newValue);
         return new DecodeProjection(query, newKey, newValue);
     }
@@ -147,7 +147,7 @@ public static class SelfAttention
         long nHead = value.shape[0] / b;
         var merged = value.view(b, nHead, 1, h / nHead).transpose(1, 2).reshape(b, 1, h);
         var x = LayerMath.ToCompute(hidden, compute, device);
-        var output = LayerMath.Linear(merged, weights.OutWeight, weights.OutBias, compute).add_(x);
+        var output = LayerMath.AddResidual(LayerMath.Linear(merged, weights.OutWeight, weights.OutBias, compute), x);
         return output.MoveToOuterDisposeScope();
     }
 
