@@ -46,6 +46,19 @@ var ffnBias = torch.zeros(ffn, dtype: dtype);
 var table = Weight(vocab, h);
 var input = torch.randn(batch, 1, h).to(dtype);
 
+// The engine's projection rule (LayerMath.Linear): in float32 the weight is the left operand at 9 to 256 rows (always
+// for the vocabulary), the product's transpose comes back, and a residual sum is made contiguous again.
+Tensor Linear(Tensor x, Tensor w, Tensor? b, bool always = false)
+{
+    long r = x.numel() / x.shape[^1];
+    if (dtype != ScalarType.Float32 || ((r <= 8 || r > 256) && !always)) return nn.functional.linear(x, w, b);
+    var columns = x.reshape(-1, x.shape[^1]).t(); // (in, r)
+    var product = b is null ? torch.mm(w, columns) : torch.addmm(b.unsqueeze(1), w, columns, 1, 1); // (out, r)
+    return product.t().view([.. x.shape[..^1], w.shape[0]]);
+}
+
+Tensor Residual(Tensor projection, Tensor x) => projection.is_contiguous() ? projection.add_(x) : x.add(projection);
+
 void Step()
 {
     using var scope = NewDisposeScope();
@@ -53,18 +66,18 @@ void Step()
     foreach (var l in layers)
     {
         var n = nn.functional.layer_norm(x, [h], norm, bias);
-        var q = nn.functional.linear(n, l.Q, bias).mul_(Math.Pow(d, -0.5)).view(rows, 1, d).to(ScalarType.Float32);
-        var k = nn.functional.linear(n, l.K, bias).view(rows, d, 1).to(ScalarType.Float32);
-        var v = nn.functional.linear(n, l.V, bias).view(rows, 1, d).to(ScalarType.Float32);
+        var q = Linear(n, l.Q, bias).mul_(Math.Pow(d, -0.5)).reshape(rows, 1, d).to(ScalarType.Float32);
+        var k = Linear(n, l.K, bias).reshape(rows, d, 1).to(ScalarType.Float32);
+        var v = Linear(n, l.V, bias).reshape(rows, 1, d).to(ScalarType.Float32);
         var probs = torch.cat([torch.bmm(q, l.KeyCache.permute(1, 2, 0)), torch.bmm(q, k)], 2).softmax(2); // (r, 1, t + 1)
         var attended = torch.bmm(probs.narrow(2, 0, context), l.ValueCache.permute(1, 0, 2))
             .add_(probs.narrow(2, context, 1).mul(v)); // (r, 1, d)
-        x = nn.functional.linear(attended.to(dtype).view(batch, 1, h), l.Out, bias).add_(x);
+        x = Residual(Linear(attended.to(dtype).view(batch, 1, h), l.Out, bias), x);
         var n2 = nn.functional.layer_norm(x, [h], norm, bias);
-        x = nn.functional.linear(nn.functional.linear(n2, l.Fc1, ffnBias).relu_(), l.Fc2, bias).add_(x);
+        x = Residual(Linear(Linear(n2, l.Fc1, ffnBias).relu_(), l.Fc2, bias), x);
     }
 
-    nn.functional.linear(nn.functional.layer_norm(x, [h], norm, bias).view(batch, h), table).argmax(1);
+    Linear(nn.functional.layer_norm(x, [h], norm, bias).view(batch, h), table, null, always: true).argmax(1);
 }
 
 Step();

@@ -23,29 +23,33 @@ internal static class LayerMath
 
     /// <summary>
     /// <paramref name="x"/> (..., in) @ <paramref name="weight"/> (out, in)^T + <paramref name="bias"/> -> (..., out) in
-    /// the compute dtype. In float32 on the CPU with more than <see cref="MaxRowsWeightOnRight"/> rows the weight is
-    /// the left operand (<see cref="WeightOnLeft"/>). Measured with 2 threads, whole decoder layers (projections,
-    /// attention, norms) in float32, plain linear against weight on the left, alternating in one process: OPT-1.3B's 24
-    /// layers at 16 rows 712-723 -> 379-402 ms a step, 32 rows x 2 batches 1714-1794 -> 1279-1313, 64 x 4 4870-5062 ->
-    /// 4611-5076; OPT-125m at 32 rows 58-63 -> 51-53. A weight just converted from float16 (streamed) gains more: its
-    /// matmuls at 64 rows 1924 -> 1277 ms. At 8 rows and fewer the plain linear is as fast or faster (OPT-125m's
-    /// matmuls, 8 rows x 4 batches: 90-94 against 103-105 ms); prefill at 512 rows is about even (OPT-125m 2010-2022
-    /// against 2048-2101 ms, OPT-1.3B 13.3-14.1 s against 12.8-14.3 s). bfloat16 (oneDNN) and CUDA are fastest as a
-    /// plain linear. The result may be a transposed view: callers reshape it, never view across rows.
+    /// the compute dtype. In float32 on the CPU at decode's row counts (<see cref="PutsWeightOnLeft"/>) the weight is
+    /// the left operand (<see cref="WeightOnLeft"/>). The result may then be a transposed view: callers reshape it,
+    /// never view across rows.
     /// </summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, ComputeSettings compute)
     {
         ArgumentNullException.ThrowIfNull(x);
         var w = ToCompute(weight, compute, x.device);
         var b = bias is null ? null : ToCompute(bias, compute, x.device);
-        long rows = x.dim() == 0 ? 1 : x.numel() / x.shape[^1];
-        return IsCpuFloat32(x, compute) && rows > MaxRowsWeightOnRight
-            ? WeightOnLeft(x, w, b)
-            : nn.functional.linear(x, w, b);
+        return PutsWeightOnLeft(x, compute) ? WeightOnLeft(x, w, b) : nn.functional.linear(x, w, b);
     }
 
-    /// <summary>Up to this many rows a float32 CPU <see cref="Linear"/> is a plain linear (see there).</summary>
-    public const long MaxRowsWeightOnRight = 8;
+    /// <summary>
+    /// Whether <see cref="Linear"/> multiplies with the weight on the left: in float32 on the CPU for more than 8 and at
+    /// most 256 rows. Measured with 2 threads, whole decoder layers (projections, attention, norms) in float32, plain
+    /// linear against weight on the left, alternating in one process: OPT-1.3B's 24 layers at 16 rows 712-723 -> 379-402
+    /// ms a step, 32 rows x 2 batches 1714-1794 -> 1279-1313, 64 x 4 4870-5062 -> 4611-5076; OPT-125m at 32 rows 58-63 ->
+    /// 51-53; OPT-1.3B's matmuls alone, weights out of cache, at 128 rows 1926 -> 1666 ms. At 8 rows and fewer the plain
+    /// linear is as fast or faster (OPT-125m's matmuls, 8 rows x 4 batches: 90-94 against 103-105 ms). From 512 rows
+    /// (prefill) it is even or ahead: OPT-125m's layers at 512 rows 2010-2022 against 2048-2101 ms, and its prefill at
+    /// 8 x 4 (2048 rows) 930-985 against 749-790 token/s. bfloat16 (oneDNN) and CUDA are fastest as a plain linear.
+    /// </summary>
+    public static bool PutsWeightOnLeft(Tensor x, ComputeSettings compute)
+    {
+        long rows = x.dim() == 0 ? 1 : x.numel() / x.shape[^1];
+        return IsCpuFloat32(x, compute) && rows > 8 && rows <= 256;
+    }
 
     /// <summary>
     /// Logits (rows, vocab) = <paramref name="x"/> (rows, h) @ <paramref name="table"/> (vocab, h)^T, in the compute

@@ -233,8 +233,8 @@ public sealed class LayerMathTests : IDisposable
     [InlineData(ScalarType.BFloat16, true, 3)]
     public void Linear_should_equal_the_plain_product_in_the_input_shape(ScalarType dtype, bool withBias, int batch)
     {
-        // float32 on the CPU with more than 8 rows (15 here, 5 at batch 1) multiplies with the weight as the left
-        // operand and returns a transposed view.
+        // float32 on the CPU with 9 to 256 rows (15 here, 5 at batch 1) multiplies with the weight as the left operand
+        // and returns a transposed view.
         using var scope = NewDisposeScope();
         var compute = new ComputeSettings(dtype);
         var x = randn(batch, 5, 16, generator: new Generator(5)).to(dtype); // (b, s, in)
@@ -245,13 +245,26 @@ public sealed class LayerMathTests : IDisposable
             bias?.to(ScalarType.Float32));
         Assert.Equal(dtype, y.dtype);
         Assert.Equal([batch, 5L, 24L], y.shape);
-        Assert.Equal(dtype == ScalarType.Float32 && batch * 5 > LayerMath.MaxRowsWeightOnRight, !y.is_contiguous());
+        Assert.Equal(dtype == ScalarType.Float32 && batch > 1, LayerMath.PutsWeightOnLeft(x, compute));
+        Assert.Equal(LayerMath.PutsWeightOnLeft(x, compute), !y.is_contiguous());
         Assert.InRange(SmallOpt.MaxAbsDiff(expected, y.to(ScalarType.Float32)), 0, dtype == ScalarType.Float32 ? 1e-5 : 0.1);
 
         // A transposed result feeds the next projection without a copy and reshapes like any tensor.
         var next = LayerMath.Linear(y, randn(8, 24, generator: new Generator(8)), null, compute);
         Assert.Equal([batch, 5L, 8L], next.shape);
         Assert.Equal([batch * 5L, 24L], y.reshape(batch * 5, 24).shape);
+    }
+
+    [Fact]
+    public void Weight_should_go_left_only_in_float32_on_the_cpu_at_decodes_row_counts()
+    {
+        using var scope = NewDisposeScope();
+        var f32 = new ComputeSettings(ScalarType.Float32);
+        Assert.False(LayerMath.PutsWeightOnLeft(zeros(2, 4, 3), f32)); // 8 rows
+        Assert.True(LayerMath.PutsWeightOnLeft(zeros(3, 3, 3), f32)); // 9
+        Assert.True(LayerMath.PutsWeightOnLeft(zeros(256, 3), f32));
+        Assert.False(LayerMath.PutsWeightOnLeft(zeros(1, 257, 3), f32)); // prefill's rows
+        Assert.False(LayerMath.PutsWeightOnLeft(zeros(32, 3).to(ScalarType.BFloat16), new ComputeSettings(ScalarType.BFloat16)));
     }
 
     [Fact]
