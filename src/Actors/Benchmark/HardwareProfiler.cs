@@ -254,13 +254,18 @@ public static class HardwareProfiler
         Rate(bytes, copy, options, token);
 
     /// <summary>Units of work per second of the fastest repetition: one untimed warm-up, then repetitions for the time given.</summary>
+    private const int MinTimedSteps = 3;
+
     private static double Rate(double work, Action step, HardwareProfileOptions options, CancellationToken token)
     {
         token.ThrowIfCancellationRequested();
         step();
         Synchronize();
+        // The best of at least MinTimedSteps: on a VM one step can stall (a 2048-row MLP layer once measured 86 instead
+        // of 180-194 GFLOP/s when its time allowed a single step), and a bound from a stalled step is no bound.
         double best = double.MaxValue;
         var total = Stopwatch.StartNew();
+        int timed = 0;
         do
         {
             token.ThrowIfCancellationRequested();
@@ -268,8 +273,9 @@ public static class HardwareProfiler
             step();
             Synchronize();
             best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            timed++;
         }
-        while (total.Elapsed.TotalSeconds < options.SecondsPerMeasure);
+        while (total.Elapsed.TotalSeconds < options.SecondsPerMeasure || timed < MinTimedSteps);
 
         return work / Math.Max(best, 1e-9);
     }
