@@ -253,9 +253,12 @@ public static class HardwareProfiler
     private static double Bandwidth(long bytes, Action copy, HardwareProfileOptions options, CancellationToken token) =>
         Rate(bytes, copy, options, token);
 
-    /// <summary>Units of work per second of the fastest repetition: one untimed warm-up, then repetitions for the time given.</summary>
     private const int MinTimedSteps = 3;
 
+    /// <summary>
+    /// Units of work per second of the fastest repetition: one untimed warm-up, then repetitions for the time given, and
+    /// at least <see cref="MinTimedSteps"/>.
+    /// </summary>
     private static double Rate(double work, Action step, HardwareProfileOptions options, CancellationToken token)
     {
         token.ThrowIfCancellationRequested();

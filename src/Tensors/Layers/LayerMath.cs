@@ -42,8 +42,9 @@ internal static class LayerMath
     /// ms a step, 32 rows x 2 batches 1714-1794 -> 1279-1313, 64 x 4 4870-5062 -> 4611-5076; OPT-125m at 32 rows 58-63 ->
     /// 51-53; OPT-1.3B's matmuls alone, weights out of cache, at 128 rows 1926 -> 1666 ms. At 8 rows and fewer the plain
     /// linear is as fast or faster (OPT-125m's matmuls, 8 rows x 4 batches: 90-94 against 103-105 ms). From 512 rows
-    /// (prefill) it is even or ahead: OPT-125m's layers at 512 rows 2010-2022 against 2048-2101 ms, and its prefill at
-    /// 8 x 4 (2048 rows) 930-985 against 749-790 token/s. bfloat16 (oneDNN) and CUDA are fastest as a plain linear.
+    /// (prefill) the plain linear is even or ahead: OPT-125m's layers at 512 rows 2010-2022 against 2048-2101 ms, and
+    /// the engine's OPT-125m prefill at 8 x 4 (2048 rows), builds alternating, 682-850 against 699-768 token/s.
+    /// bfloat16 (oneDNN) and CUDA are fastest as a plain linear.
     /// </summary>
     public static bool PutsWeightOnLeft(Tensor x, ComputeSettings compute)
     {
