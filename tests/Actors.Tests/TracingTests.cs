@@ -39,6 +39,26 @@ public class TracingTests
     }
 
     [Fact]
+    public void A_phase_should_hold_the_events_of_its_tokens_only()
+    {
+        var sample = Sample();
+        var trace = new ExecutionTrace([
+            .. sample.Events,
+            new TraceEvent(PipelineActorKind.DiskIo, new BlockTask(TaskKind.LoadWeight, 1, 0, 0), Ms(40), Ms(60), 4096),
+            new TraceEvent(PipelineActorKind.GpuCompute, new BlockTask(TaskKind.ComputeLayer, 2, 0, 0), Ms(60), Ms(70), 100),
+        ]);
+
+        var prefill = trace.OfPhase(prefill: true);
+        var decode = trace.OfPhase(prefill: false);
+
+        Assert.Equal(sample.Events.ToArray(), prefill.Events.ToArray());
+        Assert.Equal([1, 2], decode.Events.Select(e => e.Task.Token));
+        // The disk's decode load overlaps the prefill's last compute: each phase counts its own tasks' time.
+        Assert.Equal(Ms(20), decode.Summarize().Of(PipelineActorKind.DiskIo)!.Busy);
+        Assert.Equal(Ms(20), prefill.Summarize().Of(PipelineActorKind.DiskIo)!.Busy);
+    }
+
+    [Fact]
     public void Summed_summaries_should_add_walls_and_tier_times_and_take_the_efficiency_of_the_sums()
     {
         var one = Sample().Summarize();

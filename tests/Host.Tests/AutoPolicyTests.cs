@@ -3,6 +3,8 @@ namespace FlexGen.Host.Tests;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using FlexGen.Actors.Benchmark;
+using FlexGen.Host.Cli;
+using FlexGen.Host.Generation;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
@@ -72,6 +74,53 @@ public class AutoPolicyTests
         Assert.InRange(Efficiency(computesOnCpu: true), 0.9, 1.1);
         // Per GPU batch (on a GPU), the terms read the rate at 8 rows and pay 4 batches' tasks: a grouped run would exceed them.
         Assert.True(Efficiency(computesOnCpu: false) > 2, "per-batch terms");
+    }
+
+    [Fact]
+    public void The_disk_as_the_run_got_it_should_bound_by_the_disks_busy_time_unless_another_bound_is_tighter()
+    {
+        var profile = TestHardwareCache.Profile;
+        var prediction = PolicyCost.Predict(ModelFamilies.FromPreset("opt-1.3b"), Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 1), 16, 8, profile, computesOnCpu: true);
+        var tightestOther = prediction.Bounds.Where(b => b.Phase == "decode" && !b.IsDiskLink).MinBy(b => b.TokensPerSecond)!;
+        const double tokens = 28;
+        TierActivity Disk(double allows) => new("disk-io", 96, 2_000_000_000, 500_000_000, TimeSpan.FromSeconds(tokens / allows));
+        var computeTier = new TierActivity("cpu-compute", 96, 1, 0, TimeSpan.FromSeconds(1));
+        string Text(double allows, double measured) => BenchCommand.DescribeDiskAsRun(prediction, profile,
+            [new("prefill", [computeTier], 64, 100), new("decode", [computeTier, Disk(allows)], tokens, measured)]);
+        string Num(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
+
+        // A disk slower than every other bound: its busy time bounds.
+        double slowDisk = tightestOther.TokensPerSecond / 4;
+        string slow = Text(slowDisk, slowDisk / 2);
+        // A disk faster than the tightest other bound: that bound stays the tighter one.
+        string fast = Text(2 * tightestOther.TokensPerSecond, tightestOther.TokensPerSecond / 2);
+
+        Assert.StartsWith("disk tier as the run got it (traced):\n", slow);
+        Assert.DoesNotContain("prefill:", slow); // the disk did nothing in that phase
+        double seconds = tokens / slowDisk;
+        Assert.Contains(
+            $"  decode:  read 2.00 GB, wrote 0.50 GB in {Num(seconds, "F2")} s busy: {Num(2.5 / seconds, "F2")} GB/s " +
+            $"(profile: read {Num(profile.DtocBdw / 1e9, "F2")}, write {Num(profile.CtodBdwG / 1e9, "F2")} GB/s); " +
+            $"its busy time allows {Num(slowDisk, "F1")} token/s; efficiency 0.500 (measured / disk as run bound)\n", slow);
+        Assert.Contains($"allows {Num(2 * tightestOther.TokensPerSecond, "F1")} token/s; efficiency 0.500 (measured / {tightestOther.Name} bound)", fast);
+        Assert.Equal("", BenchCommand.DescribeDiskAsRun(prediction, profile, [new("decode", [computeTier], tokens, 2)]));
+    }
+
+    [Fact]
+    public async Task Bench_should_print_the_disk_as_the_run_got_it_only_when_the_disk_tier_worked()
+    {
+        using var folder = new TempFolder();
+        string hardware = TestHardwareCache.WriteFile(folder);
+
+        var fromDisk = await CliRunner.RunAsync(Bench("--percent", "0", "0", "100", "0", "100", "0", "--hardware", hardware, "--offload-dir", folder.Path));
+        var resident = await CliRunner.RunAsync(Bench("--percent", "100", "0", "100", "0", "100", "0", "--hardware", hardware, "--offload-dir", folder.Path));
+
+        Assert.True(fromDisk.ExitCode == 0, fromDisk.ToString());
+        var decode = Regex.Match(fromDisk.Output, @"disk tier as the run got it \(traced\):\n(?:  prefill: .*\n)?  decode:  read ([\d.]+) GB, wrote 0.00 GB in ([\d.]+) s busy: .* its busy time allows ([\d.]+) token/s; efficiency ([\d.]+)");
+        Assert.True(decode.Success, fromDisk.Output);
+        Assert.True(double.Parse(decode.Groups[3].Value, CultureInfo.InvariantCulture) > 0, fromDisk.Output);
+        Assert.True(resident.ExitCode == 0, resident.ToString());
+        Assert.DoesNotContain("disk tier as the run got it", resident.Output);
     }
 
     [Fact]

@@ -29,6 +29,9 @@ public sealed record ExecutionTrace(ImmutableArray<TraceEvent> Events)
 
     public TraceSummary Summarize() => TraceSummary.From(this);
 
+    /// <summary>The events of one phase: token 0 (prefill) or tokens 1.. (decoding).</summary>
+    public ExecutionTrace OfPhase(bool prefill) => new([.. Events.Where(e => (e.Task.Token == 0) == prefill)]);
+
     /// <summary>Time per task kind and phase (FlexGen's debug_mode "breakdown").</summary>
     public TaskBreakdown Breakdown() => TaskBreakdown.From(this);
 

@@ -38,9 +38,10 @@ public sealed record TaskBreakdown(IReadOnlyList<TaskKindTiming> Rows)
         var rows = new List<TaskKindTiming>();
         foreach (bool prefill in new[] { true, false })
         {
+            var phase = trace.OfPhase(prefill);
             foreach (var kind in Enum.GetValues<TaskKind>())
             {
-                var parts = trace.Events.Where(e => e.Task.Kind == kind && (e.Task.Token == 0) == prefill).ToArray();
+                var parts = phase.Events.Where(e => e.Task.Kind == kind).ToArray();
                 rows.Add(new TaskKindTiming(kind, prefill, parts.Length, TimeSpan.FromTicks(parts.Sum(e => e.Duration.Ticks))));
             }
         }

@@ -106,8 +106,16 @@ public static class BenchCommand
                 $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
                 $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
             console.Output.WriteLine(log);
-            console.Output.Write(DescribeBounds(PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile,
-                computesOnCpu: runtime.Setup.Budgets.GpuInCpuMemory), hardware.Source, prefillTput, decodeTput, totalTput));
+            var prediction = PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile, computesOnCpu: runtime.Setup.Budgets.GpuInCpuMemory);
+            console.Output.Write(DescribeBounds(prediction, hardware.Source, prefillTput, decodeTput, totalTput));
+            if (result.Timeline is { } traced)
+            {
+                console.Output.Write(DescribeDiskAsRun(prediction, hardware.Profile,
+                [
+                    new PhaseActivity("prefill", traced.ActivityDuring(prefill: true), numPrompts * (double)prompt, prefillTput),
+                    new PhaseActivity("decode", traced.ActivityDuring(prefill: false), numPrompts * (double)(computed - 1), decodeTput),
+                ]));
+            }
             if (debug == DebugMode.Breakdown && result.Timeline is { } timeline)
             {
                 // FlexGen's breakdown header (flex_opt.py generation_loop_debug_normal), then the time per task kind.
@@ -152,6 +160,39 @@ public static class BenchCommand
         }
         double total = prediction.Evaluation.Throughput;
         text.Append(CultureInfo.InvariantCulture, $"  {"total:",-8} predicted {total:F1}, measured {totalMeasured:F1} token/s; measured / predicted {totalMeasured / total:F3}\n");
+        return text.ToString();
+    }
+
+    /// <summary>One phase of a measured run: what each tier did, the tokens it computed and its measured throughput.</summary>
+    public sealed record PhaseActivity(string Phase, IReadOnlyList<TierActivity> Tiers, double TokensComputed, double Measured);
+
+    /// <summary>
+    /// The disk tier as the run got it, per phase where it worked: the bytes it read and wrote over its busy time (its
+    /// achieved rate, beside the profile's), and the throughput that busy time allows (the phase's tokens / the disk's busy
+    /// seconds); the efficiency against the tighter of that and the other bounds (compute and the other links). The
+    /// virtual disk here moved 10x within minutes, so the profile's disk bound is the profile's moment, not the run's;
+    /// this line tells a run the disk slowed from one the engine left waiting (then the disk's busy share is low).
+    /// Decode's busy time counts token 1's loads, which may run during the prefill: a disk-bound decode may read just
+    /// above 1.
+    /// </summary>
+    public static string DescribeDiskAsRun(RunPrediction prediction, HardwareProfile profile, IReadOnlyList<PhaseActivity> phases)
+    {
+        var text = new System.Text.StringBuilder();
+        foreach (var phase in phases)
+        {
+            if (phase.Tiers.FirstOrDefault(t => t.Tier == PipelineActorKind.DiskIo.ActorName()) is not { Busy.Ticks: > 0 } disk) continue;
+            if (text.Length == 0) text.Append("disk tier as the run got it (traced):\n");
+            double allowed = phase.TokensComputed / disk.Busy.TotalSeconds;
+            var others = prediction.Bounds.Where(b => b.Phase == phase.Phase && !b.IsDiskLink).ToList();
+            var tighter = others.Count > 0 && others.Min(b => b.TokensPerSecond) < allowed
+                ? others.MinBy(b => b.TokensPerSecond)! : new ThroughputBound(phase.Phase, "disk as run", disk.Busy.TotalSeconds, allowed);
+            double writeRate = phase.Phase == "prefill" ? profile.CtodBdwCacheP : profile.CtodBdwG;
+            text.Append(CultureInfo.InvariantCulture,
+                $"  {phase.Phase + ":",-8} read {disk.LoadedBytes / 1e9:F2} GB, wrote {disk.StoredBytes / 1e9:F2} GB in {disk.Busy.TotalSeconds:F2} s busy: " +
+                $"{disk.BytesPerSecond / 1e9:F2} GB/s (profile: read {profile.DtocBdw / 1e9:F2}, write {writeRate / 1e9:F2} GB/s); " +
+                $"its busy time allows {allowed:F1} token/s; efficiency {phase.Measured / tighter.TokensPerSecond:F3} (measured / {tighter.Name} bound)\n");
+        }
+
         return text.ToString();
     }
 

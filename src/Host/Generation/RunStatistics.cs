@@ -41,4 +41,18 @@ public interface IRunTimeline
 
     /// <summary>Bytes each tier actor moved or computed on ("disk-io", "copy", "gpu-compute", "cpu-compute"), as traced.</summary>
     IReadOnlyDictionary<string, long> BytesByTier { get; }
+
+    /// <summary>What each tier actor did during one phase: prefill (token 0) or decoding (tokens 1..).</summary>
+    IReadOnlyList<TierActivity> ActivityDuring(bool prefill);
+}
+
+/// <summary>What one tier actor did during one phase of a run, as traced.</summary>
+/// <param name="Tier">The actor: "disk-io", "copy", "gpu-compute" or "cpu-compute".</param>
+/// <param name="LoadedBytes">Bytes its loads brought in (a compute actor: the weights and cache it consumed).</param>
+/// <param name="StoredBytes">Bytes its stores wrote out (cache and hidden states).</param>
+/// <param name="Busy">The time it was executing something (the union of its tasks' intervals).</param>
+public sealed record TierActivity(string Tier, int Tasks, long LoadedBytes, long StoredBytes, TimeSpan Busy)
+{
+    /// <summary>Bytes moved per second of busy time (0 when never busy).</summary>
+    public double BytesPerSecond => Busy > TimeSpan.Zero ? (LoadedBytes + StoredBytes) / Busy.TotalSeconds : 0;
 }

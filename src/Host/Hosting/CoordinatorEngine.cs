@@ -81,5 +81,15 @@ public sealed class CoordinatorEngine(IServiceProvider services, ModelConfig mod
 
         public IReadOnlyDictionary<string, long> BytesByTier =>
             trace.Summarize().Tiers.ToDictionary(t => t.Tier.ActorName(), t => t.Bytes);
+
+        public IReadOnlyList<TierActivity> ActivityDuring(bool prefill)
+        {
+            var phase = trace.OfPhase(prefill);
+            return phase.Summarize().Tiers.Select(t =>
+            {
+                long stored = phase.EventsOf(t.Tier).Where(e => e.Task.Kind is TaskKind.StoreCache or TaskKind.StoreHidden).Sum(e => e.Bytes);
+                return new TierActivity(t.Tier.ActorName(), t.Tasks, t.Bytes - stored, stored, t.Busy);
+            }).ToList();
+        }
     }
 }

@@ -8,7 +8,11 @@ namespace FlexGen.Tensors.Planning;
 /// <param name="Phase">"prefill" or "decode".</param>
 /// <param name="Name">"compute", "cpu->gpu", "gpu->cpu", "disk->cpu" or "cpu->disk".</param>
 /// <param name="TokensPerSecond">The phase's throughput if this were all it did (infinite where it does nothing).</param>
-public sealed record ThroughputBound(string Phase, string Name, double SecondsPerStep, double TokensPerSecond);
+public sealed record ThroughputBound(string Phase, string Name, double SecondsPerStep, double TokensPerSecond)
+{
+    /// <summary>A link to or from the disk tier ("disk->cpu", "cpu->disk").</summary>
+    public bool IsDiskLink => Name is "disk->cpu" or "cpu->disk";
+}
 
 /// <summary>The cost model's prediction of a run and each of its bounds.</summary>
 public sealed record RunPrediction(PlanEvaluation Evaluation, IReadOnlyList<ThroughputBound> Bounds)
