@@ -46,6 +46,56 @@ public class BlockDispatcherTests
     }
 
     [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void Cache_loads_should_run_as_many_steps_ahead_of_the_compute_as_the_shape_says(int prefetchSteps)
+    {
+        const int batches = 2, genLen = 3;
+        var shape = new ScheduleShape(LayerKinds.BuildLayers(3, true), batches, genLen, genLen, Overlap: true, PrefetchSteps: prefetchSteps);
+        var schedule = BlockSchedule.Create(shape);
+        var dispatcher = new BlockDispatcher(schedule, task => [task.Kind switch
+        {
+            TaskKind.ComputeLayer => PipelineActorKind.GpuCompute,
+            TaskKind.LoadCache => PipelineActorKind.DiskIo,
+            _ => PipelineActorKind.Copy,
+        }]);
+
+        // Transfers finish as soon as they are handed out; computes one at a time, in block order. At each compute, the
+        // furthest cache load handed out says how many steps ahead the loads ran.
+        var computes = new Queue<(BlockTask Task, PipelineActorKind Tier)>();
+        int furthestLoad = -1;
+        var ahead = new List<int>();
+        while (!dispatcher.IsFinished)
+        {
+            for (var ready = dispatcher.TakeReady(); ready.Count > 0; ready = dispatcher.TakeReady())
+            {
+                foreach (var (task, tier) in ready)
+                {
+                    if (task.Kind == TaskKind.ComputeLayer)
+                    {
+                        computes.Enqueue((task, tier));
+                        continue;
+                    }
+
+                    if (task.Kind == TaskKind.LoadCache) furthestLoad = Math.Max(furthestLoad, schedule.StepOf(task.Token, task.Layer, task.Batch));
+                    dispatcher.Complete(task, tier);
+                }
+            }
+
+            Assert.True(computes.Count > 0 || dispatcher.IsFinished, "stuck with nothing to run");
+            if (computes.Count == 0) break;
+            var compute = computes.Dequeue();
+            // Only decode steps load a cache: count where the furthest load is past this compute.
+            int step = schedule.StepOf(compute.Task.Token, compute.Task.Layer, compute.Task.Batch);
+            if (furthestLoad > step) ahead.Add(furthestLoad - step);
+            dispatcher.Complete(compute.Task, compute.Tier);
+        }
+
+        Assert.Equal(prefetchSteps, ahead.Max());
+    }
+
+    [Theory]
     [InlineData(1, false)]
     [InlineData(2, false)]
     [InlineData(2, true)]

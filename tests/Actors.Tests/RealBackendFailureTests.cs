@@ -117,7 +117,7 @@ public class RealBackendFailureTests : IClassFixture<RandomModelFixture>, IAsync
 
         public IReadOnlyDictionary<string, long> PeakBytes => Inner.PeakBytes;
 
-        public BlockPlan Plan(BlockRequest block) => Inner.Plan(block);
+        public BlockPlan Plan(BlockRequest block, int prefetchSteps) => Inner.Plan(block, prefetchSteps);
 
         public IPipelineRun CreateRun(RunId id, BlockRequest block, BlockPlan plan, TraceRecorder trace) => new Run(this, Inner.CreateRun(id, block, plan, trace));
 

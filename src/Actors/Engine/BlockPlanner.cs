@@ -49,12 +49,13 @@ internal sealed class BlockPlanner
             l.Weights.Any(w => w.Home == TierKind.Disk))).ToArray();
     }
 
-    public TorchBlockPlan Plan(BlockRequest block)
+    /// <param name="prefetchSteps">How many compute steps the loads may run ahead (see <see cref="IPipelineBackend.Plan"/>).</param>
+    public TorchBlockPlan Plan(BlockRequest block, int prefetchSteps)
     {
         // The same budget rule as the weights' plan, now with the block's geometry: before its run allocates anything.
         // Grouped compute (PlacementPlan.ComputesBatchesTogether) is decided there, so its working memory is counted.
         var placement = PlacementPlan.Create(_config, _policy, block.PromptLen, block.Generation.GenLen,
-            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes, computesOnCpu: _computesOnCpu, stage: _stage);
+            budgets: _budgets, computeDtypeBytes: _computeDtypeBytes, computesOnCpu: _computesOnCpu, stage: _stage, prefetchSteps: prefetchSteps);
         var cache = placement.Cache;
         var routing = new RoutingPlan(
             _layers,
@@ -66,7 +67,7 @@ internal sealed class BlockPlanner
             _policy.CpuCacheCompute);
         var schedule = BlockSchedule.Create(new ScheduleShape(_layers, _policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen,
             _policy.Overlap, placement.GroupedCompute, FirstStage: _stage?.IsFirst ?? true, LastStage: _stage?.IsLast ?? true,
-            WeightLookahead: placement.WeightLookahead));
+            WeightLookahead: placement.WeightLookahead, PrefetchSteps: placement.PrefetchSteps));
         return new TorchBlockPlan(schedule, new TaskRouter(routing), placement);
     }
 }

@@ -147,10 +147,10 @@ public sealed class TorchPipelineBackend : IPipelineBackend
         return plan;
     }
 
-    public BlockPlan Plan(BlockRequest block)
+    public BlockPlan Plan(BlockRequest block, int prefetchSteps)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return _planner.Plan(block);
+        return _planner.Plan(block, prefetchSteps);
     }
 
     public IPipelineRun CreateRun(RunId id, BlockRequest block, BlockPlan plan, TraceRecorder trace)

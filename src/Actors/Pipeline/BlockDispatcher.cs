@@ -8,9 +8,10 @@ using FlexGen.Actors.Schedule;
 /// <list type="bullet">
 /// <item>overlap off: every earlier task in block order has completed (load -&gt; compute -&gt; store, one at a time);</item>
 /// <item>overlap on: the tasks it depends on (<see cref="BlockSchedule.DependenciesOf"/>) have completed, and the
-/// compute of the step <c>prefetchSteps</c> before the step that issues it has completed (with 1, the loads for step
-/// s+1 and the stores of step s-1 run while step s computes, as in FlexGen; bounded prefetch buffers); a weight load
-/// may run <see cref="ScheduleShape.WeightLookahead"/> layers ahead, whatever <c>prefetchSteps</c> says below that;</item>
+/// compute of the step <see cref="ScheduleShape.PrefetchSteps"/> before the step that issues it has completed (with 1, the
+/// loads for step s+1 and the stores of step s-1 run while step s computes, as in FlexGen; bounded prefetch buffers); a
+/// weight load may run <see cref="ScheduleShape.WeightLookahead"/> layers ahead, whatever the prefetch steps say below
+/// that (the plan that set both counts the buffers they keep in flight);</item>
 /// <item>its tier has fewer than <c>maxInFlightPerTier</c> parts outstanding.</item>
 /// </list>
 /// In a pipeline stage, a part still waiting for another stage's input (<see cref="BlockSchedule.StageInput"/>) does not
@@ -33,21 +34,17 @@ public sealed class BlockDispatcher
     private readonly bool[] _computeDone;
     private int _firstNotDone;
 
-    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<PipelineActorKind>> route, int maxInFlightPerTier = 2, int prefetchSteps = 1)
+    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<PipelineActorKind>> route, int maxInFlightPerTier = 2)
     {
         if (maxInFlightPerTier < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(maxInFlightPerTier), maxInFlightPerTier, "must be >= 1");
         }
 
-        if (prefetchSteps < 1)
-        {
-            throw new ArgumentOutOfRangeException(nameof(prefetchSteps), prefetchSteps, "must be >= 1");
-        }
-
         _schedule = schedule;
         _route = route;
         _maxInFlight = maxInFlightPerTier;
+        int prefetchSteps = schedule.Shape.PrefetchSteps;
         _prefetchSteps = prefetchSteps;
         _computeDone = new bool[schedule.StepCount];
         // A weight load of layer j + 1 sits at step (j, 0); W layers ahead of compute (c, 0) is the one at step

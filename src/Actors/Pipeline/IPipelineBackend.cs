@@ -21,7 +21,10 @@ public interface IPipelineBackend : IDisposable
     /// The plan of one block (placement of its cache and activations, routes, schedule), computed before anything is
     /// allocated. The coordinator builds it once per block, owns it, and hands it to <see cref="CreateRun"/>.
     /// </summary>
-    BlockPlan Plan(BlockRequest block);
+    /// <param name="prefetchSteps">How many compute steps the loads may run ahead (the pipeline's <c>prefetch-steps</c>):
+    /// the plan's schedule carries it to the dispatcher (<see cref="ScheduleShape.PrefetchSteps"/>), and a backend that
+    /// places tensors counts the buffers it keeps in flight.</param>
+    BlockPlan Plan(BlockRequest block, int prefetchSteps);
 
     /// <summary>
     /// Prepares one block (gpu_batch_size * num_gpu_batches rows) of a request under <paramref name="plan"/>: caches,

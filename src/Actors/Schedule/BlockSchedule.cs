@@ -17,8 +17,11 @@ using FlexGen.Tensors.Models;
 /// <param name="WeightLookahead">With overlap, how many layers ahead of the running compute the weights may load: 1 is
 /// FlexGen's (the next layer's load runs while this one computes); the plan decides (<c>PlacementPlan.WeightLookahead</c>),
 /// as it counts the buffers in flight. The block order is FlexGen's either way; only the dispatcher's gate moves.</param>
+/// <param name="PrefetchSteps">With overlap, how many compute steps the loads and stores may run ahead of the compute (the
+/// pipeline's <c>prefetch-steps</c>, 1 in FlexGen); the plan counts the buffers that keeps in flight
+/// (<c>PlacementPlan.PrefetchSteps</c>), and the dispatcher gates by it.</param>
 public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBatches, int GenLen, int ExecuteGenLen, bool Overlap,
-    bool GroupedCompute = false, bool FirstStage = true, bool LastStage = true, int WeightLookahead = 1)
+    bool GroupedCompute = false, bool FirstStage = true, bool LastStage = true, int WeightLookahead = 1, int PrefetchSteps = 1)
 {
     public int NumLayers => Layers.Count;
 
@@ -43,6 +46,11 @@ public sealed record ScheduleShape(IReadOnlyList<LayerKind> Layers, int NumGpuBa
         if (WeightLookahead < 1)
         {
             throw new ArgumentOutOfRangeException(nameof(WeightLookahead), WeightLookahead, "must be >= 1");
+        }
+
+        if (PrefetchSteps < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(PrefetchSteps), PrefetchSteps, "must be >= 1");
         }
 
         if (GenLen < 1)

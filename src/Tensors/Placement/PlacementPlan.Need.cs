@@ -14,14 +14,17 @@ public sealed partial record PlacementPlan
     /// where <see cref="KeepsCacheInFloat32"/> says so and the budgets allow).
     /// </summary>
     /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU: the GPU batches may compute together (<see cref="ComputesBatchesTogether"/>).</param>
-    public static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen, int computeDtypeBytes = 2, bool computesOnCpu = false)
+    /// <param name="prefetchSteps">How many compute steps the loads may run ahead (<see cref="PrefetchSteps"/>).</param>
+    public static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen, int computeDtypeBytes = 2, bool computesOnCpu = false,
+        int prefetchSteps = 1)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
+        ArgumentOutOfRangeException.ThrowIfLessThan(prefetchSteps, 1);
         CheckGeometry(config, promptLen, genLen);
         int cacheElementBytes = KeepsCacheInFloat32(config, policy, computesOnCpu) ? 4 : 2;
         return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheElementBytes),
-            PlaceActivations(config, policy, promptLen), computeDtypeBytes, computesOnCpu);
+            PlaceActivations(config, policy, promptLen), computeDtypeBytes, computesOnCpu, prefetchSteps);
     }
 
     /// <summary>
@@ -59,15 +62,15 @@ public sealed partial record PlacementPlan
     }
 
     private static MemoryNeed EstimateNeed(ModelConfig config, Policy policy, int promptLen, int genLen,
-        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool computesOnCpu)
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool computesOnCpu, int prefetchSteps)
     {
         WeightSummary weights;
         if (config.NumBlocks > 2)
         {
             var (one, two) = (config.WithBlocks(1), config.WithBlocks(2));
             // Every block places alike: the weights of N blocks are those of one block plus N - 1 times a block's.
-            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu);
-            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu);
+            var a = WeightSummary.Of(one, PlaceLayers(one, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu, prefetchSteps);
+            var b = WeightSummary.Of(two, PlaceLayers(two, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu, prefetchSteps);
             long more = config.NumBlocks - 1L;
             weights = new WeightSummary(
                 new TierBytes(
@@ -80,16 +83,16 @@ public sealed partial record PlacementPlan
         }
         else
         {
-            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu);
+            weights = WeightSummary.Of(config, PlaceLayers(config, policy, computeDtypeBytes), computeDtypeBytes, policy, computesOnCpu, prefetchSteps);
         }
 
         return NeedOf(config, policy, promptLen, genLen, weights, cache, activations, computeDtypeBytes,
-            ComputesBatchesTogether(config, policy, computesOnCpu));
+            ComputesBatchesTogether(config, policy, computesOnCpu), prefetchSteps);
     }
 
     /// <summary>The formulas of <see cref="MemoryNeed"/> over a weight summary, the cache and the activations.</summary>
     private static MemoryNeed NeedOf(ModelConfig config, Policy policy, int promptLen, int genLen, WeightSummary weights,
-        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool groupedCompute)
+        CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool groupedCompute, int prefetchSteps)
     {
         long b = policy.GpuBatchSize;
         // Grouped compute holds every GPU batch's loaded hidden states and activations of a layer at once.
@@ -98,7 +101,8 @@ public sealed partial record PlacementPlan
         long seq = promptLen + genLen - 1L;
         long h = config.HiddenSize;
         long heads = config.NumHeads;
-        long copies = policy.Overlap ? 2 : 1; // double buffering: the next load runs while this compute does
+        // The step computing and, with overlap, the prefetchSteps after it whose loads may have run (FlexGen: double buffering).
+        long copies = policy.Overlap ? 1L + prefetchSteps : 1;
 
         // Cache homes: k and v per attention layer and GPU batch, on the tiers the plan splits them over.
         long tensors = cache.TensorCount;
@@ -135,7 +139,8 @@ public sealed partial record PlacementPlan
     /// </summary>
     private sealed record WeightSummary(TierBytes Bytes, long Streamed, long WidestIntermediate)
     {
-        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, Policy policy, bool computesOnCpu)
+        public static WeightSummary Of(ModelConfig config, IReadOnlyList<LayerPlacement> layers, int computeDtypeBytes, Policy policy, bool computesOnCpu,
+            int prefetchSteps)
         {
             long widest = config.HiddenSize;
             var bytes = TierBytes.Zero;
@@ -149,7 +154,7 @@ public sealed partial record PlacementPlan
                 }
             }
 
-            int window = policy.Overlap ? 1 + WeightLookaheadOf(policy, computesOnCpu) : 1;
+            int window = policy.Overlap ? 1 + WeightLookaheadOf(policy, computesOnCpu, prefetchSteps) : 1;
             return new WeightSummary(bytes, StreamedBytes(layers, computeDtypeBytes, window, computesOnCpu), widest);
         }
 

@@ -12,7 +12,8 @@ namespace FlexGen.Tensors.Placement;
 public sealed partial record PlacementPlan
 {
     private PlacementPlan(ModelConfig config, Policy policy, int promptLen, int genLen,
-        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool computesOnCpu)
+        IReadOnlyList<LayerPlacement> layers, CachePlacement cache, ActivationPlacement activations, int computeDtypeBytes, bool computesOnCpu,
+        int prefetchSteps)
     {
         Config = config;
         Policy = policy;
@@ -24,9 +25,10 @@ public sealed partial record PlacementPlan
         WeightBytes = layers.Aggregate(TierBytes.Zero, (sum, l) => sum + l.Bytes);
         ComputeDtypeBytes = computeDtypeBytes;
         GroupedCompute = ComputesBatchesTogether(config, policy, computesOnCpu);
-        WeightLookahead = WeightLookaheadOf(policy, computesOnCpu);
-        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes, policy, computesOnCpu), cache,
-            activations, computeDtypeBytes, GroupedCompute);
+        PrefetchSteps = prefetchSteps;
+        WeightLookahead = WeightLookaheadOf(policy, computesOnCpu, prefetchSteps);
+        Need = NeedOf(config, policy, promptLen, genLen, WeightSummary.Of(config, layers, computeDtypeBytes, policy, computesOnCpu, prefetchSteps), cache,
+            activations, computeDtypeBytes, GroupedCompute, prefetchSteps);
     }
 
     public ModelConfig Config { get; }
@@ -62,17 +64,29 @@ public sealed partial record PlacementPlan
     public int WeightLookahead { get; }
 
     /// <summary>
+    /// With overlap, how many compute steps (a layer of one GPU batch) the loads and stores may run ahead of the compute:
+    /// the pipeline's <c>prefetch-steps</c>, 1 in FlexGen. <see cref="Need"/> counts the loaded cache and hidden states of
+    /// every step in flight (1 + this), and the weights of the layers it reaches (<see cref="WeightLookaheadOf"/>).
+    /// </summary>
+    public int PrefetchSteps { get; }
+
+    /// <summary>
     /// How many layers ahead of the running compute the weight loads may run, with overlap: FlexGen's 1 (the next layer
     /// loads while this one computes), or 2 when the compute runs on the CPU. With sep_layer the layers alternate between
     /// attention (a third of a block's weights) and MLP (two thirds); one layer ahead, the disk idles behind each MLP
     /// compute and the compute waits behind each MLP load (OPT-1.3B float32, 32 x 2, weights on disk: 25.7 token/s; two
     /// ahead: 29.2; a whole block as one layer: 30.3). The GPU tier is CPU memory there, where one more layer's buffers
     /// (<see cref="MemoryNeed"/> counts them) cost little; with CUDA its memory is what the policy spends, so FlexGen's 1.
+    /// Loads let run <paramref name="prefetchSteps"/> compute steps ahead reach further where that is more: a weight load
+    /// is issued at the first GPU batch's step of the layer before its own, so P steps ahead are 1 + (P - 1) / K layers.
     /// </summary>
-    public static int WeightLookaheadOf(Policy policy, bool computesOnCpu)
+    /// <param name="prefetchSteps">The pipeline's <c>prefetch-steps</c> (the dispatcher's gate for every load).</param>
+    public static int WeightLookaheadOf(Policy policy, bool computesOnCpu, int prefetchSteps = 1)
     {
         ArgumentNullException.ThrowIfNull(policy);
-        return policy.Overlap && computesOnCpu ? 2 : 1;
+        ArgumentOutOfRangeException.ThrowIfLessThan(prefetchSteps, 1);
+        if (!policy.Overlap) return 1;
+        return Math.Max(computesOnCpu ? 2 : 1, 1 + ((prefetchSteps - 1) / policy.NumGpuBatches));
     }
 
     /// <summary>The GPU batches of a layer compute together (see <see cref="ComputesBatchesTogether"/>).</summary>
@@ -94,21 +108,23 @@ public sealed partial record PlacementPlan
     /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU (no CUDA): decides <see cref="GroupedCompute"/> and whether streamed disk weights are staged in their stored dtype (<see cref="Need"/>).</param>
     /// <param name="stage">The layers a pipeline stage holds (null: the whole model): only they are placed, and only
     /// their attention layers have a cache.</param>
+    /// <param name="prefetchSteps">How many compute steps the loads may run ahead (<see cref="PrefetchSteps"/>).</param>
     /// <exception cref="TierCapacityExceededException">a tier would hold more than its capacity, or need more than its budget.</exception>
     public static PlacementPlan Create(ModelConfig config, Policy policy, int promptLen, int genLen,
         TierCapacities? capacities = null, TierBudgets? budgets = null, int computeDtypeBytes = 2, bool computesOnCpu = false,
-        LayerRange? stage = null)
+        LayerRange? stage = null, int prefetchSteps = 1)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
         ArgumentOutOfRangeException.ThrowIfLessThan(computeDtypeBytes, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(prefetchSteps, 1);
         CheckGeometry(config, promptLen, genLen);
         budgets ??= TierBudgets.Unlimited;
         if (KeepsCacheInFloat32(config, policy, computesOnCpu))
         {
             try
             {
-                return Create(config, policy, promptLen, genLen, capacities, budgets, computeDtypeBytes, computesOnCpu, stage, cacheElementBytes: 4);
+                return Create(config, policy, promptLen, genLen, capacities, budgets, computeDtypeBytes, computesOnCpu, stage, prefetchSteps, cacheElementBytes: 4);
             }
             catch (TierCapacityExceededException)
             {
@@ -116,7 +132,7 @@ public sealed partial record PlacementPlan
             }
         }
 
-        return Create(config, policy, promptLen, genLen, capacities, budgets, computeDtypeBytes, computesOnCpu, stage, cacheElementBytes: 2);
+        return Create(config, policy, promptLen, genLen, capacities, budgets, computeDtypeBytes, computesOnCpu, stage, prefetchSteps, cacheElementBytes: 2);
     }
 
     /// <summary>
@@ -136,7 +152,7 @@ public sealed partial record PlacementPlan
 
     private static PlacementPlan Create(ModelConfig config, Policy policy, int promptLen, int genLen,
         TierCapacities? capacities, TierBudgets budgets, int computeDtypeBytes, bool computesOnCpu, LayerRange? stage,
-        int cacheElementBytes)
+        int prefetchSteps, int cacheElementBytes)
     {
         var cache = PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheElementBytes);
         var activations = PlaceActivations(config, policy, promptLen);
@@ -144,7 +160,7 @@ public sealed partial record PlacementPlan
         // the whole model, so a stage is checked against its laid-out layers only).
         if (budgets != TierBudgets.Unlimited && stage is null)
         {
-            CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes, computesOnCpu), budgets);
+            CheckBudgets(EstimateNeed(config, policy, promptLen, genLen, cache, activations, computeDtypeBytes, computesOnCpu, prefetchSteps), budgets);
         }
 
         var layers = PlaceLayers(config, policy, computeDtypeBytes);
@@ -160,7 +176,7 @@ public sealed partial record PlacementPlan
             cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache), cacheElementBytes);
         }
 
-        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations, computeDtypeBytes, computesOnCpu);
+        var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations, computeDtypeBytes, computesOnCpu, prefetchSteps);
         plan.CheckCapacities(capacities ?? TierCapacities.Unlimited);
         CheckBudgets(plan.Need, budgets);
         return plan;

@@ -49,10 +49,11 @@ public sealed class RecordingBackend : IPipelineBackend
 
     public IReadOnlyDictionary<string, long> PeakBytes => new Dictionary<string, long> { ["gpu"] = 0, ["cpu"] = 0, ["disk"] = 0 };
 
-    public BlockPlan Plan(BlockRequest block)
+    public BlockPlan Plan(BlockRequest block, int prefetchSteps)
     {
         var routing = _plan(Policy);
-        return new BlockPlan(BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen, Policy.Overlap)),
+        return new BlockPlan(BlockSchedule.Create(new ScheduleShape(routing.Layers, Policy.NumGpuBatches, block.Generation.GenLen, block.ExecuteGenLen, Policy.Overlap,
+            PrefetchSteps: prefetchSteps)),
             new TaskRouter(routing));
     }
 

@@ -106,6 +106,35 @@ public class MemoryNeedTests
         Assert.Equal(1, PlacementPlan.Create(Tiny, policy with { Overlap = false }, 12, 10, computeDtypeBytes: 2, computesOnCpu: true).WeightLookahead);
     }
 
+    [Fact]
+    public void Loads_let_run_more_steps_ahead_should_be_counted_in_flight()
+    {
+        // Weights on disk, cache and activations on the CPU, attended on the GPU tier (d = 2, nothing staged). Each step
+        // in flight holds its loaded cache and hidden states: the computed one and the prefetch steps after it.
+        var policy = Policy.FromPercent([0, 0, 0, 100, 0, 100], 4, 1);
+        PlacementPlan Plan(Policy p, int prefetch, bool onCpu = false) =>
+            PlacementPlan.Create(Tiny, p, 12, 10, computeDtypeBytes: 2, computesOnCpu: onCpu, prefetchSteps: prefetch);
+
+        var one = Plan(policy, 1);
+        var two = Plan(policy, 2);
+
+        Assert.Equal(2, two.PrefetchSteps);
+        Assert.Equal(one.Need.Gpu.LoadedCache / 2 * 3, two.Need.Gpu.LoadedCache);
+        Assert.Equal(one.Need.Gpu.LoadedHidden / 2 * 3, two.Need.Gpu.LoadedHidden);
+        // One GPU batch per layer: two steps ahead are two layers' weight loads, the window the CPU's lookahead has.
+        Assert.Equal((1, 2), (one.WeightLookahead, two.WeightLookahead));
+        Assert.Equal(Plan(policy, 1, onCpu: true).Need.Gpu.StreamedWeights, two.Need.Gpu.StreamedWeights);
+        Assert.True(two.Need.Gpu.StreamedWeights > one.Need.Gpu.StreamedWeights);
+        // Two GPU batches per layer: two steps reach the next layer only, FlexGen's one; three reach two layers.
+        var twoBatches = policy with { NumGpuBatches = 2 };
+        Assert.Equal((1, 2), (Plan(twoBatches, 2).WeightLookahead, Plan(twoBatches, 3).WeightLookahead));
+        Assert.Equal(Plan(twoBatches, 1).Need.Gpu.StreamedWeights, Plan(twoBatches, 2).Need.Gpu.StreamedWeights);
+        // Without overlap nothing runs ahead, whatever the setting.
+        Assert.Equal(Plan(policy with { Overlap = false }, 1).Need, Plan(policy with { Overlap = false }, 3).Need);
+        // The byte formulas count the same.
+        Assert.Equal(two.Need, PlacementPlan.EstimateNeed(Tiny, policy, 12, 10, computeDtypeBytes: 2, prefetchSteps: 2));
+    }
+
     [Theory]
     [InlineData(new double[] { 100, 0, 100, 0, 100, 0 }, true)]
     [InlineData(new double[] { 20, 30, 0, 100, 100, 0 }, true)]

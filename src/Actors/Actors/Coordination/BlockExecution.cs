@@ -52,8 +52,8 @@ internal sealed class BlockExecution
     /// <summary>Plans block <paramref name="index"/>, creates its run and registers it under <paramref name="id"/>.</summary>
     public static BlockExecution Start(int index, BlockRequest block, RunId id, IPipelineBackend backend, RunRegistry runs, Tracing.TraceRecorder trace, PipelineSettings options)
     {
-        var plan = backend.Plan(block);
-        var dispatcher = new BlockDispatcher(plan.Schedule, plan.Route, options.MaxInFlightPerTier, options.PrefetchSteps);
+        var plan = backend.Plan(block, options.PrefetchSteps);
+        var dispatcher = new BlockDispatcher(plan.Schedule, plan.Route, options.MaxInFlightPerTier);
         var run = backend.CreateRun(id, block, plan, trace);
         runs.Add(run);
         var execution = new BlockExecution(index, run, dispatcher, plan.Schedule.Shape, trace.Now);
