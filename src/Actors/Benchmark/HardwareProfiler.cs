@@ -20,9 +20,13 @@ using static TorchSharp.torch;
 /// <param name="ComputeDtype">The GPU tier's compute dtype (float16 with CUDA; float32 or bfloat16 on the CPU).</param>
 /// <param name="DirectIo">Disk transfers with O_DIRECT (as the disk tier runs them by default in bench).</param>
 /// <param name="SecondsPerMeasure">How long each constant is measured for (at least one repetition).</param>
+/// <param name="CurveWorkingSetBytes">The MLP-layer curve (mm_flops_rows) steps through copies of the layer's weights
+/// holding about this many bytes, one copy per step, so each step reads its weights from memory as a model's layer
+/// does (a model's weights do not stay in the caches between its steps; one 32 MiB layer measured again and again
+/// did, and its rate moved 2x from day to day with what else shared the cache). At most one copy below a layer's bytes.</param>
 public sealed record HardwareProfileOptions(
     string OffloadDirectory, long TransferBytes = 256L << 20, ScalarType ComputeDtype = ScalarType.Float32, bool DirectIo = true,
-    double SecondsPerMeasure = 1.5);
+    double SecondsPerMeasure = 1.5, long CurveWorkingSetBytes = 512L << 20);
 
 /// <summary>One measured constant, as reported while the profile runs.</summary>
 /// <param name="Name">FlexLLMGen's name (ctog_bdw, mm_flops_p, ...).</param>
@@ -132,11 +136,13 @@ public static class HardwareProfiler
                 $"seconds per layer task of a GPU batch: decode of a {TaskModelHidden}-wide model through the pipeline, {dtype} on {gpuName}");
             // The curve the engine's terms read at a GPU batch's rows (FlexLLMGen's two constants are two of its points): the
             // rate of the engine's own MLP layer math (norm, two matmuls, activation, residual), FLOPs of its matrices.
+            using var mlp = new MlpLayers(device, dtype, options.CurveWorkingSetBytes);
             foreach (int rows in CurveRows)
             {
-                double rate = MlpLayer(rows, device, dtype, options with { SecondsPerMeasure = options.SecondsPerMeasure / 4 }, cancellationToken);
+                double rate = mlp.Rate(rows, options with { SecondsPerMeasure = options.SecondsPerMeasure / 4 }, cancellationToken);
                 curve.Add((rows, rate));
-                progress?.Report(new ProfileStep($"{HardwareProfile.MmFlopsRowsName}[{rows}]", rate, $"MLP layer, {rows} rows of hidden {CurveHidden}, {on}"));
+                progress?.Report(new ProfileStep($"{HardwareProfile.MmFlopsRowsName}[{rows}]", rate,
+                    $"MLP layer, {rows} rows of hidden {CurveHidden}, {on}, {mlp.Copies} copies of its weights in turn"));
             }
         }
         finally
@@ -226,19 +232,51 @@ public static class HardwareProfiler
     }
 
     /// <summary>FLOP/s of the first registered family's MLP layer (hidden <see cref="CurveHidden"/>) over <paramref name="rows"/> rows.</summary>
-    private static double MlpLayer(int rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
+    /// <summary>
+    /// The family's MLP layer of hidden <see cref="CurveHidden"/> with several copies of its weights, taken in turn, one
+    /// per step: each step reads its weights from memory, as a model's layers do. Owns the copies.
+    /// </summary>
+    private sealed class MlpLayers : IDisposable
     {
-        using var scope = NewDisposeScope();
-        var config = ModelFamilies.All[0].OfSize("profile", 1, (int)CurveHidden, 16, 64, 64);
-        var specs = config.Layers(sepLayer: true).Single(l => l.Kind == LayerKind.Mlp).Weights;
-        var weights = specs.Select(w => w.Init == WeightInit.NormScale
-            ? ones([.. w.Shape], dtype: dtype, device: device)
-            : randn([.. w.Shape], dtype: dtype, device: device).mul_(0.02)).ToList();
-        double flops = 2.0 * rows * specs.Where(w => w.Rank >= 2).Sum(w => w.ElementCount);
-        var hidden = randn([rows, 1, CurveHidden], dtype: dtype, device: device);
-        var compute = config.Compute();
-        var settings = new ComputeSettings(dtype);
-        return Rate(flops, () => compute.Mlp(hidden, weights, settings).Dispose(), options, token);
+        private readonly ModelConfig _config = ModelFamilies.All[0].OfSize("profile", 1, (int)CurveHidden, 16, 64, 64);
+        private readonly IReadOnlyList<WeightSpec> _specs;
+        private readonly List<List<Tensor>> _copies = [];
+        private readonly Device _device;
+        private readonly ScalarType _dtype;
+
+        public MlpLayers(Device device, ScalarType dtype, long workingSetBytes)
+        {
+            (_device, _dtype) = (device, dtype);
+            _specs = _config.Layers(sepLayer: true).Single(l => l.Kind == LayerKind.Mlp).Weights;
+            long layerBytes = _specs.Sum(w => w.ElementCount) * TensorShapes.ElementSize(dtype);
+            long copies = Math.Clamp(workingSetBytes / layerBytes, 1, 1024);
+            for (int c = 0; c < copies; c++)
+            {
+                // Owned here, not by the caller's dispose scope.
+                _copies.Add(_specs.Select(w => (w.Init == WeightInit.NormScale
+                    ? ones([.. w.Shape], dtype: dtype, device: device)
+                    : randn([.. w.Shape], dtype: dtype, device: device).mul_(0.02)).DetachFromDisposeScope()).ToList());
+            }
+        }
+
+        public int Copies => _copies.Count;
+
+        public double Rate(int rows, HardwareProfileOptions options, CancellationToken token)
+        {
+            using var scope = NewDisposeScope();
+            double flops = 2.0 * rows * _specs.Where(w => w.Rank >= 2).Sum(w => w.ElementCount);
+            var hidden = randn([rows, 1, CurveHidden], dtype: _dtype, device: _device);
+            var compute = _config.Compute();
+            var settings = new ComputeSettings(_dtype);
+            int next = 0;
+            return HardwareProfiler.Rate(flops, () => compute.Mlp(hidden, _copies[next++ % _copies.Count], settings).Dispose(), options, token);
+        }
+
+        public void Dispose()
+        {
+            foreach (var tensor in _copies.SelectMany(c => c)) tensor.Dispose();
+            _copies.Clear();
+        }
     }
 
     /// <summary>Float16 bytes per second of dequantizing FlexLLMGen's 4-bit layout into the compute dtype.</summary>

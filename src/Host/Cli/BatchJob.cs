@@ -12,6 +12,8 @@ public sealed record BatchBlock(IReadOnlyList<BatchPrompt> Prompts, GenerationSe
 
 /// <summary>What <c>generate --prompts-file ... --output ...</c> was given.</summary>
 /// <param name="SettingsOf">A prompt's generation settings (its max_tokens, the sampling and stop flags).</param>
+/// <param name="StopStrings">--stop-string: each line's text is cut where the first begins, its ids after the token that
+/// completes it written as the pad id (as <c>generate</c> prints them).</param>
 public sealed record BatchJobRequest(
     string PromptsPath,
     string OutputPath,
@@ -21,7 +23,8 @@ public sealed record BatchJobRequest(
     int DefaultMaxTokens,
     Func<BatchPrompt, GenerationSettings> SettingsOf,
     bool Warmup,
-    string? TracePath);
+    string? TracePath,
+    IReadOnlyList<string> StopStrings);
 
 /// <summary>
 /// A resumable batch job: reads and checks every line of the prompts file (<see cref="PromptsFile"/>), skips the ids the
@@ -95,6 +98,8 @@ public static class BatchJob
                 {
                     var result = await next!;
                     next = b + 1 < blocks.Count ? StartBlock(b + 1) : null;
+                    if (request.Tokenizer is { } tokenizer)
+                        result = StopStrings.Apply(result, request.StopStrings, tokenizer.Decode, request.Model.Config.PadTokenId);
                     var block = blocks[b];
                     int genLen = block.Settings.GenLen;
                     var lines = block.Prompts.Select((p, r) => new BatchResult(

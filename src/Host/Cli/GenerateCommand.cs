@@ -123,7 +123,7 @@ public static class GenerateCommand
                     GenLen = p.MaxTokens, StopTokenId = p.IsText && eosStop ? model.Config.EosTokenId : settings.StopTokenId,
                 };
                 return await BatchJob.RunAsync(console, new BatchJobRequest(batchPath!, batchOutput!, options, model, tokenizer, genLen, SettingsOf,
-                    PolicyFlags.GetBool(parse, warmup), parse.GetValue(flags.Trace)), cancellation);
+                    PolicyFlags.GetBool(parse, warmup), parse.GetValue(flags.Trace), stopStrings), cancellation);
             }
 
             (options.Policy.PlanPromptLen, options.Policy.PlanGenLen, options.Policy.PlanMaxBlockSize) = (ids.GetLength(1), genLen, ids.GetLength(0));
