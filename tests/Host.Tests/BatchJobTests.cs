@@ -109,6 +109,48 @@ public class BatchJobTests
     }
 
     [Fact]
+    public async Task A_stop_string_should_cut_each_lines_text_and_pad_its_ids_as_generate_does()
+    {
+        using var folder = new TempFolder();
+        string model = folder.File("model"), input = folder.File("in.jsonl");
+        Directory.CreateDirectory(model);
+        foreach (var file in Directory.GetFiles(TestPaths.BundledModel)) File.Copy(file, Path.Combine(model, Path.GetFileName(file)));
+        // A vocabulary that names every id of the bundled model's 50,272 (id t decodes to "x" + t), so every generated
+        // token has text; prompts are ids (nothing to encode, no merges needed).
+        var config = FlexGen.Tensors.Models.ModelFamilies.FromNameOrPath(model);
+        var vocab = Enumerable.Range(0, config.VocabSize).ToDictionary(t => t switch { 0 => "<s>", 1 => "<pad>", 2 => "</s>", 3 => "<unk>", _ => $"x{t}" }, t => t);
+        File.WriteAllText(Path.Combine(model, FlexGen.Host.Text.BpeTokenizer.VocabFileName), JsonSerializer.Serialize(vocab));
+        File.WriteAllText(Path.Combine(model, FlexGen.Host.Text.BpeTokenizer.MergesFileName), "#version: 0.2\n");
+        File.WriteAllLines(input, Enumerable.Range(0, 3).Select(r => IdsLine($"q{r}", Fixture.UnpaddedPrompt(r))));
+        async Task<List<Line>> Run(string output, params string[] extra)
+        {
+            var result = await CliRunner.RunAsync(["generate", "--model", model, "--prompts-file", input, "--output", output, "--gen-len", "8",
+                "--gpu-batch-size", "2", "--warmup", "false", "--trace", "", .. extra]);
+            Assert.True(result.ExitCode == 0, result.ToString());
+            return ReadOutput(output);
+        }
+
+        var plain = await Run(folder.File("plain.jsonl"));
+        // The stop string: the text of the 4th token of one line, which ends there or earlier.
+        var chosen = plain.First(l => l.Id == "q0");
+        string stop = $"x{chosen.TokenIds[3]}";
+        var cut = await Run(folder.File("cut.jsonl"), "--stop-string", stop);
+
+        var tokenizer = FlexGen.Host.Text.BpeTokenizer.Load(model, config.Family.Tokenizer(config));
+        Assert.Equal(plain.Select(l => l.Id).Order(), cut.Select(l => l.Id).Order());
+        foreach (var line in cut)
+        {
+            var before = plain.Single(l => l.Id == line.Id);
+            var expected = FlexGen.Host.Generation.StopStrings.Apply(before.TokenIds, [stop], tokenizer.Decode);
+            Assert.Equal(expected.Text, line.Text);
+            Assert.Equal(expected.Ids.Concat(Enumerable.Repeat((long)config.PadTokenId, before.TokenIds.Length - expected.Ids.Count)), line.TokenIds);
+        }
+        var stopped = cut.Single(l => l.Id == "q0");
+        Assert.Equal(chosen.Text[..chosen.Text.IndexOf(stop, StringComparison.Ordinal)], stopped.Text);
+        Assert.True(stopped.TokenIds.Skip(4).All(t => t == config.PadTokenId), string.Join(' ', stopped.TokenIds));
+    }
+
+    [Fact]
     public async Task A_partial_last_line_should_be_truncated_away_with_a_note()
     {
         using var folder = new TempFolder();
