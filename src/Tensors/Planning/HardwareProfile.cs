@@ -77,19 +77,22 @@ public sealed record HardwareProfile
 
     /// <summary>
     /// The matmul rate at <paramref name="rows"/> activation rows: the curve interpolated linearly in log(rows) and clamped
-    /// to its ends; without one, <paramref name="flatRate"/> (FlexLLMGen's constant of the phase).
+    /// to its ends, and never below a point at fewer rows (a product over more rows can run as pieces of fewer, so a
+    /// measured dip, as this VM's 2048-row point at 150-230 GFLOP/s against 330-360 at 1024, is no bound); without a
+    /// curve, <paramref name="flatRate"/> (FlexLLMGen's constant of the phase).
     /// </summary>
     public double MatmulFlops(double rows, double flatRate)
     {
         if (MmFlopsByRows is not { Count: > 0 } curve) return flatRate;
+        double fewerRows = curve.TakeWhile(p => p.Rows <= rows).Select(p => p.Flops).DefaultIfEmpty(0).Max();
         if (rows <= curve[0].Rows) return curve[0].Flops;
-        if (rows >= curve[^1].Rows) return curve[^1].Flops;
+        if (rows >= curve[^1].Rows) return Math.Max(curve[^1].Flops, fewerRows);
         int i = 1;
         while (curve[i].Rows < rows) i++;
         var (r0, f0) = curve[i - 1];
         var (r1, f1) = curve[i];
         double t = (Math.Log(rows) - Math.Log(r0)) / (Math.Log(r1) - Math.Log(r0));
-        return f0 + t * (f1 - f0);
+        return Math.Max(f0 + t * (f1 - f0), fewerRows);
     }
 
     /// <summary>The JSON names (FlexLLMGen's), in the order the file lists them.</summary>

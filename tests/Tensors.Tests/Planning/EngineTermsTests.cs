@@ -157,6 +157,12 @@ public class EngineTermsTests
         Near(4e12, curved.MatmulFlops(4096, 0));
         Near(1e12, curved.MatmulFlops(0.5, 0));
         Assert.Equal(7, Hw.MatmulFlops(4, 7));
+        // A dip at more rows is no bound: those rows can run as pieces of fewer.
+        var dipped = Hw with { MmFlopsByRows = [(8, 1e12), (32, 3e12), (64, 2e12), (128, 4e12)] };
+        Near(3e12, dipped.MatmulFlops(64, 0));
+        Near(3e12, dipped.MatmulFlops(48, 0));
+        Near(3.5e12, dipped.MatmulFlops(Math.Pow(2, 6.75), 0)); // three quarters in log2 from 64 to 128: above the dip
+        Near(4e12, dipped.MatmulFlops(4096, 0));
 
         var block = new PlanBlock(16, 1);
         var port = new CostTerms(OnT4("opt-6.7b", 256, 32) with { Hardware = curved }, block);
