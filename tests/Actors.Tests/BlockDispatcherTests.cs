@@ -51,46 +51,18 @@ public class BlockDispatcherTests
     [InlineData(3)]
     public void Cache_loads_should_run_as_many_steps_ahead_of_the_compute_as_the_shape_says(int prefetchSteps)
     {
-        const int batches = 2, genLen = 3;
-        var shape = new ScheduleShape(LayerKinds.BuildLayers(3, true), batches, genLen, genLen, Overlap: true, PrefetchSteps: prefetchSteps);
+        var shape = new ScheduleShape(LayerKinds.BuildLayers(3, true), 2, 3, 3, Overlap: true, PrefetchSteps: prefetchSteps);
         var schedule = BlockSchedule.Create(shape);
-        var dispatcher = new BlockDispatcher(schedule, task => [task.Kind switch
-        {
-            TaskKind.ComputeLayer => PipelineActorKind.GpuCompute,
-            TaskKind.LoadCache => PipelineActorKind.DiskIo,
-            _ => PipelineActorKind.Copy,
-        }]);
+        int Step(BlockTask task) => schedule.StepOf(task.Token, task.Layer, task.Batch);
 
-        // Transfers finish as soon as they are handed out; computes one at a time, in block order. At each compute, the
-        // furthest cache load handed out says how many steps ahead the loads ran.
-        var computes = new Queue<(BlockTask Task, PipelineActorKind Tier)>();
+        // At each compute, the furthest cache load handed out says how many steps ahead the loads ran (only decode steps
+        // load a cache: counted where the furthest load is past this compute).
         int furthestLoad = -1;
         var ahead = new List<int>();
-        while (!dispatcher.IsFinished)
+        RunComputesInOrder(schedule, TaskKind.LoadCache, load => furthestLoad = Math.Max(furthestLoad, Step(load)), compute =>
         {
-            for (var ready = dispatcher.TakeReady(); ready.Count > 0; ready = dispatcher.TakeReady())
-            {
-                foreach (var (task, tier) in ready)
-                {
-                    if (task.Kind == TaskKind.ComputeLayer)
-                    {
-                        computes.Enqueue((task, tier));
-                        continue;
-                    }
-
-                    if (task.Kind == TaskKind.LoadCache) furthestLoad = Math.Max(furthestLoad, schedule.StepOf(task.Token, task.Layer, task.Batch));
-                    dispatcher.Complete(task, tier);
-                }
-            }
-
-            Assert.True(computes.Count > 0 || dispatcher.IsFinished, "stuck with nothing to run");
-            if (computes.Count == 0) break;
-            var compute = computes.Dequeue();
-            // Only decode steps load a cache: count where the furthest load is past this compute.
-            int step = schedule.StepOf(compute.Task.Token, compute.Task.Layer, compute.Task.Batch);
-            if (furthestLoad > step) ahead.Add(furthestLoad - step);
-            dispatcher.Complete(compute.Task, compute.Tier);
-        }
+            if (furthestLoad > Step(compute)) ahead.Add(furthestLoad - Step(compute));
+        });
 
         Assert.Equal(prefetchSteps, ahead.Max());
     }
@@ -102,23 +74,36 @@ public class BlockDispatcherTests
     [InlineData(3, true)]
     public void Weight_loads_should_run_as_many_layers_ahead_of_the_compute_as_the_shape_says(int lookahead, bool grouped)
     {
-        const int batches = 2, genLen = 3;
-        var shape = new ScheduleShape(LayerKinds.BuildLayers(3, true), batches, genLen, genLen, Overlap: true, grouped,
+        const int genLen = 3;
+        var shape = new ScheduleShape(LayerKinds.BuildLayers(3, true), 2, genLen, genLen, Overlap: true, grouped,
             WeightLookahead: lookahead);
-        var schedule = BlockSchedule.Create(shape);
-        var dispatcher = new BlockDispatcher(schedule, task => [task.Kind switch
-        {
-            TaskKind.ComputeLayer => PipelineActorKind.GpuCompute,
-            TaskKind.LoadWeight => PipelineActorKind.DiskIo,
-            _ => PipelineActorKind.Copy,
-        }]);
         int Index(BlockTask task) => (task.Token * shape.NumLayers) + task.Layer;
 
-        // Every transfer finishes as soon as it is handed out; the computes finish one at a time, in block order. When
-        // a layer's first compute comes up, the furthest weight load handed out says how far the loads ran ahead.
-        var computes = new Queue<(BlockTask Task, PipelineActorKind Tier)>();
+        // When a layer's first compute comes up, the furthest weight load handed out says how far the loads ran ahead.
         int furthestLoad = -1;
         var ahead = new List<int>();
+        RunComputesInOrder(BlockSchedule.Create(shape), TaskKind.LoadWeight, load => furthestLoad = Math.Max(furthestLoad, Index(load)), compute =>
+        {
+            if (compute.Batch == 0) ahead.Add(furthestLoad - Index(compute));
+        });
+
+        // The last layers have fewer left to load.
+        Assert.Equal(genLen * shape.NumLayers, ahead.Count);
+        Assert.All(ahead.SkipLast(lookahead), layers => Assert.Equal(lookahead, layers));
+        Assert.Equal(Enumerable.Range(0, lookahead).Reverse(), ahead.TakeLast(lookahead));
+    }
+
+    /// <summary>
+    /// Drives a dispatcher over <paramref name="schedule"/> with computes on one tier, <paramref name="loads"/> on the disk
+    /// tier and everything else on the copy tier: every transfer finishes as soon as it is handed out (each load of that
+    /// kind first seen by <paramref name="loaded"/>), the computes finish one at a time, in block order, each first seen
+    /// by <paramref name="computing"/>.
+    /// </summary>
+    private static void RunComputesInOrder(BlockSchedule schedule, TaskKind loads, Action<BlockTask> loaded, Action<BlockTask> computing)
+    {
+        var dispatcher = new BlockDispatcher(schedule, task => [task.Kind == TaskKind.ComputeLayer ? PipelineActorKind.GpuCompute
+            : task.Kind == loads ? PipelineActorKind.DiskIo : PipelineActorKind.Copy]);
+        var computes = new Queue<(BlockTask Task, PipelineActorKind Tier)>();
         while (!dispatcher.IsFinished)
         {
             for (var ready = dispatcher.TakeReady(); ready.Count > 0; ready = dispatcher.TakeReady())
@@ -131,25 +116,16 @@ public class BlockDispatcherTests
                         continue;
                     }
 
-                    if (task.Kind == TaskKind.LoadWeight) furthestLoad = Math.Max(furthestLoad, Index(task));
+                    if (task.Kind == loads) loaded(task);
                     dispatcher.Complete(task, tier);
                 }
             }
 
-            if (computes.Count == 0)
-            {
-                Assert.True(dispatcher.IsFinished, "stuck with nothing to run");
-                break;
-            }
-
+            Assert.True(computes.Count > 0 || dispatcher.IsFinished, "stuck with nothing to run");
+            if (computes.Count == 0) break;
             var compute = computes.Dequeue();
-            if (compute.Task.Batch == 0) ahead.Add(furthestLoad - Index(compute.Task));
+            computing(compute.Task);
             dispatcher.Complete(compute.Task, compute.Tier);
         }
-
-        // The last layers have fewer left to load.
-        Assert.Equal(genLen * shape.NumLayers, ahead.Count);
-        Assert.All(ahead.SkipLast(lookahead), layers => Assert.Equal(lookahead, layers));
-        Assert.Equal(Enumerable.Range(0, lookahead).Reverse(), ahead.TakeLast(lookahead));
     }
 }
