@@ -231,6 +231,28 @@ public class AutoPolicyTests
         Assert.True(auto.Prediction.Throughput > 0);
     }
 
+    [Fact]
+    public void The_check_before_loading_should_count_the_buffers_of_the_pipelines_prefetch_steps()
+    {
+        using var folder = new TempFolder();
+        FlexGenSetup Setup(string? hocon) => FlexGenSetup.Create(new FlexGenOptions
+        {
+            Model = TestPaths.BundledModel, ComputeDtype = "float32", OffloadDir = folder.File("offload"), Hocon = hocon,
+            Policy = new PolicyOptions { Percent = [100, 0, 0, 100, 100, 0] }, // the cache on the CPU, loaded at every step
+        });
+
+        var plain = Setup(null);
+        var deeper = Setup("flexgen.pipeline.prefetch-steps = 3");
+
+        Assert.Equal(1, plain.Pipeline.PrefetchSteps);
+        Assert.Equal(3, deeper.Pipeline.PrefetchSteps);
+        var (one, three) = (plain.CheckFits(16, 8), deeper.CheckFits(16, 8));
+        Assert.Equal(3, three.PrefetchSteps);
+        Assert.Equal(one.Need.Gpu.LoadedCache * 2, three.Need.Gpu.LoadedCache); // 4 steps' loads in flight, not 2
+        var bad = Assert.Throws<FlexGen.Actors.Actors.PipelineSettingsException>(() => Setup("flexgen.pipeline.prefetch-steps = 0"));
+        Assert.Equal(FlexGen.Actors.Actors.PipelineSettings.PrefetchStepsKey, bad.Key);
+    }
+
     [Theory]
     [InlineData(0, 8, null, FlexGenOptionKeys.PlanPromptLen)]
     [InlineData(16, 0, null, FlexGenOptionKeys.PlanGenLen)]

@@ -64,9 +64,10 @@ public static class AutoPolicy
 
     /// <param name="template">The user's settings: the block and percentages are chosen, everything else is kept.</param>
     /// <param name="maxBlockSize">The most sequences a block may hold (e.g. generate's prompt count); null: <see cref="DefaultMaxBlockSize"/>.</param>
+    /// <param name="prefetchSteps">The pipeline's prefetch steps: a candidate is checked with the buffers they keep in flight.</param>
     /// <exception cref="NoPolicyFitsException">nothing fits the budgets.</exception>
     public static AutoPlan Choose(ModelConfig config, Policy template, int promptLen, int genLen, TierBudgets budgets,
-        HardwareProfile hardware, string hardwareSource, int computeDtypeBytes, int? maxBlockSize = null)
+        HardwareProfile hardware, string hardwareSource, int computeDtypeBytes, int? maxBlockSize = null, int prefetchSteps = 1)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(template);
@@ -98,7 +99,7 @@ public static class AutoPolicy
             // The snapped policy's own problem: grouped or not as the engine will run it.
             var snapped = CostModel.Evaluate(PolicyCost.ProblemOf(config, policy, promptLen, genLen, planBudgets, hardware),
                 PolicyCost.BlockOf(policy), PolicyCost.PlacementOf(policy));
-            if (!snapped.Feasible || !EngineRuns(config, policy, promptLen, genLen, budgets, computeDtypeBytes)) continue;
+            if (!snapped.Feasible || !EngineRuns(config, policy, promptLen, genLen, budgets, computeDtypeBytes, prefetchSteps)) continue;
             passing.Add((policy, snapped));
         }
         if (passing.Count == 0)
@@ -140,12 +141,13 @@ public static class AutoPolicy
     private static PlanProblem Searched(PlanProblem problem, bool grouped) =>
         problem with { Engine = problem.Engine! with { GroupedBatches = grouped } };
 
-    private static bool EngineRuns(ModelConfig config, Policy policy, int promptLen, int genLen, TierBudgets budgets, int computeDtypeBytes)
+    private static bool EngineRuns(ModelConfig config, Policy policy, int promptLen, int genLen, TierBudgets budgets, int computeDtypeBytes,
+        int prefetchSteps)
     {
         try
         {
             PlacementPlan.Create(config, policy, promptLen, genLen, budgets: budgets, computeDtypeBytes: computeDtypeBytes,
-                computesOnCpu: budgets.GpuInCpuMemory);
+                computesOnCpu: budgets.GpuInCpuMemory, prefetchSteps: prefetchSteps);
             return true;
         }
         catch (PlacementException)

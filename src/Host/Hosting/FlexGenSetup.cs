@@ -24,8 +24,10 @@ public sealed class FlexGenSetup
     private readonly bool _ownsOffloadDir;
 
     private FlexGenSetup(FlexGenOptions options, ResolvedModel model, Policy policy, torch.ScalarType computeDtype, (int Compute, int Io) threads,
-        string offloadDir, bool ownsOffloadDir, BpeTokenizer? tokenizer, TierBudgets budgets, AutoPlan? autoPlan, ResolvedHardware? hardware)
+        string offloadDir, bool ownsOffloadDir, BpeTokenizer? tokenizer, TierBudgets budgets, AutoPlan? autoPlan, ResolvedHardware? hardware,
+        Actors.Actors.PipelineSettings pipeline)
     {
+        Pipeline = pipeline;
         ComputeThreads = threads.Compute;
         IoThreads = threads.Io;
         AutoPlan = autoPlan;
@@ -41,6 +43,13 @@ public sealed class FlexGenSetup
     }
 
     public FlexGenOptions Options { get; }
+
+    /// <summary>
+    /// The pipeline's settings as the actor system reads them (<see cref="FlexGenOptions.Hocon"/> in front of
+    /// hocon/flexgen.conf): the checks before loading count the buffers its prefetch steps keep in flight, as each block's
+    /// plan does.
+    /// </summary>
+    public Actors.Actors.PipelineSettings Pipeline { get; }
 
     public ResolvedModel Model { get; }
 
@@ -82,6 +91,9 @@ public sealed class FlexGenSetup
             : Path.GetFullPath(options.OffloadDir!);
         if (!owns && File.Exists(offload)) throw new FlexGenOptionsException(FlexGenOptionKeys.OffloadDir, options.OffloadDir, "a file is in the way.");
         var budgets = ResolveBudgets(options, offload);
+        var pipeline = Actors.Actors.PipelineSettings.FromConfig(string.IsNullOrWhiteSpace(options.Hocon)
+            ? Actors.Hosting.FlexGenHocon.Config
+            : Akka.Configuration.ConfigurationFactory.ParseString(options.Hocon).WithFallback(Actors.Hosting.FlexGenHocon.Config));
         AutoPlan? auto = null;
         ResolvedHardware? hardware = null;
         if (options.Policy.Auto)
@@ -89,10 +101,10 @@ public sealed class FlexGenSetup
             var (promptLen, genLen, maxBlock) = options.Policy.PlanWorkload();
             hardware = ResolveHardware(options, dtype, offload, say);
             auto = AutoPolicy.Choose(model.Config, policy, promptLen, genLen, budgets, hardware.Profile, hardware.Source,
-                EngineSettings.BytesOf(dtype), maxBlock);
+                EngineSettings.BytesOf(dtype), maxBlock, pipeline.PrefetchSteps);
             policy = auto.Policy;
         }
-        return new FlexGenSetup(options, model, policy, dtype, threads, offload, owns, LoadTokenizer(model), budgets, auto, hardware);
+        return new FlexGenSetup(options, model, policy, dtype, threads, offload, owns, LoadTokenizer(model), budgets, auto, hardware, pipeline);
     }
 
     /// <summary>The policy <see cref="PolicyOptions.Auto"/> chose and its prediction; null when the policy was given.</summary>
@@ -149,7 +161,7 @@ public sealed class FlexGenSetup
     /// <exception cref="Tensors.Placement.TierCapacityExceededException">a tier's budget is exceeded.</exception>
     public Tensors.Placement.PlacementPlan CheckFits(int promptLen, int genLen) =>
         Tensors.Placement.PlacementPlan.Create(Model.Config, Policy, promptLen, genLen, budgets: Budgets, computeDtypeBytes: Settings.ComputeDtypeBytes,
-            computesOnCpu: Budgets.GpuInCpuMemory);
+            computesOnCpu: Budgets.GpuInCpuMemory, prefetchSteps: Pipeline.PrefetchSteps);
 
     /// <summary>The model folder's tokenizer, when it has the files its family's tokenizer kind reads.</summary>
     public static BpeTokenizer? LoadTokenizer(ResolvedModel model) =>
