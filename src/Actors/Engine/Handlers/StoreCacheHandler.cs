@@ -18,7 +18,7 @@ internal sealed class StoreCacheHandler(BlockRunContext run) : ITaskHandler
         long start = task.Token == 0 ? 0 : run.PastLength(task.Token);
         long length = entries.Key.Shape[0];
         long bytes = 0;
-        foreach (var segment in home.Segments.Where(s => TaskRouter.CacheStorer(s.Home) == part.Actor))
+        foreach (var segment in home.Segments.Where(s => run.Router.CacheStorer(s.Home) == part.Actor))
         {
             IndexRange[] ranges = [new(start, start + length), IndexRange.All(segment.Length), IndexRange.All(segment.Key.Shape[2])];
             // (s, rows, d), already in the home's dtype: the compute made the entries so (a mismatch is refused by the copy).
