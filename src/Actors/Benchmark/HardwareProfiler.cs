@@ -231,10 +231,9 @@ public static class HardwareProfiler
         }
     }
 
-    /// <summary>FLOP/s of the first registered family's MLP layer (hidden <see cref="CurveHidden"/>) over <paramref name="rows"/> rows.</summary>
     /// <summary>
-    /// The family's MLP layer of hidden <see cref="CurveHidden"/> with several copies of its weights, taken in turn, one
-    /// per step: each step reads its weights from memory, as a model's layers do. Owns the copies.
+    /// The first registered family's MLP layer of hidden <see cref="CurveHidden"/> with several copies of its weights, taken
+    /// in turn, one per step: each step reads its weights from memory, as a model's layers do. Owns the copies.
     /// </summary>
     private sealed class MlpLayers : IDisposable
     {
@@ -261,6 +260,7 @@ public static class HardwareProfiler
 
         public int Copies => _copies.Count;
 
+        /// <summary>FLOP/s of the layer over <paramref name="rows"/> rows.</summary>
         public double Rate(int rows, HardwareProfileOptions options, CancellationToken token)
         {
             using var scope = NewDisposeScope();

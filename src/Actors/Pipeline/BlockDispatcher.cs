@@ -23,7 +23,6 @@ public sealed class BlockDispatcher
     private readonly BlockSchedule _schedule;
     private readonly Func<BlockTask, IReadOnlyList<PipelineActorKind>> _route;
     private readonly int _maxInFlight;
-    private readonly int _prefetchSteps;
     private readonly int _weightPrefetchSteps;
     private readonly Dictionary<PipelineActorKind, List<BlockTask>> _queues = new();
     private readonly Dictionary<PipelineActorKind, int> _inFlight = new();
@@ -44,12 +43,10 @@ public sealed class BlockDispatcher
         _schedule = schedule;
         _route = route;
         _maxInFlight = maxInFlightPerTier;
-        int prefetchSteps = schedule.Shape.PrefetchSteps;
-        _prefetchSteps = prefetchSteps;
         _computeDone = new bool[schedule.StepCount];
         // A weight load of layer j + 1 sits at step (j, 0); W layers ahead of compute (c, 0) is the one at step
         // (c + W - 1, 0), whose gate must be the compute before (c, 0).
-        _weightPrefetchSteps = Math.Max(prefetchSteps, 1 + ((schedule.Shape.WeightLookahead - 1) * schedule.Shape.NumGpuBatches));
+        _weightPrefetchSteps = Math.Max(schedule.Shape.PrefetchSteps, 1 + ((schedule.Shape.WeightLookahead - 1) * schedule.Shape.NumGpuBatches));
         _dependencies = schedule.Tasks.Select(t => schedule.DependenciesOf(t.Task).ToArray()).ToArray();
         foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
@@ -217,7 +214,7 @@ public sealed class BlockDispatcher
         }
 
         int step = _schedule.Tasks[position].Step;
-        int prefetch = _schedule.Tasks[position].Task.Kind == TaskKind.LoadWeight ? _weightPrefetchSteps : _prefetchSteps;
+        int prefetch = _schedule.Tasks[position].Task.Kind == TaskKind.LoadWeight ? _weightPrefetchSteps : _schedule.Shape.PrefetchSteps;
         int gate = Math.Min(step, _computeDone.Length) - prefetch;
         if (gate >= 0 && !_computeDone[gate])
         {

@@ -183,9 +183,9 @@ public static class BenchCommand
             if (phase.Tiers.FirstOrDefault(t => t.Tier == PipelineActorKind.DiskIo.ActorName()) is not { Busy.Ticks: > 0 } disk) continue;
             if (text.Length == 0) text.Append("disk tier as the run got it (traced):\n");
             double allowed = phase.TokensComputed / disk.Busy.TotalSeconds;
-            var others = prediction.Bounds.Where(b => b.Phase == phase.Phase && !b.IsDiskLink).ToList();
-            var tighter = others.Count > 0 && others.Min(b => b.TokensPerSecond) < allowed
-                ? others.MinBy(b => b.TokensPerSecond)! : new ThroughputBound(phase.Phase, "disk as run", disk.Busy.TotalSeconds, allowed);
+            var tightestOther = prediction.Bounds.Where(b => b.Phase == phase.Phase && !b.IsDiskLink).MinBy(b => b.TokensPerSecond);
+            var tighter = tightestOther is { } other && other.TokensPerSecond < allowed
+                ? other : new ThroughputBound(phase.Phase, "disk as run", disk.Busy.TotalSeconds, allowed);
             double writeRate = phase.Phase == "prefill" ? profile.CtodBdwCacheP : profile.CtodBdwG;
             text.Append(CultureInfo.InvariantCulture,
                 $"  {phase.Phase + ":",-8} read {disk.LoadedBytes / 1e9:F2} GB, wrote {disk.StoredBytes / 1e9:F2} GB in {disk.Busy.TotalSeconds:F2} s busy: " +
