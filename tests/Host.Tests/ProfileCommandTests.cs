@@ -16,6 +16,13 @@ public class ProfileCommandTests
         var profile = HardwareProfile.Read(file); // every key, rates positive
         Assert.Equal(HardwareProfile.DefaultCorrection, (profile.C1, profile.C2, profile.C3));
         foreach (var name in HardwareProfile.JsonNames.Take(12)) Assert.Contains(name, result.Error);
+        // The disk's rates are sustained over distinct transfers (a re-read one came from the host's cache).
+        var lines = result.Error.Split('\n');
+        foreach (var name in new[] { "ctod_bdw_cache_p", "dtoc_bdw" })
+        {
+            Assert.Contains("8 x 4 MiB distinct", Assert.Single(lines, l => l.TrimStart().StartsWith(name + " ", StringComparison.Ordinal)));
+        }
+
         Assert.Equal(["hw.json"], Directory.GetFileSystemEntries(folder.Path).Select(Path.GetFileName)); // no scratch left
 
         var plan = await CliRunner.RunAsync("plan", "--model", "opt-125m", "--prompt-len", "64", "--gen-len", "8", "--gpu-mem", "1",

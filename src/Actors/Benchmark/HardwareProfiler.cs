@@ -24,9 +24,13 @@ using static TorchSharp.torch;
 /// holding about this many bytes, one copy per step, so each step reads its weights from memory as a model's layer
 /// does (a model's weights do not stay in the caches between its steps; one 32 MiB layer measured again and again
 /// did, and its rate moved 2x from day to day with what else shared the cache). At most one copy below a layer's bytes.</param>
+/// <param name="DiskSpanTransfers">The disk's read and write rates (dtoc_bdw, ctod_bdw_cache_p) are sustained rates over
+/// this many distinct transfers, written in turn and then read in turn for the time given, as a model's weights are
+/// written once and streamed every token: the bytes over the whole time, not the best repetition. On a VM one transfer
+/// read again and again came from the host's cache at 2-4x what runs read. Fewer when the folder's free space is short.</param>
 public sealed record HardwareProfileOptions(
     string OffloadDirectory, long TransferBytes = 256L << 20, ScalarType ComputeDtype = ScalarType.Float32, bool DirectIo = true,
-    double SecondsPerMeasure = 1.5, long CurveWorkingSetBytes = 512L << 20);
+    double SecondsPerMeasure = 1.5, long CurveWorkingSetBytes = 512L << 20, int DiskSpanTransfers = 8);
 
 /// <summary>One measured constant, as reported while the profile runs.</summary>
 /// <param name="Name">FlexLLMGen's name (ctog_bdw, mm_flops_p, ...).</param>
@@ -88,7 +92,17 @@ public static class HardwareProfiler
             long elements = bytes / 2;
             using var cpu = tiers.Cpu.Allocate([elements], ScalarType.Float16, "profile-cpu");
             using var gpu = tiers.Gpu.Allocate([elements], ScalarType.Float16, "profile-gpu");
-            using var disk = tiers.Disk.Allocate([elements], ScalarType.Float16, "profile-disk");
+            // The span of distinct transfers the disk rates run over, at most half the folder's free space.
+            long free = new DriveInfo(Path.GetFullPath(scratch)).AvailableFreeSpace;
+            int spanTransfers = (int)Math.Clamp(free / 2 / bytes, 1, Math.Max(1, options.DiskSpanTransfers));
+            var span = new List<DiskTensor>(spanTransfers);
+            using var spanOwner = new Owned(() => TierTensors.DisposeAll(span));
+            for (int t = 0; t < spanTransfers; t++)
+            {
+                span.Add(tiers.Disk.Allocate([elements], ScalarType.Float16, $"profile-disk-{t}"));
+            }
+
+            var disk = span[0];
             cpu.Data.fill_(1);
             gpu.Data.fill_(1);
             string mib = $"{bytes / (double)(1 << 20):0} MiB";
@@ -111,13 +125,14 @@ public static class HardwareProfiler
             Report("gtoc_bdw_hidden", gtocHidden, $"{hiddenBytes >> 20} MiB {gpuName} -> CPU");
 
             string io = options.DirectIo ? "O_DIRECT" : "buffered";
-            double ctod = Bandwidth(bytes, () => TierCopy.Copy(disk, cpu), options, cancellationToken);
-            Report("ctod_bdw_cache_p", ctod, $"{mib} CPU -> disk ({io})");
+            string spanText = $"{spanTransfers} x {mib} distinct, in turn for {options.SecondsPerMeasure:0.##} s, sustained";
+            double ctod = Sustained(bytes, spanTransfers, t => TierCopy.Copy(span[t], cpu), options, cancellationToken);
+            Report("ctod_bdw_cache_p", ctod, $"{spanText}: CPU -> disk ({io})");
             double ctodHidden = Bandwidth(hiddenBytes, () => TierCopy.Copy(disk, hiddenRange, cpu, hiddenRange), options, cancellationToken);
             Report("ctod_bdw_hidden_p", ctodHidden, $"{hiddenBytes >> 20} MiB CPU -> disk ({io})");
             Report("ctod_bdw_g", ctodHidden, "as ctod_bdw_hidden_p (decode stores are hidden-sized)");
-            double dtoc = Bandwidth(bytes, () => TierCopy.Copy(cpu, disk), options, cancellationToken);
-            Report("dtoc_bdw", dtoc, $"{mib} disk -> CPU ({io})");
+            double dtoc = Sustained(bytes, spanTransfers, t => TierCopy.Copy(cpu, span[t]), options, cancellationToken);
+            Report("dtoc_bdw", dtoc, $"{spanText}: disk -> CPU ({io})");
 
             var device = tiers.Gpu.Device;
             var dtype = options.ComputeDtype;
@@ -294,6 +309,29 @@ public static class HardwareProfiler
     private const int MinTimedSteps = 3;
 
     /// <summary>
+    /// Bytes per second over whole passes through <paramref name="transfers"/> distinct transfers of
+    /// <paramref name="transferBytes"/> (<paramref name="step"/> moves the one it is given), for at least the time given: the
+    /// mean, as a stream of a model's weights gets it.
+    /// </summary>
+    private static double Sustained(long transferBytes, int transfers, Action<int> step, HardwareProfileOptions options, CancellationToken token)
+    {
+        long moved = 0;
+        var clock = Stopwatch.StartNew();
+        do
+        {
+            for (int t = 0; t < transfers; t++)
+            {
+                token.ThrowIfCancellationRequested();
+                step(t);
+                moved += transferBytes;
+            }
+        }
+        while (clock.Elapsed.TotalSeconds < options.SecondsPerMeasure);
+
+        return moved / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+    }
+
+    /// <summary>
     /// Units of work per second of the fastest repetition: one untimed warm-up, then repetitions for the time given, and
     /// at least <see cref="MinTimedSteps"/>.
     /// </summary>
@@ -327,5 +365,11 @@ public static class HardwareProfiler
         {
             torch.cuda.synchronize();
         }
+    }
+
+    /// <summary>Runs its action when disposed (the profile's disk span, freed however the measuring ends).</summary>
+    private sealed class Owned(Action release) : IDisposable
+    {
+        public void Dispose() => release();
     }
 }

@@ -22,7 +22,7 @@ public static class ProfileCommand
             DefaultValueFactory = _ => "hardware.json",
         };
         var dir = new Option<string?>("--offload-dir") { Description = "Folder on the disk to measure (default: the system temp folder)." };
-        var size = new Option<int>("--size-mb") { Description = "MiB per link transfer.", DefaultValueFactory = _ => 256 };
+        var size = new Option<int>("--size-mb") { Description = "MiB per link transfer (the disk's sustained rates run over 8 distinct ones).", DefaultValueFactory = _ => 256 };
         var seconds = new Option<double>("--seconds") { Description = "Seconds per constant (the best repetition counts).", DefaultValueFactory = _ => 1.5 };
         var dtype = new Option<string?>("--compute-dtype") { Description = "float32 | bfloat16 | float16 (default: float16 with CUDA, float32 on the CPU)." };
         var direct = PolicyFlags.Bool("--direct-io", true, "Read and write the disk with O_DIRECT");
