@@ -30,15 +30,18 @@ public class AutoPolicyTests
         Assert.Contains($"bounds (the cost model at this policy and block; hardware {hardware}):", result.Output);
         var config = ModelFamilies.FromNameOrPath(TestPaths.BundledModel);
         var policy = Policy.FromPercent([0, 100, 100, 0, 100, 0], 2, 1);
-        var expected = PolicyCost.Predict(config, policy, 8, 4, TestHardwareCache.Profile, computesOnCpu: !FlexGen.Tensors.TorchRuntime.CudaAvailable);
+        // bench's default dtype: float32 on the CPU (which widens the float16 weights in its compute), float16 with CUDA.
+        bool onCpu = !FlexGen.Tensors.TorchRuntime.CudaAvailable;
+        var expected = PolicyCost.Predict(config, policy, 8, 4, TestHardwareCache.Profile, computesOnCpu: onCpu, computeDtypeBytes: onCpu ? 4 : 2);
         foreach (var phase in new[] { "prefill", "decode" })
         {
             var line = Regex.Match(result.Output, $@"  {phase}: +bound (.*) token/s; predicted ([\d.]+), measured ([\d.]+) token/s; efficiency ([\d.]+) \(measured / (\S+) bound\)");
             Assert.True(line.Success, result.Output);
-            // Weights on the CPU: the cpu->gpu link bounds too; nothing touches the disk.
+            // Weights on the CPU: with CUDA the cpu->gpu link bounds too; on the CPU the compute widens them (no link);
+            // nothing touches the disk.
             string Bound(string name) => expected.Bounds.Single(b => b.Phase == phase && b.Name == name).TokensPerSecond.ToString("F1", CultureInfo.InvariantCulture);
             Assert.Contains($"compute {Bound("compute")}", line.Groups[1].Value);
-            Assert.Contains($"cpu->gpu {Bound("cpu->gpu")}", line.Groups[1].Value);
+            Assert.Contains(onCpu ? "cpu->gpu -" : $"cpu->gpu {Bound("cpu->gpu")}", line.Groups[1].Value);
             Assert.Contains("disk->cpu -", line.Groups[1].Value);
             var tightest = expected.Tightest(phase);
             Assert.Equal(tightest.Name, line.Groups[5].Value);
@@ -60,11 +63,11 @@ public class AutoPolicyTests
         var grouped = Policy.FromPercent([.. Policy.AllGpuPercent], 8, 4);
         // A 32 x 1 block runs the matmuls a grouped 8 x 4 block runs, over as many rows, with as many tasks per layer:
         // its compute bound is what a grouped run reaches where the compute bounds it.
-        double reached = PolicyCost.Predict(config, Policy.FromPercent([.. Policy.AllGpuPercent], 32, 1), 64, 16, profile, computesOnCpu: true)
+        double reached = PolicyCost.Predict(config, Policy.FromPercent([.. Policy.AllGpuPercent], 32, 1), 64, 16, profile, computesOnCpu: true, computeDtypeBytes: 4)
             .Tightest("decode").TokensPerSecond;
         double Efficiency(bool computesOnCpu)
         {
-            var prediction = PolicyCost.Predict(config, grouped, 64, 16, profile, computesOnCpu);
+            var prediction = PolicyCost.Predict(config, grouped, 64, 16, profile, computesOnCpu, computeDtypeBytes: 4);
             string text = FlexGen.Host.Cli.BenchCommand.DescribeBounds(prediction, "hw.json", 1, reached, 1);
             var line = Regex.Match(text, @"  decode: .* efficiency ([\d.]+) \(measured / compute bound\)");
             Assert.True(line.Success, text);
@@ -80,7 +83,7 @@ public class AutoPolicyTests
     public void The_disk_as_the_run_got_it_should_bound_by_the_disks_busy_time_unless_another_bound_is_tighter()
     {
         var profile = TestHardwareCache.Profile;
-        var prediction = PolicyCost.Predict(ModelFamilies.FromPreset("opt-1.3b"), Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 1), 16, 8, profile, computesOnCpu: true);
+        var prediction = PolicyCost.Predict(ModelFamilies.FromPreset("opt-1.3b"), Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 1), 16, 8, profile, computesOnCpu: true, computeDtypeBytes: 4);
         var tightestOther = prediction.Bounds.Where(b => b.Phase == "decode" && !b.IsDiskLink).MinBy(b => b.TokensPerSecond)!;
         const double tokens = 28;
         TierActivity Disk(double allows) => new("disk-io", 96, 2_000_000_000, 500_000_000, TimeSpan.FromSeconds(tokens / allows));

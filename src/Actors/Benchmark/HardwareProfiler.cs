@@ -91,6 +91,9 @@ public static class HardwareProfiler
             using var scope = NewDisposeScope();
             long elements = bytes / 2;
             using var cpu = tiers.Cpu.Allocate([elements], ScalarType.Float16, "profile-cpu");
+            // A float16 weight as the CPU tier keeps it for this compute dtype (ModelWeights.OffComputeHomeDtype).
+            var weightDtype = ModelWeights.OffComputeHomeDtype(options.ComputeDtype, ScalarType.Float16);
+            using var weight = weightDtype == ScalarType.Float16 ? null : tiers.Cpu.Allocate([elements], weightDtype, "profile-weight");
             using var gpu = tiers.Gpu.Allocate([elements], ScalarType.Float16, "profile-gpu");
             // The span of distinct transfers the disk rates run over, at most half the folder's free space.
             long free = new DriveInfo(Path.GetFullPath(scratch)).AvailableFreeSpace;
@@ -108,14 +111,17 @@ public static class HardwareProfiler
             string mib = $"{bytes / (double)(1 << 20):0} MiB";
             string gpuName = tiers.Gpu.Device.type == DeviceType.CUDA ? "GPU" : "GPU tier (CPU memory)";
 
-            // As the engine streams a weight: float16 on the CPU into a reused buffer of the compute dtype on the GPU tier.
+            // As the engine streams a weight: from the dtype the CPU tier keeps it in (float16, or bfloat16 under a bfloat16
+            // compute) into a reused buffer of the compute dtype on the GPU tier: a copy, or float16 widened to float32.
+            var home = weight ?? cpu;
+            home.Data.fill_(1);
             using var converted = tiers.Gpu.Allocate([elements], options.ComputeDtype, "profile-ctog");
             double ctog = Bandwidth(bytes, () =>
             {
-                using var conversion = TierCopy.CopyAs(converted, cpu);
+                using var conversion = TierCopy.CopyAs(converted, home);
                 conversion.Complete();
             }, options, cancellationToken);
-            Report("ctog_bdw", ctog, $"{mib} float16 CPU -> {options.ComputeDtype} {gpuName} (float16 bytes/s)");
+            Report("ctog_bdw", ctog, $"{mib} {weightDtype} CPU -> {options.ComputeDtype} {gpuName} (weight bytes/s)");
             double gtoc = Bandwidth(bytes, () => TierCopy.Copy(cpu, gpu), options, cancellationToken);
             Report("gtoc_bdw_cache", gtoc, $"{mib} {gpuName} -> CPU");
             // Hidden states are a few MiB per store: the same link at that size.

@@ -106,7 +106,8 @@ public static class BenchCommand
                 $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
                 $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
             console.Output.WriteLine(log);
-            var prediction = PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile, computesOnCpu: runtime.Setup.Budgets.GpuInCpuMemory);
+            var prediction = PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile, computesOnCpu: runtime.Setup.Budgets.GpuInCpuMemory,
+                runtime.Setup.Settings.ComputeDtypeBytes, runtime.Setup.Pipeline.PrefetchSteps);
             console.Output.Write(DescribeBounds(prediction, hardware.Source, prefillTput, decodeTput, totalTput));
             if (result.Timeline is { } traced)
             {

@@ -82,7 +82,8 @@ public static class AutoPolicy
         // Per-batch compute with and without CPU attention; on an emulated GPU also grouped compute (the whole cache on
         // the GPU tier, PlacementPlan.ComputesBatchesTogether), which the search ranks as its own problem.
         var problems = new[] { false, true }
-            .Select(cpuAttention => Searched(PolicyCost.ProblemOf(config, template with { CpuCacheCompute = cpuAttention }, promptLen, genLen, planBudgets, hardware), grouped: false))
+            .Select(cpuAttention => Searched(PolicyCost.ProblemOf(config, template with { CpuCacheCompute = cpuAttention }, promptLen, genLen, planBudgets, hardware,
+                computeDtypeBytes, prefetchSteps), grouped: false))
             .ToList();
         if (budgets.GpuInCpuMemory) problems.Add(Searched(problems[0], grouped: true));
         var ranked = problems
@@ -97,7 +98,7 @@ public static class AutoPolicy
             var policy = Snap(template with { CpuCacheCompute = problem.Engine!.CpuCacheCompute }, candidate);
             if (passing.Any(p => p.Policy == policy)) continue;
             // The snapped policy's own problem: grouped or not as the engine will run it.
-            var snapped = CostModel.Evaluate(PolicyCost.ProblemOf(config, policy, promptLen, genLen, planBudgets, hardware),
+            var snapped = CostModel.Evaluate(PolicyCost.ProblemOf(config, policy, promptLen, genLen, planBudgets, hardware, computeDtypeBytes, prefetchSteps),
                 PolicyCost.BlockOf(policy), PolicyCost.PlacementOf(policy));
             if (!snapped.Feasible || !EngineRuns(config, policy, promptLen, genLen, budgets, computeDtypeBytes, prefetchSteps)) continue;
             passing.Add((policy, snapped));

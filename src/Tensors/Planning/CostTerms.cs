@@ -60,8 +60,20 @@ public sealed class CostTerms
         // The decode step reads on average half the generated tokens' cache besides the prompt's.
         double decodeSeq = s + n / 2;
 
+        // Streamed weights on the cpu->gpu link: FlexLLMGen's from the CPU and the disk. With the GPU tier in CPU memory a
+        // disk weight is read straight into its compute buffer, and a weight the compute widens is compute time.
+        var weightsUp = engine switch
+        {
+            { GpuInCpuMemory: true, ComputeWidensWeights: true } => LinearTerm.Zero,
+            { GpuInCpuMemory: true } => Of(wi, WeightsCpu),
+            _ => Of(wi, WeightsCpu, WeightsDisk),
+        };
+        var widening = engine is { GpuInCpuMemory: true, ComputeWidensWeights: true }
+            ? (1 / hw.CtogBdw) * Of(wi, WeightsCpu, WeightsDisk)
+            : LinearTerm.Zero;
+
         // ---- prefill: loads (cpu->gpu, then disk->cpu) and stores (gpu->cpu, then cpu->disk) overlap the compute
-        CtogPrefill = (1 / hw.CtogBdw) * (Of(wi, WeightsCpu, WeightsDisk) + Of(2 * s * h1 * bls, HiddenCpu, HiddenDisk));
+        CtogPrefill = (1 / hw.CtogBdw) * (weightsUp + Of(2 * s * h1 * bls, HiddenCpu, HiddenDisk));
         GtocPrefill = (1 / hw.GtocBdwCache) * Of(cacheToken * (s + 1) * bls, CacheCpu, CacheDisk)
                       + (1 / hw.GtocBdwHidden) * Of(2 * s * h1 * bls, HiddenCpu, HiddenDisk);
         DtocPrefill = (1 / hw.DtocBdw) * (Of(wi, WeightsDisk) + Of(2 * s * h1 * bls, HiddenDisk));
@@ -78,10 +90,11 @@ public sealed class CostTerms
             : 0;
         ComputePrefill = LinearTerm.Of(bls * 2 * s * blockElements / mmPrefill + bls * 2 * headPerLayer / mmDecode
                                        + 4 * bls * s * s * aw / hw.BmmFlopsP + taskSeconds)
+                         + widening
                          + Dequantize(engine, hw, wi16, 4 * kvw * (s + 1) * bls);
 
         // ---- decode: the cpu->gpu load runs before everything else of the step
-        CtogDecode = (1 / hw.CtogBdw) * (Of(wi, WeightsCpu, WeightsDisk) + Of(2 * h1 * bls, HiddenCpu, HiddenDisk));
+        CtogDecode = (1 / hw.CtogBdw) * (weightsUp + Of(2 * h1 * bls, HiddenCpu, HiddenDisk));
         GtocDecode = (1 / hw.GtocBdwHidden) * Of(2 * h1 * bls, HiddenCpu, HiddenDisk);
         // FlexLLMGen reads weights from disk at 95% of the disk's bandwidth in decode.
         DtocDecode = (1 / hw.DtocBdw) * (Of(cacheToken * bls * decodeSeq, CacheDisk) + Of(2 * h1 * bls, HiddenDisk))
@@ -95,6 +108,7 @@ public sealed class CostTerms
         ComputeDecode = LinearTerm.Of(2 * bls * (blockElements + headPerLayer) / mmDecode + taskSeconds)
                         + (1 / hw.BmmFlopsG) * Of(attentionFlops, CacheGpu)
                         + offGpuAttention
+                        + widening
                         + Dequantize(engine, hw, wi16, 4 * kvw * decodeSeq * bls);
         if (engine is { CpuCacheCompute: true })
         {

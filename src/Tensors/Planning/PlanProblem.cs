@@ -102,8 +102,21 @@ public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = fal
     public int CacheGroupSize { get; init; } = 64;
 
     /// <summary>
+    /// The GPU tier is CPU memory (no CUDA): a weight homed on the disk is read straight into its compute buffer, with no
+    /// cpu->gpu hop after the disk's (FlexLLMGen's model sends it through the CPU).
+    /// </summary>
+    public bool GpuInCpuMemory { get; init; }
+
+    /// <summary>
+    /// With <see cref="GpuInCpuMemory"/>: weights homed on the CPU and disk are kept narrower than the compute dtype
+    /// (float16 under float32) and the compute widens them right before its matmuls, on its own threads, at ctog_bdw:
+    /// compute time, not a link beside it.
+    /// </summary>
+    public bool ComputeWidensWeights { get; init; }
+
+    /// <summary>
     /// How many layers ahead of the compute the weights load (<c>PlacementPlan.WeightLookaheadOf</c>): FlexGen's 1, or 2
-    /// with overlap when the compute runs on the CPU. It sets how many layers' weights the GPU tier holds at once.
+    /// with overlap when the compute runs on the CPU, or more with the pipeline's prefetch steps. It sets how many layers' weights the GPU tier holds at once.
     /// </summary>
     public int WeightLookahead { get; init; } = 1;
 
@@ -111,9 +124,12 @@ public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = fal
     /// A layer's (FlexLLMGen's wi, a whole block's) weights held on the GPU tier at once: FlexLLMGen's 2 (the one
     /// computed and the one prefetched). Without sep_layer an engine layer is a block, so 1 + <see cref="WeightLookahead"/>
     /// of them. With sep_layer an engine layer is an attention (a third of a block) or an MLP (two thirds): 1 + 2 of
-    /// them hold at most 5/3 of a block, within FlexLLMGen's 2.
+    /// them hold at most 5/3 of a block, within FlexLLMGen's 2; a longer lookahead (more prefetch steps) more.
     /// </summary>
-    public double WeightLayersInFlight => SepLayer ? 2 : 1 + WeightLookahead;
+    public double WeightLayersInFlight => SepLayer ? Math.Max(2, SepLayersInBlocks(1 + WeightLookahead)) : 1 + WeightLookahead;
+
+    /// <summary>The most blocks <paramref name="layers"/> consecutive engine layers of alternating thirds (attention) and two thirds (MLP) hold.</summary>
+    private static double SepLayersInBlocks(int layers) => ((2 * ((layers + 1) / 2)) + (layers / 2)) / 3.0;
 
     /// <summary>
     /// Bytes of the 4-bit layout per byte of float16: per group, group/2 bytes of packed data and a float16 (scale, min)

@@ -30,16 +30,23 @@ public static class PolicyCost
     /// <summary>Budgets no run reaches: a prediction of a run the engine already admitted.</summary>
     private static readonly PlanBudgets Unbounded = new(1L << 60, 1L << 60, 1L << 60);
 
-    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU: the engine may compute the GPU batches together.</param>
-    public static EngineTerms EngineTermsOf(ModelConfig config, Policy policy, bool computesOnCpu)
+    /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU (its memory is the CPU's): the engine may compute
+    /// the GPU batches together, reads disk weights straight into the compute's buffers and widens narrower ones in the compute.</param>
+    /// <param name="computeDtypeBytes">Bytes of an element of the compute dtype (4: float32; 2: float16, bfloat16).</param>
+    /// <param name="prefetchSteps">The pipeline's prefetch steps: how far ahead the weights load (<see cref="PlacementPlan.WeightLookaheadOf"/>).</param>
+    public static EngineTerms EngineTermsOf(ModelConfig config, Policy policy, bool computesOnCpu, int computeDtypeBytes, int prefetchSteps = 1)
     {
+        ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
         return new EngineTerms(policy.CpuCacheCompute, policy.CompressWeight, policy.CompressCache, policy.Overlap, policy.SepLayer)
         {
             WeightGroupSize = policy.CompWeightConfig.GroupSize,
             CacheGroupSize = policy.CompCacheConfig.GroupSize,
             GroupedBatches = PlacementPlan.ComputesBatchesTogether(config, policy, computesOnCpu),
-            WeightLookahead = PlacementPlan.WeightLookaheadOf(policy, computesOnCpu),
+            WeightLookahead = PlacementPlan.WeightLookaheadOf(policy, computesOnCpu, prefetchSteps),
+            GpuInCpuMemory = computesOnCpu,
+            // The CPU and disk tiers keep a weight in the compute dtype when it is as wide (ModelWeights.OffComputeHomeDtype).
+            ComputeWidensWeights = computesOnCpu && computeDtypeBytes > config.DtypeBytes,
         };
     }
 
@@ -51,18 +58,27 @@ public static class PolicyCost
     /// The problem of a run of <paramref name="config"/> under the engine's terms of <paramref name="policy"/>; an emulated
     /// GPU tier (<see cref="PlanBudgets.GpuInCpuMemory"/>) computes on the CPU, where the engine may group the GPU batches.
     /// </summary>
-    public static PlanProblem ProblemOf(ModelConfig config, Policy policy, int promptLen, int genLen, PlanBudgets budgets, HardwareProfile hardware)
+    /// <param name="computeDtypeBytes">Bytes of an element of the compute dtype (4: float32; 2: float16, bfloat16).</param>
+    /// <param name="prefetchSteps">The pipeline's prefetch steps.</param>
+    public static PlanProblem ProblemOf(ModelConfig config, Policy policy, int promptLen, int genLen, PlanBudgets budgets, HardwareProfile hardware,
+        int computeDtypeBytes, int prefetchSteps = 1)
     {
         ArgumentNullException.ThrowIfNull(budgets);
-        return new(ModelShape.Of(config), promptLen, genLen, budgets, hardware) { Engine = EngineTermsOf(config, policy, budgets.GpuInCpuMemory) };
+        return new(ModelShape.Of(config), promptLen, genLen, budgets, hardware)
+        {
+            Engine = EngineTermsOf(config, policy, budgets.GpuInCpuMemory, computeDtypeBytes, prefetchSteps),
+        };
     }
 
     /// <summary>The prediction and bounds of a run under <paramref name="policy"/> (its memory unchecked).</summary>
     /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU (no CUDA).</param>
-    public static RunPrediction Predict(ModelConfig config, Policy policy, int promptLen, int genLen, HardwareProfile hardware, bool computesOnCpu)
+    /// <param name="computeDtypeBytes">Bytes of an element of the compute dtype (4: float32; 2: float16, bfloat16).</param>
+    /// <param name="prefetchSteps">The pipeline's prefetch steps.</param>
+    public static RunPrediction Predict(ModelConfig config, Policy policy, int promptLen, int genLen, HardwareProfile hardware, bool computesOnCpu,
+        int computeDtypeBytes, int prefetchSteps = 1)
     {
         var budgets = Unbounded with { GpuInCpuMemory = computesOnCpu };
-        var terms = new CostTerms(ProblemOf(config, policy, promptLen, genLen, budgets, hardware), BlockOf(policy));
+        var terms = new CostTerms(ProblemOf(config, policy, promptLen, genLen, budgets, hardware, computeDtypeBytes, prefetchSteps), BlockOf(policy));
         var placement = PlacementOf(policy);
         var bounds = terms.StepTimes(placement)
             .Select(t => new ThroughputBound(t.Phase, t.Name, t.SecondsPerStep,

@@ -227,9 +227,16 @@ public sealed class ModelWeights : IDisposable
         // converts them (float16 -> bfloat16 on the CPU costs about as much as reading the weight from disk).
         var compute = computeDtype ?? (plan.ComputeDtypeBytes == 4 ? torch.ScalarType.Float32 : spec.Dtype);
         return placement.Compressed ? spec.Dtype
-            : placement.Home == TierKind.Gpu || WeightSpec.DtypeSize(compute) == WeightSpec.DtypeSize(spec.Dtype) ? compute
-            : spec.Dtype;
+            : placement.Home == TierKind.Gpu ? compute
+            : OffComputeHomeDtype(compute, spec.Dtype);
     }
+
+    /// <summary>
+    /// The dtype a plain weight stored as <paramref name="stored"/> is kept in on the CPU and disk tiers: the compute dtype
+    /// when its elements are as wide (bfloat16 for float16), else the stored one, which the compute widens at its use.
+    /// </summary>
+    public static torch.ScalarType OffComputeHomeDtype(torch.ScalarType compute, torch.ScalarType stored) =>
+        WeightSpec.DtypeSize(compute) == WeightSpec.DtypeSize(stored) ? compute : stored;
 
     private static void Fill(torch.Tensor destination, WeightSource options, WeightPlacement placement)
     {

@@ -309,12 +309,12 @@ public class EngineTermsTests
         var resident = FlexGen.Tensors.Policies.Policy.FromPercent([100, 0, 100, 0, 100, 0], 8, 4);
         var budgets = new PlanBudgets(1L << 40, 1L << 40, 1L << 40);
 
-        Assert.True(PolicyCost.EngineTermsOf(config, resident, computesOnCpu: true).GroupedBatches);
-        Assert.False(PolicyCost.EngineTermsOf(config, resident, computesOnCpu: false).GroupedBatches);
-        Assert.False(PolicyCost.EngineTermsOf(config, FlexGen.Tensors.Policies.Policy.FromPercent([100, 0, 0, 100, 100, 0], 8, 4), computesOnCpu: true).GroupedBatches);
+        Assert.True(PolicyCost.EngineTermsOf(config, resident, computesOnCpu: true, computeDtypeBytes: 4).GroupedBatches);
+        Assert.False(PolicyCost.EngineTermsOf(config, resident, computesOnCpu: false, computeDtypeBytes: 2).GroupedBatches);
+        Assert.False(PolicyCost.EngineTermsOf(config, FlexGen.Tensors.Policies.Policy.FromPercent([100, 0, 0, 100, 100, 0], 8, 4), computesOnCpu: true, computeDtypeBytes: 4).GroupedBatches);
         // An emulated GPU tier computes on the CPU.
-        Assert.True(PolicyCost.ProblemOf(config, resident, 64, 16, budgets with { GpuInCpuMemory = true }, Hw).Engine!.GroupedBatches);
-        Assert.False(PolicyCost.ProblemOf(config, resident, 64, 16, budgets, Hw).Engine!.GroupedBatches);
+        Assert.True(PolicyCost.ProblemOf(config, resident, 64, 16, budgets with { GpuInCpuMemory = true }, Hw, computeDtypeBytes: 4).Engine!.GroupedBatches);
+        Assert.False(PolicyCost.ProblemOf(config, resident, 64, 16, budgets, Hw, computeDtypeBytes: 2).Engine!.GroupedBatches);
     }
 
     [Fact]
@@ -338,9 +338,71 @@ public class EngineTermsTests
         // The policy's terms take the engine's lookahead: 2 computing on the CPU with overlap, else FlexGen's 1.
         var config = ModelFamilies.FromPreset("opt-1.3b");
         var policy = FlexGen.Tensors.Policies.Policy.FromPercent([0, 0, 100, 0, 100, 0], 8, 2);
-        Assert.Equal(2, PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true).WeightLookahead);
-        Assert.Equal(1, PolicyCost.EngineTermsOf(config, policy, computesOnCpu: false).WeightLookahead);
-        Assert.Equal(1, PolicyCost.EngineTermsOf(config, policy with { Overlap = false }, computesOnCpu: true).WeightLookahead);
+        Assert.Equal(2, PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 4).WeightLookahead);
+        Assert.Equal(1, PolicyCost.EngineTermsOf(config, policy, computesOnCpu: false, computeDtypeBytes: 2).WeightLookahead);
+        Assert.Equal(1, PolicyCost.EngineTermsOf(config, policy with { Overlap = false }, computesOnCpu: true, computeDtypeBytes: 4).WeightLookahead);
+    }
+
+    [Fact]
+    public void The_pipelines_prefetch_steps_should_hold_the_layers_their_loads_reach_on_the_gpu_tier()
+    {
+        var config = ModelFamilies.FromPreset("opt-1.3b");
+        var policy = FlexGen.Tensors.Policies.Policy.FromPercent([0, 0, 100, 0, 100, 0], 8, 1);
+        EngineTerms Of(int steps, bool sepLayer = true) =>
+            PolicyCost.EngineTermsOf(config, policy with { SepLayer = sepLayer }, computesOnCpu: true, computeDtypeBytes: 4, prefetchSteps: steps);
+
+        // One GPU batch: P steps ahead are P layers ahead (PlacementPlan.WeightLookaheadOf), at least the CPU's 2.
+        Assert.Equal([2, 2, 3, 5], new[] { 1, 2, 3, 5 }.Select(p => Of(p).WeightLookahead));
+        // sep_layer: 1 + lookahead layers of a third (attention) and two thirds (MLP) of a block, at least FlexLLMGen's 2.
+        Assert.Equal([2.0, 2.0, 2.0, 3.0], new[] { 1, 2, 3, 5 }.Select(p => Of(p).WeightLayersInFlight));
+        Assert.Equal([3.0, 3.0, 4.0, 6.0], new[] { 1, 2, 3, 5 }.Select(p => Of(p, sepLayer: false).WeightLayersInFlight));
+
+        // The GPU tier's peak holds them: a block's weights more at 5 steps than at 1, with the weights on disk.
+        var onDisk = PlanPlacement.FromPercent([0, 0, 100, 0, 100, 0]);
+        var block = new PlanBlock(8, 1);
+        var one = Terms("opt-1.3b", Of(1), block);
+        var five = Terms("opt-1.3b", Of(5), block);
+        Near(one.LayerWeightBytes, five.GpuDecode.Bytes.Evaluate(onDisk) - one.GpuDecode.Bytes.Evaluate(onDisk));
+    }
+
+    [Fact]
+    public void Streamed_weights_on_an_emulated_gpu_should_cost_what_the_engine_does_with_them()
+    {
+        var onCpu = WeightsCpu;
+        var onDisk = PlanPlacement.FromPercent([0, 0, 100, 0, 100, 0]);
+        var flexGen = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true));
+        var sameWidth = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true) { GpuInCpuMemory = true });
+        var widened = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true) { GpuInCpuMemory = true, ComputeWidensWeights = true });
+        double load = flexGen.LayerWeightBytes / Hw.CtogBdw;
+
+        // With CUDA (FlexLLMGen's model): a weight from the CPU or the disk crosses cpu->gpu.
+        Near(load, flexGen.CtogDecode.Evaluate(onCpu));
+        Near(load, flexGen.CtogDecode.Evaluate(onDisk));
+        // GPU tier in CPU memory, weights kept in the compute dtype (bfloat16): a CPU weight is copied into its compute
+        // buffer, a disk weight is read straight into it: no cpu->gpu time after the disk's.
+        Near(load, sameWidth.CtogDecode.Evaluate(onCpu));
+        Near(0, sameWidth.CtogDecode.Evaluate(onDisk));
+        Near(flexGen.DtocDecode.Evaluate(onDisk), sameWidth.DtocDecode.Evaluate(onDisk));
+        Near(flexGen.ComputeDecode.Evaluate(onDisk), sameWidth.ComputeDecode.Evaluate(onDisk));
+        // Float32 compute over float16 weights: the compute widens every streamed weight before its matmuls, in both phases.
+        foreach (var placement in new[] { onCpu, onDisk })
+        {
+            Near(0, widened.CtogDecode.Evaluate(placement));
+            Near(0, widened.CtogPrefill.Evaluate(placement));
+            Near(flexGen.ComputeDecode.Evaluate(placement) + load, widened.ComputeDecode.Evaluate(placement));
+            Near(flexGen.ComputePrefill.Evaluate(placement) + load, widened.ComputePrefill.Evaluate(placement));
+        }
+
+        // Resident weights stream nothing.
+        Near(flexGen.ComputeDecode.Evaluate(AllGpu), widened.ComputeDecode.Evaluate(AllGpu));
+
+        // The policy's terms: widened only computing on the CPU in a wider dtype than the model's.
+        var config = ModelFamilies.FromPreset("opt-1.3b");
+        var policy = FlexGen.Tensors.Policies.Policy.FromPercent([0, 0, 100, 0, 100, 0], 8, 1);
+        Assert.True(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 4).ComputeWidensWeights);
+        Assert.False(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 2).ComputeWidensWeights);
+        Assert.False(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: false, computeDtypeBytes: 4).ComputeWidensWeights);
+        Assert.True(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 2).GpuInCpuMemory);
     }
 
     /// <summary>opt-6.7b at 8 x 4 under the engine's terms, per GPU batch or grouped; without its output head unless <paramref name="shape"/> has one.</summary>
