@@ -61,16 +61,13 @@ public sealed class CostTerms
         double decodeSeq = s + n / 2;
 
         // Streamed weights on the cpu->gpu link: FlexLLMGen's from the CPU and the disk. With the GPU tier in CPU memory a
-        // disk weight is read straight into its compute buffer, and a weight the compute widens is compute time.
-        var weightsUp = engine switch
-        {
-            { GpuInCpuMemory: true, ComputeWidensWeights: true } => LinearTerm.Zero,
-            { GpuInCpuMemory: true } => Of(wi, WeightsCpu),
-            _ => Of(wi, WeightsCpu, WeightsDisk),
-        };
-        var widening = engine is { GpuInCpuMemory: true, ComputeWidensWeights: true }
-            ? (1 / hw.CtogBdw) * Of(wi, WeightsCpu, WeightsDisk)
-            : LinearTerm.Zero;
+        // disk weight is read straight into its compute buffer, and a plain weight the compute widens is compute time
+        // (compressed ones travel compressed and are dequantized by the compute: Dequantize).
+        bool widens = engine is { GpuInCpuMemory: true, ComputeWidensWeights: true, CompressWeight: false };
+        var weightsUp = widens ? LinearTerm.Zero
+            : engine is { GpuInCpuMemory: true } ? Of(wi, WeightsCpu)
+            : Of(wi, WeightsCpu, WeightsDisk);
+        var widening = widens ? (1 / hw.CtogBdw) * Of(wi, WeightsCpu, WeightsDisk) : LinearTerm.Zero;
 
         // ---- prefill: loads (cpu->gpu, then disk->cpu) and stores (gpu->cpu, then cpu->disk) overlap the compute
         CtogPrefill = (1 / hw.CtogBdw) * (weightsUp + Of(2 * s * h1 * bls, HiddenCpu, HiddenDisk));

@@ -108,15 +108,16 @@ public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = fal
     public bool GpuInCpuMemory { get; init; }
 
     /// <summary>
-    /// With <see cref="GpuInCpuMemory"/>: weights homed on the CPU and disk are kept narrower than the compute dtype
+    /// With <see cref="GpuInCpuMemory"/>: plain weights homed on the CPU and disk are kept narrower than the compute dtype
     /// (float16 under float32) and the compute widens them right before its matmuls, on its own threads, at ctog_bdw:
-    /// compute time, not a link beside it.
+    /// compute time, not a link beside it. (<see cref="CompressWeight"/>: they travel compressed instead.)
     /// </summary>
     public bool ComputeWidensWeights { get; init; }
 
     /// <summary>
     /// How many layers ahead of the compute the weights load (<c>PlacementPlan.WeightLookaheadOf</c>): FlexGen's 1, or 2
-    /// with overlap when the compute runs on the CPU, or more with the pipeline's prefetch steps. It sets how many layers' weights the GPU tier holds at once.
+    /// with overlap when the compute runs on the CPU, or more with the pipeline's prefetch steps. It sets how many
+    /// layers' weights the GPU tier holds at once.
     /// </summary>
     public int WeightLookahead { get; init; } = 1;
 

@@ -395,6 +395,12 @@ public class EngineTermsTests
 
         // Resident weights stream nothing.
         Near(flexGen.ComputeDecode.Evaluate(AllGpu), widened.ComputeDecode.Evaluate(AllGpu));
+        // Compressed weights travel compressed (a CPU one copied up, a disk one read in) and are dequantized, not widened.
+        var compressed = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true, CompressWeight: true));
+        var compressedWidened = Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true, CompressWeight: true) { GpuInCpuMemory = true, ComputeWidensWeights = true });
+        Near(compressed.CtogDecode.Evaluate(onCpu), compressedWidened.CtogDecode.Evaluate(onCpu));
+        Near(0, compressedWidened.CtogDecode.Evaluate(onDisk));
+        Near(compressed.ComputeDecode.Evaluate(onDisk), compressedWidened.ComputeDecode.Evaluate(onDisk));
 
         // The policy's terms: widened only computing on the CPU in a wider dtype than the model's.
         var config = ModelFamilies.FromPreset("opt-1.3b");
