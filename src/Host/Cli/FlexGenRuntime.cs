@@ -45,9 +45,6 @@ public sealed class FlexGenRuntime : IAsyncDisposable
 
     public IServiceProvider Services => _host.Services;
 
-    /// <summary>How long the actor system's termination may take before Akka warns (its default is 10 s).</summary>
-    public static TimeSpan TerminateTimeout { get; } = TimeSpan.FromMinutes(10);
-
     /// <param name="geometry">The run's prompt and generation lengths: checked against the tier budgets before the host
     /// starts (a run that does not fit is refused with nothing loaded).</param>
     public static async Task<FlexGenRuntime> StartAsync(FlexGenOptions options, ResolvedModel? model, CliConsole console,
@@ -78,10 +75,6 @@ public sealed class FlexGenRuntime : IAsyncDisposable
             akka.AddHocon(StandardErrorLogging.Hocon(options.AkkaLogLevel), HoconAddMode.Prepend);
             // Signals are the CLI's (CliSignals): Akka's own exit hook stays out of it.
             akka.AddHocon("akka.coordinated-shutdown.run-by-clr-shutdown-hook = off", HoconAddMode.Prepend);
-            // The command waits for its backends after the shutdown anyway (DisposeAsync; a second signal abandons the
-            // wait), so the termination phase's timeout would only warn: deleting OPT-30B's 56.5 GB offload folder took
-            // about 12 s against Akka's 10.
-            akka.AddHocon($"akka.coordinated-shutdown.phases.actor-system-terminate.timeout = {(int)TerminateTimeout.TotalSeconds}s", HoconAddMode.Prepend);
         });
         var host = builder.Build();
         try
