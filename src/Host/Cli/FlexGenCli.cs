@@ -113,38 +113,50 @@ public static class FlexGenCli
         {
             return await parse.InvokeAsync(invocation, cancellation);
         }
-        catch (Exception) when (cancellation.IsCancellationRequested)
-        {
-            // Whatever the cancellation surfaced as (a cancelled request, a load given up, a task stopped): one line.
-            await SayCancelledAsync(error);
-            return ExitCodes.Failure;
-        }
-        catch (Exception ex) when (ex is UsageException or FlexGenOptionsException)
-        {
-            // The embedding API names its options by configuration key; the CLI says which flag set it.
-            string message = ex is FlexGenOptionsException options ? options.Describe(GenerationFlags.FlagOf(options.Key)) : ex.Message;
-            await error.WriteLineAsync($"error: {message}");
-            await error.WriteLineAsync(UsageHint(parse));
-            return ExitCodes.Usage;
-        }
-        catch (NoPolicyFitsException ex)
-        {
-            // --policy auto within budgets nothing fits: the user's budgets, a usage error like a refused run.
-            await error.WriteLineAsync($"error: --policy auto: {ex.Message} --gpu-mem, --cpu-mem and --disk-mem set the budgets (GB of 2^30 bytes).");
-            return ExitCodes.Usage;
-        }
-        catch (Exception ex) when (GenerationFlags.BudgetRefusal(ex) is { } refused)
-        {
-            // The user asked for more than a tier's budget: refused up front, a usage error in one line.
-            await error.WriteLineAsync($"error: {GenerationFlags.DescribeRefusal(refused)}");
-            return ExitCodes.Usage;
-        }
         catch (Exception ex)
         {
-            // One line; --verbose adds the stack trace and inner exceptions below it.
-            if (console.Verbose) await error.WriteLineAsync($"failed: {Describe(ex)}\n{ex}");
-            else await error.WriteLineAsync($"failed: {Describe(ex)} (--verbose for details)");
-            return ExitCodes.Failure;
+            return await ReportAsync(parse, console, ex, cancellation);
+        }
+    }
+
+    /// <summary>
+    /// The one report of a command's failure on standard error, and its exit code: <c>cancelled</c> when
+    /// <paramref name="cancellation"/> was requested; a usage error (with the usage hint) for a bad flag or option, a
+    /// refused <c>--policy auto</c> or a run over a tier's budget; else one <c>failed:</c> line (--verbose adds the stack
+    /// trace). A command holding a runtime reports through this before the runtime shuts down, so the line is not held
+    /// back by the shutdown (with a lost cluster stage that waits for Akka's termination timeout).
+    /// </summary>
+    public static async Task<int> ReportAsync(ParseResult parse, CliConsole console, Exception ex, CancellationToken cancellation)
+    {
+        ArgumentNullException.ThrowIfNull(parse);
+        ArgumentNullException.ThrowIfNull(console);
+        ArgumentNullException.ThrowIfNull(ex);
+        var error = console.Error;
+        switch (ex)
+        {
+            case var _ when cancellation.IsCancellationRequested:
+                // Whatever the cancellation surfaced as (a cancelled request, a load given up, a task stopped): one line.
+                await SayCancelledAsync(error);
+                return ExitCodes.Failure;
+            case UsageException or FlexGenOptionsException:
+                // The embedding API names its options by configuration key; the CLI says which flag set it.
+                string message = ex is FlexGenOptionsException options ? options.Describe(GenerationFlags.FlagOf(options.Key)) : ex.Message;
+                await error.WriteLineAsync($"error: {message}");
+                await error.WriteLineAsync(UsageHint(parse));
+                return ExitCodes.Usage;
+            case NoPolicyFitsException noFit:
+                // --policy auto within budgets nothing fits: the user's budgets, a usage error like a refused run.
+                await error.WriteLineAsync($"error: --policy auto: {noFit.Message} --gpu-mem, --cpu-mem and --disk-mem set the budgets (GB of 2^30 bytes).");
+                return ExitCodes.Usage;
+            case var _ when GenerationFlags.BudgetRefusal(ex) is { } refused:
+                // The user asked for more than a tier's budget: refused up front, a usage error in one line.
+                await error.WriteLineAsync($"error: {GenerationFlags.DescribeRefusal(refused)}");
+                return ExitCodes.Usage;
+            default:
+                // One line; --verbose adds the stack trace and inner exceptions below it.
+                if (console.Verbose) await error.WriteLineAsync($"failed: {Describe(ex)}\n{ex}");
+                else await error.WriteLineAsync($"failed: {Describe(ex)} (--verbose for details)");
+                return ExitCodes.Failure;
         }
     }
 

@@ -139,53 +139,61 @@ public static class GenerateCommand
 
             var clock = Stopwatch.StartNew();
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (ids.GetLength(1), genLen));
-            console.Output.WriteLine(GenerationFlags.Describe(runtime));
-            if (listen is not null)
+            try
             {
-                console.Error.WriteLine($"cluster: formed at {listen}; waiting up to {parse.GetValue(stageWait):0} s for {parse.GetValue(stages) - 1} workers ...");
-                console.Output.WriteLine(await runtime.FormPipelineAsync(cancellation));
-            }
-            int n = ids.GetLength(0);
-            if (PolicyFlags.GetBool(parse, warmup))
-            {
-                console.Error.WriteLine("warmup: 1 token");
-                var first = new long[Math.Min(n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches), ids.GetLength(1)];
-                Array.Copy(ids, first, first.Length);
-                await runtime.Service.GenerateBatchAsync(first, new GenerationSettings(1), cutGenLen: null, progress: null, cancellation);
-            }
-            console.Error.WriteLine($"generate: {n} prompts of {ids.GetLength(1)} tokens, {genLen} new tokens each ...");
-            BatchGeneration result;
-            using (var progress = new GenerationProgressDisplay(console, "generate", n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches, genLen))
-            {
-                result = await runtime.Service.GenerateBatchAsync(ids, settings, cutGenLen: null, progress, cancellation);
-                progress.Complete();
-            }
-            if (tokenizer is not null) result = StopStrings.Apply(result, stopStrings, tokenizer.Decode, model.Config.PadTokenId);
+                console.Output.WriteLine(GenerationFlags.Describe(runtime));
+                if (listen is not null)
+                {
+                    console.Error.WriteLine($"cluster: formed at {listen}; waiting up to {parse.GetValue(stageWait):0} s for {parse.GetValue(stages) - 1} workers ...");
+                    console.Output.WriteLine(await runtime.FormPipelineAsync(cancellation));
+                }
+                int n = ids.GetLength(0);
+                if (PolicyFlags.GetBool(parse, warmup))
+                {
+                    console.Error.WriteLine("warmup: 1 token");
+                    var first = new long[Math.Min(n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches), ids.GetLength(1)];
+                    Array.Copy(ids, first, first.Length);
+                    await runtime.Service.GenerateBatchAsync(first, new GenerationSettings(1), cutGenLen: null, progress: null, cancellation);
+                }
+                console.Error.WriteLine($"generate: {n} prompts of {ids.GetLength(1)} tokens, {genLen} new tokens each ...");
+                BatchGeneration result;
+                using (var progress = new GenerationProgressDisplay(console, "generate", n, runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches, genLen))
+                {
+                    result = await runtime.Service.GenerateBatchAsync(ids, settings, cutGenLen: null, progress, cancellation);
+                    progress.Complete();
+                }
+                if (tokenizer is not null) result = StopStrings.Apply(result, stopStrings, tokenizer.Decode, model.Config.PadTokenId);
 
-            console.Output.WriteLine($"generated ids ({n}, {genLen}):");
-            for (int r = 0; r < n; r++)
-            {
-                var row = Enumerable.Range(0, genLen).Select(c => result.OutputIds[r, c]);
-                console.Output.WriteLine($"  [{r}] {string.Join(' ', row)}");
-                if (result.Texts is { } texts) console.Output.WriteLine($"      {Quote(texts[r])}");
-            }
-            var stats = result.Statistics;
-            console.Output.WriteLine(
-                $"throughput: prefill {stats.PrefillThroughput:F1} token/s, decode {stats.DecodeThroughput:F1} token/s, " +
-                $"total {stats.TotalThroughput:F1} token/s ({n} x {genLen} tokens in {stats.Total.TotalSeconds:F3} s; " +
-                $"{clock.Elapsed.TotalSeconds:F2} s with start-up)");
-            if (runtime.Setup.AutoPlan is { } auto)
+                console.Output.WriteLine($"generated ids ({n}, {genLen}):");
+                for (int r = 0; r < n; r++)
+                {
+                    var row = Enumerable.Range(0, genLen).Select(c => result.OutputIds[r, c]);
+                    console.Output.WriteLine($"  [{r}] {string.Join(' ', row)}");
+                    if (result.Texts is { } texts) console.Output.WriteLine($"      {Quote(texts[r])}");
+                }
+                var stats = result.Statistics;
                 console.Output.WriteLine(
-                    $"auto predicted vs measured: prefill {auto.Prediction.PrefillThroughput:F1} vs {stats.PrefillThroughput:F1}, " +
-                    $"decode {auto.Prediction.DecodeThroughput:F1} vs {stats.DecodeThroughput:F1}, total {auto.Prediction.Throughput:F1} vs {stats.TotalThroughput:F1} token/s");
-            GenerationFlags.PrintPeaks(console.Output, stats);
-            if (outputPath is not null)
-            {
-                string written = GenerationFlags.WriteFile("--output-ids", outputPath, full => WriteOutputIds(full, result.OutputIds));
-                console.Output.WriteLine($"output ids: {written}");
+                    $"throughput: prefill {stats.PrefillThroughput:F1} token/s, decode {stats.DecodeThroughput:F1} token/s, " +
+                    $"total {stats.TotalThroughput:F1} token/s ({n} x {genLen} tokens in {stats.Total.TotalSeconds:F3} s; " +
+                    $"{clock.Elapsed.TotalSeconds:F2} s with start-up)");
+                if (runtime.Setup.AutoPlan is { } auto)
+                    console.Output.WriteLine(
+                        $"auto predicted vs measured: prefill {auto.Prediction.PrefillThroughput:F1} vs {stats.PrefillThroughput:F1}, " +
+                        $"decode {auto.Prediction.DecodeThroughput:F1} vs {stats.DecodeThroughput:F1}, total {auto.Prediction.Throughput:F1} vs {stats.TotalThroughput:F1} token/s");
+                GenerationFlags.PrintPeaks(console.Output, stats);
+                if (outputPath is not null)
+                {
+                    string written = GenerationFlags.WriteFile("--output-ids", outputPath, full => WriteOutputIds(full, result.OutputIds));
+                    console.Output.WriteLine($"output ids: {written}");
+                }
+                GenerationFlags.PrintTimeline(console.Output, result.Timeline, parse.GetValue(flags.Trace));
+                return ExitCodes.Success;
             }
-            GenerationFlags.PrintTimeline(console.Output, result.Timeline, parse.GetValue(flags.Trace));
-            return ExitCodes.Success;
+            catch (Exception ex) when (!cancellation.IsCancellationRequested)
+            {
+                // Said before the runtime shuts down, which a lost cluster stage holds for Akka's termination timeout.
+                return await FlexGenCli.ReportAsync(parse, console, ex, cancellation);
+            }
         });
         return command;
     }
