@@ -55,85 +55,93 @@ public static class BenchCommand
 
             (options.Policy.PlanPromptLen, options.Policy.PlanGenLen) = (prompt, genLen);
             await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (prompt, genLen));
-            var policy = runtime.Policy;
-            // Before the measured run: a first use measures this machine's profile.
-            var hardware = runtime.Setup.Hardware(line => console.Error.WriteLine(line));
-            int numPrompts = policy.GpuBatchSize * policy.NumGpuBatches;
-            var config = model.Config;
-            long modelBytes = config.ModelBytes();
-            long cacheBytes = config.CacheBytes(numPrompts, prompt + genLen);
-            long hiddenBytes = config.HiddenBytes(numPrompts, prompt + genLen);
-            int numLayers = config.Layers(policy.SepLayer).Count;
-            if (debug != DebugMode.None)
+            try
             {
-                int debugCut = DebugModes.TokensToRun(cut ?? genLen, numLayers);
-                if (debugCut < (cut ?? genLen)) cut = debugCut;
-            }
-            console.Output.WriteLine(GenerationFlags.Describe(runtime));
+                var policy = runtime.Policy;
+                // Before the measured run: a first use measures this machine's profile.
+                var hardware = runtime.Setup.Hardware(line => console.Error.WriteLine(line));
+                int numPrompts = policy.GpuBatchSize * policy.NumGpuBatches;
+                var config = model.Config;
+                long modelBytes = config.ModelBytes();
+                long cacheBytes = config.CacheBytes(numPrompts, prompt + genLen);
+                long hiddenBytes = config.HiddenBytes(numPrompts, prompt + genLen);
+                int numLayers = config.Layers(policy.SepLayer).Count;
+                if (debug != DebugMode.None)
+                {
+                    int debugCut = DebugModes.TokensToRun(cut ?? genLen, numLayers);
+                    if (debugCut < (cut ?? genLen)) cut = debugCut;
+                }
+                console.Output.WriteLine(GenerationFlags.Describe(runtime));
 
-            if (PolicyFlags.GetBool(parse, warmup))
-            {
-                console.Error.WriteLine("warmup - generate");
-                var warm = SyntheticPrompts(numPrompts, Math.Min(32, prompt), config.VocabSize, seed: 1);
-                await runtime.Service.GenerateBatchAsync(warm, new GenerationSettings(1), cutGenLen: null, progress: null, cancellation);
-            }
-            console.Error.WriteLine("benchmark - generate");
-            var ids = SyntheticPrompts(numPrompts, prompt, config.VocabSize, seed: 2);
-            BatchGeneration result;
-            using (var progress = new GenerationProgressDisplay(console, "generate", numPrompts, numPrompts, cut ?? genLen))
-            {
-                result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings(genLen), cut, progress, cancellation);
-                progress.Complete();
-            }
-            var stats = result.Statistics;
+                if (PolicyFlags.GetBool(parse, warmup))
+                {
+                    console.Error.WriteLine("warmup - generate");
+                    var warm = SyntheticPrompts(numPrompts, Math.Min(32, prompt), config.VocabSize, seed: 1);
+                    await runtime.Service.GenerateBatchAsync(warm, new GenerationSettings(1), cutGenLen: null, progress: null, cancellation);
+                }
+                console.Error.WriteLine("benchmark - generate");
+                var ids = SyntheticPrompts(numPrompts, prompt, config.VocabSize, seed: 2);
+                BatchGeneration result;
+                using (var progress = new GenerationProgressDisplay(console, "generate", numPrompts, numPrompts, cut ?? genLen))
+                {
+                    result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings(genLen), cut, progress, cancellation);
+                    progress.Complete();
+                }
+                var stats = result.Statistics;
 
-            // FlexGen's numbers: prefill from token 0; decode projected from the computed tokens when cut.
-            double prefill = stats.Prefill.TotalSeconds;
-            int computed = cut ?? genLen;
-            double decode = cut is null || computed <= 1
-                ? stats.Decode.TotalSeconds
-                : stats.Decode.TotalSeconds / (computed - 1) * (genLen - 1);
-            double total = prefill + decode;
-            double prefillTput = numPrompts * (double)prompt / Math.Max(prefill, 1e-10);
-            double decodeTput = numPrompts * (double)(genLen - 1) / Math.Max(decode, 1e-10);
-            double totalTput = numPrompts * (double)genLen / Math.Max(total, 1e-10);
-            string peaks = string.Join("\t", new[] { "gpu", "cpu", "disk" }
-                .Select(t => $"peak {t} mem: {GenerationFlags.Gb(stats.PeakBytesByTier.GetValueOrDefault(t))}"));
-            string log = string.Create(CultureInfo.InvariantCulture,
-                $"model size: {GenerationFlags.Gb(modelBytes)}\tcache size: {GenerationFlags.Gb(cacheBytes)}\thidden size (p): {GenerationFlags.Gb(hiddenBytes)}\n" +
-                $"{peaks}\tprojected: {GenerationFlags.Bool(cut is not null && cut < genLen)}\n" +
-                $"prefill latency: {prefill:F3} s\tprefill throughput: {prefillTput:F3} token/s\n" +
-                $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
-                $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
-            console.Output.WriteLine(log);
-            var prediction = PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile, computesOnCpu: runtime.Setup.Budgets.GpuInCpuMemory,
-                runtime.Setup.Settings.ComputeDtypeBytes, runtime.Setup.Pipeline.PrefetchSteps);
-            console.Output.Write(DescribeBounds(prediction, hardware.Source, prefillTput, decodeTput, totalTput));
-            if (result.Timeline is { } traced)
-            {
-                console.Output.Write(DescribeDiskAsRun(prediction, hardware.Profile,
-                [
-                    new PhaseActivity("prefill", traced.ActivityDuring(prefill: true), numPrompts * (double)prompt, prefillTput),
-                    new PhaseActivity("decode", traced.ActivityDuring(prefill: false), numPrompts * (double)(computed - 1), decodeTput),
-                ]));
+                // FlexGen's numbers: prefill from token 0; decode projected from the computed tokens when cut.
+                double prefill = stats.Prefill.TotalSeconds;
+                int computed = cut ?? genLen;
+                double decode = cut is null || computed <= 1
+                    ? stats.Decode.TotalSeconds
+                    : stats.Decode.TotalSeconds / (computed - 1) * (genLen - 1);
+                double total = prefill + decode;
+                double prefillTput = numPrompts * (double)prompt / Math.Max(prefill, 1e-10);
+                double decodeTput = numPrompts * (double)(genLen - 1) / Math.Max(decode, 1e-10);
+                double totalTput = numPrompts * (double)genLen / Math.Max(total, 1e-10);
+                string peaks = string.Join("\t", new[] { "gpu", "cpu", "disk" }
+                    .Select(t => $"peak {t} mem: {GenerationFlags.Gb(stats.PeakBytesByTier.GetValueOrDefault(t))}"));
+                string log = string.Create(CultureInfo.InvariantCulture,
+                    $"model size: {GenerationFlags.Gb(modelBytes)}\tcache size: {GenerationFlags.Gb(cacheBytes)}\thidden size (p): {GenerationFlags.Gb(hiddenBytes)}\n" +
+                    $"{peaks}\tprojected: {GenerationFlags.Bool(cut is not null && cut < genLen)}\n" +
+                    $"prefill latency: {prefill:F3} s\tprefill throughput: {prefillTput:F3} token/s\n" +
+                    $"decode latency: {decode:F3} s\tdecode throughput: {decodeTput:F3} token/s\n" +
+                    $"total latency: {total:F3} s\ttotal throughput: {totalTput:F3} token/s");
+                console.Output.WriteLine(log);
+                var prediction = PolicyCost.Predict(config, policy, prompt, genLen, hardware.Profile, computesOnCpu: runtime.Setup.Budgets.GpuInCpuMemory,
+                    runtime.Setup.Settings.ComputeDtypeBytes, runtime.Setup.Pipeline.PrefetchSteps);
+                console.Output.Write(DescribeBounds(prediction, hardware.Source, prefillTput, decodeTput, totalTput));
+                if (result.Timeline is { } traced)
+                {
+                    console.Output.Write(DescribeDiskAsRun(prediction, hardware.Profile,
+                    [
+                        new PhaseActivity("prefill", traced.ActivityDuring(prefill: true), numPrompts * (double)prompt, prefillTput),
+                        new PhaseActivity("decode", traced.ActivityDuring(prefill: false), numPrompts * (double)(computed - 1), decodeTput),
+                    ]));
+                }
+                if (debug == DebugMode.Breakdown && result.Timeline is { } timeline)
+                {
+                    // FlexGen's breakdown header (flex_opt.py generation_loop_debug_normal), then the time per task kind.
+                    console.Output.WriteLine($"#layers: {numLayers}");
+                    console.Output.WriteLine($"#batches prefill:  {numLayers * policy.NumGpuBatches}");
+                    console.Output.WriteLine($"#batches decoding: {(genLen - 1) * numLayers * policy.NumGpuBatches}");
+                    console.Output.WriteLine($"breakdown ({cut ?? genLen} of {genLen} tokens run):");
+                    console.Output.Write(timeline.Breakdown);
+                }
+                if (!parse.GetValue(noLog))
+                {
+                    string path = parse.GetValue(logFile) is { } f && f != "auto" ? f : AutoLogName(config.Name, policy, prompt, genLen);
+                    string written = GenerationFlags.WriteFile("--log-file", path, full => File.AppendAllText(full, log + "\n"));
+                    console.Output.WriteLine($"log: {written}");
+                }
+                GenerationFlags.PrintTimeline(console.Output, result.Timeline, parse.GetValue(flags.Trace));
+                return ExitCodes.Success;
             }
-            if (debug == DebugMode.Breakdown && result.Timeline is { } timeline)
+            catch (Exception ex) when (!cancellation.IsCancellationRequested)
             {
-                // FlexGen's breakdown header (flex_opt.py generation_loop_debug_normal), then the time per task kind.
-                console.Output.WriteLine($"#layers: {numLayers}");
-                console.Output.WriteLine($"#batches prefill:  {numLayers * policy.NumGpuBatches}");
-                console.Output.WriteLine($"#batches decoding: {(genLen - 1) * numLayers * policy.NumGpuBatches}");
-                console.Output.WriteLine($"breakdown ({cut ?? genLen} of {genLen} tokens run):");
-                console.Output.Write(timeline.Breakdown);
+                // Said before the runtime shuts down, as generate does (FlexGenCli.ReportAsync).
+                return await FlexGenCli.ReportAsync(parse, console, ex, cancellation);
             }
-            if (!parse.GetValue(noLog))
-            {
-                string path = parse.GetValue(logFile) is { } f && f != "auto" ? f : AutoLogName(config.Name, policy, prompt, genLen);
-                string written = GenerationFlags.WriteFile("--log-file", path, full => File.AppendAllText(full, log + "\n"));
-                console.Output.WriteLine($"log: {written}");
-            }
-            GenerationFlags.PrintTimeline(console.Output, result.Timeline, parse.GetValue(flags.Trace));
-            return ExitCodes.Success;
         });
         return command;
     }
