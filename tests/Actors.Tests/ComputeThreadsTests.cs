@@ -36,4 +36,17 @@ public class ComputeThreadsTests
             Directory.Delete(offload, recursive: true);
         }
     }
+
+    [Fact]
+    public void EngineSettings_should_take_the_given_threads_else_the_rule_for_the_policy()
+    {
+        var resident = Policy.FromPercent([100, 0, 100, 0, 100, 0], 2, 1);
+        var weightsOnDisk = Policy.FromPercent([0, 0, 100, 0, 100, 0], 2, 1);
+        var unset = new EngineSettings { ModelPath = Fixtures.Model, Policy = resident };
+        var given = unset with { ComputeThreads = 3 };
+
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk: false), unset.ComputeThreadsFor(resident));
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk: true), unset.ComputeThreadsFor(weightsOnDisk));
+        Assert.Equal(3, given.ComputeThreadsFor(weightsOnDisk));
+    }
 }

@@ -47,8 +47,28 @@ public class ThreadFlagsTests
         Assert.Equal(3, given.Settings.ComputeThreads);
         Assert.Equal(2, given.Settings.Tiers.Disk.IoThreads);
         Assert.True(given.Settings.Tiers.Disk.DirectIo);
-        Assert.Equal(TorchRuntime.DefaultComputeThreads, absent.Settings.ComputeThreads);
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk: false), absent.Settings.ComputeThreads);
+        Assert.False(absent.LeavesCoreToDisk);
         Assert.Equal(4, absent.Settings.Tiers.Disk.IoThreads);
+    }
+
+    [Fact]
+    public void FlexGenSetup_should_leave_a_core_to_the_disk_tier_when_its_policy_streams_from_disk_and_no_count_is_given()
+    {
+        FlexGenSetup SetupOf(int? threads, params double[] percent) => FlexGenSetup.Create(new FlexGenOptions
+        {
+            Model = TestPaths.BundledModel, ComputeDtype = "float32", ComputeThreads = threads, Policy = new PolicyOptions { Percent = percent },
+        });
+
+        var cacheOnDisk = SetupOf(null, 100, 0, 0, 0, 100, 0);
+        var givenOnDisk = SetupOf(2, 0, 0, 100, 0, 100, 0);
+        var resident = SetupOf(null, 100, 0, 100, 0, 100, 0);
+
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk: true), cacheOnDisk.Settings.ComputeThreads);
+        Assert.Equal(cacheOnDisk.Settings.ComputeThreads < resident.Settings.ComputeThreads, cacheOnDisk.LeavesCoreToDisk);
+        Assert.Equal(2, givenOnDisk.Settings.ComputeThreads);
+        Assert.False(givenOnDisk.LeavesCoreToDisk);
+        Assert.False(resident.LeavesCoreToDisk);
     }
 
     [Theory]

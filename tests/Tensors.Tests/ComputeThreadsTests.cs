@@ -3,15 +3,16 @@ namespace FlexGen.Tensors.Tests;
 /// <summary>The default rule for libtorch's intra-op threads (setting them is the backend's, tested in Actors.Tests).</summary>
 public class ComputeThreadsTests
 {
-    private static int EveryCore => Math.Min(Environment.ProcessorCount, TorchRuntime.MaxThreads);
-
     [Theory]
     [InlineData("1", 1)]
     [InlineData("3", 3)]
     [InlineData(" 2 ", 2)]
     [InlineData("1024", 1024)]
-    public void ComputeThreadsOf_should_honour_a_valid_OMP_NUM_THREADS(string omp, int expected) =>
-        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(omp));
+    public void ComputeThreadsOf_should_honour_a_valid_OMP_NUM_THREADS(string omp, int expected)
+    {
+        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(omp, streamsFromDisk: false, cores: 8));
+        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(omp, streamsFromDisk: true, cores: 8));
+    }
 
     [Theory]
     [InlineData(null)]
@@ -22,7 +23,18 @@ public class ComputeThreadsTests
     [InlineData("4,2")]
     [InlineData("many")]
     public void ComputeThreadsOf_should_ignore_an_invalid_OMP_NUM_THREADS_and_use_every_core(string? omp) =>
-        Assert.Equal(EveryCore, TorchRuntime.ComputeThreadsOf(omp));
+        Assert.Equal(6, TorchRuntime.ComputeThreadsOf(omp, streamsFromDisk: false, cores: 6));
+
+    [Theory]
+    [InlineData(1, false, 1)]
+    [InlineData(1, true, 1)]
+    [InlineData(2, false, 2)]
+    [InlineData(2, true, 1)]
+    [InlineData(16, true, 15)]
+    [InlineData(4096, false, 1024)]
+    [InlineData(4096, true, 1024)]
+    public void ComputeThreadsOf_should_leave_one_of_two_or_more_cores_to_a_run_that_streams_from_disk(int cores, bool streamsFromDisk, int expected) =>
+        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(null, streamsFromDisk, cores));
 
     [Theory]
     [InlineData(0)]

@@ -57,8 +57,11 @@ public sealed record PipelineBenchmarkOptions
     /// </summary>
     public ComputeSettings Compute { get; init; } = ComputeSettings.BFloat16;
 
-    /// <summary>libtorch intra-op threads for the run (<see cref="EngineSettings.ComputeThreads"/>); restored afterwards.</summary>
-    public int ComputeThreads { get; init; } = TorchRuntime.DefaultComputeThreads;
+    /// <summary>
+    /// libtorch intra-op threads for the run (<see cref="EngineSettings.ComputeThreads"/>; null: the default rule for
+    /// its policy, <see cref="EngineSettings.ComputeThreadsFor"/>); restored afterwards.
+    /// </summary>
+    public int? ComputeThreads { get; init; }
 
     /// <summary>The disk tier's I/O threads (<see cref="DiskTierSettings.IoThreads"/>).</summary>
     public int IoThreads { get; init; } = EngineSettings.DefaultTiers.Disk.IoThreads;
@@ -142,15 +145,15 @@ public static class PipelineBenchmark
     {
         var c = CultureInfo.InvariantCulture;
         var model = options.Model;
+        var planned = SettingsOf(options, overlap: true);
         long layerBytes = 12L * model.HiddenSize * model.HiddenSize * 2;
         output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of 16-bit weights per block, {4:F0}% on disk ({5})",
             model.Name, model.NumBlocks, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
         output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), {6} disk I/O thread(s), prefetch {7} step(s), {8} request(s) per mode in turns",
             options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
-            options.ComputeThreads, options.IoThreads, options.PrefetchSteps, options.Repeats));
+            planned.ComputeThreadsFor(planned.Policy), options.IoThreads, options.PrefetchSteps, options.Repeats));
 
         // The budgets refuse a model or batch that does not fit before any actor system starts (each backend checks again).
-        var planned = SettingsOf(options, overlap: true);
         PlacementPlan.Create(model, planned.Policy, options.PromptLen, options.GenLen, budgets: planned.ResolveBudgets(),
             computeDtypeBytes: planned.ComputeDtypeBytes, computesOnCpu: planned.GpuComputesOnCpu);
 

@@ -59,9 +59,20 @@ public sealed record EngineSettings
 
     /// <summary>
     /// libtorch's intra-op threads, set (process-wide) when a backend is created; the disk tier's I/O threads are
-    /// <see cref="DiskTierSettings.IoThreads"/> of <see cref="Tiers"/>. Default: <see cref="TorchRuntime.DefaultComputeThreads"/>.
+    /// <see cref="DiskTierSettings.IoThreads"/> of <see cref="Tiers"/>. Null: the default rule for the backend's policy,
+    /// <see cref="ComputeThreadsFor"/>.
     /// </summary>
-    public int ComputeThreads { get; init; } = TorchRuntime.DefaultComputeThreads;
+    public int? ComputeThreads { get; init; }
+
+    /// <summary>
+    /// The intra-op threads of a backend under <paramref name="policy"/>: <see cref="ComputeThreads"/>, else
+    /// <see cref="TorchRuntime.DefaultComputeThreadsFor"/> (a core left to the disk tier when the policy streams from it).
+    /// </summary>
+    public int ComputeThreadsFor(Policy policy)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        return ComputeThreads ?? TorchRuntime.DefaultComputeThreadsFor(policy.StreamsFromDisk);
+    }
 
     /// <summary>Pipeline tuning; null: flexgen.pipeline of the actor system's HOCON.</summary>
     public PipelineSettings? Pipeline { get; init; }

@@ -103,14 +103,14 @@ public sealed class TorchPipelineBackend : IPipelineBackend
     /// Loads the model's weights into their homes under <paramref name="policy"/>; <paramref name="weightProgress"/>
     /// hears of each layer loaded. When <paramref name="cancellationToken"/> is signalled during the load, throws
     /// <see cref="OperationCanceledException"/> having freed the weights loaded so far and deleted the offload folder.
-    /// Sets libtorch's intra-op threads to <see cref="EngineSettings.ComputeThreads"/> (process-wide) first.
+    /// Sets libtorch's intra-op threads to <see cref="EngineSettings.ComputeThreadsFor"/> the policy (process-wide) first.
     /// </summary>
     public static TorchPipelineBackend Create(EngineSettings settings, Policy policy, IProgress<WeightLoadProgress>? weightProgress = null,
         CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var weightPlan = PlanWeights(settings, policy, out var budgets);
-        TorchRuntime.SetComputeThreads(settings.ComputeThreads);
+        TorchRuntime.SetComputeThreads(settings.ComputeThreadsFor(policy));
         var backend = new TorchPipelineBackend(settings, policy, weightPlan, budgets);
         try
         {

@@ -63,7 +63,7 @@ public sealed class GenerationFlags
     /// <summary>--compute-threads: libtorch's intra-op threads (also bench-pipeline's).</summary>
     public static Option<int?> ComputeThreadsOption() => new("--compute-threads")
     {
-        Description = $"libtorch intra-op threads, 1..{TorchRuntime.MaxThreads} (default: OMP_NUM_THREADS when it holds a valid count, else every core).",
+        Description = $"libtorch intra-op threads, 1..{TorchRuntime.MaxThreads} (default: OMP_NUM_THREADS when it holds a valid count, else every core, but one left to the disk tier's reads when the policy puts weights, cache or activations on disk).",
         HelpName = "N",
     };
 
@@ -268,7 +268,8 @@ public sealed class GenerationFlags
         $"percent {string.Join(' ', runtime.Policy.Percent)}, sep-layer {Bool(runtime.Policy.SepLayer)}, overlap {Bool(runtime.Policy.Overlap)}, " +
         $"cpu-cache-compute {Bool(runtime.Policy.CpuCacheCompute)}, attn-sparsity {runtime.Policy.AttnSparsity}, " +
         $"compress-weight {Bool(runtime.Policy.CompressWeight)}, compress-cache {Bool(runtime.Policy.CompressCache)}\n" +
-        $"compute: {runtime.ComputeDtype} on {runtime.Device}, {runtime.Setup.ComputeThreads} compute thread(s), {runtime.Setup.IoThreads} disk I/O thread(s)" +
+        $"compute: {runtime.ComputeDtype} on {runtime.Device}, {runtime.Setup.ComputeThreads} compute thread(s)" +
+        (runtime.Setup.LeavesCoreToDisk ? " (a core left to the disk tier)" : "") + $", {runtime.Setup.IoThreads} disk I/O thread(s)" +
         (MklCpuDispatch.Active ? $", MKL with its Intel code paths ({MklCpuDispatch.LibraryName} preloaded)" : "");
 
     public static string Bool(bool b) => b ? "true" : "false";

@@ -39,8 +39,8 @@ public sealed class FlexGenOptions
     public string? Hardware { get; set; }
 
     /// <summary>
-    /// libtorch's intra-op threads (1..1024); null: <c>OMP_NUM_THREADS</c> when it holds a valid count, else every core
-    /// (<see cref="Tensors.TorchRuntime.DefaultComputeThreads"/>).
+    /// libtorch's intra-op threads (1..1024); null: <c>OMP_NUM_THREADS</c> when it holds a valid count, else every core,
+    /// but one left to the disk tier when the policy streams from it (<see cref="Tensors.TorchRuntime.DefaultComputeThreadsFor"/>).
     /// </summary>
     public int? ComputeThreads { get; set; }
 
@@ -48,11 +48,12 @@ public sealed class FlexGenOptions
     public int? IoThreads { get; set; }
 
     /// <summary>
-    /// The validated thread counts: <see cref="ComputeThreads"/>, <see cref="IoThreads"/>, defaults where not given.
+    /// The validated thread counts: <see cref="ComputeThreads"/>, <see cref="IoThreads"/>, defaults where not given (the
+    /// compute's for a run that <paramref name="streamsFromDisk"/> or not).
     /// </summary>
     /// <exception cref="FlexGenOptionsException">a count outside 1..1024 (names its key).</exception>
-    public (int ComputeThreads, int IoThreads) ResolveThreads() =>
-        (ThreadCount(FlexGenOptionKeys.ComputeThreads, ComputeThreads) ?? Tensors.TorchRuntime.DefaultComputeThreads,
+    public (int ComputeThreads, int IoThreads) ResolveThreads(bool streamsFromDisk = false) =>
+        (ThreadCount(FlexGenOptionKeys.ComputeThreads, ComputeThreads) ?? Tensors.TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk),
          ThreadCount(FlexGenOptionKeys.IoThreads, IoThreads) ?? Actors.Engine.EngineSettings.DefaultTiers.Disk.IoThreads);
 
     private static int? ThreadCount(string key, int? threads) =>

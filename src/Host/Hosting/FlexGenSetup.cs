@@ -57,8 +57,14 @@ public sealed class FlexGenSetup
 
     public torch.ScalarType ComputeDtype { get; }
 
-    /// <summary>libtorch's intra-op threads (<see cref="FlexGenOptions.ComputeThreads"/> or the default rule).</summary>
+    /// <summary>
+    /// libtorch's intra-op threads (<see cref="FlexGenOptions.ComputeThreads"/> or the default rule for
+    /// <see cref="Policy"/>); every backend of this setup runs with them.
+    /// </summary>
     public int ComputeThreads { get; }
+
+    /// <summary>True when the default rule left a core to the disk tier (<see cref="Policy"/> streams from it).</summary>
+    public bool LeavesCoreToDisk => ComputeThreads < Options.ResolveThreads(streamsFromDisk: false).ComputeThreads;
 
     /// <summary>The disk tier's I/O threads (<see cref="FlexGenOptions.IoThreads"/> or the tier's default).</summary>
     public int IoThreads { get; }
@@ -84,7 +90,7 @@ public sealed class FlexGenSetup
         model ??= ModelResolver.Resolve(options.Model, options.Path);
         var policy = options.Policy.ToPolicy();
         var dtype = ParseDtype(options.ComputeDtype);
-        var threads = options.ResolveThreads();
+        _ = options.ResolveThreads(); // a bad count is refused before the model is planned
         bool owns = string.IsNullOrEmpty(options.OffloadDir);
         string offload = owns
             ? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName(OwnedOffloadPrefix))
@@ -104,6 +110,7 @@ public sealed class FlexGenSetup
                 EngineSettings.BytesOf(dtype), maxBlock, pipeline.PrefetchSteps);
             policy = auto.Policy;
         }
+        var threads = options.ResolveThreads(policy.StreamsFromDisk);
         return new FlexGenSetup(options, model, policy, dtype, threads, offload, owns, LoadTokenizer(model), budgets, auto, hardware, pipeline);
     }
 

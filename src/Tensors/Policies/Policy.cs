@@ -176,6 +176,9 @@ public sealed record Policy
 
     public double ActDiskPercent => DiskPercent(ActGpuPercent, ActCpuPercent);
 
+    /// <summary>Weights, cache or activations homed (partly) on disk: the disk tier is read or written every step.</summary>
+    public bool StreamsFromDisk => WDiskPercent > 0 || CacheDiskPercent > 0 || ActDiskPercent > 0;
+
     /// <summary>The six numbers of FlexGen's <c>--percent</c>: w_gpu w_cpu cache_gpu cache_cpu act_gpu act_cpu.</summary>
     public IReadOnlyList<double> Percent =>
         [WGpuPercent, WCpuPercent, CacheGpuPercent, CacheCpuPercent, ActGpuPercent, ActCpuPercent];
