@@ -1,5 +1,6 @@
 namespace FlexGen.Host.Cli;
 
+using System.CommandLine;
 using System.Diagnostics;
 using FlexGen.Actors.Messages;
 using FlexGen.Host.Generation;
@@ -49,7 +50,7 @@ public static class BatchJob
             .ToList();
     }
 
-    public static async Task<int> RunAsync(CliConsole console, BatchJobRequest request, CancellationToken cancellation)
+    public static async Task<int> RunAsync(ParseResult parse, CliConsole console, BatchJobRequest request, CancellationToken cancellation)
     {
         var prompts = PromptsFile.Read(request.PromptsPath, request.Model, request.Tokenizer, request.DefaultMaxTokens);
         using var output = BatchOutputFile.Open(request.OutputPath);
@@ -66,70 +67,72 @@ public static class BatchJob
 
         var clock = Stopwatch.StartNew();
         var geometry = (todo.Max(p => p.PromptIds.Length), todo.Max(p => p.MaxTokens));
-        await using var runtime = await FlexGenRuntime.StartAsync(request.Options, request.Model, console, cancellation, geometry);
-        console.Output.WriteLine(GenerationFlags.Describe(runtime));
-        int blockSize = runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches;
-        var blocks = Plan(todo, blockSize, request.SettingsOf);
-        if (request.Warmup)
+        return await FlexGenCli.RunWithRuntimeAsync(parse, console, request.Options, request.Model, geometry, async runtime =>
         {
-            console.Error.WriteLine("warmup: 1 token");
-            await runtime.Service.GenerateBatchAsync(Matrix(blocks[0], request.Model), new GenerationSettings(1), cutGenLen: null, progress: null, cancellation);
-        }
-        console.Error.WriteLine(
-            $"generate: {prompts.Count} prompts, {already} already in {output.FullPath}, {todo.Count} to run in {blocks.Count} blocks of up to {blockSize} ...");
-
-        var generation = Stopwatch.StartNew();
-        long tokens = 0;
-        int done = already;
-        var peaks = new Dictionary<string, long>(StringComparer.Ordinal);
-        IRunTimeline? lastTimeline = null;
-        double Rate() => generation.Elapsed.TotalSeconds > 0 ? Interlocked.Read(ref tokens) / generation.Elapsed.TotalSeconds : 0;
-        using (var progress = console.Progress("generate", prompts.Count, "prompts", announce: false))
-        {
-            progress.Report(already);
-            // The next block is queued before this one's lines are written: the engine does not wait for the file.
-            // Within a block: its tokens as the detail (a block of a large model may take minutes).
-            Task<BatchGeneration> StartBlock(int b) => Start(runtime.Service, blocks[b], request.Model, new TokenProgress(p =>
-                progress.Report(Volatile.Read(ref done), $"block {b + 1}/{blocks.Count} token {p.Token}/{p.Tokens}, {Rate():F1} token/s")), cancellation);
-            Task<BatchGeneration>? next = StartBlock(0);
-            try
+            console.Output.WriteLine(GenerationFlags.Describe(runtime));
+            int blockSize = runtime.Policy.GpuBatchSize * runtime.Policy.NumGpuBatches;
+            var blocks = Plan(todo, blockSize, request.SettingsOf);
+            if (request.Warmup)
             {
-                for (int b = 0; b < blocks.Count; b++)
+                console.Error.WriteLine("warmup: 1 token");
+                await runtime.Service.GenerateBatchAsync(Matrix(blocks[0], request.Model), new GenerationSettings(1), cutGenLen: null, progress: null, cancellation);
+            }
+            console.Error.WriteLine(
+                $"generate: {prompts.Count} prompts, {already} already in {output.FullPath}, {todo.Count} to run in {blocks.Count} blocks of up to {blockSize} ...");
+
+            var generation = Stopwatch.StartNew();
+            long tokens = 0;
+            int done = already;
+            var peaks = new Dictionary<string, long>(StringComparer.Ordinal);
+            IRunTimeline? lastTimeline = null;
+            double Rate() => generation.Elapsed.TotalSeconds > 0 ? Interlocked.Read(ref tokens) / generation.Elapsed.TotalSeconds : 0;
+            using (var progress = console.Progress("generate", prompts.Count, "prompts", announce: false))
+            {
+                progress.Report(already);
+                // The next block is queued before this one's lines are written: the engine does not wait for the file.
+                // Within a block: its tokens as the detail (a block of a large model may take minutes).
+                Task<BatchGeneration> StartBlock(int b) => Start(runtime.Service, blocks[b], request.Model, new TokenProgress(p =>
+                    progress.Report(Volatile.Read(ref done), $"block {b + 1}/{blocks.Count} token {p.Token}/{p.Tokens}, {Rate():F1} token/s")), cancellation);
+                Task<BatchGeneration>? next = StartBlock(0);
+                try
                 {
-                    var result = await next!;
-                    next = b + 1 < blocks.Count ? StartBlock(b + 1) : null;
-                    if (request.Tokenizer is { } tokenizer)
-                        result = StopStrings.Apply(result, request.StopStrings, tokenizer.Decode, request.Model.Config.PadTokenId);
-                    var block = blocks[b];
-                    int genLen = block.Settings.GenLen;
-                    var lines = block.Prompts.Select((p, r) => new BatchResult(
-                        p.Id, Enumerable.Range(0, genLen).Select(c => result.OutputIds[r, c]).ToArray(), result.Texts?[r] ?? "")).ToList();
-                    output.Append(lines);
-                    foreach (var (tier, bytes) in result.Statistics.PeakBytesByTier)
-                        peaks[tier] = Math.Max(bytes, peaks.GetValueOrDefault(tier));
-                    lastTimeline = result.Timeline ?? lastTimeline;
-                    Interlocked.Add(ref tokens, (long)lines.Count * genLen);
-                    Interlocked.Add(ref done, lines.Count);
-                    progress.Report(done, $"block {b + 1}/{blocks.Count} done, {Rate():F1} token/s");
+                    for (int b = 0; b < blocks.Count; b++)
+                    {
+                        var result = await next!;
+                        next = b + 1 < blocks.Count ? StartBlock(b + 1) : null;
+                        if (request.Tokenizer is { } tokenizer)
+                            result = StopStrings.Apply(result, request.StopStrings, tokenizer.Decode, request.Model.Config.PadTokenId);
+                        var block = blocks[b];
+                        int genLen = block.Settings.GenLen;
+                        var lines = block.Prompts.Select((p, r) => new BatchResult(
+                            p.Id, Enumerable.Range(0, genLen).Select(c => result.OutputIds[r, c]).ToArray(), result.Texts?[r] ?? "")).ToList();
+                        output.Append(lines);
+                        foreach (var (tier, bytes) in result.Statistics.PeakBytesByTier)
+                            peaks[tier] = Math.Max(bytes, peaks.GetValueOrDefault(tier));
+                        lastTimeline = result.Timeline ?? lastTimeline;
+                        Interlocked.Add(ref tokens, (long)lines.Count * genLen);
+                        Interlocked.Add(ref done, lines.Count);
+                        progress.Report(done, $"block {b + 1}/{blocks.Count} done, {Rate():F1} token/s");
+                    }
                 }
+                finally
+                {
+                    // A failed write leaves the queued block running until the runtime stops: observe its end.
+                    _ = next?.ContinueWith(t => t.Exception, TaskScheduler.Default);
+                }
+                progress.Complete();
             }
-            finally
-            {
-                // A failed write leaves the queued block running until the runtime stops: observe its end.
-                _ = next?.ContinueWith(t => t.Exception, TaskScheduler.Default);
-            }
-            progress.Complete();
-        }
 
-        double seconds = generation.Elapsed.TotalSeconds;
-        console.Output.WriteLine(
-            $"batch: {todo.Count} prompts in {blocks.Count} blocks ({already} of {prompts.Count} were already done): {tokens} tokens in " +
-            $"{seconds:F3} s, {Rate():F1} token/s ({clock.Elapsed.TotalSeconds:F2} s with start-up)");
-        GenerationFlags.PrintPeaks(console.Output, new RunStatistics(todo.Count, 0, 0, TimeSpan.Zero, TimeSpan.Zero, peaks));
-        console.Output.WriteLine($"output: {output.FullPath}");
-        if (GenerationFlags.WriteTrace(lastTimeline, request.TracePath) is { } traceLine)
-            console.Output.WriteLine(traceLine.Replace("trace: ", "trace (the last block): ", StringComparison.Ordinal));
-        return ExitCodes.Success;
+            double seconds = generation.Elapsed.TotalSeconds;
+            console.Output.WriteLine(
+                $"batch: {todo.Count} prompts in {blocks.Count} blocks ({already} of {prompts.Count} were already done): {tokens} tokens in " +
+                $"{seconds:F3} s, {Rate():F1} token/s ({clock.Elapsed.TotalSeconds:F2} s with start-up)");
+            GenerationFlags.PrintPeaks(console.Output, new RunStatistics(todo.Count, 0, 0, TimeSpan.Zero, TimeSpan.Zero, peaks));
+            console.Output.WriteLine($"output: {output.FullPath}");
+            if (GenerationFlags.WriteTrace(lastTimeline, request.TracePath) is { } traceLine)
+                console.Output.WriteLine(traceLine.Replace("trace: ", "trace (the last block): ", StringComparison.Ordinal));
+            return ExitCodes.Success;
+        }, cancellation);
     }
 
     private static Task<BatchGeneration> Start(IGenerationService service, BatchBlock block, ResolvedModel model,

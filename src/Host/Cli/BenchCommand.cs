@@ -54,8 +54,7 @@ public static class BenchCommand
                 throw new UsageException($"--prompt-len {prompt} + --gen-len {genLen} - 1 positions exceed {model.Config.Name}'s max sequence length {model.Config.MaxSeqLen}.");
 
             (options.Policy.PlanPromptLen, options.Policy.PlanGenLen) = (prompt, genLen);
-            await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (prompt, genLen));
-            try
+            return await FlexGenCli.RunWithRuntimeAsync(parse, console, options, model, (prompt, genLen), async runtime =>
             {
                 var policy = runtime.Policy;
                 // Before the measured run: a first use measures this machine's profile.
@@ -136,12 +135,7 @@ public static class BenchCommand
                 }
                 GenerationFlags.PrintTimeline(console.Output, result.Timeline, parse.GetValue(flags.Trace));
                 return ExitCodes.Success;
-            }
-            catch (Exception ex) when (!cancellation.IsCancellationRequested)
-            {
-                // Said before the runtime shuts down, as generate does (FlexGenCli.ReportAsync).
-                return await FlexGenCli.ReportAsync(parse, console, ex, cancellation);
-            }
+            }, cancellation);
         });
         return command;
     }

@@ -120,11 +120,32 @@ public static class FlexGenCli
     }
 
     /// <summary>
+    /// Starts the runtime a command runs on (<see cref="FlexGenRuntime.StartAsync"/>), runs <paramref name="body"/> with
+    /// it, then shuts it down. A failure of the body, unless cancelled, is reported (<see cref="ReportAsync"/>) before
+    /// the shutdown, which a lost cluster stage holds for Akka's termination timeout; a cancellation, or a failure to
+    /// start, goes on to the caller (the CLI's last catch reports it).
+    /// </summary>
+    /// <param name="geometry">The run's prompt and generation lengths, checked against the tier budgets before the host starts.</param>
+    public static async Task<int> RunWithRuntimeAsync(ParseResult parse, CliConsole console, FlexGenOptions options, ResolvedModel? model,
+        (int PromptLen, int GenLen)? geometry, Func<FlexGenRuntime, Task<int>> body, CancellationToken cancellation)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, geometry);
+        try
+        {
+            return await body(runtime);
+        }
+        catch (Exception ex) when (!cancellation.IsCancellationRequested)
+        {
+            return await ReportAsync(parse, console, ex, cancellation);
+        }
+    }
+
+    /// <summary>
     /// The one report of a command's failure on standard error, and its exit code: <c>cancelled</c> when
     /// <paramref name="cancellation"/> was requested; a usage error (with the usage hint) for a bad flag or option, a
     /// refused <c>--policy auto</c> or a run over a tier's budget; else one <c>failed:</c> line (--verbose adds the stack
-    /// trace). A command holding a runtime reports through this before the runtime shuts down, so the line is not held
-    /// back by the shutdown (with a lost cluster stage that waits for Akka's termination timeout).
+    /// trace). A command holding a runtime reports through this before the runtime shuts down (<see cref="RunWithRuntimeAsync"/>).
     /// </summary>
     public static async Task<int> ReportAsync(ParseResult parse, CliConsole console, Exception ex, CancellationToken cancellation)
     {

@@ -122,7 +122,7 @@ public static class GenerateCommand
                 {
                     GenLen = p.MaxTokens, StopTokenId = p.IsText && eosStop ? model.Config.EosTokenId : settings.StopTokenId,
                 };
-                return await BatchJob.RunAsync(console, new BatchJobRequest(batchPath!, batchOutput!, options, model, tokenizer, genLen, SettingsOf,
+                return await BatchJob.RunAsync(parse, console, new BatchJobRequest(batchPath!, batchOutput!, options, model, tokenizer, genLen, SettingsOf,
                     PolicyFlags.GetBool(parse, warmup), parse.GetValue(flags.Trace), stopStrings), cancellation);
             }
 
@@ -138,8 +138,7 @@ public static class GenerateCommand
             }
 
             var clock = Stopwatch.StartNew();
-            await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, (ids.GetLength(1), genLen));
-            try
+            return await FlexGenCli.RunWithRuntimeAsync(parse, console, options, model, (ids.GetLength(1), genLen), async runtime =>
             {
                 console.Output.WriteLine(GenerationFlags.Describe(runtime));
                 if (listen is not null)
@@ -188,12 +187,7 @@ public static class GenerateCommand
                 }
                 GenerationFlags.PrintTimeline(console.Output, result.Timeline, parse.GetValue(flags.Trace));
                 return ExitCodes.Success;
-            }
-            catch (Exception ex) when (!cancellation.IsCancellationRequested)
-            {
-                // Said before the runtime shuts down, which a lost cluster stage holds for Akka's termination timeout.
-                return await FlexGenCli.ReportAsync(parse, console, ex, cancellation);
-            }
+            }, cancellation);
         });
         return command;
     }

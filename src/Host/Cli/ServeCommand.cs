@@ -59,7 +59,7 @@ public static class ServeCommand
             }
             await using var _ = server;
             console.Error.WriteLine($"serve: listening on {server.Address} (503 until the weights are placed)");
-            await using (var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation))
+            int code = await FlexGenCli.RunWithRuntimeAsync(parse, console, options, model, geometry: null, async runtime =>
             {
                 console.Output.WriteLine(GenerationFlags.Describe(runtime));
                 var service = runtime.Services.GetRequiredService<GenerationService>();
@@ -79,9 +79,10 @@ public static class ServeCommand
                 console.Error.WriteLine($"serve: draining ({server.QueueLength} sequences waiting or running; new requests get 503)");
                 await server.DrainAsync(console.Abandon);
                 await server.DisposeAsync();
-            }
-            console.Error.WriteLine("serve: stopped");
-            return ExitCodes.Success;
+                return ExitCodes.Success;
+            }, cancellation);
+            if (code == ExitCodes.Success) console.Error.WriteLine("serve: stopped");
+            return code;
         });
         return command;
     }

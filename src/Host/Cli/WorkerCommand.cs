@@ -43,19 +43,20 @@ public static class WorkerCommand
             while (!cancellation.IsCancellationRequested)
             {
                 // Each session is a fresh cluster membership: a node that has left a cluster cannot join the next one.
-                await using var runtime = await FlexGenRuntime.StartAsync(options, model: null, console, cancellation);
-                console.Error.WriteLine($"worker: listening on {options.Cluster.Listen}, joining {options.Cluster.Seed} (policy percent {string.Join(' ', runtime.Policy.Percent)}, gpu-batch-size {runtime.Policy.GpuBatchSize} x {runtime.Policy.NumGpuBatches}, compute {runtime.ComputeDtype} on {runtime.Device})");
-                string ended;
-                try
+                int code = await FlexGenCli.RunWithRuntimeAsync(parse, console, options, model: null, geometry: null, async runtime =>
                 {
-                    ended = await runtime.WhenClusterSessionEndsAsync(cancellation);
-                }
-                catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
-                {
-                    break;
-                }
-
-                console.Error.WriteLine($"worker: {ended}; freeing this stage and joining {options.Cluster.Seed} again");
+                    console.Error.WriteLine($"worker: listening on {options.Cluster.Listen}, joining {options.Cluster.Seed} (policy percent {string.Join(' ', runtime.Policy.Percent)}, gpu-batch-size {runtime.Policy.GpuBatchSize} x {runtime.Policy.NumGpuBatches}, compute {runtime.ComputeDtype} on {runtime.Device})");
+                    try
+                    {
+                        string ended = await runtime.WhenClusterSessionEndsAsync(cancellation);
+                        console.Error.WriteLine($"worker: {ended}; freeing this stage and joining {options.Cluster.Seed} again");
+                    }
+                    catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+                    {
+                    }
+                    return ExitCodes.Success;
+                }, cancellation);
+                if (code != ExitCodes.Success) return code;
             }
 
             console.Error.WriteLine("worker: left the cluster");
