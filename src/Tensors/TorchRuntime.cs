@@ -18,24 +18,24 @@ public static class TorchRuntime
     /// <summary>
     /// libtorch's intra-op threads when none are given: <c>OMP_NUM_THREADS</c> when it holds a valid count (the
     /// variable users already set for libtorch), else every core, <see cref="Environment.ProcessorCount"/>, less one
-    /// left to the disk tier when <paramref name="streamsFromDisk"/> (a policy that reads or writes the disk every
+    /// left to the disk tier when <paramref name="leaveCoreToDisk"/> (a policy that reads or writes the disk every
     /// step, <see cref="Policies.Policy.StreamsFromDisk"/>). The disk's reads need a core of their own: on the 2-core VM,
     /// OPT-1.3B bfloat16 32 x 2 with weights on disk read 3.7-4.0 GB/s beside 1 compute thread and 1.8-2.4 beside 2
     /// (decode 67-72 against 41-54 token/s); with overlap the compute's busy time grew 6% instead of 31%.
     /// </summary>
-    public static int DefaultComputeThreadsFor(bool streamsFromDisk) =>
-        ComputeThreadsOf(Environment.GetEnvironmentVariable("OMP_NUM_THREADS"), streamsFromDisk, Environment.ProcessorCount);
+    public static int DefaultComputeThreadsFor(bool leaveCoreToDisk) =>
+        ComputeThreadsOf(Environment.GetEnvironmentVariable("OMP_NUM_THREADS"), leaveCoreToDisk, Environment.ProcessorCount);
 
     /// <summary>
     /// The default rule for an <c>OMP_NUM_THREADS</c> value on <paramref name="cores"/> cores: a count in
     /// 1..<see cref="MaxThreads"/> is used; anything else (unset, empty, "4,2" nesting lists, 0) is ignored, as libtorch
-    /// itself falls back to its default then, and every core is used, but one when <paramref name="streamsFromDisk"/>
+    /// itself falls back to its default then, and every core is used, but one when <paramref name="leaveCoreToDisk"/>
     /// and there are at least two.
     /// </summary>
-    public static int ComputeThreadsOf(string? ompNumThreads, bool streamsFromDisk, int cores) =>
+    public static int ComputeThreadsOf(string? ompNumThreads, bool leaveCoreToDisk, int cores) =>
         int.TryParse(ompNumThreads?.Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out int threads) && IsValidThreadCount(threads)
             ? threads
-            : Math.Min(streamsFromDisk && cores >= 2 ? cores - 1 : Math.Max(cores, 1), MaxThreads);
+            : Math.Min(leaveCoreToDisk && cores >= 2 ? cores - 1 : Math.Max(cores, 1), MaxThreads);
 
     /// <summary>libtorch's intra-op threads now (process-wide).</summary>
     public static int ComputeThreads => torch.get_num_threads();

@@ -45,8 +45,8 @@ public class ComputeThreadsTests
         var unset = new EngineSettings { ModelPath = Fixtures.Model, Policy = resident };
         var given = unset with { ComputeThreads = 3 };
 
-        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk: false), unset.ComputeThreadsFor(resident));
-        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk: true), unset.ComputeThreadsFor(weightsOnDisk));
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(leaveCoreToDisk: false), unset.ComputeThreadsFor(resident));
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(leaveCoreToDisk: true), unset.ComputeThreadsFor(weightsOnDisk));
         Assert.Equal(3, given.ComputeThreadsFor(weightsOnDisk));
     }
 }

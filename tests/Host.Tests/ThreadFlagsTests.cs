@@ -4,6 +4,9 @@ using System.CommandLine;
 using FlexGen.Host.Cli;
 using FlexGen.Host.Hosting;
 using FlexGen.Tensors;
+using FlexGen.Tensors.Planning;
+using FlexGen.Tensors.Policies;
+using static TorchSharp.torch;
 
 /// <summary>--compute-threads and --io-threads (FlexGen:ComputeThreads, FlexGen:IoThreads): parsed, checked, carried into the engine.</summary>
 public class ThreadFlagsTests
@@ -47,29 +50,51 @@ public class ThreadFlagsTests
         Assert.Equal(3, given.Settings.ComputeThreads);
         Assert.Equal(2, given.Settings.Tiers.Disk.IoThreads);
         Assert.True(given.Settings.Tiers.Disk.DirectIo);
-        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk: false), absent.Settings.ComputeThreads);
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(leaveCoreToDisk: false), absent.Settings.ComputeThreads);
         Assert.False(absent.LeavesCoreToDisk);
         Assert.Equal(4, absent.Settings.Tiers.Disk.IoThreads);
     }
 
     [Fact]
-    public void FlexGenSetup_should_leave_a_core_to_the_disk_tier_when_its_policy_streams_from_disk_and_no_count_is_given()
+    public void FlexGenSetup_should_leave_a_core_to_the_disk_tier_only_where_the_decode_stays_disk_bound_without_it()
     {
-        FlexGenSetup SetupOf(int? threads, params double[] percent) => FlexGenSetup.Create(new FlexGenOptions
+        // The seeded profile (TestHardwareCache): disk 1.3 GB/s, decode matmuls 80 GFLOP/s.
+        FlexGenSetup SetupOf(int? threads, int gpuBatchSize, int numGpuBatches, params double[] percent) => FlexGenSetup.Create(new FlexGenOptions
         {
-            Model = TestPaths.BundledModel, ComputeDtype = "float32", ComputeThreads = threads, Policy = new PolicyOptions { Percent = percent },
+            Model = "opt-1.3b", Path = "_DUMMY_", ComputeDtype = "float32", ComputeThreads = threads,
+            Policy = new PolicyOptions { Percent = percent, GpuBatchSize = gpuBatchSize, NumGpuBatches = numGpuBatches, PlanPromptLen = 16, PlanGenLen = 8 },
         });
 
-        var cacheOnDisk = SetupOf(null, 100, 0, 0, 0, 100, 0);
-        var givenOnDisk = SetupOf(2, 0, 0, 100, 0, 100, 0);
-        var resident = SetupOf(null, 100, 0, 100, 0, 100, 0);
+        var diskBound = SetupOf(null, 1, 1, 0, 0, 100, 0, 100, 0); // 2.6 GB read per token of 1 sequence
+        var computeBound = SetupOf(null, 64, 8, 0, 0, 100, 0, 100, 0); // the same bytes for 512 sequences
+        var given = SetupOf(2, 1, 1, 0, 0, 100, 0, 100, 0);
+        var resident = SetupOf(null, 1, 1, 100, 0, 100, 0, 100, 0);
+        var cores = Environment.ProcessorCount;
 
-        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk: true), cacheOnDisk.Settings.ComputeThreads);
-        Assert.Equal(cacheOnDisk.Settings.ComputeThreads < resident.Settings.ComputeThreads, cacheOnDisk.LeavesCoreToDisk);
-        Assert.Equal(2, givenOnDisk.Settings.ComputeThreads);
-        Assert.False(givenOnDisk.LeavesCoreToDisk);
+        Assert.True(Prediction(diskBound).DecodeStaysDiskBoundWithACoreLess(Math.Max(cores, 2)));
+        Assert.False(Prediction(computeBound).DecodeStaysDiskBoundWithACoreLess(Math.Max(cores, 2)));
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(leaveCoreToDisk: true), diskBound.Settings.ComputeThreads);
+        Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(leaveCoreToDisk: false), computeBound.Settings.ComputeThreads);
+        Assert.Equal(diskBound.Settings.ComputeThreads < resident.Settings.ComputeThreads, diskBound.LeavesCoreToDisk);
+        Assert.False(computeBound.LeavesCoreToDisk);
+        Assert.Equal(2, given.Settings.ComputeThreads);
+        Assert.False(given.LeavesCoreToDisk);
         Assert.False(resident.LeavesCoreToDisk);
     }
+
+    [Fact]
+    public void LeaveCoreToDisk_should_leave_one_for_a_disk_policy_when_no_profile_is_at_hand()
+    {
+        var config = ModelResolver.Resolve("opt-1.3b", "_DUMMY_").Config;
+        var budgets = FlexGenSetup.ResolveBudgets(new FlexGenOptions(), Path.GetTempPath());
+        var plan = new PolicyOptions();
+
+        Assert.True(FlexGenSetup.LeaveCoreToDisk(config, Policy.FromPercent([0, 0, 100, 0, 100, 0], 64, 8), plan, budgets, null, ScalarType.Float32, 1));
+        Assert.False(FlexGenSetup.LeaveCoreToDisk(config, Policy.FromPercent([100, 0, 100, 0, 100, 0], 1, 1), plan, budgets, null, ScalarType.Float32, 1));
+    }
+
+    private static RunPrediction Prediction(FlexGenSetup setup) =>
+        PolicyCost.Predict(setup.Model.Config, setup.Policy, 16, 8, TestHardwareCache.Profile, setup.Budgets.GpuInCpuMemory, 4, setup.Pipeline.PrefetchSteps);
 
     [Theory]
     [InlineData(0, null, "FlexGen:ComputeThreads 0")]

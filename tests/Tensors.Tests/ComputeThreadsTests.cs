@@ -10,8 +10,8 @@ public class ComputeThreadsTests
     [InlineData("1024", 1024)]
     public void ComputeThreadsOf_should_honour_a_valid_OMP_NUM_THREADS(string omp, int expected)
     {
-        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(omp, streamsFromDisk: false, cores: 8));
-        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(omp, streamsFromDisk: true, cores: 8));
+        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(omp, leaveCoreToDisk: false, cores: 8));
+        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(omp, leaveCoreToDisk: true, cores: 8));
     }
 
     [Theory]
@@ -23,7 +23,7 @@ public class ComputeThreadsTests
     [InlineData("4,2")]
     [InlineData("many")]
     public void ComputeThreadsOf_should_ignore_an_invalid_OMP_NUM_THREADS_and_use_every_core(string? omp) =>
-        Assert.Equal(6, TorchRuntime.ComputeThreadsOf(omp, streamsFromDisk: false, cores: 6));
+        Assert.Equal(6, TorchRuntime.ComputeThreadsOf(omp, leaveCoreToDisk: false, cores: 6));
 
     [Theory]
     [InlineData(1, false, 1)]
@@ -33,8 +33,8 @@ public class ComputeThreadsTests
     [InlineData(16, true, 15)]
     [InlineData(4096, false, 1024)]
     [InlineData(4096, true, 1024)]
-    public void ComputeThreadsOf_should_leave_one_of_two_or_more_cores_to_a_run_that_streams_from_disk(int cores, bool streamsFromDisk, int expected) =>
-        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(null, streamsFromDisk, cores));
+    public void ComputeThreadsOf_should_leave_one_of_two_or_more_cores_to_a_run_that_streams_from_disk(int cores, bool leaveCoreToDisk, int expected) =>
+        Assert.Equal(expected, TorchRuntime.ComputeThreadsOf(null, leaveCoreToDisk, cores));
 
     [Theory]
     [InlineData(0)]

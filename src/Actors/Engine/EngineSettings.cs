@@ -66,7 +66,8 @@ public sealed record EngineSettings
 
     /// <summary>
     /// The intra-op threads of a backend under <paramref name="policy"/>: <see cref="ComputeThreads"/>, else
-    /// <see cref="TorchRuntime.DefaultComputeThreadsFor"/> (a core left to the disk tier when the policy streams from it).
+    /// <see cref="TorchRuntime.DefaultComputeThreadsFor"/> (a core left to the disk tier when the policy streams from it;
+    /// the host's setup gives its count, refined by the cost model where a hardware profile is at hand).
     /// </summary>
     public int ComputeThreadsFor(Policy policy)
     {

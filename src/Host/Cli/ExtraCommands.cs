@@ -91,7 +91,7 @@ public static class ExtraCommands
             if (!(diskPercent >= 0 && diskPercent <= 100)) throw new UsageException($"--weights-disk-percent {diskPercent}: must be within [0, 100].");
             // Checked and defaulted as generate's flag is (a bad count is named by its flag).
             var (computeThreads, diskThreads) = new FlexGenOptions { ComputeThreads = parse.GetValue(threads), IoThreads = parse.GetValue(ioThreads) }
-                .ResolveThreads(streamsFromDisk: diskPercent > 0);
+                .ResolveThreads(leaveCoreToDisk: diskPercent > 0);
             string? userDir = parse.GetValue(dir);
             if (userDir is not null && !Directory.Exists(userDir)) throw new UsageException($"--offload-dir {userDir}: folder not found.");
             string folder = userDir ?? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName("flexgen-bench"));

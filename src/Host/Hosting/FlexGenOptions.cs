@@ -49,11 +49,11 @@ public sealed class FlexGenOptions
 
     /// <summary>
     /// The validated thread counts: <see cref="ComputeThreads"/>, <see cref="IoThreads"/>, defaults where not given (the
-    /// compute's for a run that <paramref name="streamsFromDisk"/> or not).
+    /// compute's leaving a core to the disk tier when <paramref name="leaveCoreToDisk"/>).
     /// </summary>
     /// <exception cref="FlexGenOptionsException">a count outside 1..1024 (names its key).</exception>
-    public (int ComputeThreads, int IoThreads) ResolveThreads(bool streamsFromDisk = false) =>
-        (ThreadCount(FlexGenOptionKeys.ComputeThreads, ComputeThreads) ?? Tensors.TorchRuntime.DefaultComputeThreadsFor(streamsFromDisk),
+    public (int ComputeThreads, int IoThreads) ResolveThreads(bool leaveCoreToDisk = false) =>
+        (ThreadCount(FlexGenOptionKeys.ComputeThreads, ComputeThreads) ?? Tensors.TorchRuntime.DefaultComputeThreadsFor(leaveCoreToDisk),
          ThreadCount(FlexGenOptionKeys.IoThreads, IoThreads) ?? Actors.Engine.EngineSettings.DefaultTiers.Disk.IoThreads);
 
     private static int? ThreadCount(string key, int? threads) =>

@@ -19,6 +19,19 @@ public sealed record RunPrediction(PlanEvaluation Evaluation, IReadOnlyList<Thro
 {
     /// <summary>The tightest bound of a phase.</summary>
     public ThroughputBound Tightest(string phase) => Bounds.Where(b => b.Phase == phase).MinBy(b => b.TokensPerSecond)!;
+
+    /// <summary>
+    /// True when the decode stays bound by the disk with one of <paramref name="cores"/> cores taken from the compute:
+    /// its compute bound scaled to <c>cores - 1</c> cores (linearly, which understates what fewer threads keep) is at
+    /// least its tightest disk link's. False without a disk link or with fewer than 2 cores.
+    /// </summary>
+    public bool DecodeStaysDiskBoundWithACoreLess(int cores)
+    {
+        if (cores < 2) return false;
+        var disk = Bounds.Where(b => b.Phase == "decode" && b.IsDiskLink).MinBy(b => b.TokensPerSecond);
+        var compute = Bounds.Single(b => b.Phase == "decode" && b.Name == "compute");
+        return disk is not null && compute.TokensPerSecond * (cores - 1) / cores >= disk.TokensPerSecond;
+    }
 }
 
 /// <summary>
