@@ -122,8 +122,9 @@ public class ComputeThreadsRunTests
             var result = await CliRunner.RunAsync("generate", "--compute-threads", $"{wanted}", "--io-threads", "3", "--gen-len", "2", "--trace", "");
 
             Assert.True(result.ExitCode == 0, result.ToString());
+            // The header only: libtorch's count is per thread once a thread has run a parallel op (the backend sets it on
+            // the thread that loads; Actors.Tests' ComputeThreadsTests checks that), so this thread's need not follow.
             Assert.Contains($", {wanted} compute thread(s), 3 disk I/O thread(s)", result.Output);
-            Assert.Equal(wanted, TorchRuntime.ComputeThreads);
         }
         finally
         {
