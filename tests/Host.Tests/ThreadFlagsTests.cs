@@ -93,6 +93,25 @@ public class ThreadFlagsTests
         Assert.False(FlexGenSetup.LeaveCoreToDisk(config, Policy.FromPercent([100, 0, 100, 0, 100, 0], 1, 1), plan, budgets, null, ScalarType.Float32, 1));
     }
 
+    [Fact]
+    public void FlexGenSetup_should_read_the_hardware_profile_at_start_up_only_for_a_policy_that_streams_from_disk()
+    {
+        using var folder = new TempFolder();
+        string unreadable = folder.File("hw.json");
+        File.WriteAllText(unreadable, "{ not a profile");
+        FlexGenSetup SetupOf(params double[] percent) => FlexGenSetup.Create(new FlexGenOptions
+        {
+            Model = "opt-1.3b", Path = "_DUMMY_", ComputeDtype = "float32", Hardware = unreadable,
+            Policy = new PolicyOptions { Percent = percent, GpuBatchSize = 1, NumGpuBatches = 1 },
+        });
+
+        var resident = SetupOf(100, 0, 100, 0, 100, 0); // the profile is not needed to start it
+        var ex = Assert.Throws<FlexGenOptionsException>(() => SetupOf(0, 0, 100, 0, 100, 0));
+
+        Assert.False(resident.LeavesCoreToDisk);
+        Assert.Equal(FlexGenOptionKeys.Hardware, ex.Key);
+    }
+
     private static RunPrediction Prediction(FlexGenSetup setup) =>
         PolicyCost.Predict(setup.Model.Config, setup.Policy, 16, 8, TestHardwareCache.Profile, setup.Budgets.GpuInCpuMemory, 4, setup.Pipeline.PrefetchSteps);
 

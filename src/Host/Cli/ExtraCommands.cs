@@ -89,9 +89,9 @@ public static class ExtraCommands
                 throw new UsageException($"--hidden-size {parse.GetValue(hidden)} is not a multiple of --heads {parse.GetValue(heads)}.");
             double diskPercent = parse.GetValue(disk);
             if (!(diskPercent >= 0 && diskPercent <= 100)) throw new UsageException($"--weights-disk-percent {diskPercent}: must be within [0, 100].");
-            // Checked and defaulted as generate's flag is (a bad count is named by its flag).
-            var (computeThreads, diskThreads) = new FlexGenOptions { ComputeThreads = parse.GetValue(threads), IoThreads = parse.GetValue(ioThreads) }
-                .ResolveThreads(leaveCoreToDisk: diskPercent > 0);
+            // Checked as generate's flag is (a bad count is named by its flag); an unset compute count stays null so the
+            // engine's rule for the policy decides (EngineSettings.ComputeThreadsFor).
+            var (_, diskThreads) = new FlexGenOptions { ComputeThreads = parse.GetValue(threads), IoThreads = parse.GetValue(ioThreads) }.ResolveThreads();
             string? userDir = parse.GetValue(dir);
             if (userDir is not null && !Directory.Exists(userDir)) throw new UsageException($"--offload-dir {userDir}: folder not found.");
             string folder = userDir ?? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName("flexgen-bench"));
@@ -110,7 +110,7 @@ public static class ExtraCommands
                 DirectIo = PolicyFlags.GetBool(parse, direct),
                 OffloadDirectory = folder,
                 Compute = parse.GetValue(dtype) is { } name ? new ComputeSettings(FlexGenSetup.ParseDtype(name)) : defaults.Compute,
-                ComputeThreads = computeThreads,
+                ComputeThreads = parse.GetValue(threads),
                 IoThreads = diskThreads,
                 Repeats = parse.GetValue(repeats),
                 PrefetchSteps = parse.GetValue(prefetch),

@@ -110,7 +110,8 @@ public sealed class FlexGenSetup
                 EngineSettings.BytesOf(dtype), maxBlock, pipeline.PrefetchSteps);
             policy = auto.Policy;
         }
-        hardware ??= KnownHardware(options, dtype, offload);
+        // Only a disk policy asks the profile (whether to leave a core to the disk tier); a resident run never reads it.
+        if (policy.StreamsFromDisk) hardware ??= KnownHardware(options, dtype, offload);
         var threads = options.ResolveThreads(LeaveCoreToDisk(model.Config, policy, options.Policy, budgets, hardware?.Profile, dtype, pipeline.PrefetchSteps));
         return new FlexGenSetup(options, model, policy, dtype, threads, offload, owns, LoadTokenizer(model), budgets, auto, hardware, pipeline);
     }
