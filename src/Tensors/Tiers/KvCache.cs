@@ -2,6 +2,7 @@ namespace FlexGen.Tensors.Tiers;
 
 using FlexGen.Tensors.Placement;
 using TorchSharp;
+using DeviceType = TorchSharp.DeviceType;
 
 /// <summary>
 /// The KV cache of a placement plan: one key and one value tensor of shape
@@ -82,11 +83,44 @@ public sealed class KvCache : IDisposable
     private static TieredTensor Make(MemoryTier home, long[] shape, CachePlacement cache, string name)
     {
         var dtype = cache.IsFloat32 ? torch.ScalarType.Float32 : torch.ScalarType.Float16;
-        return home switch
+        var tensor = home switch
         {
             MixedTier mixed => mixed.Allocate(shape, dtype, [cache.GpuLength, cache.CpuLength, cache.DiskLength], name),
             _ => home.Allocate(shape, dtype, name),
         };
+        try
+        {
+            Prefault(tensor);
+            return tensor;
+        }
+        catch
+        {
+            tensor.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Touches every page of the cache's host memory once, here, with all of libtorch's threads. The cache is written a
+    /// position at a time, so left untouched each decode step's store page-faults the next position's fresh pages in:
+    /// OPT-125m float32 8 x 4 spent 0.2 ms of each 0.25 ms store (17% of the decode) so. The faults now come with the
+    /// allocation, as a CUDA cache's allocation costs its time up front. Disk homes need no touch.
+    /// </summary>
+    private static void Prefault(TieredTensor tensor)
+    {
+        switch (tensor)
+        {
+            case DeviceTensor { Data.device_type: DeviceType.CPU } memory:
+                memory.Data.zero_();
+                break;
+            case MixedTensor mixed:
+                foreach (var segment in mixed.Segments) Prefault(segment);
+                break;
+            case CompressedTensor compressed:
+                Prefault(compressed.Packed);
+                Prefault(compressed.Scales);
+                break;
+        }
     }
 
     /// <summary>The home key and value tensors of attention layer <paramref name="layer"/> (j) and GPU batch <paramref name="batch"/> (k).</summary>

@@ -119,6 +119,50 @@ public class KvCacheTests
         bed.AssertNothingLeft();
     }
 
+    [Theory]
+    [InlineData(100, 0, false)]
+    [InlineData(0, 100, false)]
+    [InlineData(50, 50, false)]
+    [InlineData(0, 100, true)]
+    public void A_cache_in_memory_should_be_touched_at_allocation_so_its_pages_are_in_before_the_first_store(double gpu, double cpu, bool compress)
+    {
+        using var bed = new TierTestBed();
+        var policy = Policy.FromPercent([100, 0, gpu, cpu, 100, 0], gpuBatchSize: 4, numGpuBatches: 2) with { CompressCache = compress };
+        var plan = PlacementPlan.Create(Tiny, policy, promptLen: 12, genLen: 10);
+        // Leave the allocator's free lists full of non-zero blocks of the homes' sizes, which an untouched cache would reuse.
+        foreach (var garbage in Enumerable.Range(0, 256).Select(_ => full(plan.Cache.Shape.ToArray(), 7, ScalarType.Float16)).ToList())
+        {
+            garbage.Dispose();
+        }
+
+        using (var cache = KvCache.Allocate(plan, bed.Tiers))
+        {
+            foreach (var layer in plan.Layers.Where(l => l.Layer.HasKvCache))
+            {
+                for (int k = 0; k < policy.NumGpuBatches; k++)
+                {
+                    var (key, value) = cache.Home(layer.Layer.Index, k);
+                    foreach (var home in Memory(key).Concat(Memory(value)))
+                    {
+                        using var nonZero = home.count_nonzero();
+                        Assert.Equal(0L, nonZero.item<long>());
+                    }
+                }
+            }
+        }
+
+        bed.AssertNothingLeft();
+    }
+
+    // The plain host tensors a home keeps its bytes in.
+    private static IEnumerable<Tensor> Memory(TieredTensor home) => home switch
+    {
+        DeviceTensor memory => [memory.Data],
+        MixedTensor mixed => mixed.Segments.SelectMany(Memory),
+        CompressedTensor compressed => Memory(compressed.Packed).Concat(Memory(compressed.Scales)),
+        _ => [],
+    };
+
     /// <summary>Writes new rows at <paramref name="position"/> of the cache of (j, k), as the engine stores a step's cache.</summary>
     private static void Store(KvCache cache, int layer, int batch, long position, Tensor key, Tensor value)
     {
