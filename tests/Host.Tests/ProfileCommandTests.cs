@@ -43,6 +43,39 @@ public class ProfileCommandTests
     }
 
     [Fact]
+    public async Task Profile_should_sustain_the_disk_rates_over_the_span_given()
+    {
+        using var folder = new TempFolder();
+        string file = folder.File("hw.json");
+
+        var result = await CliRunner.RunAsync("profile", "--output", file, "--offload-dir", folder.Path, "--size-mb", "64",
+            "--disk-span-gb", "1", "--seconds", "0.01");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var lines = result.Error.Split('\n');
+        foreach (var name in new[] { "ctod_bdw_cache_p", "dtoc_bdw" })
+        {
+            Assert.Contains("16 x 64 MiB distinct", Assert.Single(lines, l => l.TrimStart().StartsWith(name + " ", StringComparison.Ordinal)));
+        }
+
+        Assert.Equal(["hw.json"], Directory.GetFileSystemEntries(folder.Path).Select(Path.GetFileName));
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("1025")]
+    public async Task Profile_should_refuse_a_disk_span_out_of_range_before_measuring(string gib)
+    {
+        using var folder = new TempFolder();
+
+        var result = await CliRunner.RunAsync("profile", "--output", folder.File("hw.json"), "--offload-dir", folder.Path, "--disk-span-gb", gib);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"--disk-span-gb {gib}", result.Error);
+        Assert.Empty(Directory.GetFileSystemEntries(folder.Path));
+    }
+
+    [Fact]
     public void A_profile_should_survive_its_json_round_trip()
     {
         var profile = new HardwareProfile

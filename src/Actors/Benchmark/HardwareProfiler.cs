@@ -30,7 +30,11 @@ using static TorchSharp.torch;
 /// read again and again came from the host's cache at 2-4x what runs read. Fewer when the folder's free space is short.</param>
 public sealed record HardwareProfileOptions(
     string OffloadDirectory, long TransferBytes = 256L << 20, ScalarType ComputeDtype = ScalarType.Float32, bool DirectIo = true,
-    double SecondsPerMeasure = 1.5, long CurveWorkingSetBytes = 512L << 20, int DiskSpanTransfers = 8);
+    double SecondsPerMeasure = 1.5, long CurveWorkingSetBytes = 512L << 20, int DiskSpanTransfers = HardwareProfileOptions.DefaultDiskSpanTransfers)
+{
+    /// <summary>Transfers in the disk's span unless told (2 GiB at the default 256 MiB each).</summary>
+    public const int DefaultDiskSpanTransfers = 8;
+}
 
 /// <summary>One measured constant, as reported while the profile runs.</summary>
 /// <param name="Name">FlexLLMGen's name (ctog_bdw, mm_flops_p, ...).</param>
