@@ -26,7 +26,7 @@ public static class ProfileCommand
         var span = new Option<int?>("--disk-span-gb")
         {
             Description = "GiB of distinct transfers the disk's sustained read and write rates run over (default: 8 transfers). " +
-                "On a VM a span the host caches reads 2-4x faster than a model larger than that cache streams: give about the bytes a run reads from disk.",
+                "On a VM a span the host caches reads 2-5x faster than a model larger than that cache streams: give at least the bytes a run reads from disk.",
             HelpName = "GIB",
         };
         var seconds = new Option<double>("--seconds") { Description = "Seconds per constant (the best repetition counts).", DefaultValueFactory = _ => 1.5 };
