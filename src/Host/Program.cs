@@ -1,7 +1,8 @@
 using FlexGen.Host.Cli;
 
-// On AMD CPUs: restart once with MKL's Intel code paths preloaded (float32 matmuls ~30% faster); see MklCpuDispatch.
-MklCpuDispatch.PreloadAndRestart();
+// Restart once with what only takes effect at process start: MKL's Intel code paths on AMD CPUs (float32 matmuls ~30%
+// faster) and malloc on transparent huge pages (large fresh tensors faulted in 2 MiB at a time); see StartupEnvironment.
+StartupEnvironment.ApplyAndRestart();
 
 // SIGINT / SIGTERM: cancel cleanly (tiers freed, offload files deleted), then exit 130 / 143; see CliSignals.
 using var signals = CliSignals.Register();

@@ -70,9 +70,10 @@ public sealed class HardwareProfileCache(string directory)
     public const int ProfilerVersion = 3;
 
     /// <summary>
-    /// Host name, cores and a short hash of the CPU model, the profiler's version and the preloaded libraries
-    /// (<c>LD_PRELOAD</c>: flexgen preloads MKL's Intel code paths on AMD, which changes the float32 rates): a profile
-    /// belongs to one machine as this process runs on it.
+    /// Host name, cores and a short hash of the CPU model, the profiler's version, the preloaded libraries
+    /// (<c>LD_PRELOAD</c>: flexgen preloads MKL's Intel code paths on AMD, which changes the float32 rates) and glibc's
+    /// tunables (<c>GLIBC_TUNABLES</c>: flexgen backs malloc with huge pages, which changes the rates of large
+    /// products): a profile belongs to one machine as this process runs on it.
     /// </summary>
     public static string MachineKey()
     {
@@ -88,7 +89,8 @@ public sealed class HardwareProfileCache(string directory)
         }
         string preloaded = string.Join(',', (Environment.GetEnvironmentVariable("LD_PRELOAD") ?? "")
             .Split([':', ' '], StringSplitOptions.RemoveEmptyEntries).Select(Path.GetFileName));
-        string hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{cpu}|v{ProfilerVersion}|{preloaded}")))[..8];
+        string tunables = Environment.GetEnvironmentVariable("GLIBC_TUNABLES") ?? "";
+        string hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{cpu}|v{ProfilerVersion}|{preloaded}|{tunables}")))[..8];
         return $"{host}-{Environment.ProcessorCount}c-{hash}";
     }
 }

@@ -270,7 +270,8 @@ public sealed class GenerationFlags
         $"compress-weight {Bool(runtime.Policy.CompressWeight)}, compress-cache {Bool(runtime.Policy.CompressCache)}\n" +
         $"compute: {runtime.ComputeDtype} on {runtime.Device}, {runtime.Setup.ComputeThreads} compute thread(s)" +
         (runtime.Setup.LeavesCoreToDisk ? " (a core left to the disk tier)" : "") + $", {runtime.Setup.IoThreads} disk I/O thread(s)" +
-        (MklCpuDispatch.Active ? $", MKL with its Intel code paths ({MklCpuDispatch.LibraryName} preloaded)" : "");
+        (MklCpuDispatch.Active ? $", MKL with its Intel code paths ({MklCpuDispatch.LibraryName} preloaded)" : "") +
+        (HugePageMalloc.Active ? $", malloc on transparent huge pages ({HugePageMalloc.Tunable})" : "");
 
     public static string Bool(bool b) => b ? "true" : "false";
 

@@ -7,12 +7,11 @@ using System.Runtime.InteropServices;
 /// calls Intel, so on AMD it runs generic kernels (perf: <c>mkl_blas_def_sgemm_kernel_0_zen</c>); with
 /// <c>native/mkl-cpu/libflexgen_mkl_cpu.so</c> preloaded it dispatches by the CPU's feature flags as on Intel (OPT-125m float32
 /// on this project's AMD EPYC VM: prefill about 660 -> 900 token/s, decode 85 -> 115 at 8 x 1). A preload only works at
-/// process start, so <see cref="PreloadAndRestart"/>, called first thing in <c>Main</c>, replaces the process with itself
-/// (execve: same pid, arguments, streams and signals) once with <c>LD_PRELOAD</c> set. bfloat16 runs through oneDNN and
+/// process start, so <see cref="StartupEnvironment"/> restarts the process with <c>LD_PRELOAD</c> set. bfloat16 runs through oneDNN and
 /// is not affected. <c>FLEXGEN_MKL_AMD=0</c> turns it off; an application embedding the engine can set <c>LD_PRELOAD</c>
 /// itself.
 /// </summary>
-public static partial class MklCpuDispatch
+public static class MklCpuDispatch
 {
     /// <summary>The file name of the preloaded library, in <c>native/</c> beside the flexgen assembly.</summary>
     public const string LibraryName = "libflexgen_mkl_cpu.so";
@@ -27,40 +26,22 @@ public static partial class MklCpuDispatch
     public static bool Active => IsPreloaded(Environment.GetEnvironmentVariable("LD_PRELOAD"));
 
     /// <summary>
-    /// On an AMD x86-64 Linux machine, when the library is there, not yet preloaded and not turned off: restarts this
-    /// process in place with it preloaded. Returns only when nothing is to be done or the restart failed (then the
-    /// process goes on with MKL's generic kernels).
+    /// The <c>LD_PRELOAD</c> this process should restart with, or null: on an AMD x86-64 Linux machine, when the library
+    /// is there, not yet preloaded and not turned off.
     /// </summary>
-    public static void PreloadAndRestart()
+    public static string? PreloadToSet()
     {
-        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64) return;
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64) return null;
         string library = LibraryPath;
         string? preload = Environment.GetEnvironmentVariable("LD_PRELOAD");
-        if (!ShouldPreload(CpuVendor(), preload, Environment.GetEnvironmentVariable(OptOutVariable), File.Exists(library))) return;
-
-        string[] argv;
-        try
-        {
-            // The exact command line, as the kernel holds it: "dotnet flexgen.dll ..." or the app host's.
-            argv = File.ReadAllText("/proc/self/cmdline").Split('\0', StringSplitOptions.None)[..^1];
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return;
-        }
-
-        if (argv.Length == 0) return;
-        var environment = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-            .Where(e => (string)e.Key != "LD_PRELOAD")
-            .Select(e => $"{e.Key}={e.Value}")
-            .Append($"LD_PRELOAD={WithLibrary(preload, library)}");
-        // execve returns only on failure; the process then carries on as it is.
-        _ = Execve("/proc/self/exe", [.. argv, null], [.. environment, null]);
+        return ShouldPreload(CpuVendor(), preload, Environment.GetEnvironmentVariable(OptOutVariable), File.Exists(library))
+            ? WithLibrary(preload, library)
+            : null;
     }
 
     /// <summary>The rule: AMD, the library present, not already preloaded, not turned off.</summary>
     public static bool ShouldPreload(string? cpuVendor, string? ldPreload, string? optOut, bool libraryExists) =>
-        cpuVendor == "AuthenticAMD" && libraryExists && !IsPreloaded(ldPreload) && !IsOff(optOut);
+        cpuVendor == "AuthenticAMD" && libraryExists && !IsPreloaded(ldPreload) && !StartupEnvironment.IsOff(optOut);
 
     /// <summary>LD_PRELOAD with the library first, keeping what was there (space or colon separated).</summary>
     public static string WithLibrary(string? ldPreload, string library) =>
@@ -69,9 +50,6 @@ public static partial class MklCpuDispatch
     private static bool IsPreloaded(string? ldPreload) =>
         ldPreload is not null && ldPreload.Split([':', ' '], StringSplitOptions.RemoveEmptyEntries)
             .Any(p => Path.GetFileName(p) == LibraryName);
-
-    private static bool IsOff(string? value) =>
-        value?.Trim().ToLowerInvariant() is "0" or "false" or "no" or "off";
 
     // vendor_id of the first processor in /proc/cpuinfo (GenuineIntel, AuthenticAMD, ...); null when unreadable.
     private static string? CpuVendor()
@@ -88,7 +66,4 @@ public static partial class MklCpuDispatch
             return null;
         }
     }
-
-    [LibraryImport("libc", EntryPoint = "execve", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Execve(string path, string?[] argv, string?[] envp);
 }
