@@ -36,8 +36,9 @@ public static partial class StartupEnvironment
             .Where(e => !due.ContainsKey((string)e.Key))
             .Select(e => $"{e.Key}={e.Value}")
             .Concat(due.Select(v => $"{v.Key}={v.Value}"));
-        // execve returns only on failure; the process then carries on as it is.
-        _ = Execve("/proc/self/exe", [.. argv, null], [.. environment, null]);
+        // execve returns only on failure; the process then carries on as it is. The program by its own path, so the
+        // restarted process keeps its name (through /proc/self/exe, ps and top showed "exe").
+        _ = Execve(Environment.ProcessPath ?? "/proc/self/exe", [.. argv, null], [.. environment, null]);
     }
 
     /// <summary>The variables to set (name -> whole new value) by each rule that applies here and now.</summary>
