@@ -19,11 +19,14 @@ public static class MklCpuDispatch
     /// <summary>The environment variable that turns the preload off: 0, false or no.</summary>
     public const string OptOutVariable = "FLEXGEN_MKL_AMD";
 
+    /// <summary>The environment variable the dynamic loader reads its preloads from at start.</summary>
+    public const string PreloadVariable = "LD_PRELOAD";
+
     /// <summary>Where the library is expected: <c>native/</c> beside the flexgen assembly.</summary>
     public static string LibraryPath => Path.Combine(AppContext.BaseDirectory, "native", LibraryName);
 
     /// <summary>True when this process runs with the library preloaded (MKL uses its Intel code paths).</summary>
-    public static bool Active => IsPreloaded(Environment.GetEnvironmentVariable("LD_PRELOAD"));
+    public static bool Active => IsPreloaded(Environment.GetEnvironmentVariable(PreloadVariable));
 
     /// <summary>
     /// The <c>LD_PRELOAD</c> this process should restart with, or null: on an AMD x86-64 Linux machine, when the library
@@ -33,7 +36,7 @@ public static class MklCpuDispatch
     {
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64) return null;
         string library = LibraryPath;
-        string? preload = Environment.GetEnvironmentVariable("LD_PRELOAD");
+        string? preload = Environment.GetEnvironmentVariable(PreloadVariable);
         return ShouldPreload(CpuVendor(), preload, Environment.GetEnvironmentVariable(OptOutVariable), File.Exists(library))
             ? WithLibrary(preload, library)
             : null;

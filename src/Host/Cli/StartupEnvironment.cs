@@ -45,7 +45,7 @@ public static partial class StartupEnvironment
     public static IReadOnlyDictionary<string, string> Due()
     {
         var due = new Dictionary<string, string>();
-        if (MklCpuDispatch.PreloadToSet() is { } preload) due["LD_PRELOAD"] = preload;
+        if (MklCpuDispatch.PreloadToSet() is { } preload) due[MklCpuDispatch.PreloadVariable] = preload;
         if (HugePageMalloc.TunablesToSet() is { } tunables) due[HugePageMalloc.TunablesVariable] = tunables;
         return due;
     }
