@@ -110,6 +110,25 @@ public class AutoPolicyTests
     }
 
     [Fact]
+    public void The_disk_as_the_run_got_it_should_bound_the_compute_beside_its_busy_time_at_the_profiles_share()
+    {
+        var profile = TestHardwareCache.Profile with { MatmulShareWhileDiskReads = 0.5 };
+        var prediction = PolicyCost.Predict(ModelFamilies.FromPreset("opt-1.3b"), Policy.FromPercent([0, 0, 100, 0, 100, 0], 4, 1), 16, 8, profile, computesOnCpu: true, computeDtypeBytes: 4);
+        double compute = prediction.Bounds.Single(b => b.Phase == "decode" && b.Name == "compute").TokensPerSecond;
+        Assert.Contains(prediction.Bounds, b => b.Phase == "decode" && b.Name == CostTerms.ComputeBesideDiskReads);
+        const double tokens = 28;
+        // The disk busy for half the compute's time: beside it the compute takes 1 + 0.5 * 0.5 of its time alone.
+        var disk = new TierActivity("disk-io", 96, 2_000_000_000, 0, TimeSpan.FromSeconds(tokens / compute / 2));
+        var computeTier = new TierActivity("cpu-compute", 96, 1, 0, TimeSpan.FromSeconds(1));
+        Assert.True(prediction.Bounds.Where(b => b.Phase == "decode" && !b.IsDiskLink && b.Name != CostTerms.ComputeBesideDiskReads)
+            .All(b => b.TokensPerSecond >= compute), "the compute is the tightest other bound");
+
+        string text = BenchCommand.DescribeDiskAsRun(prediction, profile, [new("decode", [computeTier, disk], tokens, 0.4 * compute)]);
+
+        Assert.Contains("efficiency 0.500 (measured / compute beside disk reads as run bound)", text);
+    }
+
+    [Fact]
     public async Task Bench_should_print_the_disk_as_the_run_got_it_only_when_the_disk_tier_worked()
     {
         using var folder = new TempFolder();

@@ -16,6 +16,9 @@ public class ProfileCommandTests
         var profile = HardwareProfile.Read(file); // every key, rates positive
         Assert.Equal(HardwareProfile.DefaultCorrection, (profile.C1, profile.C2, profile.C3));
         foreach (var name in HardwareProfile.JsonNames.Take(12)) Assert.Contains(name, result.Error);
+        // The compute's share beside the disk's reads, measured against the same layer alone.
+        Assert.InRange(profile.MatmulShareWhileDiskReads!.Value, 0.01, 1);
+        Assert.Contains("mm_share_dtoc", result.Error);
         // The disk's rates are sustained over distinct transfers (a re-read one came from the host's cache).
         var lines = result.Error.Split('\n');
         foreach (var name in new[] { "ctod_bdw_cache_p", "dtoc_bdw" })

@@ -64,10 +64,10 @@ public sealed class HardwareProfileCache(string directory)
 
     /// <summary>
     /// Bumped when the profiler measures a constant differently (2: ctog converts into a reused buffer, as the engine
-    /// streams; 3: the disk's rates sustained over distinct transfers, the MLP curve's weights read from memory), so older
-    /// cached files are measured again.
+    /// streams; 3: the disk's rates sustained over distinct transfers, the MLP curve's weights read from memory; 4: the
+    /// compute's share beside the disk's reads, mm_share_dtoc), so older cached files are measured again.
     /// </summary>
-    public const int ProfilerVersion = 3;
+    public const int ProfilerVersion = 4;
 
     /// <summary>
     /// Host name, cores and a short hash of the CPU model, the profiler's version, the preloaded libraries

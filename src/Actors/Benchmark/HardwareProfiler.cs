@@ -48,8 +48,8 @@ public sealed record ProfileStep(string Name, double Value, string What);
 /// so CPU - GPU is a memory copy; CPU -> GPU converts float16 into the compute dtype as a streamed weight is), disk with
 /// the disk tier, matmul and batched matmul rates in the compute dtype on the GPU tier's device at prefill and decode
 /// shapes, the CPU attention rate as float32 bmm on the CPU. Beyond FlexLLMGen's names, for the engine's terms: the 4-bit
-/// dequantization rate (comp_bdw), the pipeline's own time per layer task (task_s) and the family's MLP layer rate by
-/// rows (mm_flops_rows). The best of the repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/>
+/// dequantization rate (comp_bdw), the pipeline's own time per layer task (task_s), the family's MLP layer rate by
+/// rows (mm_flops_rows) and the share of that rate it keeps while the disk tier reads beside it (mm_share_dtoc). The best of the repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/>
 /// counts. c1, c2, c3 are FlexLLMGen's defaults.
 /// </summary>
 public static class HardwareProfiler
@@ -65,8 +65,11 @@ public static class HardwareProfiler
     private const long CompressedRows = 4096;
     private const long TaskModelHidden = 64;
 
+    // The compute beside the disk's reads: the MLP layer at a decode block's rows.
+    private const int ShareRows = 64;
+
     /// <summary>How many measurements a profile reports (the progress line's count).</summary>
-    public static int StepCount => 14 + CurveRows.Length;
+    public static int StepCount => 15 + CurveRows.Length;
 
     public static HardwareProfile Measure(HardwareProfileOptions options, IProgress<ProfileStep>? progress = null,
         CancellationToken cancellationToken = default)
@@ -169,6 +172,9 @@ public static class HardwareProfiler
                 progress?.Report(new ProfileStep($"{HardwareProfile.MmFlopsRowsName}[{rows}]", rate,
                     $"MLP layer, {rows} rows of hidden {CurveHidden}, {on}, {mlp.Copies} copies of its weights in turn"));
             }
+            var (share, readRate) = ShareWhileDiskReads(mlp, span, cpu, bytes, options, cancellationToken);
+            Report(HardwareProfile.MatmulShareWhileDiskReadsName, share,
+                $"MLP layer, {ShareRows} rows, {on}, while the disk tier reads beside it ({readRate / 1e9:0.00} GB/s, {io}): share of its rate alone");
         }
         finally
         {
@@ -186,6 +192,63 @@ public static class HardwareProfiler
 
         (values["c1"], values["c2"], values["c3"]) = HardwareProfile.DefaultCorrection;
         return HardwareProfile.FromNamed(values) with { MmFlopsByRows = curve };
+    }
+
+    /// <summary>
+    /// The share of its rate the MLP layer keeps while the disk tier reads beside it (mm_share_dtoc), and the disk's read
+    /// rate meanwhile: the layer's mean rate alone, with the span read in turn on another thread (as the disk tier's actor
+    /// reads beside the compute), and alone again; the reading measured against the mean of the two alone. At most 1.
+    /// </summary>
+    private static (double Share, double ReadBytesPerSecond) ShareWhileDiskReads(MlpLayers mlp, IReadOnlyList<DiskTensor> span, TieredTensor into,
+        long transferBytes, HardwareProfileOptions options, CancellationToken token)
+    {
+        double seconds = options.SecondsPerMeasure / 2;
+        return mlp.Measure(ShareRows, (flops, step) =>
+        {
+            step();
+            double before = MeanRate(flops, step, seconds, token);
+            using var stop = new CancellationTokenSource();
+            var reads = Task.Factory.StartNew(() =>
+            {
+                var clock = Stopwatch.StartNew();
+                long moved = 0;
+                for (int t = 0; !stop.IsCancellationRequested; t = (t + 1) % span.Count)
+                {
+                    using var scope = NewDisposeScope();
+                    TierCopy.Copy(into, span[t]);
+                    moved += transferBytes;
+                }
+                return moved / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+            }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            double beside;
+            try
+            {
+                beside = MeanRate(flops, step, seconds, token);
+            }
+            finally
+            {
+                stop.Cancel();
+            }
+            double readRate = reads.GetAwaiter().GetResult();
+            double after = MeanRate(flops, step, seconds, token);
+            return (Math.Min(1, beside / ((before + after) / 2)), readRate);
+        });
+    }
+
+    /// <summary>Units of work per second over repetitions for the time given (at least <see cref="MinTimedSteps"/>): the mean, not the best.</summary>
+    private static double MeanRate(double work, Action step, double seconds, CancellationToken token)
+    {
+        var clock = Stopwatch.StartNew();
+        int steps = 0;
+        do
+        {
+            token.ThrowIfCancellationRequested();
+            step();
+            steps++;
+        }
+        while (clock.Elapsed.TotalSeconds < seconds || steps < MinTimedSteps);
+        Synchronize();
+        return steps * work / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
     }
 
     private static double Matmul(long rows, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
@@ -285,8 +348,12 @@ public static class HardwareProfiler
 
         public int Copies => _copies.Count;
 
-        /// <summary>FLOP/s of the layer over <paramref name="rows"/> rows.</summary>
-        public double Rate(int rows, HardwareProfileOptions options, CancellationToken token)
+        /// <summary>FLOP/s of the layer over <paramref name="rows"/> rows (the best repetition).</summary>
+        public double Rate(int rows, HardwareProfileOptions options, CancellationToken token) =>
+            Measure(rows, (flops, step) => HardwareProfiler.Rate(flops, step, options, token));
+
+        /// <summary>Hands <paramref name="measure"/> the layer's FLOPs over <paramref name="rows"/> rows and one step of it (the next copy's weights).</summary>
+        public T Measure<T>(int rows, Func<double, Action, T> measure)
         {
             using var scope = NewDisposeScope();
             double flops = 2.0 * rows * _specs.Where(w => w.Rank >= 2).Sum(w => w.ElementCount);
@@ -294,7 +361,7 @@ public static class HardwareProfiler
             var compute = _config.Compute();
             var settings = new ComputeSettings(_dtype);
             int next = 0;
-            return HardwareProfiler.Rate(flops, () => compute.Mlp(hidden, _copies[next++ % _copies.Count], settings).Dispose(), options, token);
+            return measure(flops, () => compute.Mlp(hidden, _copies[next++ % _copies.Count], settings).Dispose());
         }
 
         public void Dispose()

@@ -126,11 +126,12 @@ public static class FlexGenCli
     /// start, goes on to the caller (the CLI's last catch reports it).
     /// </summary>
     /// <param name="geometry">The run's prompt and generation lengths, checked against the tier budgets before the host starts.</param>
+    /// <param name="measureHardware">The command reads the hardware profile: measured on first use before the threads are chosen by it.</param>
     public static async Task<int> RunWithRuntimeAsync(ParseResult parse, CliConsole console, FlexGenOptions options, ResolvedModel? model,
-        (int PromptLen, int GenLen)? geometry, Func<FlexGenRuntime, Task<int>> body, CancellationToken cancellation)
+        (int PromptLen, int GenLen)? geometry, Func<FlexGenRuntime, Task<int>> body, CancellationToken cancellation, bool measureHardware = false)
     {
         ArgumentNullException.ThrowIfNull(body);
-        await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, geometry);
+        await using var runtime = await FlexGenRuntime.StartAsync(options, model, console, cancellation, geometry, measureHardware);
         try
         {
             return await body(runtime);

@@ -47,11 +47,12 @@ public sealed class FlexGenRuntime : IAsyncDisposable
 
     /// <param name="geometry">The run's prompt and generation lengths: checked against the tier budgets before the host
     /// starts (a run that does not fit is refused with nothing loaded).</param>
+    /// <param name="measureHardware">The command reads the hardware profile (bench): measured before the threads are chosen (<see cref="FlexGenSetup.Create"/>).</param>
     public static async Task<FlexGenRuntime> StartAsync(FlexGenOptions options, ResolvedModel? model, CliConsole console,
-        CancellationToken cancellation, (int PromptLen, int GenLen)? geometry = null)
+        CancellationToken cancellation, (int PromptLen, int GenLen)? geometry = null, bool measureHardware = false)
     {
         options.AkkaLogLevel ??= console.Verbose ? "INFO" : "WARNING";
-        var setup = FlexGenSetup.Create(options, model, line => console.Error.WriteLine(line));
+        var setup = FlexGenSetup.Create(options, model, line => console.Error.WriteLine(line), measureHardware);
         if (geometry is { } run) setup.CheckFits(run.PromptLen, run.GenLen);
         // A later signal stops every wait: the files go now, also from under a step still running.
         var abandoned = console.Signals?.OnAbandon(setup.DeleteOffloadFilesNow);

@@ -83,9 +83,13 @@ public sealed class FlexGenSetup
     public TierBudgets Budgets { get; }
 
     /// <exception cref="FlexGenOptionsException">A bad model, policy, dtype or offload folder (names the option key and the rule).</exception>
-    /// <param name="say">Hears a line when the hardware profile is measured (<see cref="PolicyOptions.Auto"/> on first use).</param>
+    /// <param name="say">Hears a line when the hardware profile is measured (<see cref="PolicyOptions.Auto"/> or
+    /// <paramref name="measureHardware"/> on first use).</param>
+    /// <param name="measureHardware">The caller reads the hardware profile anyway (bench's bounds): measure it now where
+    /// none is given or cached, before the threads are chosen by it (without one a disk policy leaves a core to the disk
+    /// tier, and a compute-bound run on a new machine was measured on one thread of two).</param>
     /// <exception cref="NoPolicyFitsException"><see cref="PolicyOptions.Auto"/> finds no policy within the budgets.</exception>
-    public static FlexGenSetup Create(FlexGenOptions options, ResolvedModel? model = null, Action<string>? say = null)
+    public static FlexGenSetup Create(FlexGenOptions options, ResolvedModel? model = null, Action<string>? say = null, bool measureHardware = false)
     {
         model ??= ModelResolver.Resolve(options.Model, options.Path);
         var policy = options.Policy.ToPolicy();
@@ -110,6 +114,7 @@ public sealed class FlexGenSetup
                 EngineSettings.BytesOf(dtype), maxBlock, pipeline.PrefetchSteps);
             policy = auto.Policy;
         }
+        if (measureHardware) hardware ??= ResolveHardware(options, dtype, offload, say);
         // Only a disk policy asks the profile (whether to leave a core to the disk tier); a resident run never reads it.
         if (policy.StreamsFromDisk) hardware ??= KnownHardware(options, dtype, offload);
         var threads = options.ResolveThreads(LeaveCoreToDisk(model.Config, policy, options.Policy, budgets, hardware?.Profile, dtype, pipeline.PrefetchSteps));

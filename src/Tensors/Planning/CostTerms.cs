@@ -15,7 +15,7 @@ public sealed record TierPeak(LinearTerm Home, LinearTerm Working)
 
 /// <summary>One link's (or the compute's) seconds per layer step of a phase under a placement.</summary>
 /// <param name="Phase">"prefill" or "decode".</param>
-/// <param name="Name">"cpu->gpu", "gpu->cpu", "disk->cpu", "cpu->disk" or "compute".</param>
+/// <param name="Name">"cpu->gpu", "gpu->cpu", "disk->cpu", "cpu->disk", "compute" or <see cref="CostTerms.ComputeBesideDiskReads"/>.</param>
 public sealed record StepTime(string Phase, string Name, double SecondsPerStep);
 
 /// <summary>
@@ -140,6 +140,15 @@ public sealed class CostTerms
                 new("cpu->gpu + cpu->disk", CtogDecode + CtodDecode),
                 new("cpu->gpu + compute", CtogDecode + ComputeDecode),
             ];
+            // A compute on the CPU keeps only the profile's share of its rate while the disk tier reads beside it
+            // (mm_share_dtoc): a step whose disk reads take D and compute C alone takes max(D, C + (1 - share) D).
+            if (engine is { GpuInCpuMemory: true } && hw.MatmulShareWhileDiskReads is { } share && share < 1)
+            {
+                ComputeBesideDiskReadsPrefill = ComputePrefill + (1 - share) * DtocPrefill;
+                ComputeBesideDiskReadsDecode = ComputeDecode + (1 - share) * DtocDecode;
+                PrefillBounds = [.. PrefillBounds, new(ComputeBesideDiskReads, ComputeBesideDiskReadsPrefill)];
+                DecodeBounds = [.. DecodeBounds, new("cpu->gpu + " + ComputeBesideDiskReads, CtogDecode + ComputeBesideDiskReadsDecode)];
+            }
         }
 
         // ---- peak memory (FlexLLMGen's gpu_home / gpu_w, cpu_home / cpu_w, nvme_peak); grouped, the GPU's working
@@ -197,6 +206,18 @@ public sealed class CostTerms
     public LinearTerm CtodDecode { get; }
     public LinearTerm ComputeDecode { get; }
 
+    /// <summary>The name of the compute's bound with the disk tier's reads beside it.</summary>
+    public const string ComputeBesideDiskReads = "compute beside disk reads";
+
+    /// <summary>
+    /// The compute's seconds of a layer step with the disk tier's reads of that step beside it, at the profile's share
+    /// of the compute rate while the disk reads (<see cref="HardwareProfile.MatmulShareWhileDiskReads"/>); null where the
+    /// two share nothing: a compute not on the CPU, overlap off (nothing runs beside the compute) or no such share.
+    /// </summary>
+    public LinearTerm? ComputeBesideDiskReadsPrefill { get; }
+
+    public LinearTerm? ComputeBesideDiskReadsDecode { get; }
+
     /// <summary>The CPU's attention rate for this GPU batch size and hidden width (FlexLLMGen's cpu_flops_real).</summary>
     public double CpuAttentionFlops { get; }
 
@@ -228,23 +249,29 @@ public sealed class CostTerms
         yield return ("gpu + cpu decode", new TierPeak(GpuDecode.Home + CpuDecode.Home, GpuDecode.Working + CpuDecode.Working), budgets.CpuBytes * alpha);
     }
 
-    /// <summary>Each link's and the compute's seconds per layer step of both phases under a placement (0 where nothing moves).</summary>
+    /// <summary>
+    /// Each link's and the compute's seconds per layer step of both phases under a placement (0 where nothing moves), and
+    /// the compute's beside the disk's reads where those share the CPU and the disk reads (<see cref="ComputeBesideDiskReads"/>).
+    /// </summary>
     public IReadOnlyList<StepTime> StepTimes(PlanPlacement placement)
     {
         ArgumentNullException.ThrowIfNull(placement);
-        return
-        [
-            new("prefill", "cpu->gpu", CtogPrefill.Evaluate(placement)),
-            new("prefill", "gpu->cpu", GtocPrefill.Evaluate(placement)),
-            new("prefill", "disk->cpu", DtocPrefill.Evaluate(placement)),
-            new("prefill", "cpu->disk", CtodPrefill.Evaluate(placement)),
-            new("prefill", "compute", ComputePrefill.Evaluate(placement)),
-            new("decode", "cpu->gpu", CtogDecode.Evaluate(placement)),
-            new("decode", "gpu->cpu", GtocDecode.Evaluate(placement)),
-            new("decode", "disk->cpu", DtocDecode.Evaluate(placement)),
-            new("decode", "cpu->disk", CtodDecode.Evaluate(placement)),
-            new("decode", "compute", ComputeDecode.Evaluate(placement)),
-        ];
+        var times = new List<StepTime>();
+        foreach (var (phase, ctog, gtoc, dtoc, ctod, compute, beside) in new[]
+                 {
+                     ("prefill", CtogPrefill, GtocPrefill, DtocPrefill, CtodPrefill, ComputePrefill, ComputeBesideDiskReadsPrefill),
+                     ("decode", CtogDecode, GtocDecode, DtocDecode, CtodDecode, ComputeDecode, ComputeBesideDiskReadsDecode),
+                 })
+        {
+            times.Add(new(phase, "cpu->gpu", ctog.Evaluate(placement)));
+            times.Add(new(phase, "gpu->cpu", gtoc.Evaluate(placement)));
+            times.Add(new(phase, "disk->cpu", dtoc.Evaluate(placement)));
+            times.Add(new(phase, "cpu->disk", ctod.Evaluate(placement)));
+            times.Add(new(phase, "compute", compute.Evaluate(placement)));
+            if (beside is not null && dtoc.Evaluate(placement) > 0) times.Add(new(phase, ComputeBesideDiskReads, beside.Evaluate(placement)));
+        }
+
+        return times;
     }
 
     /// <summary>Tokens per second a phase would reach if a step took <paramref name="secondsPerStep"/>: prompt tokens in prefill, generated tokens in decode.</summary>

@@ -114,7 +114,19 @@ public sealed record HardwareProfile
     /// <summary>The JSON name of <see cref="TaskSeconds"/>.</summary>
     public const string TaskSecondsName = "task_s";
 
-    private static readonly string[] OptionalNames = [CompBdwName, TaskSecondsName];
+    /// <summary>
+    /// The share of its compute rate the GPU tier's compute keeps while the disk tier reads beside it (JSON
+    /// <c>mm_share_dtoc</c>, in (0, 1]): 1 where the two share nothing, as FlexLLMGen's model assumes. Where the GPU tier's
+    /// compute runs on the CPU they may share a core: on a 2-core VM an O_DIRECT read beside 2-thread matmuls left them
+    /// 0.53-0.62 of their rate (float32 and bfloat16, 64 and 256 rows), the VM's host serving the reads on the guest's
+    /// cores. Beyond FlexLLMGen's names, so optional: only the engine's terms read it, for a compute on the CPU with overlap.
+    /// </summary>
+    public double? MatmulShareWhileDiskReads { get; init; }
+
+    /// <summary>The JSON name of <see cref="MatmulShareWhileDiskReads"/>.</summary>
+    public const string MatmulShareWhileDiskReadsName = "mm_share_dtoc";
+
+    private static readonly string[] OptionalNames = [CompBdwName, TaskSecondsName, MatmulShareWhileDiskReadsName];
 
     private static readonly string[] CorrectionCoefficients = ["c1", "c2", "c3"];
 
@@ -145,6 +157,7 @@ public sealed record HardwareProfile
         var named = JsonNames.Select((name, i) => (name, values[i])).ToList();
         if (CompBdw is { } comp) named.Add((CompBdwName, comp));
         if (TaskSeconds is { } task) named.Add((TaskSecondsName, task));
+        if (MatmulShareWhileDiskReads is { } share) named.Add((MatmulShareWhileDiskReadsName, share));
         var lines = named.Select(p => $"  \"{p.name}\": {R(p.Item2)}").ToList();
         if (MmFlopsByRows is { } curve)
             lines.Add($"  \"{MmFlopsRowsName}\": {{ {string.Join(", ", curve.Select(p => $"\"{p.Rows}\": {R(p.Flops)}"))} }}");
@@ -190,6 +203,8 @@ public sealed record HardwareProfile
         foreach (var name in JsonNames.Except(CorrectionCoefficients).Concat(OptionalNames).Where(values.ContainsKey))
             if (values[name] <= 0)
                 throw new HardwareProfileException(source, $"\"{name}\" must be positive, got {values[name].ToString(CultureInfo.InvariantCulture)}");
+        if (values.TryGetValue(MatmulShareWhileDiskReadsName, out double kept) && kept > 1)
+            throw new HardwareProfileException(source, $"\"{MatmulShareWhileDiskReadsName}\" is a share of the compute rate, at most 1, got {kept.ToString(CultureInfo.InvariantCulture)}");
         return FromNamed(values) with { MmFlopsByRows = curve };
     }
 
@@ -210,7 +225,7 @@ public sealed record HardwareProfile
         return curve;
     }
 
-    /// <summary>A profile from its FlexLLMGen names (<see cref="JsonNames"/>): every name present (<c>comp_bdw</c> optional).</summary>
+    /// <summary>A profile from its FlexLLMGen names (<see cref="JsonNames"/>): every name present (the engine's own optional).</summary>
     public static HardwareProfile FromNamed(IReadOnlyDictionary<string, double> values)
     {
         ArgumentNullException.ThrowIfNull(values);
@@ -233,6 +248,7 @@ public sealed record HardwareProfile
             C3 = values["c3"],
             CompBdw = values.TryGetValue(CompBdwName, out double comp) ? comp : null,
             TaskSeconds = values.TryGetValue(TaskSecondsName, out double task) ? task : null,
+            MatmulShareWhileDiskReads = values.TryGetValue(MatmulShareWhileDiskReadsName, out double share) ? share : null,
         };
     }
 }

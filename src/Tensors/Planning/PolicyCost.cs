@@ -4,9 +4,9 @@ using FlexGen.Tensors.Policies;
 
 namespace FlexGen.Tensors.Planning;
 
-/// <summary>What bounds a phase's throughput: one link, or the compute, alone.</summary>
+/// <summary>What bounds a phase's throughput: one link, or the compute, alone; or the compute beside the disk's reads.</summary>
 /// <param name="Phase">"prefill" or "decode".</param>
-/// <param name="Name">"compute", "cpu->gpu", "gpu->cpu", "disk->cpu" or "cpu->disk".</param>
+/// <param name="Name">"compute", "cpu->gpu", "gpu->cpu", "disk->cpu", "cpu->disk" or <see cref="CostTerms.ComputeBesideDiskReads"/>.</param>
 /// <param name="TokensPerSecond">The phase's throughput if this were all it did (infinite where it does nothing).</param>
 public sealed record ThroughputBound(string Phase, string Name, double SecondsPerStep, double TokensPerSecond)
 {

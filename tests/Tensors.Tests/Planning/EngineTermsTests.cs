@@ -187,11 +187,13 @@ public class EngineTermsTests
     [Fact]
     public void The_profiles_optional_keys_should_survive_their_json_round_trip()
     {
-        var profile = Hw with { MmFlopsByRows = [(8, 40e9), (1, 10e9), (512, 140e9)] };
+        var profile = Hw with { MmFlopsByRows = [(8, 40e9), (1, 10e9), (512, 140e9)], TaskSeconds = 2e-4, MatmulShareWhileDiskReads = 0.58 };
 
         var read = HardwareProfile.Parse(profile.ToJson(), "round trip");
 
         Assert.Equal(profile.CompBdw, read.CompBdw);
+        Assert.Equal(profile.TaskSeconds, read.TaskSeconds);
+        Assert.Equal(0.58, read.MatmulShareWhileDiskReads);
         Assert.Equal([(1, 10e9), (8, 40e9), (512, 140e9)], read.MmFlopsByRows!);
         Assert.Equal(profile.ToJson(), read.ToJson());
         Assert.Null(HardwareProfile.Parse(T4.ToJson(), "FlexLLMGen's keys only").MmFlopsByRows);
@@ -203,6 +205,8 @@ public class EngineTermsTests
     [InlineData("\"mm_flops_rows\": { \"8\": -1 }", "\"8\" must be rows >= 1 with a positive FLOP/s")]
     [InlineData("\"mm_flops_rows\": { }", "has no points")]
     [InlineData("\"comp_bdw\": 0", "\"comp_bdw\" must be positive")]
+    [InlineData("\"mm_share_dtoc\": 0", "\"mm_share_dtoc\" must be positive")]
+    [InlineData("\"mm_share_dtoc\": 1.2", "\"mm_share_dtoc\" is a share of the compute rate, at most 1")]
     public void A_bad_optional_key_should_be_refused_by_name(string entry, string reason)
     {
         string json = T4.ToJson().TrimEnd().TrimEnd('}') + ", " + entry + " }";
@@ -409,6 +413,52 @@ public class EngineTermsTests
         Assert.False(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 2).ComputeWidensWeights);
         Assert.False(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: false, computeDtypeBytes: 4).ComputeWidensWeights);
         Assert.True(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 2).GpuInCpuMemory);
+    }
+
+    [Fact]
+    public void A_compute_on_the_cpu_should_lose_the_profiles_share_of_its_rate_while_the_disk_reads_beside_it()
+    {
+        var onDisk = PlanPlacement.FromPercent([0, 0, 100, 0, 100, 0]);
+        var shared = Hw with { MatmulShareWhileDiskReads = 0.6 };
+        var onCpu = new EngineTerms(CpuCacheCompute: true) { GpuInCpuMemory = true };
+        var terms = Terms("opt-1.3b", onCpu, hardware: shared);
+
+        // A step whose reads take D beside a compute of C alone takes max(D, C + 0.4 D).
+        Near(terms.ComputeDecode.Evaluate(onDisk) + 0.4 * terms.DtocDecode.Evaluate(onDisk), terms.ComputeBesideDiskReadsDecode!.Evaluate(onDisk));
+        Near(terms.ComputePrefill.Evaluate(onDisk) + 0.4 * terms.DtocPrefill.Evaluate(onDisk), terms.ComputeBesideDiskReadsPrefill!.Evaluate(onDisk));
+        var bound = Assert.Single(terms.DecodeBounds, b => b.Name.EndsWith(CostTerms.ComputeBesideDiskReads, StringComparison.Ordinal));
+        Near(terms.CtogDecode.Evaluate(onDisk) + terms.ComputeBesideDiskReadsDecode!.Evaluate(onDisk), bound.Seconds.Evaluate(onDisk));
+        Assert.Single(terms.PrefillBounds, b => b.Name == CostTerms.ComputeBesideDiskReads);
+        // The bench's bounds show it where the disk reads, and only there.
+        Assert.Equal(2, terms.StepTimes(onDisk).Count(t => t.Name == CostTerms.ComputeBesideDiskReads));
+        Assert.DoesNotContain(terms.StepTimes(AllGpu), t => t.Name == CostTerms.ComputeBesideDiskReads);
+        // The prediction: the same while the disk bounds the step (here C < 0.6 D) and for resident weights; slower where
+        // the compute bounds it (a disk 1000x faster).
+        var apart = Terms("opt-1.3b", onCpu);
+        Assert.True(terms.ComputeDecode.Evaluate(onDisk) < 0.6 * terms.DtocDecode.Evaluate(onDisk));
+        Near(CostModel.Predict(apart, onDisk).Throughput, CostModel.Predict(terms, onDisk).Throughput);
+        Near(CostModel.Predict(apart, AllGpu).Throughput, CostModel.Predict(terms, AllGpu).Throughput);
+        var fastDisk = Hw with { DtocBdw = 1000 * Hw.DtocBdw, MatmulShareWhileDiskReads = 0.6 };
+        var computeBound = Terms("opt-1.3b", onCpu, hardware: fastDisk);
+        var decode = CostModel.Predict(computeBound, onDisk).Decode!;
+        Assert.EndsWith(CostTerms.ComputeBesideDiskReads, decode.BoundBy, StringComparison.Ordinal);
+        Near(computeBound.CtogDecode.Evaluate(onDisk) + computeBound.ComputeDecode.Evaluate(onDisk) + 0.4 * computeBound.DtocDecode.Evaluate(onDisk),
+            decode.SecondsPerStep);
+
+        // Nothing shares: a GPU's compute, overlap off (nothing runs beside the compute), no share in the profile, or all of it.
+        foreach (var none in new[]
+                 {
+                     Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true), hardware: shared),
+                     Terms("opt-1.3b", new EngineTerms(CpuCacheCompute: true, Overlap: false) { GpuInCpuMemory = true }, hardware: shared),
+                     apart,
+                     Terms("opt-1.3b", onCpu, hardware: Hw with { MatmulShareWhileDiskReads = 1 }),
+                     Terms("opt-1.3b", null, hardware: shared),
+                 })
+        {
+            Assert.Null(none.ComputeBesideDiskReadsDecode);
+            Assert.DoesNotContain(none.StepTimes(onDisk), t => t.Name == CostTerms.ComputeBesideDiskReads);
+            Assert.DoesNotContain(none.DecodeBounds, b => b.Name.EndsWith(CostTerms.ComputeBesideDiskReads, StringComparison.Ordinal));
+        }
     }
 
     /// <summary>opt-6.7b at 8 x 4 under the engine's terms, per GPU batch or grouped; without its output head unless <paramref name="shape"/> has one.</summary>
