@@ -49,8 +49,9 @@ public sealed record ProfileStep(string Name, double Value, string What);
 /// the disk tier, matmul and batched matmul rates in the compute dtype on the GPU tier's device at prefill and decode
 /// shapes, the CPU attention rate as float32 bmm on the CPU. Beyond FlexLLMGen's names, for the engine's terms: the 4-bit
 /// dequantization rate (comp_bdw), the pipeline's own time per layer task (task_s), the family's MLP layer rate by
-/// rows (mm_flops_rows) and the share of that rate it keeps while the disk tier reads beside it (mm_share_dtoc). The best of the repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/>
-/// counts. c1, c2, c3 are FlexLLMGen's defaults.
+/// rows (mm_flops_rows) and the share of that rate it keeps while the disk tier reads beside it (mm_share_dtoc). The
+/// best of the repetitions within <see cref="HardwareProfileOptions.SecondsPerMeasure"/> counts. c1, c2, c3 are
+/// FlexLLMGen's defaults.
 /// </summary>
 public static class HardwareProfiler
 {
@@ -227,7 +228,9 @@ public static class HardwareProfiler
             }
             finally
             {
+                // The reader is done with the span before anything frees it, also when the measuring failed.
                 stop.Cancel();
+                Task.WaitAny(reads);
             }
             double readRate = reads.GetAwaiter().GetResult();
             double after = MeanRate(flops, step, seconds, token);
