@@ -54,52 +54,6 @@ public class PipelineBenchmarkTests
         }
     }
 
-    [Fact]
-    public async Task Benchmark_should_set_the_batch_from_one_overlap_off_request_when_asked_to_balance()
-    {
-        var offload = Fixtures.NewOffloadDir();
-        try
-        {
-            var options = new PipelineBenchmarkOptions
-            {
-                HiddenSize = 64, Heads = 4, Blocks = 2, VocabSize = 256, GpuBatchSize = 2, GenLen = 3, Repeats = 1,
-                OffloadDirectory = offload, Balance = true,
-            };
-            using var output = new StringWriter();
-            var result = await PipelineBenchmark.RunAsync(options, output);
-
-            var text = output.ToString();
-            var line = System.Text.RegularExpressions.Regex.Match(text,
-                @"^balance: one overlap-off request at batch 2: disk busy \d+ ms, compute busy \d+ ms, disk / compute ([\d.]+): batch (\d+)$",
-                System.Text.RegularExpressions.RegexOptions.Multiline);
-            Assert.True(line.Success, text);
-            int batch = int.Parse(line.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture);
-            double ratio = double.Parse(line.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
-            Assert.Equal(PipelineBenchmark.BalancedBatch(2, ratio), batch, tolerance: 1); // the printed ratio is rounded
-            // The measured turns run at the balanced batch, announced before them.
-            Assert.Contains($"batch {batch} x 2 GPU batches", text);
-            Assert.True(text.IndexOf("balance: one", StringComparison.Ordinal) < text.IndexOf("overlap off #1:", StringComparison.Ordinal));
-            Assert.Equal(batch * 2 * 3, result.On.Tokens);
-            Assert.Equal(batch * 2 * 3, result.Off.Tokens);
-        }
-        finally
-        {
-            Directory.Delete(offload, recursive: true);
-        }
-    }
-
-    [Theory]
-    [InlineData(64, 0.62, 40)]
-    [InlineData(64, 1.0, 64)]
-    [InlineData(40, 1.16, 48)]
-    [InlineData(2, 3.0, 6)]
-    [InlineData(2, 0.1, 1)]
-    [InlineData(64, 0.05, 3)]
-    public void Balanced_batch_should_scale_by_the_disk_over_the_compute_to_a_multiple_of_8_from_8_up(int batch, double ratio, int expected)
-    {
-        Assert.Equal(expected, PipelineBenchmark.BalancedBatch(batch, ratio));
-    }
-
     [Theory]
     [InlineData(2.0, "disk-bound")]
     [InlineData(1.1, "balanced")]

@@ -72,13 +72,6 @@ public sealed record PipelineBenchmarkOptions
     /// </summary>
     public int Repeats { get; init; } = 3;
 
-    /// <summary>
-    /// Set the batch from one overlap-off request first (<see cref="GpuBatchSize"/> scaled by its disk busy / compute busy),
-    /// so the two take about as long: the balance of a fixed batch moves with a VM disk's speed (at 64 x 2 here disk /
-    /// compute 0.54-0.89 within an hour, overlap's best 1.61-1.97x; at 40 x 2 0.71-1.16, 1.80-2.16x).
-    /// </summary>
-    public bool Balance { get; init; }
-
     /// <summary>How far loads may run ahead of compute (see PipelineSettings.PrefetchSteps).</summary>
     public int PrefetchSteps { get; init; } = 2;
 
@@ -151,82 +144,24 @@ public static class PipelineBenchmark
     public static async Task<PipelineBenchmarkResult> RunAsync(PipelineBenchmarkOptions options, TextWriter output, CancellationToken cancellationToken = default)
     {
         var c = CultureInfo.InvariantCulture;
+        var model = options.Model;
+        var planned = SettingsOf(options, overlap: true);
+        long layerBytes = 12L * model.HiddenSize * model.HiddenSize * 2;
+        output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of 16-bit weights per block, {4:F0}% on disk ({5})",
+            model.Name, model.NumBlocks, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
+        output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), {6} disk I/O thread(s), prefetch {7} step(s), {8} request(s) per mode in turns",
+            options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
+            planned.ComputeThreadsFor(planned.Policy), options.IoThreads, options.PrefetchSteps, options.Repeats));
+
+        // The budgets refuse a model or batch that does not fit before any actor system starts (each backend checks again).
+        PlacementPlan.Create(model, planned.Policy, options.PromptLen, options.GenLen, budgets: planned.ResolveBudgets(),
+            computeDtypeBytes: planned.ComputeDtypeBytes, computesOnCpu: planned.GpuComputesOnCpu);
+
         // Each backend sets the run's threads; the caller's come back afterwards.
         int threads = TorchRuntime.ComputeThreads;
-        try
-        {
-            if (options.Balance)
-            {
-                Admit(options);
-                options = await BalancedAsync(options, output, cancellationToken).ConfigureAwait(false);
-            }
 
-            var model = options.Model;
-            var planned = SettingsOf(options, overlap: true);
-            long layerBytes = 12L * model.HiddenSize * model.HiddenSize * 2;
-            output.WriteLine(string.Format(c, "model {0}: {1} blocks, hidden {2}, ~{3:F1} MB of 16-bit weights per block, {4:F0}% on disk ({5})",
-                model.Name, model.NumBlocks, model.HiddenSize, layerBytes / 1e6, options.WeightsOnDiskPercent, options.DirectIo ? "O_DIRECT" : "buffered"));
-            output.WriteLine(string.Format(c, "batch {0} x {1} GPU batches, prompt {2}, gen {3}, compute {4} on {5} thread(s), {6} disk I/O thread(s), prefetch {7} step(s), {8} request(s) per mode in turns",
-                options.GpuBatchSize, options.NumGpuBatches, options.PromptLen, options.GenLen, options.Compute.Dtype,
-                planned.ComputeThreadsFor(planned.Policy), options.IoThreads, options.PrefetchSteps, options.Repeats));
-            Admit(options);
-            return await MeasureBothAsync(options, output, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            TorchRuntime.SetComputeThreads(threads);
-        }
-    }
-
-    /// <summary>The budgets refuse a model or batch that does not fit before any actor system starts (each backend checks again).</summary>
-    private static void Admit(PipelineBenchmarkOptions options)
-    {
-        var planned = SettingsOf(options, overlap: true);
-        PlacementPlan.Create(options.Model, planned.Policy, options.PromptLen, options.GenLen, budgets: planned.ResolveBudgets(),
-            computeDtypeBytes: planned.ComputeDtypeBytes, computesOnCpu: planned.GpuComputesOnCpu);
-    }
-
-    /// <summary>
-    /// <see cref="PipelineBenchmarkOptions.Balance"/>: one overlap-off request at the given batch, then the batch scaled by
-    /// its disk busy / compute busy (the compute grows with the rows, the bytes read do not), to a multiple of 8 where that
-    /// is at least 8. The disk's speed moved 2-3x between runs on a VM, and with it a fixed batch's balance.
-    /// </summary>
-    private static async Task<PipelineBenchmarkOptions> BalancedAsync(PipelineBenchmarkOptions options, TextWriter output, CancellationToken cancellationToken)
-    {
-        PipelineBenchmarkRun probe;
-        await using (var serial = await StartAsync(options, overlap: false, cancellationToken).ConfigureAwait(false))
-        {
-            var one = await MeasureAsync(serial, options, cancellationToken).ConfigureAwait(false);
-            probe = new PipelineBenchmarkRun(false, TokensOf(options), one.Timings, one.Trace.Summarize());
-        }
-
-        var c = CultureInfo.InvariantCulture;
-        if (probe.DiskBusy <= TimeSpan.Zero || probe.ComputeBusy <= TimeSpan.Zero)
-        {
-            output.WriteLine(string.Format(c, "balance: the disk tier read nothing at batch {0}; the batch stays", options.GpuBatchSize));
-            return options;
-        }
-
-        double ratio = probe.DiskBusy / probe.ComputeBusy;
-        int balanced = BalancedBatch(options.GpuBatchSize, ratio);
-        output.WriteLine(string.Format(c, "balance: one overlap-off request at batch {0}: disk busy {1:F0} ms, compute busy {2:F0} ms, disk / compute {3:F2}: batch {4}",
-            options.GpuBatchSize, probe.DiskBusy.TotalMilliseconds, probe.ComputeBusy.TotalMilliseconds, ratio, balanced));
-        return options with { GpuBatchSize = balanced };
-    }
-
-    /// <summary>The batch that balances a disk busy / compute busy of <paramref name="diskOverCompute"/> measured at <paramref name="batch"/>: scaled, to a multiple of 8 from 8 up, at least 1.</summary>
-    public static int BalancedBatch(int batch, double diskOverCompute)
-    {
-        double scaled = batch * diskOverCompute;
-        return scaled >= 8 ? (int)Math.Round(scaled / 8) * 8 : Math.Max(1, (int)Math.Round(scaled));
-    }
-
-    /// <summary>Both modes' systems kept up, their requests taken in turns; the summary printed.</summary>
-    private static async Task<PipelineBenchmarkResult> MeasureBothAsync(PipelineBenchmarkOptions options, TextWriter output, CancellationToken cancellationToken)
-    {
-        var c = CultureInfo.InvariantCulture;
         var measured = new Dictionary<bool, List<GenerationResult>> { [false] = [], [true] = [] };
-        // Both systems are disposed before the summary.
+        try
         {
             await using var serial = await StartAsync(options, overlap: false, cancellationToken).ConfigureAwait(false);
             await using var overlapped = await StartAsync(options, overlap: true, cancellationToken).ConfigureAwait(false);
@@ -241,6 +176,10 @@ public static class PipelineBenchmark
                         one.Timings.Prefill.TotalMilliseconds, one.Timings.Decode.TotalMilliseconds));
                 }
             }
+        }
+        finally
+        {
+            TorchRuntime.SetComputeThreads(threads);
         }
 
         var off = Summed(options, overlap: false, measured[false], output);

@@ -52,10 +52,6 @@ public static class ExtraCommands
             Description = "Sequences per GPU batch: sets the compute, not the bytes read, so it balances the two (the run prints the balance).",
             DefaultValueFactory = _ => defaults.GpuBatchSize,
         };
-        var balance = new Option<bool>("--balance")
-        {
-            Description = "Set the batch from one overlap-off request first: --gpu-batch-size scaled by its disk busy / compute busy, so the two take about as long.",
-        };
         var ngb = new Option<int>("--num-gpu-batches") { Description = "GPU batches per block.", DefaultValueFactory = _ => defaults.NumGpuBatches };
         var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens.", DefaultValueFactory = _ => defaults.PromptLen };
         var genLen = new Option<int>("--gen-len") { Description = "New tokens.", DefaultValueFactory = _ => defaults.GenLen };
@@ -82,7 +78,7 @@ public static class ExtraCommands
         var command = new Command("bench-pipeline",
             "The same generation with overlap off and on through the actor pipeline: tokens/s, per-tier busy time, schedule efficiency.")
         {
-            hidden, heads, blocks, gbs, balance, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, ioThreads, repeats, prefetch, trace, gpuMem, cpuMem, diskMem,
+            hidden, heads, blocks, gbs, ngb, promptLen, genLen, disk, direct, dir, dtype, threads, ioThreads, repeats, prefetch, trace, gpuMem, cpuMem, diskMem,
         };
         command.SetAction(async (parse, cancellation) =>
         {
@@ -107,7 +103,6 @@ public static class ExtraCommands
                 Heads = parse.GetValue(heads),
                 Blocks = parse.GetValue(blocks),
                 GpuBatchSize = parse.GetValue(gbs),
-                Balance = parse.GetValue(balance),
                 NumGpuBatches = parse.GetValue(ngb),
                 PromptLen = parse.GetValue(promptLen),
                 GenLen = parse.GetValue(genLen),
