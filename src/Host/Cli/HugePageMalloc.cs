@@ -17,7 +17,7 @@ public static partial class HugePageMalloc
     /// <summary>The glibc tunable, as set.</summary>
     public const string Tunable = "glibc.malloc.hugetlb=1";
 
-    /// <summary>The environment variable that turns it off: 0, false, no or off.</summary>
+    /// <summary>The environment variable that turns it off: 0, false, no or off (<see cref="StartupEnvironment.IsOff"/>).</summary>
     public const string OptOutVariable = "FLEXGEN_HUGE_PAGES";
 
     /// <summary>The environment variable glibc reads its tunables from at start (colon separated).</summary>

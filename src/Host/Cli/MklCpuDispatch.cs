@@ -16,7 +16,7 @@ public static class MklCpuDispatch
     /// <summary>The file name of the preloaded library, in <c>native/</c> beside the flexgen assembly.</summary>
     public const string LibraryName = "libflexgen_mkl_cpu.so";
 
-    /// <summary>The environment variable that turns the preload off: 0, false or no.</summary>
+    /// <summary>The environment variable that turns the preload off: 0, false, no or off (<see cref="StartupEnvironment.IsOff"/>).</summary>
     public const string OptOutVariable = "FLEXGEN_MKL_AMD";
 
     /// <summary>The environment variable the dynamic loader reads its preloads from at start.</summary>
