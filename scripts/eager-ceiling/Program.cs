@@ -46,12 +46,14 @@ var ffnBias = torch.zeros(ffn, dtype: dtype);
 var table = Weight(vocab, h);
 var input = torch.randn(batch, 1, h).to(dtype);
 
-// The engine's projection rule (LayerMath.Linear): in float32 the weight is the left operand at 9 to 256 rows (always
-// for the vocabulary), the product's transpose comes back, and a residual sum is made contiguous again.
-Tensor Linear(Tensor x, Tensor w, Tensor? b, bool always = false)
+// The engine's projection rule (LayerMath.Linear): the weight is the left operand in float32 at 9 to 256 rows (always
+// for the vocabulary), in bfloat16 at 32 to 128 rows (never for the vocabulary); the product's transpose comes back, and
+// a residual sum is made contiguous again.
+Tensor Linear(Tensor x, Tensor w, Tensor? b, bool vocabulary = false)
 {
     long r = x.numel() / x.shape[^1];
-    if (dtype != ScalarType.Float32 || ((r <= 8 || r > 256) && !always)) return nn.functional.linear(x, w, b);
+    bool left = dtype == ScalarType.Float32 ? vocabulary || (r > 8 && r <= 256) : !vocabulary && r >= 32 && r <= 128;
+    if (!left) return nn.functional.linear(x, w, b);
     var columns = x.reshape(-1, x.shape[^1]).t(); // (in, r)
     var product = b is null ? torch.mm(w, columns) : torch.addmm(b.unsqueeze(1), w, columns, 1, 1); // (out, r)
     return product.t().view([.. x.shape[..^1], w.shape[0]]);
@@ -77,7 +79,7 @@ void Step()
         x = Residual(Linear(Linear(n2, l.Fc1, ffnBias).relu_(), l.Fc2, bias), x);
     }
 
-    Linear(nn.functional.layer_norm(x, [h], norm, bias).view(batch, h), table, null, always: true).argmax(1);
+    Linear(nn.functional.layer_norm(x, [h], norm, bias).view(batch, h), table, null, vocabulary: true).argmax(1);
 }
 
 Step();

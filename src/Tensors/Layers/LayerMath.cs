@@ -23,7 +23,7 @@ internal static class LayerMath
 
     /// <summary>
     /// <paramref name="x"/> (..., in) @ <paramref name="weight"/> (out, in)^T + <paramref name="bias"/> -> (..., out) in
-    /// the compute dtype. In float32 on the CPU at decode's row counts (<see cref="PutsWeightOnLeft"/>) the weight is
+    /// the compute dtype. On the CPU at decode's row counts (<see cref="PutsWeightOnLeft"/>) the weight is
     /// the left operand (<see cref="WeightOnLeft"/>). The result may then be a transposed view: callers reshape it,
     /// never view across rows.
     /// </summary>
@@ -36,26 +36,47 @@ internal static class LayerMath
     }
 
     /// <summary>
-    /// Whether <see cref="Linear"/> multiplies with the weight on the left: in float32 on the CPU for more than 8 and at
-    /// most 256 rows. Measured with 2 threads, whole decoder layers (projections, attention, norms) in float32, plain
-    /// linear against weight on the left, alternating in one process: OPT-1.3B's 24 layers at 16 rows 712-723 -> 379-402
-    /// ms a step, 32 rows x 2 batches 1714-1794 -> 1279-1313, 64 x 4 4870-5062 -> 4611-5076; OPT-125m at 32 rows 58-63 ->
-    /// 51-53; OPT-1.3B's matmuls alone, weights out of cache, at 128 rows 1926 -> 1666 ms. At 8 rows and fewer the plain
-    /// linear is as fast or faster (OPT-125m's matmuls, 8 rows x 4 batches: 90-94 against 103-105 ms). From 512 rows
-    /// (prefill) the plain linear is even or ahead: OPT-125m's layers at 512 rows 2010-2022 against 2048-2101 ms, and
-    /// the engine's OPT-125m prefill at 8 x 4 (2048 rows), builds alternating, 682-850 against 699-768 token/s.
-    /// bfloat16 (oneDNN) and CUDA are fastest as a plain linear.
+    /// Whether <see cref="Linear"/> multiplies with the weight on the left: on the CPU, in float32 for more than 8 and at
+    /// most 256 rows, in bfloat16 for 32 to 128 rows. Every linear of a layer sees the same rows, so a transposed output
+    /// only ever feeds another weight-on-left product (a plain bfloat16 linear over such a 3-D view took 100x longer:
+    /// OPT-125m's MLP 181 against 1.8 ms).
+    /// float32, measured with 2 threads, whole decoder layers (projections, attention, norms), plain linear against
+    /// weight on the left, alternating in one process: OPT-1.3B's 24 layers at 16 rows 712-723 -> 379-402 ms a step, 32
+    /// rows x 2 batches 1714-1794 -> 1279-1313, 64 x 4 4870-5062 -> 4611-5076; OPT-125m at 32 rows 58-63 -> 51-53;
+    /// OPT-1.3B's matmuls alone, weights out of cache, at 128 rows 1926 -> 1666 ms. At 8 rows and fewer the plain linear
+    /// is as fast or faster (OPT-125m's matmuls, 8 rows x 4 batches: 90-94 against 103-105 ms). From 512 rows (prefill)
+    /// the plain linear is even or ahead: OPT-125m's layers at 512 rows 2010-2022 against 2048-2101 ms, and the engine's
+    /// OPT-125m prefill at 8 x 4 (2048 rows), builds alternating, 682-850 against 699-768 token/s.
+    /// bfloat16 (oneDNN), OPT-1.3B's decoder layer (attention over 20 positions and MLP, 24 layers' weights in turn),
+    /// medians of 5 alternating passes, plain -> left: 16 rows 8.17 / 8.64 ms (both plain: the noise), 32 rows 11.00 ->
+    /// 9.04, 48 13.50 -> 11.64, 64 16.05 -> 14.17, 96 21.30 -> 20.38, 128 26.69 -> 26.01, 192 37.40 / 37.28 (both
+    /// plain); the engine's OPT-1.3B decode, resident, 64 x 1, alternating runs: 106.1, 103.7, 117.3 -> 118.1, 124.0,
+    /// 122.7 token/s. Its matmuls alone: left wins at 32-128 rows where out >= in (2048 x 2048 at 32 rows 0.75 -> 0.49
+    /// ms) and loses 10% on OPT-1.3B's fc2 (2048 x 8192) and on the vocabulary (50272 x 2048 at 64 rows 25 -> 45 ms: see
+    /// <see cref="VocabLogits"/>); below 32 rows it loses everywhere (2048 x 2048 at 16 rows 0.58 -> 0.83 ms).
+    /// CUDA is fastest as a plain linear.
     /// </summary>
     public static bool PutsWeightOnLeft(Tensor x, ComputeSettings compute)
     {
+        if (x.device.type != DeviceType.CPU)
+        {
+            return false;
+        }
+
         long rows = x.dim() == 0 ? 1 : x.numel() / x.shape[^1];
-        return IsCpuFloat32(x, compute) && rows > 8 && rows <= 256;
+        return compute.Dtype switch
+        {
+            ScalarType.Float32 => rows > 8 && rows <= 256,
+            ScalarType.BFloat16 => rows >= 32 && rows <= 128,
+            _ => false,
+        };
     }
 
     /// <summary>
     /// Logits (rows, vocab) = <paramref name="x"/> (rows, h) @ <paramref name="table"/> (vocab, h)^T, in the compute
     /// dtype. In float32 on the CPU the table is the left operand at every row count: a whole vocabulary never stays in
-    /// cache (OPT-125m, 8 rows: 20-22 ms instead of 27-31 ms a step; 32 rows: 28-34 instead of 40-52).
+    /// cache (OPT-125m, 8 rows: 20-22 ms instead of 27-31 ms a step; 32 rows: 28-34 instead of 40-52). Not in bfloat16,
+    /// whose plain product is the faster one (OPT-1.3B's head at 64 rows: 25-33 against 45-80 ms).
     /// </summary>
     public static Tensor VocabLogits(Tensor x, Tensor table, ComputeSettings compute)
     {

@@ -231,10 +231,12 @@ public sealed class LayerMathTests : IDisposable
     [InlineData(ScalarType.Float32, false, 3)]
     [InlineData(ScalarType.Float32, true, 1)]
     [InlineData(ScalarType.BFloat16, true, 3)]
+    [InlineData(ScalarType.BFloat16, true, 7)]
+    [InlineData(ScalarType.BFloat16, false, 7)]
     public void Linear_should_equal_the_plain_product_in_the_input_shape(ScalarType dtype, bool withBias, int batch)
     {
-        // float32 on the CPU with 9 to 256 rows (15 here, 5 at batch 1) multiplies with the weight as the left operand
-        // and returns a transposed view.
+        // On the CPU float32 with 9 to 256 rows (15 here, 5 at batch 1) and bfloat16 with 32 to 128 (35 at batch 7, not 15)
+        // multiply with the weight as the left operand and return a transposed view.
         using var scope = NewDisposeScope();
         var compute = new ComputeSettings(dtype);
         var x = randn(batch, 5, 16, generator: new Generator(5)).to(dtype); // (b, s, in)
@@ -245,7 +247,7 @@ public sealed class LayerMathTests : IDisposable
             bias?.to(ScalarType.Float32));
         Assert.Equal(dtype, y.dtype);
         Assert.Equal([batch, 5L, 24L], y.shape);
-        Assert.Equal(dtype == ScalarType.Float32 && batch > 1, LayerMath.PutsWeightOnLeft(x, compute));
+        Assert.Equal(dtype == ScalarType.Float32 ? batch > 1 : batch == 7, LayerMath.PutsWeightOnLeft(x, compute));
         Assert.Equal(LayerMath.PutsWeightOnLeft(x, compute), !y.is_contiguous());
         Assert.InRange(SmallOpt.MaxAbsDiff(expected, y.to(ScalarType.Float32)), 0, dtype == ScalarType.Float32 ? 1e-5 : 0.1);
 
@@ -256,7 +258,7 @@ public sealed class LayerMathTests : IDisposable
     }
 
     [Fact]
-    public void Weight_should_go_left_only_in_float32_on_the_cpu_at_decodes_row_counts()
+    public void Weight_should_go_left_only_on_the_cpu_at_the_row_counts_where_its_dtype_gains()
     {
         using var scope = NewDisposeScope();
         var f32 = new ComputeSettings(ScalarType.Float32);
@@ -264,7 +266,13 @@ public sealed class LayerMathTests : IDisposable
         Assert.True(LayerMath.PutsWeightOnLeft(zeros(3, 3, 3), f32)); // 9
         Assert.True(LayerMath.PutsWeightOnLeft(zeros(256, 3), f32));
         Assert.False(LayerMath.PutsWeightOnLeft(zeros(1, 257, 3), f32)); // prefill's rows
-        Assert.False(LayerMath.PutsWeightOnLeft(zeros(32, 3).to(ScalarType.BFloat16), new ComputeSettings(ScalarType.BFloat16)));
+
+        var bf16 = new ComputeSettings(ScalarType.BFloat16);
+        Tensor Rows(long rows) => zeros(rows, 1, 3).to(ScalarType.BFloat16);
+        Assert.False(LayerMath.PutsWeightOnLeft(Rows(31), bf16));
+        Assert.True(LayerMath.PutsWeightOnLeft(Rows(32), bf16));
+        Assert.True(LayerMath.PutsWeightOnLeft(Rows(128), bf16));
+        Assert.False(LayerMath.PutsWeightOnLeft(Rows(129), bf16));
     }
 
     [Fact]
