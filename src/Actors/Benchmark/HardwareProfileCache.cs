@@ -65,9 +65,10 @@ public sealed class HardwareProfileCache(string directory)
     /// <summary>
     /// Bumped when the profiler measures a constant differently (2: ctog converts into a reused buffer, as the engine
     /// streams; 3: the disk's rates sustained over distinct transfers, the MLP curve's weights read from memory; 4: the
-    /// compute's share beside the disk's reads, mm_share_dtoc), so older cached files are measured again.
+    /// compute's share beside the disk's reads, mm_share_dtoc; 5: the MLP curve's bfloat16 layer multiplies with the weight
+    /// on the left at 32 to 128 rows, as the engine now does), so older cached files are measured again.
     /// </summary>
-    public const int ProfilerVersion = 4;
+    public const int ProfilerVersion = 5;
 
     /// <summary>
     /// Host name, cores and a short hash of the CPU model, the profiler's version, the preloaded libraries
