@@ -71,7 +71,9 @@ public static class TokenChoice
         Tensor ids;
         if (sampling.IsGreedy)
         {
-            ids = logits.argmax(1, keepdim: true);
+            // max's indices, not argmax: both give the first maximal index, and libtorch's CPU argmax over bfloat16 is 5x
+            // slower (256 x 50272 logits: 25.5 against 4.5 ms; float32's transposed logits: 41 against 34 ms).
+            ids = logits.max(1, keepdim: true).indexes;
         }
         else
         {

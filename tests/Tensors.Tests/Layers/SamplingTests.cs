@@ -45,6 +45,27 @@ public class SamplingTests(ITestOutputHelper output)
         return Normalized();
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32, false)]
+    [InlineData(ScalarType.Float32, true)]
+    [InlineData(ScalarType.BFloat16, false)]
+    public void Greedy_choice_should_take_the_first_of_tied_maxima_as_argmax_does(ScalarType dtype, bool transposed)
+    {
+        // Logits of 4 values over a vocabulary of 1000: every row has hundreds of ties at its maximum. Transposed: the
+        // (rows, vocab) view float32's weight-on-left logits are.
+        using var scope = NewDisposeScope();
+        var values = randint(0, 4, [1000, 64], generator: new Generator(11)).to(dtype);
+        var logits = transposed ? values.t() : values.t().contiguous(); // (64, 1000)
+        var ids = TokenChoice.Select(logits, SamplingOptions.Greedy);
+        Assert.Equal(new long[] { 64, 1 }, ids.shape);
+        var expected = Enumerable.Range(0, 64).Select(r =>
+        {
+            var row = logits[r].to(ScalarType.Float32).data<float>().ToArray();
+            return (long)Array.IndexOf(row, row.Max());
+        }).ToArray();
+        Assert.Equal(expected, ids.view(64).data<long>().ToArray());
+    }
+
     private static long[] Counts(SamplingOptions sampling, ulong seed)
     {
         using var scope = NewDisposeScope();
