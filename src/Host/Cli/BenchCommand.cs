@@ -204,12 +204,12 @@ public static class BenchCommand
 
     /// <summary>
     /// The compute's bound with the disk reading beside it for the time the run's disk was busy: the phase's compute time
-    /// alone plus the share of the rate lost over that time (<see cref="HardwareProfile.MatmulShareWhileDiskReads"/>).
+    /// alone plus the share of the rate lost over that time (<see cref="HardwareProfile.MatmulLossWhileDiskReads"/>).
     /// </summary>
     private static ThroughputBound BesideDiskAsRun(RunPrediction prediction, HardwareProfile profile, PhaseActivity phase, TimeSpan diskBusy)
     {
         var compute = prediction.Bounds.Single(b => b.Phase == phase.Phase && b.Name == "compute");
-        double seconds = phase.TokensComputed / compute.TokensPerSecond + (1 - (profile.MatmulShareWhileDiskReads ?? 1)) * diskBusy.TotalSeconds;
+        double seconds = phase.TokensComputed / compute.TokensPerSecond + profile.MatmulLossWhileDiskReads * diskBusy.TotalSeconds;
         return new ThroughputBound(phase.Phase, CostTerms.ComputeBesideDiskReads + " as run", seconds, phase.TokensComputed / seconds);
     }
 

@@ -141,11 +141,11 @@ public sealed class CostTerms
                 new("cpu->gpu + compute", CtogDecode + ComputeDecode),
             ];
             // A compute on the CPU keeps only the profile's share of its rate while the disk tier reads beside it
-            // (mm_share_dtoc): a step whose disk reads take D and compute C alone takes max(D, C + (1 - share) D).
-            if (engine is { GpuInCpuMemory: true } && hw.MatmulShareWhileDiskReads is { } share && share < 1)
+            // (mm_share_dtoc): a step whose disk reads take D and compute C alone takes max(D, C + loss * D).
+            if (engine is { GpuInCpuMemory: true } && hw.MatmulLossWhileDiskReads > 0)
             {
-                ComputeBesideDiskReadsPrefill = ComputePrefill + (1 - share) * DtocPrefill;
-                ComputeBesideDiskReadsDecode = ComputeDecode + (1 - share) * DtocDecode;
+                ComputeBesideDiskReadsPrefill = ComputePrefill + hw.MatmulLossWhileDiskReads * DtocPrefill;
+                ComputeBesideDiskReadsDecode = ComputeDecode + hw.MatmulLossWhileDiskReads * DtocDecode;
                 PrefillBounds = [.. PrefillBounds, new(ComputeBesideDiskReads, ComputeBesideDiskReadsPrefill)];
                 DecodeBounds = [.. DecodeBounds, new("cpu->gpu + " + ComputeBesideDiskReads, CtogDecode + ComputeBesideDiskReadsDecode)];
             }
@@ -263,12 +263,13 @@ public sealed class CostTerms
                      ("decode", CtogDecode, GtocDecode, DtocDecode, CtodDecode, ComputeDecode, ComputeBesideDiskReadsDecode),
                  })
         {
+            double diskReads = dtoc.Evaluate(placement);
             times.Add(new(phase, "cpu->gpu", ctog.Evaluate(placement)));
             times.Add(new(phase, "gpu->cpu", gtoc.Evaluate(placement)));
-            times.Add(new(phase, "disk->cpu", dtoc.Evaluate(placement)));
+            times.Add(new(phase, "disk->cpu", diskReads));
             times.Add(new(phase, "cpu->disk", ctod.Evaluate(placement)));
             times.Add(new(phase, "compute", compute.Evaluate(placement)));
-            if (beside is not null && dtoc.Evaluate(placement) > 0) times.Add(new(phase, ComputeBesideDiskReads, beside.Evaluate(placement)));
+            if (beside is not null && diskReads > 0) times.Add(new(phase, ComputeBesideDiskReads, beside.Evaluate(placement)));
         }
 
         return times;

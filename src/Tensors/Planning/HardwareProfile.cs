@@ -123,6 +123,12 @@ public sealed record HardwareProfile
     /// </summary>
     public double? MatmulShareWhileDiskReads { get; init; }
 
+    /// <summary>
+    /// The share of its rate the compute loses while the disk tier reads beside it: 1 - <see cref="MatmulShareWhileDiskReads"/>,
+    /// 0 without one. A step whose disk reads take D and compute C alone takes max(D, C + this * D).
+    /// </summary>
+    public double MatmulLossWhileDiskReads => 1 - (MatmulShareWhileDiskReads ?? 1);
+
     /// <summary>The JSON name of <see cref="MatmulShareWhileDiskReads"/>.</summary>
     public const string MatmulShareWhileDiskReadsName = "mm_share_dtoc";
 
