@@ -118,7 +118,7 @@ public class HoconTests
             Assert.Equal("PinnedDispatcher", config.GetString(FlexGen.Actors.Hosting.FlexGenHocon.DispatcherOf(tier) + ".type"));
         }
 
-        Assert.Equal(new FlexGen.Actors.Actors.PipelineSettings(2, 1), FlexGen.Actors.Actors.PipelineSettings.FromConfig(config));
+        Assert.Equal(new FlexGen.Actors.Actors.PipelineSettings(8, 1), FlexGen.Actors.Actors.PipelineSettings.FromConfig(config));
     }
 
     [Fact]

@@ -4,9 +4,10 @@ namespace FlexGen.Actors.Actors;
 /// Pipeline tuning (defaults: hocon/flexgen.conf, flexgen.pipeline). Both values must be at least 1; a record
 /// with another value cannot be made (<see cref="PipelineSettingsException"/>), so bad settings fail where they are read.
 /// </summary>
-/// <param name="MaxInFlightPerTier">Task parts handed to one tier actor and not yet answered.</param>
+/// <param name="MaxInFlightPerTier">Task parts handed to one tier actor and not yet answered (the dependencies and the
+/// prefetch gate decide what may start; this, how many wait in its mailbox).</param>
 /// <param name="PrefetchSteps">How many compute steps the loads may run ahead (1 = FlexGen's overlap).</param>
-public sealed record PipelineSettings(int MaxInFlightPerTier = 2, int PrefetchSteps = 1)
+public sealed record PipelineSettings(int MaxInFlightPerTier = 8, int PrefetchSteps = 1)
 {
     /// <summary>The HOCON key of <see cref="MaxInFlightPerTier"/>.</summary>
     public const string MaxInFlightPerTierKey = "flexgen.pipeline.max-in-flight-per-tier";

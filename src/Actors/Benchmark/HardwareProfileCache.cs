@@ -66,9 +66,10 @@ public sealed class HardwareProfileCache(string directory)
     /// Bumped when the profiler measures a constant differently (2: ctog converts into a reused buffer, as the engine
     /// streams; 3: the disk's rates sustained over distinct transfers, the MLP curve's weights read from memory; 4: the
     /// compute's share beside the disk's reads, mm_share_dtoc; 5: the MLP curve's bfloat16 layer multiplies with the weight
-    /// on the left at 32 to 128 rows, as the engine now does), so older cached files are measured again.
+    /// on the left at 32 to 128 rows, as the engine now does; 6: task_s through a pipeline that queues up to 8 parts per tier
+    /// actor, not 2), so older cached files are measured again.
     /// </summary>
-    public const int ProfilerVersion = 5;
+    public const int ProfilerVersion = 6;
 
     /// <summary>
     /// Host name, cores and a short hash of the CPU model, the profiler's version, the preloaded libraries
