@@ -1,6 +1,7 @@
 namespace FlexGen.Actors.Tests;
 
 using FlexGen.Tensors.Models;
+using FlexGen.Actors.Actors;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
 
@@ -18,7 +19,8 @@ public class BlockDispatcherTests
         var schedule = BlockSchedule.Create(shape);
         var dispatcher = new BlockDispatcher(schedule, task => task.Kind == TaskKind.ComputeLayer
             ? [PipelineActorKind.GpuCompute, PipelineActorKind.CpuCompute] // two parts, as with CPU attention
-            : [task.Kind is TaskKind.LoadWeight or TaskKind.LoadCache ? PipelineActorKind.DiskIo : PipelineActorKind.Copy]);
+            : [task.Kind is TaskKind.LoadWeight or TaskKind.LoadCache ? PipelineActorKind.DiskIo : PipelineActorKind.Copy],
+            PipelineSettings.Default.MaxInFlightPerTier);
         var trigger = new BlockTask(TaskKind.StoreHidden, stopAfter, shape.NumLayers - 1, batches - 1);
         var handedOut = new List<BlockTask>();
         int dropped = 0;
@@ -93,21 +95,47 @@ public class BlockDispatcherTests
         Assert.Equal(Enumerable.Range(0, lookahead).Reverse(), ahead.TakeLast(lookahead));
     }
 
+    [Fact]
+    public void Default_settings_should_hand_the_compute_a_grouped_layers_other_batches_at_once()
+    {
+        // Grouped compute: part k = 0 computes the layer for all 4 GPU batches, parts 1-3 only follow it. With the default
+        // in flight they reach the compute actor together, not two and then one after a round trip through the coordinator.
+        const int batches = 4;
+        var shape = new ScheduleShape(LayerKinds.BuildLayers(2, true), batches, 3, 3, Overlap: true, GroupedCompute: true);
+        var groupedLayers = new List<int>();
+        RunComputesInOrder(BlockSchedule.Create(shape), TaskKind.LoadWeight, _ => { }, _ => { },
+            handedOut =>
+            {
+                var followers = handedOut.Where(p => p.Task.Kind == TaskKind.ComputeLayer && p.Task.Batch > 0).ToArray();
+                if (followers.Length > 0)
+                {
+                    Assert.Equal(batches - 1, followers.Length);
+                    Assert.Single(followers.Select(p => (p.Task.Token, p.Task.Layer)).Distinct());
+                    groupedLayers.Add(followers[0].Task.Token * shape.NumLayers + followers[0].Task.Layer);
+                }
+            });
+
+        Assert.Equal(Enumerable.Range(0, 3 * shape.NumLayers), groupedLayers);
+    }
+
     /// <summary>
     /// Drives a dispatcher over <paramref name="schedule"/> with computes on one tier, <paramref name="loads"/> on the disk
     /// tier and everything else on the copy tier: every transfer finishes as soon as it is handed out (each load of that
     /// kind first seen by <paramref name="loaded"/>), the computes finish one at a time, in block order, each first seen
-    /// by <paramref name="computing"/>.
+    /// by <paramref name="computing"/>; <paramref name="handedOut"/> sees each hand-out whole. Parts in flight per tier: the
+    /// pipeline's default.
     /// </summary>
-    private static void RunComputesInOrder(BlockSchedule schedule, TaskKind loads, Action<BlockTask> loaded, Action<BlockTask> computing)
+    private static void RunComputesInOrder(BlockSchedule schedule, TaskKind loads, Action<BlockTask> loaded, Action<BlockTask> computing,
+        Action<IReadOnlyList<(BlockTask Task, PipelineActorKind Tier)>>? handedOut = null)
     {
         var dispatcher = new BlockDispatcher(schedule, task => [task.Kind == TaskKind.ComputeLayer ? PipelineActorKind.GpuCompute
-            : task.Kind == loads ? PipelineActorKind.DiskIo : PipelineActorKind.Copy]);
+            : task.Kind == loads ? PipelineActorKind.DiskIo : PipelineActorKind.Copy], PipelineSettings.Default.MaxInFlightPerTier);
         var computes = new Queue<(BlockTask Task, PipelineActorKind Tier)>();
         while (!dispatcher.IsFinished)
         {
             for (var ready = dispatcher.TakeReady(); ready.Count > 0; ready = dispatcher.TakeReady())
             {
+                handedOut?.Invoke(ready);
                 foreach (var (task, tier) in ready)
                 {
                     if (task.Kind == TaskKind.ComputeLayer)

@@ -33,7 +33,7 @@ public sealed class BlockDispatcher
     private readonly bool[] _computeDone;
     private int _firstNotDone;
 
-    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<PipelineActorKind>> route, int maxInFlightPerTier = 2)
+    public BlockDispatcher(BlockSchedule schedule, Func<BlockTask, IReadOnlyList<PipelineActorKind>> route, int maxInFlightPerTier)
     {
         if (maxInFlightPerTier < 1)
         {
