@@ -73,6 +73,35 @@ public sealed class DeviceTier : MemoryTier
         }
     }
 
+    /// <summary>
+    /// A (seq, rows, width) tensor of this CPU tier whose memory is ordered (rows, seq, width): a KV cache home that
+    /// attention on the CPU reads row by row (each row's positions one run, not one <c>width</c> piece a position
+    /// strided by rows x width). Indexing is FlexGen's (seq, rows, width) unchanged; only the strides differ.
+    /// </summary>
+    public DeviceTensor AllocateRowMajorCache(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name = null)
+    {
+        if (Device.type != DeviceType.CPU || shape.Length != 3)
+        {
+            throw new ArgumentException($"a row-major cache home is a 3-D tensor in CPU memory; {Name} is on {Device.type}, shape has {shape.Length} dims", nameof(shape));
+        }
+
+        name ??= DefaultName(Name);
+        var bytes = TensorShapes.ElementCount(shape) * TensorShapes.ElementSize(dtype);
+        Accounting.Reserve(bytes, name);
+        try
+        {
+            using var rowMajor = EmptyPageAligned([shape[1], shape[0], shape[2]], dtype); // (rows, seq, width)
+            var data = rowMajor.permute(1, 0, 2); // (seq, rows, width), strides (width, seq * width, 1)
+            data.DetachFromDisposeScope();
+            return new DeviceTensor(this, data, name, bytes);
+        }
+        catch
+        {
+            Accounting.Release(bytes);
+            throw;
+        }
+    }
+
     /// <summary>Host tensors from this size on start on a 4 KiB boundary, so O_DIRECT transfers go straight into them.</summary>
     public const long AlignedAllocationBytes = 64 << 10;
 

@@ -243,9 +243,10 @@ public static unsafe class TierCopy
             {
                 using var scope = torch.NewDisposeScope();
                 var data = PlainData(src);
-                // Row (p, r) is element p * rows + r of the (seq * rows, d) view.
-                var flat = positions.to(data.device).mul(rows).add(torch.arange(rows, device: data.device).view(1, rows)).view(-1);
-                var gathered = data.reshape(seq * rows, width).index_select(0, flat).view(picks, rows, width).to(device);
+                // Element (j, r) picks data[positions[j, r], r, :], whatever the home's strides (a reshape of a row-major
+                // cache home would copy all of it).
+                var rowIndex = torch.arange(rows, device: data.device).view(1, rows).expand(picks, rows);
+                var gathered = data.index(torch.TensorIndex.Tensor(positions.to(data.device)), torch.TensorIndex.Tensor(rowIndex)).to(device); // (picks, rows, d)
                 return gathered.contiguous().DetachFromDisposeScope();
             }
 

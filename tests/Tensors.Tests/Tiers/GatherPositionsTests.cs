@@ -37,6 +37,38 @@ public class GatherPositionsTests
         bed.AssertNothingLeft();
     }
 
+    [Fact]
+    public void Gather_should_read_a_row_major_cache_home_as_flexgens_order()
+    {
+        using var bed = new TierTestBed();
+        long[] shape = [7, 8, 5]; // (seq, rows, d), stored row by row
+        using (var data = TierTestBed.RandomTensor(shape, ScalarType.Float32, 13))
+        using (var home = bed.Tiers.Cpu.AllocateRowMajorCache(shape, ScalarType.Float32, "values"))
+        using (var positions = torch.tensor(new long[] { 0, 6, 3, 3, 1, 2, 5, 4, 6, 0, 3, 4, 1, 1, 0, 4 }, [2, 8], ScalarType.Int64))
+        {
+            Assert.False(home.Data.is_contiguous());
+            TierCopy.CopyFrom(home, null, data);
+            using var expected = Expected(data, positions);
+            var leaked = FlexGen.Tensors.Diagnostics.LiveTensors.LeakedBy(() =>
+            {
+                using var gathered = TierCopy.GatherPositions(home, positions, CPU);
+                Assert.True(Same(expected, gathered), "gathered rows differ from data[positions, r]");
+            });
+            Assert.Equal(0L, leaked);
+        }
+
+        bed.AssertNothingLeft();
+    }
+
+    [Fact]
+    public void A_row_major_cache_home_should_be_refused_off_three_dims()
+    {
+        using var bed = new TierTestBed();
+        var error = Assert.Throws<ArgumentException>(() => bed.Tiers.Cpu.AllocateRowMajorCache([7, 8], ScalarType.Float32, "values"));
+        Assert.Contains("3-D", error.Message);
+        bed.AssertNothingLeft();
+    }
+
     [Theory]
     [InlineData("mixed")]
     [InlineData("disk")]

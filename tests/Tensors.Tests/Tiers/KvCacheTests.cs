@@ -120,6 +120,27 @@ public class KvCacheTests
     }
 
     [Theory]
+    [InlineData(100, 0, true, true)] // float32 on the GPU tier in CPU memory: the CPU attends it
+    [InlineData(0, 100, true, true)] // float32 on the CPU tier
+    [InlineData(100, 0, false, false)] // float16 (no CPU compute): FlexGen's order
+    public void A_float32_cache_in_cpu_memory_should_keep_each_rows_positions_together(double gpu, double cpu, bool computesOnCpu, bool rowMajor)
+    {
+        using var bed = new TierTestBed();
+        var policy = Policy.FromPercent([100, 0, gpu, cpu, 100, 0], gpuBatchSize: 4, numGpuBatches: 2);
+        var plan = PlacementPlan.Create(Tiny, policy, promptLen: 12, genLen: 10, computesOnCpu: computesOnCpu);
+        using (var cache = KvCache.Allocate(plan, bed.Tiers))
+        {
+            var j = plan.Layers.First(l => l.Layer.HasKvCache).Layer.Index;
+            var key = Assert.IsType<DeviceTensor>(cache.Home(j, 0).Key).Data; // (seq, rows, d)
+            long seq = key.shape[0], rows = key.shape[1], d = key.shape[2];
+            Assert.Equal(new[] { seq, rows, d }, plan.Cache.Shape.ToArray());
+            Assert.Equal(rowMajor ? new[] { d, seq * d, 1 } : new[] { rows * d, d, 1 }, key.stride());
+        }
+
+        bed.AssertNothingLeft();
+    }
+
+    [Theory]
     [InlineData(100, 0, false)]
     [InlineData(0, 100, false)]
     [InlineData(50, 50, false)]
