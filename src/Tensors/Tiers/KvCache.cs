@@ -9,8 +9,8 @@ using DeviceType = TorchSharp.DeviceType;
 /// (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim) per attention layer j and GPU batch k, in the plan's
 /// dtype (float16, or float32 for CPU attention), each in its home (GPU, CPU, disk, or mixed along dim 1; compressed
 /// along dim 2 where the policy says so). A float32 home in CPU memory keeps each row's positions together in memory
-/// (<see cref="DeviceTier.AllocateRowMajorCache"/>): the same indices, other strides. Owned here; data moves in and out of each <see cref="Home"/> through
-/// <see cref="TierCopy"/> (FlexGen's load_cache / store_cache).
+/// (<see cref="DeviceTier.AllocateRowMajorCache"/>): the same indices, other strides. Owned here; data moves in and out
+/// of each <see cref="Home"/> through <see cref="TierCopy"/> (FlexGen's load_cache / store_cache).
 /// </summary>
 public sealed class KvCache : IDisposable
 {
@@ -89,8 +89,9 @@ public sealed class KvCache : IDisposable
             MixedTier mixed => mixed.Allocate(shape, dtype, [cache.GpuLength, cache.CpuLength, cache.DiskLength], name),
             // A float32 cache is one the CPU attends (PlacementPlan.KeepsCacheInFloat32): laid out row by row in memory,
             // its batched products read each row's positions as one run. FlexGen's order put a row's positions rows x
-            // head_dim apart: OPT-125m float32 8 x 4 at prompt 1024 spent 11.5-14.9 ms per attention layer against
-            // 8.6-8.8 so, decode 141-166 against 214-223 token/s; at 20 positions the two orders are even.
+            // head_dim apart: OPT-125m float32 8 x 4 at prompt 1024 took 13.2 / 11.3 ms per attention layer against
+            // 7.8 / 8.0 so (decode 162 / 176 against 241 / 237 token/s), OPT-1.3B bfloat16 16 x 2 at 512 17.0 against
+            // 13.4 ms; at 64 positions the two orders are even.
             DeviceTier { Device.type: DeviceType.CPU } memory when cache.IsFloat32 => memory.AllocateRowMajorCache(shape, dtype, name),
             _ => home.Allocate(shape, dtype, name),
         };
