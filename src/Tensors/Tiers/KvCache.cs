@@ -86,7 +86,8 @@ public sealed class KvCache : IDisposable
         var dtype = cache.IsFloat32 ? torch.ScalarType.Float32 : torch.ScalarType.Float16;
         var tensor = home switch
         {
-            MixedTier mixed => mixed.Allocate(shape, dtype, [cache.GpuLength, cache.CpuLength, cache.DiskLength], name),
+            MixedTier mixed => mixed.Allocate(shape, dtype, [cache.GpuLength, cache.CpuLength, cache.DiskLength], name,
+                rowMajorInCpuMemory: cache.IsFloat32),
             // A float32 cache is one the CPU attends (PlacementPlan.KeepsCacheInFloat32): laid out row by row in memory,
             // its batched products read each row's positions as one run. FlexGen's order put a row's positions rows x
             // head_dim apart: OPT-125m float32 8 x 4 at prompt 1024 took 13.2 / 11.3 ms per attention layer against

@@ -53,8 +53,13 @@ public sealed class MixedTier : MemoryTier
         return Allocate(shape, dtype, [gpu, cpu, disk], name);
     }
 
-    /// <summary>Allocates with explicit GPU, CPU and disk lengths along dimension 1 (summing to its extent).</summary>
-    public MixedTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, IReadOnlyList<long> segmentLengths, string? name = null)
+    /// <summary>
+    /// Allocates with explicit GPU, CPU and disk lengths along dimension 1 (summing to its extent);
+    /// <paramref name="rowMajorInCpuMemory"/>: segments in CPU memory are row-major cache homes
+    /// (<see cref="DeviceTier.AllocateRowMajorCache"/>).
+    /// </summary>
+    public MixedTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, IReadOnlyList<long> segmentLengths, string? name = null,
+        bool rowMajorInCpuMemory = false)
     {
         CheckSplittable(shape);
         name ??= DefaultName(Name);
@@ -79,7 +84,9 @@ public sealed class MixedTier : MemoryTier
 
                 var segmentShape = shape.ToArray();
                 segmentShape[SplitDim] = segmentLengths[s];
-                segments.Add(homes[s].Allocate(segmentShape, dtype, $"{name}.{suffixes[s]}"));
+                segments.Add(rowMajorInCpuMemory && homes[s] is DeviceTier { Device.type: DeviceType.CPU } memory
+                    ? memory.AllocateRowMajorCache(segmentShape, dtype, $"{name}.{suffixes[s]}")
+                    : homes[s].Allocate(segmentShape, dtype, $"{name}.{suffixes[s]}"));
                 starts.Add(start);
                 start += segmentLengths[s];
             }

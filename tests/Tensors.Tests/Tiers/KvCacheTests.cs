@@ -122,7 +122,9 @@ public class KvCacheTests
     [Theory]
     [InlineData(100, 0, true, true)] // float32 on the GPU tier in CPU memory: the CPU attends it
     [InlineData(0, 100, true, true)] // float32 on the CPU tier
+    [InlineData(50, 50, true, true)] // float32 split between the two: each segment
     [InlineData(100, 0, false, false)] // float16 (no CPU compute): FlexGen's order
+    [InlineData(50, 50, false, false)]
     public void A_float32_cache_in_cpu_memory_should_keep_each_rows_positions_together(double gpu, double cpu, bool computesOnCpu, bool rowMajor)
     {
         using var bed = new TierTestBed();
@@ -131,10 +133,16 @@ public class KvCacheTests
         using (var cache = KvCache.Allocate(plan, bed.Tiers))
         {
             var j = plan.Layers.First(l => l.Layer.HasKvCache).Layer.Index;
-            var key = Assert.IsType<DeviceTensor>(cache.Home(j, 0).Key).Data; // (seq, rows, d)
-            long seq = key.shape[0], rows = key.shape[1], d = key.shape[2];
-            Assert.Equal(new[] { seq, rows, d }, plan.Cache.Shape.ToArray());
-            Assert.Equal(rowMajor ? new[] { d, seq * d, 1 } : new[] { rows * d, d, 1 }, key.stride());
+            var home = cache.Home(j, 0).Key;
+            var parts = home is MixedTensor mixed ? mixed.Segments : [home];
+            Assert.Equal(gpu is > 0 and < 100 ? 2 : 1, parts.Count);
+            foreach (var part in parts)
+            {
+                var key = Assert.IsType<DeviceTensor>(part).Data; // (seq, rows, d)
+                long seq = key.shape[0], rows = key.shape[1], d = key.shape[2];
+                Assert.Equal(plan.Cache.Shape[0], seq);
+                Assert.Equal(rowMajor ? new[] { d, seq * d, 1 } : new[] { rows * d, d, 1 }, key.stride());
+            }
         }
 
         bed.AssertNothingLeft();
