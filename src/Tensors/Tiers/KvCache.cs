@@ -8,8 +8,9 @@ using DeviceType = TorchSharp.DeviceType;
 /// The KV cache of a placement plan: one key and one value tensor of shape
 /// (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim) per attention layer j and GPU batch k, in the plan's
 /// dtype (float16, or float32 for CPU attention), each in its home (GPU, CPU, disk, or mixed along dim 1; compressed
-/// along dim 2 where the policy says so). A float32 home in CPU memory keeps each row's positions together in memory
-/// (<see cref="DeviceTier.AllocateRowMajorCache"/>): the same indices, other strides. Owned here; data moves in and out
+/// along dim 2 where the policy says so). A float32 home in CPU memory of at least <see cref="RowMajorMinPositions"/>
+/// positions keeps each row's positions together in memory (<see cref="DeviceTier.AllocateRowMajorCache"/>): the same
+/// indices, other strides. Owned here; data moves in and out
 /// of each <see cref="Home"/> through <see cref="TierCopy"/> (FlexGen's load_cache / store_cache).
 /// </summary>
 public sealed class KvCache : IDisposable
@@ -87,13 +88,8 @@ public sealed class KvCache : IDisposable
         var tensor = home switch
         {
             MixedTier mixed => mixed.Allocate(shape, dtype, [cache.GpuLength, cache.CpuLength, cache.DiskLength], name,
-                rowMajorInCpuMemory: cache.IsFloat32),
-            // A float32 cache is one the CPU attends (PlacementPlan.KeepsCacheInFloat32): laid out row by row in memory,
-            // its batched products read each row's positions as one run. FlexGen's order put a row's positions rows x
-            // head_dim apart: OPT-125m float32 8 x 4 at prompt 1024 took 13.2 / 11.3 ms per attention layer against
-            // 7.8 / 8.0 so (decode 162 / 176 against 241 / 237 token/s), OPT-1.3B bfloat16 16 x 2 at 512 17.0 against
-            // 13.4 ms; at 64 positions the two orders are even.
-            DeviceTier { Device.type: DeviceType.CPU } memory when cache.IsFloat32 => memory.AllocateRowMajorCache(shape, dtype, name),
+                rowMajorInCpuMemory: IsRowMajorInMemory(cache, shape)),
+            DeviceTier { Device.type: DeviceType.CPU } memory when IsRowMajorInMemory(cache, shape) => memory.AllocateRowMajorCache(shape, dtype, name),
             _ => home.Allocate(shape, dtype, name),
         };
         try
@@ -107,6 +103,21 @@ public sealed class KvCache : IDisposable
             throw;
         }
     }
+
+    /// <summary>The fewest positions from which a cache the CPU attends is homed row by row in memory.</summary>
+    public const long RowMajorMinPositions = 64;
+
+    /// <summary>
+    /// Whether the homes in CPU memory are row-major (<see cref="DeviceTier.AllocateRowMajorCache"/>): a float32 cache is one
+    /// the CPU attends (<see cref="PlacementPlan.KeepsCacheInFloat32"/>), and from <see cref="RowMajorMinPositions"/> on its
+    /// batched products read each row's positions faster as one run. In FlexGen's order a row's positions lie rows x
+    /// head_dim apart, one stream per position, which the CPU's prefetchers follow while there are few: OPT-125m float32
+    /// 8 x 4 at prompt 1024 took 13.2 / 11.3 ms per attention layer against 7.8 / 8.0 row by row (decode 162 / 176 against
+    /// 241 / 237 token/s), OPT-1.3B bfloat16 16 x 2 at prompt 512 17.0 against 13.4 ms; at 80 positions the two were even,
+    /// and at 23 (OPT-1.3B bfloat16 64 x 4, prompt 16) FlexGen's order was faster (attention layer 24.8-28.8 against
+    /// 28.3-34.4 ms in four alternating pairs).
+    /// </summary>
+    private static bool IsRowMajorInMemory(CachePlacement cache, long[] shape) => cache.IsFloat32 && shape[0] >= RowMajorMinPositions;
 
     /// <summary>
     /// Touches every page of the cache's host memory once, here, with all of libtorch's threads. The cache is written a

@@ -120,16 +120,19 @@ public class KvCacheTests
     }
 
     [Theory]
-    [InlineData(100, 0, true, true)] // float32 on the GPU tier in CPU memory: the CPU attends it
-    [InlineData(0, 100, true, true)] // float32 on the CPU tier
-    [InlineData(50, 50, true, true)] // float32 split between the two: each segment
-    [InlineData(100, 0, false, false)] // float16 (no CPU compute): FlexGen's order
-    [InlineData(50, 50, false, false)]
-    public void A_float32_cache_in_cpu_memory_should_keep_each_rows_positions_together(double gpu, double cpu, bool computesOnCpu, bool rowMajor)
+    [InlineData(100, 0, true, 60, true)] // float32 on the GPU tier in CPU memory: the CPU attends it
+    [InlineData(0, 100, true, 60, true)] // float32 on the CPU tier
+    [InlineData(50, 50, true, 60, true)] // float32 split between the two: each segment
+    [InlineData(100, 0, true, 50, false)] // 59 positions: FlexGen's order
+    [InlineData(100, 0, false, 60, false)] // float16 (no CPU compute): FlexGen's order
+    [InlineData(50, 50, false, 60, false)]
+    public void A_long_float32_cache_in_cpu_memory_should_keep_each_rows_positions_together(double gpu, double cpu, bool computesOnCpu,
+        int promptLen, bool rowMajor)
     {
         using var bed = new TierTestBed();
         var policy = Policy.FromPercent([100, 0, gpu, cpu, 100, 0], gpuBatchSize: 4, numGpuBatches: 2);
-        var plan = PlacementPlan.Create(Tiny, policy, promptLen: 12, genLen: 10, computesOnCpu: computesOnCpu);
+        var plan = PlacementPlan.Create(Tiny, policy, promptLen, genLen: 10, computesOnCpu: computesOnCpu);
+        Assert.Equal(promptLen + 9 >= KvCache.RowMajorMinPositions, plan.Cache.Shape[0] >= KvCache.RowMajorMinPositions);
         using (var cache = KvCache.Allocate(plan, bed.Tiers))
         {
             var j = plan.Layers.First(l => l.Layer.HasKvCache).Layer.Index;
@@ -143,6 +146,20 @@ public class KvCacheTests
                 Assert.Equal(plan.Cache.Shape[0], seq);
                 Assert.Equal(rowMajor ? new[] { d, seq * d, 1 } : new[] { rows * d, d, 1 }, key.stride());
             }
+
+            // A prompt's entries, then one decode position, come back as stored whatever the order in memory.
+            var (keyHome, valueHome) = cache.Home(j, 0);
+            long positions = plan.Cache.Shape[0], width = plan.Cache.Shape[2], allRows = plan.Cache.Shape[1];
+            using var prompt = TierTestBed.RandomTensor([promptLen, allRows, width], keyHome.Dtype, 7);
+            using var next = TierTestBed.RandomTensor([1, allRows, width], keyHome.Dtype, 8);
+            Store(cache, j, 0, 0, prompt, prompt);
+            Store(cache, j, 0, promptLen, next, next);
+            using var expected = torch.cat([prompt, next], 0);
+            using var keyBack = TierCopy.ToTorch(keyHome, [new(0, promptLen + 1)], CPU);
+            using var valueBack = TierCopy.ToTorch(valueHome, [new(0, promptLen + 1)], CPU);
+            Assert.True(TierTestBed.BitEqual(expected, keyBack));
+            Assert.True(TierTestBed.BitEqual(expected, valueBack));
+            Assert.True(positions > promptLen);
         }
 
         bed.AssertNothingLeft();
