@@ -40,38 +40,26 @@ public sealed class DeviceTier : MemoryTier
         Allocate(shape, dtype, name, pin: null);
 
     /// <summary>Allocates; <paramref name="pin"/> overrides the tier's pinning for this tensor (FlexGen pins 1-D weights always).</summary>
-    public DeviceTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name, bool? pin)
-    {
-        name ??= DefaultName(Name);
-        var bytes = TensorShapes.ElementCount(shape) * TensorShapes.ElementSize(dtype);
-        Accounting.Reserve(bytes, name);
-        try
+    public DeviceTensor Allocate(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name, bool? pin) =>
+        Booked(shape.ToArray(), dtype, name, (dims, bytes) =>
         {
-            torch.Tensor data;
             if ((pin ?? PinMemory) && TorchRuntime.CudaAvailable && Device.type == DeviceType.CPU)
             {
-                using var pageable = torch.empty(shape.ToArray(), dtype, Device);
-                data = pageable.pin_memory();
-            }
-            else if (Device.type == DeviceType.CPU && bytes >= AlignedAllocationBytes)
-            {
-                data = EmptyPageAligned(shape.ToArray(), dtype);
-            }
-            else
-            {
-                data = torch.empty(shape.ToArray(), dtype, Device);
+                using var pageable = torch.empty(dims, dtype, Device);
+                return pageable.pin_memory();
             }
 
-            // The tier's tensor outlives any dispose scope the caller has open.
-            data.DetachFromDisposeScope();
-            return new DeviceTensor(this, data, name, bytes);
-        }
-        catch
-        {
-            Accounting.Release(bytes);
-            throw;
-        }
-    }
+            return Device.type == DeviceType.CPU && bytes >= AlignedAllocationBytes
+                ? EmptyPageAligned(dims, dtype)
+                : torch.empty(dims, dtype, Device);
+        });
+
+    /// <summary>
+    /// A KV cache home: row-major (<see cref="AllocateRowMajorCache"/>) when <paramref name="rowMajorInCpuMemory"/> and this
+    /// tier is CPU memory, else as <see cref="Allocate(ReadOnlySpan{long}, torch.ScalarType, string?)"/>.
+    /// </summary>
+    public DeviceTensor AllocateCache(ReadOnlySpan<long> shape, torch.ScalarType dtype, string? name, bool rowMajorInCpuMemory) =>
+        rowMajorInCpuMemory && Device.type == DeviceType.CPU ? AllocateRowMajorCache(shape, dtype, name) : Allocate(shape, dtype, name);
 
     /// <summary>
     /// A (seq, rows, width) tensor of this CPU tier whose memory is ordered (rows, seq, width): a KV cache home that
@@ -85,13 +73,26 @@ public sealed class DeviceTier : MemoryTier
             throw new ArgumentException($"a row-major cache home is a 3-D tensor in CPU memory; {Name} is on {Device.type}, shape has {shape.Length} dims", nameof(shape));
         }
 
+        return Booked(shape.ToArray(), dtype, name, (dims, _) =>
+        {
+            using var rowMajor = EmptyPageAligned([dims[1], dims[0], dims[2]], dtype); // (rows, seq, width)
+            return rowMajor.permute(1, 0, 2); // (seq, rows, width), strides (width, seq * width, 1)
+        });
+    }
+
+    /// <summary>
+    /// Books the tensor's bytes on this tier, makes it (<paramref name="make"/> gets the shape and the bytes) and hands it
+    /// out as this tier's; the booking is released when making fails.
+    /// </summary>
+    private DeviceTensor Booked(long[] shape, torch.ScalarType dtype, string? name, Func<long[], long, torch.Tensor> make)
+    {
         name ??= DefaultName(Name);
         var bytes = TensorShapes.ElementCount(shape) * TensorShapes.ElementSize(dtype);
         Accounting.Reserve(bytes, name);
         try
         {
-            using var rowMajor = EmptyPageAligned([shape[1], shape[0], shape[2]], dtype); // (rows, seq, width)
-            var data = rowMajor.permute(1, 0, 2); // (seq, rows, width), strides (width, seq * width, 1)
+            var data = make(shape, bytes);
+            // The tier's tensor outlives any dispose scope the caller has open.
             data.DetachFromDisposeScope();
             return new DeviceTensor(this, data, name, bytes);
         }

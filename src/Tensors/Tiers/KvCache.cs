@@ -10,8 +10,8 @@ using DeviceType = TorchSharp.DeviceType;
 /// dtype (float16, or float32 for CPU attention), each in its home (GPU, CPU, disk, or mixed along dim 1; compressed
 /// along dim 2 where the policy says so). A float32 home in CPU memory of at least <see cref="RowMajorMinPositions"/>
 /// positions keeps each row's positions together in memory (<see cref="DeviceTier.AllocateRowMajorCache"/>): the same
-/// indices, other strides. Owned here; data moves in and out
-/// of each <see cref="Home"/> through <see cref="TierCopy"/> (FlexGen's load_cache / store_cache).
+/// indices, other strides. Owned here; data moves in and out of each <see cref="Home"/> through <see cref="TierCopy"/>
+/// (FlexGen's load_cache / store_cache).
 /// </summary>
 public sealed class KvCache : IDisposable
 {
@@ -89,7 +89,7 @@ public sealed class KvCache : IDisposable
         {
             MixedTier mixed => mixed.Allocate(shape, dtype, [cache.GpuLength, cache.CpuLength, cache.DiskLength], name,
                 rowMajorInCpuMemory: IsRowMajorInMemory(cache, shape)),
-            DeviceTier { Device.type: DeviceType.CPU } memory when IsRowMajorInMemory(cache, shape) => memory.AllocateRowMajorCache(shape, dtype, name),
+            DeviceTier memory => memory.AllocateCache(shape, dtype, name, rowMajorInCpuMemory: IsRowMajorInMemory(cache, shape)),
             _ => home.Allocate(shape, dtype, name),
         };
         try

@@ -84,8 +84,8 @@ public sealed class MixedTier : MemoryTier
 
                 var segmentShape = shape.ToArray();
                 segmentShape[SplitDim] = segmentLengths[s];
-                segments.Add(rowMajorInCpuMemory && homes[s] is DeviceTier { Device.type: DeviceType.CPU } memory
-                    ? memory.AllocateRowMajorCache(segmentShape, dtype, $"{name}.{suffixes[s]}")
+                segments.Add(homes[s] is DeviceTier memory
+                    ? memory.AllocateCache(segmentShape, dtype, $"{name}.{suffixes[s]}", rowMajorInCpuMemory)
                     : homes[s].Allocate(segmentShape, dtype, $"{name}.{suffixes[s]}"));
                 starts.Add(start);
                 start += segmentLengths[s];

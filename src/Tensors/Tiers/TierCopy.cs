@@ -225,7 +225,7 @@ public static unsafe class TierCopy
             throw new ArgumentException($"GatherPositions positions must be int64, got {positions.dtype}.", nameof(positions));
         }
 
-        long seq = src.Shape[0], rows = src.Shape[1], width = src.Shape[2], picks = positions.shape[0];
+        long seq = src.Shape[0], rows = src.Shape[1], picks = positions.shape[0];
         if (positions.numel() > 0)
         {
             using var min = positions.min();
