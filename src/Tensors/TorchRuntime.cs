@@ -37,6 +37,55 @@ public static class TorchRuntime
             ? threads
             : Math.Min(leaveCoreToDisk && cores >= 2 ? cores - 1 : Math.Max(cores, 1), MaxThreads);
 
+    /// <summary>
+    /// Whether this machine's CPU multiplies bfloat16 in hardware: true or false read from <c>/proc/cpuinfo</c>
+    /// (<see cref="HasBFloat16MatrixInstructions"/>), null where that cannot be told (not Linux, no flags line). Without
+    /// such instructions libtorch (oneDNN) emulates bfloat16 matmuls: on the 2-core AVX2 EPYC (Zen 3) a 2048 x 8192
+    /// linear ran at 18-19 GFLOP/s in bfloat16 against 72-143 in float32 at 64-1024 rows.
+    /// </summary>
+    public static bool? CpuMultipliesBFloat16 => CpuBFloat16.Value;
+
+    private static readonly Lazy<bool?> CpuBFloat16 = new(() =>
+    {
+        try
+        {
+            return OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo")
+                ? HasBFloat16MatrixInstructions(File.ReadAllText("/proc/cpuinfo"))
+                : null;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    });
+
+    /// <summary>
+    /// Reads a <c>/proc/cpuinfo</c> text: true when its first CPU lists a bfloat16 matrix instruction set (x86
+    /// <c>avx512_bf16</c> or <c>amx_bf16</c> in <c>flags</c>; arm64 <c>bf16</c> in <c>Features</c>), false when it lists
+    /// its flags without one, null when it has no flags line.
+    /// </summary>
+    public static bool? HasBFloat16MatrixInstructions(string cpuinfo)
+    {
+        ArgumentNullException.ThrowIfNull(cpuinfo);
+        foreach (var line in cpuinfo.Split('\n'))
+        {
+            int colon = line.IndexOf(':');
+            if (colon < 0) continue;
+            string key = line[..colon].Trim();
+            if (key is not ("flags" or "Features")) continue;
+            var flags = line[(colon + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            return key == "flags"
+                ? flags.Contains("avx512_bf16") || flags.Contains("amx_bf16")
+                : flags.Contains("bf16");
+        }
+
+        return null;
+    }
+
     /// <summary>libtorch's intra-op threads now (process-wide).</summary>
     public static int ComputeThreads => torch.get_num_threads();
 

@@ -84,7 +84,8 @@ public sealed class FlexGenSetup
 
     /// <exception cref="FlexGenOptionsException">A bad model, policy, dtype or offload folder (names the option key and the rule).</exception>
     /// <param name="say">Hears a line when the hardware profile is measured (<see cref="PolicyOptions.Auto"/> or
-    /// <paramref name="measureHardware"/> on first use).</param>
+    /// <paramref name="measureHardware"/> on first use), and a warning when the CPU computes in a dtype it has no
+    /// instructions for (<see cref="ComputeDtypeWarning"/>).</param>
     /// <param name="measureHardware">The caller reads the hardware profile anyway (bench's bounds): measure it now where
     /// none is given or cached, before the threads are chosen by it (without one a disk policy leaves a core to the disk
     /// tier, and a compute-bound run on a new machine was measured on one thread of two).</param>
@@ -95,6 +96,7 @@ public sealed class FlexGenSetup
         var policy = options.Policy.ToPolicy();
         var dtype = ParseDtype(options.ComputeDtype);
         _ = options.ResolveThreads(); // a bad count is refused before the model is planned
+        if (ComputeDtypeWarning(dtype, TorchRuntime.CudaAvailable, TorchRuntime.CpuMultipliesBFloat16) is { } warning) say?.Invoke(warning);
         bool owns = string.IsNullOrEmpty(options.OffloadDir);
         string offload = owns
             ? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName(OwnedOffloadPrefix))
@@ -206,6 +208,18 @@ public sealed class FlexGenSetup
     public static BpeTokenizer? LoadTokenizer(ResolvedModel model) =>
         model.Location.Folder is { } folder && model.Config.Family.Tokenizer(model.Config) is var spec && BpeTokenizer.IsPresent(folder, spec)
             ? BpeTokenizer.Load(folder, spec)
+            : null;
+
+    /// <summary>
+    /// The warning for a bfloat16 compute on a CPU without bfloat16 matrix instructions (<paramref name="cpuMultipliesBFloat16"/>
+    /// false, <see cref="TorchRuntime.CpuMultipliesBFloat16"/>): libtorch emulates its matmuls there, several times slower
+    /// than float32's; null for any other dtype, with CUDA (the GPU computes), or where the CPU's instructions are not known.
+    /// </summary>
+    public static string? ComputeDtypeWarning(torch.ScalarType dtype, bool cudaAvailable, bool? cpuMultipliesBFloat16) =>
+        dtype == torch.ScalarType.BFloat16 && !cudaAvailable && cpuMultipliesBFloat16 == false
+            ? "warning: this CPU has no bfloat16 matrix instructions (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): libtorch "
+              + "emulates bfloat16 matmuls, several times slower than float32 (an AVX2 EPYC: 18-19 against 72-143 GFLOP/s); "
+              + "--compute-dtype float32 computes faster here"
             : null;
 
     /// <exception cref="FlexGenOptionsException">Not a dtype name, or float16 without CUDA (key <c>FlexGen:ComputeDtype</c>).</exception>
