@@ -67,13 +67,14 @@ public static unsafe class TierCopy
 
     /// <summary>
     /// <see cref="CopyAs(DeviceTensor, TieredTensor, ITensorBufferPool?)"/> for several pairs at once (a layer's weights):
-    /// one <see cref="DeferredConversion"/> for them all. When a read fails, what was staged is given back and the
-    /// failure thrown.
+    /// one <see cref="DeferredConversion"/> for them all. Their reads from the disk tier run side by side
+    /// (<see cref="ReadSideBySide"/>). When a read fails, what was staged is given back and the failure thrown.
     /// </summary>
     public static DeferredConversion CopyAs(IReadOnlyList<(DeviceTensor Destination, TieredTensor Source)> copies, ITensorBufferPool? staging = null)
     {
         ArgumentNullException.ThrowIfNull(copies);
         var conversion = new DeferredConversion();
+        var diskReads = new List<(DeviceTensor Into, DiskTensor From)>();
         try
         {
             foreach (var (dst, src) in copies)
@@ -82,7 +83,8 @@ public static unsafe class TierCopy
                 ArgumentNullException.ThrowIfNull(src);
                 if (src.Dtype == dst.Dtype)
                 {
-                    Copy(dst, src);
+                    if (src is DiskTensor disk) diskReads.Add((dst, disk));
+                    else Copy(dst, src);
                     continue;
                 }
 
@@ -112,19 +114,14 @@ public static unsafe class TierCopy
                 {
                     Action<DeviceTensor> release = staging is null ? tensor => tensor.Dispose() : staging.Return;
                     var staged = staging?.Rent(src.ShapeArray, src.Dtype) ?? dst.Tier.Allocate(src.ShapeArray, src.Dtype, $"{src.Name} (staged)");
-                    try
-                    {
-                        Copy(staged, src);
-                    }
-                    catch
-                    {
-                        release(staged);
-                        throw;
-                    }
-
+                    // Held by the conversion from here on, so a failed read gives it back with the rest.
                     conversion.Add(dst, staged, release);
+                    if (src is DiskTensor disk) diskReads.Add((staged, disk));
+                    else Copy(staged, src);
                 }
             }
+
+            ReadSideBySide(diskReads);
         }
         catch
         {
@@ -133,6 +130,24 @@ public static unsafe class TierCopy
         }
 
         return conversion;
+    }
+
+    /// <summary>
+    /// Reads disk tensors into memory, several at once: up to the disk tier's <see cref="DiskTierSettings.ParallelChunks"/>
+    /// tensors on the calling thread and its I/O threads, each still cut into chunks. One after another, every tensor no
+    /// larger than a chunk left the disk one read deep: OPT-1.3B's 8 MiB attention weights came at 1.20 GB/s against its
+    /// 32 MiB MLP weights' 1.65 (a 2-core VM whose disk tier reads 2.1 GB/s four chunks deep).
+    /// </summary>
+    private static void ReadSideBySide(IReadOnlyList<(DeviceTensor Into, DiskTensor From)> reads)
+    {
+        if (reads.Count == 0) return;
+        if (reads.Count == 1)
+        {
+            Copy(reads[0].Into, reads[0].From);
+            return;
+        }
+
+        reads[0].From.Tier.RunChunks(reads.Count, i => Copy(reads[i].Into, reads[i].From));
     }
 
     // Into CUDA memory: libtorch's copy_ converts as it copies.
