@@ -83,7 +83,8 @@ public static unsafe class TierCopy
                 ArgumentNullException.ThrowIfNull(src);
                 if (src.Dtype == dst.Dtype)
                 {
-                    if (src is DiskTensor disk) diskReads.Add((dst, disk));
+                    // Into CUDA memory the copy stays on this thread, whose CUDA stream it must run on.
+                    if (src is DiskTensor disk && dst.Tier.Device.type == DeviceType.CPU) diskReads.Add((dst, disk));
                     else Copy(dst, src);
                     continue;
                 }
@@ -133,10 +134,10 @@ public static unsafe class TierCopy
     }
 
     /// <summary>
-    /// Reads disk tensors into memory, several at once: up to the disk tier's <see cref="DiskTierSettings.ParallelChunks"/>
+    /// Reads disk tensors into CPU memory, several at once: up to the disk tier's <see cref="DiskTierSettings.ParallelChunks"/>
     /// tensors on the calling thread and its I/O threads, each still cut into chunks. One after another, every tensor no
-    /// larger than a chunk left the disk one read deep: OPT-1.3B's 8 MiB attention weights came at 1.20 GB/s against its
-    /// 32 MiB MLP weights' 1.65 (a 2-core VM whose disk tier reads 2.1 GB/s four chunks deep).
+    /// larger than a chunk left the disk one read deep: OPT-1.3B's 8 MiB attention weights came at 0.94-1.11 GB/s
+    /// against its 32 MiB MLP weights' 1.56-1.64, and at 1.40-1.42 side by side (a 2-core VM).
     /// </summary>
     private static void ReadSideBySide(IReadOnlyList<(DeviceTensor Into, DiskTensor From)> reads)
     {
