@@ -45,23 +45,8 @@ public static class TorchRuntime
     /// </summary>
     public static bool? CpuMultipliesBFloat16 => CpuBFloat16.Value;
 
-    private static readonly Lazy<bool?> CpuBFloat16 = new(() =>
-    {
-        try
-        {
-            return OperatingSystem.IsLinux() && File.Exists("/proc/cpuinfo")
-                ? HasBFloat16MatrixInstructions(File.ReadAllText("/proc/cpuinfo"))
-                : null;
-        }
-        catch (IOException)
-        {
-            return null;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return null;
-        }
-    });
+    private static readonly Lazy<bool?> CpuBFloat16 =
+        new(() => CpuInfo.Read() is { } cpuinfo ? HasBFloat16MatrixInstructions(cpuinfo) : null);
 
     /// <summary>
     /// Reads a <c>/proc/cpuinfo</c> text: true when its first CPU lists a bfloat16 matrix instruction set (x86
@@ -71,18 +56,9 @@ public static class TorchRuntime
     public static bool? HasBFloat16MatrixInstructions(string cpuinfo)
     {
         ArgumentNullException.ThrowIfNull(cpuinfo);
-        foreach (var line in cpuinfo.Split('\n'))
-        {
-            int colon = line.IndexOf(':');
-            if (colon < 0) continue;
-            string key = line[..colon].Trim();
-            if (key is not ("flags" or "Features")) continue;
-            var flags = line[(colon + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            return key == "flags"
-                ? flags.Contains("avx512_bf16") || flags.Contains("amx_bf16")
-                : flags.Contains("bf16");
-        }
-
+        static string[] Split(string flags) => flags.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (CpuInfo.Value(cpuinfo, "flags") is { } x86) return Split(x86) is var f && (f.Contains("avx512_bf16") || f.Contains("amx_bf16"));
+        if (CpuInfo.Value(cpuinfo, "Features") is { } arm) return Split(arm).Contains("bf16");
         return null;
     }
 

@@ -50,6 +50,17 @@ public class CpuBFloat16Tests
     }
 
     [Fact]
+    public void CpuInfo_should_give_the_first_processors_line_and_value_of_a_field()
+    {
+        Assert.Equal("vendor_id\t: AuthenticAMD", CpuInfo.Line(Zen3, "vendor_id"));
+        Assert.Equal("AuthenticAMD", CpuInfo.Value(Zen3, "vendor_id"));
+        Assert.Equal("AMD EPYC", CpuInfo.Value(Zen3, "model name"));
+        Assert.StartsWith("fpu vme de", CpuInfo.Value(Zen3, "flags"));
+        Assert.Null(CpuInfo.Line(Zen3, "Features"));
+        Assert.Null(CpuInfo.Value(Graviton3, "vendor_id"));
+    }
+
+    [Fact]
     public void A_cpuinfo_without_flags_should_tell_nothing()
     {
         Assert.Null(TorchRuntime.HasBFloat16MatrixInstructions(""));

@@ -80,15 +80,7 @@ public sealed class HardwareProfileCache(string directory)
     public static string MachineKey()
     {
         string host = new([.. Environment.MachineName.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' ? c : '_')]);
-        string cpu = "";
-        try
-        {
-            if (File.Exists("/proc/cpuinfo"))
-                cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal)) ?? "";
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-        }
+        string cpu = (CpuInfo.Read() is { } cpuinfo ? CpuInfo.Line(cpuinfo, "model name") : null) ?? "";
         string preloaded = string.Join(',', (Environment.GetEnvironmentVariable("LD_PRELOAD") ?? "")
             .Split([':', ' '], StringSplitOptions.RemoveEmptyEntries).Select(Path.GetFileName));
         string tunables = Environment.GetEnvironmentVariable("GLIBC_TUNABLES") ?? "";

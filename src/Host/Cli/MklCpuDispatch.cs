@@ -1,6 +1,7 @@
 namespace FlexGen.Host.Cli;
 
 using System.Runtime.InteropServices;
+using FlexGen.Tensors;
 
 /// <summary>
 /// Lets libtorch's Intel MKL run its fast float32 kernels on AMD CPUs. MKL picks its optimised code paths only on CPUs it
@@ -55,18 +56,5 @@ public static class MklCpuDispatch
             .Any(p => Path.GetFileName(p) == LibraryName);
 
     // vendor_id of the first processor in /proc/cpuinfo (GenuineIntel, AuthenticAMD, ...); null when unreadable.
-    private static string? CpuVendor()
-    {
-        try
-        {
-            return File.ReadLines("/proc/cpuinfo")
-                .Where(l => l.StartsWith("vendor_id", StringComparison.Ordinal))
-                .Select(l => l[(l.IndexOf(':') + 1)..].Trim())
-                .FirstOrDefault();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-    }
+    private static string? CpuVendor() => CpuInfo.Read() is { } cpuinfo ? CpuInfo.Value(cpuinfo, "vendor_id") : null;
 }
