@@ -1,8 +1,10 @@
 namespace FlexGen.Host.Tests;
 
 using System.Diagnostics;
+using FlexGen.Actors.Benchmark;
 using System.Runtime.InteropServices;
 using System.Text;
+using static TorchSharp.torch;
 
 /// <summary>
 /// SIGINT / SIGTERM delivered to the built <c>flexgen</c> (a child process) while it loads weights and while it decodes:
@@ -19,6 +21,9 @@ public partial class SignalTests
         "bench", "--model", "opt-125m", "--path", "_DUMMY_", "--percent", "0", "0", "100", "0", "100", "0",
         "--gpu-batch-size", $"{gpuBatchSize}", "--prompt-len", $"{promptLen}", "--gen-len", $"{genLen}", "--warmup", "false",
         "--compute-dtype", "float32", "--no-log", "--offload-dir", offload,
+        // The seeded profile, named here: the child restarts itself with MKL preloaded, which changes its machine key, and
+        // measuring its own took over the 60 s its first line is waited for on a slow VM.
+        "--hardware", HardwareProfileCache.Default.PathFor(ScalarType.Float32),
     ];
 
     [SkippableTheory]
