@@ -81,9 +81,12 @@ public static class BenchCommand
                 console.Error.WriteLine("benchmark - generate");
                 var ids = SyntheticPrompts(numPrompts, prompt, config.VocabSize, seed: 2);
                 BatchGeneration result;
+                PhaseCpuTime cpuTime;
                 using (var progress = new GenerationProgressDisplay(console, "generate", numPrompts, numPrompts, cut ?? genLen))
                 {
-                    result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings(genLen), cut, progress, cancellation);
+                    cpuTime = new PhaseCpuTime(progress);
+                    result = await runtime.Service.GenerateBatchAsync(ids, new GenerationSettings(genLen), cut, cpuTime, cancellation);
+                    cpuTime.Complete();
                     progress.Complete();
                 }
                 var stats = result.Statistics;
@@ -118,6 +121,7 @@ public static class BenchCommand
                         new PhaseActivity("decode", traced.ActivityDuring(prefill: false), numPrompts * (double)(computed - 1), decodeTput),
                     ]));
                 }
+                console.Output.Write(cpuTime.Describe());
                 if (debug == DebugMode.Breakdown && result.Timeline is { } timeline)
                 {
                     // FlexGen's breakdown header (flex_opt.py generation_loop_debug_normal), then the time per task kind.
