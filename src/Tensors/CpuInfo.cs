@@ -9,17 +9,7 @@ public static class CpuInfo
     private const string PathName = "/proc/cpuinfo";
 
     /// <summary>The file's text, or null where there is none or it cannot be read (not Linux, no permission).</summary>
-    public static string? Read()
-    {
-        try
-        {
-            return File.Exists(PathName) ? File.ReadAllText(PathName) : null;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-    }
+    public static string? Read() => KernelFile.Read(PathName);
 
     /// <summary>The first line of <paramref name="cpuinfo"/> that starts with <paramref name="field"/>, or null.</summary>
     public static string? Line(string cpuinfo, string field)

@@ -63,17 +63,7 @@ public static partial class HugePageMalloc
     }
 
     /// <summary>This machine's <c>transparent_hugepage/enabled</c>, or null without one.</summary>
-    public static string? KernelMode()
-    {
-        try
-        {
-            return File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-    }
+    public static string? KernelMode() => Tensors.KernelFile.Read("/sys/kernel/mm/transparent_hugepage/enabled");
 
     /// <summary>The C library's version when it is glibc, else null.</summary>
     public static Version? GlibcVersion()

@@ -24,17 +24,7 @@ public sealed record MachineCpuTime(long Busy, long Idle, long Steal)
         new(end.Busy - start.Busy, end.Idle - start.Idle, end.Steal - start.Steal);
 
     /// <summary>This machine's counters now, or null where there is no <c>/proc/stat</c> (not Linux) or it cannot be read.</summary>
-    public static MachineCpuTime? Read()
-    {
-        try
-        {
-            return File.Exists(PathName) ? Parse(File.ReadAllText(PathName)) : null;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-    }
+    public static MachineCpuTime? Read() => Tensors.KernelFile.Read(PathName) is { } text ? Parse(text) : null;
 
     /// <summary>
     /// The counters of <c>/proc/stat</c>'s aggregate line (<c>cpu  user nice system idle iowait irq softirq steal ...</c>);

@@ -77,26 +77,13 @@ public sealed record TierBudgets
     /// <summary>MemAvailable of /proc/meminfo; elsewhere the memory .NET sees as available.</summary>
     public static TierBudget? AvailableMemory()
     {
-        const string MemInfo = "/proc/meminfo";
-        try
+        foreach (var line in KernelFile.Read("/proc/meminfo")?.Split('\n') ?? [])
         {
-            if (File.Exists(MemInfo))
-            {
-                foreach (var line in File.ReadLines(MemInfo))
-                {
-                    // "MemAvailable:   23844656 kB"
-                    if (!line.StartsWith("MemAvailable:", StringComparison.Ordinal)) continue;
-                    var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                    if (parts.Length >= 2 && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out long kb))
-                        return new TierBudget(kb * 1024, "MemAvailable of /proc/meminfo");
-                }
-            }
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
+            // "MemAvailable:   23844656 kB"
+            if (!line.StartsWith("MemAvailable:", StringComparison.Ordinal)) continue;
+            var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length >= 2 && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out long kb))
+                return new TierBudget(kb * 1024, "MemAvailable of /proc/meminfo");
         }
 
         long total = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
