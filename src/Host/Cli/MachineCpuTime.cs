@@ -5,8 +5,8 @@ using System.Globalization;
 /// <summary>
 /// The whole machine's CPU time as <c>/proc/stat</c>'s first line counts it (all cores, in clock ticks): what a bench
 /// phase had of the CPU. On a virtual machine the hypervisor runs other guests on the same cores, and the time it takes
-/// from this one is <see cref="Steal"/>; on this project's 2-core VM it took 0-29% of a decode in back-to-back runs
-/// of the same binary, and decode throughput followed it (OPT-125m 8 x 4: 82-195 token/s), while the bounds assume
+/// from this one is <see cref="Steal"/>; on this project's 2-core VM it took 0-29% of the CPU over back-to-back runs
+/// of the same binary, and decode throughput followed it (OPT-125m 8 x 4: 82-200 token/s), while the bounds assume
 /// the whole CPU. A bench that says so lets its reader tell a slow engine from a busy host.
 /// </summary>
 /// <param name="Busy">user, nice, system, irq and softirq ticks: this machine's own work.</param>
@@ -36,8 +36,8 @@ public sealed record MachineCpuTime(long Busy, long Idle, long Steal)
         var line = procStat.Split('\n').FirstOrDefault(l => l.StartsWith("cpu ", StringComparison.Ordinal));
         if (line is null) return null;
         var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).ToArray();
-        var ticks = new long[8];
         if (fields.Length < 4) return null;
+        var ticks = new long[8];
         for (int i = 0; i < Math.Min(fields.Length, ticks.Length); i++)
         {
             if (!long.TryParse(fields[i], NumberStyles.None, CultureInfo.InvariantCulture, out ticks[i])) return null;
