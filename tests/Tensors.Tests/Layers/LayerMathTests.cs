@@ -163,6 +163,35 @@ public sealed class LayerMathTests : IDisposable
         Assert.True(SmallOpt.MaxAbsDiff(whole.Hidden, finished) < 1e-6);
     }
 
+    [Theory]
+    [InlineData(1.0)]
+    [InlineData(0.5)]
+    public void AttendAll_should_attend_segments_on_one_device_together_with_the_numbers_of_one_at_a_time(double sparsity)
+    {
+        // A grouped compute's batches each attend their own cache; consecutive segments on one device in one attention
+        // dtype share one score tensor, mask and softmax. A bfloat16 segment on the CPU attends in float32 too, so it
+        // joins the run; a segment with another mask fill starts a run of its own.
+        using var scope = NewDisposeScope();
+        var (past, hidden, mask) = PastAndNext(seq: 8, pads: [0, 2, 4, 1]);
+        var w = _model.Weights.Attention[1];
+        int nHead = SmallOpt.Config.NHead;
+        var projection = SelfAttention.ProjectDecode(hidden, w, nHead, F32);
+        long[] bounds = [0, nHead, 3 * nHead, 4 * nHead];
+        var computes = new[] { F32, new ComputeSettings(ScalarType.BFloat16), new ComputeSettings(ScalarType.Float32, MaskFill.DtypeMin) };
+        var segments = Enumerable.Range(0, 3).Select(i => new CacheSegment(
+            past.NewKey.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(),
+            past.NewValue.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(), computes[i])).ToArray();
+
+        var together = SegmentAttention.AttendAll(projection, mask, segments, nHead, sparsity);
+        var apart = segments.Select((s, i) =>
+            SegmentAttention.AttendSegment(projection, mask, s.Key, s.Value!, bounds[i], nHead, s.Compute, sparsity)).ToArray();
+
+        Assert.Equal(2, together.Count); // the first two segments as one run, the third alone
+        Assert.Equal([3L * nHead, 1, projection.Query.shape[2]], together[0].shape);
+        Assert.Equal(0, SmallOpt.MaxAbsDiff(together[0], torch.cat([apart[0], apart[1]], 0)));
+        Assert.Equal(0, SmallOpt.MaxAbsDiff(together[1], apart[2]));
+    }
+
     [Fact]
     public void Sparse_decode_with_fetched_value_rows_should_equal_reading_the_whole_value_cache()
     {
