@@ -7,6 +7,7 @@ using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
+using FlexGen.Tensors;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
@@ -103,6 +104,9 @@ public sealed partial class GenerationCoordinator : UntypedActor
 
     protected override void PreStart()
     {
+        // The coordinator allocates and fills each block's cache homes: serially, so it makes no OpenMP team to
+        // throttle the compute's (OpenMpTeams).
+        OpenMpTeams.KeepSerial();
         foreach (var tier in Enum.GetValues<PipelineActorKind>())
         {
             StartTier(tier);

@@ -5,6 +5,7 @@ using FlexGen.Actors.Hosting;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
 using FlexGen.Actors.Schedule;
+using FlexGen.Tensors;
 
 /// <summary>
 /// The common loop of the tier actors: run each <see cref="ExecuteTask"/> part on this actor's own pinned
@@ -32,11 +33,17 @@ public abstract class PipelineActor : UntypedActor
 
     /// <summary>
     /// Names the pinned thread and makes this actor's stream current on it (with CUDA the copy and disk actors'
-    /// transfers then overlap the compute actor's kernels).
+    /// transfers then overlap the compute actor's kernels). The copy and disk actors run libtorch serially: an OpenMP
+    /// team of theirs would throttle the compute's (<see cref="OpenMpTeams"/>).
     /// </summary>
     protected override void PreStart()
     {
         Thread.CurrentThread.Name ??= $"flexgen-{Tier.ActorName()}";
+        if (Tier.IsIo())
+        {
+            OpenMpTeams.KeepSerial();
+        }
+
         _stream = _streams(Tier);
         base.PreStart();
     }

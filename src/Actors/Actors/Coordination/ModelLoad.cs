@@ -3,6 +3,7 @@ namespace FlexGen.Actors.Actors.Coordination;
 using Akka.Actor;
 using FlexGen.Actors.Messages;
 using FlexGen.Actors.Pipeline;
+using FlexGen.Tensors;
 using FlexGen.Tensors.Policies;
 
 /// <summary>
@@ -18,7 +19,19 @@ internal sealed class ModelLoad
     {
         Request = request;
         ReplyTo = replyTo;
-        _loaded = Task.Run(() => factory(policy, _cancellation.Token), CancellationToken.None);
+        _loaded = Task.Run(() =>
+        {
+            try
+            {
+                return factory(policy, _cancellation.Token);
+            }
+            finally
+            {
+                // The load's parallel conversions left an OpenMP team on this pool thread; ended here, it does not
+                // throttle the compute's (OpenMpTeams).
+                OpenMpTeams.Release();
+            }
+        }, CancellationToken.None);
     }
 
     public Guid Id { get; } = Guid.NewGuid();

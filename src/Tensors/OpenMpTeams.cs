@@ -1,0 +1,90 @@
+namespace FlexGen.Tensors;
+
+using System.Runtime.InteropServices;
+using TorchSharp;
+
+/// <summary>
+/// Which threads run libtorch's OpenMP parallel regions. libgomp (libtorch's OpenMP on Linux) keeps a team of worker
+/// threads for every thread that has ever run a parallel region, and lets workers spin between regions only while the
+/// process's OpenMP threads are no more than the cores; past that it throttles them to ~100 spins, so every region
+/// (each matmul, each large elementwise operation) waits for a sleeping worker to be woken. One parallel operation on
+/// any other thread is enough: on the 2-core VM it made a plain OPT-125m decode loop (12 layers, 32 rows, float32)
+/// 1.4-2x slower (61-88 -> 124-125 ms a step), and in the engine the coordinator's cache allocation, the copy actor's
+/// large copies and the model load each left a team. So the pipeline keeps parallel regions on its compute threads:
+/// the other actors' threads run libtorch serially (<see cref="KeepSerial"/>) and the load releases its team when done
+/// (<see cref="Release"/>). Where libtorch has no libgomp (macOS, Windows, a CUDA-free build without OpenMP) both do
+/// nothing.
+/// </summary>
+public static class OpenMpTeams
+{
+    private static readonly Lazy<OpenMp?> Library = new(OpenMp.Find);
+
+    /// <summary>True when libtorch's libgomp was found, so the calls below take effect.</summary>
+    public static bool Available => Library.Value is not null;
+
+    /// <summary>
+    /// OpenMP's thread count for parallel regions started on the calling thread (libgomp's per-thread setting), or null
+    /// without libgomp.
+    /// </summary>
+    public static int? ThreadsHere => Library.Value?.MaxThreads();
+
+    /// <summary>
+    /// libtorch's operations on the calling thread run on it alone from now on: no OpenMP team is made for it. For
+    /// threads that move or prepare data beside the compute (the pipeline's copy and disk actors, the coordinator).
+    /// libtorch's process-wide intra-op count and the other threads' settings are left as they are.
+    /// </summary>
+    public static void KeepSerial()
+    {
+        if (Library.Value is not { } omp) return;
+        // libtorch sets each thread's OpenMP count from its process-wide one at the thread's first parallel query;
+        // that first query happens here, so it cannot undo the setting below later.
+        torch.get_num_threads();
+        omp.SetThreads(1);
+    }
+
+    /// <summary>
+    /// Ends the OpenMP team the calling thread made (its worker threads exit); the next parallel region on this thread
+    /// makes a new one. For a thread that ran parallel work once and goes on to other things (the model load).
+    /// </summary>
+    public static void Release() => Library.Value?.PauseSoft();
+
+    private sealed class OpenMp(IntPtr setNumThreads, IntPtr getMaxThreads, IntPtr pauseResourceAll)
+    {
+        private readonly IntDelegate _set = Marshal.GetDelegateForFunctionPointer<IntDelegate>(setNumThreads);
+        private readonly CountDelegate _get = Marshal.GetDelegateForFunctionPointer<CountDelegate>(getMaxThreads);
+        private readonly PauseDelegate _pause = Marshal.GetDelegateForFunctionPointer<PauseDelegate>(pauseResourceAll);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        private delegate void IntDelegate(int value);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        private delegate int CountDelegate();
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        private delegate int PauseDelegate(int kind);
+
+        private const int OmpPauseSoft = 1; // omp_pause_soft
+
+        public static OpenMp? Find()
+        {
+            if (!OperatingSystem.IsLinux()) return null;
+            torch.get_num_threads(); // loads libtorch (and with it libgomp) if nothing has yet
+            var maps = KernelFile.Read("/proc/self/maps");
+            var path = maps?.Split('\n')
+                .Select(line => line.IndexOf('/') is var slash and >= 0 ? line[slash..].Trim() : null)
+                .FirstOrDefault(p => p is not null && Path.GetFileName(p).StartsWith("libgomp", StringComparison.Ordinal));
+            if (path is null || !NativeLibrary.TryLoad(path, out var handle)) return null;
+            return NativeLibrary.TryGetExport(handle, "omp_set_num_threads", out var set)
+                && NativeLibrary.TryGetExport(handle, "omp_get_max_threads", out var get)
+                && NativeLibrary.TryGetExport(handle, "omp_pause_resource_all", out var pause)
+                ? new OpenMp(set, get, pause)
+                : null;
+        }
+
+        public unsafe void SetThreads(int threads) => ((delegate* unmanaged<int, void>)setNumThreads)(threads);
+
+        public unsafe int MaxThreads() => ((delegate* unmanaged<int>)getMaxThreads)();
+
+        public unsafe void PauseSoft() => _ = ((delegate* unmanaged<int, int>)pauseResourceAll)(OmpPauseSoft);
+    }
+}
