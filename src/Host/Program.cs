@@ -1,7 +1,8 @@
 using FlexGen.Host.Cli;
 
 // Restart once with what only takes effect at process start: MKL's Intel code paths on AMD CPUs (float32 matmuls ~30%
-// faster) and malloc on transparent huge pages (large fresh tensors faulted in 2 MiB at a time); see StartupEnvironment.
+// faster), malloc on transparent huge pages (large fresh tensors faulted in 2 MiB at a time) and a short OpenMP spin
+// (the compute's worker leaves the core to the pipeline between parts); see StartupEnvironment.
 StartupEnvironment.ApplyAndRestart();
 
 // SIGINT / SIGTERM: cancel cleanly (tiers freed, offload files deleted), then exit 130 / 143; see CliSignals.

@@ -271,7 +271,8 @@ public sealed class GenerationFlags
         $"compute: {runtime.ComputeDtype} on {runtime.Device}, {runtime.Setup.ComputeThreads} compute thread(s)" +
         (runtime.Setup.LeavesCoreToDisk ? " (a core left to the disk tier)" : "") + $", {runtime.Setup.IoThreads} disk I/O thread(s)" +
         (MklCpuDispatch.Active ? $", MKL with its Intel code paths ({MklCpuDispatch.LibraryName} preloaded)" : "") +
-        (HugePageMalloc.Active ? $", malloc on transparent huge pages ({HugePageMalloc.Tunable})" : "");
+        (HugePageMalloc.Active ? $", malloc on transparent huge pages ({HugePageMalloc.Tunable})" : "") +
+        (OpenMpSpin.Active ? $", OpenMP workers spin {OpenMpSpin.SpinCount} before they sleep ({OpenMpSpin.SpinCountVariable})" : "");
 
     public static string Bool(bool b) => b ? "true" : "false";
 
