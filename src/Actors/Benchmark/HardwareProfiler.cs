@@ -179,6 +179,8 @@ public static class HardwareProfiler
         }
         finally
         {
+            // The measurements' OpenMP team would throttle the engine's compute that runs after them (OpenMpTeams).
+            OpenMpTeams.Release();
             try
             {
                 if (Directory.Exists(scratch))
