@@ -9,11 +9,10 @@ using TorchSharp;
 /// process's OpenMP threads are no more than the cores; past that it throttles them to ~100 spins, so every region
 /// (each matmul, each large elementwise operation) waits for a sleeping worker to be woken. One parallel operation on
 /// any other thread is enough: on the 2-core VM it made a plain OPT-125m decode loop (12 layers, 32 rows, float32)
-/// 1.4-2x slower (61-88 -> 124-125 ms a step), and in the engine the coordinator's cache allocation, the copy actor's
-/// large copies and the model load each left a team. So the pipeline keeps parallel regions on its compute threads:
+/// 1.4-2x slower (61-88 -> 124-125 ms a step), and an OPT-125m bench had three teams (the compute actor's, the model
+/// load's on a pool thread, and one more on a pinned actor thread). So the pipeline keeps parallel regions on its compute threads:
 /// the other actors' threads run libtorch serially (<see cref="KeepSerial"/>) and the load releases its team when done
-/// (<see cref="Release"/>). Where libtorch has no libgomp (macOS, Windows, a CUDA-free build without OpenMP) both do
-/// nothing.
+/// (<see cref="Release"/>). Where libtorch has no libgomp (not Linux) both do nothing.
 /// </summary>
 public static class OpenMpTeams
 {
@@ -50,19 +49,6 @@ public static class OpenMpTeams
 
     private sealed class OpenMp(IntPtr setNumThreads, IntPtr getMaxThreads, IntPtr pauseResourceAll)
     {
-        private readonly IntDelegate _set = Marshal.GetDelegateForFunctionPointer<IntDelegate>(setNumThreads);
-        private readonly CountDelegate _get = Marshal.GetDelegateForFunctionPointer<CountDelegate>(getMaxThreads);
-        private readonly PauseDelegate _pause = Marshal.GetDelegateForFunctionPointer<PauseDelegate>(pauseResourceAll);
-
-        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-        private delegate void IntDelegate(int value);
-
-        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-        private delegate int CountDelegate();
-
-        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-        private delegate int PauseDelegate(int kind);
-
         private const int OmpPauseSoft = 1; // omp_pause_soft
 
         public static OpenMp? Find()

@@ -5,9 +5,10 @@ using System.Runtime.InteropServices;
 /// <summary>
 /// What flexgen computes under that only takes effect at process start: MKL's Intel code paths on AMD
 /// (<see cref="MklCpuDispatch"/>, <c>LD_PRELOAD</c>), malloc on transparent huge pages (<see cref="HugePageMalloc"/>,
-/// <c>GLIBC_TUNABLES</c>) and OpenMP's spin between parallel regions (<see cref="OpenMpSpin"/>, <c>GOMP_SPINCOUNT</c>). <see cref="ApplyAndRestart"/>, called first thing in <c>Main</c>, replaces the process with
-/// itself (execve: same pid, arguments, streams and signals) once, with every variable that is due set; after it each
-/// rule finds its variable set and nothing restarts again.
+/// <c>GLIBC_TUNABLES</c>) and OpenMP's spin between parallel regions (<see cref="OpenMpSpin"/>, <c>GOMP_SPINCOUNT</c>).
+/// <see cref="ApplyAndRestart"/>, called first thing in <c>Main</c>, replaces the process with itself (execve: same pid,
+/// arguments, streams and signals) once, with every variable that is due set; after it each rule finds its variable set
+/// and nothing restarts again.
 /// </summary>
 public static partial class StartupEnvironment
 {

@@ -92,7 +92,8 @@ public static class SegmentAttention
     /// live, in its own dtype (<see cref="AttentionCompute"/>). Consecutive segments on one device in one dtype (a
     /// grouped compute's batches, each over its own cache) are attended together: their scores in one tensor, one
     /// mask, one softmax, one new-token product, and only the products with each segment's keys and values apart
-    /// (OPT-125m at 4 batches x 8 rows: 49 operations a layer instead of 120; the same numbers). Returns the values
+    /// (the same numbers; OPT-125m's 12 layers at 4 batches x 8 rows, a plain loop: attention 23-26 -> 21-24 ms a step,
+    /// at hidden 96, where the operations' overhead is all, 12.4-14.1 -> 10.9-11.9). Returns the values
     /// (rows, groups, head_dim) of each run of segments attended together, in row order.
     /// </summary>
     public static IReadOnlyList<Tensor> AttendAll(
@@ -138,7 +139,9 @@ public static class SegmentAttention
         }
 
         return runs.Select(run => Attend(projection, attentionMask, run.Parts, kvHeads, run.Compute, attnSparsity)).ToArray();
-    }    /// <summary>
+    }
+
+    /// <summary>
     /// Decode, second part, for one cache segment: rows [<paramref name="rowStart"/>, rowStart + segment length)
     /// of batch * kv_heads (rowStart and the length multiples of kv_heads). Runs on the device of
     /// <paramref name="keyCache"/> in <paramref name="compute"/>'s dtype (the query, the new key/value and the mask

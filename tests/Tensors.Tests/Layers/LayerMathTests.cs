@@ -143,9 +143,7 @@ public sealed class LayerMathTests : IDisposable
 
         // GPU part: sequence 0; CPU part: sequences 1-2; a third segment: sequence 3.
         long[] bounds = [0, nHead, 3 * nHead, 4 * nHead];
-        var segments = Enumerable.Range(0, 3).Select(i => new CacheSegment(
-            past.NewKey.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(),
-            past.NewValue.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(), F32)).ToArray();
+        var segments = Split(past, bounds, [F32, F32, F32]);
         var split = SelfAttention.DecodeSegmented(hidden, mask, w, nHead, segments, F32, sparsity);
         Assert.True(SmallOpt.MaxAbsDiff(whole.Hidden, split.Hidden) < 1e-6);
 
@@ -177,10 +175,8 @@ public sealed class LayerMathTests : IDisposable
         int nHead = SmallOpt.Config.NHead;
         var projection = SelfAttention.ProjectDecode(hidden, w, nHead, F32);
         long[] bounds = [0, nHead, 3 * nHead, 4 * nHead];
-        var computes = new[] { F32, new ComputeSettings(ScalarType.BFloat16), new ComputeSettings(ScalarType.Float32, MaskFill.DtypeMin) };
-        var segments = Enumerable.Range(0, 3).Select(i => new CacheSegment(
-            past.NewKey.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(),
-            past.NewValue.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(), computes[i])).ToArray();
+        var segments = Split(past, bounds,
+            [F32, new ComputeSettings(ScalarType.BFloat16), new ComputeSettings(ScalarType.Float32, MaskFill.DtypeMin)]);
 
         var together = SegmentAttention.AttendAll(projection, mask, segments, nHead, sparsity);
         var apart = segments.Select((s, i) =>
@@ -191,6 +187,12 @@ public sealed class LayerMathTests : IDisposable
         Assert.Equal(0, SmallOpt.MaxAbsDiff(together[0], torch.cat([apart[0], apart[1]], 0)));
         Assert.Equal(0, SmallOpt.MaxAbsDiff(together[1], apart[2]));
     }
+
+    // The cache split along its rows at bounds into contiguous segments, segment i computed with computes[i].
+    private static CacheSegment[] Split(AttentionOutput past, long[] bounds, ComputeSettings[] computes) =>
+        Enumerable.Range(0, computes.Length).Select(i => new CacheSegment(
+            past.NewKey.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(),
+            past.NewValue.narrow(1, bounds[i], bounds[i + 1] - bounds[i]).contiguous(), computes[i])).ToArray();
 
     [Fact]
     public void Sparse_decode_with_fetched_value_rows_should_equal_reading_the_whole_value_cache()
