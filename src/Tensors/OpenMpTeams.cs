@@ -1,6 +1,5 @@
 namespace FlexGen.Tensors;
 
-using System.Runtime.InteropServices;
 using TorchSharp;
 
 /// <summary>
@@ -51,21 +50,11 @@ public static class OpenMpTeams
     {
         private const int OmpPauseSoft = 1; // omp_pause_soft
 
-        public static OpenMp? Find()
-        {
-            if (!OperatingSystem.IsLinux()) return null;
-            torch.get_num_threads(); // loads libtorch (and with it libgomp) if nothing has yet
-            var maps = KernelFile.Read("/proc/self/maps");
-            var path = maps?.Split('\n')
-                .Select(line => line.IndexOf('/') is var slash and >= 0 ? line[slash..].Trim() : null)
-                .FirstOrDefault(p => p is not null && Path.GetFileName(p).StartsWith("libgomp", StringComparison.Ordinal));
-            if (path is null || !NativeLibrary.TryLoad(path, out var handle)) return null;
-            return NativeLibrary.TryGetExport(handle, "omp_set_num_threads", out var set)
-                && NativeLibrary.TryGetExport(handle, "omp_get_max_threads", out var get)
-                && NativeLibrary.TryGetExport(handle, "omp_pause_resource_all", out var pause)
+        public static OpenMp? Find() =>
+            LoadedLibrary.Exports(LoadedLibrary.Find("libgomp"), "omp_set_num_threads", "omp_get_max_threads", "omp_pause_resource_all")
+                is [var set, var get, var pause]
                 ? new OpenMp(set, get, pause)
                 : null;
-        }
 
         public unsafe void SetThreads(int threads) => ((delegate* unmanaged<int, void>)setNumThreads)(threads);
 

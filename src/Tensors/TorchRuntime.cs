@@ -41,9 +41,17 @@ public static class TorchRuntime
     /// Whether this machine's CPU multiplies bfloat16 in hardware: true or false read from <c>/proc/cpuinfo</c>
     /// (<see cref="HasBFloat16MatrixInstructions"/>), null where that cannot be told (not Linux, no flags line). Without
     /// such instructions libtorch (oneDNN) emulates bfloat16 matmuls: on the 2-core AVX2 EPYC (Zen 3) a 2048 x 8192
-    /// linear ran at 18-19 GFLOP/s in bfloat16 against 72-143 in float32 at 64-1024 rows.
+    /// linear ran at 18-19 GFLOP/s in bfloat16 against 72-143 in float32 at 64-1024 rows; so the engine multiplies
+    /// through MKL there when it can (<see cref="CpuBFloat16ThroughMkl"/>).
     /// </summary>
     public static bool? CpuMultipliesBFloat16 => CpuBFloat16.Value;
+
+    /// <summary>
+    /// True when bfloat16 linears on the CPU multiply through Intel MKL's bfloat16 GEMM here instead of libtorch's
+    /// emulation: the CPU is known to lack bfloat16 instructions and this libtorch exports MKL's
+    /// <c>cblas_gemm_bf16bf16f32</c> (<see cref="Layers.MklBFloat16Gemm"/>; about float32's rate against a fifth of it).
+    /// </summary>
+    public static bool CpuBFloat16ThroughMkl => Layers.MklBFloat16Gemm.Used;
 
     private static readonly Lazy<bool?> CpuBFloat16 =
         new(() => CpuInfo.Read() is { } cpuinfo ? HasBFloat16MatrixInstructions(cpuinfo) : null);

@@ -118,7 +118,8 @@ public static class ExtraCommands
                 Budgets = budgets,
                 AkkaLogLevel = console.Verbose ? "INFO" : "WARNING",
             };
-            if (FlexGenSetup.ComputeDtypeWarning(options.Compute.Dtype, Tensors.TorchRuntime.CudaAvailable, Tensors.TorchRuntime.CpuMultipliesBFloat16) is { } warning)
+            if (FlexGenSetup.ComputeDtypeWarning(options.Compute.Dtype, Tensors.TorchRuntime.CudaAvailable, Tensors.TorchRuntime.CpuMultipliesBFloat16,
+                Tensors.TorchRuntime.CpuBFloat16ThroughMkl) is { } warning)
                 console.Error.WriteLine(warning);
             try
             {

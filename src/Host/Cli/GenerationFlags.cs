@@ -271,6 +271,8 @@ public sealed class GenerationFlags
         $"compute: {runtime.ComputeDtype} on {runtime.Device}, {runtime.Setup.ComputeThreads} compute thread(s)" +
         (runtime.Setup.LeavesCoreToDisk ? " (a core left to the disk tier)" : "") + $", {runtime.Setup.IoThreads} disk I/O thread(s)" +
         (MklCpuDispatch.Active ? $", MKL with its Intel code paths ({MklCpuDispatch.LibraryName} preloaded)" : "") +
+        (runtime.Setup.ComputeDtype == TorchSharp.torch.ScalarType.BFloat16 && !TorchRuntime.CudaAvailable && TorchRuntime.CpuBFloat16ThroughMkl
+            ? ", bfloat16 linears through MKL's cblas_gemm_bf16bf16f32 (no bfloat16 instructions on this CPU)" : "") +
         (HugePageMalloc.Active ? $", malloc on transparent huge pages ({HugePageMalloc.Tunable})" : "") +
         (OpenMpSpin.Active ? $", OpenMP workers spin {OpenMpSpin.SpinCount} before they sleep ({OpenMpSpin.SpinCountVariable})" : "");
 

@@ -96,7 +96,7 @@ public sealed class FlexGenSetup
         var policy = options.Policy.ToPolicy();
         var dtype = ParseDtype(options.ComputeDtype);
         _ = options.ResolveThreads(); // a bad count is refused before the model is planned
-        if (ComputeDtypeWarning(dtype, TorchRuntime.CudaAvailable, TorchRuntime.CpuMultipliesBFloat16) is { } warning) say?.Invoke(warning);
+        if (ComputeDtypeWarning(dtype, TorchRuntime.CudaAvailable, TorchRuntime.CpuMultipliesBFloat16, TorchRuntime.CpuBFloat16ThroughMkl) is { } warning) say?.Invoke(warning);
         bool owns = string.IsNullOrEmpty(options.OffloadDir);
         string offload = owns
             ? Path.Combine(Path.GetTempPath(), OffloadFolders.NewName(OwnedOffloadPrefix))
@@ -212,14 +212,16 @@ public sealed class FlexGenSetup
 
     /// <summary>
     /// The warning for a bfloat16 compute on a CPU without bfloat16 matrix instructions (<paramref name="cpuMultipliesBFloat16"/>
-    /// false, <see cref="TorchRuntime.CpuMultipliesBFloat16"/>): libtorch emulates its matmuls there, several times slower
-    /// than float32's; null for any other dtype, with CUDA (the GPU computes), or where the CPU's instructions are not known.
+    /// false, <see cref="TorchRuntime.CpuMultipliesBFloat16"/>) whose libtorch has no MKL bfloat16 GEMM to multiply through
+    /// (<paramref name="throughMkl"/> false, <see cref="TorchRuntime.CpuBFloat16ThroughMkl"/>): libtorch emulates its
+    /// matmuls there, several times slower than float32's; null for any other dtype, with CUDA (the GPU computes), with
+    /// MKL, or where the CPU's instructions are not known.
     /// </summary>
-    public static string? ComputeDtypeWarning(torch.ScalarType dtype, bool cudaAvailable, bool? cpuMultipliesBFloat16) =>
-        dtype == torch.ScalarType.BFloat16 && !cudaAvailable && cpuMultipliesBFloat16 == false
-            ? "warning: this CPU has no bfloat16 matrix instructions (no avx512_bf16 or amx_bf16 in /proc/cpuinfo): libtorch "
-              + "emulates bfloat16 matmuls, several times slower than float32 (an AVX2 EPYC: 18-19 against 72-143 GFLOP/s); "
-              + "--compute-dtype float32 computes faster here"
+    public static string? ComputeDtypeWarning(torch.ScalarType dtype, bool cudaAvailable, bool? cpuMultipliesBFloat16, bool throughMkl) =>
+        dtype == torch.ScalarType.BFloat16 && !cudaAvailable && cpuMultipliesBFloat16 == false && !throughMkl
+            ? "warning: this CPU has no bfloat16 matrix instructions (no avx512_bf16 or amx_bf16 in /proc/cpuinfo) and this "
+              + "libtorch no MKL bfloat16 GEMM: libtorch emulates bfloat16 matmuls, several times slower than float32 (an AVX2 "
+              + "EPYC: 18-19 against 72-143 GFLOP/s); --compute-dtype float32 computes faster here"
             : null;
 
     /// <exception cref="FlexGenOptionsException">Not a dtype name, or float16 without CUDA (key <c>FlexGen:ComputeDtype</c>).</exception>

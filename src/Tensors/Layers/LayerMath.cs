@@ -23,7 +23,8 @@ internal static class LayerMath
 
     /// <summary>
     /// <paramref name="x"/> (..., in) @ <paramref name="weight"/> (out, in)^T + <paramref name="bias"/> -> (..., out) in
-    /// the compute dtype. On the CPU at decode's row counts (<see cref="PutsWeightOnLeft"/>) the weight is
+    /// the compute dtype. bfloat16 on a CPU without bfloat16 instructions multiplies through MKL
+    /// (<see cref="MklBFloat16Gemm"/>). On the CPU at decode's row counts (<see cref="PutsWeightOnLeft"/>) the weight is
     /// the left operand (<see cref="WeightOnLeft"/>). The result may then be a transposed view: callers reshape it,
     /// never view across rows.
     /// </summary>
@@ -32,12 +33,14 @@ internal static class LayerMath
         ArgumentNullException.ThrowIfNull(x);
         var w = ToCompute(weight, compute, x.device);
         var b = bias is null ? null : ToCompute(bias, compute, x.device);
-        return PutsWeightOnLeft(x, compute) ? WeightOnLeft(x, w, b) : nn.functional.linear(x, w, b);
+        return MklBFloat16Gemm.TryLinear(x, w, b) ?? (PutsWeightOnLeft(x, compute) ? WeightOnLeft(x, w, b) : nn.functional.linear(x, w, b));
     }
 
     /// <summary>
     /// Whether <see cref="Linear"/> multiplies with the weight on the left: on the CPU, in float32 for more than 8 and at
-    /// most 256 rows, in bfloat16 for 32 to 128 rows. Every linear of a layer sees the same rows, so a transposed output
+    /// most 256 rows, in bfloat16 for 32 to 128 rows where libtorch multiplies it (not through MKL: MKL's bfloat16 GEMM
+    /// with the weight on the left was slower at every shape measured, e.g. 3072 x 768 at 32 rows 2.0 against 1.8 ms,
+    /// OPT's vocabulary 58 against 38 ms). Every linear of a layer sees the same rows, so a transposed output
     /// only ever feeds another weight-on-left product (a plain bfloat16 linear over such a 3-D view took 100x longer:
     /// OPT-125m's MLP 181 against 1.8 ms).
     /// float32, measured with 2 threads, whole decoder layers (projections, attention, norms), plain linear against
@@ -47,7 +50,7 @@ internal static class LayerMath
     /// is as fast or faster (OPT-125m's matmuls, 8 rows x 4 batches: 90-94 against 103-105 ms). From 512 rows (prefill)
     /// the plain linear is even or ahead: OPT-125m's layers at 512 rows 2010-2022 against 2048-2101 ms, and the engine's
     /// OPT-125m prefill at 8 x 4 (2048 rows), builds alternating, 682-850 against 699-768 token/s.
-    /// bfloat16 (oneDNN), OPT-1.3B's decoder layer (attention over 20 positions and MLP, 24 layers' weights in turn),
+    /// bfloat16 in libtorch (oneDNN), OPT-1.3B's decoder layer (attention over 20 positions and MLP, 24 layers' weights in turn),
     /// medians of 5 alternating passes, plain -> left: 16 rows 8.17 / 8.64 ms (both plain: the noise), 32 rows 11.00 ->
     /// 9.04, 48 13.50 -> 11.64, 64 16.05 -> 14.17, 96 21.30 -> 20.38, 128 26.69 -> 26.01, 192 37.40 / 37.28 (both
     /// plain); the engine's OPT-1.3B decode, resident, 64 x 1, alternating runs: 106.1, 103.7, 117.3 -> 118.1, 124.0,
@@ -67,7 +70,7 @@ internal static class LayerMath
         return compute.Dtype switch
         {
             ScalarType.Float32 => rows > 8 && rows <= 256,
-            ScalarType.BFloat16 => rows >= 32 && rows <= 128,
+            ScalarType.BFloat16 => rows >= 32 && rows <= 128 && !MklBFloat16Gemm.Used,
             _ => false,
         };
     }
@@ -76,13 +79,14 @@ internal static class LayerMath
     /// Logits (rows, vocab) = <paramref name="x"/> (rows, h) @ <paramref name="table"/> (vocab, h)^T, in the compute
     /// dtype. In float32 on the CPU the table is the left operand at every row count: a whole vocabulary never stays in
     /// cache (OPT-125m, 8 rows: 20-22 ms instead of 27-31 ms a step; 32 rows: 28-34 instead of 40-52). Not in bfloat16,
-    /// whose plain product is the faster one (OPT-1.3B's head at 64 rows: 25-33 against 45-80 ms).
+    /// whose plain product is the faster one (OPT-1.3B's head at 64 rows: 25-33 against 45-80 ms), through MKL where
+    /// <see cref="Linear"/> goes through it.
     /// </summary>
     public static Tensor VocabLogits(Tensor x, Tensor table, ComputeSettings compute)
     {
         CheckRank(x, 2, nameof(x), "(rows, hidden)");
         var weight = ToCompute(table, compute, x.device);
-        return IsCpuFloat32(x, compute) ? WeightOnLeft(x, weight, null) : nn.functional.linear(x, weight);
+        return IsCpuFloat32(x, compute) ? WeightOnLeft(x, weight, null) : MklBFloat16Gemm.TryLinear(x, weight, null) ?? nn.functional.linear(x, weight);
     }
 
     private static bool IsCpuFloat32(Tensor x, ComputeSettings compute) =>

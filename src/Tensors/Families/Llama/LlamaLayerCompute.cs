@@ -95,15 +95,17 @@ public sealed class LlamaLayerCompute : ILayerCompute
         var k = Rotate(LayerMath.Linear(normed, w.K, w.KBias, compute).view(b, s, kv, d).transpose(1, 2), cos, sin); // (b, kv, s, d)
         var v = LayerMath.Linear(normed, w.V, w.VBias, compute).view(b, s, kv, d).transpose(1, 2); // (b, kv, s, d)
 
-        var keys = k.reshape(b * kv, s, d);
-        var values = v.reshape(b * kv, s, d);
-        var scores = torch.bmm(q.reshape(b * kv, g * s, d), keys.transpose(1, 2)).view(b, kv, g, s, s);
+        // Scores, softmax and values in the attention dtype (float32 on the CPU, as decode's), projections in the compute dtype.
+        var attention = SegmentAttention.AttentionCompute(compute, device);
+        var keys = k.reshape(b * kv, s, d).to(attention.Dtype);
+        var values = v.reshape(b * kv, s, d).to(attention.Dtype);
+        var scores = torch.bmm(q.reshape(b * kv, g * s, d).to(attention.Dtype), keys.transpose(1, 2)).view(b, kv, g, s, s);
         var idx = torch.arange(s, device: device);
         var causal = idx.le(idx.view(s, 1)).view(1, 1, 1, s, s); // key <= query
         var allowed = mask.view(b, 1, 1, 1, s).logical_and(causal);
-        scores = scores.masked_fill(allowed.logical_not(), compute.MaskValue);
-        var probs = Softmax(scores, compute).view(b * kv, g * s, s);
-        var attended = torch.bmm(probs, values).view(b, n, s, d).transpose(1, 2).reshape(b, s, n * d);
+        scores = scores.masked_fill(allowed.logical_not(), attention.MaskValue);
+        var probs = Softmax(scores, attention).view(b * kv, g * s, s);
+        var attended = torch.bmm(probs, values).to(compute.Dtype).view(b, n, s, d).transpose(1, 2).reshape(b, s, n * d);
         var output = LayerMath.AddResidual(LayerMath.Linear(attended, w.O, w.OBias, compute), x);
 
         var newKey = k.permute(2, 0, 1, 3).reshape(s, b * kv, d).contiguous(); // (s, b*kv, d)

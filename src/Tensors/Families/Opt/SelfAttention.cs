@@ -41,14 +41,17 @@ public static class SelfAttention
         var kT = k.view(b, s, nHead, headDim).permute(0, 2, 3, 1).reshape(b * nHead, headDim, s); // (b*n, d, s)
         var v4 = v.view(b, s, nHead, headDim).permute(0, 2, 1, 3).reshape(b * nHead, s, headDim); // (b*n, s, d)
 
-        var scores = torch.bmm(q4, kT).view(b, nHead, s, s);
+        // Scores, softmax and values in the attention dtype (float32 on the CPU, as decode's), projections in the compute dtype.
+        var attention = SegmentAttention.AttentionCompute(compute, device);
+        var scores = torch.bmm(q4.to(attention.Dtype), kT.to(attention.Dtype)).view(b, nHead, s, s);
         var idx = torch.arange(s, device: device);
         var causal = idx.le(idx.view(s, 1)).view(1, 1, s, s); // key <= query
         var allowed = mask.view(b, 1, 1, s).logical_and(causal); // (b, 1, s, s)
-        scores = scores.masked_fill(allowed.logical_not(), compute.MaskValue);
+        scores = scores.masked_fill(allowed.logical_not(), attention.MaskValue);
         var probs = scores.view(b * nHead, s, s).softmax(2);
 
-        var value = torch.bmm(probs, v4).view(b, nHead, s, headDim).transpose(1, 2).reshape(b, s, h);
+        var value = torch.bmm(probs, v4.to(attention.Dtype)).to(compute.Dtype)
+            .view(b, nHead, s, headDim).transpose(1, 2).reshape(b, s, h); // (b, s, h)
         var output = LayerMath.AddResidual(LayerMath.Linear(value, weights.OutWeight, weights.OutBias, compute), x); // (b, s, h)
 
         var newKey = kT.permute(2, 0, 1).contiguous(); // (s, b*n, d)
