@@ -34,6 +34,23 @@ public class ProfileCommandTests
     }
 
     [Fact]
+    public async Task A_bfloat16_profile_on_the_cpu_should_time_matmuls_in_bfloat16_and_attentions_products_in_float32()
+    {
+        using var folder = new TempFolder();
+        string file = folder.File("hw.json");
+
+        var result = await CliRunner.RunAsync("profile", "--compute-dtype", "bfloat16", "--output", file, "--offload-dir", folder.Path,
+            "--size-mb", "4", "--seconds", "0.01");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var lines = result.Error.Split('\n');
+        string Line(string name) => Assert.Single(lines, l => l.TrimStart().StartsWith(name + " ", StringComparison.Ordinal));
+        // The engine's projections compute in the compute dtype; its attention on the CPU in float32 (AttentionCompute).
+        foreach (var name in new[] { "mm_flops_p", "mm_flops_g" }) Assert.Contains("BFloat16 on", Line(name));
+        foreach (var name in new[] { "bmm_flops_p", "bmm_flops_g" }) Assert.Contains("Float32 (attention's dtype) on", Line(name));
+    }
+
+    [Fact]
     public async Task Profile_should_refuse_a_compute_thread_count_out_of_range_before_measuring()
     {
         using var folder = new TempFolder();

@@ -67,8 +67,9 @@ public sealed class HardwareProfileCache(string directory)
     /// streams; 3: the disk's rates sustained over distinct transfers, the MLP curve's weights read from memory; 4: the
     /// compute's share beside the disk's reads, mm_share_dtoc; 5: the MLP curve's bfloat16 layer multiplies with the weight
     /// on the left at 32 to 128 rows, as the engine now does; 6: task_s through a pipeline that queues up to 8 parts per tier
-    /// actor, not 2; 7: the MLP curve's and task_s's bfloat16 layers multiply through MKL on a CPU without bfloat16
-    /// instructions, as the engine now does), so older cached files are measured again.
+    /// actor, not 2; 7: matmuls through the engine's own projection, bfloat16 through MKL on a CPU without bfloat16
+    /// instructions as the engine now does, and batched products in attention's dtype, float32 on the CPU), so older
+    /// cached files are measured again.
     /// </summary>
     public const int ProfilerVersion = 7;
 
