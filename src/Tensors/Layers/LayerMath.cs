@@ -39,8 +39,8 @@ internal static class LayerMath
     /// <summary>
     /// Whether <see cref="Linear"/> multiplies with the weight on the left: on the CPU, in float32 for more than 8 and at
     /// most 256 rows, in bfloat16 for 32 to 128 rows where libtorch multiplies it (not through MKL: MKL's bfloat16 GEMM
-    /// with the weight on the left was slower at every shape measured, e.g. 3072 x 768 at 32 rows 2.0 against 1.8 ms,
-    /// OPT's vocabulary 58 against 38 ms). Every linear of a layer sees the same rows, so a transposed output
+    /// with the weight on the left was slower at decode's shapes, e.g. 3072 x 768 at 32 rows 2.0 against 1.8 ms, OPT's
+    /// vocabulary 58 against 38 ms). Every linear of a layer sees the same rows, so a transposed output
     /// only ever feeds another weight-on-left product (a plain bfloat16 linear over such a 3-D view took 100x longer:
     /// OPT-125m's MLP 181 against 1.8 ms).
     /// float32, measured with 2 threads, whole decoder layers (projections, attention, norms), plain linear against

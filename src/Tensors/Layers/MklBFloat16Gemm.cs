@@ -7,12 +7,12 @@ using static TorchSharp.torch;
 /// bfloat16 linear layers on a CPU without bfloat16 matrix instructions, through Intel MKL's
 /// <c>cblas_gemm_bf16bf16f32</c> (bfloat16 operands, float32 accumulation and result, then rounded to bfloat16 as
 /// libtorch's own bfloat16 linear rounds), which libtorch_cpu.so links in and exports. On such a CPU libtorch's bfloat16
-/// matmul is oneDNN's emulation; MKL widens bfloat16 to float32 while it packs its operands and multiplies at its float32
-/// rate. Measured on the 2-core AVX2 EPYC (Zen 3), weights out of cache, GFLOP/s libtorch bfloat16 / MKL bfloat16 /
-/// libtorch float32: 768 x 3072 at 8 rows 13 / 29 / 43, at 32 rows 17 / 94 / 72, 3072 x 768 at 32 rows 16 / 74 / 70,
-/// OPT's vocabulary (50272 x 768) at 32 rows 17 / 78 / 93, 2048 rows 16 / 145 / 138. Where the CPU has bfloat16
-/// instructions, or where it cannot be told, libtorch's linear stays (oneDNN runs them natively there); where libtorch
-/// has no MKL (no such export), too.
+/// matmul is oneDNN's emulation; MKL's runs at about its float32 rate. Measured on the 2-core AVX2 EPYC (Zen 3), weights
+/// out of cache, GFLOP/s libtorch bfloat16 / MKL bfloat16 / libtorch float32: 768 x 3072 at 8 rows 13-18 / 29-59 /
+/// 43-54, at 32 rows 17 / 94-107 / 72-106, 3072 x 768 at 32 rows 16-20 / 74-82 / 70-78, OPT's vocabulary (50272 x 768)
+/// at 32 rows 15-17 / 66-78 / 71-93, at 2048 rows 16 / 109-145 / 138-155. Where the CPU has bfloat16 instructions, or
+/// where it cannot be told, libtorch's linear stays (oneDNN runs them natively there); where libtorch has no MKL (no
+/// such export), too.
 /// </summary>
 internal static unsafe class MklBFloat16Gemm
 {
@@ -87,10 +87,11 @@ internal static unsafe class MklBFloat16Gemm
         if (inFeatures == 0 && bias is null) product.zero_();
         else if (rows > 0 && outFeatures > 0 && inFeatures > 0)
         {
-            // In blocks of output columns: on this path MKL widens the whole right operand into a float32 buffer of its
-            // own per call, and a vocabulary's (OPT-1.3B's: 412 MB) was page-faulted in afresh at most decode steps of a
-            // run, 725-853 ms against 146 ms for the product (the VM faults fresh memory in at under 1 GB/s). Each block
-            // widens the activations again, so a block has at least 4 columns per row: that costs at most a quarter more.
+            // In blocks of output columns. One call over OPT-1.3B's whole vocabulary (32 rows) took 725-853 ms at most
+            // decode steps of a run and 146 ms at the others, and 900 ms on its first call in a loop against 100-140 after:
+            // the cost of fresh memory the size of the weight widened to float32 (412 MB), which this VM faults in at well
+            // under 1 GB/s. In blocks of at most 8 MiB widened: 74-98 ms, every step. A block has at least 4 columns per
+            // row, since each block takes the activations again.
             long block = (Math.Max(WidenedBlockBytes / (sizeof(float) * inFeatures), 4 * rows) + 63) / 64 * 64;
             var aData = api.Data(a);
             var bData = (byte*)api.Data(b);
