@@ -153,10 +153,12 @@ public static class HardwareProfiler
             string on = $"{dtype} on {gpuName}";
             Report("mm_flops_p", Matmul(PrefillRows, device, dtype, options, cancellationToken), $"({PrefillRows} x {Hidden}) @ ({Hidden} x {Ffn}) {on}");
             Report("mm_flops_g", Matmul(DecodeRows, device, dtype, options, cancellationToken), $"({DecodeRows} x {Hidden}) @ ({Hidden} x {Ffn}) {on}");
-            string attentionOn = $"{SegmentAttention.AttentionCompute(new ComputeSettings(dtype), device).Dtype} (attention's dtype) on {gpuName}";
-            Report("bmm_flops_p", Bmm(PrefillSeq, PrefillSeq, device, dtype, options, cancellationToken),
+            // Attention's batched products compute in its own dtype (float32 on the CPU), as the engine's do.
+            var attentionDtype = SegmentAttention.AttentionCompute(new ComputeSettings(dtype), device).Dtype;
+            string attentionOn = $"{attentionDtype} (attention's dtype) on {gpuName}";
+            Report("bmm_flops_p", Bmm(PrefillSeq, PrefillSeq, device, attentionDtype, options, cancellationToken),
                 $"{HeadRows} x ({PrefillSeq} x {HeadDim}) @ ({HeadDim} x {PrefillSeq}) {attentionOn}");
-            Report("bmm_flops_g", Bmm(1, DecodeSeq, device, dtype, options, cancellationToken),
+            Report("bmm_flops_g", Bmm(1, DecodeSeq, device, attentionDtype, options, cancellationToken),
                 $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) {attentionOn}");
             Report("cpu_flops", Bmm(1, DecodeSeq, CPU, ScalarType.Float32, options, cancellationToken),
                 $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) Float32 on the CPU");
@@ -267,10 +269,8 @@ public static class HardwareProfiler
         return Rate(flops, () => LayerMath.Linear(x, w, null, compute).Dispose(), options, token);
     }
 
-    /// <summary>Batched products of attention's shapes in the dtype attention computes in on <paramref name="device"/> (<see cref="SegmentAttention.AttentionCompute"/>).</summary>
-    private static double Bmm(long queries, long keys, Device device, ScalarType computeDtype, HardwareProfileOptions options, CancellationToken token)
+    private static double Bmm(long queries, long keys, Device device, ScalarType dtype, HardwareProfileOptions options, CancellationToken token)
     {
-        var dtype = SegmentAttention.AttentionCompute(new ComputeSettings(computeDtype), device).Dtype;
         using var scope = NewDisposeScope();
         var q = randn([HeadRows, queries, HeadDim], dtype: dtype, device: device);
         var k = randn([HeadRows, HeadDim, keys], dtype: dtype, device: device);

@@ -37,7 +37,7 @@ internal static unsafe class MklBFloat16Gemm
     /// </summary>
     public static Tensor? TryLinear(Tensor x, Tensor weight, Tensor? bias) =>
         Used && IsCpuBFloat16(x) && IsCpuBFloat16(weight) && (bias is null || IsCpuBFloat16(bias)) && FitsMkl(x, weight)
-            ? Linear(x, weight, bias)
+            ? Multiply(Library.Value!, x, weight, bias)
             : null;
 
     /// <summary>
@@ -54,6 +54,12 @@ internal static unsafe class MklBFloat16Gemm
             if (t is not null && !IsCpuBFloat16(t)) throw new ArgumentException($"Linear through MKL takes bfloat16 on the CPU, got {t.dtype} on {t.device}.", name);
         }
 
+        return Multiply(api, x, weight, bias);
+    }
+
+    // The product of operands known to be bfloat16 on the CPU (TryLinear has checked them, Linear too); shapes checked here.
+    private static Tensor Multiply(Api api, Tensor x, Tensor weight, Tensor? bias)
+    {
         if (x.dim() == 0 || weight.dim() != 2 || weight.shape[1] != x.shape[^1])
         {
             throw new ArgumentException(
