@@ -26,6 +26,8 @@ public class ProfileCommandTests
             Assert.Contains("8 x 4 MiB distinct", Assert.Single(lines, l => l.TrimStart().StartsWith(name + " ", StringComparison.Ordinal)));
         }
 
+        Assert.Equal(8 * 4 << 20, profile.DiskSpanBytes); // the span those rates hold for, which bench compares with a run's reads
+
         Assert.Equal(["hw.json"], Directory.GetFileSystemEntries(folder.Path).Select(Path.GetFileName)); // no scratch left
 
         var plan = await CliRunner.RunAsync("plan", "--model", "opt-125m", "--prompt-len", "64", "--gen-len", "8", "--gpu-mem", "1",

@@ -147,6 +147,8 @@ public static class HardwareProfiler
             Report("ctod_bdw_g", ctodHidden, "as ctod_bdw_hidden_p (decode stores are hidden-sized)");
             double dtoc = Sustained(bytes, spanTransfers, t => TierCopy.Copy(cpu, span[t]), options, cancellationToken);
             Report("dtoc_bdw", dtoc, $"{spanText}: disk -> CPU ({io})");
+            // Not a rate but what the two rates hold for: bench compares it with the bytes a run reads a step.
+            values[HardwareProfile.DiskSpanBytesName] = (double)spanTransfers * bytes;
 
             var device = tiers.Gpu.Device;
             var dtype = options.ComputeDtype;

@@ -117,8 +117,8 @@ public static class BenchCommand
                 {
                     console.Output.Write(DescribeDiskAsRun(prediction, hardware.Profile,
                     [
-                        new PhaseActivity("prefill", traced.ActivityDuring(prefill: true), numPrompts * (double)prompt, prefillTput),
-                        new PhaseActivity("decode", traced.ActivityDuring(prefill: false), numPrompts * (double)(computed - 1), decodeTput),
+                        new PhaseActivity("prefill", traced.ActivityDuring(prefill: true), numPrompts * (double)prompt, prefillTput, Steps: 1),
+                        new PhaseActivity("decode", traced.ActivityDuring(prefill: false), numPrompts * (double)(computed - 1), decodeTput, Steps: computed - 1),
                     ]));
                 }
                 console.Output.Write(cpuTime.Describe());
@@ -170,8 +170,9 @@ public static class BenchCommand
         return text.ToString();
     }
 
-    /// <summary>One phase of a measured run: what each tier did, the tokens it computed and its measured throughput.</summary>
-    public sealed record PhaseActivity(string Phase, IReadOnlyList<TierActivity> Tiers, double TokensComputed, double Measured);
+    /// <summary>One phase of a measured run: what each tier did, the tokens it computed, its measured throughput and its steps
+    /// (prefill 1, decode the tokens computed after the first).</summary>
+    public sealed record PhaseActivity(string Phase, IReadOnlyList<TierActivity> Tiers, double TokensComputed, double Measured, int Steps);
 
     /// <summary>
     /// The disk tier as the run got it, per phase where it worked: the bytes it read and wrote over its busy time (its
@@ -180,15 +181,18 @@ public static class BenchCommand
     /// virtual disk here moved 10x within minutes, so the profile's disk bound is the profile's moment, not the run's;
     /// this line tells a run the disk slowed from one the engine left waiting (then the disk's busy share is low).
     /// Decode's busy time counts token 1's loads, which may run during the prefill: a disk-bound decode may read just
-    /// above 1.
+    /// above 1. Where a step read more than the profile's disk span (<see cref="HardwareProfile.DiskSpanBytes"/>), a last
+    /// line says so and how to measure a span as long.
     /// </summary>
     public static string DescribeDiskAsRun(RunPrediction prediction, HardwareProfile profile, IReadOnlyList<PhaseActivity> phases)
     {
         var text = new System.Text.StringBuilder();
+        double mostPerStep = 0;
         foreach (var phase in phases)
         {
             if (phase.Tiers.FirstOrDefault(t => t.Tier == PipelineActorKind.DiskIo.ActorName()) is not { Busy.Ticks: > 0 } disk) continue;
             if (text.Length == 0) text.Append("disk tier as the run got it (traced):\n");
+            mostPerStep = Math.Max(mostPerStep, disk.LoadedBytes / (double)Math.Max(1, phase.Steps));
             double allowed = phase.TokensComputed / disk.Busy.TotalSeconds;
             // The compute beside the disk's reads at the disk's busy time as run, not the profile's.
             var tightestOther = prediction.Bounds.Where(b => b.Phase == phase.Phase && !b.IsDiskLink)
@@ -201,6 +205,14 @@ public static class BenchCommand
                 $"  {phase.Phase + ":",-8} read {disk.LoadedBytes / 1e9:F2} GB, wrote {disk.StoredBytes / 1e9:F2} GB in {disk.Busy.TotalSeconds:F2} s busy: " +
                 $"{disk.BytesPerSecond / 1e9:F2} GB/s (profile: read {profile.DtocBdw / 1e9:F2}, write {writeRate / 1e9:F2} GB/s); " +
                 $"its busy time allows {allowed:F1} token/s; efficiency {phase.Measured / tighter.TokensPerSecond:F3} (measured / {tighter.Name} bound)\n");
+        }
+
+        if (profile.DiskSpanBytes is { } span && mostPerStep > span)
+        {
+            long gib = (long)Math.Ceiling(mostPerStep / (1L << 30));
+            text.Append(CultureInfo.InvariantCulture,
+                $"  the profile's disk rates hold for {span / (1L << 30):0.#} GiB of distinct transfers; a step of this run read {mostPerStep / 1e9:F1} GB: " +
+                $"a VM's host that caches the shorter span reads a longer stream slower; `flexgen profile --disk-span-gb {gib}` measures one as long\n");
         }
 
         return text.ToString();

@@ -132,7 +132,19 @@ public sealed record HardwareProfile
     /// <summary>The JSON name of <see cref="MatmulShareWhileDiskReads"/>.</summary>
     public const string MatmulShareWhileDiskReadsName = "mm_share_dtoc";
 
-    private static readonly string[] OptionalNames = [CompBdwName, TaskSecondsName, MatmulShareWhileDiskReadsName];
+    /// <summary>
+    /// The bytes of distinct transfers the disk's rates (<see cref="DtocBdw"/>, <see cref="CtodBdwCacheP"/>) were sustained
+    /// over (JSON <c>dtoc_span_bytes</c>). A VM's host may cache a span of some GiB and serve it 2-5x faster than a longer
+    /// stream (this VM: a 2 GiB span 2.2-7.4 GB/s, OPT-30B's 56 GB 1.3-1.9), so a run that reads more than the span a
+    /// step may find the disk slower than the profile. Beyond FlexLLMGen's names, so optional: bench compares it with what
+    /// a run read.
+    /// </summary>
+    public double? DiskSpanBytes { get; init; }
+
+    /// <summary>The JSON name of <see cref="DiskSpanBytes"/>.</summary>
+    public const string DiskSpanBytesName = "dtoc_span_bytes";
+
+    private static readonly string[] OptionalNames = [CompBdwName, TaskSecondsName, MatmulShareWhileDiskReadsName, DiskSpanBytesName];
 
     private static readonly string[] CorrectionCoefficients = ["c1", "c2", "c3"];
 
@@ -164,6 +176,7 @@ public sealed record HardwareProfile
         if (CompBdw is { } comp) named.Add((CompBdwName, comp));
         if (TaskSeconds is { } task) named.Add((TaskSecondsName, task));
         if (MatmulShareWhileDiskReads is { } share) named.Add((MatmulShareWhileDiskReadsName, share));
+        if (DiskSpanBytes is { } span) named.Add((DiskSpanBytesName, span));
         var lines = named.Select(p => $"  \"{p.name}\": {R(p.Item2)}").ToList();
         if (MmFlopsByRows is { } curve)
             lines.Add($"  \"{MmFlopsRowsName}\": {{ {string.Join(", ", curve.Select(p => $"\"{p.Rows}\": {R(p.Flops)}"))} }}");
@@ -255,6 +268,7 @@ public sealed record HardwareProfile
             CompBdw = values.TryGetValue(CompBdwName, out double comp) ? comp : null,
             TaskSeconds = values.TryGetValue(TaskSecondsName, out double task) ? task : null,
             MatmulShareWhileDiskReads = values.TryGetValue(MatmulShareWhileDiskReadsName, out double share) ? share : null,
+            DiskSpanBytes = values.TryGetValue(DiskSpanBytesName, out double span) ? span : null,
         };
     }
 }
