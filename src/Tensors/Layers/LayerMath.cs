@@ -23,7 +23,8 @@ internal static class LayerMath
 
     /// <summary>
     /// <paramref name="x"/> (..., in) @ <paramref name="weight"/> (out, in)^T + <paramref name="bias"/> -> (..., out) in
-    /// the compute dtype. bfloat16 on a CPU without bfloat16 instructions multiplies through MKL
+    /// the compute dtype. On the CPU up to 8 rows (decode at small batches) the weight streams through
+    /// <see cref="SmallRowLinear"/>'s kernel. bfloat16 on a CPU without bfloat16 instructions multiplies through MKL
     /// (<see cref="MklBFloat16Gemm"/>). On the CPU at decode's row counts (<see cref="PutsWeightOnLeft"/>) the weight is
     /// the left operand (<see cref="WeightOnLeft"/>). The result may then be a transposed view: callers reshape it,
     /// never view across rows.
@@ -33,7 +34,8 @@ internal static class LayerMath
         ArgumentNullException.ThrowIfNull(x);
         var w = ToCompute(weight, compute, x.device);
         var b = bias is null ? null : ToCompute(bias, compute, x.device);
-        return MklBFloat16Gemm.TryLinear(x, w, b) ?? (PutsWeightOnLeft(x, compute) ? WeightOnLeft(x, w, b) : nn.functional.linear(x, w, b));
+        return SmallRowLinear.TryLinear(x, w, b) ?? MklBFloat16Gemm.TryLinear(x, w, b)
+            ?? (PutsWeightOnLeft(x, compute) ? WeightOnLeft(x, w, b) : nn.functional.linear(x, w, b));
     }
 
     /// <summary>
@@ -80,13 +82,14 @@ internal static class LayerMath
     /// dtype. In float32 on the CPU the table is the left operand at every row count: a whole vocabulary never stays in
     /// cache (OPT-125m, 8 rows: 20-22 ms instead of 27-31 ms a step; 32 rows: 28-34 instead of 40-52). Not in bfloat16,
     /// whose plain product is the faster one (OPT-1.3B's head at 64 rows: 25-33 against 45-80 ms), through MKL where
-    /// <see cref="Linear"/> goes through it.
+    /// <see cref="Linear"/> goes through it. Up to 8 rows on the CPU, either dtype, through <see cref="SmallRowLinear"/>.
     /// </summary>
     public static Tensor VocabLogits(Tensor x, Tensor table, ComputeSettings compute)
     {
         CheckRank(x, 2, nameof(x), "(rows, hidden)");
         var weight = ToCompute(table, compute, x.device);
-        return IsCpuFloat32(x, compute) ? WeightOnLeft(x, weight, null) : MklBFloat16Gemm.TryLinear(x, weight, null) ?? nn.functional.linear(x, weight);
+        return SmallRowLinear.TryLinear(x, weight, null)
+            ?? (IsCpuFloat32(x, compute) ? WeightOnLeft(x, weight, null) : MklBFloat16Gemm.TryLinear(x, weight, null) ?? nn.functional.linear(x, weight));
     }
 
     private static bool IsCpuFloat32(Tensor x, ComputeSettings compute) =>
