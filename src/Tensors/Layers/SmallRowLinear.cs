@@ -12,9 +12,9 @@ using static TorchSharp.torch;
 /// compiler emits for <c>#pragma omp parallel</c>), so it shares the team and its spinning workers with every other
 /// operation of the step. At these rows each weight element is used a few times, so the product is a stream of the
 /// weight through the cores; libtorch's float32 matmul (MKL) and MKL's bfloat16 GEMM reached 15-35 GFLOP/s there,
-/// 6-9 GB/s of a float32 weight, where this VM's memory gives 26-28 GB/s to two threads. Measured on the 2-core AVX2
-/// EPYC (Zen 3), 2 threads, 8 rows, (3072 x 768) weights out of cache: float32 1.6-2.0 -> 0.8-0.9 ms, bfloat16 (MKL)
-/// 1.1-1.2 -> 0.7 ms. A bfloat16 weight is widened in registers (its bits are a float32's upper half), so it streams
+/// 4-9 GB/s of a float32 weight, where this VM's memory gives 26-28 GB/s to two threads (a 1 GiB sum). Measured on the
+/// 2-core AVX2 EPYC (Zen 3), 2 threads, 8 rows, (3072 x 768) weights out of cache (24 copies in turn): float32 (MKL)
+/// 1.1-2.5 ms over 9 runs -> 0.77, bfloat16 (MKL) 1.0-1.4 -> 0.61. A bfloat16 weight is widened in registers (its bits are a float32's upper half), so it streams
 /// half the bytes of a float32 one. Results are the float32 sums plus the bias, rounded once to bfloat16 where the
 /// operands are bfloat16, as libtorch's and MKL's products are; only the order of the sums differs.
 /// </summary>

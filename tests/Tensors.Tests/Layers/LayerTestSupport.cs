@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tests.Layers;
 
+using FlexGen.Tensors.Diagnostics;
 using FlexGen.Tensors.Families.Opt;
 using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
@@ -63,5 +64,19 @@ public static class SmallOpt
     {
         using var scope = NewDisposeScope();
         return a.to(ScalarType.Float64).sub(b.to(ScalarType.Float64)).abs().max().item<double>();
+    }
+}
+
+/// <summary>The leak check of the linear kernels: bfloat16 (7, 16) @ (9, 16)^T + bias leaves only its result alive.</summary>
+public static class LinearLeaks
+{
+    public static void AssertOnlyTheResultLives(Func<Tensor, Tensor, Tensor, Tensor?> linear)
+    {
+        using var x = randn(7, 16).to(ScalarType.BFloat16);
+        using var weight = randn(9, 16).to(ScalarType.BFloat16);
+        using var bias = randn(9).to(ScalarType.BFloat16);
+        Tensor? result = null;
+        Assert.Equal(1, LiveTensors.LeakedBy(() => result = linear(x, weight, bias)));
+        result!.Dispose();
     }
 }

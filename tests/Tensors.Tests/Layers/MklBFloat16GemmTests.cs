@@ -1,6 +1,5 @@
 namespace FlexGen.Tensors.Tests.Layers;
 
-using FlexGen.Tensors.Diagnostics;
 using FlexGen.Tensors.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -94,13 +93,5 @@ public sealed class MklBFloat16GemmTests
     }
 
     [Fact]
-    public void Linear_should_leave_no_tensor_alive_but_its_result()
-    {
-        using var x = randn(7, 16).to(ScalarType.BFloat16);
-        using var weight = randn(9, 16).to(ScalarType.BFloat16);
-        using var bias = randn(9).to(ScalarType.BFloat16);
-        Tensor? result = null;
-        Assert.Equal(1, LiveTensors.LeakedBy(() => result = MklBFloat16Gemm.Linear(x, weight, bias)));
-        result!.Dispose();
-    }
+    public void Linear_should_leave_no_tensor_alive_but_its_result() => LinearLeaks.AssertOnlyTheResultLives(MklBFloat16Gemm.Linear);
 }

@@ -1,7 +1,6 @@
 namespace FlexGen.Tensors.Tests.Layers;
 
 using System.Runtime.Intrinsics.X86;
-using FlexGen.Tensors.Diagnostics;
 using FlexGen.Tensors.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -106,11 +105,6 @@ public sealed class SmallRowLinearTests
     public void TryLinear_should_leave_no_tensor_alive_but_its_result()
     {
         Skip.IfNot(SmallRowLinear.Available, "no AVX2/FMA on this CPU");
-        using var x = randn(7, 16).to(ScalarType.BFloat16);
-        using var weight = randn(9, 16).to(ScalarType.BFloat16);
-        using var bias = randn(9).to(ScalarType.BFloat16);
-        Tensor? result = null;
-        Assert.Equal(1, LiveTensors.LeakedBy(() => result = SmallRowLinear.TryLinear(x, weight, bias)));
-        result!.Dispose();
+        LinearLeaks.AssertOnlyTheResultLives(SmallRowLinear.TryLinear);
     }
 }
