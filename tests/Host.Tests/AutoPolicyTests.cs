@@ -88,7 +88,7 @@ public class AutoPolicyTests
         const double tokens = 28;
         TierActivity Disk(double allows) => new("disk-io", 96, 2_000_000_000, 500_000_000, TimeSpan.FromSeconds(tokens / allows));
         var computeTier = new TierActivity("cpu-compute", 96, 1, 0, TimeSpan.FromSeconds(1));
-        string Text(double allows, double measured) => BenchCommand.DescribeDiskAsRun(prediction, profile,
+        string Text(double allows, double measured) => BenchCommand.DescribeDiskAsRun(prediction, profile, "float32",
             [new("prefill", [computeTier], 64, 100, 1), new("decode", [computeTier, Disk(allows)], tokens, measured, 7)]);
         string Num(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
 
@@ -106,7 +106,7 @@ public class AutoPolicyTests
             $"(profile: read {Num(profile.DtocBdw / 1e9, "F2")}, write {Num(profile.CtodBdwG / 1e9, "F2")} GB/s); " +
             $"its busy time allows {Num(slowDisk, "F1")} token/s; efficiency 0.500 (measured / disk as run bound)\n", slow);
         Assert.Contains($"allows {Num(2 * tightestOther.TokensPerSecond, "F1")} token/s; efficiency 0.500 (measured / {tightestOther.Name} bound)", fast);
-        Assert.Equal("", BenchCommand.DescribeDiskAsRun(prediction, profile, [new("decode", [computeTier], tokens, 2, 7)]));
+        Assert.Equal("", BenchCommand.DescribeDiskAsRun(prediction, profile, "float32", [new("decode", [computeTier], tokens, 2, 7)]));
     }
 
     [Fact]
@@ -123,7 +123,7 @@ public class AutoPolicyTests
         Assert.True(prediction.Bounds.Where(b => b.Phase == "decode" && !b.IsDiskLink && b.Name != CostTerms.ComputeBesideDiskReads)
             .All(b => b.TokensPerSecond >= compute), "the compute is the tightest other bound");
 
-        string text = BenchCommand.DescribeDiskAsRun(prediction, profile, [new("decode", [computeTier, disk], tokens, 0.4 * compute, 7)]);
+        string text = BenchCommand.DescribeDiskAsRun(prediction, profile, "float32", [new("decode", [computeTier, disk], tokens, 0.4 * compute, 7)]);
 
         Assert.Contains("efficiency 0.500 (measured / compute beside disk reads as run bound)", text);
     }
@@ -136,14 +136,14 @@ public class AutoPolicyTests
         var computeTier = new TierActivity("cpu-compute", 96, 1, 0, TimeSpan.FromSeconds(1));
         // 3 GB read in the phase's busy time: 1.5 GB a step over 2 steps.
         var disk = new TierActivity("disk-io", 96, 3_000_000_000, 0, TimeSpan.FromSeconds(2));
-        string Text(double? spanBytes) => BenchCommand.DescribeDiskAsRun(prediction, TestHardwareCache.Profile with { DiskSpanBytes = spanBytes },
+        string Text(double? spanBytes) => BenchCommand.DescribeDiskAsRun(prediction, TestHardwareCache.Profile with { DiskSpanBytes = spanBytes }, "bfloat16",
             [new("prefill", [computeTier], 64, 100, 1), new("decode", [computeTier, disk], 28, 10, 2)]);
 
         string shorter = Text(1L << 30);
 
         Assert.EndsWith(
             "  the profile's disk rates hold for 1 GiB of distinct transfers; a step of this run read 1.5 GB: a VM's host that caches " +
-            "the shorter span reads a longer stream slower; `flexgen profile --disk-span-gb 2` measures one as long\n", shorter);
+            "the shorter span reads a longer stream slower; `flexgen profile --compute-dtype bfloat16 --disk-span-gb 2` measures one as long (then `--hardware`)\n", shorter);
         Assert.DoesNotContain("distinct transfers", Text(2L << 30)); // 1.5 GB a step within a 2 GiB span
         Assert.DoesNotContain("distinct transfers", Text(null)); // a profile that did not record its span
     }

@@ -115,7 +115,7 @@ public static class BenchCommand
                 console.Output.Write(DescribeBounds(prediction, hardware.Source, prefillTput, decodeTput, totalTput));
                 if (result.Timeline is { } traced)
                 {
-                    console.Output.Write(DescribeDiskAsRun(prediction, hardware.Profile,
+                    console.Output.Write(DescribeDiskAsRun(prediction, hardware.Profile, runtime.ComputeDtype,
                     [
                         new PhaseActivity("prefill", traced.ActivityDuring(prefill: true), numPrompts * (double)prompt, prefillTput, Steps: 1),
                         new PhaseActivity("decode", traced.ActivityDuring(prefill: false), numPrompts * (double)(computed - 1), decodeTput, Steps: computed - 1),
@@ -182,9 +182,9 @@ public static class BenchCommand
     /// this line tells a run the disk slowed from one the engine left waiting (then the disk's busy share is low).
     /// Decode's busy time counts token 1's loads, which may run during the prefill: a disk-bound decode may read just
     /// above 1. Where a step read more than the profile's disk span (<see cref="HardwareProfile.DiskSpanBytes"/>), a last
-    /// line says so and how to measure a span as long.
+    /// line says so and how to measure a span as long in the run's <paramref name="computeDtype"/>.
     /// </summary>
-    public static string DescribeDiskAsRun(RunPrediction prediction, HardwareProfile profile, IReadOnlyList<PhaseActivity> phases)
+    public static string DescribeDiskAsRun(RunPrediction prediction, HardwareProfile profile, string computeDtype, IReadOnlyList<PhaseActivity> phases)
     {
         var text = new System.Text.StringBuilder();
         double mostPerStep = 0;
@@ -212,7 +212,7 @@ public static class BenchCommand
             long gib = (long)Math.Ceiling(mostPerStep / (1L << 30));
             text.Append(CultureInfo.InvariantCulture,
                 $"  the profile's disk rates hold for {span / (1L << 30):0.#} GiB of distinct transfers; a step of this run read {mostPerStep / 1e9:F1} GB: " +
-                $"a VM's host that caches the shorter span reads a longer stream slower; `flexgen profile --disk-span-gb {gib}` measures one as long\n");
+                $"a VM's host that caches the shorter span reads a longer stream slower; `flexgen profile --compute-dtype {computeDtype} --disk-span-gb {gib}` measures one as long (then `--hardware`)\n");
         }
 
         return text.ToString();
