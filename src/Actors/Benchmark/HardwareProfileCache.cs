@@ -68,9 +68,9 @@ public sealed class HardwareProfileCache(string directory)
     /// compute's share beside the disk's reads, mm_share_dtoc; 5: the MLP curve's bfloat16 layer multiplies with the weight
     /// on the left at 32 to 128 rows, as the engine now does; 6: task_s through a pipeline that queues up to 8 parts per tier
     /// actor, not 2; 7: matmuls through the engine's own projection, bfloat16 through MKL on a CPU without bfloat16
-    /// instructions as the engine now does, and batched products in attention's dtype, float32 on the CPU; 8: up to 8 rows through SmallRowLinear's kernel, and the
-    /// disk span recorded, dtoc_span_bytes), so older
-    /// cached files are measured again.
+    /// instructions as the engine now does, and batched products in attention's dtype, float32 on the CPU; 8: up to 8 rows
+    /// through SmallRowLinear's kernel, and the disk span recorded, dtoc_span_bytes), so older cached files are measured
+    /// again.
     /// </summary>
     public const int ProfilerVersion = 8;
 

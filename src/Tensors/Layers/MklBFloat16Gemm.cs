@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Layers;
 
+using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -99,9 +100,9 @@ internal static unsafe class MklBFloat16Gemm
             // under 1 GB/s. In blocks of at most 8 MiB widened: 74-98 ms, every step. A block has at least 4 columns per
             // row, since each block takes the activations again.
             long block = (Math.Max(WidenedBlockBytes / (sizeof(float) * inFeatures), 4 * rows) + 63) / 64 * 64;
-            var aData = api.Data(a);
-            var bData = (byte*)api.Data(b);
-            var cData = (float*)api.Data(product);
+            var aData = TensorMemory.Address(a);
+            var bData = (byte*)TensorMemory.Address(b);
+            var cData = (float*)TensorMemory.Address(product);
             long columnStride = transB == Trans ? ldb : 1; // elements between the weight's consecutive outputs
             for (long n0 = 0; n0 < outFeatures; n0 += block)
             {
@@ -121,12 +122,11 @@ internal static unsafe class MklBFloat16Gemm
         x.numel() <= int.MaxValue && weight.numel() <= int.MaxValue && weight.dim() == 2
         && weight.stride(0) <= int.MaxValue && weight.stride(1) <= int.MaxValue;
 
-    private sealed class Api(IntPtr gemmBf16, IntPtr tensorData)
+    private sealed class Api(IntPtr gemmBf16)
     {
         public static Api? Find() =>
-            LoadedLibrary.Exports(LoadedLibrary.Find("libtorch_cpu"), "cblas_gemm_bf16bf16f32") is [var gemm]
-            && LoadedLibrary.Exports(LoadedLibrary.Find("libLibTorchSharp"), "THSTensor_data") is [var data]
-                ? new Api(gemm, data)
+            LoadedLibrary.Exports(LoadedLibrary.Find("libtorch_cpu"), "cblas_gemm_bf16bf16f32") is [var gemm] && TensorMemory.AddressAvailable
+                ? new Api(gemm)
                 : null;
 
         /// <summary>C (m, n) = A (m, k) @ op(B) + beta C, row-major, bfloat16 A and B, float32 C with row stride ldc.</summary>
@@ -134,7 +134,5 @@ internal static unsafe class MklBFloat16Gemm
             ((delegate* unmanaged<int, int, int, int, int, int, float, void*, int, void*, int, float, float*, int, void>)gemmBf16)(
                 RowMajor, NoTrans, transB, m, n, k, 1f, a, lda, b, ldb, beta, c, ldc);
 
-        /// <summary>The address of the tensor's first element (libtorch's data_ptr, its storage offset included).</summary>
-        public void* Data(Tensor t) => ((delegate* unmanaged<IntPtr, void*>)tensorData)(t.Handle);
     }
 }

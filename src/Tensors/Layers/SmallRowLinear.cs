@@ -3,6 +3,7 @@ namespace FlexGen.Tensors.Layers;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -14,8 +15,8 @@ using static TorchSharp.torch;
 /// weight through the cores; libtorch's float32 matmul (MKL) and MKL's bfloat16 GEMM reached 15-35 GFLOP/s there,
 /// 4-9 GB/s of a float32 weight, where this VM's memory gives 26-28 GB/s to two threads (a 1 GiB sum). Measured on the
 /// 2-core AVX2 EPYC (Zen 3), 2 threads, 8 rows, (3072 x 768) weights out of cache (24 copies in turn): float32 (MKL)
-/// 1.1-2.5 ms over 9 runs -> 0.77, bfloat16 (MKL) 1.0-1.4 -> 0.61. A bfloat16 weight is widened in registers (its bits are a float32's upper half), so it streams
-/// half the bytes of a float32 one. Results are the float32 sums plus the bias, rounded once to bfloat16 where the
+/// 1.1-2.5 ms over 9 runs -> 0.77, bfloat16 (MKL) 1.0-1.4 -> 0.61. A bfloat16 weight is widened in registers (its
+/// bits are a float32's upper half), so it streams half the bytes of a float32 one. Results are the float32 sums plus the bias, rounded once to bfloat16 where the
 /// operands are bfloat16, as libtorch's and MKL's products are; only the order of the sums differs.
 /// </summary>
 internal static unsafe class SmallRowLinear
@@ -47,10 +48,10 @@ internal static unsafe class SmallRowLinear
         var product = torch.empty(rows, outFeatures, ScalarType.Float32); // (rows, out)
         var job = new Job
         {
-            X = (float*)api.Data(a),
-            W = (byte*)api.Data(weight),
-            B = b is null ? null : (float*)api.Data(b),
-            Y = (float*)api.Data(product),
+            X = (float*)TensorMemory.Address(a),
+            W = (byte*)TensorMemory.Address(weight),
+            B = b is null ? null : (float*)TensorMemory.Address(b),
+            Y = (float*)TensorMemory.Address(product),
             In = (int)inFeatures,
             Out = (int)outFeatures,
             Rows = (int)rows,
@@ -225,13 +226,13 @@ internal static unsafe class SmallRowLinear
             Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + i), 16).AsSingle();
     }
 
-    private sealed class Api(IntPtr parallel, IntPtr threadNumber, IntPtr teamSize, IntPtr tensorData)
+    private sealed class Api(IntPtr parallel, IntPtr threadNumber, IntPtr teamSize)
     {
         public static Api? Find() =>
             LoadedLibrary.Exports(LoadedLibrary.Find("libgomp"), "GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
                 is [var parallel, var number, var size]
-            && LoadedLibrary.Exports(LoadedLibrary.Find("libLibTorchSharp"), "THSTensor_data") is [var data]
-                ? new Api(parallel, number, size, data)
+            && TensorMemory.AddressAvailable
+                ? new Api(parallel, number, size)
                 : null;
 
         /// <summary>Runs <paramref name="work"/>(<paramref name="data"/>) on this thread's OpenMP team of <paramref name="threads"/>; returns when all are done.</summary>
@@ -242,7 +243,5 @@ internal static unsafe class SmallRowLinear
 
         public int TeamSize() => ((delegate* unmanaged<int>)teamSize)();
 
-        /// <summary>The address of the tensor's first element (libtorch's data_ptr, its storage offset included).</summary>
-        public void* Data(Tensor t) => ((delegate* unmanaged<IntPtr, void*>)tensorData)(t.Handle);
     }
 }
