@@ -46,15 +46,54 @@ public static class OpenMpTeams
     /// </summary>
     public static void Release() => Library.Value?.PauseSoft();
 
-    private sealed class OpenMp(IntPtr setNumThreads, IntPtr getMaxThreads, IntPtr pauseResourceAll)
+    /// <summary>
+    /// Runs <paramref name="work"/>(<paramref name="data"/>) on every thread of the calling thread's OpenMP team, the team
+    /// libtorch's own operations on this thread use (libgomp's <c>GOMP_parallel</c>, what a compiler emits for
+    /// <c>#pragma omp parallel</c>), with the thread count they use (<c>torch.get_num_threads</c>; on a thread kept serial
+    /// 1: then the calling thread runs it alone). Returns when every thread is done. Each thread takes its part with
+    /// <see cref="ShareOf"/>. Our own kernels run this way so they share the team and its spinning workers with the step's
+    /// other operations instead of waking threads of their own.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">libgomp was not found (<see cref="Available"/> is false).</exception>
+    internal static unsafe void Parallel(delegate* unmanaged<void*, void> work, void* data)
+    {
+        var omp = Library.Value ?? throw new InvalidOperationException("libtorch's libgomp was not found: no OpenMP team to run on.");
+        int threads = torch.get_num_threads();
+        if (threads <= 1) work(data);
+        else omp.Parallel(work, data, threads);
+    }
+
+    /// <summary>
+    /// The calling thread's part [First, End) of <paramref name="count"/> items, in whole runs of <paramref name="unit"/>
+    /// (the last may be shorter), inside <see cref="Parallel"/>'s work; all of them on a thread that runs it alone.
+    /// </summary>
+    internal static (int First, int End) ShareOf(int count, int unit = 1)
+    {
+        var omp = Library.Value ?? throw new InvalidOperationException("libtorch's libgomp was not found: no OpenMP team to run on.");
+        int thread = omp.ThreadNumber(), threads = omp.TeamSize();
+        int units = (count + unit - 1) / unit, perThread = (units + threads - 1) / threads;
+        int first = (int)Math.Min(count, (long)thread * perThread * unit);
+        return (first, (int)Math.Min(count, first + ((long)perThread * unit)));
+    }
+
+    private sealed class OpenMp(IntPtr setNumThreads, IntPtr getMaxThreads, IntPtr pauseResourceAll, IntPtr parallel, IntPtr threadNumber, IntPtr teamSize)
     {
         private const int OmpPauseSoft = 1; // omp_pause_soft
 
         public static OpenMp? Find() =>
-            LoadedLibrary.Exports(LoadedLibrary.Find("libgomp"), "omp_set_num_threads", "omp_get_max_threads", "omp_pause_resource_all")
-                is [var set, var get, var pause]
-                ? new OpenMp(set, get, pause)
+            LoadedLibrary.Exports(LoadedLibrary.Find("libgomp"), "omp_set_num_threads", "omp_get_max_threads", "omp_pause_resource_all",
+                    "GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+                is [var set, var get, var pause, var run, var number, var size]
+                ? new OpenMp(set, get, pause, run, number, size)
                 : null;
+
+        /// <summary>work(data) on this thread's team of <paramref name="threads"/>; returns when all are done.</summary>
+        public unsafe void Parallel(delegate* unmanaged<void*, void> work, void* data, int threads) =>
+            ((delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void>)parallel)(work, data, (uint)threads, 0);
+
+        public unsafe int ThreadNumber() => ((delegate* unmanaged<int>)threadNumber)();
+
+        public unsafe int TeamSize() => ((delegate* unmanaged<int>)teamSize)();
 
         public unsafe void SetThreads(int threads) => ((delegate* unmanaged<int, void>)setNumThreads)(threads);
 

@@ -216,8 +216,23 @@ public static class SegmentAttention
         using var scope = NewDisposeScope();
         var mask = LayerMath.MaskAsBool(attentionMask, rows / kvHeads, device).narrow(0, rowStart / kvHeads, runBatch); // (rb, t+1)
         var query = LayerMath.ToCompute(projection.Query.narrow(0, rowStart, runRows), compute, device); // (R, g, d)
-        var newKey = LayerMath.ToCompute(projection.NewKey.narrow(1, rowStart, runRows), compute, device).permute(1, 2, 0); // (R, d, 1)
-        var newValue = LayerMath.ToCompute(projection.NewValue.narrow(1, rowStart, runRows), compute, device).permute(1, 0, 2); // (R, 1, d)
+        var newKeys = LayerMath.ToCompute(projection.NewKey.narrow(1, rowStart, runRows), compute, device); // (1, R, d)
+        var newValues = LayerMath.ToCompute(projection.NewValue.narrow(1, rowStart, runRows), compute, device); // (1, R, d)
+
+        // Dense attention over a float32 cache in CPU memory: one pass of our kernel over each row's keys and values.
+        if (attnSparsity >= 1.0 && parts.All(part => part.Value is not null) && CpuDecodeAttention.Available)
+        {
+            var cached = parts.Select(part => (
+                LayerMath.ToCompute(part.Key.narrow(0, 0, past), compute, device), // (t, r, d)
+                LayerMath.ToCompute(part.Value!.narrow(0, 0, past), compute, device))).ToArray();
+            if (CpuDecodeAttention.TryAttend(query, newKeys, newValues, mask, cached, kvHeads, compute.MaskValue) is { } values)
+            {
+                return values.MoveToOuterDisposeScope();
+            }
+        }
+
+        var newKey = newKeys.permute(1, 2, 0); // (R, d, 1)
+        var newValue = newValues.permute(1, 0, 2); // (R, 1, d)
 
         // (R, g, t + 1): cached positions, then the new token last.
         var pastScores = Concat(parts.Select(part =>

@@ -26,10 +26,8 @@ internal static unsafe class SmallRowLinear
 
     private const int Lanes = 8; // float32 lanes of a 256-bit vector
 
-    private static readonly Lazy<Api?> Library = new(Api.Find);
-
     /// <summary>True when the CPU has AVX2 and FMA and libtorch's libgomp and TorchSharp's data pointer were found.</summary>
-    public static bool Available => Avx2.IsSupported && Fma.IsSupported && Library.Value is not null;
+    public static bool Available => Avx2.IsSupported && Fma.IsSupported && OpenMpTeams.Available && TensorMemory.AddressAvailable;
 
     /// <summary>
     /// <paramref name="x"/> (..., in) @ <paramref name="weight"/> (out, in)^T + <paramref name="bias"/> (out) -> (..., out),
@@ -41,7 +39,6 @@ internal static unsafe class SmallRowLinear
     {
         if (!Takes(x, weight, bias) || !Available) return null;
         long inFeatures = x.shape[^1], outFeatures = weight.shape[0], rows = x.numel() / inFeatures;
-        var api = Library.Value!;
         using var scope = NewDisposeScope();
         var a = x.reshape(rows, inFeatures).to(ScalarType.Float32).contiguous(); // (rows, in)
         var b = bias?.to(ScalarType.Float32).contiguous(); // (out)
@@ -58,10 +55,7 @@ internal static unsafe class SmallRowLinear
             BFloat16 = weight.dtype == ScalarType.BFloat16,
         };
 
-        // The calling thread's OpenMP count, as libtorch's own operations on it use (1 on threads kept serial).
-        int threads = torch.get_num_threads();
-        if (threads <= 1) Run(&job, 0, job.Out);
-        else api.Parallel(&RunOnTeam, &job, threads);
+        OpenMpTeams.Parallel(&RunOnTeam, &job);
 
         var result = (x.dtype == ScalarType.Float32 ? product : product.to(x.dtype)).view([.. x.shape[..^1], outFeatures]); // (..., out)
         return result.MoveToOuterDisposeScope();
@@ -95,20 +89,12 @@ internal static unsafe class SmallRowLinear
         public bool BFloat16;
     }
 
-    // Thread t of the team takes its share of the output columns, in whole tiles of two.
+    // Each thread of the team takes its share of the output columns, in whole tiles of two.
     [UnmanagedCallersOnly]
     private static void RunOnTeam(void* data)
     {
         var job = (Job*)data;
-        var api = Library.Value!;
-        int thread = api.ThreadNumber(), threads = api.TeamSize();
-        int tiles = (job->Out + 1) / 2, perThread = (tiles + threads - 1) / threads;
-        int first = Math.Min(job->Out, thread * perThread * 2);
-        Run(job, first, Math.Min(job->Out, first + (perThread * 2)));
-    }
-
-    private static void Run(Job* job, int first, int end)
-    {
+        var (first, end) = OpenMpTeams.ShareOf(job->Out, 2);
         if (job->BFloat16) Columns<BFloat16Weight>(job, first, end);
         else Columns<Float32Weight>(job, first, end);
     }
@@ -224,24 +210,5 @@ internal static unsafe class SmallRowLinear
 
         public static Vector256<float> Load(byte* row, int i) =>
             Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + i), 16).AsSingle();
-    }
-
-    private sealed class Api(IntPtr parallel, IntPtr threadNumber, IntPtr teamSize)
-    {
-        public static Api? Find() =>
-            LoadedLibrary.Exports(LoadedLibrary.Find("libgomp"), "GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
-                is [var parallel, var number, var size]
-            && TensorMemory.AddressAvailable
-                ? new Api(parallel, number, size)
-                : null;
-
-        /// <summary>Runs <paramref name="work"/>(<paramref name="data"/>) on this thread's OpenMP team of <paramref name="threads"/>; returns when all are done.</summary>
-        public void Parallel(delegate* unmanaged<void*, void> work, void* data, int threads) =>
-            ((delegate* unmanaged<delegate* unmanaged<void*, void>, void*, uint, uint, void>)parallel)(work, data, (uint)threads, 0);
-
-        public int ThreadNumber() => ((delegate* unmanaged<int>)threadNumber)();
-
-        public int TeamSize() => ((delegate* unmanaged<int>)teamSize)();
-
     }
 }
