@@ -219,12 +219,11 @@ public static class SegmentAttention
         var newKeys = LayerMath.ToCompute(projection.NewKey.narrow(1, rowStart, runRows), compute, device); // (1, R, d)
         var newValues = LayerMath.ToCompute(projection.NewValue.narrow(1, rowStart, runRows), compute, device); // (1, R, d)
 
-        // Dense attention over a float32 cache in CPU memory: one pass of our kernel over each row's keys and values.
+        // Dense attention over a float32 or float16 cache in CPU memory: one pass of our kernel over each row's keys and
+        // values as they are stored.
         if (attnSparsity >= 1.0 && parts.All(part => part.Value is not null) && CpuDecodeAttention.Available)
         {
-            var cached = parts.Select(part => (
-                LayerMath.ToCompute(part.Key.narrow(0, 0, past), compute, device), // (t, r, d)
-                LayerMath.ToCompute(part.Value!.narrow(0, 0, past), compute, device))).ToArray();
+            var cached = parts.Select(part => (part.Key.narrow(0, 0, past), part.Value!.narrow(0, 0, past))).ToArray(); // (t, r, d)
             if (CpuDecodeAttention.TryAttend(query, newKeys, newValues, mask, cached, kvHeads, compute.MaskValue) is { } values)
             {
                 return values.MoveToOuterDisposeScope();

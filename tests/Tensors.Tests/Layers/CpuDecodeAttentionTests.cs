@@ -18,14 +18,16 @@ public sealed class CpuDecodeAttentionTests
     }
 
     [SkippableTheory]
-    // kv heads, query heads per kv head, head_dim, past positions, rows per part, row-major cache, on a serial thread.
-    [InlineData(12, 1, 64, 72, new[] { 96, 96, 96, 96 }, true, false)] // OPT-125m at 8 x 4: a part per GPU batch
-    [InlineData(2, 1, 64, 13, new[] { 6 }, false, false)] // FlexGen's (seq, rows, d) order; positions not a multiple of 8
-    [InlineData(4, 2, 128, 40, new[] { 4, 8 }, true, true)] // grouped queries (Llama), a head_dim of two 64-blocks
-    [InlineData(2, 4, 80, 9, new[] { 2, 4 }, false, false)] // a head_dim of 64 + 16 (OPT-2.7B's 80)
-    [InlineData(3, 1, 8, 1, new[] { 3 }, true, false)] // one cached position, the smallest head_dim
+    // kv heads, query heads per kv head, head_dim, past positions, rows per part, row-major cache, cache dtype, on a serial thread.
+    [InlineData(12, 1, 64, 72, new[] { 96, 96, 96, 96 }, true, ScalarType.Float32, false)] // OPT-125m at 8 x 4: a part per GPU batch
+    [InlineData(2, 1, 64, 13, new[] { 6 }, false, ScalarType.Float32, false)] // FlexGen's (seq, rows, d) order; positions not a multiple of 8
+    [InlineData(4, 2, 128, 40, new[] { 4, 8 }, true, ScalarType.Float32, true)] // grouped queries (Llama), a head_dim of two 64-blocks
+    [InlineData(2, 4, 80, 9, new[] { 2, 4 }, false, ScalarType.Float32, false)] // a head_dim of 64 + 16 (OPT-2.7B's 80)
+    [InlineData(3, 1, 8, 1, new[] { 3 }, true, ScalarType.Float32, false)] // one cached position, the smallest head_dim
+    [InlineData(12, 1, 64, 72, new[] { 48, 48 }, false, ScalarType.Float16, false)] // FlexGen's float16 cache
+    [InlineData(4, 2, 80, 21, new[] { 8 }, true, ScalarType.Float16, true)]
     public void TryAttend_should_give_the_masked_softmax_attention_of_each_row(
-        int kvHeads, int groups, int headDim, int past, int[] partRows, bool rowMajor, bool serialThread)
+        int kvHeads, int groups, int headDim, int past, int[] partRows, bool rowMajor, ScalarType cacheDtype, bool serialThread)
     {
         Skip.IfNot(CpuDecodeAttention.Available, "no AVX2/FMA on this CPU");
         using var scope = NewDisposeScope();
@@ -34,7 +36,7 @@ public sealed class CpuDecodeAttentionTests
         var query = randn(rows, groups, headDim, generator: generator); // (R, g, d)
         var newKey = randn(1, rows, headDim, generator: generator); // (1, R, d)
         var newValue = randn(1, rows, headDim, generator: generator);
-        var parts = partRows.Select(r => (Cache(past, r, headDim, rowMajor, generator), Cache(past, r, headDim, rowMajor, generator))).ToArray();
+        var parts = partRows.Select(r => (Cache(past, r, headDim, rowMajor, generator).to(cacheDtype), Cache(past, r, headDim, rowMajor, generator).to(cacheDtype))).ToArray();
         // Left padding on the first sequence, a gap in the last; every sequence attends its new token.
         var mask = ones(batch, past + 1, ScalarType.Bool);
         mask[0, TensorIndex.Slice(0, Math.Min(3, past))] = false;
@@ -63,6 +65,27 @@ public sealed class CpuDecodeAttentionTests
     }
 
     [SkippableFact]
+    public void TryAttend_should_widen_every_float16_value_exactly()
+    {
+        Skip.IfNot(CpuDecodeAttention.Available, "no AVX2/FMA on this CPU");
+        using var scope = NewDisposeScope();
+        // Every float16 bit pattern but NaNs as one cached value row each: zeros, subnormals, normals, infinities, both signs.
+        var floats = Enumerable.Range(0, 1 << 16).Select(i => BitConverter.UInt16BitsToHalf((ushort)i)).Where(h => !Half.IsNaN(h))
+            .Select(h => (float)h).ToArray(); // float16 values are float32 values exactly
+        long rows = floats.Length / 8;
+        var exact = tensor(floats).narrow(0, 0, rows * 8);
+        var values = exact.to(ScalarType.Float16).view(1, rows, 8); // (1 position, rows, 8)
+        // One cached position, its new token masked: each row's result is its cached value times a probability of 1.
+        var mask = tensor(new[] { true, false }).expand(rows, 2);
+        var result = CpuDecodeAttention.TryAttend(zeros(rows, 1, 8), zeros(1, rows, 8), zeros(1, rows, 8), mask,
+            [(zeros(1, rows, 8, ScalarType.Float16), values)], kvHeads: 1, MaskValue)!;
+
+        var expected = exact.view(rows, 1, 8);
+        Assert.True(result.isfinite().eq(expected.isfinite()).all().item<bool>());
+        Assert.True(result.eq(expected).all().item<bool>()); // infinities equal themselves; no NaN is left
+    }
+
+    [SkippableFact]
     public void TryAttend_should_weigh_a_fully_masked_row_evenly_as_masked_fill_and_softmax_do()
     {
         Skip.IfNot(CpuDecodeAttention.Available, "no AVX2/FMA on this CPU");
@@ -88,7 +111,9 @@ public sealed class CpuDecodeAttentionTests
         var query = randn(4, 1, 16);
         var cache = randn(3, 4, 16);
         Assert.True(CpuDecodeAttention.Takes(query, [(cache, cache)]));
-        Assert.False(CpuDecodeAttention.Takes(query, [(cache.to(ScalarType.Float16), cache.to(ScalarType.Float16))])); // a float16 cache
+        Assert.True(CpuDecodeAttention.Takes(query, [(cache.to(ScalarType.Float16), cache.to(ScalarType.Float16))])); // FlexGen's float16 cache
+        Assert.False(CpuDecodeAttention.Takes(query, [(cache.to(ScalarType.BFloat16), cache.to(ScalarType.BFloat16))]));
+        Assert.False(CpuDecodeAttention.Takes(query, [(cache, cache.to(ScalarType.Float16))])); // keys and values in two dtypes
         Assert.False(CpuDecodeAttention.Takes(query.to(ScalarType.BFloat16), [(cache, cache)]));
         Assert.False(CpuDecodeAttention.Takes(randn(4, 1, 12), [(randn(3, 4, 12), randn(3, 4, 12))])); // head_dim not a multiple of 8
         Assert.False(CpuDecodeAttention.Takes(query, [(randn(3, 16, 4).transpose(1, 2), cache)])); // head_dim not contiguous
