@@ -1,6 +1,5 @@
 namespace FlexGen.Tensors.Layers;
 
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -31,7 +30,7 @@ internal static unsafe class CpuDecodeAttention
     private const int CacheLine = 64; // bytes
 
     /// <summary>True when the CPU has AVX2 and FMA and libtorch's libgomp and TorchSharp's data pointer were found.</summary>
-    public static bool Available => Avx2.IsSupported && Fma.IsSupported && OpenMpTeams.Available && TensorMemory.AddressAvailable;
+    public static bool Available => CpuKernels.Available;
 
     /// <summary>
     /// Whether the kernel takes these operands (whatever this machine has): a float32 query on the CPU, the cache on the
@@ -174,8 +173,8 @@ internal static unsafe class CpuDecodeAttention
             for (int r = first; r < end; r++)
             {
                 while (r >= segment->FirstRow + segment->Rows) segment++;
-                if (job->Float16) Row<Float16Cache>(job, segment, r, probabilities);
-                else Row<Float32Cache>(job, segment, r, probabilities);
+                if (job->Float16) Row<Float16Element>(job, segment, r, probabilities);
+                else Row<Float32Element>(job, segment, r, probabilities);
             }
         }
         finally
@@ -186,7 +185,7 @@ internal static unsafe class CpuDecodeAttention
 
     // Cache row r: scores of its g query heads over the past positions and the new token, softmax, weighted values.
     private static void Row<TCache>(Job* job, Segment* segment, int r, float* probabilities)
-        where TCache : struct, ICacheElement
+        where TCache : struct, IVectorElement
     {
         int d = job->HeadDim, g = job->Groups, past = job->Past, positions = past + 1;
         long local = r - segment->FirstRow;
@@ -222,7 +221,7 @@ internal static unsafe class CpuDecodeAttention
 
     // y[0, 64) = sum over j < count of p[j] * values[j][0, 64) (stride in elements): the 64 sums stay in registers.
     private static void WeightedSum64<TCache>(float* p, byte* values, long stride, int count, float* y)
-        where TCache : struct, ICacheElement
+        where TCache : struct, IVectorElement
     {
         long step = stride * TCache.Size;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
@@ -253,7 +252,7 @@ internal static unsafe class CpuDecodeAttention
 
     // The same for 8 values (head dims that are not a multiple of 64: their last few).
     private static void WeightedSum8<TCache>(float* p, byte* values, long stride, int count, float* y)
-        where TCache : struct, ICacheElement
+        where TCache : struct, IVectorElement
     {
         long step = stride * TCache.Size;
         Vector256<float> a = default;
@@ -264,7 +263,7 @@ internal static unsafe class CpuDecodeAttention
     // p[j] = q . keys[j] for j < count (stride in elements), eight positions at a time: eight independent sums keep both
     // FMA units busy (one sum waits out each FMA's latency).
     private static void Scores<TCache>(float* q, byte* keys, long stride, int count, int d, float* p)
-        where TCache : struct, ICacheElement
+        where TCache : struct, IVectorElement
     {
         long step = stride * TCache.Size;
         int j = 0;
@@ -354,40 +353,5 @@ internal static unsafe class CpuDecodeAttention
     {
         var av = Vector256.Create(a);
         for (int c = 0; c < d; c += Lanes) Avx.Store(y + c, Fma.MultiplyAdd(av, Avx.LoadVector256(x + c), Avx.LoadVector256(y + c)));
-    }
-
-    // A cache element type: its size and 8 consecutive elements (from element i of a vector) as float32 lanes.
-    private interface ICacheElement
-    {
-        static abstract int Size { get; }
-
-        static abstract Vector256<float> Load(byte* vector, int i);
-    }
-
-    private struct Float32Cache : ICacheElement
-    {
-        public static int Size => sizeof(float);
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Load(byte* vector, int i) => Avx.LoadVector256((float*)vector + i);
-    }
-
-    // float16 widened exactly: its exponent and mantissa moved into float32's place and scaled by 2^112 (the exponent
-    // biases' difference, which also makes float16's subnormals float32 normals); infinity and NaN get float32's top exponent.
-    private struct Float16Cache : ICacheElement
-    {
-        public static int Size => sizeof(ushort);
-
-        // Inlined: as a call (the JIT's inliner found it too large) every accumulator went through memory, 3.5x slower.
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Load(byte* vector, int i)
-        {
-            var bits = Avx2.ConvertToVector256Int32((ushort*)vector + i); // (8) zero-extended
-            var magnitude = bits & Vector256.Create(0x7FFF);
-            var widened = Avx2.ShiftLeftLogical(magnitude, 13).AsSingle() * Vector256.Create(0x77800000).AsSingle(); // 2^112
-            var special = Avx2.CompareGreaterThan(magnitude, Vector256.Create(0x7BFF)) & Vector256.Create(0x7F800000);
-            var sign = Avx2.ShiftLeftLogical(bits & Vector256.Create(0x8000), 16);
-            return (widened.AsInt32() | special | sign).AsSingle();
-        }
     }
 }

@@ -27,7 +27,7 @@ internal static unsafe class SmallRowLinear
     private const int Lanes = 8; // float32 lanes of a 256-bit vector
 
     /// <summary>True when the CPU has AVX2 and FMA and libtorch's libgomp and TorchSharp's data pointer were found.</summary>
-    public static bool Available => Avx2.IsSupported && Fma.IsSupported && OpenMpTeams.Available && TensorMemory.AddressAvailable;
+    public static bool Available => CpuKernels.Available;
 
     /// <summary>
     /// <paramref name="x"/> (..., in) @ <paramref name="weight"/> (out, in)^T + <paramref name="bias"/> (out) -> (..., out),
@@ -95,14 +95,14 @@ internal static unsafe class SmallRowLinear
     {
         var job = (Job*)data;
         var (first, end) = OpenMpTeams.ShareOf(job->Out, 2);
-        if (job->BFloat16) Columns<BFloat16Weight>(job, first, end);
-        else Columns<Float32Weight>(job, first, end);
+        if (job->BFloat16) Columns<BFloat16Element>(job, first, end);
+        else Columns<Float32Element>(job, first, end);
     }
 
     // Tiles of 2 output columns, each over the rows in blocks of four (while a tile's weight rows are in cache, every
     // block takes them) and then one by one; a last odd column alone.
     private static void Columns<TWeight>(Job* job, int first, int end)
-        where TWeight : struct, IWeightElement
+        where TWeight : struct, IVectorElement
     {
         int o = first;
         for (; o + 2 <= end; o += 2)
@@ -121,7 +121,7 @@ internal static unsafe class SmallRowLinear
     // Rows [r, r + 4) x columns [o, o + 2): 8 accumulators, 2 weight vectors and one activation vector. With 12
     // accumulators (4 x 3, all 16 registers) the JIT kept 9 of them in memory, a store each per step: 30% slower.
     private static void Tile4x2<TWeight>(Job* job, int r, int o)
-        where TWeight : struct, IWeightElement
+        where TWeight : struct, IVectorElement
     {
         int n = job->In;
         float* x0 = job->X + ((long)r * n), x1 = x0 + n, x2 = x1 + n, x3 = x2 + n;
@@ -153,7 +153,7 @@ internal static unsafe class SmallRowLinear
     }
 
     private static void Tile1x2<TWeight>(Job* job, int r, int o)
-        where TWeight : struct, IWeightElement
+        where TWeight : struct, IVectorElement
     {
         int n = job->In;
         float* x0 = job->X + ((long)r * n);
@@ -170,7 +170,7 @@ internal static unsafe class SmallRowLinear
     }
 
     private static void Tile1x1<TWeight>(Job* job, int r, int o)
-        where TWeight : struct, IWeightElement
+        where TWeight : struct, IVectorElement
     {
         int n = job->In;
         float* x0 = job->X + ((long)r * n);
@@ -186,29 +186,5 @@ internal static unsafe class SmallRowLinear
         float* bias = job->B;
         y[0] = Vector256.Sum(c0) + (bias is null ? 0f : bias[o]);
         y[1] = Vector256.Sum(c1) + (bias is null ? 0f : bias[o + 1]);
-    }
-
-    // A weight element type: its size and 8 consecutive elements of a row as float32 lanes.
-    private interface IWeightElement
-    {
-        static abstract int Size { get; }
-
-        static abstract Vector256<float> Load(byte* row, int i);
-    }
-
-    private struct Float32Weight : IWeightElement
-    {
-        public static int Size => sizeof(float);
-
-        public static Vector256<float> Load(byte* row, int i) => Avx.LoadVector256((float*)row + i);
-    }
-
-    // bfloat16 is the upper half of a float32: widen each to 32 bits and shift it up.
-    private struct BFloat16Weight : IWeightElement
-    {
-        public static int Size => sizeof(ushort);
-
-        public static Vector256<float> Load(byte* row, int i) =>
-            Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + i), 16).AsSingle();
     }
 }
