@@ -8,7 +8,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 /// <summary>
-/// Dense decode attention over a float32 or float16 cache in CPU memory, row by row in one pass: each cache row's scores (its
+/// Dense decode attention over a float32, bfloat16 or float16 cache in CPU memory, row by row in one pass: each cache row's scores (its
 /// query heads against every cached key and the new one), the masked softmax and the weighted sum of the values, an
 /// AVX2 kernel on libtorch's OpenMP team (<see cref="OpenMpTeams.Parallel"/>). Decode attention reads the whole cache
 /// and does two multiply-adds per value read, so it is a stream of the cache; libtorch's batched products over the
@@ -16,8 +16,8 @@ using static TorchSharp.torch;
 /// 6.9 ms at 512), well under the memory's 26-28 GB/s, and each step also made the scores, masked copy and
 /// probabilities as tensors. A float16 cache (FlexGen's, kept where a float32 one does not fit or part of it is on
 /// disk, and under cpu_cache_compute with CUDA) is widened in registers as it streams; libtorch widened it whole at every
-/// step at 106-138 M values/s. Results are the same softmax and sums in float32 as <see cref="SegmentAttention"/>'s
-/// products (float16 entries widened exactly); only the order of the sums differs.
+/// step at 106-138 M values/s; a bfloat16 cache (a bfloat16 compute's) likewise. Results are the same softmax and sums in float32 as <see cref="SegmentAttention"/>'s
+/// products (bfloat16 and float16 entries widened exactly); only the order of the sums differs.
 /// </summary>
 internal static unsafe class CpuDecodeAttention
 {
@@ -34,7 +34,7 @@ internal static unsafe class CpuDecodeAttention
 
     /// <summary>
     /// Whether the kernel takes these operands (whatever this machine has): a float32 query on the CPU, the cache on the
-    /// CPU in float32 or float16 (one dtype for all parts), head_dim a multiple of 8 with each key and value vector
+    /// CPU in float32, bfloat16 or float16 (one dtype for all parts), head_dim a multiple of 8 with each key and value vector
     /// contiguous (any position and row strides: FlexGen's order or row-major), at most int-sized counts.
     /// </summary>
     internal static bool Takes(Tensor query, IReadOnlyList<(Tensor Key, Tensor Value)> parts)
@@ -47,7 +47,7 @@ internal static unsafe class CpuDecodeAttention
         }
 
         var dtype = parts[0].Key.dtype;
-        if (dtype is not (ScalarType.Float32 or ScalarType.Float16)) return false;
+        if (dtype is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16)) return false;
         foreach (var (key, value) in parts)
         {
             foreach (var cache in new[] { key, value })
@@ -64,7 +64,7 @@ internal static unsafe class CpuDecodeAttention
     /// <summary>
     /// Attention values (R, g, d) in float32 for <paramref name="query"/> (R, g, d): cache row r (its g query heads) over
     /// the cached positions of the part holding it and the new token last. <paramref name="parts"/> hold consecutive cache
-    /// rows in order, each key and value (past, rows, d) in float32 or float16; <paramref name="newKey"/> and <paramref name="newValue"/> are
+    /// rows in order, each key and value (past, rows, d) in float32, bfloat16 or float16; <paramref name="newKey"/> and <paramref name="newValue"/> are
     /// (R, d); <paramref name="mask"/> is (R / kvHeads, past + 1), true = attend; a masked score is
     /// <paramref name="maskValue"/> before the softmax, as <c>masked_fill</c> makes it. Null where the kernel does not take
     /// the operands or is not <see cref="Available"/>: the caller multiplies with libtorch.
@@ -113,7 +113,7 @@ internal static unsafe class CpuDecodeAttention
             Mask = (byte*)TensorMemory.Address(allowed),
             Output = (float*)TensorMemory.Address(output),
             Segments = segments,
-            Float16 = parts[0].Key.dtype == ScalarType.Float16,
+            CacheDtype = parts[0].Key.dtype,
             SegmentCount = parts.Count,
             Rows = (int)rows,
             Groups = (int)groups,
@@ -149,7 +149,7 @@ internal static unsafe class CpuDecodeAttention
         public float* Output;
         public Segment* Segments;
         public int SegmentCount;
-        public bool Float16;
+        public ScalarType CacheDtype;
         public int Rows;
         public int Groups;
         public int HeadDim;
@@ -173,8 +173,12 @@ internal static unsafe class CpuDecodeAttention
             for (int r = first; r < end; r++)
             {
                 while (r >= segment->FirstRow + segment->Rows) segment++;
-                if (job->Float16) Row<Float16Element>(job, segment, r, probabilities);
-                else Row<Float32Element>(job, segment, r, probabilities);
+                switch (job->CacheDtype)
+                {
+                    case ScalarType.Float16: Row<Float16Element>(job, segment, r, probabilities); break;
+                    case ScalarType.BFloat16: Row<BFloat16Element>(job, segment, r, probabilities); break;
+                    default: Row<Float32Element>(job, segment, r, probabilities); break;
+                }
             }
         }
         finally

@@ -219,7 +219,7 @@ public static class SegmentAttention
         var newKeys = LayerMath.ToCompute(projection.NewKey.narrow(1, rowStart, runRows), compute, device); // (1, R, d)
         var newValues = LayerMath.ToCompute(projection.NewValue.narrow(1, rowStart, runRows), compute, device); // (1, R, d)
 
-        // Dense attention over a float32 or float16 cache in CPU memory: one pass of our kernel over each row's keys and
+        // Dense attention over a float32, bfloat16 or float16 cache in CPU memory: one pass of our kernel over each row's keys and
         // values as they are stored.
         if (attnSparsity >= 1.0 && parts.All(part => part.Value is not null) && CpuDecodeAttention.Available)
         {

@@ -1,6 +1,7 @@
 using FlexGen.Tensors.Tiers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
+using ScalarType = TorchSharp.torch.ScalarType;
 
 namespace FlexGen.Tensors.Placement;
 
@@ -10,8 +11,8 @@ public sealed partial record PlacementPlan
     /// <summary>
     /// What a run of <paramref name="config"/> under <paramref name="policy"/> needs per tier, from the byte formulas:
     /// the weights of a model of any depth from a 1- and a 2-block copy of it (its blocks are alike), so nothing is laid
-    /// out per layer (<see cref="ModelConfig.WithBlocks"/>); equal to <see cref="Need"/> of the plan (whose cache is float32
-    /// where <see cref="KeepsCacheInFloat32"/> says so and the budgets allow).
+    /// out per layer (<see cref="ModelConfig.WithBlocks"/>); equal to <see cref="Need"/> of the plan (whose cache is in the
+    /// compute dtype where <see cref="KeepsCacheInComputeDtype"/> says so and the budgets allow).
     /// </summary>
     /// <param name="computesOnCpu">The GPU tier's compute runs on the CPU: the GPU batches may compute together (<see cref="ComputesBatchesTogether"/>).</param>
     /// <param name="prefetchSteps">How many compute steps the loads may run ahead (<see cref="PrefetchSteps"/>).</param>
@@ -22,8 +23,8 @@ public sealed partial record PlacementPlan
         ArgumentNullException.ThrowIfNull(policy);
         ArgumentOutOfRangeException.ThrowIfLessThan(prefetchSteps, 1);
         CheckGeometry(config, promptLen, genLen);
-        int cacheElementBytes = KeepsCacheInFloat32(config, policy, computesOnCpu) ? 4 : 2;
-        return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheElementBytes),
+        var cacheDtype = CacheDtype(config, policy, computesOnCpu, computeDtypeBytes);
+        return EstimateNeed(config, policy, promptLen, genLen, PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheDtype),
             PlaceActivations(config, policy, promptLen), computeDtypeBytes, computesOnCpu, prefetchSteps);
     }
 

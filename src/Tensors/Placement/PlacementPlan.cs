@@ -1,6 +1,7 @@
 using FlexGen.Tensors.Tiers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
+using ScalarType = TorchSharp.torch.ScalarType;
 
 namespace FlexGen.Tensors.Placement;
 
@@ -120,44 +121,57 @@ public sealed partial record PlacementPlan
         ArgumentOutOfRangeException.ThrowIfLessThan(prefetchSteps, 1);
         CheckGeometry(config, promptLen, genLen);
         budgets ??= TierBudgets.Unlimited;
-        if (KeepsCacheInFloat32(config, policy, computesOnCpu))
+        var cacheDtype = CacheDtype(config, policy, computesOnCpu, computeDtypeBytes);
+        if (cacheDtype == ScalarType.Float32)
         {
             try
             {
-                return Create(config, policy, promptLen, genLen, capacities, budgets, computeDtypeBytes, computesOnCpu, stage, prefetchSteps, cacheElementBytes: 4);
+                return Create(config, policy, promptLen, genLen, capacities, budgets, computeDtypeBytes, computesOnCpu, stage, prefetchSteps, cacheDtype);
             }
             catch (TierCapacityExceededException)
             {
                 // Too large in float32: FlexGen's float16 cache, half the bytes (refused below if that does not fit either).
+                cacheDtype = ScalarType.Float16;
             }
         }
 
-        return Create(config, policy, promptLen, genLen, capacities, budgets, computeDtypeBytes, computesOnCpu, stage, prefetchSteps, cacheElementBytes: 2);
+        return Create(config, policy, promptLen, genLen, capacities, budgets, computeDtypeBytes, computesOnCpu, stage, prefetchSteps, cacheDtype);
     }
 
     /// <summary>
-    /// Whether the cache is kept in float32 where the budgets allow: when the computation runs on the CPU, an
-    /// uncompressed cache without a disk share is read by CPU attention, which computes in float32
-    /// (<c>SegmentAttention.AttentionCompute</c>). A float16 cache was widened whole at every decode step, which cost more
-    /// than the step's matmuls once the context is long (OPT-1.3B, bfloat16, 16 x 2, prompt 512: 9.4-9.7 token/s against
-    /// 22-27 in float32). <c>CpuDecodeAttention</c> now reads a float16 cache as stored, widened in registers (OPT-125m's
-    /// shapes, 32 sequences at 512 positions: 3.7 ms a layer against 4.5-4.8 in float32, half the bytes); float32 stays
-    /// the choice here, the more precise cache, until the trade is measured end to end. On disk it stays float16: reading
+    /// Whether the cache is kept in the compute dtype (float32, or bfloat16: <see cref="CacheDtype"/>), where the budgets
+    /// allow a float32 one: when the computation runs on the CPU, an uncompressed cache without a disk share is read by
+    /// CPU attention, which computes in float32 (<c>SegmentAttention.AttentionCompute</c>), and the cache then holds the
+    /// compute's own values exactly: a bfloat16 compute's keys and values are bfloat16, so its cache is too, half a float32
+    /// one's bytes with the same results (<c>CpuDecodeAttention</c> widens bfloat16 and float16 in registers). A float16
+    /// cache was once widened whole at every decode step (OPT-1.3B, bfloat16, 16 x 2, prompt 512: 9.4-9.7 token/s against
+    /// 22-27 in float32), and FlexGen's float16 would round a float32 compute's entries. On disk it stays float16: reading
     /// twice the bytes costs more than widening them. With CUDA it stays float16 (FlexGen's placement), even for a
     /// CPU-homed cache under cpu_cache_compute.
     /// </summary>
-    public static bool KeepsCacheInFloat32(ModelConfig config, Policy policy, bool computesOnCpu)
+    public static bool KeepsCacheInComputeDtype(ModelConfig config, Policy policy, bool computesOnCpu)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(policy);
         return computesOnCpu && !policy.CompressCache && CacheRows(config, policy).Disk == 0;
     }
 
+    /// <summary>
+    /// The cache's stored dtype as far as the placement decides it: the compute's (float32 for a compute element of 4
+    /// bytes, else bfloat16, the CPU's other compute dtype) where <see cref="KeepsCacheInComputeDtype"/>, else FlexGen's
+    /// float16. <see cref="Create(ModelConfig, Policy, int, int, TierCapacities?, TierBudgets?, int, bool, LayerRange?, int)"/>
+    /// falls back to float16 where the budgets do not hold a float32 cache.
+    /// </summary>
+    public static ScalarType CacheDtype(ModelConfig config, Policy policy, bool computesOnCpu, int computeDtypeBytes) =>
+        !KeepsCacheInComputeDtype(config, policy, computesOnCpu) ? ScalarType.Float16
+        : computeDtypeBytes >= 4 ? ScalarType.Float32
+        : ScalarType.BFloat16;
+
     private static PlacementPlan Create(ModelConfig config, Policy policy, int promptLen, int genLen,
         TierCapacities? capacities, TierBudgets budgets, int computeDtypeBytes, bool computesOnCpu, LayerRange? stage,
-        int prefetchSteps, int cacheElementBytes)
+        int prefetchSteps, ScalarType cacheDtype)
     {
-        var cache = PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheElementBytes);
+        var cache = PlaceCache(config, policy, promptLen, genLen, config.NumBlocks, cacheDtype);
         var activations = PlaceActivations(config, policy, promptLen);
         // The byte formulas first: a model too large for a budget is refused before its layers are laid out (they count
         // the whole model, so a stage is checked against its laid-out layers only).
@@ -176,7 +190,7 @@ public sealed partial record PlacementPlan
 
         if (layers.Count(l => l.Layer.HasKvCache) != cache.AttentionLayers)
         {
-            cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache), cacheElementBytes);
+            cache = PlaceCache(config, policy, promptLen, genLen, layers.Count(l => l.Layer.HasKvCache), cacheDtype);
         }
 
         var plan = new PlacementPlan(config, policy, promptLen, genLen, layers, cache, activations, computeDtypeBytes, computesOnCpu, prefetchSteps);
@@ -252,8 +266,9 @@ public sealed partial record PlacementPlan
     // SelfAttention.init_cache_one_gpu_batch and TorchMixedDevice.init_cache_one_gpu_batch, with the family's
     // KV geometry: kv_heads rows per sequence (fewer than the query heads with grouped-query attention).
     private static CachePlacement PlaceCache(ModelConfig config, Policy policy, int promptLen, int genLen, int attentionLayers,
-        int elementBytes)
+        ScalarType dtype)
     {
+        int elementBytes = dtype == ScalarType.Float32 ? 4 : 2;
         long kvHeads = config.KvHeads;
         long[] shape = [promptLen + genLen - 1L, policy.GpuBatchSize * kvHeads, config.HeadDim];
         long dim1 = shape[1];
@@ -272,7 +287,7 @@ public sealed partial record PlacementPlan
                 : CompressedBytes(shape, compression, "the KV cache", "Policy.CompCacheConfig");
             return new CachePlacement(shape, tier,
                 tier == TierKind.Gpu ? dim1 : 0, tier == TierKind.Cpu ? dim1 : 0, tier == TierKind.Disk ? dim1 : 0,
-                compression, attentionLayers, policy.NumGpuBatches, TierBytes.On(tier, bytes), elementBytes);
+                compression, attentionLayers, policy.NumGpuBatches, TierBytes.On(tier, bytes), dtype);
         }
 
         if (policy.CompressCache)
@@ -290,7 +305,7 @@ public sealed partial record PlacementPlan
                 "in two parts and asserts dense attention.");
 
         return new CachePlacement(shape, null, gpuLength, cpuLength, diskLength, null, attentionLayers,
-            policy.NumGpuBatches, new TierBytes(gpuLength * rowBytes, cpuLength * rowBytes, diskLength * rowBytes), elementBytes);
+            policy.NumGpuBatches, new TierBytes(gpuLength * rowBytes, cpuLength * rowBytes, diskLength * rowBytes), dtype);
     }
 
     // FlexGen's model __init__: one act home, refused when split.

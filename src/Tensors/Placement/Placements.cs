@@ -1,6 +1,7 @@
 using FlexGen.Tensors.Tiers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Policies;
+using ScalarType = TorchSharp.torch.ScalarType;
 
 namespace FlexGen.Tensors.Placement;
 
@@ -24,12 +25,13 @@ public sealed record LayerPlacement(LayerSpec Layer, IReadOnlyList<WeightPlaceme
 
 /// <summary>
 /// Where the KV cache lives. One k and one v tensor per attention layer and GPU batch, each of
-/// <see cref="Shape"/> = (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim), float16 (FlexGen's), float32
-/// (<see cref="ElementBytes"/> 4: see <c>PlacementPlan.Create</c>) or compressed.
+/// <see cref="Shape"/> = (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim), float16 (FlexGen's), the
+/// compute dtype of a CPU that attends it (float32 or bfloat16: see <c>PlacementPlan.KeepsCacheInComputeDtype</c>) or
+/// compressed.
 /// A whole-tier cache has <see cref="Home"/> set; a mixed one (<see cref="Home"/> null) is split along dim 1 into
 /// GPU, CPU and disk segments of <see cref="GpuLength"/>, <see cref="CpuLength"/>, <see cref="DiskLength"/> rows.
 /// </summary>
-/// <param name="ElementBytes">Bytes of a stored element before compression: 2 (float16) or 4 (float32).</param>
+/// <param name="Dtype">The stored dtype before compression: float16, float32 or bfloat16.</param>
 public sealed record CachePlacement(
     IReadOnlyList<long> Shape,
     TierKind? Home,
@@ -40,12 +42,18 @@ public sealed record CachePlacement(
     int AttentionLayers,
     int NumGpuBatches,
     TierBytes BytesPerTensor,
-    int ElementBytes)
+    ScalarType Dtype)
 {
     public bool IsMixed => Home is null;
 
-    /// <summary>The cache is kept in float32 (the dtype CPU attention computes in) rather than FlexGen's float16.</summary>
-    public bool IsFloat32 => ElementBytes == 4;
+    /// <summary>Bytes of a stored element before compression.</summary>
+    public int ElementBytes => Dtype == ScalarType.Float32 ? 4 : 2;
+
+    /// <summary>
+    /// The cache is kept in the compute dtype for the CPU that attends it (float32 or bfloat16, which its decode attention
+    /// reads as stored) rather than FlexGen's float16.
+    /// </summary>
+    public bool KeptForCpuAttention => Dtype != ScalarType.Float16;
 
     public bool Compressed => Compression is not null;
 

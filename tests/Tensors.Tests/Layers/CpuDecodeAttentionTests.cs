@@ -26,6 +26,8 @@ public sealed class CpuDecodeAttentionTests
     [InlineData(3, 1, 8, 1, new[] { 3 }, true, ScalarType.Float32, false)] // one cached position, the smallest head_dim
     [InlineData(12, 1, 64, 72, new[] { 48, 48 }, false, ScalarType.Float16, false)] // FlexGen's float16 cache
     [InlineData(4, 2, 80, 21, new[] { 8 }, true, ScalarType.Float16, true)]
+    [InlineData(12, 1, 64, 72, new[] { 96, 96 }, true, ScalarType.BFloat16, false)] // a bfloat16 compute's cache
+    [InlineData(4, 2, 128, 9, new[] { 8 }, false, ScalarType.BFloat16, true)]
     public void TryAttend_should_give_the_masked_softmax_attention_of_each_row(
         int kvHeads, int groups, int headDim, int past, int[] partRows, bool rowMajor, ScalarType cacheDtype, bool serialThread)
     {
@@ -112,7 +114,8 @@ public sealed class CpuDecodeAttentionTests
         var cache = randn(3, 4, 16);
         Assert.True(CpuDecodeAttention.Takes(query, [(cache, cache)]));
         Assert.True(CpuDecodeAttention.Takes(query, [(cache.to(ScalarType.Float16), cache.to(ScalarType.Float16))])); // FlexGen's float16 cache
-        Assert.False(CpuDecodeAttention.Takes(query, [(cache.to(ScalarType.BFloat16), cache.to(ScalarType.BFloat16))]));
+        Assert.True(CpuDecodeAttention.Takes(query, [(cache.to(ScalarType.BFloat16), cache.to(ScalarType.BFloat16))]));
+        Assert.False(CpuDecodeAttention.Takes(query, [(cache.to(ScalarType.Float64), cache.to(ScalarType.Float64))]));
         Assert.False(CpuDecodeAttention.Takes(query, [(cache, cache.to(ScalarType.Float16))])); // keys and values in two dtypes
         Assert.False(CpuDecodeAttention.Takes(query.to(ScalarType.BFloat16), [(cache, cache)]));
         Assert.False(CpuDecodeAttention.Takes(randn(4, 1, 12), [(randn(3, 4, 12), randn(3, 4, 12))])); // head_dim not a multiple of 8

@@ -90,16 +90,19 @@ public class KvCacheTests
     }
 
     [Theory]
-    [InlineData(100, 0, ScalarType.Float32)] // the GPU tier: CPU memory without CUDA
-    [InlineData(0, 100, ScalarType.Float32)]
-    [InlineData(50, 50, ScalarType.Float32)] // mixed without a disk share
-    [InlineData(0, 0, ScalarType.Float16)] // on disk
-    [InlineData(25, 50, ScalarType.Float16)] // mixed with a disk share
-    public void A_cache_the_cpu_attends_should_be_allocated_in_its_plans_dtype_and_keep_what_is_stored(double gpu, double cpu, ScalarType dtype)
+    [InlineData(100, 0, 4, ScalarType.Float32)] // the GPU tier: CPU memory without CUDA, a float32 compute
+    [InlineData(0, 100, 4, ScalarType.Float32)]
+    [InlineData(50, 50, 4, ScalarType.Float32)] // mixed without a disk share
+    [InlineData(100, 0, 2, ScalarType.BFloat16)] // a bfloat16 compute's
+    [InlineData(50, 50, 2, ScalarType.BFloat16)]
+    [InlineData(0, 0, 4, ScalarType.Float16)] // on disk
+    [InlineData(25, 50, 4, ScalarType.Float16)] // mixed with a disk share
+    [InlineData(25, 50, 2, ScalarType.Float16)]
+    public void A_cache_the_cpu_attends_should_be_allocated_in_its_plans_dtype_and_keep_what_is_stored(double gpu, double cpu, int computeDtypeBytes, ScalarType dtype)
     {
         using var bed = new TierTestBed();
         var policy = Policy.FromPercent([100, 0, gpu, cpu, 100, 0], gpuBatchSize: 4, numGpuBatches: 2);
-        var plan = PlacementPlan.Create(Tiny, policy, promptLen: 12, genLen: 10, computesOnCpu: true);
+        var plan = PlacementPlan.Create(Tiny, policy, promptLen: 12, genLen: 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: true);
         using (var cache = KvCache.Allocate(plan, bed.Tiers))
         {
             var j = plan.Layers.First(l => l.Layer.HasKvCache).Layer.Index;
@@ -120,18 +123,19 @@ public class KvCacheTests
     }
 
     [Theory]
-    [InlineData(100, 0, true, 60, true)] // float32 on the GPU tier in CPU memory: the CPU attends it
-    [InlineData(0, 100, true, 60, true)] // float32 on the CPU tier
-    [InlineData(50, 50, true, 60, true)] // float32 split between the two: each segment
-    [InlineData(100, 0, true, 50, false)] // 59 positions: FlexGen's order
-    [InlineData(100, 0, false, 60, false)] // float16 (no CPU compute): FlexGen's order
-    [InlineData(50, 50, false, 60, false)]
-    public void A_long_float32_cache_in_cpu_memory_should_keep_each_rows_positions_together(double gpu, double cpu, bool computesOnCpu,
-        int promptLen, bool rowMajor)
+    [InlineData(100, 0, true, 60, 4, true)] // float32 on the GPU tier in CPU memory: the CPU attends it
+    [InlineData(0, 100, true, 60, 4, true)] // float32 on the CPU tier
+    [InlineData(50, 50, true, 60, 4, true)] // float32 split between the two: each segment
+    [InlineData(100, 0, true, 60, 2, true)] // a bfloat16 compute's bfloat16 cache
+    [InlineData(100, 0, true, 50, 4, false)] // 59 positions: FlexGen's order
+    [InlineData(100, 0, false, 60, 2, false)] // float16 (no CPU compute): FlexGen's order
+    [InlineData(50, 50, false, 60, 2, false)]
+    public void A_long_cache_the_cpu_attends_in_memory_should_keep_each_rows_positions_together(double gpu, double cpu, bool computesOnCpu,
+        int promptLen, int computeDtypeBytes, bool rowMajor)
     {
         using var bed = new TierTestBed();
         var policy = Policy.FromPercent([100, 0, gpu, cpu, 100, 0], gpuBatchSize: 4, numGpuBatches: 2);
-        var plan = PlacementPlan.Create(Tiny, policy, promptLen, genLen: 10, computesOnCpu: computesOnCpu);
+        var plan = PlacementPlan.Create(Tiny, policy, promptLen, genLen: 10, computeDtypeBytes: computeDtypeBytes, computesOnCpu: computesOnCpu);
         Assert.Equal(promptLen + 9 >= KvCache.RowMajorMinPositions, plan.Cache.Shape[0] >= KvCache.RowMajorMinPositions);
         using (var cache = KvCache.Allocate(plan, bed.Tiers))
         {
