@@ -69,11 +69,20 @@ public static class OpenMpTeams
     /// </summary>
     internal static (int First, int End) ShareOf(int count, int unit = 1)
     {
-        var omp = Library.Value ?? throw new InvalidOperationException("libtorch's libgomp was not found: no OpenMP team to run on.");
-        int thread = omp.ThreadNumber(), threads = omp.TeamSize();
+        var (thread, threads) = Member();
         int units = (count + unit - 1) / unit, perThread = (units + threads - 1) / threads;
         int first = (int)Math.Min(count, (long)thread * perThread * unit);
         return (first, (int)Math.Min(count, first + ((long)perThread * unit)));
+    }
+
+    /// <summary>
+    /// Inside <see cref="Parallel"/>'s work: the calling thread's number in its team (0 on a thread that runs it alone) and
+    /// the team's size, at most the <c>torch.get_num_threads</c> that Parallel read.
+    /// </summary>
+    internal static (int Thread, int Threads) Member()
+    {
+        var omp = Library.Value ?? throw new InvalidOperationException("libtorch's libgomp was not found: no OpenMP team to run on.");
+        return (omp.ThreadNumber(), omp.TeamSize());
     }
 
     private sealed class OpenMp(IntPtr setNumThreads, IntPtr getMaxThreads, IntPtr pauseResourceAll, IntPtr parallel, IntPtr threadNumber, IntPtr teamSize)

@@ -86,6 +86,8 @@ internal static unsafe class CpuDecodeAttention
         var v = newValue.reshape(rows, headDim).to(ScalarType.Float32).contiguous(); // (R, d)
         var allowed = mask.to(ScalarType.Bool).contiguous(); // (R / kvHeads, past + 1)
         var output = torch.empty(rows, groups, headDim, ScalarType.Float32); // (R, g, d)
+        // Each team thread's probabilities, made here so nothing is allocated on the team (a failure there ends the process).
+        var probabilities = torch.empty(Math.Max(1, torch.get_num_threads()), groups * (past + 1), ScalarType.Float32); // (threads, g * (t + 1))
         var segments = stackalloc Segment[parts.Count];
         long start = 0;
         for (int i = 0; i < parts.Count; i++)
@@ -112,6 +114,7 @@ internal static unsafe class CpuDecodeAttention
             NewValue = (float*)TensorMemory.Address(v),
             Mask = (byte*)TensorMemory.Address(allowed),
             Output = (float*)TensorMemory.Address(output),
+            Probabilities = (float*)TensorMemory.Address(probabilities),
             Segments = segments,
             CacheDtype = parts[0].Key.dtype,
             SegmentCount = parts.Count,
@@ -147,6 +150,7 @@ internal static unsafe class CpuDecodeAttention
         public float* NewValue;
         public byte* Mask;
         public float* Output;
+        public float* Probabilities;
         public Segment* Segments;
         public int SegmentCount;
         public ScalarType CacheDtype;
@@ -158,32 +162,23 @@ internal static unsafe class CpuDecodeAttention
         public float MaskValue;
     }
 
-    // Each thread of the team takes its share of the cache rows, with its own buffer of probabilities.
+    // Each thread of the team takes its share of the cache rows, with its own row of probabilities.
     [UnmanagedCallersOnly]
     private static void RunOnTeam(void* data)
     {
         var job = (Job*)data;
         var (first, end) = OpenMpTeams.ShareOf(job->Rows);
-        if (first >= end) return;
-        int positions = job->Past + 1;
-        var probabilities = (float*)NativeMemory.AlignedAlloc((nuint)((long)job->Groups * positions * sizeof(float)), 64);
-        try
+        var probabilities = job->Probabilities + ((long)OpenMpTeams.Member().Thread * job->Groups * (job->Past + 1));
+        var segment = job->Segments;
+        for (int r = first; r < end; r++)
         {
-            var segment = job->Segments;
-            for (int r = first; r < end; r++)
+            while (r >= segment->FirstRow + segment->Rows) segment++;
+            switch (job->CacheDtype)
             {
-                while (r >= segment->FirstRow + segment->Rows) segment++;
-                switch (job->CacheDtype)
-                {
-                    case ScalarType.Float16: Row<Float16Element>(job, segment, r, probabilities); break;
-                    case ScalarType.BFloat16: Row<BFloat16Element>(job, segment, r, probabilities); break;
-                    default: Row<Float32Element>(job, segment, r, probabilities); break;
-                }
+                case ScalarType.Float16: Row<Float16Element>(job, segment, r, probabilities); break;
+                case ScalarType.BFloat16: Row<BFloat16Element>(job, segment, r, probabilities); break;
+                default: Row<Float32Element>(job, segment, r, probabilities); break;
             }
-        }
-        finally
-        {
-            NativeMemory.AlignedFree(probabilities);
         }
     }
 
