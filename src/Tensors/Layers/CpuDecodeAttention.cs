@@ -6,6 +6,7 @@ using System.Runtime.Intrinsics.X86;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
+using static FlexGen.Tensors.Layers.CpuKernels;
 
 /// <summary>
 /// Dense decode attention over a float32, bfloat16 or float16 cache in CPU memory, row by row in one pass: each cache row's scores (its
@@ -21,8 +22,6 @@ using static TorchSharp.torch;
 /// </summary>
 internal static unsafe class CpuDecodeAttention
 {
-    private const int Lanes = 8; // float32 lanes of a 256-bit vector
-
     // Positions ahead that each pass asks the cache for (4 KiB in a row-major cache of head_dim 64): 10-20% faster on
     // OPT-125m's shapes at 512 positions than the hardware prefetcher alone.
     private const int PrefetchPositions = 16;
@@ -199,7 +198,7 @@ internal static unsafe class CpuDecodeAttention
             float* q = job->Query + (((long)r * g) + h) * d;
             float* p = probabilities + ((long)h * positions);
             Scores<TCache>(q, keys, segment->KeyPosition, past, d, p);
-            p[past] = Dot(q, newKey, d);
+            p[past] = Dot<Float32Element>(q, (byte*)newKey, d);
             for (int j = 0; j < positions; j++)
             {
                 if (allowed[j] == 0) p[j] = job->MaskValue;
@@ -295,13 +294,7 @@ internal static unsafe class CpuDecodeAttention
             p[j + 7] = Vector256.Sum(a7);
         }
 
-        for (; j < count; j++)
-        {
-            Vector256<float> sum = default;
-            byte* k = keys + (j * step);
-            for (int c = 0; c < d; c += Lanes) sum = Fma.MultiplyAdd(Avx.LoadVector256(q + c), TCache.Load(k, c), sum);
-            p[j] = Vector256.Sum(sum);
-        }
+        for (; j < count; j++) p[j] = Dot<TCache>(q, keys + (j * step), d);
     }
 
     // Asks for the cache lines of `positions` runs of `bytes`, `step` bytes apart.
@@ -313,10 +306,12 @@ internal static unsafe class CpuDecodeAttention
         }
     }
 
-    private static float Dot(float* a, float* b, int d)
+    // q . key over d values, the key in the cache's element type.
+    private static float Dot<TCache>(float* q, byte* key, int d)
+        where TCache : struct, IVectorElement
     {
         Vector256<float> sum = default;
-        for (int c = 0; c < d; c += Lanes) sum = Fma.MultiplyAdd(Avx.LoadVector256(a + c), Avx.LoadVector256(b + c), sum);
+        for (int c = 0; c < d; c += Lanes) sum = Fma.MultiplyAdd(Avx.LoadVector256(q + c), TCache.Load(key, c), sum);
         return Vector256.Sum(sum);
     }
 

@@ -8,6 +8,9 @@ using FlexGen.Tensors.Tiers;
 /// <summary>What the engine's own CPU kernels (<see cref="SmallRowLinear"/>, <see cref="CpuDecodeAttention"/>) need.</summary>
 internal static class CpuKernels
 {
+    /// <summary>float32 lanes of a 256-bit vector: the kernels take their inputs 8 at a time.</summary>
+    public const int Lanes = 8;
+
     /// <summary>
     /// True when the CPU has AVX2 and FMA, libtorch's libgomp was found (the kernels run on its OpenMP team,
     /// <see cref="OpenMpTeams.Parallel"/>) and TensorMemory can read a tensor's data pointer.

@@ -6,6 +6,7 @@ using System.Runtime.Intrinsics.X86;
 using FlexGen.Tensors.Tiers;
 using TorchSharp;
 using static TorchSharp.torch;
+using static FlexGen.Tensors.Layers.CpuKernels;
 
 /// <summary>
 /// Linear layers over a few rows (decode at small batches: 1 to <see cref="MaxRows"/>) on the CPU, float32 or bfloat16
@@ -16,15 +17,14 @@ using static TorchSharp.torch;
 /// 4-9 GB/s of a float32 weight, where this VM's memory gives 26-28 GB/s to two threads (a 1 GiB sum). Measured on the
 /// 2-core AVX2 EPYC (Zen 3), 2 threads, 8 rows, (3072 x 768) weights out of cache (24 copies in turn): float32 (MKL)
 /// 1.1-2.5 ms over 9 runs -> 0.77, bfloat16 (MKL) 1.0-1.4 -> 0.61. A bfloat16 weight is widened in registers (its
-/// bits are a float32's upper half), so it streams half the bytes of a float32 one. Results are the float32 sums plus the bias, rounded once to bfloat16 where the
-/// operands are bfloat16, as libtorch's and MKL's products are; only the order of the sums differs.
+/// bits are a float32's upper half), so it streams half the bytes of a float32 one. Results are the float32 sums plus
+/// the bias, rounded once to bfloat16 where the operands are bfloat16, as libtorch's and MKL's products are; only the
+/// order of the sums differs.
 /// </summary>
 internal static unsafe class SmallRowLinear
 {
     /// <summary>The most rows (activation vectors) a product takes here; more go to libtorch, which is faster from 16.</summary>
     public const int MaxRows = 8;
-
-    private const int Lanes = 8; // float32 lanes of a 256-bit vector
 
     /// <summary>True when the CPU has AVX2 and FMA and libtorch's libgomp and TorchSharp's data pointer were found.</summary>
     public static bool Available => CpuKernels.Available;

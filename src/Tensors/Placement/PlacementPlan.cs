@@ -268,7 +268,7 @@ public sealed partial record PlacementPlan
     private static CachePlacement PlaceCache(ModelConfig config, Policy policy, int promptLen, int genLen, int attentionLayers,
         ScalarType dtype)
     {
-        int elementBytes = dtype == ScalarType.Float32 ? 4 : 2;
+        int elementBytes = TensorShapes.ElementSize(dtype);
         long kvHeads = config.KvHeads;
         long[] shape = [promptLen + genLen - 1L, policy.GpuBatchSize * kvHeads, config.HeadDim];
         long dim1 = shape[1];

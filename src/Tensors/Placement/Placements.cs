@@ -47,7 +47,7 @@ public sealed record CachePlacement(
     public bool IsMixed => Home is null;
 
     /// <summary>Bytes of a stored element before compression.</summary>
-    public int ElementBytes => Dtype == ScalarType.Float32 ? 4 : 2;
+    public int ElementBytes => TensorShapes.ElementSize(Dtype);
 
     /// <summary>
     /// The cache is kept in the compute dtype for the CPU that attends it (float32 or bfloat16, which its decode attention

@@ -7,10 +7,10 @@ using DeviceType = TorchSharp.DeviceType;
 /// <summary>
 /// The KV cache of a placement plan: one key and one value tensor of shape
 /// (prompt_len + gen_len - 1, gpu_batch_size * kv_heads, head_dim) per attention layer j and GPU batch k, in the plan's
-/// dtype (float16, or the compute dtype, float32 or bfloat16, for CPU attention), each in its home (GPU, CPU, disk, or mixed along dim 1; compressed
-/// along dim 2 where the policy says so). A home in the compute dtype in CPU memory of at least <see cref="RowMajorMinPositions"/>
-/// positions keeps each row's positions together in memory (<see cref="DeviceTier.AllocateRowMajorCache"/>): the same
-/// indices, other strides. Owned here; data moves in and out of each <see cref="Home"/> through <see cref="TierCopy"/>
+/// dtype (float16, or the compute dtype, float32 or bfloat16, for CPU attention), each in its home (GPU, CPU, disk, or
+/// mixed along dim 1; compressed along dim 2 where the policy says so). A home in the compute dtype in CPU memory of at
+/// least <see cref="RowMajorMinPositions"/> positions keeps each row's positions together in memory
+/// (<see cref="DeviceTier.AllocateRowMajorCache"/>): the same indices, other strides. Owned here; data moves in and out of each <see cref="Home"/> through <see cref="TierCopy"/>
 /// (FlexGen's load_cache / store_cache).
 /// </summary>
 public sealed class KvCache : IDisposable
@@ -110,12 +110,12 @@ public sealed class KvCache : IDisposable
     /// <summary>
     /// Whether the homes in CPU memory are row-major (<see cref="DeviceTier.AllocateRowMajorCache"/>): a cache in the compute
     /// dtype is one the CPU attends (<see cref="PlacementPlan.KeepsCacheInComputeDtype"/>), and from
-    /// <see cref="RowMajorMinPositions"/> on its attention reads each row's positions faster as one run. In FlexGen's order a row's positions lie rows x
-    /// head_dim apart, one stream per position, which the CPU's prefetchers follow while there are few: OPT-125m float32
-    /// 8 x 4 at prompt 1024 took 13.2 / 11.3 ms per attention layer against 7.8 / 8.0 row by row (decode 162 / 176 against
-    /// 241 / 237 token/s), OPT-1.3B bfloat16 16 x 2 at prompt 512 17.0 against 13.4 ms; at 80 positions the two were even,
-    /// and at 23 (OPT-1.3B bfloat16 64 x 4, prompt 16) FlexGen's order was faster (attention layer 24.8-28.8 against
-    /// 28.3-34.4 ms in four alternating pairs).
+    /// <see cref="RowMajorMinPositions"/> on its attention reads each row's positions faster as one run. In FlexGen's order
+    /// a row's positions lie rows x head_dim apart, one stream per position, which the CPU's prefetchers follow while there
+    /// are few: OPT-125m float32 8 x 4 at prompt 1024 took 13.2 / 11.3 ms per attention layer against 7.8 / 8.0 row by row
+    /// (decode 162 / 176 against 241 / 237 token/s), OPT-1.3B bfloat16 16 x 2 at prompt 512 17.0 against 13.4 ms; at 80
+    /// positions the two were even, and at 23 (OPT-1.3B bfloat16 64 x 4, prompt 16) FlexGen's order was faster (attention
+    /// layer 24.8-28.8 against 28.3-34.4 ms in four alternating pairs).
     /// </summary>
     private static bool IsRowMajorInMemory(CachePlacement cache, long[] shape) => cache.KeptForCpuAttention && shape[0] >= RowMajorMinPositions;
 
