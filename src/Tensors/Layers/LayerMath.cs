@@ -13,6 +13,22 @@ internal static class LayerMath
     public static Tensor ToCompute(Tensor tensor, ComputeSettings compute, Device device) =>
         tensor.to(compute.Dtype, device);
 
+    /// <summary>
+    /// Whether a weight stored as <paramref name="stored"/> is best handed to <see cref="Linear"/> and
+    /// <see cref="VocabLogits"/> as stored, not converted into the compute dtype first, for products of
+    /// <paramref name="rows"/> rows on <paramref name="device"/>: a float16 weight under a float32 compute on the CPU at
+    /// 1 to <see cref="SmallRowLinear.MaxRows"/> rows, which <see cref="SmallRowLinear"/> widens in registers, exactly (the
+    /// same products). There a disk weight's widening into float32 (libtorch's <c>copy_</c>: reading 2 bytes and writing 4
+    /// per value, then the product reading 4) cost more than the product itself. Any weight may still reach those two in
+    /// another dtype: they convert what the kernel does not take.
+    /// </summary>
+    public static bool MultipliesAsStored(ScalarType stored, long rows, ComputeSettings compute, Device device) =>
+        device.type == DeviceType.CPU && rows >= 1 && rows <= MultipliesStoredUpToRows
+        && stored != compute.Dtype && SmallRowLinear.MultipliesAsStored(compute.Dtype, stored);
+
+    /// <summary>The most rows at which a CPU compute multiplies a narrower weight as stored (<see cref="MultipliesAsStored"/>); 0 on a CPU without the kernel.</summary>
+    public static int MultipliesStoredUpToRows => SmallRowLinear.Available ? SmallRowLinear.MaxRows : 0;
+
     /// <summary>Layer norm over the last dim with the model's <paramref name="eps"/> (a family config value).</summary>
     public static Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, double eps, ComputeSettings compute)
     {
@@ -32,6 +48,7 @@ internal static class LayerMath
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, ComputeSettings compute)
     {
         ArgumentNullException.ThrowIfNull(x);
+        if (SmallRowLinear.TryLinear(x, weight, bias) is { } asStored) return asStored; // see MultipliesAsStored
         var w = ToCompute(weight, compute, x.device);
         var b = bias is null ? null : ToCompute(bias, compute, x.device);
         return SmallRowLinear.TryLinear(x, w, b) ?? MklBFloat16Gemm.TryLinear(x, w, b)
@@ -87,6 +104,7 @@ internal static class LayerMath
     public static Tensor VocabLogits(Tensor x, Tensor table, ComputeSettings compute)
     {
         CheckRank(x, 2, nameof(x), "(rows, hidden)");
+        if (SmallRowLinear.TryLinear(x, table, null) is { } asStored) return asStored; // see MultipliesAsStored
         var weight = ToCompute(table, compute, x.device);
         return SmallRowLinear.TryLinear(x, weight, null)
             ?? (IsCpuFloat32(x, compute) ? WeightOnLeft(x, weight, null) : MklBFloat16Gemm.TryLinear(x, weight, null) ?? nn.functional.linear(x, weight));

@@ -17,7 +17,9 @@ using static FlexGen.Tensors.Layers.CpuKernels;
 /// 4-9 GB/s of a float32 weight, where this VM's memory gives 26-28 GB/s to two threads (a 1 GiB sum). Measured on the
 /// 2-core AVX2 EPYC (Zen 3), 2 threads, 8 rows, (3072 x 768) weights out of cache (24 copies in turn): float32 (MKL)
 /// 1.1-2.5 ms over 9 runs -> 0.77, bfloat16 (MKL) 1.0-1.4 -> 0.61. A bfloat16 weight is widened in registers (its
-/// bits are a float32's upper half), so it streams half the bytes of a float32 one. Results are the float32 sums plus
+/// bits are a float32's upper half), so it streams half the bytes of a float32 one; so is a float16 weight under float32
+/// activations (a disk weight of a float32 compute, multiplied as read instead of widened whole first), exactly, so its
+/// products equal those of the weight widened first. Results are the float32 sums plus
 /// the bias, rounded once to bfloat16 where the operands are bfloat16, as libtorch's and MKL's products are; only the
 /// order of the sums differs.
 /// </summary>
@@ -31,9 +33,9 @@ internal static unsafe class SmallRowLinear
 
     /// <summary>
     /// <paramref name="x"/> (..., in) @ <paramref name="weight"/> (out, in)^T + <paramref name="bias"/> (out) -> (..., out),
-    /// contiguous, in x's dtype, where this kernel takes it: <see cref="Available"/>, all on the CPU, x and weight (and bias)
-    /// float32 or all bfloat16, 1 to <see cref="MaxRows"/> rows, a row-major contiguous weight, in a multiple of 8; else
-    /// null, and the caller multiplies with libtorch.
+    /// contiguous, in x's dtype, where this kernel takes it: <see cref="Available"/>, all on the CPU, x float32 with a
+    /// float32 or float16 weight or all bfloat16 (the bias in x's or the weight's dtype), 1 to <see cref="MaxRows"/> rows,
+    /// a row-major contiguous weight, in a multiple of 8; else null, and the caller multiplies with libtorch.
     /// </summary>
     public static Tensor? TryLinear(Tensor x, Tensor weight, Tensor? bias)
     {
@@ -52,7 +54,7 @@ internal static unsafe class SmallRowLinear
             In = (int)inFeatures,
             Out = (int)outFeatures,
             Rows = (int)rows,
-            BFloat16 = weight.dtype == ScalarType.BFloat16,
+            Weight = weight.dtype,
         };
 
         OpenMpTeams.Parallel(&RunOnTeam, &job);
@@ -65,17 +67,24 @@ internal static unsafe class SmallRowLinear
     internal static bool Takes(Tensor x, Tensor weight, Tensor? bias)
     {
         if (x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU) return false;
-        if (x.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || weight.dtype != x.dtype) return false;
+        if (x.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || !MultipliesAsStored(x.dtype, weight.dtype)) return false;
         if (x.dim() == 0 || weight.dim() != 2) return false;
         long inFeatures = weight.shape[1], outFeatures = weight.shape[0];
         if (x.shape[^1] != inFeatures || inFeatures == 0 || inFeatures % Lanes != 0 || inFeatures > int.MaxValue) return false;
         if (outFeatures == 0 || outFeatures > int.MaxValue || weight.stride(1) != 1 || weight.stride(0) != inFeatures) return false;
         long rows = x.numel() / inFeatures;
         if (rows < 1 || rows > MaxRows) return false;
-        return bias is null || (bias.device_type == DeviceType.CPU && bias.dtype == x.dtype && bias.dim() == 1 && bias.shape[0] == outFeatures);
+        return bias is null || (bias.device_type == DeviceType.CPU && (bias.dtype == x.dtype || bias.dtype == weight.dtype) && bias.dim() == 1 && bias.shape[0] == outFeatures);
     }
 
-    // One product: float32 activations (Rows, In), the weight's rows (Out, In) in float32 or bfloat16, an optional float32
+    /// <summary>
+    /// Whether a weight of dtype <paramref name="weight"/> multiplies activations of dtype <paramref name="activations"/>
+    /// here as stored: its own dtype, or float16 under float32 (a disk weight left as read, widened in registers).
+    /// </summary>
+    internal static bool MultipliesAsStored(ScalarType activations, ScalarType weight) =>
+        weight == activations || (activations == ScalarType.Float32 && weight == ScalarType.Float16);
+
+    // One product: float32 activations (Rows, In), the weight's rows (Out, In) in float32, bfloat16 or float16, an optional float32
     // bias, float32 output (Rows, Out). Read by every thread of the team while the caller waits in GOMP_parallel.
     private struct Job
     {
@@ -86,7 +95,7 @@ internal static unsafe class SmallRowLinear
         public int In;
         public int Out;
         public int Rows;
-        public bool BFloat16;
+        public ScalarType Weight;
     }
 
     // Each thread of the team takes its share of the output columns, in whole tiles of two.
@@ -95,8 +104,12 @@ internal static unsafe class SmallRowLinear
     {
         var job = (Job*)data;
         var (first, end) = OpenMpTeams.ShareOf(job->Out, 2);
-        if (job->BFloat16) Columns<BFloat16Element>(job, first, end);
-        else Columns<Float32Element>(job, first, end);
+        switch (job->Weight)
+        {
+            case ScalarType.BFloat16: Columns<BFloat16Element>(job, first, end); break;
+            case ScalarType.Float16: Columns<Float16Element>(job, first, end); break;
+            default: Columns<Float32Element>(job, first, end); break;
+        }
     }
 
     // Tiles of 2 output columns, each over the rows in blocks of four (while a tile's weight rows are in cache, every

@@ -68,6 +68,8 @@ public sealed class CostTerms
             : engine is { GpuInCpuMemory: true } ? Of(wi, WeightsCpu)
             : Of(wi, WeightsCpu, WeightsDisk);
         var widening = widens ? (1 / hw.CtogBdw) * Of(wi, WeightsCpu, WeightsDisk) : LinearTerm.Zero;
+        // Decode's few rows multiply such a weight as stored, widened in registers.
+        var decodeWidening = computeRows <= (engine?.MultipliesStoredUpToRows ?? 0) ? LinearTerm.Zero : widening;
 
         // ---- prefill: loads (cpu->gpu, then disk->cpu) and stores (gpu->cpu, then cpu->disk) overlap the compute
         CtogPrefill = (1 / hw.CtogBdw) * (weightsUp + Of(2 * s * h1 * bls, HiddenCpu, HiddenDisk));
@@ -105,7 +107,7 @@ public sealed class CostTerms
         ComputeDecode = LinearTerm.Of(2 * bls * (blockElements + headPerLayer) / mmDecode + taskSeconds)
                         + (1 / hw.BmmFlopsG) * Of(attentionFlops, CacheGpu)
                         + offGpuAttention
-                        + widening
+                        + decodeWidening
                         + Dequantize(engine, hw, wi16, 4 * kvw * decodeSeq * bls);
         if (engine is { CpuCacheCompute: true })
         {

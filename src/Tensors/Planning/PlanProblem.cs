@@ -115,6 +115,13 @@ public sealed record EngineTerms(bool CpuCacheCompute, bool CompressWeight = fal
     public bool ComputeWidensWeights { get; init; }
 
     /// <summary>
+    /// With <see cref="ComputeWidensWeights"/>: the most rows of a compute at which it multiplies such a weight as stored
+    /// instead (<c>LayerMath.MultipliesAsStored</c>: decode at small GPU batches), so that phase widens nothing; 0 where
+    /// it never does.
+    /// </summary>
+    public int MultipliesStoredUpToRows { get; init; }
+
+    /// <summary>
     /// How many layers ahead of the compute the weights load (<c>PlacementPlan.WeightLookaheadOf</c>): FlexGen's 1, or 2
     /// with overlap when the compute runs on the CPU, or more with the pipeline's prefetch steps. It sets how many
     /// layers' weights the GPU tier holds at once.

@@ -1,3 +1,4 @@
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Placement;
 using FlexGen.Tensors.Policies;
@@ -60,6 +61,7 @@ public static class PolicyCost
             GpuInCpuMemory = computesOnCpu,
             // The CPU and disk tiers keep a weight in the compute dtype when it is as wide (ModelWeights.OffComputeHomeDtype).
             ComputeWidensWeights = computesOnCpu && computeDtypeBytes > config.DtypeBytes,
+            MultipliesStoredUpToRows = computesOnCpu ? LayerMath.MultipliesStoredUpToRows : 0,
         };
     }
 

@@ -16,16 +16,17 @@ using TorchSharp;
 public sealed class DeferredConversion : IDisposable
 {
     private readonly List<(DeviceTensor Target, DeviceTensor Source, Action<DeviceTensor>? Release)> _pending = [];
+    private readonly List<(DeviceTensor Target, DeviceTensor Source, Action<DeviceTensor>? Release)> _kept = [];
     private readonly Lock _gate = new();
 
-    /// <summary>Nothing to convert.</summary>
+    /// <summary>Nothing to convert and no source kept.</summary>
     public bool IsEmpty
     {
         get
         {
             lock (_gate)
             {
-                return _pending.Count == 0;
+                return _pending.Count == 0 && _kept.Count == 0;
             }
         }
     }
@@ -41,33 +42,56 @@ public sealed class DeferredConversion : IDisposable
 
     /// <summary>
     /// Converts every pair not converted yet, on libtorch's intra-op threads, and gives back their staging buffers; a
-    /// second call, or one from another thread after the first, finds nothing left.
+    /// second call, or one from another thread after the first, finds nothing left. A source for which
+    /// <paramref name="keepsStored"/> holds (a compute that multiplies it as stored) is not converted, now or later: it
+    /// stays here, <see cref="KeptSource"/>, until disposed.
     /// </summary>
-    public void Complete()
+    public void Complete(Func<DeviceTensor, bool>? keepsStored = null)
     {
         lock (_gate)
         {
             while (_pending.Count > 0)
             {
-                var (target, source, release) = _pending[^1];
-                target.Data.copy_(source.Data);
+                var pair = _pending[^1];
                 _pending.RemoveAt(_pending.Count - 1);
-                release?.Invoke(source);
+                if (keepsStored?.Invoke(pair.Source) == true)
+                {
+                    _kept.Add(pair);
+                    continue;
+                }
+
+                pair.Target.Data.copy_(pair.Source.Data);
+                pair.Release?.Invoke(pair.Source);
             }
         }
     }
 
-    /// <summary>Gives back the staging buffers of the pairs not converted (a load whose compute never ran).</summary>
+    /// <summary>The source a <see cref="Complete"/> kept in its stored dtype for <paramref name="target"/>, else null.</summary>
+    public DeviceTensor? KeptSource(DeviceTensor target)
+    {
+        lock (_gate)
+        {
+            foreach (var (kept, source, _) in _kept)
+            {
+                if (ReferenceEquals(kept, target)) return source;
+            }
+
+            return null;
+        }
+    }
+
+    /// <summary>Gives back the staging buffers of the pairs not converted (a load whose compute never ran, or kept as stored).</summary>
     public void Dispose()
     {
         lock (_gate)
         {
-            foreach (var (_, source, release) in _pending)
+            foreach (var (_, source, release) in _pending.Concat(_kept))
             {
                 release?.Invoke(source);
             }
 
             _pending.Clear();
+            _kept.Clear();
         }
     }
 }

@@ -70,6 +70,37 @@ public sealed class SmallRowLinearTests
         }
     }
 
+    [SkippableTheory]
+    // Rows in blocks of four and one by one, an odd last column; float16's specials and subnormals among the weights.
+    [InlineData(1, 64, 7, true)]
+    [InlineData(4, 768, 10, false)]
+    [InlineData(7, 2048, 33, true)]
+    public void TryLinear_should_multiply_a_float16_weight_as_if_widened_first(int rows, int inFeatures, int outFeatures, bool withBias)
+    {
+        Skip.IfNot(SmallRowLinear.Available, "no AVX2/FMA on this CPU");
+        using var scope = NewDisposeScope();
+        var x = randn(rows, inFeatures, generator: new Generator(1));
+        var stored = randn(outFeatures, inFeatures, generator: new Generator(2)).mul_(100).to(ScalarType.Float16);
+        stored[0, 0] = 1e-7f; // a float16 subnormal
+        stored[outFeatures - 1, 1] = 65504f; // float16's largest
+        var storedBias = withBias ? randn(outFeatures, generator: new Generator(3)).to(ScalarType.Float16) : null;
+
+        var y = SmallRowLinear.TryLinear(x, stored, storedBias);
+
+        Assert.NotNull(y);
+        Assert.Equal(ScalarType.Float32, y.dtype);
+        // Widening is exact, so the sums are those of the float32 weight, in the same order: equal bit for bit.
+        var widened = SmallRowLinear.TryLinear(x, stored.to(ScalarType.Float32), storedBias?.to(ScalarType.Float32))!;
+        Assert.True(y.eq(widened).all().item<bool>(), $"max difference {(y - widened).abs().max().item<float>()}");
+
+        // An infinite weight gives what libtorch's widened product gives.
+        stored[1, 2] = float.PositiveInfinity;
+        var withInfinity = SmallRowLinear.TryLinear(x, stored, storedBias)!;
+        var reference = nn.functional.linear(x, stored.to(ScalarType.Float32), storedBias?.to(ScalarType.Float32));
+        Assert.True(withInfinity[.., 1].isinf().all().item<bool>());
+        Assert.True(withInfinity[.., 1].eq(reference[.., 1]).all().item<bool>());
+    }
+
     [SkippableFact]
     public void TryLinear_should_keep_the_leading_shape_of_its_input()
     {
@@ -96,6 +127,8 @@ public sealed class SmallRowLinearTests
         Assert.False(SmallRowLinear.Takes(randn(2, 16), randn(16, 6).t(), null)); // a column-major weight
         Assert.False(SmallRowLinear.Takes(randn(2, 16), weight.to(ScalarType.BFloat16), null)); // mixed dtypes
         Assert.False(SmallRowLinear.Takes(randn(2, 16).to(ScalarType.Float16), weight.to(ScalarType.Float16), null));
+        Assert.True(SmallRowLinear.Takes(randn(2, 16), weight.to(ScalarType.Float16), randn(6).to(ScalarType.Float16))); // float16 under float32
+        Assert.False(SmallRowLinear.Takes(randn(2, 16).to(ScalarType.BFloat16), weight.to(ScalarType.Float16), null)); // not under bfloat16
         Assert.False(SmallRowLinear.Takes(randn(2, 16), weight, randn(5))); // a bias of another length
         Assert.False(SmallRowLinear.Takes(randn(2, 8), weight, null)); // x's inputs are not the weight's
         Assert.Null(SmallRowLinear.TryLinear(randn(9, 16), weight, null));

@@ -1,5 +1,6 @@
 namespace FlexGen.Tensors.Tests.Planning;
 
+using FlexGen.Tensors.Layers;
 using FlexGen.Tensors.Models;
 using FlexGen.Tensors.Planning;
 using static FlexGen.Tensors.Tests.Planning.PlanningTestSupport;
@@ -399,6 +400,16 @@ public class EngineTermsTests
             Near(flexGen.ComputePrefill.Evaluate(placement) + load, widened.ComputePrefill.Evaluate(placement));
         }
 
+        // Up to 8 rows a compute multiplies them as stored: its decode (8 x 2, a GPU batch's 8 rows) widens nothing, its
+        // prefill still does; at 16 rows the decode widens too.
+        var storedUpTo8 = new EngineTerms(CpuCacheCompute: true) { GpuInCpuMemory = true, ComputeWidensWeights = true, MultipliesStoredUpToRows = 8 };
+        var asStored = Terms("opt-1.3b", storedUpTo8);
+        Near(flexGen.ComputeDecode.Evaluate(onDisk), asStored.ComputeDecode.Evaluate(onDisk));
+        Near(widened.ComputePrefill.Evaluate(onDisk), asStored.ComputePrefill.Evaluate(onDisk));
+        var sixteenRows = new PlanBlock(16, 1);
+        Near(Terms("opt-1.3b", widened.Problem.Engine, sixteenRows).ComputeDecode.Evaluate(onDisk),
+            Terms("opt-1.3b", storedUpTo8, sixteenRows).ComputeDecode.Evaluate(onDisk));
+
         // Resident weights stream nothing.
         Near(flexGen.ComputeDecode.Evaluate(AllGpu), widened.ComputeDecode.Evaluate(AllGpu));
         // Compressed weights travel compressed (a CPU one copied up, a disk one read in) and are dequantized, not widened.
@@ -415,6 +426,8 @@ public class EngineTermsTests
         Assert.False(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 2).ComputeWidensWeights);
         Assert.False(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: false, computeDtypeBytes: 4).ComputeWidensWeights);
         Assert.True(PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 2).GpuInCpuMemory);
+        Assert.Equal(LayerMath.MultipliesStoredUpToRows, PolicyCost.EngineTermsOf(config, policy, computesOnCpu: true, computeDtypeBytes: 4).MultipliesStoredUpToRows);
+        Assert.Equal(0, PolicyCost.EngineTermsOf(config, policy, computesOnCpu: false, computeDtypeBytes: 4).MultipliesStoredUpToRows);
     }
 
     [Fact]

@@ -105,6 +105,53 @@ public class ConvertingCopyTests
         bed.AssertNothingLeft();
     }
 
+    [Fact]
+    public void A_converting_copy_should_keep_the_sources_its_compute_multiplies_as_stored_until_disposed()
+    {
+        using var bed = new TierTestBed();
+        var pool = new CountingPool(bed.Tiers.Gpu);
+        using (var matrixValues = TierTestBed.RandomTensor([40, 32], ScalarType.Float16, seed: 8))
+        using (var vectorValues = TierTestBed.RandomTensor([32], ScalarType.Float16, seed: 9))
+        using (var matrix = bed.Tiers.Disk.Allocate([40, 32], ScalarType.Float16, "matrix"))
+        using (var vector = bed.Tiers.Disk.Allocate([32], ScalarType.Float16, "vector"))
+        using (var matrixTarget = bed.Tiers.Gpu.Allocate([40, 32], ScalarType.Float32, "matrix@gpu"))
+        using (var vectorTarget = bed.Tiers.Gpu.Allocate([32], ScalarType.Float32, "vector@gpu"))
+        {
+            TierCopy.CopyFrom(matrix, null, matrixValues);
+            TierCopy.CopyFrom(vector, null, vectorValues);
+            matrixTarget.Data.fill_(-7);
+            var conversion = TierCopy.CopyAs([(matrixTarget, matrix), (vectorTarget, vector)], pool);
+
+            conversion.Complete(source => source.Data.dim() == 2);
+
+            // The matrix stays as read, in float16, its target untouched; the vector is converted and its staging given back.
+            var kept = conversion.KeptSource(matrixTarget);
+            Assert.NotNull(kept);
+            Assert.Equal(ScalarType.Float16, kept.Dtype);
+            Assert.True(TierTestBed.BitEqual(matrixValues, kept.Data));
+            Assert.Equal(-7, Extreme(matrixTarget, max: true));
+            Assert.Null(conversion.KeptSource(vectorTarget));
+            using (var widened = vectorValues.to(ScalarType.Float32))
+            {
+                Assert.True(TierTestBed.BitEqual(widened, vectorTarget.Data));
+            }
+
+            Assert.Single(pool.Rented);
+            Assert.False(conversion.IsEmpty);
+
+            conversion.Complete(); // kept is kept: a later call converts nothing
+            Assert.Same(kept, conversion.KeptSource(matrixTarget));
+            Assert.Equal(-7, Extreme(matrixTarget, max: true));
+
+            conversion.Dispose();
+            Assert.Empty(pool.Rented);
+            Assert.Null(conversion.KeptSource(matrixTarget));
+        }
+
+        pool.Dispose();
+        bed.AssertNothingLeft();
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

@@ -27,15 +27,33 @@ internal sealed class LoadedWeights(int count, WeightBufferPool pool) : IDisposa
     }
 
     /// <summary>
-    /// Converts what the loads left, on the compute's threads right before its matmuls (see <see cref="DeferredConversion"/>);
+    /// Converts what the loads left, on the compute's threads right before its matmuls (see <see cref="DeferredConversion"/>),
+    /// but for the sources <paramref name="keepsStored"/> picks, which stay in their stored dtype (<see cref="Plain"/>);
     /// the first compute of the layer does it, later ones (other GPU batches, the CPU's attention part) find it done.
     /// </summary>
-    public void Convert()
+    public void Convert(Func<DeviceTensor, bool>? keepsStored = null)
     {
         foreach (var conversion in _conversions)
         {
-            conversion.Complete();
+            conversion.Complete(keepsStored);
         }
+    }
+
+    /// <summary>
+    /// Weight <paramref name="index"/> as the compute reads it: the source kept in its stored dtype where
+    /// <see cref="Convert"/> kept one, else the loaded tensor (null where none was loaded).
+    /// </summary>
+    public TieredTensor? Plain(int index)
+    {
+        if (Tensors[index] is DeviceTensor target)
+        {
+            foreach (var conversion in _conversions)
+            {
+                if (conversion.KeptSource(target) is { } kept) return kept;
+            }
+        }
+
+        return Tensors[index];
     }
 
     public void Dispose()

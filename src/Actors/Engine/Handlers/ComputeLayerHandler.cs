@@ -47,7 +47,10 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
             return 0; // grouped compute: the layer's k = 0 part made this batch's results
         }
 
-        var weights = _inputs.Weights(i, j, run.DeviceOf(part.Actor), temporaries, out long bytes);
+        // The rows of the layer's products: the prompt's positions at the prefill, but for the output head, which takes
+        // each sequence's last; one a sequence at decode (a CPU attention part takes at most its batch's).
+        long rows = (long)count * run.BatchRows * (i == 0 && kind != LayerKind.OutputEmbedding ? run.Block.PromptLen : 1);
+        var weights = _inputs.Weights(i, j, rows, run.DeviceOf(part.Actor), ComputeOf(part.Actor), temporaries, out long bytes);
         if (kind.HasKvCache() && i > 0 && run.CpuAttention)
         {
             return bytes + ComputeDecodeRows(part, kind, weights, temporaries);
@@ -155,7 +158,7 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
         int firstRow = (int)(rowStart / kvRows), rowCount = (int)((rowEnd - rowStart) / kvRows);
         var math = run.Backend.LayerCompute;
         var device = run.DeviceOf(part.Actor);
-        var compute = part.Actor == PipelineActorKind.CpuCompute ? run.CpuCompute : run.GpuCompute;
+        var compute = ComputeOf(part.Actor);
 
         var input = run.Buffers.HiddenIn.Get(key).Data; // (b, 1, h)
         var hidden = input.narrow(0, firstRow, rowCount).to(device); // (rows, 1, h)
@@ -187,6 +190,8 @@ internal sealed class ComputeLayerHandler(BlockRunContext run) : ITaskHandler
         entries.Value.Data.narrow(1, rowStart, rowEnd - rowStart).copy_(result.NewValue);
         return bytes;
     }
+
+    private ComputeSettings ComputeOf(PipelineActorKind actor) => actor == PipelineActorKind.CpuCompute ? run.CpuCompute : run.GpuCompute;
 
     /// <summary>The attention weights of layer j: all of an attention layer's, a joint block's first group.</summary>
     private IReadOnlyList<Tensor> AttentionWeights(int j, Tensor[] weights) =>
