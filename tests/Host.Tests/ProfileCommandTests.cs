@@ -36,7 +36,7 @@ public class ProfileCommandTests
     }
 
     [Fact]
-    public async Task A_bfloat16_profile_on_the_cpu_should_time_matmuls_in_bfloat16_and_attentions_products_in_float32()
+    public async Task A_bfloat16_profile_on_the_cpu_should_time_matmuls_in_bfloat16_and_decode_attention_over_its_bfloat16_cache()
     {
         using var folder = new TempFolder();
         string file = folder.File("hw.json");
@@ -47,9 +47,16 @@ public class ProfileCommandTests
         Assert.True(result.ExitCode == 0, result.ToString());
         var lines = result.Error.Split('\n');
         string Line(string name) => Assert.Single(lines, l => l.TrimStart().StartsWith(name + " ", StringComparison.Ordinal));
-        // The engine's projections compute in the compute dtype; its attention on the CPU in float32 (AttentionCompute).
+        // The engine's projections compute in the compute dtype; its prefill attention on the CPU in float32
+        // (AttentionCompute); its decode attention, with AVX2 and FMA, in CpuDecodeAttention over the bfloat16 cache a
+        // bfloat16 compute keeps, else as libtorch's float32 products.
         foreach (var name in new[] { "mm_flops_p", "mm_flops_g" }) Assert.Contains("BFloat16 on", Line(name));
-        foreach (var name in new[] { "bmm_flops_p", "bmm_flops_g" }) Assert.Contains("Float32 (attention's dtype) on", Line(name));
+        Assert.Contains("Float32 (attention's dtype) on", Line("bmm_flops_p"));
+        bool kernel = System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
+        foreach (var name in new[] { "bmm_flops_g", "cpu_flops" })
+        {
+            Assert.Contains(kernel ? "BFloat16 cache, row by row on" : "Float32 (attention's dtype) on", Line(name));
+        }
     }
 
     [Fact]

@@ -69,10 +69,11 @@ public sealed class HardwareProfileCache(string directory)
     /// on the left at 32 to 128 rows, as the engine now does; 6: task_s through a pipeline that queues up to 8 parts per tier
     /// actor, not 2; 7: matmuls through the engine's own projection, bfloat16 through MKL on a CPU without bfloat16
     /// instructions as the engine now does, and batched products in attention's dtype, float32 on the CPU; 8: up to 8 rows
-    /// through SmallRowLinear's kernel, and the disk span recorded, dtoc_span_bytes), so older cached files are measured
-    /// again.
+    /// through SmallRowLinear's kernel, and the disk span recorded, dtoc_span_bytes; 9: decode attention over a cache in
+    /// CPU memory, bmm_flops_g and cpu_flops, through CpuDecodeAttention's whole pass as the engine attends, not libtorch's
+    /// batched scores), so older cached files are measured again.
     /// </summary>
-    public const int ProfilerVersion = 8;
+    public const int ProfilerVersion = 9;
 
     /// <summary>
     /// Host name, cores and a short hash of the CPU model, the profiler's version, the preloaded libraries

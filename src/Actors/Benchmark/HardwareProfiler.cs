@@ -160,10 +160,13 @@ public static class HardwareProfiler
             string attentionOn = $"{attentionDtype} (attention's dtype) on {gpuName}";
             Report("bmm_flops_p", Bmm(PrefillSeq, PrefillSeq, device, attentionDtype, options, cancellationToken),
                 $"{HeadRows} x ({PrefillSeq} x {HeadDim}) @ ({HeadDim} x {PrefillSeq}) {attentionOn}");
-            Report("bmm_flops_g", Bmm(1, DecodeSeq, device, attentionDtype, options, cancellationToken),
-                $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) {attentionOn}");
-            Report("cpu_flops", Bmm(1, DecodeSeq, CPU, ScalarType.Float32, options, cancellationToken),
-                $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) Float32 on the CPU");
+            // Decode attention over a cache in CPU memory runs in CpuDecodeAttention, over the cache as stored: the compute's
+            // dtype where the compute runs on the CPU (as it keeps its cache), FlexGen's float16 beside CUDA.
+            var cpuCache = device.type == DeviceType.CPU ? dtype : ScalarType.Float16;
+            var (attentionRate, attentionText) = DecodeAttention(device, attentionDtype, cpuCache, options, cancellationToken);
+            Report("bmm_flops_g", attentionRate, $"{attentionText} on {gpuName}");
+            var (cpuRate, cpuText) = DecodeAttention(CPU, ScalarType.Float32, cpuCache, options, cancellationToken);
+            Report("cpu_flops", cpuRate, $"{cpuText} on the CPU");
             Report(HardwareProfile.CompBdwName, Dequantize(device, dtype, options, cancellationToken),
                 $"4-bit groups of 64 -> {dtype}, ({CompressedRows} x {CompressedRows}) on {gpuName}");
             Report(HardwareProfile.TaskSecondsName, TaskOverhead(options, cancellationToken),
@@ -278,6 +281,39 @@ public static class HardwareProfiler
         var k = randn([HeadRows, HeadDim, keys], dtype: dtype, device: device);
         double flops = 2.0 * HeadRows * queries * HeadDim * keys;
         return Rate(flops, () => torch.bmm(q, k).Dispose(), options, token);
+    }
+
+    /// <summary>
+    /// Decode attention as the engine runs it on <paramref name="device"/>: over a cache in CPU memory
+    /// <see cref="CpuDecodeAttention"/>'s one pass per cached row (scores, softmax, weighted values) over a
+    /// <paramref name="cpuCache"/> cache whose rows' positions are each one run in memory (the engine's row-major home);
+    /// elsewhere, or without the kernel, libtorch's batched scores in <paramref name="attentionDtype"/>. One query per row
+    /// over <see cref="DecodeSeq"/> positions, larger than any cache level; the kernel's FLOPs are the scores' and the
+    /// values', as the cost model counts attention's (4 x rows x positions x head_dim).
+    /// </summary>
+    private static (double Rate, string Text) DecodeAttention(Device device, ScalarType attentionDtype, ScalarType cpuCache,
+        HardwareProfileOptions options, CancellationToken token)
+    {
+        if (device.type != DeviceType.CPU || !CpuDecodeAttention.Available)
+        {
+            return (Bmm(1, DecodeSeq, device, attentionDtype, options, token),
+                $"{HeadRows} x (1 x {HeadDim}) @ ({HeadDim} x {DecodeSeq}) {attentionDtype} (attention's dtype)");
+        }
+
+        using var scope = NewDisposeScope();
+        var keys = randn([HeadRows, DecodeSeq, HeadDim]).to(cpuCache).permute(1, 0, 2); // (t, r, d)
+        var values = randn([HeadRows, DecodeSeq, HeadDim]).to(cpuCache).permute(1, 0, 2); // (t, r, d)
+        var query = randn([HeadRows, 1, HeadDim]); // (r, 1, d)
+        var newKey = randn([1, HeadRows, HeadDim]); // (1, r, d)
+        var newValue = randn([1, HeadRows, HeadDim]); // (1, r, d)
+        var mask = ones([HeadRows, DecodeSeq + 1], ScalarType.Bool); // (r, t + 1)
+        double flops = 4.0 * HeadRows * DecodeSeq * HeadDim;
+        double rate = Rate(flops, () =>
+        {
+            using var attended = CpuDecodeAttention.TryAttend(query, newKey, newValue, mask, [(keys, values)], kvHeads: 1, maskValue: -1e4)
+                ?? throw new InvalidOperationException("CpuDecodeAttention did not take the profile's decode attention");
+        }, options, token);
+        return (rate, $"decode attention of {HeadRows} rows over {DecodeSeq} cached positions of {HeadDim}, {cpuCache} cache, row by row");
     }
 
     /// <summary>
