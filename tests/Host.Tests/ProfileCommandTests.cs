@@ -19,6 +19,8 @@ public class ProfileCommandTests
         // The compute's share beside the disk's reads, measured against the same layer alone.
         Assert.InRange(profile.MatmulShareWhileDiskReads!.Value, 0.01, 1);
         Assert.Contains("mm_share_dtoc", result.Error);
+        Assert.InRange(profile.DiskShareWhileComputing!.Value, 0.01, 1);
+        Assert.Contains("dtoc_share_mm", result.Error);
         // The disk's rates are sustained over distinct transfers (a re-read one came from the host's cache).
         var lines = result.Error.Split('\n');
         foreach (var name in new[] { "ctod_bdw_cache_p", "dtoc_bdw" })

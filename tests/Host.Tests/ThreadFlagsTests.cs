@@ -71,8 +71,8 @@ public class ThreadFlagsTests
         var resident = SetupOf(null, 1, 1, 100, 0, 100, 0, 100, 0);
         var cores = Environment.ProcessorCount;
 
-        Assert.True(Prediction(diskBound).DecodeStaysDiskBoundWithACoreLess(Math.Max(cores, 2)));
-        Assert.False(Prediction(computeBound).DecodeStaysDiskBoundWithACoreLess(Math.Max(cores, 2)));
+        Assert.True(Prediction(diskBound).DecodeGainsFromACoreLeftToTheDisk(Math.Max(cores, 2)));
+        Assert.False(Prediction(computeBound).DecodeGainsFromACoreLeftToTheDisk(Math.Max(cores, 2)));
         Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(leaveCoreToDisk: true), diskBound.Settings.ComputeThreads);
         Assert.Equal(TorchRuntime.DefaultComputeThreadsFor(leaveCoreToDisk: false), computeBound.Settings.ComputeThreads);
         Assert.Equal(diskBound.Settings.ComputeThreads < resident.Settings.ComputeThreads, diskBound.LeavesCoreToDisk);
@@ -110,6 +110,34 @@ public class ThreadFlagsTests
 
         Assert.False(resident.LeavesCoreToDisk);
         Assert.Equal(FlexGenOptionKeys.Hardware, ex.Key);
+    }
+
+    [Fact]
+    public void A_core_left_to_the_disk_should_be_weighed_against_the_disk_reads_the_compute_slows()
+    {
+        // Decode bounds in token/s as the 2-core VM's profile gave them for OPT-1.3B float32 from disk.
+        var setup = FlexGenSetup.Create(new FlexGenOptions
+        {
+            Model = "opt-1.3b", Path = "_DUMMY_", ComputeDtype = "float32",
+            Policy = new PolicyOptions { Percent = [0, 0, 100, 0, 100, 0], GpuBatchSize = 4, NumGpuBatches = 1, PlanPromptLen = 16, PlanGenLen = 8 },
+        });
+        RunPrediction With(double compute, double beside, double disk) => Prediction(setup) with
+        {
+            Bounds =
+            [
+                new("decode", "compute", 1 / compute, compute),
+                new("decode", "cpu->gpu + " + CostTerms.ComputeBesideDiskReads, 1 / beside, beside),
+                new("decode", "disk->cpu", 1 / disk, disk),
+                new("prefill", "disk->cpu", 1, 1), // another phase's bound decides nothing
+            ],
+        };
+
+        var oneCoreJustShort = With(compute: 22.9, beside: 13.3, disk: 11.5); // 4 x 1: one core computes 11.45
+        Assert.False(oneCoreJustShort.DecodeGainsFromACoreLeftToTheDisk(2)); // the disk unslowed: 11.45 < min(13.3, 11.5)
+        Assert.True(oneCoreJustShort.DecodeGainsFromACoreLeftToTheDisk(2, diskShareWhileComputing: 0.73)); // >= min(13.3, 8.4)
+        Assert.True(With(8.7, 4.2, 2.9).DecodeGainsFromACoreLeftToTheDisk(2)); // 1 x 1: disk-bound either way
+        Assert.False(With(92.9, 78.6, 183.8).DecodeGainsFromACoreLeftToTheDisk(2, 0.73)); // 32 x 2: compute-bound
+        Assert.False(oneCoreJustShort.DecodeGainsFromACoreLeftToTheDisk(1, 0.5)); // no core to spare
     }
 
     private static RunPrediction Prediction(FlexGenSetup setup) =>

@@ -184,6 +184,8 @@ public static class HardwareProfiler
             var (share, readRate) = ShareWhileDiskReads(mlp, span, cpu, bytes, options, cancellationToken);
             Report(HardwareProfile.MatmulShareWhileDiskReadsName, share,
                 $"MLP layer, {ShareRows} rows, {on}, while the disk tier reads beside it ({readRate / 1e9:0.00} GB/s, {io}): share of its rate alone");
+            Report(HardwareProfile.DiskShareWhileComputingName, Math.Min(1, readRate / dtoc),
+                $"the disk tier's reads beside that layer ({readRate / 1e9:0.00} GB/s, {io}): share of dtoc_bdw ({dtoc / 1e9:0.00} GB/s)");
         }
         finally
         {

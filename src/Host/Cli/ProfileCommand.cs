@@ -73,7 +73,7 @@ public static class ProfileCommand
     private static string Format(ProfileStep step) =>
         step.Name.Contains("flops", StringComparison.Ordinal) ? string.Create(CultureInfo.InvariantCulture, $"{step.Value / 1e9,10:0.00} GFLOP/s")
         : step.Name == HardwareProfile.TaskSecondsName ? string.Create(CultureInfo.InvariantCulture, $"{step.Value * 1e3,10:0.000} ms      ")
-        : step.Name == HardwareProfile.MatmulShareWhileDiskReadsName ? string.Create(CultureInfo.InvariantCulture, $"{step.Value,10:0.000}         ")
+        : step.Name is HardwareProfile.MatmulShareWhileDiskReadsName or HardwareProfile.DiskShareWhileComputingName ? string.Create(CultureInfo.InvariantCulture, $"{step.Value,10:0.000}         ")
         : string.Create(CultureInfo.InvariantCulture, $"{step.Value / 1e9,10:0.00} GB/s    ");
 
     /// <summary>Reports on the measuring thread, in order (Progress&lt;T&gt; would post to the thread pool).</summary>

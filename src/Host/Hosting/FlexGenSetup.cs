@@ -125,8 +125,8 @@ public sealed class FlexGenSetup
 
     /// <summary>
     /// Whether the default compute threads leave a core to the disk tier (<see cref="Tensors.TorchRuntime.DefaultComputeThreadsFor"/>):
-    /// when the policy streams from disk, unless this machine's hardware profile, where one is at hand, says the decode
-    /// would then be bound by the compute instead (<see cref="RunPrediction.DecodeStaysDiskBoundWithACoreLess"/>). On the
+    /// when the policy streams from disk, unless this machine's hardware profile, where one is at hand, predicts the decode
+    /// slower for it (<see cref="RunPrediction.DecodeGainsFromACoreLeftToTheDisk"/>). On the
     /// 2-core VM, OPT-1.3B with weights on disk: bfloat16 32 x 2 decoded 67-72 token/s on 1 thread against 41-54 on 2,
     /// float32 64 x 4 (compute-bound) 49 against 59.
     /// </summary>
@@ -139,7 +139,7 @@ public sealed class FlexGenSetup
         if (profile is null) return true;
         var (promptLen, genLen, _) = plan.PlanWorkload();
         return PolicyCost.Predict(config, policy, promptLen, genLen, profile, budgets.GpuInCpuMemory, EngineSettings.BytesOf(computeDtype), prefetchSteps)
-            .DecodeStaysDiskBoundWithACoreLess(Environment.ProcessorCount);
+            .DecodeGainsFromACoreLeftToTheDisk(Environment.ProcessorCount, profile.DiskShareWhileComputing);
     }
 
     // The hardware profile given (--hardware) or cached for this machine, without measuring one: null when neither.

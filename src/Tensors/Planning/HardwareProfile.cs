@@ -133,6 +133,17 @@ public sealed record HardwareProfile
     public const string MatmulShareWhileDiskReadsName = "mm_share_dtoc";
 
     /// <summary>
+    /// The other side of <see cref="MatmulShareWhileDiskReads"/>: the share of its read rate (<see cref="DtocBdw"/>) the disk
+    /// tier keeps while the GPU tier's compute runs beside it (JSON <c>dtoc_share_mm</c>, in (0, 1]). On a 2-core VM its
+    /// O_DIRECT reads kept 0.7-0.75 beside 2-thread matmuls, the VM's host serving them on the guest's cores. Beyond
+    /// FlexLLMGen's names, so optional: the engine weighs it when it decides whether to leave a core to the disk tier.
+    /// </summary>
+    public double? DiskShareWhileComputing { get; init; }
+
+    /// <summary>The JSON name of <see cref="DiskShareWhileComputing"/>.</summary>
+    public const string DiskShareWhileComputingName = "dtoc_share_mm";
+
+    /// <summary>
     /// The bytes of distinct transfers the disk's rates (<see cref="DtocBdw"/>, <see cref="CtodBdwCacheP"/>) were sustained
     /// over (JSON <c>dtoc_span_bytes</c>). A VM's host may cache a span of some GiB and serve it 2-5x faster than a longer
     /// stream (this VM: a 2 GiB span 2.2-7.4 GB/s, OPT-30B's 56 GB 1.3-1.9), so a run that reads more than the span a
@@ -144,7 +155,7 @@ public sealed record HardwareProfile
     /// <summary>The JSON name of <see cref="DiskSpanBytes"/>.</summary>
     public const string DiskSpanBytesName = "dtoc_span_bytes";
 
-    private static readonly string[] OptionalNames = [CompBdwName, TaskSecondsName, MatmulShareWhileDiskReadsName, DiskSpanBytesName];
+    private static readonly string[] OptionalNames = [CompBdwName, TaskSecondsName, MatmulShareWhileDiskReadsName, DiskShareWhileComputingName, DiskSpanBytesName];
 
     private static readonly string[] CorrectionCoefficients = ["c1", "c2", "c3"];
 
@@ -176,6 +187,7 @@ public sealed record HardwareProfile
         if (CompBdw is { } comp) named.Add((CompBdwName, comp));
         if (TaskSeconds is { } task) named.Add((TaskSecondsName, task));
         if (MatmulShareWhileDiskReads is { } share) named.Add((MatmulShareWhileDiskReadsName, share));
+        if (DiskShareWhileComputing is { } diskShare) named.Add((DiskShareWhileComputingName, diskShare));
         if (DiskSpanBytes is { } span) named.Add((DiskSpanBytesName, span));
         var lines = named.Select(p => $"  \"{p.name}\": {R(p.Item2)}").ToList();
         if (MmFlopsByRows is { } curve)
@@ -222,8 +234,9 @@ public sealed record HardwareProfile
         foreach (var name in JsonNames.Except(CorrectionCoefficients).Concat(OptionalNames).Where(values.ContainsKey))
             if (values[name] <= 0)
                 throw new HardwareProfileException(source, $"\"{name}\" must be positive, got {values[name].ToString(CultureInfo.InvariantCulture)}");
-        if (values.TryGetValue(MatmulShareWhileDiskReadsName, out double kept) && kept > 1)
-            throw new HardwareProfileException(source, $"\"{MatmulShareWhileDiskReadsName}\" is a share of the compute rate, at most 1, got {kept.ToString(CultureInfo.InvariantCulture)}");
+        foreach (var (name, what) in new[] { (MatmulShareWhileDiskReadsName, "the compute rate"), (DiskShareWhileComputingName, "the disk's read rate") })
+            if (values.TryGetValue(name, out double kept) && kept > 1)
+                throw new HardwareProfileException(source, $"\"{name}\" is a share of {what}, at most 1, got {kept.ToString(CultureInfo.InvariantCulture)}");
         return FromNamed(values) with { MmFlopsByRows = curve };
     }
 
@@ -268,6 +281,7 @@ public sealed record HardwareProfile
             CompBdw = values.TryGetValue(CompBdwName, out double comp) ? comp : null,
             TaskSeconds = values.TryGetValue(TaskSecondsName, out double task) ? task : null,
             MatmulShareWhileDiskReads = values.TryGetValue(MatmulShareWhileDiskReadsName, out double share) ? share : null,
+            DiskShareWhileComputing = values.TryGetValue(DiskShareWhileComputingName, out double diskShare) ? diskShare : null,
             DiskSpanBytes = values.TryGetValue(DiskSpanBytesName, out double span) ? span : null,
         };
     }

@@ -188,13 +188,14 @@ public class EngineTermsTests
     [Fact]
     public void The_profiles_optional_keys_should_survive_their_json_round_trip()
     {
-        var profile = Hw with { MmFlopsByRows = [(8, 40e9), (1, 10e9), (512, 140e9)], TaskSeconds = 2e-4, MatmulShareWhileDiskReads = 0.58, DiskSpanBytes = 2147483648 };
+        var profile = Hw with { MmFlopsByRows = [(8, 40e9), (1, 10e9), (512, 140e9)], TaskSeconds = 2e-4, MatmulShareWhileDiskReads = 0.58, DiskShareWhileComputing = 0.73, DiskSpanBytes = 2147483648 };
 
         var read = HardwareProfile.Parse(profile.ToJson(), "round trip");
 
         Assert.Equal(profile.CompBdw, read.CompBdw);
         Assert.Equal(profile.TaskSeconds, read.TaskSeconds);
         Assert.Equal(0.58, read.MatmulShareWhileDiskReads);
+        Assert.Equal(0.73, read.DiskShareWhileComputing);
         Assert.Equal(2147483648, read.DiskSpanBytes);
         Assert.Equal([(1, 10e9), (8, 40e9), (512, 140e9)], read.MmFlopsByRows!);
         Assert.Equal(profile.ToJson(), read.ToJson());
@@ -210,6 +211,8 @@ public class EngineTermsTests
     [InlineData("\"mm_share_dtoc\": 0", "\"mm_share_dtoc\" must be positive")]
     [InlineData("\"dtoc_span_bytes\": -1", "\"dtoc_span_bytes\" must be positive")]
     [InlineData("\"mm_share_dtoc\": 1.2", "\"mm_share_dtoc\" is a share of the compute rate, at most 1")]
+    [InlineData("\"dtoc_share_mm\": 0", "\"dtoc_share_mm\" must be positive")]
+    [InlineData("\"dtoc_share_mm\": 1.5", "\"dtoc_share_mm\" is a share of the disk's read rate, at most 1")]
     public void A_bad_optional_key_should_be_refused_by_name(string entry, string reason)
     {
         string json = T4.ToJson().TrimEnd().TrimEnd('}') + ", " + entry + " }";
