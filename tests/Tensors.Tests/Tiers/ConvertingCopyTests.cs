@@ -110,42 +110,36 @@ public class ConvertingCopyTests
     {
         using var bed = new TierTestBed();
         var pool = new CountingPool(bed.Tiers.Gpu);
-        using (var matrixValues = TierTestBed.RandomTensor([40, 32], ScalarType.Float16, seed: 8))
-        using (var vectorValues = TierTestBed.RandomTensor([32], ScalarType.Float16, seed: 9))
-        using (var matrix = bed.Tiers.Disk.Allocate([40, 32], ScalarType.Float16, "matrix"))
-        using (var vector = bed.Tiers.Disk.Allocate([32], ScalarType.Float16, "vector"))
-        using (var matrixTarget = bed.Tiers.Gpu.Allocate([40, 32], ScalarType.Float32, "matrix@gpu"))
-        using (var vectorTarget = bed.Tiers.Gpu.Allocate([32], ScalarType.Float32, "vector@gpu"))
+        using (var matrix = new Float16OnDisk(bed, [40, 32], "matrix", seed: 8))
+        using (var vector = new Float16OnDisk(bed, [32], "vector", seed: 9))
         {
-            TierCopy.CopyFrom(matrix, null, matrixValues);
-            TierCopy.CopyFrom(vector, null, vectorValues);
-            matrixTarget.Data.fill_(-7);
-            var conversion = TierCopy.CopyAs([(matrixTarget, matrix), (vectorTarget, vector)], pool);
+            matrix.Target.Data.fill_(-7);
+            var conversion = TierCopy.CopyAs([(matrix.Target, matrix.OnDisk), (vector.Target, vector.OnDisk)], pool);
 
             conversion.Complete(source => source.Data.dim() == 2);
 
             // The matrix stays as read, in float16, its target untouched; the vector is converted and its staging given back.
-            var kept = conversion.KeptSource(matrixTarget);
+            var kept = conversion.KeptSource(matrix.Target);
             Assert.NotNull(kept);
             Assert.Equal(ScalarType.Float16, kept.Dtype);
-            Assert.True(TierTestBed.BitEqual(matrixValues, kept.Data));
-            Assert.Equal(-7, Extreme(matrixTarget, max: true));
-            Assert.Null(conversion.KeptSource(vectorTarget));
-            using (var widened = vectorValues.to(ScalarType.Float32))
+            Assert.True(TierTestBed.BitEqual(matrix.Values, kept.Data));
+            Assert.Equal(-7, Extreme(matrix.Target, max: true));
+            Assert.Null(conversion.KeptSource(vector.Target));
+            using (var widened = vector.Values.to(ScalarType.Float32))
             {
-                Assert.True(TierTestBed.BitEqual(widened, vectorTarget.Data));
+                Assert.True(TierTestBed.BitEqual(widened, vector.Target.Data));
             }
 
             Assert.Single(pool.Rented);
             Assert.False(conversion.IsEmpty);
 
             conversion.Complete(); // kept is kept: a later call converts nothing
-            Assert.Same(kept, conversion.KeptSource(matrixTarget));
-            Assert.Equal(-7, Extreme(matrixTarget, max: true));
+            Assert.Same(kept, conversion.KeptSource(matrix.Target));
+            Assert.Equal(-7, Extreme(matrix.Target, max: true));
 
             conversion.Dispose();
             Assert.Empty(pool.Rented);
-            Assert.Null(conversion.KeptSource(matrixTarget));
+            Assert.Null(conversion.KeptSource(matrix.Target));
         }
 
         pool.Dispose();
@@ -182,29 +176,23 @@ public class ConvertingCopyTests
         // disk tier's typed error, every staging buffer is back in the pool, and the next copy works.
         using var bed = new TierTestBed(directIo: directIo, chunkBytes: 4096);
         var pool = new CountingPool(bed.Tiers.Gpu);
-        using (var good = TierTestBed.RandomTensor([4, 3000], ScalarType.Float16, seed: 21))
-        using (var bad = TierTestBed.RandomTensor([5000], ScalarType.Float16, seed: 22))
-        using (var goodOnDisk = bed.Tiers.Disk.Allocate([4, 3000], ScalarType.Float16, "good"))
-        using (var badOnDisk = bed.Tiers.Disk.Allocate([5000], ScalarType.Float16, "bad"))
-        using (var goodConverted = bed.Tiers.Gpu.Allocate([4, 3000], ScalarType.Float32, "good@gpu"))
-        using (var badConverted = bed.Tiers.Gpu.Allocate([5000], ScalarType.Float32, "bad@gpu"))
+        using (var good = new Float16OnDisk(bed, [4, 3000], "good", seed: 21))
+        using (var bad = new Float16OnDisk(bed, [5000], "bad", seed: 22))
         {
-            TierCopy.CopyFrom(goodOnDisk, null, good);
-            TierCopy.CopyFrom(badOnDisk, null, bad);
-            File.WriteAllBytes(badOnDisk.Path, []);
+            File.WriteAllBytes(bad.OnDisk.Path, []);
 
-            var error = Assert.Throws<DiskTierIOException>(() => TierCopy.CopyAs([(goodConverted, goodOnDisk), (badConverted, badOnDisk)], pool));
-            Assert.Contains(badOnDisk.Path, error.Message);
+            var error = Assert.Throws<DiskTierIOException>(() => TierCopy.CopyAs([(good.Target, good.OnDisk), (bad.Target, bad.OnDisk)], pool));
+            Assert.Contains(bad.OnDisk.Path, error.Message);
             Assert.Contains("truncated", error.Message);
             Assert.Empty(pool.Rented);
 
-            using (var conversion = TierCopy.CopyAs(goodConverted, goodOnDisk, pool))
+            using (var conversion = TierCopy.CopyAs(good.Target, good.OnDisk, pool))
             {
                 conversion.Complete();
             }
 
-            using var expected = good.to(ScalarType.Float32);
-            Assert.True(TierTestBed.BitEqual(expected, goodConverted.Data));
+            using var expected = good.Values.to(ScalarType.Float32);
+            Assert.True(TierTestBed.BitEqual(expected, good.Target.Data));
         }
 
         pool.Dispose();
@@ -215,6 +203,31 @@ public class ConvertingCopyTests
     {
         using var value = max ? tensor.Data.max() : tensor.Data.min();
         return value.item<float>();
+    }
+
+    // Random float16 values written to a disk tensor, and a float32 target for them on the GPU tier.
+    private sealed class Float16OnDisk : IDisposable
+    {
+        public Float16OnDisk(TierTestBed bed, long[] shape, string name, int seed)
+        {
+            Values = TierTestBed.RandomTensor(shape, ScalarType.Float16, seed: seed);
+            OnDisk = bed.Tiers.Disk.Allocate(shape, ScalarType.Float16, name);
+            Target = bed.Tiers.Gpu.Allocate(shape, ScalarType.Float32, $"{name}@gpu");
+            TierCopy.CopyFrom(OnDisk, null, Values);
+        }
+
+        public Tensor Values { get; }
+
+        public DiskTensor OnDisk { get; }
+
+        public DeviceTensor Target { get; }
+
+        public void Dispose()
+        {
+            Values.Dispose();
+            OnDisk.Dispose();
+            Target.Dispose();
+        }
     }
 
     // A pool that makes a buffer per rent, keeps the ones out and frees each as it comes back.
