@@ -53,14 +53,16 @@ public sealed class DeferredConversion : IDisposable
             while (_pending.Count > 0)
             {
                 var pair = _pending[^1];
-                _pending.RemoveAt(_pending.Count - 1);
                 if (keepsStored?.Invoke(pair.Source) == true)
                 {
                     _kept.Add(pair);
+                    _pending.RemoveAt(_pending.Count - 1);
                     continue;
                 }
 
+                // Taken off only once converted: a failed copy leaves the pair for Dispose to give back.
                 pair.Target.Data.copy_(pair.Source.Data);
+                _pending.RemoveAt(_pending.Count - 1);
                 pair.Release?.Invoke(pair.Source);
             }
         }
