@@ -13,6 +13,8 @@
 # efficiency line); steal%: the CPU time the hypervisor took from this VM during the row (both runs), from /proc/stat;
 # dec_idle%: the share of the machine's CPU idle during our decode (bench's machine CPU line): cores the engine left unused.
 set -euo pipefail
+# shellcheck source=bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 
 peer="${FLEXGEN_PEER:-}"
 python="${FLEXGEN_PEER_PYTHON:-/usr/bin/python3}"
@@ -46,9 +48,7 @@ if [[ "$use_peer" == 1 ]]; then
   fi
 fi
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-flexgen="$root/src/Host/bin/Release/net10.0/flexgen.dll"
-[[ -f "$flexgen" ]] || dotnet build -c Release "$root/src/Host" >&2
+bench_flexgen
 
 # "prefill decode" tok/s of one run each.
 run_peer() {

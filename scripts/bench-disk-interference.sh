@@ -13,6 +13,8 @@
 # Columns per turn: decode token/s alone and beside the reader, their ratio (the compute's share kept), the reader's
 # rate beside the compute (min / median / max GB/s over its passes) and its CPU seconds per GB read (in this VM).
 set -euo pipefail
+# shellcheck source=bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 
 model=opt-1.3b
 dtype=bfloat16
@@ -32,16 +34,14 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-[[ "$block" =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]] || { echo "a block is GxN (gpu-batch-size x num-gpu-batches), not '$block'" >&2; exit 2; }
+bench_check_block "$block"
 [[ "$repeats" =~ ^[1-9][0-9]*$ ]] || { echo "--repeats takes a positive count, not '$repeats'" >&2; exit 2; }
 [[ "$file_gb" =~ ^[1-9][0-9]*$ ]] || { echo "--file-gb takes a positive whole number of GB, not '$file_gb'" >&2; exit 2; }
 [[ -d "$dir" && -w "$dir" ]] || { echo "--dir '$dir' is not a writable folder" >&2; exit 2; }
 g="${block%x*}" n="${block#*x}"
 [[ -x /usr/bin/time ]] || { echo "needs /usr/bin/time (Debian: apt-get install time) for the reader's CPU time" >&2; exit 2; }
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-flexgen="$root/src/Host/bin/Release/net10.0/flexgen.dll"
-[[ -f "$flexgen" ]] || dotnet build -c Release "$root/src/Host" >&2
+bench_flexgen
 
 work="$(mktemp -d "$dir/flexgen-interference.XXXXXX")"
 reader_pid=""

@@ -14,6 +14,8 @@
 # within minutes, and a profile's span (dtoc_span_bytes) shorter than a step's reads gives an optimistic disk bound:
 # `flexgen profile --disk-span-gb N` measures a longer one.
 set -euo pipefail
+# shellcheck source=bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 
 model=opt-1.3b
 dtypes="float32 bfloat16"
@@ -37,12 +39,10 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 for b in $blocks; do
-  [[ "$b" =~ ^[1-9][0-9]*x[1-9][0-9]*$ ]] || { echo "a block is GxN (gpu-batch-size x num-gpu-batches), not '$b'" >&2; exit 2; }
+  bench_check_block "$b"
 done
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-flexgen="$root/src/Host/bin/Release/net10.0/flexgen.dll"
-[[ -f "$flexgen" ]] || dotnet build -c Release "$root/src/Host" >&2
+bench_flexgen
 
 # "decode disk compute beside eff disk_rate eff_run" of one run.
 run_row() {
