@@ -64,6 +64,9 @@ trap cleanup EXIT
 echo "writing the reader's file: $file_gb GB in $work" >&2
 dd if=/dev/urandom of="$work/read.bin" bs=16M count=$((file_gb * 64)) status=none
 sync
+# Where O_DIRECT reads fail (some file systems refuse them) the reader's loop would spin on failing passes.
+dd if="$work/read.bin" of=/dev/null bs=16M count=1 iflag=direct status=none 2>/dev/null \
+  || { echo "--dir '$dir' does not take O_DIRECT reads: give a folder on the disk the offload folder uses" >&2; exit 2; }
 
 decode() {
   dotnet "$flexgen" bench --model "$model" --path _DUMMY_ --percent 100 0 100 0 100 0 --gpu-batch-size "$g" \
